@@ -1,0 +1,59 @@
+//! Ports: the only way the engine touches time, randomness, tasks, the network and services.
+//!
+//! Every port is a narrow object-safe trait whose docs state the semantics that *both*
+//! backends promise (the simulated services are checked against the real ones by the
+//! conformance suite). Errors are typed per port; none is a bare string.
+//!
+//! | port | models |
+//! |---|---|
+//! | [`Clock`] | monotonic time, a (skewable) wall clock, sleeps and timeouts |
+//! | [`Rand`] | seeded randomness; UUIDs are built from it |
+//! | [`Spawn`] | tasks on this node |
+//! | [`Net`] | listen/connect, length-delimited byte frames |
+//! | [`CoordConnector`] / [`Coord`] | a ZooKeeper session |
+//! | [`Kv`] | the Redis subset the engine uses |
+
+mod clock;
+mod coord;
+mod kv;
+mod net;
+mod rand;
+mod spawn;
+
+use std::sync::Arc;
+
+pub use self::clock::{timeout, Clock, Elapsed, MonoTime, WallTime};
+pub use self::coord::{parent_path, validate_path,
+    Coord, CoordConnector, CoordError, CreateMode, EventKind, MultiError, Op, OpResult,
+    SessionEvent, SessionOptions, SessionState, Stat, WatchedEvent, Watcher,
+};
+pub use self::kv::{Kv, KvError, SetCondition, SetOptions, Ttl};
+pub use self::net::{
+    Connection, FrameSink, FrameStream, Listener, Net, NetError, MAX_PEER_FRAME_BYTES,
+};
+pub use self::rand::{Rand, RandExt};
+pub use self::spawn::{Spawn, TaskHandle};
+
+/// Everything a node's engine components may use from the outside world.
+///
+/// One `Env` is built per node by the backend (`sim` or `real`) and cloned into every
+/// component; cloning is cheap (reference counts).
+#[derive(Clone)]
+pub struct Env {
+    /// Name of this node, as it appears in traces (`game-1`, `client-3`, ...).
+    pub node: Arc<str>,
+    pub clock: Arc<dyn Clock>,
+    pub rand: Arc<dyn Rand>,
+    pub spawn: Arc<dyn Spawn>,
+    pub net: Arc<dyn Net>,
+    /// Opens ZooKeeper sessions to the configured ensemble.
+    pub coord: Arc<dyn CoordConnector>,
+    /// The Redis client (reconnects by itself; each call is independent).
+    pub kv: Arc<dyn Kv>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env").field("node", &self.node).finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,78 @@
+//! The `Net` port: stream connections carrying length-delimited byte frames.
+//!
+//! On the wire each frame is a 4-byte big-endian length followed by the payload (DESIGN.md §6),
+//! so a simulated peer, a real peer and a real client all speak the same framing.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{Sink, Stream};
+
+/// Largest frame accepted on server-to-server and server-to-service connections.
+/// A larger incoming frame fails the connection with [`NetError::FrameTooLarge`].
+pub const MAX_PEER_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why a network operation failed. All of them mean "this connection is unusable"; the
+/// caller reconnects if it wants to go on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetError {
+    /// Nothing listens there, or the path is cut (partition): retry later.
+    #[error("connection refused or unreachable: {0}")]
+    Unreachable(String),
+    /// The peer closed or reset the connection; frames sent before may or may not have arrived.
+    #[error("connection closed")]
+    Closed,
+    /// A peer announced a frame larger than the limit; the connection is dropped.
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    FrameTooLarge { len: usize, max: usize },
+    /// The address is in use or cannot be bound.
+    #[error("cannot bind {addr}: {reason}")]
+    Bind { addr: String, reason: String },
+    /// Any other I/O failure, with the OS's description.
+    #[error("i/o error: {0}")]
+    Io(String),
+}
+
+/// The sending half of a connection. `send` hands the frame to the transport and flushes;
+/// success does not mean the peer received it.
+pub type FrameSink = Pin<Box<dyn Sink<Bytes, Error = NetError> + Send>>;
+/// The receiving half: frames in send order; `None` at an orderly end of stream.
+pub type FrameStream = Pin<Box<dyn Stream<Item = Result<Bytes, NetError>> + Send>>;
+
+/// One established connection, split into halves so reader and writer can be separate tasks.
+pub struct Connection {
+    pub sink: FrameSink,
+    pub stream: FrameStream,
+    /// Address of the other end, as this side sees it.
+    pub peer: SocketAddr,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("peer", &self.peer).finish_non_exhaustive()
+    }
+}
+
+/// A bound listening socket.
+#[async_trait]
+pub trait Listener: Send {
+    /// Waits for the next incoming connection.
+    async fn accept(&mut self) -> Result<Connection, NetError>;
+    /// The bound address (with the real port if 0 was asked for).
+    fn local_addr(&self) -> SocketAddr;
+}
+
+/// Opens and accepts framed connections.
+#[async_trait]
+pub trait Net: Send + Sync {
+    /// Binds `addr` (port 0 = any free port). `max_frame` bounds incoming frames.
+    async fn listen(&self, addr: SocketAddr, max_frame: usize) -> Result<Box<dyn Listener>, NetError>;
+    /// Connects to `addr`. Fails with `Unreachable` at once if nothing listens or the path is
+    /// cut; an established connection whose path is cut later *stalls* (as TCP does) rather
+    /// than failing, so protocols need their own heartbeats and timeouts.
+    async fn connect(&self, addr: SocketAddr, max_frame: usize) -> Result<Connection, NetError>;
+    /// This node's own address as other nodes reach it (IP only; ports come from `listen`).
+    fn local_ip(&self) -> std::net::IpAddr;
+}

@@ -1,0 +1,13 @@
+//! Sandtable's engine: the game-server framework, written as pure logic over *ports*.
+//!
+//! The engine never reads a clock, draws OS randomness, spawns a thread, opens a socket or
+//! names an async runtime. Everything with time, randomness, I/O or an external service
+//! enters through the traits in [`env`], bundled in one [`env::Env`] value. The `sim` crate
+//! implements them on madsim (deterministic, fault-injected), the `real` crate on tokio and
+//! real ZooKeeper/Redis. `engine/Cargo.toml` makes this true: no tokio, no madsim.
+//!
+//! # Layout
+//! - [`env`]: the ports (`Clock`, `Rand`, `Spawn`, `Net`, `Coord`, `Kv`) and their typed errors.
+//!   Each method's doc states the semantics both backends promise.
+
+pub mod env;
