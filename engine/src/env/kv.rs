@@ -36,7 +36,10 @@ pub enum KvError {
 impl KvError {
     /// True if the call may have taken effect despite the error.
     pub fn maybe_applied(&self) -> bool {
-        matches!(self, KvError::Timeout { maybe_applied: true } | KvError::ConnectionLoss { maybe_applied: true })
+        matches!(
+            self,
+            KvError::Timeout { maybe_applied: true } | KvError::ConnectionLoss { maybe_applied: true }
+        )
     }
 }
 

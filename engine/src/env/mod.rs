@@ -23,14 +23,12 @@ mod spawn;
 use std::sync::Arc;
 
 pub use self::clock::{timeout, Clock, Elapsed, MonoTime, WallTime};
-pub use self::coord::{parent_path, validate_path,
-    Coord, CoordConnector, CoordError, CreateMode, EventKind, MultiError, Op, OpResult,
-    SessionEvent, SessionOptions, SessionState, Stat, WatchedEvent, Watcher,
+pub use self::coord::{
+    parent_path, validate_path, Coord, CoordConnector, CoordError, CreateMode, EventKind, MultiError, Op,
+    OpResult, SessionEvent, SessionOptions, SessionState, Stat, WatchedEvent, Watcher,
 };
 pub use self::kv::{Kv, KvError, SetCondition, SetOptions, Ttl};
-pub use self::net::{
-    Connection, FrameSink, FrameStream, Listener, Net, NetError, MAX_PEER_FRAME_BYTES,
-};
+pub use self::net::{Connection, FrameSink, FrameStream, Listener, Net, NetError, MAX_PEER_FRAME_BYTES};
 pub use self::rand::{Rand, RandExt};
 pub use self::spawn::{Spawn, TaskHandle};
 

@@ -105,7 +105,8 @@ impl ClockControl {
 
     /// Removes every skew and drift (the heal phase); clocks stay monotonic.
     pub fn heal_all(&self) {
-        let names: Vec<String> = self.nodes.lock().expect("clock registry poisoned").keys().cloned().collect();
+        let names: Vec<String> =
+            self.nodes.lock().expect("clock registry poisoned").keys().cloned().collect();
         for n in names {
             self.set_drift(&n, 0);
             self.set_skew(&n, 0);

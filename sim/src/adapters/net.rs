@@ -23,7 +23,9 @@ pub fn map_io(e: io::Error, max_frame: usize) -> NetError {
         io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound | io::ErrorKind::HostUnreachable => {
             NetError::Unreachable(e.to_string())
         }
-        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => NetError::Closed,
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => {
+            NetError::Closed
+        }
         _ => NetError::Io(e.to_string()),
     }
 }
@@ -85,7 +87,8 @@ impl Net for SimNet {
 
     async fn connect(&self, addr: SocketAddr, max_frame: usize) -> Result<Connection, NetError> {
         // Any failure to establish is "unreachable" to the caller: refused, no route, clogged.
-        let stream = TcpStream::connect(addr).await.map_err(|e| NetError::Unreachable(format!("{addr}: {e}")))?;
+        let stream =
+            TcpStream::connect(addr).await.map_err(|e| NetError::Unreachable(format!("{addr}: {e}")))?;
         Ok(framed(stream, addr, max_frame))
     }
 
