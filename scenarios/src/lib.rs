@@ -3,8 +3,30 @@
 //! drive the same scenarios.
 //!
 //! # Layout
+//! - [`scenario`]: the `Scenario` trait, topology and phases.
+//! - [`faults`]: seeded fault plans (chaos, then heal) and the fault space a scenario allows.
 //! - [`history`]: invoke/ok/fail/info operation records with true simulated time.
 //! - [`checker`]: the checker framework and the per-key linearizability checker.
+//! - [`coord_lock`], [`kv_register`]: the first scenarios.
 
 pub mod checker;
+pub mod coord_lock;
+pub mod faults;
 pub mod history;
+pub mod kv_register;
+pub mod scenario;
+pub mod seed_rng;
+
+use std::sync::Arc;
+
+pub use scenario::{ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, Topology};
+
+/// Every scenario, in the order `list` shows them.
+pub fn all() -> Vec<Arc<dyn Scenario>> {
+    vec![Arc::new(coord_lock::CoordLock), Arc::new(kv_register::KvRegister)]
+}
+
+/// Looks a scenario up by name.
+pub fn by_name(name: &str) -> Option<Arc<dyn Scenario>> {
+    all().into_iter().find(|s| s.name() == name)
+}

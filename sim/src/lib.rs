@@ -1,7 +1,23 @@
 //! Sandtable's simulator: madsim adapters for every engine port, simulated ZooKeeper and
-//! Redis services, fault injection, history recording and the chaos runner.
+//! Redis services, fault injection, run traces and the chaos runner.
 //!
 //! # Layout
 //! - [`adapters`]: `Clock` (with per-node skew, jumps and drift), `Rand`, `Spawn`, `Net` on madsim.
+//! - [`zk`]: the simulated ZooKeeper service and its `Coord` client.
+//! - [`redis`]: the simulated Redis service and its `Kv` client.
+//! - [`faults`]: applies a scenario's fault plan to the running simulation.
+//! - [`trace`]: per-node, simulated-time trace lines and the trace hash.
+//! - [`runner`]: one seed of one scenario, start to verdict.
+//! - [`shrink`]: minimises the fault plan of a failing seed.
+//! - [`sweep`]: many seeds, in worker subprocesses, with a progress bar and a report table.
+//! - [`bench`]: simulator throughput against a raw madsim baseline.
 
 pub mod adapters;
+pub mod bench;
+pub mod faults;
+pub mod redis;
+pub mod runner;
+pub mod shrink;
+pub mod sweep;
+pub mod trace;
+pub mod zk;

@@ -1,1 +1,238 @@
-fn main() {}
+//! The chaos runner: `list`, `run`, `replay`, `bench` (and the internal `worker`).
+
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Parser, Subcommand};
+use sim::runner::{plan_for, replay_command, run_seed, run_with_plan, RunOptions, Verdict};
+use sim::sweep::{parse_seeds, render, sweep, SweepSpec};
+use sim::trace::TraceOutput;
+
+#[derive(Parser)]
+#[command(name = "sim", about = "Sandtable's deterministic chaos runner", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Scenarios with their descriptions and planted bugs.
+    List,
+    /// Runs seeds of one scenario (or `all`) and prints a table; exit code 0 only if all pass.
+    Run {
+        scenario: String,
+        /// Seed range `A..B` (end exclusive) or one seed.
+        #[arg(long, default_value = "0..100")]
+        seeds: String,
+        /// Plant a bug (see `list`); the sweep is then expected to fail.
+        #[arg(long)]
+        bug: Option<String>,
+        /// Worker processes at once (default: CPU cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Seeds per worker process.
+        #[arg(long, default_value_t = 100)]
+        chunk: u64,
+    },
+    /// Replays one seed with its fault plan and full per-node trace; ends with `trace-hash:`.
+    Replay {
+        scenario: String,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long)]
+        bug: Option<String>,
+        /// Also print DEBUG events (not part of the hash).
+        #[arg(long)]
+        verbose: bool,
+        /// Print the fault plan as JSON and exit.
+        #[arg(long)]
+        plan_json: bool,
+        /// Run with this fault plan (JSON, e.g. from `shrink`) instead of the seed's own.
+        #[arg(long)]
+        plan: Option<std::path::PathBuf>,
+    },
+    /// Minimises the fault plan of a failing seed and prints it as JSON.
+    Shrink {
+        scenario: String,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long)]
+        bug: Option<String>,
+        /// Write the minimal plan here (for `replay --plan`).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Simulator throughput: raw madsim frame ping-pong vs a scenario, same process.
+    Bench {
+        #[arg(default_value = "coord_lock")]
+        scenario: String,
+        #[arg(long, default_value_t = 20)]
+        seeds: u64,
+    },
+    /// Internal: runs seeds in this process and prints one JSON result per line.
+    #[command(hide = true)]
+    Worker {
+        scenario: String,
+        #[arg(long)]
+        seeds: String,
+        #[arg(long)]
+        bug: Option<String>,
+    },
+}
+
+fn scenario(name: &str) -> anyhow::Result<std::sync::Arc<dyn scenarios::Scenario>> {
+    scenarios::by_name(name).ok_or_else(|| {
+        let names: Vec<_> = scenarios::all().iter().map(|s| s.name()).collect();
+        anyhow!("unknown scenario {name:?}; known: {}", names.join(", "))
+    })
+}
+
+fn check_bug(s: &dyn scenarios::Scenario, bug: Option<&str>) -> anyhow::Result<()> {
+    if let Some(b) = bug {
+        if !s.bugs().iter().any(|x| x.name == b) {
+            let names: Vec<_> = s.bugs().iter().map(|x| x.name).collect();
+            bail!("scenario {} has no planted bug {b:?}; it has: {}", s.name(), names.join(", "));
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::List => {
+            for s in scenarios::all() {
+                println!("{:<14} {}", s.name(), s.description());
+                for b in s.bugs() {
+                    println!("  --bug {:<16} {}", b.name, b.description);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run { scenario: name, seeds, bug, jobs, chunk } => {
+            let seeds = parse_seeds(&seeds).map_err(|e| anyhow!(e))?;
+            let list = if name == "all" {
+                if bug.is_some() {
+                    bail!("--bug needs one scenario, not `all`");
+                }
+                scenarios::all()
+            } else {
+                vec![scenario(&name)?]
+            };
+            for s in &list {
+                check_bug(&**s, bug.as_deref())?;
+            }
+            let specs: Vec<SweepSpec> = list
+                .iter()
+                .map(|s| SweepSpec { scenario: s.name().to_string(), seeds: seeds.clone(), bug: bug.clone() })
+                .collect();
+            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let start = std::time::Instant::now();
+            let summaries = sweep(&specs, jobs, chunk.max(1)).map_err(|e| anyhow!(e))?;
+            print!("{}", render(&summaries, start.elapsed().as_secs_f64()));
+            let all_passed = summaries.iter().all(|s| s.failed.is_empty());
+            Ok(if all_passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Cmd::Replay { scenario: name, seed, bug, verbose, plan_json, plan: plan_file } => {
+            let s = scenario(&name)?;
+            check_bug(&*s, bug.as_deref())?;
+            let (topo, mut plan) = plan_for(&*s, seed, bug.as_deref());
+            if let Some(path) = &plan_file {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                plan = serde_json::from_str(&text).with_context(|| format!("{} is not a fault plan", path.display()))?;
+                let known = topo.node_names();
+                plan.validate(&known).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            }
+            if plan_json {
+                println!("{}", serde_json::to_string_pretty(&plan).context("serialising the plan")?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let trace = if verbose { TraceOutput::PrintVerbose } else { TraceOutput::Print };
+            let r = run_with_plan(&*s, seed, bug.as_deref(), topo, plan, RunOptions { trace });
+            println!(
+                "simulated {:.1}s in {:.2}s wall, {} frames, {} trace lines",
+                r.sim_secs, r.wall_secs, r.frames, r.trace_lines
+            );
+            for (k, v) in &r.counters {
+                println!("counter {k} = {v}");
+            }
+            if r.verdict != Verdict::Pass {
+                println!("FAILED: {} violation(s)", r.violations.len());
+                println!("replay: {}", replay_command(&name, seed, bug.as_deref()));
+            }
+            println!("trace-hash: {}", r.trace_hash);
+            Ok(if r.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Cmd::Shrink { scenario: name, seed, bug, out } => {
+            let s = scenario(&name)?;
+            check_bug(&*s, bug.as_deref())?;
+            let Some(sh) = sim::shrink::shrink(&*s, seed, bug.as_deref(), |m| eprintln!("{m}")) else {
+                println!("seed {seed} passes: nothing to shrink");
+                return Ok(ExitCode::SUCCESS);
+            };
+            println!(
+                "shrunk {} faults to {} in {} runs; still fails with: {}",
+                sh.original.faults.len(),
+                sh.minimal.faults.len(),
+                sh.runs,
+                sh.result.violations.first().map(String::as_str).unwrap_or("?")
+            );
+            println!("{}", sh.minimal);
+            let json = serde_json::to_string_pretty(&sh.minimal).context("serialising the plan")?;
+            if let Some(path) = out {
+                std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;
+                let mut cmd = replay_command(&name, seed, bug.as_deref());
+                cmd.push_str(&format!(" --plan {}", path.display()));
+                println!("replay: {cmd}");
+            } else {
+                println!("{json}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench { scenario: name, seeds } => {
+            let s = scenario(&name)?;
+            println!("baseline: raw madsim length-delimited ping-pong, 64-byte frames, 2 nodes");
+            let base = sim::bench::baseline_ping_pong(1, 50_000, 64);
+            println!(
+                "  {:>10} frames in {:>7.3}s wall  -> {:>12.0} frames/wall-s, {:>8.0} sim-s/wall-s",
+                base.frames,
+                base.wall_secs,
+                base.frames_per_wall_sec(),
+                base.sim_per_wall()
+            );
+            println!("scenario {name}: seeds 0..{seeds}, faults on");
+            let t = sim::bench::scenario_throughput(&*s, 0..seeds);
+            println!(
+                "  {:>10} frames in {:>7.3}s wall  -> {:>12.0} frames/wall-s, {:>8.0} sim-s/wall-s, {:.1} seeds/s",
+                t.frames,
+                t.wall_secs,
+                t.frames_per_wall_sec(),
+                t.sim_per_wall(),
+                seeds as f64 / t.wall_secs.max(1e-9)
+            );
+            println!("ratio (scenario / baseline frames per wall-s): {:.3}", t.frames_per_wall_sec() / base.frames_per_wall_sec());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Worker { scenario: name, seeds, bug } => {
+            let s = scenario(&name)?;
+            check_bug(&*s, bug.as_deref())?;
+            let seeds = parse_seeds(&seeds).map_err(|e| anyhow!(e))?;
+            for seed in seeds {
+                let r = run_seed(&*s, seed, bug.as_deref(), RunOptions::default());
+                println!("{}", serde_json::to_string(&r).context("serialising a result")?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -15,6 +15,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct MonoTime(pub u64);
 
+impl std::ops::Add<Duration> for MonoTime {
+    type Output = MonoTime;
+    /// Saturating: adding to the far future stays there.
+    fn add(self, d: Duration) -> MonoTime {
+        self.saturating_add(d)
+    }
+}
+
 impl MonoTime {
     pub fn from_nanos(n: u64) -> Self {
         MonoTime(n)
@@ -30,7 +38,7 @@ impl MonoTime {
         u64::try_from(d.as_nanos()).ok().and_then(|n| self.0.checked_add(n)).map(MonoTime)
     }
     /// `self + d`, saturating at the far future.
-    pub fn add(self, d: Duration) -> MonoTime {
+    pub fn saturating_add(self, d: Duration) -> MonoTime {
         self.checked_add(d).unwrap_or(MonoTime(u64::MAX))
     }
 }
@@ -47,7 +55,8 @@ impl WallTime {
     pub fn as_millis(self) -> i64 {
         self.0
     }
-    pub fn add(self, d: Duration) -> WallTime {
+    /// `self + d`, saturating.
+    pub fn saturating_add(self, d: Duration) -> WallTime {
         WallTime(self.0.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
     }
 }

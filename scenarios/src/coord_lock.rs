@@ -1,0 +1,468 @@
+//! `coord_lock`: a distributed lock on the `Coord` port guarding writes to a `Kv` key with a
+//! fencing token.
+//!
+//! Recipe (ZooKeeper's lock recipe with Curator's "protected" names): each contender creates
+//! an ephemeral-sequential znode `/lock/<guid>-<seq>`; the lowest sequence holds the lock;
+//! others watch their predecessor. The holder's **fencing token** is its sequence number.
+//! A holder acts only while its session is `Connected`, but that is not enough: a holder can
+//! be paused (GC, VM stall) between its check and its write, long enough for the service to
+//! expire its session and grant the lock to someone else. The guarded write therefore checks
+//! the token at the store, atomically: it compare-and-sets `{token, log}` only if the stored
+//! token is not newer than its own.
+//!
+//! Invariants (over the final value of the guarded key and the history):
+//! - tokens in the write log never decrease (no write with a stale token was accepted after a
+//!   newer holder's write, i.e. holders' acting intervals never interleave);
+//! - every acknowledged write is in the log (nothing acknowledged was lost), and every log
+//!   entry was really issued;
+//! - liveness: after the heal, some holder gets a write accepted within the bound.
+//!
+//! Planted bug `no-fencing`: the holder writes with a plain SET, without the token check.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use engine::env::{
+    timeout, Coord, CoordError, CreateMode, Env, KvError, RandExt, SessionOptions, SessionState, SetOptions,
+};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde::{Deserialize, Serialize};
+
+use crate::checker::Report;
+use crate::faults::FaultSpace;
+use crate::history::{History, OpHandle, Outcome, ProcessId, Recorder, TimeSource};
+use crate::scenario::{ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, Topology};
+
+const LOCK_DIR: &str = "/lock";
+const GUARDED_KEY: &str = "fenced";
+const CLIENTS: usize = 4;
+const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+/// Attempts of the read/compare-and-set loop of one guarded write before giving up.
+const CAS_ATTEMPTS_MAX: u32 = 8;
+
+const BUGS: &[PlantedBug] = &[PlantedBug {
+    name: "no-fencing",
+    description: "holders write with a plain SET, without checking the fencing token at the store",
+    caught_within_seeds: 60,
+}];
+
+pub struct CoordLock;
+
+impl Scenario for CoordLock {
+    fn name(&self) -> &'static str {
+        "coord_lock"
+    }
+    fn description(&self) -> &'static str {
+        "ZooKeeper lock recipe + fenced writes to Redis under pauses, partitions, kills and clock faults"
+    }
+    fn bugs(&self) -> &'static [PlantedBug] {
+        BUGS
+    }
+    fn topology(&self, _bug: Option<&str>) -> Topology {
+        Topology {
+            zookeeper: true,
+            redis: Some(RedisSpec { persistent: true, stale_read_probability: 0.0 }),
+            clients: CLIENTS,
+        }
+    }
+    fn fault_space(&self, topology: &Topology) -> FaultSpace {
+        let all = topology.node_names();
+        let clients: Vec<String> = (0..topology.clients).map(Topology::client_name).collect();
+        let mut pause = clients.clone();
+        pause.push("zk".into());
+        FaultSpace {
+            kill: all.clone(),
+            pause,
+            partition: all.clone(),
+            clock: all,
+            network: true,
+            chaos_ms: 25_000,
+            heal_ms: 15_000,
+            liveness_bound_ms: 12_000,
+            faults_min: 3,
+            faults_max: 9,
+            // Longer than the session timeout, so pauses and partitions expire sessions.
+            fault_ms_max: 12_000,
+            clock_ms_max: 10_000,
+            drift_ppm_max: 20_000,
+        }
+    }
+    fn start(&self, bug: Option<&str>, now: TimeSource) -> Arc<dyn ScenarioRun> {
+        Arc::new(Run { rec: Recorder::new(now), no_fencing: bug == Some("no-fencing") })
+    }
+}
+
+/// A guarded write, as the history records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardedWrite {
+    pub token: u64,
+    pub seq: u64,
+}
+
+/// What the store said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteResult {
+    Accepted,
+    /// The store holds a newer token: this holder is stale.
+    RejectedStale { current: u64 },
+}
+
+/// The guarded value in Redis.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guarded {
+    pub token: u64,
+    /// Every accepted write, in acceptance order: (token, process, seq).
+    pub log: Vec<(u64, ProcessId, u64)>,
+}
+
+struct Run {
+    rec: Recorder<GuardedWrite, WriteResult>,
+    no_fencing: bool,
+}
+
+fn kv_outcome(rec: &Recorder<GuardedWrite, WriteResult>, h: OpHandle, e: &KvError) {
+    if e.maybe_applied() {
+        rec.info(h)
+    } else {
+        rec.fail(h)
+    }
+}
+
+/// Sequence number of a sequential znode name (`<guid>-0000000042` -> 42).
+fn seq_of(name: &str) -> Option<u64> {
+    name.rsplit('-').next().and_then(|s| s.parse().ok())
+}
+
+impl Run {
+    async fn guarded_write(&self, env: &Env, process: ProcessId, token: u64, seq: u64) {
+        let h = self.rec.invoke(process, GuardedWrite { token, seq });
+        for _ in 0..CAS_ATTEMPTS_MAX {
+            let cur_bytes = match env.kv.get(GUARDED_KEY).await {
+                Ok(v) => v,
+                Err(e) => return kv_outcome(&self.rec, h, &e),
+            };
+            let cur: Guarded = match &cur_bytes {
+                Some(b) => match serde_json::from_slice(b) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::error!(error = %e, "guarded value is not valid JSON");
+                        return self.rec.fail(h);
+                    }
+                },
+                None => Guarded::default(),
+            };
+            if !self.no_fencing && cur.token > token {
+                tracing::info!(token, current = cur.token, "stale fencing token rejected");
+                return self.rec.ok(h, WriteResult::RejectedStale { current: cur.token });
+            }
+            let mut next = cur.clone();
+            next.token = token;
+            next.log.push((token, process, seq));
+            let next_bytes = Bytes::from(serde_json::to_vec(&next).expect("serialisable"));
+            let r = if self.no_fencing {
+                env.kv.set(GUARDED_KEY, next_bytes, SetOptions::default()).await
+            } else {
+                env.kv.compare_and_set(GUARDED_KEY, cur_bytes, Some(next_bytes), None).await
+            };
+            match r {
+                Ok(true) => return self.rec.ok(h, WriteResult::Accepted),
+                Ok(false) => continue,
+                Err(e) => return kv_outcome(&self.rec, h, &e),
+            }
+        }
+        // Every compare-and-set lost a race: nothing was written.
+        self.rec.fail(h)
+    }
+
+    /// One lock round: acquire, do a few guarded writes, release. Returns the session to
+    /// reuse, or `None` if it ended.
+    async fn round(&self, ctx: &ClientCtx, coord: Arc<dyn Coord>, seq: &mut u64) -> Option<Arc<dyn Coord>> {
+        let env = &ctx.env;
+        match coord.create(LOCK_DIR, Bytes::new(), CreateMode::Persistent).await {
+            Ok(_) | Err(CoordError::NodeExists) => {}
+            Err(e) => return keep_if_alive(coord, e),
+        }
+        let guid = env.rand.uuid().simple().to_string();
+        let prefix = format!("{LOCK_DIR}/{guid}-");
+        let mine = match coord.create(&prefix, Bytes::new(), CreateMode::EphemeralSequential).await {
+            Ok(p) => p,
+            Err(CoordError::ConnectionLoss { maybe_applied: true }) => {
+                // The create may have happened: find it by its guid once reconnected.
+                wait_connected(env, &coord, SESSION_TIMEOUT).await;
+                match coord.get_children(LOCK_DIR).await {
+                    Ok(children) => match children.iter().find(|c| c.starts_with(&guid)) {
+                        Some(c) => format!("{LOCK_DIR}/{c}"),
+                        None => return Some(coord),
+                    },
+                    Err(e) => return keep_if_alive(coord, e),
+                }
+            }
+            Err(e) => return keep_if_alive(coord, e),
+        };
+        let my_name = mine.rsplit('/').next().unwrap_or_default().to_string();
+        let token = seq_of(&my_name)?;
+        // Wait until ours is the lowest sequence number.
+        loop {
+            if ctx.phases.finished() {
+                let _ = coord.delete(&mine, None).await;
+                return Some(coord);
+            }
+            let mut children = match coord.get_children(LOCK_DIR).await {
+                Ok(c) => c,
+                Err(e) => return keep_if_alive(coord, e),
+            };
+            children.sort_by_key(|c| seq_of(c).unwrap_or(u64::MAX));
+            let Some(pos) = children.iter().position(|c| *c == my_name) else {
+                // Our node is gone: the session expired under us.
+                return keep_if_alive(coord, CoordError::SessionExpired);
+            };
+            if pos == 0 {
+                break;
+            }
+            let pred = format!("{LOCK_DIR}/{}", children[pos - 1]);
+            match coord.exists_w(&pred).await {
+                Ok((None, _)) => continue,
+                Ok((Some(_), watcher)) => {
+                    let _ = timeout(&*env.clock, Duration::from_secs(2), watcher).await;
+                }
+                Err(e) => return keep_if_alive(coord, e),
+            }
+        }
+        tracing::info!(token, "lock acquired");
+        let writes = env.rand.gen_range(1..4);
+        for _ in 0..writes {
+            if coord.state() != SessionState::Connected {
+                tracing::info!(token, "session not connected: stop acting");
+                break;
+            }
+            // "Work" between the check and the write: the window a pause can hit.
+            env.clock.sleep(Duration::from_millis(env.rand.gen_range(20..400))).await;
+            *seq += 1;
+            self.guarded_write(env, ctx.process, token, *seq).await;
+        }
+        let _ = coord.delete(&mine, None).await;
+        tracing::info!(token, "lock released");
+        Some(coord)
+    }
+}
+
+/// Keeps the session for the next round unless the error ended it.
+fn keep_if_alive(coord: Arc<dyn Coord>, e: CoordError) -> Option<Arc<dyn Coord>> {
+    match e {
+        CoordError::SessionExpired | CoordError::Closed => None,
+        _ if coord.state().is_terminal() => None,
+        _ => Some(coord),
+    }
+}
+
+async fn wait_connected(env: &Env, coord: &Arc<dyn Coord>, max: Duration) {
+    let deadline = env.clock.now() + max;
+    while coord.state() == SessionState::Disconnected && env.clock.now() < deadline {
+        env.clock.sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl ScenarioRun for Run {
+    fn client(&self, ctx: ClientCtx) -> BoxFuture<'static, ()> {
+        let this = Run { rec: self.rec.clone(), no_fencing: self.no_fencing };
+        async move {
+            let mut session: Option<Arc<dyn Coord>> = None;
+            let mut seq = 0u64;
+            while !ctx.phases.finished() {
+                let coord = match session.take() {
+                    Some(c) if !c.state().is_terminal() => c,
+                    _ => {
+                        let opts = SessionOptions { session_timeout: SESSION_TIMEOUT, connect_timeout: Duration::from_secs(5) };
+                        match ctx.env.coord.connect(opts).await {
+                            Ok(c) => c,
+                            Err(e) => {
+                                tracing::info!(error = %e, "cannot open a session");
+                                ctx.env.clock.sleep(Duration::from_millis(500)).await;
+                                continue;
+                            }
+                        }
+                    }
+                };
+                if coord.state() != SessionState::Connected {
+                    ctx.env.clock.sleep(Duration::from_millis(200)).await;
+                    session = Some(coord);
+                    continue;
+                }
+                session = this.round(&ctx, coord, &mut seq).await;
+                ctx.env.clock.sleep(Duration::from_millis(ctx.env.rand.gen_range(0..300))).await;
+            }
+            if let Some(c) = session {
+                c.close().await;
+            }
+        }
+        .boxed()
+    }
+
+    fn check(&self, env: Env, phases: Phases) -> BoxFuture<'static, Report> {
+        let rec = self.rec.clone();
+        async move {
+            let mut final_value = None;
+            let mut last_err = None;
+            for _ in 0..20 {
+                match env.kv.get(GUARDED_KEY).await {
+                    Ok(v) => {
+                        final_value = Some(v);
+                        break;
+                    }
+                    Err(e) => last_err = Some(e),
+                }
+                env.clock.sleep(Duration::from_millis(250)).await;
+            }
+            let history = rec.snapshot();
+            let mut report = Report::default();
+            match final_value {
+                None => report.violation("coord_lock", format!("cannot read the guarded key after the heal: {last_err:?}")),
+                Some(v) => {
+                    let guarded = match v.map(|b| serde_json::from_slice::<Guarded>(&b)) {
+                        None => Guarded::default(),
+                        Some(Ok(g)) => g,
+                        Some(Err(e)) => {
+                            report.violation("coord_lock", format!("guarded value is not valid JSON: {e}"));
+                            Guarded::default()
+                        }
+                    };
+                    report.merge(check_fencing(&history, &guarded));
+                }
+            }
+            report.merge(check_liveness(&history, &phases));
+            report
+        }
+        .boxed()
+    }
+}
+
+/// The fencing invariants over the final guarded value and the history.
+pub fn check_fencing(history: &History<GuardedWrite, WriteResult>, guarded: &Guarded) -> Report {
+    const NAME: &str = "fencing";
+    let mut report = Report::default();
+    for w in guarded.log.windows(2) {
+        if w[1].0 < w[0].0 {
+            report.violation(
+                NAME,
+                format!(
+                    "write with stale token {} (process {}, seq {}) accepted after token {} (process {}, seq {})",
+                    w[1].0, w[1].1, w[1].2, w[0].0, w[0].1, w[0].2
+                ),
+            );
+        }
+    }
+    let logged: std::collections::BTreeSet<(u64, ProcessId, u64)> = guarded.log.iter().copied().collect();
+    let mut issued = std::collections::BTreeSet::new();
+    let mut accepted = 0;
+    let mut rejected = 0;
+    for op in &history.ops {
+        let entry = (op.op.token, op.process, op.op.seq);
+        issued.insert(entry);
+        match op.outcome() {
+            Outcome::Ok(WriteResult::Accepted) => {
+                accepted += 1;
+                if !logged.contains(&entry) {
+                    report.violation(
+                        NAME,
+                        format!("acknowledged write lost: token {} process {} seq {}", entry.0, entry.1, entry.2),
+                    );
+                }
+            }
+            Outcome::Ok(WriteResult::RejectedStale { .. }) => rejected += 1,
+            _ => {}
+        }
+    }
+    for e in &guarded.log {
+        if !issued.contains(e) {
+            report.violation(NAME, format!("log entry never issued: {e:?}"));
+        }
+    }
+    report.count("fencing.accepted", accepted);
+    report.count("fencing.rejected_stale", rejected);
+    report.count("fencing.log_len", guarded.log.len() as u64);
+    report
+}
+
+/// After the heal some holder must get a write accepted within the bound.
+fn check_liveness(history: &History<GuardedWrite, WriteResult>, phases: &Phases) -> Report {
+    let heal = phases.heal_at.as_nanos() as u64;
+    let deadline = heal + phases.liveness_bound.as_nanos() as u64;
+    let mut report = Report::default();
+    let progressed = history.ops.iter().any(|op| {
+        op.invoke_ns >= heal
+            && matches!(&op.completion, Some((t, Outcome::Ok(WriteResult::Accepted))) if *t <= deadline)
+    });
+    if !progressed {
+        report.violation(
+            "liveness",
+            format!("no guarded write accepted within {:?} after the heal", phases.liveness_bound),
+        );
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Operation;
+
+    fn op(id: usize, p: u64, token: u64, seq: u64, r: Option<WriteResult>) -> Operation<GuardedWrite, WriteResult> {
+        Operation {
+            id,
+            process: p,
+            op: GuardedWrite { token, seq },
+            invoke_ns: id as u64 * 10,
+            completion: Some((id as u64 * 10 + 5, r.map_or(Outcome::Info, Outcome::Ok))),
+        }
+    }
+
+    #[test]
+    fn good_history_passes() {
+        let h = History {
+            ops: vec![
+                op(0, 1, 3, 1, Some(WriteResult::Accepted)),
+                op(1, 2, 5, 1, Some(WriteResult::Accepted)),
+                op(2, 1, 3, 2, Some(WriteResult::RejectedStale { current: 5 })),
+                op(3, 2, 5, 2, None),
+            ],
+        };
+        let g = Guarded { token: 5, log: vec![(3, 1, 1), (5, 2, 1)] };
+        let r = check_fencing(&h, &g);
+        assert!(r.ok(), "{r:?}");
+    }
+
+    #[test]
+    fn stale_token_after_newer_is_caught() {
+        let h = History {
+            ops: vec![op(0, 2, 5, 1, Some(WriteResult::Accepted)), op(1, 1, 3, 1, Some(WriteResult::Accepted))],
+        };
+        let g = Guarded { token: 3, log: vec![(5, 2, 1), (3, 1, 1)] };
+        let r = check_fencing(&h, &g);
+        assert!(!r.ok());
+        assert!(r.violations[0].message.contains("stale token 3"));
+    }
+
+    #[test]
+    fn lost_acknowledged_write_is_caught() {
+        let h = History {
+            ops: vec![op(0, 1, 3, 1, Some(WriteResult::Accepted)), op(1, 2, 5, 1, Some(WriteResult::Accepted))],
+        };
+        let g = Guarded { token: 5, log: vec![(5, 2, 1)] };
+        assert!(!check_fencing(&h, &g).ok());
+    }
+
+    #[test]
+    fn phantom_entry_is_caught() {
+        let h = History { ops: vec![] };
+        let g = Guarded { token: 5, log: vec![(5, 2, 1)] };
+        assert!(!check_fencing(&h, &g).ok());
+    }
+
+    #[test]
+    fn sequence_suffix_parses() {
+        assert_eq!(seq_of("abc-0000000042"), Some(42));
+        assert_eq!(seq_of("abc"), None);
+    }
+}

@@ -1,0 +1,428 @@
+//! Fault plans: which faults hit which nodes when, derived from the seed before the run.
+//!
+//! A plan is data: printable (one line per fault), serialisable (JSON) and replayable. It has
+//! two phases. During **chaos** (`0..heal_at_ms`) faults come and go; at `heal_at_ms` every
+//! fault is repaired at once (partitions lifted, paused nodes resumed, killed nodes
+//! restarted, loss/latency back to normal, clock skew and drift removed). Safety invariants
+//! are checked over the whole run; liveness only after the heal, within
+//! `liveness_bound_ms`.
+//!
+//! Faults stay inside what a healthy system must survive: at most one service outage at a
+//! time, pauses and kills are bounded in length, and the heal phase always comes.
+
+use std::fmt;
+
+use engine::env::RandExt;
+use serde::{Deserialize, Serialize};
+
+use crate::seed_rng::SeedRng;
+
+/// One fault action. Node names are those of the scenario's topology (`zk`, `redis`, `client-3`...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fault {
+    /// Cut every link between the two groups, both directions.
+    Partition { a: Vec<String>, b: Vec<String> },
+    /// Drop traffic from `from` to `to` only (asymmetric).
+    PartitionOneWay { from: Vec<String>, to: Vec<String> },
+    /// Cut the one link between two nodes, both directions.
+    CutLink { a: String, b: String },
+    /// Crash the node (its memory and tasks are gone; services keep what they persist).
+    Kill { node: String },
+    /// Freeze the node: no task runs, timers wait; peers see silence.
+    Pause { node: String },
+    /// Lose this fraction of packets network-wide (TCP retransmits: it shows as delay).
+    PacketLoss { rate: f64 },
+    /// Network-wide one-way latency range.
+    Latency { min_ms: u64, max_ms: u64 },
+    /// Set the node's wall-clock offset from true time.
+    ClockSkew { node: String, offset_ms: i64 },
+    /// Jump the node's wall clock (negative = backwards).
+    ClockJump { node: String, delta_ms: i64 },
+    /// Make the node's monotonic clock run fast (+) or slow (-), in parts per million.
+    ClockDrift { node: String, ppm: i64 },
+}
+
+impl Fault {
+    /// Short name for counters ("partition", "kill", ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Partition { .. } => "partition",
+            Fault::PartitionOneWay { .. } => "partition_one_way",
+            Fault::CutLink { .. } => "cut_link",
+            Fault::Kill { .. } => "kill",
+            Fault::Pause { .. } => "pause",
+            Fault::PacketLoss { .. } => "packet_loss",
+            Fault::Latency { .. } => "latency",
+            Fault::ClockSkew { .. } => "clock_skew",
+            Fault::ClockJump { .. } => "clock_jump",
+            Fault::ClockDrift { .. } => "clock_drift",
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Partition { a, b } => write!(f, "partition {} | {}", a.join(","), b.join(",")),
+            Fault::PartitionOneWay { from, to } => write!(f, "partition one-way {} -> {}", from.join(","), to.join(",")),
+            Fault::CutLink { a, b } => write!(f, "cut link {a} <-> {b}"),
+            Fault::Kill { node } => write!(f, "kill {node}"),
+            Fault::Pause { node } => write!(f, "pause {node}"),
+            Fault::PacketLoss { rate } => write!(f, "packet loss {:.0}%", rate * 100.0),
+            Fault::Latency { min_ms, max_ms } => write!(f, "latency {min_ms}..{max_ms} ms"),
+            Fault::ClockSkew { node, offset_ms } => write!(f, "clock skew {node} {offset_ms:+} ms"),
+            Fault::ClockJump { node, delta_ms } => write!(f, "clock jump {node} {delta_ms:+} ms"),
+            Fault::ClockDrift { node, ppm } => write!(f, "clock drift {node} {ppm:+} ppm"),
+        }
+    }
+}
+
+/// A fault applied at `at_ms` and repaired after `duration_ms` (a kill is repaired by a
+/// restart, a pause by a resume, a partition by reconnecting, loss/latency by the defaults).
+/// Clock skew and drift last until the heal; a clock jump is instantaneous (`duration_ms` 0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimedFault {
+    pub at_ms: u64,
+    pub duration_ms: u64,
+    pub fault: Fault,
+}
+
+/// The whole plan of one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultPlan {
+    pub seed: u64,
+    /// End of the chaos phase: every fault is repaired here.
+    pub heal_at_ms: u64,
+    /// The run ends here (heal phase = `heal_at_ms..end_ms`).
+    pub end_ms: u64,
+    /// Liveness must be observed within this long after the heal.
+    pub liveness_bound_ms: u64,
+    /// Sorted by `at_ms`.
+    pub faults: Vec<TimedFault>,
+}
+
+impl fmt::Display for FaultPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "fault plan (seed {}): chaos 0..{} ms, heal at {} ms, end {} ms, liveness bound {} ms",
+            self.seed, self.heal_at_ms, self.heal_at_ms, self.end_ms, self.liveness_bound_ms
+        )?;
+        for t in &self.faults {
+            if t.duration_ms > 0 {
+                writeln!(f, "  {:>6} ms  +{:>5} ms  {}", t.at_ms, t.duration_ms, t.fault)?;
+            } else {
+                writeln!(f, "  {:>6} ms            {}", t.at_ms, t.fault)?;
+            }
+        }
+        write!(f, "  {:>6} ms            heal all", self.heal_at_ms)
+    }
+}
+
+/// What faults a scenario allows, and how hard to hit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultSpace {
+    /// Nodes that may be killed (and restarted).
+    pub kill: Vec<String>,
+    /// Nodes that may be paused.
+    pub pause: Vec<String>,
+    /// Nodes that may be partitioned from others.
+    pub partition: Vec<String>,
+    /// Nodes whose clocks may be skewed, jumped and drifted.
+    pub clock: Vec<String>,
+    /// Network-wide packet loss and latency changes allowed.
+    pub network: bool,
+    /// Length of the chaos phase.
+    pub chaos_ms: u64,
+    /// Length of the heal phase.
+    pub heal_ms: u64,
+    pub liveness_bound_ms: u64,
+    /// Number of faults in the chaos phase is drawn from this range.
+    pub faults_min: u32,
+    pub faults_max: u32,
+    /// Longest fault (pause, kill, partition) in ms.
+    pub fault_ms_max: u64,
+    /// Largest clock skew or jump, in ms.
+    pub clock_ms_max: i64,
+    /// Largest monotonic drift, in ppm.
+    pub drift_ppm_max: i64,
+}
+
+impl FaultSpace {
+    /// No faults at all (for baselines and smoke tests).
+    pub fn none(chaos_ms: u64, heal_ms: u64) -> Self {
+        FaultSpace {
+            kill: vec![],
+            pause: vec![],
+            partition: vec![],
+            clock: vec![],
+            network: false,
+            chaos_ms,
+            heal_ms,
+            liveness_bound_ms: heal_ms,
+            faults_min: 0,
+            faults_max: 0,
+            fault_ms_max: 0,
+            clock_ms_max: 0,
+            drift_ppm_max: 0,
+        }
+    }
+}
+
+impl FaultPlan {
+    /// Draws a plan from `seed` within `space`. Pure: the same seed and space give the same plan.
+    pub fn generate(seed: u64, space: &FaultSpace) -> FaultPlan {
+        let rng = SeedRng::new(seed).fork("fault-plan");
+        let mut kinds: Vec<&str> = Vec::new();
+        if !space.partition.is_empty() && space.partition.len() >= 2 {
+            kinds.extend(["partition", "partition_one_way", "cut_link", "partition"]);
+        }
+        if !space.kill.is_empty() {
+            kinds.push("kill");
+        }
+        if !space.pause.is_empty() {
+            kinds.extend(["pause", "pause"]);
+        }
+        if !space.clock.is_empty() {
+            kinds.extend(["clock_skew", "clock_jump", "clock_drift"]);
+        }
+        if space.network {
+            kinds.extend(["packet_loss", "latency"]);
+        }
+        let mut faults = Vec::new();
+        if !kinds.is_empty() && space.faults_max > 0 {
+            let n = rng.gen_range(u64::from(space.faults_min)..u64::from(space.faults_max) + 1);
+            for _ in 0..n {
+                let kind = *rng.choose(&kinds).expect("non-empty");
+                let at_ms = rng.gen_range(0..space.chaos_ms.max(1));
+                let max_len = space.fault_ms_max.max(200);
+                let duration_ms = rng.gen_range(200..max_len + 1).min(space.chaos_ms - at_ms.min(space.chaos_ms));
+                let pick = |v: &Vec<String>| rng.choose(v).expect("non-empty").clone();
+                let fault = match kind {
+                    "partition" => {
+                        let (a, b) = split_groups(&rng, &space.partition);
+                        Fault::Partition { a, b }
+                    }
+                    "partition_one_way" => {
+                        let (from, to) = split_groups(&rng, &space.partition);
+                        Fault::PartitionOneWay { from, to }
+                    }
+                    "cut_link" => {
+                        let (a, b) = two_distinct(&rng, &space.partition);
+                        Fault::CutLink { a, b }
+                    }
+                    "kill" => Fault::Kill { node: pick(&space.kill) },
+                    "pause" => Fault::Pause { node: pick(&space.pause) },
+                    "clock_skew" => Fault::ClockSkew {
+                        node: pick(&space.clock),
+                        offset_ms: signed(&rng, space.clock_ms_max),
+                    },
+                    "clock_jump" => Fault::ClockJump {
+                        node: pick(&space.clock),
+                        delta_ms: signed(&rng, space.clock_ms_max),
+                    },
+                    "clock_drift" => Fault::ClockDrift {
+                        node: pick(&space.clock),
+                        ppm: signed(&rng, space.drift_ppm_max),
+                    },
+                    "packet_loss" => Fault::PacketLoss { rate: rng.gen_range(1..31) as f64 / 100.0 },
+                    "latency" => {
+                        let min_ms = rng.gen_range(1..50);
+                        Fault::Latency { min_ms, max_ms: min_ms + rng.gen_range(1..200) }
+                    }
+                    other => unreachable!("unknown fault kind {other}"),
+                };
+                let duration_ms = match fault {
+                    Fault::ClockJump { .. } => 0,
+                    Fault::ClockSkew { .. } | Fault::ClockDrift { .. } => space.chaos_ms - at_ms,
+                    _ => duration_ms,
+                };
+                faults.push(TimedFault { at_ms, duration_ms, fault });
+            }
+        }
+        faults.sort_by_key(|t| t.at_ms);
+        FaultPlan {
+            seed,
+            heal_at_ms: space.chaos_ms,
+            end_ms: space.chaos_ms + space.heal_ms,
+            liveness_bound_ms: space.liveness_bound_ms,
+            faults,
+        }
+    }
+
+    /// Checks a plan read from a file: known node names, faults inside the chaos phase,
+    /// sane rates. A clear message for the first problem found.
+    pub fn validate(&self, nodes: &[String]) -> Result<(), String> {
+        if self.heal_at_ms > self.end_ms {
+            return Err(format!("heal_at_ms {} is after end_ms {}", self.heal_at_ms, self.end_ms));
+        }
+        let check = |n: &String| {
+            if nodes.contains(n) {
+                Ok(())
+            } else {
+                Err(format!("unknown node {n:?} (nodes: {})", nodes.join(", ")))
+            }
+        };
+        for (i, t) in self.faults.iter().enumerate() {
+            if t.at_ms + t.duration_ms > self.heal_at_ms {
+                return Err(format!("fault {i} ({}) runs past the heal at {} ms", t.fault, self.heal_at_ms));
+            }
+            match &t.fault {
+                Fault::Partition { a, b } | Fault::PartitionOneWay { from: a, to: b } => {
+                    if a.is_empty() || b.is_empty() {
+                        return Err(format!("fault {i}: a partition needs two non-empty groups"));
+                    }
+                    a.iter().chain(b).try_for_each(check)?;
+                }
+                Fault::CutLink { a, b } => {
+                    check(a)?;
+                    check(b)?;
+                }
+                Fault::Kill { node }
+                | Fault::Pause { node }
+                | Fault::ClockSkew { node, .. }
+                | Fault::ClockJump { node, .. }
+                | Fault::ClockDrift { node, .. } => check(node)?,
+                Fault::PacketLoss { rate } => {
+                    if !(0.0..1.0).contains(rate) {
+                        return Err(format!("fault {i}: packet loss rate {rate} not in [0, 1)"));
+                    }
+                }
+                Fault::Latency { min_ms, max_ms } => {
+                    if min_ms >= max_ms {
+                        return Err(format!("fault {i}: latency range {min_ms}..{max_ms} is empty"));
+                    }
+                }
+            }
+        }
+        if self.faults.windows(2).any(|w| w[0].at_ms > w[1].at_ms) {
+            return Err("faults must be sorted by at_ms".into());
+        }
+        Ok(())
+    }
+
+    /// Number of faults of each kind (for coverage counters).
+    pub fn kinds(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        let mut m = std::collections::BTreeMap::new();
+        for t in &self.faults {
+            *m.entry(t.fault.kind()).or_insert(0) += 1;
+        }
+        m
+    }
+}
+
+fn signed(rng: &SeedRng, max: i64) -> i64 {
+    let max = max.max(1) as u64;
+    let v = rng.gen_range(1..max + 1) as i64;
+    if rng.gen_bool(0.5) {
+        v
+    } else {
+        -v
+    }
+}
+
+fn two_distinct(rng: &SeedRng, nodes: &[String]) -> (String, String) {
+    let i = rng.gen_range(0..nodes.len() as u64) as usize;
+    let mut j = rng.gen_range(0..nodes.len() as u64 - 1) as usize;
+    if j >= i {
+        j += 1;
+    }
+    (nodes[i].clone(), nodes[j].clone())
+}
+
+/// Splits `nodes` into two non-empty groups: usually one node against the rest.
+fn split_groups(rng: &SeedRng, nodes: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    if rng.gen_bool(0.6) {
+        let i = rng.gen_range(0..nodes.len() as u64) as usize;
+        for (k, n) in nodes.iter().enumerate() {
+            if k == i {
+                a.push(n.clone())
+            } else {
+                b.push(n.clone())
+            }
+        }
+    } else {
+        for n in nodes {
+            if rng.gen_bool(0.5) {
+                a.push(n.clone())
+            } else {
+                b.push(n.clone())
+            }
+        }
+        if a.is_empty() {
+            a.push(b.remove(0));
+        }
+        if b.is_empty() {
+            b.push(a.remove(0));
+        }
+    }
+    (a, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space() -> FaultSpace {
+        let names: Vec<String> = ["zk", "redis", "client-0", "client-1"].iter().map(|s| s.to_string()).collect();
+        FaultSpace {
+            kill: names.clone(),
+            pause: names.clone(),
+            partition: names.clone(),
+            clock: names,
+            network: true,
+            chaos_ms: 20_000,
+            heal_ms: 10_000,
+            liveness_bound_ms: 8_000,
+            faults_min: 4,
+            faults_max: 10,
+            fault_ms_max: 8_000,
+            clock_ms_max: 5_000,
+            drift_ppm_max: 50_000,
+        }
+    }
+
+    #[test]
+    fn same_seed_same_plan_and_json_roundtrip() {
+        let a = FaultPlan::generate(42, &space());
+        let b = FaultPlan::generate(42, &space());
+        assert_eq!(a, b);
+        assert_ne!(a, FaultPlan::generate(43, &space()));
+        let json = serde_json::to_string(&a).unwrap();
+        let back: FaultPlan = serde_json::from_str(&json).unwrap();
+        assert_eq!(a, back);
+    }
+
+    #[test]
+    fn validate_rejects_bad_plans() {
+        let names: Vec<String> = ["zk", "redis", "client-0", "client-1"].iter().map(|s| s.to_string()).collect();
+        let good = FaultPlan::generate(5, &space());
+        assert_eq!(good.validate(&names), Ok(()));
+        let mut bad = good.clone();
+        bad.faults.push(TimedFault { at_ms: 1, duration_ms: 1, fault: Fault::Kill { node: "nope".into() } });
+        bad.faults.sort_by_key(|t| t.at_ms);
+        assert!(bad.validate(&names).unwrap_err().contains("unknown node"));
+        let mut late = good.clone();
+        late.faults.push(TimedFault { at_ms: 19_999, duration_ms: 10, fault: Fault::Pause { node: "zk".into() } });
+        assert!(late.validate(&names).unwrap_err().contains("past the heal"));
+    }
+
+    #[test]
+    fn faults_stay_in_the_chaos_phase() {
+        for seed in 0..200 {
+            let p = FaultPlan::generate(seed, &space());
+            assert!(p.faults.len() >= 4 && p.faults.len() <= 10);
+            for t in &p.faults {
+                assert!(t.at_ms + t.duration_ms <= p.heal_at_ms, "{t:?}");
+                if let Fault::Partition { a, b } | Fault::PartitionOneWay { from: a, to: b } = &t.fault {
+                    assert!(!a.is_empty() && !b.is_empty());
+                    assert!(a.iter().all(|x| !b.contains(x)));
+                }
+            }
+            assert!(p.faults.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+        }
+    }
+}

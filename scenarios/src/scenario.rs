@@ -1,0 +1,124 @@
+//! What a scenario is: topology, fault space, per-node workload, and the final check.
+//!
+//! A scenario names no backend. The runner (the `sim` crate today, the real-cluster runner
+//! later) builds the topology, gives every node an [`Env`], runs the workload on each client
+//! node, applies the fault plan, and after the run calls [`ScenarioRun::check`] with a fresh
+//! `Env` on an observer node that can read the services' final state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::env::Env;
+use futures::future::BoxFuture;
+
+use crate::checker::Report;
+use crate::faults::FaultSpace;
+use crate::history::{ProcessId, TimeSource};
+
+/// A deliberately broken variant of a scenario, selectable with `--bug NAME`, that its
+/// checkers must catch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlantedBug {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Every seed window of this many seeds must catch the bug at least once (checked by
+    /// `cargo test`).
+    pub caught_within_seeds: u64,
+}
+
+/// The simulated Redis node of a topology.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisSpec {
+    /// Keep data across a kill (models AOF with `appendfsync always`).
+    pub persistent: bool,
+    /// Planted bug: a GET returns the key's previous value with this probability.
+    pub stale_read_probability: f64,
+}
+
+/// The nodes of a run. Service nodes are named `zk` and `redis`; client nodes
+/// `client-0`, `client-1`, ...
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topology {
+    pub zookeeper: bool,
+    pub redis: Option<RedisSpec>,
+    pub clients: usize,
+}
+
+impl Topology {
+    pub fn client_name(i: usize) -> String {
+        format!("client-{i}")
+    }
+
+    /// All node names, services first.
+    pub fn node_names(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.zookeeper {
+            v.push("zk".to_string());
+        }
+        if self.redis.is_some() {
+            v.push("redis".to_string());
+        }
+        v.extend((0..self.clients).map(Self::client_name));
+        v
+    }
+}
+
+/// Where in the run a node is, in true simulated time.
+#[derive(Clone)]
+pub struct Phases {
+    /// True simulated time, ns since the start of the run.
+    pub now: TimeSource,
+    pub heal_at: Duration,
+    pub end_at: Duration,
+    /// Liveness must be observed within this long after the heal.
+    pub liveness_bound: Duration,
+}
+
+impl Phases {
+    pub fn elapsed(&self) -> Duration {
+        Duration::from_nanos((self.now)())
+    }
+    /// True once the run's end has come: workloads stop issuing operations.
+    pub fn finished(&self) -> bool {
+        self.elapsed() >= self.end_at
+    }
+    pub fn healed(&self) -> bool {
+        self.elapsed() >= self.heal_at
+    }
+}
+
+/// What a client node's workload gets.
+#[derive(Clone)]
+pub struct ClientCtx {
+    pub env: Env,
+    /// Client index in the topology.
+    pub index: usize,
+    /// Process id for histories: unique per client *incarnation* (a restarted client is a
+    /// new process; its predecessor's open operations stay open, i.e. unknown).
+    pub process: ProcessId,
+    pub phases: Phases,
+}
+
+/// One scenario: static description plus a factory for per-run state.
+pub trait Scenario: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn description(&self) -> &'static str;
+    fn bugs(&self) -> &'static [PlantedBug];
+    /// Nodes of the run (may depend on the planted bug, e.g. a buggy service option).
+    fn topology(&self, bug: Option<&str>) -> Topology;
+    /// Which faults the plan may contain, and the phase lengths.
+    fn fault_space(&self, topology: &Topology) -> FaultSpace;
+    /// Fresh per-run state (histories, ...); `bug` is one of [`Scenario::bugs`] or `None`.
+    fn start(&self, bug: Option<&str>, now: TimeSource) -> Arc<dyn ScenarioRun>;
+}
+
+/// The per-run half of a scenario.
+pub trait ScenarioRun: Send + Sync {
+    /// The workload of one client node incarnation. Runs until `ctx.phases.finished()` (or
+    /// until the node is killed). Started again, with a new process id, after a restart.
+    fn client(&self, ctx: ClientCtx) -> BoxFuture<'static, ()>;
+
+    /// After the run: read final state through `env` (an observer node with a clean network
+    /// and every fault healed) and check every invariant over it and the histories.
+    fn check(&self, env: Env, phases: Phases) -> BoxFuture<'static, Report>;
+}

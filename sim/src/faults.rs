@@ -1,0 +1,251 @@
+//! Applies a [`FaultPlan`] to a running simulation: partitions through madsim's network
+//! clogs, kill/restart and pause/resume through madsim's node handles, packet loss and
+//! latency through the network config, clock faults through the run's [`ClockControl`].
+//!
+//! Every application is a trace event (`fault` lines), so the trace shows exactly what hit
+//! when. Overlapping partitions are reference-counted per directed link, so lifting one
+//! never lifts another that still holds. A fault aimed at a node that is down (killed or
+//! paused by an earlier fault) is skipped and traced as such.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use madsim::net::NetSim;
+use madsim::runtime::Handle;
+use madsim::task::NodeId;
+use scenarios::faults::{Fault, FaultPlan};
+
+use crate::adapters::ClockControl;
+
+/// Default simulated one-way latency (madsim's own default).
+pub const DEFAULT_LATENCY: std::ops::Range<Duration> = Duration::from_millis(1)..Duration::from_millis(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeState {
+    Up,
+    Paused,
+    Killed,
+}
+
+/// The injector's view of the cluster.
+pub struct Injector {
+    handle: Handle,
+    clocks: ClockControl,
+    nodes: BTreeMap<String, NodeId>,
+    state: BTreeMap<String, NodeState>,
+    clogged: BTreeMap<(NodeId, NodeId), u32>,
+    /// Faults applied, by kind (coverage).
+    pub applied: BTreeMap<&'static str, u64>,
+}
+
+/// What to undo when a fault's duration ends.
+enum Undo {
+    Links(Vec<(NodeId, NodeId)>),
+    Restart(String),
+    Resume(String),
+    Loss,
+    Latency,
+    Nothing,
+}
+
+impl Injector {
+    pub fn new(handle: Handle, clocks: ClockControl, nodes: BTreeMap<String, NodeId>) -> Self {
+        let state = nodes.keys().map(|n| (n.clone(), NodeState::Up)).collect();
+        Injector { handle, clocks, nodes, state, clogged: BTreeMap::new(), applied: BTreeMap::new() }
+    }
+
+    fn id(&self, name: &str) -> NodeId {
+        *self.nodes.get(name).unwrap_or_else(|| panic!("fault plan names unknown node {name:?}"))
+    }
+
+    fn clog(&mut self, links: &[(NodeId, NodeId)]) {
+        let net = NetSim::current();
+        for &(a, b) in links {
+            let c = self.clogged.entry((a, b)).or_insert(0);
+            if *c == 0 {
+                net.clog_link(a, b);
+            }
+            *c += 1;
+        }
+    }
+
+    fn unclog(&mut self, links: &[(NodeId, NodeId)]) {
+        let net = NetSim::current();
+        for l in links {
+            if let Some(c) = self.clogged.get_mut(l) {
+                *c -= 1;
+                if *c == 0 {
+                    self.clogged.remove(l);
+                    net.unclog_link(l.0, l.1);
+                }
+            }
+        }
+    }
+
+    fn links(&self, from: &[String], to: &[String], both: bool) -> Vec<(NodeId, NodeId)> {
+        let mut v = Vec::new();
+        for a in from {
+            for b in to {
+                v.push((self.id(a), self.id(b)));
+                if both {
+                    v.push((self.id(b), self.id(a)));
+                }
+            }
+        }
+        v
+    }
+
+    fn apply(&mut self, fault: &Fault) -> Undo {
+        let net = NetSim::current();
+        let undo = match fault {
+            Fault::Partition { a, b } => {
+                let l = self.links(a, b, true);
+                self.clog(&l);
+                Undo::Links(l)
+            }
+            Fault::PartitionOneWay { from, to } => {
+                let l = self.links(from, to, false);
+                self.clog(&l);
+                Undo::Links(l)
+            }
+            Fault::CutLink { a, b } => {
+                let l = self.links(std::slice::from_ref(a), std::slice::from_ref(b), true);
+                self.clog(&l);
+                Undo::Links(l)
+            }
+            Fault::Kill { node } => {
+                if self.state[node] != NodeState::Up {
+                    tracing::info!(target: "sim::faults", "skip: kill {node} (not up)");
+                    return Undo::Nothing;
+                }
+                self.handle.kill(self.id(node));
+                self.state.insert(node.clone(), NodeState::Killed);
+                Undo::Restart(node.clone())
+            }
+            Fault::Pause { node } => {
+                if self.state[node] != NodeState::Up {
+                    tracing::info!(target: "sim::faults", "skip: pause {node} (not up)");
+                    return Undo::Nothing;
+                }
+                self.handle.pause(self.id(node));
+                self.state.insert(node.clone(), NodeState::Paused);
+                Undo::Resume(node.clone())
+            }
+            Fault::PacketLoss { rate } => {
+                net.update_config(|c| c.packet_loss_rate = *rate);
+                Undo::Loss
+            }
+            Fault::Latency { min_ms, max_ms } => {
+                net.update_config(|c| {
+                    c.send_latency = Duration::from_millis(*min_ms)..Duration::from_millis(*max_ms)
+                });
+                Undo::Latency
+            }
+            Fault::ClockSkew { node, offset_ms } => {
+                self.clocks.set_skew(node, *offset_ms);
+                Undo::Nothing
+            }
+            Fault::ClockJump { node, delta_ms } => {
+                self.clocks.jump(node, *delta_ms);
+                Undo::Nothing
+            }
+            Fault::ClockDrift { node, ppm } => {
+                self.clocks.set_drift(node, *ppm);
+                Undo::Nothing
+            }
+        };
+        *self.applied.entry(fault.kind()).or_insert(0) += 1;
+        tracing::info!(target: "sim::faults", "fault: {fault}");
+        undo
+    }
+
+    fn undo(&mut self, undo: Undo) {
+        match undo {
+            Undo::Links(l) => {
+                self.unclog(&l);
+                tracing::info!(target: "sim::faults", "repair: reconnect {} link(s)", l.len());
+            }
+            Undo::Restart(node) => self.restart(&node),
+            Undo::Resume(node) => self.resume(&node),
+            Undo::Loss => {
+                NetSim::current().update_config(|c| c.packet_loss_rate = 0.0);
+                tracing::info!(target: "sim::faults", "repair: packet loss off");
+            }
+            Undo::Latency => {
+                NetSim::current().update_config(|c| c.send_latency = DEFAULT_LATENCY);
+                tracing::info!(target: "sim::faults", "repair: latency back to default");
+            }
+            Undo::Nothing => {}
+        }
+    }
+
+    fn restart(&mut self, node: &str) {
+        if self.state[node] == NodeState::Killed {
+            self.handle.restart(self.id(node));
+            self.state.insert(node.to_string(), NodeState::Up);
+            tracing::info!(target: "sim::faults", "repair: restart {node}");
+        }
+    }
+
+    fn resume(&mut self, node: &str) {
+        if self.state[node] == NodeState::Paused {
+            self.handle.resume(self.id(node));
+            self.state.insert(node.to_string(), NodeState::Up);
+            tracing::info!(target: "sim::faults", "repair: resume {node}");
+        }
+    }
+
+    /// Repairs everything at once (the start of the heal phase).
+    pub fn heal_all(&mut self) {
+        let links: Vec<(NodeId, NodeId)> = self.clogged.keys().copied().collect();
+        let net = NetSim::current();
+        for l in links {
+            net.unclog_link(l.0, l.1);
+        }
+        self.clogged.clear();
+        let names: Vec<String> = self.state.keys().cloned().collect();
+        for n in names {
+            self.resume(&n);
+            self.restart(&n);
+        }
+        net.update_config(|c| {
+            c.packet_loss_rate = 0.0;
+            c.send_latency = DEFAULT_LATENCY;
+        });
+        self.clocks.heal_all();
+        tracing::info!(target: "sim::faults", "heal: all faults repaired");
+    }
+
+    /// Runs the plan to its heal point (call from the simulation's main task).
+    pub async fn run(&mut self, plan: &FaultPlan) {
+        // Pending undos, by due time (ms), in plan order for ties.
+        let mut pending: BTreeMap<(u64, usize), Undo> = BTreeMap::new();
+        let start = madsim::time::Instant::now();
+        let sleep_to = |ms: u64| madsim::time::sleep_until(start + Duration::from_millis(ms));
+        for (i, t) in plan.faults.iter().enumerate() {
+            // First the repairs due before this fault.
+            while let Some(entry) = pending.first_entry() {
+                if entry.key().0 > t.at_ms {
+                    break;
+                }
+                let ((due, _), undo) = entry.remove_entry();
+                sleep_to(due).await;
+                self.undo(undo);
+            }
+            sleep_to(t.at_ms).await;
+            let undo = self.apply(&t.fault);
+            if t.duration_ms > 0 {
+                pending.insert((t.at_ms + t.duration_ms, i), undo);
+            }
+        }
+        while let Some(((due, _), undo)) = pending.pop_first() {
+            if due >= plan.heal_at_ms {
+                break;
+            }
+            sleep_to(due).await;
+            self.undo(undo);
+        }
+        sleep_to(plan.heal_at_ms).await;
+        self.heal_all();
+    }
+}

@@ -1,0 +1,288 @@
+//! Runs one seed of one scenario inside a fresh madsim runtime.
+//!
+//! Order of a run (TigerBeetle's VOPR shape): seed → topology and fault plan (printed and
+//! hashed) → nodes start → chaos phase (faults come and go) → heal (every fault repaired) →
+//! heal phase (workload continues; liveness must show) → clients stopped → an observer node
+//! reads the final state and the scenario's checkers judge it and the histories.
+//!
+//! Node table of every run:
+//!
+//! | node | address | what |
+//! |---|---|---|
+//! | `zk` | 10.0.0.1:2181 | simulated ZooKeeper (data survives restarts) |
+//! | `redis` | 10.0.0.2:6379 | simulated Redis (loses data on kill unless persistent) |
+//! | `client-N` | 10.0.1.(N+1) | the scenario's workload |
+//! | `observer` | 10.0.9.1 | final-state reads after the run |
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::env::{Clock, Env};
+use scenarios::checker::Report;
+use scenarios::faults::FaultPlan;
+use scenarios::history::TimeSource;
+use scenarios::{ClientCtx, Phases, Scenario, Topology};
+use serde::{Deserialize, Serialize};
+use tracing_subscriber::layer::SubscriberExt;
+
+use crate::adapters::{ClockControl, SimClock, SimNet, SimRand, SimSpawn};
+use crate::faults::Injector;
+use crate::redis::{RedisOptions, RedisStore, SimKv};
+use crate::trace::{TraceCollector, TraceOutput};
+use crate::zk::{SimCoordConnector, ZkClientEnv, ZkOptions, ZkStore};
+
+pub const ZK_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 2181);
+pub const REDIS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 6379);
+const OBSERVER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 9, 1));
+/// Client-side Redis command timeout.
+pub const KV_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the observer may take to read the final state before the run counts as stuck.
+const CHECK_TIME_MAX: Duration = Duration::from_secs(120);
+
+fn client_ip(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 1, u8::try_from(i + 1).expect("at most 254 clients")))
+}
+
+/// How a seed ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    Pass,
+    /// A checker found a violation.
+    Violation,
+    /// The simulation panicked (a bug in the engine, a service model or the runner).
+    Crash,
+}
+
+/// Result of one seed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedResult {
+    pub scenario: String,
+    pub seed: u64,
+    pub bug: Option<String>,
+    pub verdict: Verdict,
+    pub violations: Vec<String>,
+    pub counters: BTreeMap<String, u64>,
+    pub trace_hash: String,
+    pub trace_lines: u64,
+    /// Simulated frames sent (madsim network messages).
+    pub frames: u64,
+    pub sim_secs: f64,
+    pub wall_secs: f64,
+}
+
+impl SeedResult {
+    pub fn passed(&self) -> bool {
+        self.verdict == Verdict::Pass
+    }
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    pub trace: TraceOutput,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { trace: TraceOutput::HashOnly }
+    }
+}
+
+/// The command that replays a seed, as printed for failures.
+pub fn replay_command(scenario: &str, seed: u64, bug: Option<&str>) -> String {
+    let mut c = format!("cargo run -p sim --release -- replay {scenario} --seed {seed}");
+    if let Some(b) = bug {
+        c.push_str(&format!(" --bug {b}"));
+    }
+    c
+}
+
+/// The plan a seed will run (also printed by `replay`).
+pub fn plan_for(scenario: &dyn Scenario, seed: u64, bug: Option<&str>) -> (Topology, FaultPlan) {
+    let topo = scenario.topology(bug);
+    let space = scenario.fault_space(&topo);
+    (topo.clone(), FaultPlan::generate(seed, &space))
+}
+
+fn true_time() -> TimeSource {
+    Arc::new(|| u64::try_from(madsim::time::TimeHandle::current().elapsed().as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Builds the `Env` of one node.
+fn node_env(name: &str, ip: IpAddr, clocks: &ClockControl) -> Env {
+    let clock: Arc<dyn Clock> = Arc::new(SimClock::new(name, clocks.clone()));
+    let net = Arc::new(SimNet::new(ip));
+    let rand = Arc::new(SimRand);
+    let spawn = Arc::new(SimSpawn);
+    let zk_env = ZkClientEnv::new(name, clock.clone(), rand.clone(), spawn.clone(), net.clone());
+    let coord = Arc::new(SimCoordConnector::new(zk_env, ZK_ADDR));
+    let kv = Arc::new(SimKv::new(net.clone(), clock.clone(), spawn.clone(), REDIS_ADDR, KV_COMMAND_TIMEOUT));
+    Env { node: name.into(), clock, rand, spawn, net, coord, kv }
+}
+
+/// Runs `seed` of `scenario` and judges it. Never panics: a panic inside the simulation is
+/// reported as [`Verdict::Crash`].
+pub fn run_seed(scenario: &dyn Scenario, seed: u64, bug: Option<&str>, opts: RunOptions) -> SeedResult {
+    let (topo, plan) = plan_for(scenario, seed, bug);
+    run_with_plan(scenario, seed, bug, topo, plan, opts)
+}
+
+/// Runs `seed` with an explicit fault plan instead of the one the seed generates (used by
+/// `shrink` and by `replay --plan FILE`). The seed still drives every other random choice.
+pub fn run_with_plan(
+    scenario: &dyn Scenario,
+    seed: u64,
+    bug: Option<&str>,
+    topo: Topology,
+    plan: FaultPlan,
+    opts: RunOptions,
+) -> SeedResult {
+    let wall = std::time::Instant::now();
+    let trace = TraceCollector::new(opts.trace);
+    trace.add_line(&format!("scenario {} seed {} bug {}", scenario.name(), seed, bug.unwrap_or("none")));
+    for line in plan.to_string().lines() {
+        trace.add_line(line);
+    }
+    let subscriber = tracing_subscriber::registry().with(trace.layer());
+    let dispatch = tracing::Dispatch::new(subscriber);
+    let run = scenario.start(bug, true_time());
+
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        tracing::dispatcher::with_default(&dispatch, || {
+            let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+            rt.block_on(simulate(topo, plan.clone(), run))
+        })
+    }));
+    let (verdict, violations, counters, frames, sim_secs) = match outcome {
+        Ok((report, frames, sim)) => {
+            let verdict = if report.ok() { Verdict::Pass } else { Verdict::Violation };
+            let v = report.violations.iter().map(|v| format!("[{}] {}", v.checker, v.message)).collect();
+            (verdict, v, report.counters, frames, sim)
+        }
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            (Verdict::Crash, vec![format!("[crash] simulation panicked: {msg}")], BTreeMap::new(), 0, 0.0)
+        }
+    };
+    for v in &violations {
+        trace.add_line(&format!("violation: {v}"));
+    }
+    trace.add_line(&format!("verdict: {verdict:?}"));
+    SeedResult {
+        scenario: scenario.name().to_string(),
+        seed,
+        bug: bug.map(str::to_string),
+        verdict,
+        violations,
+        counters,
+        trace_hash: trace.hash(),
+        trace_lines: trace.lines(),
+        frames,
+        sim_secs,
+        wall_secs: wall.elapsed().as_secs_f64(),
+    }
+}
+
+async fn simulate(topo: Topology, plan: FaultPlan, run: Arc<dyn scenarios::ScenarioRun>) -> (Report, u64, f64) {
+    let handle = madsim::runtime::Handle::current();
+    let clocks = ClockControl::new();
+    let mut ids = BTreeMap::new();
+    let phases = Phases {
+        now: true_time(),
+        heal_at: Duration::from_millis(plan.heal_at_ms),
+        end_at: Duration::from_millis(plan.end_ms),
+        liveness_bound: Duration::from_millis(plan.liveness_bound_ms),
+    };
+
+    if topo.zookeeper {
+        let store = ZkStore::default();
+        let clocks = clocks.clone();
+        let node = handle
+            .create_node()
+            .name("zk")
+            .ip(ZK_ADDR.ip())
+            .init(move || {
+                let env = node_env("zk", ZK_ADDR.ip(), &clocks);
+                crate::zk::serve(env.net, env.clock, env.spawn, ZK_ADDR, store.clone(), ZkOptions::default())
+            })
+            .build();
+        ids.insert("zk".to_string(), node.id());
+    }
+    if let Some(spec) = &topo.redis {
+        let store = RedisStore::default();
+        let opts = RedisOptions { persistent: spec.persistent, stale_read_probability: spec.stale_read_probability };
+        let clocks = clocks.clone();
+        let node = handle
+            .create_node()
+            .name("redis")
+            .ip(REDIS_ADDR.ip())
+            .init(move || {
+                let env = node_env("redis", REDIS_ADDR.ip(), &clocks);
+                crate::redis::serve(env.net, env.clock, env.rand, env.spawn, REDIS_ADDR, store.clone(), opts.clone())
+            })
+            .build();
+        ids.insert("redis".to_string(), node.id());
+    }
+    // Process ids: one per client incarnation, so a restarted client is a new process.
+    let next_process = Arc::new(AtomicU64::new(0));
+    let mut client_ids = Vec::new();
+    for i in 0..topo.clients {
+        let name = Topology::client_name(i);
+        let (clocks, run, phases, next_process) = (clocks.clone(), run.clone(), phases.clone(), next_process.clone());
+        let node_name = name.clone();
+        let node = handle
+            .create_node()
+            .name(&name)
+            .ip(client_ip(i))
+            .init(move || {
+                let env = node_env(&node_name, client_ip(i), &clocks);
+                let process = next_process.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(process, "client starts");
+                run.client(ClientCtx { env, index: i, process, phases: phases.clone() })
+            })
+            .build();
+        ids.insert(name, node.id());
+        client_ids.push(node.id());
+    }
+
+    let mut injector = Injector::new(handle.clone(), clocks.clone(), ids.clone());
+    injector.run(&plan).await;
+    madsim::time::sleep_until(
+        madsim::time::Instant::now() + Duration::from_millis(plan.end_ms.saturating_sub(plan.heal_at_ms)),
+    )
+    .await;
+    for id in &client_ids {
+        handle.kill(*id);
+    }
+    tracing::info!(target: "sim::runner", "run ended: clients stopped, checking");
+
+    let observer = handle.create_node().name("observer").ip(OBSERVER_IP).build();
+    let env = node_env("observer", OBSERVER_IP, &clocks);
+    let check = run.check(env, phases.clone());
+    let report = observer
+        .spawn(async move { madsim::time::timeout(CHECK_TIME_MAX, check).await })
+        .await
+        .expect("observer task completes");
+    let mut report = match report {
+        Ok(r) => r,
+        Err(_) => {
+            let mut r = Report::default();
+            r.violation("runner", format!("final-state check did not finish within {CHECK_TIME_MAX:?}"));
+            r
+        }
+    };
+    for (kind, n) in &injector.applied {
+        report.count(&format!("faults.{kind}"), *n);
+    }
+    let frames = madsim::net::NetSim::current().stat().msg_count;
+    let sim = madsim::time::TimeHandle::current().elapsed().as_secs_f64();
+    (report, frames, sim)
+}

@@ -1,0 +1,233 @@
+//! Many seeds: split into chunks, each chunk run by a worker subprocess (`sim worker ...`)
+//! so memory never grows across a long sweep (madsim keeps ~0.2 MB per seed in-process), and
+//! `--jobs` chunks run at once. Workers print one JSON [`SeedResult`] per line.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, IsTerminal};
+use std::ops::Range;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::runner::{replay_command, SeedResult};
+
+/// One scenario's part of a sweep.
+#[derive(Debug, Clone)]
+pub struct SweepSpec {
+    pub scenario: String,
+    pub seeds: Range<u64>,
+    pub bug: Option<String>,
+}
+
+/// Totals of one scenario.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub scenario: String,
+    pub bug: Option<String>,
+    pub seeds: u64,
+    pub passed: u64,
+    pub failed: Vec<SeedResult>,
+    pub sim_secs: f64,
+    /// Sum of per-seed wall times (single-core seconds).
+    pub wall_secs: f64,
+    pub counters: BTreeMap<String, u64>,
+}
+
+impl Summary {
+    pub fn seeds_per_sec(&self) -> f64 {
+        if self.wall_secs > 0.0 {
+            self.seeds as f64 / self.wall_secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Parses `A..B` (half-open) or a single seed `N`.
+pub fn parse_seeds(s: &str) -> Result<Range<u64>, String> {
+    let parse = |x: &str| x.trim().parse::<u64>().map_err(|e| format!("bad seed {x:?}: {e}"));
+    match s.split_once("..") {
+        Some((a, b)) => {
+            let (a, b) = (parse(a)?, parse(b)?);
+            if a >= b {
+                return Err(format!("empty seed range {s:?}: the end is exclusive"));
+            }
+            Ok(a..b)
+        }
+        None => {
+            let a = parse(s)?;
+            Ok(a..a + 1)
+        }
+    }
+}
+
+fn run_chunk(spec: &SweepSpec, seeds: Range<u64>, tx: &mpsc::Sender<Result<SeedResult, String>>) {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = tx.send(Err(format!("cannot find the runner executable: {e}")));
+            return;
+        }
+    };
+    let mut cmd = Command::new(exe);
+    cmd.arg("worker").arg(&spec.scenario).arg("--seeds").arg(format!("{}..{}", seeds.start, seeds.end));
+    if let Some(b) = &spec.bug {
+        cmd.arg("--bug").arg(b);
+    }
+    let mut child = match cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = tx.send(Err(format!("cannot start a worker: {e}")));
+            return;
+        }
+    };
+    let stdout = child.stdout.take().expect("piped");
+    let mut got = 0;
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        match serde_json::from_str::<SeedResult>(&line) {
+            Ok(r) => {
+                got += 1;
+                let _ = tx.send(Ok(r));
+            }
+            Err(_) => continue, // not a result line
+        }
+    }
+    let status = child.wait();
+    let expected = seeds.end - seeds.start;
+    if got != expected {
+        let _ = tx.send(Err(format!(
+            "worker for {} seeds {}..{} ended ({status:?}) after {got} of {expected} results",
+            spec.scenario, seeds.start, seeds.end
+        )));
+    }
+}
+
+/// Runs every spec's seeds on `jobs` worker processes at a time, `chunk` seeds per process.
+pub fn sweep(specs: &[SweepSpec], jobs: usize, chunk: u64) -> Result<Vec<Summary>, String> {
+    let mut work = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let mut s = spec.seeds.start;
+        while s < spec.seeds.end {
+            let e = (s + chunk).min(spec.seeds.end);
+            work.push((i, s..e));
+            s = e;
+        }
+    }
+    let total: u64 = specs.iter().map(|s| s.seeds.end - s.seeds.start).sum();
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} seeds, {msg}")
+            .expect("valid template"),
+    );
+    let queue = Arc::new(Mutex::new(work.into_iter()));
+    let (tx, rx) = mpsc::channel();
+    let mut threads = Vec::new();
+    for _ in 0..jobs.max(1) {
+        let (queue, tx, specs) = (queue.clone(), tx.clone(), specs.to_vec());
+        threads.push(std::thread::spawn(move || loop {
+            let next = queue.lock().expect("queue poisoned").next();
+            let Some((i, seeds)) = next else { break };
+            run_chunk(&specs[i], seeds, &tx);
+        }));
+    }
+    drop(tx);
+    let mut summaries: Vec<Summary> = specs
+        .iter()
+        .map(|s| Summary { scenario: s.scenario.clone(), bug: s.bug.clone(), ..Default::default() })
+        .collect();
+    let mut errors = Vec::new();
+    let mut failed = 0;
+    for msg in rx {
+        match msg {
+            Ok(r) => {
+                let s = summaries
+                    .iter_mut()
+                    .find(|s| s.scenario == r.scenario && s.bug == r.bug)
+                    .expect("result of a requested scenario");
+                s.seeds += 1;
+                s.sim_secs += r.sim_secs;
+                s.wall_secs += r.wall_secs;
+                for (k, v) in &r.counters {
+                    *s.counters.entry(k.clone()).or_insert(0) += v;
+                }
+                if r.passed() {
+                    s.passed += 1;
+                } else {
+                    failed += 1;
+                    s.failed.push(r);
+                }
+                bar.inc(1);
+                bar.set_message(format!("{failed} failed"));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    bar.finish_and_clear();
+    if !errors.is_empty() {
+        return Err(errors.join("\n"));
+    }
+    for s in &mut summaries {
+        s.failed.sort_by_key(|r| r.seed);
+    }
+    Ok(summaries)
+}
+
+/// The report table and the failing seeds with their replay commands.
+pub fn render(summaries: &[Summary], elapsed_secs: f64) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:<14} {:<12} {:>7} {:>7} {:>7} {:>12} {:>10} {:>9} {:>10}\n",
+        "scenario", "bug", "seeds", "passed", "failed", "sim-time", "wall-time", "seeds/s", "sim-s/s"
+    ));
+    for s in summaries {
+        out.push_str(&format!(
+            "{:<14} {:<12} {:>7} {:>7} {:>7} {:>11.1}s {:>9.1}s {:>9.1} {:>10.0}\n",
+            s.scenario,
+            s.bug.as_deref().unwrap_or("-"),
+            s.seeds,
+            s.passed,
+            s.failed.len(),
+            s.sim_secs,
+            s.wall_secs,
+            s.seeds_per_sec(),
+            if s.wall_secs > 0.0 { s.sim_secs / s.wall_secs } else { 0.0 }
+        ));
+    }
+    out.push_str(&format!("(wall-time and seeds/s are per core; the sweep took {elapsed_secs:.1}s elapsed)\n"));
+    for s in summaries {
+        for r in &s.failed {
+            out.push_str(&format!(
+                "FAIL {} seed {} ({:?}): {}\n  replay: {}\n",
+                s.scenario,
+                r.seed,
+                r.verdict,
+                r.violations.first().map(String::as_str).unwrap_or("?"),
+                replay_command(&s.scenario, r.seed, s.bug.as_deref())
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_ranges() {
+        assert_eq!(parse_seeds("0..10"), Ok(0..10));
+        assert_eq!(parse_seeds("7"), Ok(7..8));
+        assert!(parse_seeds("5..5").is_err());
+        assert!(parse_seeds("x..3").is_err());
+    }
+}
