@@ -41,11 +41,15 @@ const CLIENTS: usize = 4;
 const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 /// Attempts of the read/compare-and-set loop of one guarded write before giving up.
 const CAS_ATTEMPTS_MAX: u32 = 8;
+/// Attempts to create (or find) our lock node before giving up on the session.
+const CREATE_ATTEMPTS_MAX: u32 = 10;
+/// Attempts to delete our lock node before giving up on the session.
+const RELEASE_ATTEMPTS_MAX: u32 = 10;
 
 const BUGS: &[PlantedBug] = &[PlantedBug {
     name: "no-fencing",
     description: "holders write with a plain SET, without checking the fencing token at the store",
-    caught_within_seeds: 60,
+    caught_within_seeds: 50,
 }];
 
 pub struct CoordLock;
@@ -87,6 +91,7 @@ impl Scenario for CoordLock {
             fault_ms_max: 12_000,
             clock_ms_max: 10_000,
             drift_ppm_max: 20_000,
+            weights: [("pause".to_string(), 6)].into_iter().collect(),
         }
     }
     fn start(&self, bug: Option<&str>, now: TimeSource) -> Arc<dyn ScenarioRun> {
@@ -186,32 +191,27 @@ impl Run {
         }
         let guid = env.rand.uuid().simple().to_string();
         let prefix = format!("{LOCK_DIR}/{guid}-");
-        let mine = match coord.create(&prefix, Bytes::new(), CreateMode::EphemeralSequential).await {
-            Ok(p) => p,
-            Err(CoordError::ConnectionLoss { maybe_applied: true }) => {
-                // The create may have happened: find it by its guid once reconnected.
-                wait_connected(env, &coord, SESSION_TIMEOUT).await;
-                match coord.get_children(LOCK_DIR).await {
-                    Ok(children) => match children.iter().find(|c| c.starts_with(&guid)) {
-                        Some(c) => format!("{LOCK_DIR}/{c}"),
-                        None => return Some(coord),
-                    },
-                    Err(e) => return keep_if_alive(coord, e),
-                }
-            }
-            Err(e) => return keep_if_alive(coord, e),
+        let Some(mine) = create_lock_node(env, &coord, &guid, &prefix).await else {
+            return keep_if_alive(coord, CoordError::SessionExpired);
         };
         let my_name = mine.rsplit('/').next().unwrap_or_default().to_string();
         let token = seq_of(&my_name)?;
-        // Wait until ours is the lowest sequence number.
+        // Wait until ours is the lowest sequence number. Transient errors are retried with
+        // the same znode: giving up on it while the session lives would leave an orphan at
+        // the head of the queue that nobody ever deletes.
         loop {
             if ctx.phases.finished() {
-                let _ = coord.delete(&mine, None).await;
+                release(env, &coord, &mine).await;
                 return Some(coord);
             }
             let mut children = match coord.get_children(LOCK_DIR).await {
                 Ok(c) => c,
-                Err(e) => return keep_if_alive(coord, e),
+                Err(e) => {
+                    if !retry_after(env, &coord, e).await {
+                        return None;
+                    }
+                    continue;
+                }
             };
             children.sort_by_key(|c| seq_of(c).unwrap_or(u64::MAX));
             let Some(pos) = children.iter().position(|c| *c == my_name) else {
@@ -227,7 +227,11 @@ impl Run {
                 Ok((Some(_), watcher)) => {
                     let _ = timeout(&*env.clock, Duration::from_secs(2), watcher).await;
                 }
-                Err(e) => return keep_if_alive(coord, e),
+                Err(e) => {
+                    if !retry_after(env, &coord, e).await {
+                        return None;
+                    }
+                }
             }
         }
         tracing::info!(token, "lock acquired");
@@ -238,11 +242,11 @@ impl Run {
                 break;
             }
             // "Work" between the check and the write: the window a pause can hit.
-            env.clock.sleep(Duration::from_millis(env.rand.gen_range(20..400))).await;
+            env.clock.sleep(Duration::from_millis(env.rand.gen_range(100..1000))).await;
             *seq += 1;
             self.guarded_write(env, ctx.process, token, *seq).await;
         }
-        let _ = coord.delete(&mine, None).await;
+        release(env, &coord, &mine).await;
         tracing::info!(token, "lock released");
         Some(coord)
     }
@@ -255,6 +259,75 @@ fn keep_if_alive(coord: Arc<dyn Coord>, e: CoordError) -> Option<Arc<dyn Coord>>
         _ if coord.state().is_terminal() => None,
         _ => Some(coord),
     }
+}
+
+/// Creates our ephemeral-sequential lock node, surviving connection loss: a create that may
+/// have applied is looked up by its guid before it is retried, so a session never leaves an
+/// orphan node in the queue. `None` if the session ended or attempts ran out (then the
+/// session is closed, which removes any node it made).
+async fn create_lock_node(env: &Env, coord: &Arc<dyn Coord>, guid: &str, prefix: &str) -> Option<String> {
+    for _ in 0..CREATE_ATTEMPTS_MAX {
+        match coord.create(prefix, Bytes::new(), CreateMode::EphemeralSequential).await {
+            Ok(p) => return Some(p),
+            Err(CoordError::ConnectionLoss { maybe_applied: true }) => {
+                // Look for it until we get an answer.
+                for _ in 0..CREATE_ATTEMPTS_MAX {
+                    if !retry_after(env, coord, CoordError::ConnectionLoss { maybe_applied: true }).await {
+                        return None;
+                    }
+                    match coord.get_children(LOCK_DIR).await {
+                        Ok(children) => {
+                            if let Some(c) = children.iter().find(|c| c.starts_with(guid)) {
+                                return Some(format!("{LOCK_DIR}/{c}"));
+                            }
+                            break; // not applied: create again
+                        }
+                        Err(e) if e.is_transient() => continue,
+                        Err(_) => return None,
+                    }
+                }
+            }
+            Err(e) => {
+                if !retry_after(env, coord, e).await {
+                    return None;
+                }
+            }
+        }
+    }
+    tracing::warn!(guid, "cannot create the lock node: closing the session");
+    coord.close().await;
+    None
+}
+
+/// After a failed call in the acquire loop: true if the session lives on (wait for it to
+/// reconnect and retry), false if it ended.
+async fn retry_after(env: &Env, coord: &Arc<dyn Coord>, e: CoordError) -> bool {
+    match e {
+        CoordError::SessionExpired | CoordError::Closed => false,
+        _ if coord.state().is_terminal() => false,
+        _ => {
+            wait_connected(env, coord, SESSION_TIMEOUT).await;
+            !coord.state().is_terminal()
+        }
+    }
+}
+
+/// Deletes our lock znode, retrying through disconnections while the session lives. If the
+/// session ends, the service deletes the ephemeral node itself.
+async fn release(env: &Env, coord: &Arc<dyn Coord>, mine: &str) {
+    for _ in 0..RELEASE_ATTEMPTS_MAX {
+        match coord.delete(mine, None).await {
+            Ok(()) | Err(CoordError::NoNode) => return,
+            Err(e) => {
+                if !retry_after(env, coord, e).await {
+                    return;
+                }
+            }
+        }
+    }
+    // Still failing: close the session so the service removes the node.
+    tracing::warn!(path = mine, "cannot delete the lock node: closing the session");
+    coord.close().await;
 }
 
 async fn wait_connected(env: &Env, coord: &Arc<dyn Coord>, max: Duration) {

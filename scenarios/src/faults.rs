@@ -147,6 +147,10 @@ pub struct FaultSpace {
     pub clock_ms_max: i64,
     /// Largest monotonic drift, in ppm.
     pub drift_ppm_max: i64,
+    /// Relative weights of fault kinds (by [`Fault::kind`] name) overriding the defaults, to
+    /// aim a scenario's chaos at the faults its invariants are about.
+    #[serde(default)]
+    pub weights: std::collections::BTreeMap<String, u32>,
 }
 
 impl FaultSpace {
@@ -166,7 +170,13 @@ impl FaultSpace {
             fault_ms_max: 0,
             clock_ms_max: 0,
             drift_ppm_max: 0,
+            weights: Default::default(),
         }
+    }
+
+    /// Weight of a fault kind: the override if any, else the default.
+    pub fn weight(&self, kind: &str, default: u32) -> u32 {
+        self.weights.get(kind).copied().unwrap_or(default)
     }
 }
 
@@ -174,21 +184,28 @@ impl FaultPlan {
     /// Draws a plan from `seed` within `space`. Pure: the same seed and space give the same plan.
     pub fn generate(seed: u64, space: &FaultSpace) -> FaultPlan {
         let rng = SeedRng::new(seed).fork("fault-plan");
-        let mut kinds: Vec<&str> = Vec::new();
-        if !space.partition.is_empty() && space.partition.len() >= 2 {
-            kinds.extend(["partition", "partition_one_way", "cut_link", "partition"]);
+        // (kind, default weight) of every kind the space allows.
+        let mut allowed: Vec<(&str, u32)> = Vec::new();
+        if space.partition.len() >= 2 {
+            allowed.extend([("partition", 2), ("partition_one_way", 1), ("cut_link", 1)]);
         }
         if !space.kill.is_empty() {
-            kinds.push("kill");
+            allowed.push(("kill", 1));
         }
         if !space.pause.is_empty() {
-            kinds.extend(["pause", "pause"]);
+            allowed.push(("pause", 2));
         }
         if !space.clock.is_empty() {
-            kinds.extend(["clock_skew", "clock_jump", "clock_drift"]);
+            allowed.extend([("clock_skew", 1), ("clock_jump", 1), ("clock_drift", 1)]);
         }
         if space.network {
-            kinds.extend(["packet_loss", "latency"]);
+            allowed.extend([("packet_loss", 1), ("latency", 1)]);
+        }
+        let mut kinds: Vec<&str> = Vec::new();
+        for (kind, default) in allowed {
+            for _ in 0..space.weight(kind, default) {
+                kinds.push(kind);
+            }
         }
         let mut faults = Vec::new();
         if !kinds.is_empty() && space.faults_max > 0 {
@@ -382,6 +399,7 @@ mod tests {
             fault_ms_max: 8_000,
             clock_ms_max: 5_000,
             drift_ppm_max: 50_000,
+            weights: Default::default(),
         }
     }
 

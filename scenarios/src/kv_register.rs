@@ -70,6 +70,7 @@ impl Scenario for KvRegister {
             fault_ms_max: 5_000,
             clock_ms_max: 10_000,
             drift_ppm_max: 100_000,
+            weights: Default::default(),
         }
     }
     fn start(&self, _bug: Option<&str>, now: TimeSource) -> Arc<dyn ScenarioRun> {
