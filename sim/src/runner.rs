@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +39,8 @@ pub const REDIS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 
 const OBSERVER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 9, 1));
 /// Client-side Redis command timeout.
 pub const KV_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Stack of the thread a simulation runs on (deep async state machines in debug builds).
+const SIM_THREAD_STACK_BYTES: usize = 32 * 1024 * 1024;
 /// How long the observer may take to read the final state before the run counts as stuck.
 const CHECK_TIME_MAX: Duration = Duration::from_secs(120);
 
@@ -151,12 +152,22 @@ pub fn run_with_plan(
     let dispatch = tracing::Dispatch::new(subscriber);
     let run = scenario.start(bug, true_time());
 
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        tracing::dispatcher::with_default(&dispatch, || {
-            let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-            rt.block_on(simulate(topo, plan.clone(), run))
-        })
-    }));
+    // Each run gets a fresh OS thread. Not for parallelism: std's `HashMap` seeds its hasher
+    // once per thread, and madsim can only make that seed deterministic on a thread that has
+    // not built a `HashMap` yet. Two seeds on one thread would differ from two processes.
+    let outcome = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name(format!("sim-seed-{seed}"))
+            .stack_size(SIM_THREAD_STACK_BYTES)
+            .spawn_scoped(scope, || {
+                tracing::dispatcher::with_default(&dispatch, || {
+                    let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+                    rt.block_on(simulate(topo, plan.clone(), run))
+                })
+            })
+            .expect("spawn the simulation thread")
+            .join()
+    });
     let (verdict, violations, counters, frames, sim_secs) = match outcome {
         Ok((report, frames, sim)) => {
             let verdict = if report.ok() { Verdict::Pass } else { Verdict::Violation };

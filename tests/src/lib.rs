@@ -7,7 +7,7 @@ use sim::runner::{replay_command, run_seed, RunOptions, SeedResult};
 /// Seeds per scenario that `cargo test` sweeps (the CLI sweeps far more: see README).
 /// Override with `SANDTABLE_TEST_SEEDS` for a longer local run.
 pub fn seed_window() -> std::ops::Range<u64> {
-    let n = std::env::var("SANDTABLE_TEST_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let n = std::env::var("SANDTABLE_TEST_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
     0..n
 }
 
