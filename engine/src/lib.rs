@@ -7,7 +7,9 @@
 //! real ZooKeeper/Redis. `engine/Cargo.toml` makes this true: no tokio, no madsim.
 //!
 //! # Layout
+//! - [`cluster`]: membership of servers of one `app_id`: peers, tags, shared status.
 //! - [`env`]: the ports (`Clock`, `Rand`, `Spawn`, `Net`, `Coord`, `Kv`) and their typed errors.
 //!   Each method's doc states the semantics both backends promise.
 
+pub mod cluster;
 pub mod env;

@@ -1,0 +1,5 @@
+//! Cluster membership (iFun's `Rpc::GetPeers`/`AddTag`/`SetStatus` family).
+
+mod peer;
+
+pub use self::peer::{PeerDirectory, PeerId, PeerInfo};
