@@ -68,6 +68,7 @@ impl Scenario for CoordLock {
         Topology {
             zookeeper: true,
             redis: Some(RedisSpec { persistent: true, stale_read_probability: 0.0 }),
+            servers: vec![],
             clients: CLIENTS,
         }
     }

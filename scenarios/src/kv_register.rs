@@ -51,6 +51,7 @@ impl Scenario for KvRegister {
         Topology {
             zookeeper: false,
             redis: Some(RedisSpec { persistent: true, stale_read_probability: stale }),
+            servers: vec![],
             clients: CLIENTS,
         }
     }

@@ -19,7 +19,7 @@ pub mod seed_rng;
 
 use std::sync::Arc;
 
-pub use scenario::{ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, Topology};
+pub use scenario::{ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, ServerSpec, Topology};
 
 /// Every scenario, in the order `list` shows them.
 pub fn all() -> Vec<Arc<dyn Scenario>> {

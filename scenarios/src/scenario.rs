@@ -35,12 +35,23 @@ pub struct RedisSpec {
     pub stale_read_probability: f64,
 }
 
-/// The nodes of a run. Service nodes are named `zk` and `redis`; client nodes
-/// `client-0`, `client-1`, ...
+/// A game server node of a topology.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSpec {
+    /// Node name (`game-0`, `pvp-1`, ...): unique within the topology.
+    pub name: String,
+    pub flavor: Option<String>,
+    /// Tags it starts with (`rpc_tags`).
+    pub tags: Vec<String>,
+}
+
+/// The nodes of a run. Service nodes are named `zk` and `redis`; server nodes as their
+/// specs say; client nodes `client-0`, `client-1`, ...
 #[derive(Debug, Clone, PartialEq)]
 pub struct Topology {
     pub zookeeper: bool,
     pub redis: Option<RedisSpec>,
+    pub servers: Vec<ServerSpec>,
     pub clients: usize,
 }
 
@@ -49,8 +60,8 @@ impl Topology {
         format!("client-{i}")
     }
 
-    /// All node names, services first.
-    pub fn node_names(&self) -> Vec<String> {
+    /// Service node names (`zk`, `redis`) present in this topology.
+    pub fn service_names(&self) -> Vec<String> {
         let mut v = Vec::new();
         if self.zookeeper {
             v.push("zk".to_string());
@@ -58,6 +69,17 @@ impl Topology {
         if self.redis.is_some() {
             v.push("redis".to_string());
         }
+        v
+    }
+
+    pub fn server_names(&self) -> Vec<String> {
+        self.servers.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// All node names: services, servers, clients.
+    pub fn node_names(&self) -> Vec<String> {
+        let mut v = self.service_names();
+        v.extend(self.server_names());
         v.extend((0..self.clients).map(Self::client_name));
         v
     }
@@ -99,6 +121,18 @@ pub struct ClientCtx {
     pub phases: Phases,
 }
 
+/// What a server node's program gets.
+#[derive(Clone)]
+pub struct ServerCtx {
+    pub env: Env,
+    /// Index of the server in `Topology::servers`.
+    pub index: usize,
+    pub spec: ServerSpec,
+    /// Unique per server *incarnation*, like `ClientCtx::process`.
+    pub process: ProcessId,
+    pub phases: Phases,
+}
+
 /// One scenario: static description plus a factory for per-run state.
 pub trait Scenario: Send + Sync {
     fn name(&self) -> &'static str;
@@ -117,6 +151,13 @@ pub trait ScenarioRun: Send + Sync {
     /// The workload of one client node incarnation. Runs until `ctx.phases.finished()` (or
     /// until the node is killed). Started again, with a new process id, after a restart.
     fn client(&self, ctx: ClientCtx) -> BoxFuture<'static, ()>;
+
+    /// The program of one server node incarnation (only called for topologies with
+    /// servers). Runs until the node is killed or the run ends; restarted after a kill.
+    fn server(&self, ctx: ServerCtx) -> BoxFuture<'static, ()> {
+        let _ = ctx;
+        Box::pin(async {})
+    }
 
     /// After the run: read final state through `env` (an observer node with a clean network
     /// and every fault healed) and check every invariant over it and the histories.

@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | `zk` | 10.0.0.1:2181 | simulated ZooKeeper (data survives restarts) |
 //! | `redis` | 10.0.0.2:6379 | simulated Redis (loses data on kill unless persistent) |
+//! | servers (`game-0`, ...) | 10.0.2.(N+1) | the scenario's game servers (RPC on port 8015) |
 //! | `client-N` | 10.0.1.(N+1) | the scenario's workload |
 //! | `observer` | 10.0.9.1 | final-state reads after the run |
 
@@ -24,7 +25,7 @@ use engine::env::{Clock, Env};
 use scenarios::checker::Report;
 use scenarios::faults::FaultPlan;
 use scenarios::history::TimeSource;
-use scenarios::{ClientCtx, Phases, Scenario, Topology};
+use scenarios::{ClientCtx, Phases, Scenario, ServerCtx, Topology};
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -43,6 +44,10 @@ pub const KV_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 const SIM_THREAD_STACK_BYTES: usize = 32 * 1024 * 1024;
 /// How long the observer may take to read the final state before the run counts as stuck.
 const CHECK_TIME_MAX: Duration = Duration::from_secs(120);
+
+fn server_ip(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 2, u8::try_from(i + 1).expect("at most 254 servers")))
+}
 
 fn client_ip(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 1, u8::try_from(i + 1).expect("at most 254 clients")))
@@ -242,9 +247,26 @@ async fn simulate(topo: Topology, plan: FaultPlan, run: Arc<dyn scenarios::Scena
             .build();
         ids.insert("redis".to_string(), node.id());
     }
-    // Process ids: one per client incarnation, so a restarted client is a new process.
+    // Process ids: one per server or client incarnation, so a restarted node is a new process.
     let next_process = Arc::new(AtomicU64::new(0));
-    let mut client_ids = Vec::new();
+    let mut stop_ids = Vec::new();
+    for (i, spec) in topo.servers.iter().enumerate() {
+        let (clocks, run, phases, next_process) = (clocks.clone(), run.clone(), phases.clone(), next_process.clone());
+        let spec_c = spec.clone();
+        let node = handle
+            .create_node()
+            .name(&spec.name)
+            .ip(server_ip(i))
+            .init(move || {
+                let env = node_env(&spec_c.name, server_ip(i), &clocks);
+                let process = next_process.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(process, "server starts");
+                run.server(ServerCtx { env, index: i, spec: spec_c.clone(), process, phases: phases.clone() })
+            })
+            .build();
+        ids.insert(spec.name.clone(), node.id());
+        stop_ids.push(node.id());
+    }
     for i in 0..topo.clients {
         let name = Topology::client_name(i);
         let (clocks, run, phases, next_process) = (clocks.clone(), run.clone(), phases.clone(), next_process.clone());
@@ -261,7 +283,7 @@ async fn simulate(topo: Topology, plan: FaultPlan, run: Arc<dyn scenarios::Scena
             })
             .build();
         ids.insert(name, node.id());
-        client_ids.push(node.id());
+        stop_ids.push(node.id());
     }
 
     let mut injector = Injector::new(handle.clone(), clocks.clone(), ids.clone());
@@ -270,10 +292,10 @@ async fn simulate(topo: Topology, plan: FaultPlan, run: Arc<dyn scenarios::Scena
         madsim::time::Instant::now() + Duration::from_millis(plan.end_ms.saturating_sub(plan.heal_at_ms)),
     )
     .await;
-    for id in &client_ids {
+    for id in &stop_ids {
         handle.kill(*id);
     }
-    tracing::info!(target: "sim::runner", "run ended: clients stopped, checking");
+    tracing::info!(target: "sim::runner", "run ended: servers and clients stopped, checking");
 
     let observer = handle.create_node().name("observer").ip(OBSERVER_IP).build();
     let env = node_env("observer", OBSERVER_IP, &clocks);
