@@ -10,6 +10,11 @@
 //! - [`cluster`]: membership of servers of one `app_id`: peers, tags, shared status.
 //! - [`env`]: the ports (`Clock`, `Rand`, `Spawn`, `Net`, `Coord`, `Kv`) and their typed errors.
 //!   Each method's doc states the semantics both backends promise.
+//! - [`manifest`]: the per-server JSON config (iFun's `MANIFEST.json` sections and parameter
+//!   names, plus flavors), parsed into typed, validated structs.
+//! - [`timer`]: one-shot and repeating timers on the `Clock` and `Spawn` ports (iFun's `Timer`).
 
 pub mod cluster;
 pub mod env;
+pub mod manifest;
+pub mod timer;
