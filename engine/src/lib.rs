@@ -7,7 +7,9 @@
 //! real ZooKeeper/Redis. `engine/Cargo.toml` makes this true: no tokio, no madsim.
 //!
 //! # Layout
-//! - [`cluster`]: membership of servers of one `app_id`: peers, tags, shared status.
+//! - [`cluster`]: membership of servers of one `app_id` (ephemeral znodes under
+//!   `/{app_id}/servers`): peers, tags, shared JSON status, external addresses, a view that
+//!   says when it is stale and survives session expiry under the same `PeerId`.
 //! - [`env`]: the ports (`Clock`, `Rand`, `Spawn`, `Net`, `Coord`, `Kv`) and their typed errors.
 //!   Each method's doc states the semantics both backends promise.
 //! - [`manifest`]: the per-server JSON config (iFun's `MANIFEST.json` sections and parameter

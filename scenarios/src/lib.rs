@@ -7,10 +7,12 @@
 //! - [`faults`]: seeded fault plans (chaos, then heal) and the fault space a scenario allows.
 //! - [`history`]: invoke/ok/fail/info operation records with true simulated time.
 //! - [`checker`]: the checker framework and the per-key linearizability checker.
-//! - [`coord_lock`], [`kv_register`]: the first scenarios.
+//! - [`coord_lock`], [`kv_register`]: the first scenarios (coordination and KV fakes).
+//! - [`membership`]: cluster membership, tags, shared status.
 
 pub mod checker;
 pub mod coord_lock;
+pub mod membership;
 pub mod faults;
 pub mod history;
 pub mod kv_register;
@@ -23,7 +25,7 @@ pub use scenario::{ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioR
 
 /// Every scenario, in the order `list` shows them.
 pub fn all() -> Vec<Arc<dyn Scenario>> {
-    vec![Arc::new(coord_lock::CoordLock), Arc::new(kv_register::KvRegister)]
+    vec![Arc::new(coord_lock::CoordLock), Arc::new(kv_register::KvRegister), Arc::new(membership::Membership)]
 }
 
 /// Looks a scenario up by name.
