@@ -23,6 +23,11 @@ fn kv_register_seed_window_passes() {
 }
 
 #[test]
+fn membership_seed_window_passes() {
+    sweep("membership");
+}
+
+#[test]
 fn same_seed_gives_the_same_trace_hash() {
     for s in scenarios::all() {
         for seed in [3, 11] {
