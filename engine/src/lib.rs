@@ -14,9 +14,12 @@
 //!   Each method's doc states the semantics both backends promise.
 //! - [`manifest`]: the per-server JSON config (iFun's `MANIFEST.json` sections and parameter
 //!   names, plus flavors), parsed into typed, validated structs.
+//! - [`rpc`]: typed cross-server RPC over prost messages: xids, timeouts, at-most-once
+//!   execution, per-key ordering, incarnation fencing.
 //! - [`timer`]: one-shot and repeating timers on the `Clock` and `Spawn` ports (iFun's `Timer`).
 
 pub mod cluster;
 pub mod env;
 pub mod manifest;
+pub mod rpc;
 pub mod timer;

@@ -112,7 +112,9 @@ pub struct GuardedWrite {
 pub enum WriteResult {
     Accepted,
     /// The store holds a newer token: this holder is stale.
-    RejectedStale { current: u64 },
+    RejectedStale {
+        current: u64,
+    },
 }
 
 /// The guarded value in Redis.
@@ -348,7 +350,10 @@ impl ScenarioRun for Run {
                 let coord = match session.take() {
                     Some(c) if !c.state().is_terminal() => c,
                     _ => {
-                        let opts = SessionOptions { session_timeout: SESSION_TIMEOUT, connect_timeout: Duration::from_secs(5) };
+                        let opts = SessionOptions {
+                            session_timeout: SESSION_TIMEOUT,
+                            connect_timeout: Duration::from_secs(5),
+                        };
                         match ctx.env.coord.connect(opts).await {
                             Ok(c) => c,
                             Err(e) => {
@@ -392,7 +397,10 @@ impl ScenarioRun for Run {
             let history = rec.snapshot();
             let mut report = Report::default();
             match final_value {
-                None => report.violation("coord_lock", format!("cannot read the guarded key after the heal: {last_err:?}")),
+                None => report.violation(
+                    "coord_lock",
+                    format!("cannot read the guarded key after the heal: {last_err:?}"),
+                ),
                 Some(v) => {
                     let guarded = match v.map(|b| serde_json::from_slice::<Guarded>(&b)) {
                         None => Guarded::default(),
@@ -440,7 +448,10 @@ pub fn check_fencing(history: &History<GuardedWrite, WriteResult>, guarded: &Gua
                 if !logged.contains(&entry) {
                     report.violation(
                         NAME,
-                        format!("acknowledged write lost: token {} process {} seq {}", entry.0, entry.1, entry.2),
+                        format!(
+                            "acknowledged write lost: token {} process {} seq {}",
+                            entry.0, entry.1, entry.2
+                        ),
                     );
                 }
             }
@@ -482,7 +493,13 @@ mod tests {
     use super::*;
     use crate::history::Operation;
 
-    fn op(id: usize, p: u64, token: u64, seq: u64, r: Option<WriteResult>) -> Operation<GuardedWrite, WriteResult> {
+    fn op(
+        id: usize,
+        p: u64,
+        token: u64,
+        seq: u64,
+        r: Option<WriteResult>,
+    ) -> Operation<GuardedWrite, WriteResult> {
         Operation {
             id,
             process: p,
@@ -510,7 +527,10 @@ mod tests {
     #[test]
     fn stale_token_after_newer_is_caught() {
         let h = History {
-            ops: vec![op(0, 2, 5, 1, Some(WriteResult::Accepted)), op(1, 1, 3, 1, Some(WriteResult::Accepted))],
+            ops: vec![
+                op(0, 2, 5, 1, Some(WriteResult::Accepted)),
+                op(1, 1, 3, 1, Some(WriteResult::Accepted)),
+            ],
         };
         let g = Guarded { token: 3, log: vec![(5, 2, 1), (3, 1, 1)] };
         let r = check_fencing(&h, &g);
@@ -521,7 +541,10 @@ mod tests {
     #[test]
     fn lost_acknowledged_write_is_caught() {
         let h = History {
-            ops: vec![op(0, 1, 3, 1, Some(WriteResult::Accepted)), op(1, 2, 5, 1, Some(WriteResult::Accepted))],
+            ops: vec![
+                op(0, 1, 3, 1, Some(WriteResult::Accepted)),
+                op(1, 2, 5, 1, Some(WriteResult::Accepted)),
+            ],
         };
         let g = Guarded { token: 5, log: vec![(5, 2, 1)] };
         assert!(!check_fencing(&h, &g).ok());

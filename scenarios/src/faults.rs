@@ -65,7 +65,9 @@ impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Fault::Partition { a, b } => write!(f, "partition {} | {}", a.join(","), b.join(",")),
-            Fault::PartitionOneWay { from, to } => write!(f, "partition one-way {} -> {}", from.join(","), to.join(",")),
+            Fault::PartitionOneWay { from, to } => {
+                write!(f, "partition one-way {} -> {}", from.join(","), to.join(","))
+            }
             Fault::CutLink { a, b } => write!(f, "cut link {a} <-> {b}"),
             Fault::Kill { node } => write!(f, "kill {node}"),
             Fault::Pause { node } => write!(f, "pause {node}"),
@@ -214,7 +216,8 @@ impl FaultPlan {
                 let kind = *rng.choose(&kinds).expect("non-empty");
                 let at_ms = rng.gen_range(0..space.chaos_ms.max(1));
                 let max_len = space.fault_ms_max.max(200);
-                let duration_ms = rng.gen_range(200..max_len + 1).min(space.chaos_ms - at_ms.min(space.chaos_ms));
+                let duration_ms =
+                    rng.gen_range(200..max_len + 1).min(space.chaos_ms - at_ms.min(space.chaos_ms));
                 let pick = |v: &Vec<String>| rng.choose(v).expect("non-empty").clone();
                 let fault = match kind {
                     "partition" => {
@@ -239,10 +242,9 @@ impl FaultPlan {
                         node: pick(&space.clock),
                         delta_ms: signed(&rng, space.clock_ms_max),
                     },
-                    "clock_drift" => Fault::ClockDrift {
-                        node: pick(&space.clock),
-                        ppm: signed(&rng, space.drift_ppm_max),
-                    },
+                    "clock_drift" => {
+                        Fault::ClockDrift { node: pick(&space.clock), ppm: signed(&rng, space.drift_ppm_max) }
+                    }
                     "packet_loss" => Fault::PacketLoss { rate: rng.gen_range(1..31) as f64 / 100.0 },
                     "latency" => {
                         let min_ms = rng.gen_range(1..50);
@@ -384,7 +386,8 @@ mod tests {
     use super::*;
 
     fn space() -> FaultSpace {
-        let names: Vec<String> = ["zk", "redis", "client-0", "client-1"].iter().map(|s| s.to_string()).collect();
+        let names: Vec<String> =
+            ["zk", "redis", "client-0", "client-1"].iter().map(|s| s.to_string()).collect();
         FaultSpace {
             kill: names.clone(),
             pause: names.clone(),
@@ -416,7 +419,8 @@ mod tests {
 
     #[test]
     fn validate_rejects_bad_plans() {
-        let names: Vec<String> = ["zk", "redis", "client-0", "client-1"].iter().map(|s| s.to_string()).collect();
+        let names: Vec<String> =
+            ["zk", "redis", "client-0", "client-1"].iter().map(|s| s.to_string()).collect();
         let good = FaultPlan::generate(5, &space());
         assert_eq!(good.validate(&names), Ok(()));
         let mut bad = good.clone();
@@ -424,7 +428,11 @@ mod tests {
         bad.faults.sort_by_key(|t| t.at_ms);
         assert!(bad.validate(&names).unwrap_err().contains("unknown node"));
         let mut late = good.clone();
-        late.faults.push(TimedFault { at_ms: 19_999, duration_ms: 10, fault: Fault::Pause { node: "zk".into() } });
+        late.faults.push(TimedFault {
+            at_ms: 19_999,
+            duration_ms: 10,
+            fault: Fault::Pause { node: "zk".into() },
+        });
         assert!(late.validate(&names).unwrap_err().contains("past the heal"));
     }
 

@@ -123,7 +123,10 @@ impl ScenarioRun for Run {
                         complete(&rec, h, r, |v| RegisterResult::Read(v.map(utf8)));
                     }
                     4..=6 => {
-                        let h = rec.invoke(ctx.process, KeyedOp { key: key.into(), op: RegisterOp::Write(value.clone()) });
+                        let h = rec.invoke(
+                            ctx.process,
+                            KeyedOp { key: key.into(), op: RegisterOp::Write(value.clone()) },
+                        );
                         let r = env.kv.set(key, Bytes::from(value), SetOptions::default()).await;
                         complete(&rec, h, r, |_| RegisterResult::Written);
                     }
@@ -131,7 +134,10 @@ impl ScenarioRun for Run {
                         let expected = last_seen[k].clone();
                         let op = RegisterOp::Cas { expected: expected.clone(), new: value.clone() };
                         let h = rec.invoke(ctx.process, KeyedOp { key: key.into(), op });
-                        let r = env.kv.compare_and_set(key, expected.map(Bytes::from), Some(Bytes::from(value)), None).await;
+                        let r = env
+                            .kv
+                            .compare_and_set(key, expected.map(Bytes::from), Some(Bytes::from(value)), None)
+                            .await;
                         complete(&rec, h, r, RegisterResult::Cas);
                     }
                 }

@@ -9,23 +9,32 @@
 //! - [`checker`]: the checker framework and the per-key linearizability checker.
 //! - [`coord_lock`], [`kv_register`]: the first scenarios (coordination and KV fakes).
 //! - [`membership`]: cluster membership, tags, shared status.
+//! - [`rpc`]: typed RPC: replies, per-key order, at-most-once, timeouts.
 
 pub mod checker;
 pub mod coord_lock;
-pub mod membership;
 pub mod faults;
 pub mod history;
 pub mod kv_register;
+pub mod membership;
+pub mod rpc;
 pub mod scenario;
 pub mod seed_rng;
 
 use std::sync::Arc;
 
-pub use scenario::{ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, ServerSpec, Topology};
+pub use scenario::{
+    ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, ServerSpec, Topology,
+};
 
 /// Every scenario, in the order `list` shows them.
 pub fn all() -> Vec<Arc<dyn Scenario>> {
-    vec![Arc::new(coord_lock::CoordLock), Arc::new(kv_register::KvRegister), Arc::new(membership::Membership)]
+    vec![
+        Arc::new(coord_lock::CoordLock),
+        Arc::new(kv_register::KvRegister),
+        Arc::new(membership::Membership),
+        Arc::new(rpc::RpcScenario),
+    ]
 }
 
 /// Looks a scenario up by name.

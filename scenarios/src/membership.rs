@@ -26,7 +26,9 @@ use serde_json::{json, Value};
 use crate::checker::Report;
 use crate::faults::FaultSpace;
 use crate::history::{ProcessId, TimeSource};
-use crate::scenario::{ClientCtx, Phases, PlantedBug, Scenario, ScenarioRun, ServerCtx, ServerSpec, Topology};
+use crate::scenario::{
+    ClientCtx, Phases, PlantedBug, Scenario, ScenarioRun, ServerCtx, ServerSpec, Topology,
+};
 
 pub(crate) const APP_ID: &str = "sandtable";
 const SERVERS: usize = 6;
@@ -187,7 +189,11 @@ impl ScenarioRun for Run {
             let mut tags = cfg.tags.clone();
             let mut status = Value::Null;
             // Recorded before joining: a join may register and still fail.
-            this.log.lock().expect("log").registered.insert(me, (ctx.spec.name.clone(), ctx.process, (this.now)()));
+            this.log
+                .lock()
+                .expect("log")
+                .registered
+                .insert(me, (ctx.spec.name.clone(), ctx.process, (this.now)()));
             this.record_published(me, (tags.clone(), status.clone()));
             let Some(cluster) = join_retrying(&ctx, &cfg).await else { return };
             status = json!({ "room_count": ctx.env.rand.gen_range(0..100) });
@@ -211,7 +217,8 @@ impl ScenarioRun for Run {
                             }
                         }
                         6 => {
-                            let extra: Vec<String> = tags.iter().filter(|t| t.starts_with("extra-")).cloned().collect();
+                            let extra: Vec<String> =
+                                tags.iter().filter(|t| t.starts_with("extra-")).cloned().collect();
                             if let Some(tag) = ctx.env.rand.choose(&extra).cloned() {
                                 tags.remove(&tag);
                                 this.record_published(me, (tags.clone(), status.clone()));
@@ -253,10 +260,17 @@ fn check_membership(
                 if reported.insert(("unregistered", *peer)) {
                     report.violation(
                         "membership",
-                        format!("{:?} saw {:?}, which never registered (t={:.3}s)", o.observer, peer, o.at_ns as f64 / 1e9),
+                        format!(
+                            "{:?} saw {:?}, which never registered (t={:.3}s)",
+                            o.observer,
+                            peer,
+                            o.at_ns as f64 / 1e9
+                        ),
                     );
                 }
-            } else if !published.get(peer).is_some_and(|v| v.contains(state)) && reported.insert(("state", *peer)) {
+            } else if !published.get(peer).is_some_and(|v| v.contains(state))
+                && reported.insert(("state", *peer))
+            {
                 report.violation(
                     "membership",
                     format!(
@@ -297,8 +311,12 @@ fn check_membership(
                 if o.view != truth {
                     let missing: Vec<_> = truth.keys().filter(|p| !o.view.contains_key(p)).collect();
                     let extra: Vec<_> = o.view.keys().filter(|p| !truth.contains_key(p)).collect();
-                    let differ: Vec<_> =
-                        o.view.iter().filter(|(p, s)| truth.get(p).is_some_and(|t| t != *s)).map(|(p, _)| p).collect();
+                    let differ: Vec<_> = o
+                        .view
+                        .iter()
+                        .filter(|(p, s)| truth.get(p).is_some_and(|t| t != *s))
+                        .map(|(p, _)| p)
+                        .collect();
                     report.violation(
                         "liveness",
                         format!(
@@ -317,7 +335,9 @@ fn check_membership(
                     );
                 }
             }
-            _ => report.violation("liveness", format!("{peer:?} made no observation after the liveness bound")),
+            _ => {
+                report.violation("liveness", format!("{peer:?} made no observation after the liveness bound"))
+            }
         }
     }
     report.count("membership.registrations", registered.len() as u64);
@@ -366,7 +386,12 @@ mod tests {
         f.published.iter().map(|(p, v)| (*p, v.last().unwrap().clone())).collect()
     }
 
-    fn obs(observer: PeerId, at_s: u64, view: BTreeMap<PeerId, PeerState>, least: Option<PeerId>) -> Observation {
+    fn obs(
+        observer: PeerId,
+        at_s: u64,
+        view: BTreeMap<PeerId, PeerState>,
+        least: Option<PeerId>,
+    ) -> Observation {
         Observation { observer, at_ns: at_s * 1_000_000_000, stale: false, view, least_loaded_game: least }
     }
 

@@ -149,8 +149,10 @@ fn real_main() -> anyhow::Result<ExitCode> {
             check_bug(&*s, bug.as_deref())?;
             let (topo, mut plan) = plan_for(&*s, seed, bug.as_deref());
             if let Some(path) = &plan_file {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                plan = serde_json::from_str(&text).with_context(|| format!("{} is not a fault plan", path.display()))?;
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                plan = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not a fault plan", path.display()))?;
                 let known = topo.node_names();
                 plan.validate(&known).map_err(|e| anyhow!("{}: {e}", path.display()))?;
             }
@@ -221,7 +223,10 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 t.sim_per_wall(),
                 seeds as f64 / t.wall_secs.max(1e-9)
             );
-            println!("ratio (scenario / baseline frames per wall-s): {:.3}", t.frames_per_wall_sec() / base.frames_per_wall_sec());
+            println!(
+                "ratio (scenario / baseline frames per wall-s): {:.3}",
+                t.frames_per_wall_sec() / base.frames_per_wall_sec()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Worker { scenario: name, seeds, bug } => {

@@ -207,7 +207,11 @@ pub fn run_with_plan(
     }
 }
 
-async fn simulate(topo: Topology, plan: FaultPlan, run: Arc<dyn scenarios::ScenarioRun>) -> (Report, u64, f64) {
+async fn simulate(
+    topo: Topology,
+    plan: FaultPlan,
+    run: Arc<dyn scenarios::ScenarioRun>,
+) -> (Report, u64, f64) {
     let handle = madsim::runtime::Handle::current();
     let clocks = ClockControl::new();
     let mut ids = BTreeMap::new();
@@ -234,7 +238,8 @@ async fn simulate(topo: Topology, plan: FaultPlan, run: Arc<dyn scenarios::Scena
     }
     if let Some(spec) = &topo.redis {
         let store = RedisStore::default();
-        let opts = RedisOptions { persistent: spec.persistent, stale_read_probability: spec.stale_read_probability };
+        let opts =
+            RedisOptions { persistent: spec.persistent, stale_read_probability: spec.stale_read_probability };
         let clocks = clocks.clone();
         let node = handle
             .create_node()
@@ -242,7 +247,15 @@ async fn simulate(topo: Topology, plan: FaultPlan, run: Arc<dyn scenarios::Scena
             .ip(REDIS_ADDR.ip())
             .init(move || {
                 let env = node_env("redis", REDIS_ADDR.ip(), &clocks);
-                crate::redis::serve(env.net, env.clock, env.rand, env.spawn, REDIS_ADDR, store.clone(), opts.clone())
+                crate::redis::serve(
+                    env.net,
+                    env.clock,
+                    env.rand,
+                    env.spawn,
+                    REDIS_ADDR,
+                    store.clone(),
+                    opts.clone(),
+                )
             })
             .build();
         ids.insert("redis".to_string(), node.id());
@@ -251,7 +264,8 @@ async fn simulate(topo: Topology, plan: FaultPlan, run: Arc<dyn scenarios::Scena
     let next_process = Arc::new(AtomicU64::new(0));
     let mut stop_ids = Vec::new();
     for (i, spec) in topo.servers.iter().enumerate() {
-        let (clocks, run, phases, next_process) = (clocks.clone(), run.clone(), phases.clone(), next_process.clone());
+        let (clocks, run, phases, next_process) =
+            (clocks.clone(), run.clone(), phases.clone(), next_process.clone());
         let spec_c = spec.clone();
         let node = handle
             .create_node()
@@ -269,7 +283,8 @@ async fn simulate(topo: Topology, plan: FaultPlan, run: Arc<dyn scenarios::Scena
     }
     for i in 0..topo.clients {
         let name = Topology::client_name(i);
-        let (clocks, run, phases, next_process) = (clocks.clone(), run.clone(), phases.clone(), next_process.clone());
+        let (clocks, run, phases, next_process) =
+            (clocks.clone(), run.clone(), phases.clone(), next_process.clone());
         let node_name = name.clone();
         let node = handle
             .create_node()

@@ -24,7 +24,12 @@ pub struct Shrunk {
 }
 
 /// Shrinks the plan of a failing seed; `None` if the seed does not fail.
-pub fn shrink(scenario: &dyn Scenario, seed: u64, bug: Option<&str>, mut progress: impl FnMut(&str)) -> Option<Shrunk> {
+pub fn shrink(
+    scenario: &dyn Scenario,
+    seed: u64,
+    bug: Option<&str>,
+    mut progress: impl FnMut(&str),
+) -> Option<Shrunk> {
     let (topo, original) = plan_for(scenario, seed, bug);
     let fails = |plan: &FaultPlan| {
         let r = run_with_plan(scenario, seed, bug, topo.clone(), plan.clone(), RunOptions::default());
@@ -59,7 +64,10 @@ pub fn shrink(scenario: &dyn Scenario, seed: u64, bug: Option<&str>, mut progres
             runs += 1;
             match fails(&candidate) {
                 Some(r) => {
-                    progress(&format!("shortened: {} to {} ms", candidate.faults[i].fault, candidate.faults[i].duration_ms));
+                    progress(&format!(
+                        "shortened: {} to {} ms",
+                        candidate.faults[i].fault, candidate.faults[i].duration_ms
+                    ));
                     plan = candidate;
                     result = r;
                 }

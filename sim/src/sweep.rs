@@ -203,7 +203,9 @@ pub fn render(summaries: &[Summary], elapsed_secs: f64) -> String {
             if s.wall_secs > 0.0 { s.sim_secs / s.wall_secs } else { 0.0 }
         ));
     }
-    out.push_str(&format!("(wall-time and seeds/s are per core; the sweep took {elapsed_secs:.1}s elapsed)\n"));
+    out.push_str(&format!(
+        "(wall-time and seeds/s are per core; the sweep took {elapsed_secs:.1}s elapsed)\n"
+    ));
     for s in summaries {
         for r in &s.failed {
             out.push_str(&format!(

@@ -83,7 +83,9 @@ impl Visit for FieldFmt<'_> {
 }
 
 fn ours(target: &str) -> bool {
-    ["sim", "scenarios", "engine", "real", "tests"].iter().any(|c| target == *c || target.starts_with(&format!("{c}::")))
+    ["sim", "scenarios", "engine", "real", "tests"]
+        .iter()
+        .any(|c| target == *c || target.starts_with(&format!("{c}::")))
 }
 
 impl TraceCollector {
@@ -143,7 +145,8 @@ where
     fn enabled(&self, metadata: &tracing::Metadata<'_>, _ctx: Context<'_, S>) -> bool {
         let level = *metadata.level();
         if ours(metadata.target()) {
-            level <= Level::INFO || (self.collector.output == TraceOutput::PrintVerbose && level <= Level::DEBUG)
+            level <= Level::INFO
+                || (self.collector.output == TraceOutput::PrintVerbose && level <= Level::DEBUG)
         } else {
             level <= Level::WARN || !metadata.is_event()
         }

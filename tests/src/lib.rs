@@ -12,7 +12,11 @@ pub fn seed_window() -> std::ops::Range<u64> {
 }
 
 /// Runs `seeds` and returns the failures, each with its replay command.
-pub fn failures(scenario: &dyn Scenario, seeds: std::ops::Range<u64>, bug: Option<&str>) -> Vec<(SeedResult, String)> {
+pub fn failures(
+    scenario: &dyn Scenario,
+    seeds: std::ops::Range<u64>,
+    bug: Option<&str>,
+) -> Vec<(SeedResult, String)> {
     seeds
         .map(|seed| run_seed(scenario, seed, bug, RunOptions::default()))
         .filter(|r| !r.passed())

@@ -7,9 +7,17 @@ use tests::{failures, seed_window};
 fn sweep(name: &str) {
     let s = scenarios::by_name(name).expect("scenario exists");
     let failed = failures(&*s, seed_window(), None);
-    let report: Vec<String> =
-        failed.iter().map(|(r, cmd)| format!("seed {}: {:?}\n  replay: {cmd}", r.seed, r.violations)).collect();
-    assert!(failed.is_empty(), "{} of {:?} seeds failed:\n{}", failed.len(), seed_window(), report.join("\n"));
+    let report: Vec<String> = failed
+        .iter()
+        .map(|(r, cmd)| format!("seed {}: {:?}\n  replay: {cmd}", r.seed, r.violations))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {:?} seeds failed:\n{}",
+        failed.len(),
+        seed_window(),
+        report.join("\n")
+    );
 }
 
 #[test]
@@ -25,6 +33,11 @@ fn kv_register_seed_window_passes() {
 #[test]
 fn membership_seed_window_passes() {
     sweep("membership");
+}
+
+#[test]
+fn rpc_seed_window_passes() {
+    sweep("rpc");
 }
 
 #[test]

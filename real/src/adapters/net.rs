@@ -14,17 +14,23 @@ fn map_io(e: io::Error, max_frame: usize) -> NetError {
         io::ErrorKind::InvalidData if e.to_string().contains("frame size too big") => {
             NetError::FrameTooLarge { len: 0, max: max_frame }
         }
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
-            NetError::Unreachable(e.to_string())
+        io::ErrorKind::ConnectionRefused
+        | io::ErrorKind::HostUnreachable
+        | io::ErrorKind::NetworkUnreachable => NetError::Unreachable(e.to_string()),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => {
+            NetError::Closed
         }
-        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => NetError::Closed,
         _ => NetError::Io(e.to_string()),
     }
 }
 
 fn framed(stream: TcpStream, peer: SocketAddr, max_frame: usize) -> Connection {
     let _ = stream.set_nodelay(true);
-    let codec = LengthDelimitedCodec::builder().length_field_length(4).big_endian().max_frame_length(max_frame).new_codec();
+    let codec = LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .big_endian()
+        .max_frame_length(max_frame)
+        .new_codec();
     let (sink, stream) = Framed::new(stream, codec).split();
     Connection {
         sink: Box::pin(sink.sink_map_err(move |e| map_io(e, max_frame))),
@@ -64,8 +70,9 @@ impl Listener for TokioListener {
 #[async_trait]
 impl Net for TokioNet {
     async fn listen(&self, addr: SocketAddr, max_frame: usize) -> Result<Box<dyn Listener>, NetError> {
-        let inner =
-            TcpListener::bind(addr).await.map_err(|e| NetError::Bind { addr: addr.to_string(), reason: e.to_string() })?;
+        let inner = TcpListener::bind(addr)
+            .await
+            .map_err(|e| NetError::Bind { addr: addr.to_string(), reason: e.to_string() })?;
         Ok(Box::new(TokioListener { inner, max_frame }))
     }
 

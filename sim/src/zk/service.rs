@@ -184,7 +184,13 @@ impl Service {
             let timeout = self.negotiate(requested);
             self.sessions.insert(
                 id,
-                Session { id, password, timeout, deadline: now.saturating_add(timeout), ephemerals: BTreeSet::new() },
+                Session {
+                    id,
+                    password,
+                    timeout,
+                    deadline: now.saturating_add(timeout),
+                    ephemerals: BTreeSet::new(),
+                },
             );
             return ConnectOutcome::Established { session_id: id, password, timeout, new: true };
         }
