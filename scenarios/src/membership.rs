@@ -39,7 +39,7 @@ const TCP_JSON_PORT: u16 = 8012;
 const BUGS: &[PlantedBug] = &[PlantedBug {
     name: "stale-view",
     description: "after a reconnect or re-registration the cluster ignores watch events (views freeze)",
-    caught_within_seeds: 60,
+    caught_within_seeds: 30,
 }];
 
 /// The servers of the membership and rpc scenarios: `game-0`, `pvp-1`, `game-2`, ...

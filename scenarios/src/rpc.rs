@@ -45,12 +45,12 @@ const BUGS: &[PlantedBug] = &[
     PlantedBug {
         name: "reorder",
         description: "the RPC server ignores order keys: calls of one player run concurrently",
-        caught_within_seeds: 30,
+        caught_within_seeds: 10,
     },
     PlantedBug {
         name: "double-exec",
         description: "the RPC server skips its xid dedupe: a retransmitted request runs again",
-        caught_within_seeds: 100,
+        caught_within_seeds: 30,
     },
 ];
 

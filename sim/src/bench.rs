@@ -81,3 +81,73 @@ pub fn scenario_throughput(scenario: &dyn scenarios::Scenario, seeds: std::ops::
     }
     t
 }
+
+/// `calls` echo RPCs of a `payload`-byte message from one simulated server to another,
+/// `concurrency` in flight at a time, through the full engine RPC stack (prost envelope,
+/// xid matching, dedupe, handler dispatch). `frames` counts madsim network messages.
+pub fn rpc_echo(seed: u64, calls: u64, concurrency: u64, payload: usize) -> Throughput {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use engine::cluster::{PeerDirectory, PeerId};
+    use engine::rpc::messages::{EchoReply, EchoRequest};
+    use engine::rpc::{CallOptions, Rpc, RpcConfig};
+
+    let wall = Instant::now();
+    let (frames, sim) = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+                rt.block_on(async move {
+                    let handle = madsim::runtime::Handle::current();
+                    let clocks = crate::adapters::ClockControl::new();
+                    let server_addr: SocketAddr = "10.0.2.1:8015".parse().expect("valid");
+                    let client_addr: SocketAddr = "10.0.2.2:8015".parse().expect("valid");
+                    let (server_id, client_id) = (uuid_from(1), uuid_from(2));
+                    let dir: BTreeMap<PeerId, SocketAddr> =
+                        [(server_id, server_addr), (client_id, client_addr)].into_iter().collect();
+                    let directory: Arc<dyn PeerDirectory> = Arc::new(dir);
+                    let server = handle.create_node().name("server").ip(server_addr.ip()).build();
+                    let client = handle.create_node().name("caller").ip(client_addr.ip()).build();
+                    let (d1, c1) = (directory.clone(), clocks.clone());
+                    server.spawn(async move {
+                        let env = crate::runner::node_env("server", server_addr.ip(), &c1);
+                        let rpc = Rpc::start(env, server_id, d1, RpcConfig::new(server_addr)).await.expect("start");
+                        rpc.register_handler("echo", |_i, r: EchoRequest| async move { Ok(EchoReply { message: r.message }) });
+                        futures::future::pending::<()>().await;
+                    });
+                    madsim::time::sleep(Duration::from_millis(10)).await;
+                    let start = madsim::time::Instant::now();
+                    client
+                        .spawn(async move {
+                            let env = crate::runner::node_env("caller", client_addr.ip(), &clocks);
+                            let rpc = Rpc::start(env, client_id, directory, RpcConfig::new(client_addr)).await.expect("start");
+                            let message = "x".repeat(payload);
+                            let per_task = calls / concurrency.max(1);
+                            let tasks = (0..concurrency.max(1)).map(|_| {
+                                let (rpc, message) = (rpc.clone(), message.clone());
+                                async move {
+                                    for _ in 0..per_task {
+                                        let req = EchoRequest { message: message.clone() };
+                                        let r: EchoReply =
+                                            rpc.call(server_id, "echo", &req, CallOptions::default()).await.expect("echo");
+                                        debug_assert_eq!(r.message.len(), message.len());
+                                    }
+                                }
+                            });
+                            futures::future::join_all(tasks).await;
+                        })
+                        .await
+                        .expect("caller finishes");
+                    (madsim::net::NetSim::current().stat().msg_count, start.elapsed().as_secs_f64())
+                })
+            })
+            .join()
+            .expect("bench thread")
+    });
+    Throughput { frames, wall_secs: wall.elapsed().as_secs_f64(), sim_secs: sim }
+}
+
+fn uuid_from(n: u8) -> engine::cluster::PeerId {
+    engine::cluster::PeerId::from_slice(&[n; 16]).expect("16 bytes")
+}

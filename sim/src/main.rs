@@ -204,6 +204,21 @@ fn real_main() -> anyhow::Result<ExitCode> {
         }
         Cmd::Bench { scenario: name, seeds } => {
             let s = scenario(&name)?;
+            if name == "rpc" {
+                const CALLS: u64 = 20_000;
+                println!("baseline: raw madsim length-delimited ping-pong, 64-byte frames, 2 nodes");
+                let base = sim::bench::baseline_ping_pong(1, CALLS, 64);
+                let base_rt = (base.frames / 2) as f64 / base.wall_secs.max(1e-9);
+                println!("  {:>10} round trips in {:>7.3}s wall -> {:>10.0} round trips/wall-s", base.frames / 2, base.wall_secs, base_rt);
+                for concurrency in [1u64, 16] {
+                    let t = sim::bench::rpc_echo(1, CALLS, concurrency, 64);
+                    let calls_per_s = CALLS as f64 / t.wall_secs.max(1e-9);
+                    println!(
+                        "rpc echo, 64-byte message, {concurrency:>2} in flight: {CALLS} calls in {:.3}s wall -> {:.0} calls/wall-s, {} frames, ratio to baseline round trips {:.3}",
+                        t.wall_secs, calls_per_s, t.frames, calls_per_s / base_rt
+                    );
+                }
+            }
             println!("baseline: raw madsim length-delimited ping-pong, 64-byte frames, 2 nodes");
             let base = sim::bench::baseline_ping_pong(1, 50_000, 64);
             println!(

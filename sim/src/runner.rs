@@ -119,7 +119,7 @@ fn true_time() -> TimeSource {
 }
 
 /// Builds the `Env` of one node.
-fn node_env(name: &str, ip: IpAddr, clocks: &ClockControl) -> Env {
+pub(crate) fn node_env(name: &str, ip: IpAddr, clocks: &ClockControl) -> Env {
     let clock: Arc<dyn Clock> = Arc::new(SimClock::new(name, clocks.clone()));
     let net = Arc::new(SimNet::new(ip));
     let rand = Arc::new(SimRand);

@@ -25,6 +25,36 @@
 //!   to the old incarnation fail with [`RpcError::Fenced`]. Replies carry the replier's
 //!   PeerId and only match calls made to that peer.
 //!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo(env: engine::env::Env, cluster: engine::cluster::Cluster) -> Result<(), engine::rpc::RpcError> {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use engine::rpc::messages::{EchoReply, EchoRequest};
+//! use engine::rpc::{CallOptions, Rpc, RpcConfig};
+//!
+//! // One RPC service per server, addressed through the cluster view.
+//! let cfg = RpcConfig::new("10.0.2.1:8015".parse().unwrap());
+//! let rpc = Rpc::start(env, cluster.id(), Arc::new(cluster.clone()), cfg).await?;
+//!
+//! // iFun's Rpc::RegisterHandler("echo", OnEchoRpc):
+//! rpc.register_handler("echo", |info, req: EchoRequest| async move {
+//!     tracing::info!(from = %info.sender, "echo");
+//!     Ok(EchoReply { message: req.message })
+//! });
+//!
+//! // Rpc::Call(target, request, OnEchoReply), with a deadline; calls for one player
+//! // are handled in order on the target.
+//! if let Some((&peer, _)) = cluster.peers_with_tag("pvp", false).iter().next() {
+//!     let opts = CallOptions::default().with_timeout(Duration::from_secs(2)).ordered("player-42");
+//!     let reply: EchoReply = rpc.call(peer, "echo", &EchoRequest { message: "hi".into() }, opts).await?;
+//!     assert_eq!(reply.message, "hi");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Message logging (`rpc_message_logging_level`)
 //! 0: nothing. 1: one `info!` per request/reply sent and received with xid, peer, message
 //! type and body length. 2: also the body, as hex of its first [`LOG_BODY_MAX_BYTES`] bytes
