@@ -16,10 +16,13 @@
 //!   names, plus flavors), parsed into typed, validated structs.
 //! - [`rpc`]: typed cross-server RPC over prost messages: xids, timeouts, at-most-once
 //!   execution, per-key ordering, incarnation fencing.
+//! - [`storage`]: cross-server storage (iFun's `CrossServerStorage`): JSON values in Redis
+//!   under random UUID keys with expiry; versioned `compare_and_write` and one-shot `take`.
 //! - [`timer`]: one-shot and repeating timers on the `Clock` and `Spawn` ports (iFun's `Timer`).
 
 pub mod cluster;
 pub mod env;
 pub mod manifest;
 pub mod rpc;
+pub mod storage;
 pub mod timer;
