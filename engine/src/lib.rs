@@ -16,6 +16,9 @@
 //!   names, plus flavors), parsed into typed, validated structs.
 //! - [`rpc`]: typed cross-server RPC over prost messages: xids, timeouts, at-most-once
 //!   execution, per-key ordering, incarnation fencing.
+//! - [`session`]: client sessions (iFun's `SessionService`): the client wire protocol (TCP JSON
+//!   and protobuf envelopes), handlers run in order per session, `_error` frames with stable
+//!   codes, heartbeats and idle timeouts, bounded send queues, local broadcast.
 //! - [`storage`]: cross-server storage (iFun's `CrossServerStorage`): JSON values in Redis
 //!   under random UUID keys with expiry; versioned `compare_and_write` and one-shot `take`.
 //! - [`timer`]: one-shot and repeating timers on the `Clock` and `Spawn` ports (iFun's `Timer`).
@@ -24,5 +27,6 @@ pub mod cluster;
 pub mod env;
 pub mod manifest;
 pub mod rpc;
+pub mod session;
 pub mod storage;
 pub mod timer;

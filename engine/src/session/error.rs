@@ -1,0 +1,169 @@
+//! Typed errors of the session service: what a client did wrong ([`ProtocolError`], sent
+//! back as an `_error` frame), why a session ended ([`CloseReason`]) and what an API call on
+//! the service or a session can fail with ([`SessionError`]).
+
+use std::fmt;
+
+use crate::env::NetError;
+
+/// A client frame the server could not accept. Each variant has a stable machine-readable
+/// [`code`](ProtocolError::code) that goes to the client in an `_error` frame, next to the
+/// human-readable `Display` text.
+///
+/// Frame-level problems (the frame or its envelope is unusable) close the session after the
+/// `_error` frame; message-level problems (a well-formed envelope the server cannot route or
+/// decode) leave it open, see [`closes_session`](ProtocolError::closes_session).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// The frame's length prefix is above the port's `max_frame_bytes`. Closes the session:
+    /// the rest of the stream cannot be re-synchronised. `len` is 0 when the transport does
+    /// not report it.
+    #[error("{}", too_large_text(*len, *max))]
+    FrameTooLarge { len: usize, max: usize },
+    /// A JSON port's payload is not UTF-8, not JSON, or not a JSON object. Closes the session.
+    #[error("payload is not a JSON object: {0}")]
+    BadJson(String),
+    /// The envelope is unusable: `type` missing, empty or not a string, `body` missing or
+    /// not an object (JSON), or the payload is not a protobuf `Envelope`. Closes the session.
+    #[error("bad envelope: {0}")]
+    BadEnvelope(String),
+    /// No handler is registered for this message type. The session stays open (a client newer
+    /// than the server can go on with the messages the server knows).
+    #[error("no handler for message type {0:?}")]
+    UnknownType(String),
+    /// The client sent an engine-reserved type (starting with `_`) that clients may not send.
+    /// The session stays open.
+    #[error("message type {0:?} is reserved for the engine")]
+    ReservedType(String),
+    /// The envelope was fine but its body does not decode as the handler's message (a
+    /// protobuf handler's message, or a JSON handler's object on a protobuf port). The
+    /// session stays open; the handler did not run.
+    #[error("body of {msg_type:?} does not decode: {reason}")]
+    BadBody { msg_type: String, reason: String },
+}
+
+fn too_large_text(len: usize, max: usize) -> String {
+    if len == 0 {
+        format!("frame exceeds the limit of {max} bytes")
+    } else {
+        format!("frame of {len} bytes exceeds the limit of {max} bytes")
+    }
+}
+
+impl ProtocolError {
+    /// The stable machine-readable code sent to the client (`_error.body.code`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProtocolError::FrameTooLarge { .. } => "frame_too_large",
+            ProtocolError::BadJson(_) => "bad_json",
+            ProtocolError::BadEnvelope(_) => "bad_envelope",
+            ProtocolError::UnknownType(_) => "unknown_type",
+            ProtocolError::ReservedType(_) => "reserved_type",
+            ProtocolError::BadBody { .. } => "bad_body",
+        }
+    }
+
+    /// True for frame-level problems, after which the server closes the session
+    /// (DESIGN.md §6); false for message-level ones, after which it reads the next frame.
+    pub fn closes_session(&self) -> bool {
+        match self {
+            ProtocolError::FrameTooLarge { .. }
+            | ProtocolError::BadJson(_)
+            | ProtocolError::BadEnvelope(_) => true,
+            ProtocolError::UnknownType(_)
+            | ProtocolError::ReservedType(_)
+            | ProtocolError::BadBody { .. } => false,
+        }
+    }
+}
+
+/// Why a session ended; passed to the `on_session_closed` callbacks and logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed the connection (end of stream).
+    ClosedByPeer,
+    /// No frame from the client for `idle_timeout`.
+    IdleTimeout,
+    /// The session's outbound queue overflowed (`send_queue_max`): the client does not read
+    /// fast enough. Queued frames are dropped.
+    SlowReader,
+    /// The client sent a frame-level malformed frame; an `_error` frame went out first.
+    Protocol(ProtocolError),
+    /// Server code called [`Session::close`](super::Session::close) with this reason.
+    Server(String),
+    /// The connection failed (reset, I/O error).
+    Network(String),
+    /// The service shut down.
+    Shutdown,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::ClosedByPeer => f.write_str("closed by peer"),
+            CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::SlowReader => f.write_str("slow reader"),
+            CloseReason::Protocol(e) => write!(f, "protocol error {}: {e}", e.code()),
+            CloseReason::Server(r) => write!(f, "closed by server: {r}"),
+            CloseReason::Network(e) => write!(f, "network error: {e}"),
+            CloseReason::Shutdown => f.write_str("server shutdown"),
+        }
+    }
+}
+
+/// Why a call on [`SessionService`](super::SessionService) or [`Session`](super::Session)
+/// failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The session is closed (or closing); nothing was queued. Its reason is given.
+    #[error("session closed: {0}")]
+    Closed(CloseReason),
+    /// This send overflowed the outbound queue: the session is now closed as a slow reader.
+    #[error("session closed: slow reader")]
+    SlowReader,
+    /// The encoded frame is larger than the port's `max_frame_bytes`; nothing was sent and
+    /// the session stays open. Split the message.
+    #[error("outgoing frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge { len: usize, max: usize },
+    /// A JSON body must be a JSON object (DESIGN.md §6); nothing was sent.
+    #[error("message body must be a JSON object")]
+    BodyNotAnObject,
+    /// `send_proto` on a JSON port: a protobuf message has no JSON form here. Use `send_json`.
+    #[error("cannot send a protobuf message on a JSON port")]
+    ProtobufOnJsonPort,
+    /// `start` was given an unusable configuration (the text says which field).
+    #[error("bad session config: {0}")]
+    Config(String),
+    /// `start` could not bind the listen address.
+    #[error("cannot listen: {0}")]
+    Listen(NetError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_stable_and_distinct() {
+        let all = [
+            ProtocolError::FrameTooLarge { len: 1, max: 0 },
+            ProtocolError::BadJson(String::new()),
+            ProtocolError::BadEnvelope(String::new()),
+            ProtocolError::UnknownType(String::new()),
+            ProtocolError::ReservedType(String::new()),
+            ProtocolError::BadBody { msg_type: String::new(), reason: String::new() },
+        ];
+        let codes: Vec<_> = all.iter().map(|e| e.code()).collect();
+        assert_eq!(
+            codes,
+            ["frame_too_large", "bad_json", "bad_envelope", "unknown_type", "reserved_type", "bad_body"]
+        );
+        let closing: Vec<_> = all.iter().map(|e| e.closes_session()).collect();
+        assert_eq!(closing, [true, true, true, false, false, false]);
+    }
+
+    #[test]
+    fn slow_reader_reason_reads_slow_reader() {
+        assert_eq!(CloseReason::SlowReader.to_string(), "slow reader");
+    }
+}

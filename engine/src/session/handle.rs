@@ -1,0 +1,354 @@
+//! [`Session`]: the cheap, cloneable handle to one client connection (iFun's `Ptr<Session>`).
+//!
+//! Method groups:
+//! - identity: [`id`](Session::id), [`peer_addr`](Session::peer_addr), [`transport`](Session::transport);
+//! - output: [`send_json`](Session::send_json), [`send_proto`](Session::send_proto) — they
+//!   queue a frame and return at once; the session's writer sends queued frames in order;
+//! - lifetime: [`close`](Session::close), [`is_open`](Session::is_open), [`close_reason`](Session::close_reason);
+//! - context: [`set_context`](Session::set_context), [`context`](Session::context),
+//!   [`remove_context`](Session::remove_context) — typed values under string keys, e.g. the
+//!   account module tags a session with `"account"`.
+
+use std::any::Any;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use serde_json::Value;
+
+use super::codec;
+use super::error::{CloseReason, SessionError};
+use super::Transport;
+use crate::env::Rand;
+use crate::env::RandExt;
+
+/// Identifies a session for its whole life; random (from the `Rand` port), never reused.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(uuid::Uuid);
+
+impl SessionId {
+    /// A fresh random id.
+    pub fn new_random(rand: &dyn Rand) -> Self {
+        SessionId(rand.uuid())
+    }
+    pub fn from_uuid(u: uuid::Uuid) -> Self {
+        SessionId(u)
+    }
+    pub fn as_uuid(&self) -> uuid::Uuid {
+        self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({self})")
+    }
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A one-shot event any number of tasks can wait for.
+pub(super) struct Signal {
+    tx: Mutex<Option<oneshot::Sender<()>>>,
+    rx: Shared<oneshot::Receiver<()>>,
+}
+
+impl Signal {
+    fn new() -> Self {
+        let (tx, rx) = oneshot::channel();
+        Signal { tx: Mutex::new(Some(tx)), rx: rx.shared() }
+    }
+    pub(super) fn fire(&self) {
+        if let Some(tx) = lock(&self.tx).take() {
+            let _ = tx.send(());
+        }
+    }
+    /// Completes once fired.
+    pub(super) fn wait(&self) -> BoxFuture<'static, ()> {
+        self.rx.clone().map(|_| ()).boxed()
+    }
+}
+
+/// The outbound queue and the close state, under one lock so that "open" and "queued" agree.
+struct Outbox {
+    queue: VecDeque<Bytes>,
+    close: Option<CloseReason>,
+    writer: Option<Waker>,
+}
+
+pub(super) struct SessionShared {
+    id: SessionId,
+    peer: SocketAddr,
+    transport: Transport,
+    max_frame_bytes: usize,
+    send_queue_max: usize,
+    outbox: Mutex<Outbox>,
+    context: Mutex<BTreeMap<String, Arc<dyn Any + Send + Sync>>>,
+    /// Fired at the first close of any kind: the reader stops, the writer drains.
+    pub(super) closed: Signal,
+    /// Fired at an immediate close: the writer drops what is queued and stops at once.
+    pub(super) abort: Signal,
+    /// Fired when the session's task has finished (after the closed callbacks).
+    pub(super) done: Signal,
+}
+
+/// A handle to one client session. Cheap to clone; all clones are the same session.
+/// Handles stay valid after the session closed (sends then fail with `Closed`).
+#[derive(Clone)]
+pub struct Session {
+    pub(super) shared: Arc<SessionShared>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.shared.id)
+            .field("peer", &self.shared.peer)
+            .field("transport", &self.shared.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Session {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl Eq for Session {}
+
+impl Session {
+    pub(super) fn new(
+        id: SessionId,
+        peer: SocketAddr,
+        transport: Transport,
+        max_frame_bytes: usize,
+        send_queue_max: usize,
+    ) -> Self {
+        assert!(send_queue_max >= 1, "send_queue_max must be at least 1");
+        Session {
+            shared: Arc::new(SessionShared {
+                id,
+                peer,
+                transport,
+                max_frame_bytes,
+                send_queue_max,
+                outbox: Mutex::new(Outbox { queue: VecDeque::new(), close: None, writer: None }),
+                context: Mutex::new(BTreeMap::new()),
+                closed: Signal::new(),
+                abort: Signal::new(),
+                done: Signal::new(),
+            }),
+        }
+    }
+
+    pub fn id(&self) -> SessionId {
+        self.shared.id
+    }
+
+    /// The client's address as the server sees it.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.shared.peer
+    }
+
+    pub fn transport(&self) -> Transport {
+        self.shared.transport
+    }
+
+    /// Queues `{"type": msg_type, "body": body}` (iFun's `Session::SendMessage` with JSON).
+    /// On a protobuf port the body travels as UTF-8 JSON inside the envelope.
+    ///
+    /// Returns once queued; success does not mean the client received it. Fails without
+    /// queuing if the session is closed, the body is not an object, or the frame is too
+    /// large; overflowing the queue closes the session as a slow reader.
+    pub fn send_json(&self, msg_type: &str, body: Value) -> Result<(), SessionError> {
+        if !body.is_object() {
+            return Err(SessionError::BodyNotAnObject);
+        }
+        self.push(codec::encode_json_message(self.shared.transport, msg_type, &body))
+    }
+
+    /// Queues a protobuf message (iFun's `SendMessage` with a `FunMessage`). Protobuf ports
+    /// only: on a JSON port it fails with [`SessionError::ProtobufOnJsonPort`].
+    pub fn send_proto<M: prost::Message>(&self, msg_type: &str, msg: &M) -> Result<(), SessionError> {
+        match self.shared.transport {
+            Transport::TcpJson => Err(SessionError::ProtobufOnJsonPort),
+            Transport::TcpProtobuf => self.push(codec::encode_protobuf(msg_type, &msg.encode_to_vec())),
+        }
+    }
+
+    /// Queues an encoded frame (already in this session's transport encoding).
+    pub(super) fn push(&self, frame: Bytes) -> Result<(), SessionError> {
+        let max = self.shared.max_frame_bytes;
+        if frame.len() > max {
+            return Err(SessionError::FrameTooLarge { len: frame.len(), max });
+        }
+        {
+            let mut out = lock(&self.shared.outbox);
+            if let Some(r) = &out.close {
+                return Err(SessionError::Closed(r.clone()));
+            }
+            if out.queue.len() < self.shared.send_queue_max {
+                out.queue.push_back(frame);
+                if let Some(w) = out.writer.take() {
+                    w.wake();
+                }
+                return Ok(());
+            }
+        }
+        self.close_with(CloseReason::SlowReader, false);
+        Err(SessionError::SlowReader)
+    }
+
+    /// Closes the session (iFun's `Session::Close`): frames already queued are still sent,
+    /// later sends fail, no further client message is handled, and the connection ends once
+    /// the handler running now (if any) has returned. Idempotent; the first reason wins.
+    pub fn close(&self, reason: impl Into<String>) {
+        self.close_with(CloseReason::Server(reason.into()), true);
+    }
+
+    /// Records the first close; with `drain` false the queue is dropped and the writer stops
+    /// at once. Returns whether this call closed the session.
+    pub(super) fn close_with(&self, reason: CloseReason, drain: bool) -> bool {
+        let waker = {
+            let mut out = lock(&self.shared.outbox);
+            if out.close.is_some() {
+                return false;
+            }
+            out.close = Some(reason);
+            if !drain {
+                out.queue.clear();
+            }
+            out.writer.take()
+        };
+        if !drain {
+            self.shared.abort.fire();
+        }
+        self.shared.closed.fire();
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+
+    /// False once the session is closing or closed.
+    pub fn is_open(&self) -> bool {
+        lock(&self.shared.outbox).close.is_none()
+    }
+
+    /// Why the session closed; `None` while open.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        lock(&self.shared.outbox).close.clone()
+    }
+
+    /// The writer's next frame: `Some` while frames are queued, `None` once closed and
+    /// drained, pending otherwise.
+    pub(super) fn poll_next_frame(&self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let mut out = lock(&self.shared.outbox);
+        if let Some(f) = out.queue.pop_front() {
+            return Poll::Ready(Some(f));
+        }
+        if out.close.is_some() {
+            return Poll::Ready(None);
+        }
+        out.writer = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Stores `value` under `key`, replacing what was there (of any type).
+    pub fn set_context<T: Any + Send + Sync>(&self, key: &str, value: T) {
+        lock(&self.shared.context).insert(key.to_string(), Arc::new(value));
+    }
+
+    /// The value under `key`, if there is one of type `T`.
+    pub fn context<T: Any + Send + Sync + Clone>(&self, key: &str) -> Option<T> {
+        lock(&self.shared.context).get(key).and_then(|v| v.downcast_ref::<T>()).cloned()
+    }
+
+    /// Removes `key`; true if it was there.
+    pub fn remove_context(&self, key: &str) -> bool {
+        lock(&self.shared.context).remove(key).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::task::noop_waker;
+    use serde_json::json;
+
+    fn session(queue_max: usize, transport: Transport) -> Session {
+        let id = SessionId::from_uuid(uuid::Uuid::from_u128(7));
+        Session::new(id, "10.0.0.1:5000".parse().unwrap(), transport, 256, queue_max)
+    }
+
+    fn drain(s: &Session) -> Vec<Bytes> {
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut out = Vec::new();
+        while let Poll::Ready(Some(f)) = s.poll_next_frame(&mut cx) {
+            out.push(f);
+        }
+        out
+    }
+
+    #[test]
+    fn sends_queue_in_order_and_overflow_closes_as_slow_reader() {
+        let s = session(2, Transport::TcpJson);
+        s.send_json("a", json!({})).unwrap();
+        s.send_json("b", json!({"x": 1})).unwrap();
+        assert_eq!(s.send_json("c", json!({})), Err(SessionError::SlowReader));
+        assert!(!s.is_open());
+        assert_eq!(s.close_reason(), Some(CloseReason::SlowReader));
+        assert!(drain(&s).is_empty(), "an immediate close drops the queue");
+        assert_eq!(s.send_json("d", json!({})), Err(SessionError::Closed(CloseReason::SlowReader)));
+    }
+
+    #[test]
+    fn graceful_close_keeps_queued_frames_and_first_reason_wins() {
+        let s = session(8, Transport::TcpJson);
+        s.send_json("bye", json!({"error": true})).unwrap();
+        s.close("malformed fields");
+        s.close("again");
+        assert!(matches!(s.send_json("x", json!({})), Err(SessionError::Closed(_))));
+        let frames = drain(&s);
+        assert_eq!(frames, vec![Bytes::from_static(br#"{"type":"bye","body":{"error":true}}"#)]);
+        assert_eq!(s.close_reason(), Some(CloseReason::Server("malformed fields".into())));
+    }
+
+    #[test]
+    fn bad_sends_fail_without_closing() {
+        let s = session(8, Transport::TcpJson);
+        assert_eq!(s.send_json("a", json!([1])), Err(SessionError::BodyNotAnObject));
+        let big = json!({"k": "x".repeat(300)});
+        assert!(matches!(s.send_json("a", big), Err(SessionError::FrameTooLarge { max: 256, .. })));
+        assert_eq!(s.send_proto("a", &()), Err(SessionError::ProtobufOnJsonPort));
+        assert!(s.is_open());
+        let p = session(8, Transport::TcpProtobuf);
+        assert_eq!(p.send_proto("a", &()), Ok(()));
+    }
+
+    #[test]
+    fn context_is_typed() {
+        let s = session(1, Transport::TcpJson);
+        s.set_context("account", "kim".to_string());
+        assert_eq!(s.context::<String>("account"), Some("kim".to_string()));
+        assert_eq!(s.context::<u64>("account"), None, "wrong type");
+        assert!(s.remove_context("account"));
+        assert_eq!(s.context::<String>("account"), None);
+        assert!(!s.remove_context("account"));
+    }
+}

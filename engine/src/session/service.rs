@@ -1,0 +1,245 @@
+//! The accept loop and the per-session task.
+//!
+//! Each accepted connection gets one task running two halves side by side:
+//! - the **reader** reads one frame (until the idle deadline), decodes and routes it, and
+//!   awaits the handler's future before reading the next frame. That await is what makes
+//!   handling ordered per session; sessions are separate tasks, so they run concurrently.
+//!   Frames that arrive meanwhile wait in the transport (TCP flow control on a real socket);
+//!   the idle deadline restarts when a handler returns, so a slow handler never counts as
+//!   client silence.
+//! - the **writer** sends the session's queued frames in order and, when configured, queues
+//!   a `_ping` every `heartbeat_interval`.
+//!
+//! Either half may close the session; the other sees the close signal and stops. The task
+//! then removes the session from the table, runs the closed callbacks and fires `done`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Poll;
+
+use bytes::Bytes;
+use futures::future::{self, poll_fn, BoxFuture, Either, FutureExt};
+use futures::{SinkExt, StreamExt};
+use tracing::{debug, info, warn};
+
+use super::codec::{self, Route};
+use super::error::{CloseReason, ProtocolError};
+use super::handle::{lock, Session, SessionId};
+use super::{Entry, Inner, ACCEPT_RETRY_DELAY, CLOSE_DRAIN_TIMEOUT};
+use crate::env::{Connection, FrameSink, FrameStream, Listener, NetError};
+
+pub(super) async fn accept_loop(inner: Arc<Inner>, mut listener: Box<dyn Listener>) {
+    loop {
+        match listener.accept().await {
+            Ok(conn) => {
+                if inner.shut.load(Ordering::SeqCst) {
+                    return;
+                }
+                start_session(&inner, conn);
+            }
+            Err(e) => {
+                warn!(error = %e, "session accept failed");
+                inner.env.clock.sleep(ACCEPT_RETRY_DELAY).await;
+            }
+        }
+    }
+}
+
+fn start_session(inner: &Arc<Inner>, conn: Connection) {
+    let id = SessionId::new_random(&*inner.env.rand);
+    let cfg = &inner.cfg;
+    let session = Session::new(id, conn.peer, cfg.transport, cfg.max_frame_bytes, cfg.send_queue_max);
+    lock(&inner.sessions).insert(id, Entry { session: session.clone(), task: None });
+    let task = inner.env.spawn.spawn("session", run_session(inner.clone(), session, conn).boxed());
+    // The task may already have finished (and removed its entry): then the handle is dropped.
+    if let Some(e) = lock(&inner.sessions).get_mut(&id) {
+        e.task = Some(task);
+    }
+}
+
+async fn run_session(inner: Arc<Inner>, session: Session, conn: Connection) {
+    let Connection { sink, stream, peer } = conn;
+    let id = session.id();
+    info!(session = %id, %peer, transport = ?session.transport(), "session opened");
+    let reader = async {
+        let opened = lock(&inner.opened).clone();
+        for cb in opened {
+            cb(session.clone()).await;
+        }
+        read_loop(&inner, &session, stream).await;
+    };
+    let writer = write_loop(&inner, &session, sink);
+    future::join(reader, writer).await;
+    // Both halves have stopped, so the session is closed; `ClosedByPeer` only covers a
+    // close that was never recorded (not expected).
+    let reason = session.close_reason().unwrap_or(CloseReason::ClosedByPeer);
+    lock(&inner.sessions).remove(&id);
+    info!(session = %id, %peer, reason = %reason, "session closed");
+    let closed = lock(&inner.closed).clone();
+    for cb in closed {
+        cb(session.clone(), reason.clone()).await;
+    }
+    session.shared.done.fire();
+}
+
+enum ReadEvent {
+    Frame(Option<Result<Bytes, NetError>>),
+    Idle,
+    Closed,
+}
+
+async fn read_loop(inner: &Inner, session: &Session, mut stream: FrameStream) {
+    let clock = &inner.env.clock;
+    let cfg = &inner.cfg;
+    let id = session.id();
+    let mut alive_at = clock.now();
+    loop {
+        if !session.is_open() {
+            return;
+        }
+        let ev = {
+            let mut closed = session.shared.closed.wait();
+            let mut idle = clock.sleep_until(alive_at + cfg.idle_timeout);
+            let mut next = stream.next();
+            poll_fn(|cx| {
+                if closed.poll_unpin(cx).is_ready() {
+                    return Poll::Ready(ReadEvent::Closed);
+                }
+                if let Poll::Ready(f) = next.poll_unpin(cx) {
+                    return Poll::Ready(ReadEvent::Frame(f));
+                }
+                if idle.poll_unpin(cx).is_ready() {
+                    return Poll::Ready(ReadEvent::Idle);
+                }
+                Poll::Pending
+            })
+            .await
+        };
+        let payload = match ev {
+            ReadEvent::Closed => return,
+            ReadEvent::Idle => {
+                session.close_with(CloseReason::IdleTimeout, true);
+                return;
+            }
+            ReadEvent::Frame(None) => {
+                session.close_with(CloseReason::ClosedByPeer, false);
+                return;
+            }
+            ReadEvent::Frame(Some(Err(NetError::FrameTooLarge { len, .. }))) => {
+                reject(session, ProtocolError::FrameTooLarge { len, max: cfg.max_frame_bytes });
+                return;
+            }
+            ReadEvent::Frame(Some(Err(NetError::Closed))) => {
+                session.close_with(CloseReason::ClosedByPeer, false);
+                return;
+            }
+            ReadEvent::Frame(Some(Err(e))) => {
+                session.close_with(CloseReason::Network(e.to_string()), false);
+                return;
+            }
+            ReadEvent::Frame(Some(Ok(p))) => p,
+        };
+        alive_at = clock.now();
+        let msg = match codec::decode(cfg.transport, &payload) {
+            Ok(m) => m,
+            Err(e) => {
+                reject(session, e);
+                continue;
+            }
+        };
+        debug!(session = %id, msg_type = %msg.msg_type, len = payload.len(), "session message");
+        match codec::route(&msg.msg_type) {
+            Ok(Route::Pong) => continue,
+            Ok(Route::Dispatch) => {}
+            Err(e) => {
+                reject(session, e);
+                continue;
+            }
+        }
+        match inner.registry.dispatch(session, msg) {
+            Ok(fut) => {
+                fut.await;
+                alive_at = clock.now();
+            }
+            Err(e) => reject(session, e),
+        }
+    }
+}
+
+/// Answers a bad client frame with `_error`, and closes the session if the problem is at
+/// the frame level (the queued `_error` still goes out first).
+fn reject(session: &Session, e: ProtocolError) {
+    debug!(session = %session.id(), code = e.code(), error = %e, "session rejected a client frame");
+    let _ = session.push(codec::encode_error(session.transport(), &e));
+    if e.closes_session() {
+        session.close_with(CloseReason::Protocol(e), true);
+    }
+}
+
+enum WriteEvent {
+    Abort,
+    Frame(Option<Bytes>),
+    Ping,
+}
+
+async fn write_loop(inner: &Inner, session: &Session, mut sink: FrameSink) {
+    let clock = inner.env.clock.clone();
+    // Stop at an immediate close, or CLOSE_DRAIN_TIMEOUT after any close (a graceful close
+    // whose client does not read must not hold the connection forever).
+    let mut abort: BoxFuture<'static, ()> = {
+        let abort = session.shared.abort.wait();
+        let closed = session.shared.closed.wait();
+        let clock = clock.clone();
+        future::select(
+            abort,
+            async move {
+                closed.await;
+                clock.sleep(CLOSE_DRAIN_TIMEOUT).await;
+            }
+            .boxed(),
+        )
+        .map(|_| ())
+        .boxed()
+    };
+    let heartbeat = inner.cfg.heartbeat_interval;
+    let next_ping = || match heartbeat {
+        Some(d) => clock.sleep(d),
+        None => future::pending().boxed(),
+    };
+    let mut ping = next_ping();
+    loop {
+        let ev = poll_fn(|cx| {
+            if abort.poll_unpin(cx).is_ready() {
+                return Poll::Ready(WriteEvent::Abort);
+            }
+            if let Poll::Ready(f) = session.poll_next_frame(cx) {
+                return Poll::Ready(WriteEvent::Frame(f));
+            }
+            if ping.poll_unpin(cx).is_ready() {
+                return Poll::Ready(WriteEvent::Ping);
+            }
+            Poll::Pending
+        })
+        .await;
+        match ev {
+            WriteEvent::Abort | WriteEvent::Frame(None) => return,
+            WriteEvent::Ping => {
+                ping = next_ping();
+                // A full queue here closes the session as a slow reader, as any send would.
+                let _ = session.push(codec::encode_ping(session.transport()));
+            }
+            WriteEvent::Frame(Some(frame)) => match future::select(sink.send(frame), &mut abort).await {
+                Either::Left((Ok(()), _)) => {}
+                Either::Left((Err(e), _)) => {
+                    let reason = match e {
+                        NetError::Closed => CloseReason::ClosedByPeer,
+                        e => CloseReason::Network(e.to_string()),
+                    };
+                    session.close_with(reason, false);
+                    return;
+                }
+                Either::Right(((), _)) => return,
+            },
+        }
+    }
+}
