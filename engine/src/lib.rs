@@ -7,6 +7,8 @@
 //! real ZooKeeper/Redis. `engine/Cargo.toml` makes this true: no tokio, no madsim.
 //!
 //! # Layout
+//! - [`account`]: cluster-unique login on `/{app_id}/active_accounts` (iFun's `AccountManager`),
+//!   fenced by a coordination lease; cross-server send/broadcast; signed single-use redirect tokens.
 //! - [`cluster`]: membership of servers of one `app_id` (ephemeral znodes under
 //!   `/{app_id}/servers`): peers, tags, shared JSON status, external addresses, a view that
 //!   says when it is stale and survives session expiry under the same `PeerId`.
@@ -23,6 +25,7 @@
 //!   under random UUID keys with expiry; versioned `compare_and_write` and one-shot `take`.
 //! - [`timer`]: one-shot and repeating timers on the `Clock` and `Spawn` ports (iFun's `Timer`).
 
+pub mod account;
 pub mod cluster;
 pub mod env;
 pub mod manifest;

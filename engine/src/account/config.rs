@@ -1,0 +1,145 @@
+//! [`AccountConfig`]: the manifest's `AccountManager` section plus the fencing knobs.
+
+use std::time::Duration;
+
+use super::error::AccountError;
+use crate::cluster::validate_app_id;
+use crate::env::SessionOptions;
+
+/// Default [`AccountConfig::redirect_token_ttl`].
+pub const REDIRECT_TOKEN_TTL_DEFAULT: Duration = Duration::from_secs(30);
+/// Default [`AccountConfig::lease_margin`].
+pub const LEASE_MARGIN_DEFAULT: Duration = Duration::from_millis(500);
+/// Default [`AccountConfig::drift_ppm_max`]: 5 %, far above real quartz (tens of ppm) so that
+/// the simulator's drift faults stay inside the assumption.
+pub const DRIFT_PPM_MAX_DEFAULT: u64 = 50_000;
+/// Largest accepted [`AccountConfig::drift_ppm_max`]: 50 % (the lease would be at most half
+/// a session timeout, the renewal period is a sixth).
+pub const DRIFT_PPM_LIMIT: u64 = 500_000;
+/// Bytes of a `redirection_secret` (64 hex characters in the manifest).
+pub const SECRET_BYTES: usize = 32;
+
+/// Deliberately broken behaviours, **for the simulator only**. With both false the buggy
+/// code paths never run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AccountBugs {
+    /// Ignore the coordination lease: links stay open and keep receiving while this server
+    /// is cut off from ZooKeeper, overlapping with another server's login of the account.
+    pub no_fencing: bool,
+    /// Skip the single-use check of redirect tokens: a token can be used again.
+    pub replayable_token: bool,
+}
+
+/// How one server's account manager behaves (iFun's `AccountManager` section, plus the
+/// coordination settings the fencing argument depends on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountConfig {
+    /// Servers with the same `app_id` share one login table `/{app_id}/active_accounts`.
+    pub app_id: String,
+    /// Options of the manager's own ZooKeeper session. Its negotiated timeout `T` is what
+    /// the lease is derived from: a larger `T` survives longer coordination blips, and makes
+    /// an account of a crashed server unavailable for longer.
+    pub session: SessionOptions,
+    /// iFun's `redirection_secret`: 64 hex characters (32 bytes), the same on every server.
+    /// `None`: redirects are refused with [`AccountError::NoSecret`].
+    pub redirection_secret: Option<String>,
+    /// iFun's `redirection_strict_check_server_id` (default true): a token is accepted only
+    /// by the server it was issued for.
+    pub redirection_strict_check_server_id: bool,
+    /// How long a redirect token stays valid (default 30 s, judged on the target's wall
+    /// clock with [`super::token::CLOCK_SKEW_ALLOWANCE`] of slack).
+    pub redirect_token_ttl: Duration,
+    /// Safety margin subtracted from every lease (default 500 ms): it absorbs a process pause
+    /// between a lease check and the action it guards. See the module docs.
+    pub lease_margin: Duration,
+    /// Bound on how far this node's monotonic clock may run fast or slow, in parts per
+    /// million, that the fencing argument assumes (default 50 000 = 5 %).
+    pub drift_ppm_max: u64,
+    /// Planted bugs for checker tests; all off by default.
+    pub bugs: AccountBugs,
+}
+
+impl AccountConfig {
+    /// Defaults for `app_id`: no secret, strict server check, 30 s tokens, default session.
+    pub fn new(app_id: impl Into<String>) -> Self {
+        AccountConfig {
+            app_id: app_id.into(),
+            session: SessionOptions::default(),
+            redirection_secret: None,
+            redirection_strict_check_server_id: true,
+            redirect_token_ttl: REDIRECT_TOKEN_TTL_DEFAULT,
+            lease_margin: LEASE_MARGIN_DEFAULT,
+            drift_ppm_max: DRIFT_PPM_MAX_DEFAULT,
+            bugs: AccountBugs::default(),
+        }
+    }
+
+    /// Checks everything that does not need the service; returns the decoded secret.
+    pub fn validate(&self) -> Result<Option<[u8; SECRET_BYTES]>, AccountError> {
+        validate_app_id(&self.app_id).map_err(|e| AccountError::Config(e.to_string()))?;
+        if self.drift_ppm_max > DRIFT_PPM_LIMIT {
+            return Err(AccountError::Config(format!(
+                "drift_ppm_max {} above the limit {DRIFT_PPM_LIMIT}",
+                self.drift_ppm_max
+            )));
+        }
+        if self.redirect_token_ttl.is_zero() {
+            return Err(AccountError::Config("redirect_token_ttl must be positive".into()));
+        }
+        self.redirection_secret.as_deref().map(parse_secret).transpose()
+    }
+}
+
+/// Decodes a `redirection_secret`: exactly 64 hex digits (either case).
+pub fn parse_secret(s: &str) -> Result<[u8; SECRET_BYTES], AccountError> {
+    let bad = || {
+        AccountError::Config(format!(
+            "redirection_secret must be {} hex characters ({SECRET_BYTES} bytes), got {} characters",
+            SECRET_BYTES * 2,
+            s.chars().count()
+        ))
+    };
+    let s = s.trim();
+    if s.len() != SECRET_BYTES * 2 {
+        return Err(bad());
+    }
+    let mut out = [0u8; SECRET_BYTES];
+    for (i, pair) in s.as_bytes().chunks(2).enumerate() {
+        let hi = hex_val(pair[0]).ok_or_else(bad)?;
+        let lo = hex_val(pair[1]).ok_or_else(bad)?;
+        out[i] = hi << 4 | lo;
+    }
+    Ok(out)
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets() {
+        let good = "a29fd424579997bf91e3a29fd424579997bf91e3a29fd424579997bf91e3ABCD";
+        let s = parse_secret(good).unwrap();
+        assert_eq!(s[0], 0xa2);
+        assert_eq!(s[31], 0xcd);
+        for bad in ["", "change me", &good[..63], &format!("{good}0"), &good.replace('a', "g")] {
+            assert!(matches!(parse_secret(bad), Err(AccountError::Config(_))), "{bad:?}");
+        }
+        let mut cfg = AccountConfig::new("app");
+        cfg.redirection_secret = Some("short".into());
+        assert!(cfg.validate().is_err());
+        cfg.redirection_secret = Some(good.into());
+        assert_eq!(cfg.validate().unwrap(), Some(s));
+        cfg.app_id = "a/b".into();
+        assert!(cfg.validate().is_err());
+    }
+}

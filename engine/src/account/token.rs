@@ -1,0 +1,312 @@
+//! Redirect tokens: HMAC-SHA256-signed, server-bound, expiring, single-use.
+//!
+//! # Format
+//!
+//! A token is lowercase hex of `payload ‖ mac`, where `mac = HMAC-SHA256(secret, payload)`
+//! and `payload` is
+//!
+//! ```text
+//! version      u8        = 1
+//! account_len  u16 BE    1..=ACCOUNT_BYTES_MAX
+//! account      UTF-8
+//! target       16 bytes  the PeerId the token is for
+//! expires_at   i64 BE    wall-clock ms (issuer's clock)
+//! nonce        16 bytes  from the Rand port; the single-use key
+//! extra_data   the rest: compact JSON text, at most EXTRA_DATA_BYTES_MAX
+//! ```
+//!
+//! Hex (not base64) because the engine already needs no codec for it and a token is only a
+//! few hundred characters; lowercase only, so that every distinct string is a distinct token
+//! (accepting `A` for `a` would let a "tampered" copy verify).
+//!
+//! Checking is split in two: [`verify`] (pure: structure and signature, constant-time MAC
+//! comparison via `hmac`'s `verify_slice`) and [`check_claims`] (target server and expiry,
+//! given the verifier's id and wall clock). Single use needs the coordination service and is
+//! done by the manager: it creates the persistent znode named [`TokenClaims::nonce_node`].
+//!
+//! `extra_data` travels through the client: it is signed (tamper-evident) but **not
+//! encrypted**; do not put secrets in it (iFun gives the same warning).
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::config::SECRET_BYTES;
+use super::error::{AccountError, TokenError};
+use crate::cluster::PeerId;
+use crate::env::WallTime;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Format version in the first payload byte.
+pub const TOKEN_VERSION: u8 = 1;
+/// Bytes of the single-use nonce.
+pub const NONCE_BYTES: usize = 16;
+/// Bytes of the HMAC-SHA256 tag.
+pub const MAC_BYTES: usize = 32;
+/// Longest account id (bytes); longer ids are refused at login, so never appear in tokens.
+pub const ACCOUNT_BYTES_MAX: usize = 128;
+/// Longest `extra_data` (bytes of compact JSON). Larger data is refused when issuing with
+/// [`AccountError::Payload`]: send it between servers by RPC instead.
+pub const EXTRA_DATA_BYTES_MAX: usize = 16 * 1024;
+/// Fixed payload bytes besides the account and extra_data.
+const FIXED_BYTES: usize = 1 + 2 + 16 + 8 + NONCE_BYTES;
+/// Longest token string accepted; longer input is `Malformed` before any decoding work.
+pub const TOKEN_CHARS_MAX: usize = 2 * (FIXED_BYTES + ACCOUNT_BYTES_MAX + EXTRA_DATA_BYTES_MAX + MAC_BYTES);
+/// How far the verifier's wall clock may lag or lead the issuer's: a token is refused as
+/// expired only once the verifier's clock is this far past `expires_at`. Wall clocks of
+/// servers are NTP-synchronised to well under a second; 5 s covers a step in progress.
+pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(5);
+
+/// What a token says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenClaims {
+    pub account: String,
+    /// The server that may accept it (checked if `redirection_strict_check_server_id`).
+    pub target: PeerId,
+    /// Issuer's wall clock + `redirect_token_ttl`.
+    pub expires_at: WallTime,
+    pub nonce: [u8; NONCE_BYTES],
+    pub extra_data: serde_json::Value,
+}
+
+impl TokenClaims {
+    /// Name of the znode under `/{app_id}/redirect_nonces` that marks this token used:
+    /// `{expires_at ms, 13+ digits}_{nonce hex}`. Both parts are signed, so the name is a
+    /// function of the token; the expiry prefix lets cleanup judge a node by its name.
+    pub fn nonce_node(&self) -> String {
+        format!("{:013}_{}", self.expires_at.as_millis().max(0), to_hex(&self.nonce))
+    }
+}
+
+/// Expiry (wall ms) encoded in a nonce node name; `None` if the name is not one of ours.
+pub fn nonce_node_expiry(name: &str) -> Option<i64> {
+    let (ms, nonce) = name.split_once('_')?;
+    if nonce.len() != NONCE_BYTES * 2 {
+        return None;
+    }
+    ms.parse().ok()
+}
+
+/// Signs `claims` into a token string.
+pub fn issue(secret: &[u8; SECRET_BYTES], claims: &TokenClaims) -> Result<String, AccountError> {
+    let account = claims.account.as_bytes();
+    if account.is_empty() || account.len() > ACCOUNT_BYTES_MAX {
+        return Err(AccountError::InvalidAccount(claims.account.clone()));
+    }
+    let extra = serde_json::to_vec(&claims.extra_data).map_err(|e| AccountError::Payload(e.to_string()))?;
+    if extra.len() > EXTRA_DATA_BYTES_MAX {
+        return Err(AccountError::Payload(format!(
+            "extra_data is {} bytes of JSON, at most {EXTRA_DATA_BYTES_MAX}",
+            extra.len()
+        )));
+    }
+    let mut payload = Vec::with_capacity(FIXED_BYTES + account.len() + extra.len() + MAC_BYTES);
+    payload.push(TOKEN_VERSION);
+    payload.extend_from_slice(&(account.len() as u16).to_be_bytes());
+    payload.extend_from_slice(account);
+    payload.extend_from_slice(claims.target.as_bytes());
+    payload.extend_from_slice(&claims.expires_at.as_millis().to_be_bytes());
+    payload.extend_from_slice(&claims.nonce);
+    payload.extend_from_slice(&extra);
+    let mac = mac(secret).chain_update(&payload).finalize().into_bytes();
+    payload.extend_from_slice(&mac);
+    let token = to_hex(&payload);
+    debug_assert!(token.len() <= TOKEN_CHARS_MAX);
+    Ok(token)
+}
+
+/// Checks the structure and signature of `token`; never panics on any input.
+pub fn verify(secret: &[u8; SECRET_BYTES], token: &str) -> Result<TokenClaims, TokenError> {
+    if token.len() > TOKEN_CHARS_MAX || token.len() < 2 * (FIXED_BYTES + 1 + MAC_BYTES) {
+        return Err(TokenError::Malformed);
+    }
+    let bytes = from_hex(token).ok_or(TokenError::Malformed)?;
+    let (payload, tag) = bytes.split_at(bytes.len() - MAC_BYTES);
+    mac(secret).chain_update(payload).verify_slice(tag).map_err(|_| TokenError::BadSignature)?;
+    parse_payload(payload).ok_or(TokenError::Malformed)
+}
+
+/// Checks what needs the verifier's identity and clock: target and expiry.
+pub fn check_claims(claims: &TokenClaims, me: PeerId, strict: bool, now: WallTime) -> Result<(), TokenError> {
+    if strict && claims.target != me {
+        return Err(TokenError::WrongServer);
+    }
+    if now > claims.expires_at.saturating_add(CLOCK_SKEW_ALLOWANCE) {
+        return Err(TokenError::Expired);
+    }
+    Ok(())
+}
+
+fn mac(secret: &[u8; SECRET_BYTES]) -> HmacSha256 {
+    // HMAC takes keys of any length; 32 bytes cannot fail.
+    HmacSha256::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
+}
+
+fn parse_payload(p: &[u8]) -> Option<TokenClaims> {
+    let mut r = Reader(p);
+    if r.take(1)?[0] != TOKEN_VERSION {
+        return None;
+    }
+    let len = u16::from_be_bytes(r.take(2)?.try_into().ok()?) as usize;
+    if len == 0 || len > ACCOUNT_BYTES_MAX {
+        return None;
+    }
+    let account = std::str::from_utf8(r.take(len)?).ok()?.to_string();
+    let target = PeerId::from_slice(r.take(16)?)?;
+    let expires_at = WallTime(i64::from_be_bytes(r.take(8)?.try_into().ok()?));
+    let nonce: [u8; NONCE_BYTES] = r.take(NONCE_BYTES)?.try_into().ok()?;
+    if r.0.len() > EXTRA_DATA_BYTES_MAX {
+        return None;
+    }
+    let extra_data = serde_json::from_slice(r.0).ok()?;
+    Some(TokenClaims { account, target, expires_at, nonce, extra_data })
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Lowercase hex.
+pub fn to_hex(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2);
+    for &x in b {
+        s.push(HEX[usize::from(x >> 4)] as char);
+        s.push(HEX[usize::from(x & 15)] as char);
+    }
+    s
+}
+
+/// Strict lowercase hex decoding; `None` on odd length or any other character.
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    fn val(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    let s = s.as_bytes();
+    if s.len() & 1 == 1 {
+        return None;
+    }
+    s.chunks(2).map(|p| Some(val(p[0])? << 4 | val(p[1])?)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const SECRET: [u8; 32] = [7; 32];
+
+    fn peer(n: u8) -> PeerId {
+        PeerId(uuid::Uuid::from_bytes([n; 16]))
+    }
+
+    fn claims() -> TokenClaims {
+        TokenClaims {
+            account: "alice".into(),
+            target: peer(2),
+            expires_at: WallTime(1_700_000_030_000),
+            nonce: [9; 16],
+            extra_data: json!({"room": 7, "why": "match found"}),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let t = issue(&SECRET, &claims()).unwrap();
+        assert!(t.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+        let c = verify(&SECRET, &t).unwrap();
+        assert_eq!(c, claims());
+        assert_eq!(check_claims(&c, peer(2), true, WallTime(1_700_000_000_000)), Ok(()));
+        assert_eq!(c.nonce_node(), format!("1700000030000_{}", "09".repeat(16)));
+        assert_eq!(nonce_node_expiry(&c.nonce_node()), Some(1_700_000_030_000));
+        assert_eq!(nonce_node_expiry("junk"), None);
+    }
+
+    #[test]
+    fn wrong_secret_wrong_server_expiry() {
+        let t = issue(&SECRET, &claims()).unwrap();
+        assert_eq!(verify(&[8; 32], &t), Err(TokenError::BadSignature));
+        let c = verify(&SECRET, &t).unwrap();
+        let now = WallTime(1_700_000_000_000);
+        assert_eq!(check_claims(&c, peer(3), true, now), Err(TokenError::WrongServer));
+        assert_eq!(check_claims(&c, peer(3), false, now), Ok(()));
+        // Expiry: valid up to expires_at + allowance, inclusive.
+        let limit = c.expires_at.saturating_add(CLOCK_SKEW_ALLOWANCE);
+        assert_eq!(check_claims(&c, peer(2), true, limit), Ok(()));
+        assert_eq!(check_claims(&c, peer(2), true, WallTime(limit.0 + 1)), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn malformed_inputs() {
+        let t = issue(&SECRET, &claims()).unwrap();
+        for bad in [
+            String::new(),
+            "zz".into(),
+            t[..t.len() - 1].to_string(),
+            t.to_uppercase(),
+            "0".repeat(TOKEN_CHARS_MAX + 2),
+        ] {
+            assert!(verify(&SECRET, &bad).is_err(), "{bad:.40}");
+        }
+        assert_eq!(verify(&SECRET, &t.to_uppercase()), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn issue_limits() {
+        let mut c = claims();
+        c.extra_data = json!("x".repeat(EXTRA_DATA_BYTES_MAX));
+        assert!(matches!(issue(&SECRET, &c), Err(AccountError::Payload(_))));
+        c.extra_data = json!(null);
+        c.account = "a".repeat(ACCOUNT_BYTES_MAX + 1);
+        assert!(matches!(issue(&SECRET, &c), Err(AccountError::InvalidAccount(_))));
+        c.account = "a".repeat(ACCOUNT_BYTES_MAX);
+        assert_eq!(verify(&SECRET, &issue(&SECRET, &c).unwrap()).unwrap().account.len(), ACCOUNT_BYTES_MAX);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_strings_never_panic_nor_verify(s in ".{0,400}") {
+            prop_assert!(verify(&SECRET, &s).is_err());
+        }
+
+        #[test]
+        fn arbitrary_hex_never_verifies(b in proptest::collection::vec(any::<u8>(), 0..300)) {
+            prop_assert!(verify(&SECRET, &to_hex(&b)).is_err());
+        }
+
+        #[test]
+        fn any_single_byte_tamper_fails(
+            account in "[a-z0-9_]{1,20}",
+            extra in proptest::option::of("[ -~]{0,30}"),
+            pos in any::<prop::sample::Index>(),
+            replacement in any::<u8>(),
+        ) {
+            let c = TokenClaims { account, extra_data: json!(extra), ..claims() };
+            let t = issue(&SECRET, &c).unwrap();
+            prop_assert_eq!(verify(&SECRET, &t).unwrap(), c);
+            let mut bytes = t.clone().into_bytes();
+            let i = pos.index(bytes.len());
+            prop_assume!(bytes[i] != replacement);
+            bytes[i] = replacement;
+            let tampered = String::from_utf8_lossy(&bytes).into_owned();
+            prop_assert!(verify(&SECRET, &tampered).is_err());
+        }
+    }
+}
