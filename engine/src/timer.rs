@@ -3,7 +3,7 @@
 //!
 //! Each timer is one task on the [`Spawn`] port that sleeps on the [`Clock`] port, so timers
 //! run on virtual time under the simulator and on the runtime's clock on the real backend,
-//! with no thread, no `std::time::Instant` and no randomness of their own.
+//! with no thread, no OS clock and no randomness of their own.
 //!
 //! # Semantics
 //! - **One-shot** ([`Timer::expire_after`], [`Timer::expire_at`]): the callback runs once,

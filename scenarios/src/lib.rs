@@ -10,13 +10,16 @@
 //! - [`coord_lock`], [`kv_register`]: the first scenarios (coordination and KV fakes).
 //! - [`membership`]: cluster membership, tags, shared status.
 //! - [`rpc`]: typed RPC: replies, per-key order, at-most-once, timeouts.
+//! - [`game`], [`pvp_transfer`]: the seed's reference game and its auth-key transfer under chaos.
 
 pub mod checker;
 pub mod coord_lock;
 pub mod faults;
+pub mod game;
 pub mod history;
 pub mod kv_register;
 pub mod membership;
+pub mod pvp_transfer;
 pub mod rpc;
 pub mod scenario;
 pub mod seed_rng;
@@ -34,6 +37,7 @@ pub fn all() -> Vec<Arc<dyn Scenario>> {
         Arc::new(kv_register::KvRegister),
         Arc::new(membership::Membership),
         Arc::new(rpc::RpcScenario),
+        Arc::new(pvp_transfer::PvpTransfer),
     ]
 }
 

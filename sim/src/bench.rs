@@ -112,8 +112,11 @@ pub fn rpc_echo(seed: u64, calls: u64, concurrency: u64, payload: usize) -> Thro
                     let (d1, c1) = (directory.clone(), clocks.clone());
                     server.spawn(async move {
                         let env = crate::runner::node_env("server", server_addr.ip(), &c1);
-                        let rpc = Rpc::start(env, server_id, d1, RpcConfig::new(server_addr)).await.expect("start");
-                        rpc.register_handler("echo", |_i, r: EchoRequest| async move { Ok(EchoReply { message: r.message }) });
+                        let rpc =
+                            Rpc::start(env, server_id, d1, RpcConfig::new(server_addr)).await.expect("start");
+                        rpc.register_handler("echo", |_i, r: EchoRequest| async move {
+                            Ok(EchoReply { message: r.message })
+                        });
                         futures::future::pending::<()>().await;
                     });
                     madsim::time::sleep(Duration::from_millis(10)).await;
@@ -121,7 +124,9 @@ pub fn rpc_echo(seed: u64, calls: u64, concurrency: u64, payload: usize) -> Thro
                     client
                         .spawn(async move {
                             let env = crate::runner::node_env("caller", client_addr.ip(), &clocks);
-                            let rpc = Rpc::start(env, client_id, directory, RpcConfig::new(client_addr)).await.expect("start");
+                            let rpc = Rpc::start(env, client_id, directory, RpcConfig::new(client_addr))
+                                .await
+                                .expect("start");
                             let message = "x".repeat(payload);
                             let per_task = calls / concurrency.max(1);
                             let tasks = (0..concurrency.max(1)).map(|_| {
@@ -129,8 +134,10 @@ pub fn rpc_echo(seed: u64, calls: u64, concurrency: u64, payload: usize) -> Thro
                                 async move {
                                     for _ in 0..per_task {
                                         let req = EchoRequest { message: message.clone() };
-                                        let r: EchoReply =
-                                            rpc.call(server_id, "echo", &req, CallOptions::default()).await.expect("echo");
+                                        let r: EchoReply = rpc
+                                            .call(server_id, "echo", &req, CallOptions::default())
+                                            .await
+                                            .expect("echo");
                                         debug_assert_eq!(r.message.len(), message.len());
                                     }
                                 }

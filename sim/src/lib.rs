@@ -10,6 +10,7 @@
 //! - [`runner`]: one seed of one scenario, start to verdict.
 //! - [`shrink`]: minimises the fault plan of a failing seed.
 //! - [`sweep`]: many seeds, in worker subprocesses, with a progress bar and a report table.
+//! - [`testkit`]: shared harness for madsim tests of engine modules.
 //! - [`bench`]: simulator throughput against a raw madsim baseline.
 
 pub mod adapters;
@@ -19,5 +20,6 @@ pub mod redis;
 pub mod runner;
 pub mod shrink;
 pub mod sweep;
+pub mod testkit;
 pub mod trace;
 pub mod zk;

@@ -209,7 +209,12 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 println!("baseline: raw madsim length-delimited ping-pong, 64-byte frames, 2 nodes");
                 let base = sim::bench::baseline_ping_pong(1, CALLS, 64);
                 let base_rt = (base.frames / 2) as f64 / base.wall_secs.max(1e-9);
-                println!("  {:>10} round trips in {:>7.3}s wall -> {:>10.0} round trips/wall-s", base.frames / 2, base.wall_secs, base_rt);
+                println!(
+                    "  {:>10} round trips in {:>7.3}s wall -> {:>10.0} round trips/wall-s",
+                    base.frames / 2,
+                    base.wall_secs,
+                    base_rt
+                );
                 for concurrency in [1u64, 16] {
                     let t = sim::bench::rpc_echo(1, CALLS, concurrency, 64);
                     let calls_per_s = CALLS as f64 / t.wall_secs.max(1e-9);

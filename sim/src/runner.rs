@@ -118,8 +118,9 @@ fn true_time() -> TimeSource {
     Arc::new(|| u64::try_from(madsim::time::TimeHandle::current().elapsed().as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// Builds the `Env` of one node.
-pub(crate) fn node_env(name: &str, ip: IpAddr, clocks: &ClockControl) -> Env {
+/// The `Env` of a simulated node named `name` at `ip`: madsim adapters, its clock lens from
+/// `clocks`, and clients of the `zk` and `redis` nodes at their fixed addresses.
+pub fn node_env(name: &str, ip: IpAddr, clocks: &ClockControl) -> Env {
     let clock: Arc<dyn Clock> = Arc::new(SimClock::new(name, clocks.clone()));
     let net = Arc::new(SimNet::new(ip));
     let rand = Arc::new(SimRand);

@@ -12,6 +12,7 @@
 //! Client links are fakes that record what they were sent and when they were closed
 //! (simulated milliseconds). Each simulation runs on a fresh OS thread.
 
+use sim::testkit::node_env;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -23,7 +24,7 @@ use engine::account::{
     CLOSE_COORDINATION_LOST, SC_REDIRECT,
 };
 use engine::cluster::{Cluster, ClusterConfig, PeerId};
-use engine::env::{Clock, Env, SessionOptions};
+use engine::env::SessionOptions;
 use engine::rpc::{Rpc, RpcConfig};
 use futures::channel::{mpsc, oneshot};
 use futures::future::BoxFuture;
@@ -31,10 +32,9 @@ use futures::{FutureExt, StreamExt};
 use madsim::runtime::{Handle, Runtime};
 use madsim::task::NodeId;
 use serde_json::{json, Value};
-use sim::adapters::{ClockControl, SimClock, SimNet, SimRand, SimSpawn};
-use sim::redis::SimKv;
-use sim::runner::{KV_COMMAND_TIMEOUT, REDIS_ADDR, ZK_ADDR};
-use sim::zk::{serve, SimCoordConnector, ZkClientEnv, ZkOptions, ZkStore};
+use sim::adapters::ClockControl;
+use sim::runner::ZK_ADDR;
+use sim::zk::{serve, ZkOptions, ZkStore};
 
 const APP: &str = "sandtable_test";
 const SECRET: &str = "a29fd424579997bf91e3a29fd424579997bf91e3a29fd424579997bf91e30001";
@@ -51,16 +51,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn server_ip(n: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 1, n))
-}
-
-fn node_env(name: &str, ip: IpAddr, clocks: &ClockControl) -> Env {
-    let clock: Arc<dyn Clock> = Arc::new(SimClock::new(name, clocks.clone()));
-    let net = Arc::new(SimNet::new(ip));
-    let (rand, spawn) = (Arc::new(SimRand), Arc::new(SimSpawn));
-    let zk_env = ZkClientEnv::new(name, clock.clone(), rand.clone(), spawn.clone(), net.clone());
-    let coord = Arc::new(SimCoordConnector::new(zk_env, ZK_ADDR));
-    let kv = Arc::new(SimKv::new(net.clone(), clock.clone(), spawn.clone(), REDIS_ADDR, KV_COMMAND_TIMEOUT));
-    Env { node: name.into(), clock, rand, spawn, net, coord, kv }
 }
 
 fn now_ms() -> u64 {
@@ -338,26 +328,14 @@ where
     F: FnOnce(World) -> Fut + Send + 'static,
     Fut: Future<Output = T>,
 {
-    std::thread::Builder::new()
-        .name(format!("sim-seed-{seed}"))
-        .stack_size(32 * 1024 * 1024)
-        .spawn(move || {
-            let subscriber = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-                .with_test_writer()
-                .finish();
-            tracing::subscriber::with_default(subscriber, || {
-                let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
-                let world = World::new(rt.handle().clone(), knobs);
-                rt.block_on(async move {
-                    sleep_ms(10).await; // let the zk node bind its port
-                    f(world).await
-                })
-            })
+    sim::testkit::on_fresh_thread(seed, move || {
+        let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
+        let world = World::new(rt.handle().clone(), knobs);
+        rt.block_on(async move {
+            sleep_ms(10).await; // let the zk node bind its port
+            f(world).await
         })
-        .expect("spawn the simulation thread")
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
 }
 
 #[test]

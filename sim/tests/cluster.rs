@@ -11,6 +11,7 @@
 //! Each simulation runs on a fresh OS thread (std's `HashMap` seeding must happen on a thread
 //! that has not built one yet, or two runs of one seed could differ).
 
+use sim::testkit::node_env;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -20,17 +21,16 @@ use std::time::Duration;
 use engine::cluster::{
     Cluster, ClusterBugs, ClusterConfig, PeerDirectory, PeerId, StaleReason, ViewChange, ViewState,
 };
-use engine::env::{Clock, Env, SessionOptions};
+use engine::env::SessionOptions;
 use futures::channel::{mpsc, oneshot};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use madsim::runtime::{Handle, Runtime};
 use madsim::task::NodeId;
 use serde_json::json;
-use sim::adapters::{ClockControl, SimClock, SimNet, SimRand, SimSpawn};
-use sim::redis::SimKv;
-use sim::runner::{KV_COMMAND_TIMEOUT, REDIS_ADDR, ZK_ADDR};
-use sim::zk::{serve, SimCoordConnector, ZkClientEnv, ZkOptions, ZkStore};
+use sim::adapters::ClockControl;
+use sim::runner::ZK_ADDR;
+use sim::zk::{serve, ZkOptions, ZkStore};
 
 const APP: &str = "sandtable_test";
 /// Requested session timeout; the service grants it as is (within `[4 s, 40 s]`).
@@ -43,16 +43,6 @@ const EXPIRY_MAX: Duration = Duration::from_secs(12);
 
 fn server_ip(n: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 1, n))
-}
-
-fn node_env(name: &str, ip: IpAddr, clocks: &ClockControl) -> Env {
-    let clock: Arc<dyn Clock> = Arc::new(SimClock::new(name, clocks.clone()));
-    let net = Arc::new(SimNet::new(ip));
-    let (rand, spawn) = (Arc::new(SimRand), Arc::new(SimSpawn));
-    let zk_env = ZkClientEnv::new(name, clock.clone(), rand.clone(), spawn.clone(), net.clone());
-    let coord = Arc::new(SimCoordConnector::new(zk_env, ZK_ADDR));
-    let kv = Arc::new(SimKv::new(net.clone(), clock.clone(), spawn.clone(), REDIS_ADDR, KV_COMMAND_TIMEOUT));
-    Env { node: name.into(), clock, rand, spawn, net, coord, kv }
 }
 
 /// A running server incarnation: its cluster handle and a way to run tasks on its node.
@@ -235,26 +225,14 @@ where
     F: FnOnce(World) -> Fut + Send + 'static,
     Fut: Future<Output = T>,
 {
-    std::thread::Builder::new()
-        .name(format!("sim-seed-{seed}"))
-        .stack_size(32 * 1024 * 1024)
-        .spawn(move || {
-            let subscriber = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-                .with_test_writer()
-                .finish();
-            tracing::subscriber::with_default(subscriber, || {
-                let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
-                let world = World::new(rt.handle().clone());
-                rt.block_on(async move {
-                    sleep_ms(10).await; // let the zk node bind its port
-                    f(world).await
-                })
-            })
+    sim::testkit::on_fresh_thread(seed, move || {
+        let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
+        let world = World::new(rt.handle().clone());
+        rt.block_on(async move {
+            sleep_ms(10).await; // let the zk node bind its port
+            f(world).await
         })
-        .expect("spawn the simulation thread")
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
 }
 
 fn tags(ts: &[&str]) -> BTreeSet<String> {

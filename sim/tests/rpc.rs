@@ -9,6 +9,7 @@
 //! Each run gets a fresh OS thread (std's `HashMap` seeding must happen on a fresh thread for
 //! a seed to replay).
 
+use sim::testkit::node_env;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use engine::cluster::{PeerDirectory, PeerId};
-use engine::env::{Clock, Env, RandExt, MAX_PEER_FRAME_BYTES};
+use engine::env::{Env, RandExt, MAX_PEER_FRAME_BYTES};
 use engine::rpc::messages::{EchoReply, EchoRequest, OrderedReply, OrderedRequest};
 use engine::rpc::{CallOptions, HandlerError, Rpc, RpcBugs, RpcConfig, RpcError};
 use futures::future::join_all;
@@ -25,15 +26,12 @@ use futures::{SinkExt, StreamExt};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, Runtime};
 use madsim::task::NodeId;
-use sim::adapters::{ClockControl, SimClock, SimNet, SimRand, SimSpawn};
-use sim::redis::SimKv;
-use sim::zk::{SimCoordConnector, ZkClientEnv};
+use sim::adapters::ClockControl;
 
 const SERVER_IP: [u8; 4] = [10, 1, 0, 1];
 const CLIENT_IP: [u8; 4] = [10, 1, 0, 2];
 const RPC_PORT: u16 = 8015;
 /// Nothing listens here: the coord/kv ports are never used by these tests.
-const UNUSED: [u8; 4] = [10, 9, 9, 9];
 /// How long the `slow` handler takes.
 const SLOW_HANDLER: Duration = Duration::from_secs(3);
 
@@ -43,23 +41,6 @@ fn ip(b: [u8; 4]) -> IpAddr {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn node_env(name: &str, node_ip: IpAddr, clocks: &ClockControl) -> Env {
-    let clock: Arc<dyn Clock> = Arc::new(SimClock::new(name, clocks.clone()));
-    let net = Arc::new(SimNet::new(node_ip));
-    let rand = Arc::new(SimRand);
-    let spawn = Arc::new(SimSpawn);
-    let zk_env = ZkClientEnv::new(name, clock.clone(), rand.clone(), spawn.clone(), net.clone());
-    let coord = Arc::new(SimCoordConnector::new(zk_env, SocketAddr::new(ip(UNUSED), 2181)));
-    let kv = Arc::new(SimKv::new(
-        net.clone(),
-        clock.clone(),
-        spawn.clone(),
-        SocketAddr::new(ip(UNUSED), 6379),
-        Duration::from_secs(1),
-    ));
-    Env { node: name.into(), clock, rand, spawn, net, coord, kv }
 }
 
 /// One handler execution, as the server saw it.

@@ -14,13 +14,14 @@
 //! Each run gets a fresh OS thread (std's `HashMap` seeding must happen on a fresh thread for
 //! a seed to replay).
 
+use sim::testkit::node_env;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use engine::env::{timeout, Clock, Connection, Env, RandExt, MAX_PEER_FRAME_BYTES};
+use engine::env::{timeout, Connection, Env, RandExt, MAX_PEER_FRAME_BYTES};
 use engine::rpc::messages::{EchoReply, EchoRequest};
 use engine::session::codec::{self, InBody};
 use engine::session::{CloseReason, SessionConfig, SessionId, SessionService, Transport};
@@ -28,14 +29,11 @@ use futures::{SinkExt, StreamExt};
 use madsim::runtime::{Handle, Runtime};
 use prost::Message;
 use serde_json::{json, Value};
-use sim::adapters::{ClockControl, SimClock, SimNet, SimRand, SimSpawn};
-use sim::redis::SimKv;
-use sim::zk::{SimCoordConnector, ZkClientEnv};
+use sim::adapters::ClockControl;
 
 const SERVER_IP: [u8; 4] = [10, 2, 0, 1];
 const PORT: u16 = 8012;
 /// Nothing listens here: the coord/kv ports are never used by these tests.
-const UNUSED: [u8; 4] = [10, 9, 9, 9];
 /// How long a client waits for a frame it expects.
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -53,23 +51,6 @@ fn server_addr() -> SocketAddr {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn node_env(name: &str, node_ip: IpAddr, clocks: &ClockControl) -> Env {
-    let clock: Arc<dyn Clock> = Arc::new(SimClock::new(name, clocks.clone()));
-    let net = Arc::new(SimNet::new(node_ip));
-    let rand = Arc::new(SimRand);
-    let spawn = Arc::new(SimSpawn);
-    let zk_env = ZkClientEnv::new(name, clock.clone(), rand.clone(), spawn.clone(), net.clone());
-    let coord = Arc::new(SimCoordConnector::new(zk_env, SocketAddr::new(ip(UNUSED), 2181)));
-    let kv = Arc::new(SimKv::new(
-        net.clone(),
-        clock.clone(),
-        spawn.clone(),
-        SocketAddr::new(ip(UNUSED), 6379),
-        Duration::from_secs(1),
-    ));
-    Env { node: name.into(), clock, rand, spawn, net, coord, kv }
 }
 
 /// State shared by the nodes of one run (the test's omniscient view).

@@ -113,26 +113,14 @@ where
     F: FnOnce(World) -> Fut + Send + 'static,
     Fut: Future<Output = T>,
 {
-    std::thread::Builder::new()
-        .name(format!("sim-seed-{seed}"))
-        .stack_size(32 * 1024 * 1024)
-        .spawn(move || {
-            let subscriber = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-                .with_test_writer()
-                .finish();
-            tracing::subscriber::with_default(subscriber, || {
-                let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
-                let world = World::new(rt.handle().clone());
-                rt.block_on(async move {
-                    sleep_ms(10).await; // let the redis node bind its port
-                    f(world).await
-                })
-            })
+    sim::testkit::on_fresh_thread(seed, move || {
+        let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
+        let world = World::new(rt.handle().clone());
+        rt.block_on(async move {
+            sleep_ms(10).await; // let the redis node bind its port
+            f(world).await
         })
-        .expect("spawn the simulation thread")
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
 }
 
 fn sleep_ms(ms: u64) -> impl Future<Output = ()> {

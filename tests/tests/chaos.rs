@@ -41,6 +41,11 @@ fn rpc_seed_window_passes() {
 }
 
 #[test]
+fn pvp_transfer_seed_window_passes() {
+    sweep("pvp_transfer");
+}
+
+#[test]
 fn same_seed_gives_the_same_trace_hash() {
     for s in scenarios::all() {
         for seed in [3, 11] {
