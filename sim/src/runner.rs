@@ -131,6 +131,51 @@ pub fn node_env(name: &str, ip: IpAddr, clocks: &ClockControl) -> Env {
     Env { node: name.into(), clock, rand, spawn, net, coord, kv }
 }
 
+/// Starts the simulated ZooKeeper node `zk` at [`ZK_ADDR`]; its data survives restarts.
+pub fn start_zk(handle: &madsim::runtime::Handle, clocks: &ClockControl) -> madsim::task::NodeId {
+    let store = ZkStore::default();
+    let clocks = clocks.clone();
+    handle
+        .create_node()
+        .name("zk")
+        .ip(ZK_ADDR.ip())
+        .init(move || {
+            let env = node_env("zk", ZK_ADDR.ip(), &clocks);
+            crate::zk::serve(env.net, env.clock, env.spawn, ZK_ADDR, store.clone(), ZkOptions::default())
+        })
+        .build()
+        .id()
+}
+
+/// Starts the simulated Redis node `redis` at [`REDIS_ADDR`] (its store lives outside the
+/// node, so `opts.persistent` decides what a restart keeps).
+pub fn start_redis(
+    handle: &madsim::runtime::Handle,
+    clocks: &ClockControl,
+    opts: RedisOptions,
+) -> madsim::task::NodeId {
+    let store = RedisStore::default();
+    let clocks = clocks.clone();
+    handle
+        .create_node()
+        .name("redis")
+        .ip(REDIS_ADDR.ip())
+        .init(move || {
+            let env = node_env("redis", REDIS_ADDR.ip(), &clocks);
+            crate::redis::serve(
+                env.net,
+                env.clock,
+                env.rand,
+                env.spawn,
+                REDIS_ADDR,
+                store.clone(),
+                opts.clone(),
+            )
+        })
+        .build()
+        .id()
+}
+
 /// Runs `seed` of `scenario` and judges it. Never panics: a panic inside the simulation is
 /// reported as [`Verdict::Crash`].
 pub fn run_seed(scenario: &dyn Scenario, seed: u64, bug: Option<&str>, opts: RunOptions) -> SeedResult {
@@ -224,42 +269,12 @@ async fn simulate(
     };
 
     if topo.zookeeper {
-        let store = ZkStore::default();
-        let clocks = clocks.clone();
-        let node = handle
-            .create_node()
-            .name("zk")
-            .ip(ZK_ADDR.ip())
-            .init(move || {
-                let env = node_env("zk", ZK_ADDR.ip(), &clocks);
-                crate::zk::serve(env.net, env.clock, env.spawn, ZK_ADDR, store.clone(), ZkOptions::default())
-            })
-            .build();
-        ids.insert("zk".to_string(), node.id());
+        ids.insert("zk".to_string(), start_zk(&handle, &clocks));
     }
     if let Some(spec) = &topo.redis {
-        let store = RedisStore::default();
         let opts =
             RedisOptions { persistent: spec.persistent, stale_read_probability: spec.stale_read_probability };
-        let clocks = clocks.clone();
-        let node = handle
-            .create_node()
-            .name("redis")
-            .ip(REDIS_ADDR.ip())
-            .init(move || {
-                let env = node_env("redis", REDIS_ADDR.ip(), &clocks);
-                crate::redis::serve(
-                    env.net,
-                    env.clock,
-                    env.rand,
-                    env.spawn,
-                    REDIS_ADDR,
-                    store.clone(),
-                    opts.clone(),
-                )
-            })
-            .build();
-        ids.insert("redis".to_string(), node.id());
+        ids.insert("redis".to_string(), start_redis(&handle, &clocks, opts));
     }
     // Process ids: one per server or client incarnation, so a restarted node is a new process.
     let next_process = Arc::new(AtomicU64::new(0));

@@ -1,7 +1,7 @@
 //! Shared harness for madsim tests of engine modules (`sim/tests/*.rs`): the per-node `Env`
 //! the runner builds, and running one simulation on a fresh OS thread.
 
-pub use crate::runner::{node_env, KV_COMMAND_TIMEOUT, REDIS_ADDR, ZK_ADDR};
+pub use crate::runner::{node_env, start_redis, start_zk, KV_COMMAND_TIMEOUT, REDIS_ADDR, ZK_ADDR};
 
 /// Stack of a simulation thread (deep async state machines in debug builds).
 const STACK_BYTES: usize = 32 * 1024 * 1024;

@@ -33,8 +33,6 @@ use madsim::runtime::{Handle, Runtime};
 use madsim::task::NodeId;
 use serde_json::{json, Value};
 use sim::adapters::ClockControl;
-use sim::runner::ZK_ADDR;
-use sim::zk::{serve, ZkOptions, ZkStore};
 
 const APP: &str = "sandtable_test";
 const SECRET: &str = "a29fd424579997bf91e3a29fd424579997bf91e3a29fd424579997bf91e30001";
@@ -214,18 +212,7 @@ struct World {
 impl World {
     fn new(handle: Handle, knobs: Knobs) -> World {
         let clocks = ClockControl::new();
-        let store = ZkStore::new();
-        let c = clocks.clone();
-        let zk = handle
-            .create_node()
-            .name("zk")
-            .ip(ZK_ADDR.ip())
-            .init(move || {
-                let env = node_env("zk", ZK_ADDR.ip(), &c);
-                serve(env.net, env.clock, env.spawn, ZK_ADDR, store.clone(), ZkOptions::default())
-            })
-            .build()
-            .id();
+        let zk = sim::testkit::start_zk(&handle, &clocks);
         World { handle, clocks, zk, nodes: BTreeMap::new(), registry: Registry::default(), knobs }
     }
 

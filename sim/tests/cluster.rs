@@ -29,8 +29,6 @@ use madsim::runtime::{Handle, Runtime};
 use madsim::task::NodeId;
 use serde_json::json;
 use sim::adapters::ClockControl;
-use sim::runner::ZK_ADDR;
-use sim::zk::{serve, ZkOptions, ZkStore};
 
 const APP: &str = "sandtable_test";
 /// Requested session timeout; the service grants it as is (within `[4 s, 40 s]`).
@@ -94,18 +92,7 @@ struct World {
 impl World {
     fn new(handle: Handle) -> World {
         let clocks = ClockControl::new();
-        let store = ZkStore::new();
-        let c = clocks.clone();
-        let zk = handle
-            .create_node()
-            .name("zk")
-            .ip(ZK_ADDR.ip())
-            .init(move || {
-                let env = node_env("zk", ZK_ADDR.ip(), &c);
-                serve(env.net, env.clock, env.spawn, ZK_ADDR, store.clone(), ZkOptions::default())
-            })
-            .build()
-            .id();
+        let zk = sim::testkit::start_zk(&handle, &clocks);
         World { handle, clocks, zk, nodes: BTreeMap::new(), registry: Registry::default() }
     }
 

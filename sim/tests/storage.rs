@@ -24,7 +24,7 @@ use engine::storage::{CrossServerStorage, Key, StorageConfig, StorageError, TTL_
 use madsim::runtime::{Handle, NodeHandle, Runtime};
 use serde_json::{json, Value};
 use sim::adapters::{ClockControl, SimClock, SimNet, SimRand, SimSpawn};
-use sim::redis::{RedisOptions, RedisStore, SimKv};
+use sim::redis::{RedisOptions, SimKv};
 use sim::runner::{KV_COMMAND_TIMEOUT, REDIS_ADDR};
 
 const GAME: (&str, [u8; 4]) = ("game-1", [10, 0, 1, 1]);
@@ -58,27 +58,7 @@ struct World {
 impl World {
     fn new(handle: Handle) -> World {
         let clocks = ClockControl::new();
-        let store = RedisStore::default();
-        let c = clocks.clone();
-        let redis = handle
-            .create_node()
-            .name("redis")
-            .ip(REDIS_ADDR.ip())
-            .init(move || {
-                let clock: Arc<dyn Clock> = Arc::new(SimClock::new("redis", c.clone()));
-                let net = Arc::new(SimNet::new(REDIS_ADDR.ip()));
-                sim::redis::serve(
-                    net,
-                    clock,
-                    Arc::new(SimRand),
-                    Arc::new(SimSpawn),
-                    REDIS_ADDR,
-                    store.clone(),
-                    RedisOptions::default(),
-                )
-            })
-            .build()
-            .id();
+        let redis = sim::testkit::start_redis(&handle, &clocks, RedisOptions::default());
         World { handle, clocks, redis }
     }
 
