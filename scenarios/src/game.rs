@@ -1,43 +1,67 @@
 //! The reference game server of the seed example (iFun's "game -> PvP auth key" chapter),
-//! written against engine APIs only, so any backend can run it.
+//! written against engine APIs only, so any backend can run it ([`GameServer::start`] with a
+//! [`GameConfig`]; the simulator's [`run_server`], the real backend's server binary).
 //!
-//! Flavors:
-//! - `game`: `cs_game_server_login {user_name}` -> `sc_game_server_login {error, level |
-//!   error_message}` (the user is created at level 1 in the KV if absent; a second login of
-//!   the same user on *this* server is refused with "Already logged in" — a local map; the
-//!   cluster-unique login through the account manager is a later step), and `cs_enter_pvp {}`
-//!   -> `sc_enter_pvp {error, pvp_server_ip, pvp_server_port, auth_key}`: the user's
-//!   `{user_name, level}` is stored in cross-server storage for 10 s under a fresh key and
-//!   the least-loaded `pvp` server (by `room_count`) is named.
-//! - `pvp`: `cs_transfer_pvp_server {auth_key}` -> `sc_transfer_pvp_server {error, user_name,
-//!   level | error_message}`; the key is taken (read and deleted atomically), so it works
-//!   once. The server publishes `{"room_count": n}` (n = sessions transferred and still open).
+//! Flavor `game` (sessions + cluster + RPC + [`AccountManager`]):
+//! - `cs_game_server_login {user_name}` -> `sc_game_server_login {error, level | error_message}`:
+//!   the login is **cluster-unique** (`check_and_set_logged_in`); a second login of a user
+//!   logged in anywhere gets "Already logged in". The user is created at level 1 in the KV
+//!   if absent.
+//! - `cs_enter_pvp {}` -> `sc_enter_pvp {error, pvp_server_ip, pvp_server_port, auth_key}`: the
+//!   user's `{user_name, level}` is stored in cross-server storage for 10 s under a fresh key
+//!   and the least-loaded `pvp` server (by `room_count`) is named.
+//! - `cs_redirect {server_name, extra_data}` -> the account manager's `_sc_redirect {host,
+//!   port, flavor, token}` and the session closes (or `sc_redirect {error, error_message}`).
+//!   On the target, `_cs_redirect {token}` -> `sc_redirected {error: false, user_name,
+//!   extra_data}` (or `_error redirect_rejected`).
+//! - `cs_send {to, message}` -> `sc_send {error, delivered}`; the addressee gets
+//!   `sc_message {from, message}` wherever it is logged in.
+//! - `cs_broadcast {scope: "local"|"global", message}` -> `sc_broadcast {error, delivered}`;
+//!   logged-in accounts (here, or on every game server) get `sc_broadcast_message {from,
+//!   message}`.
+//! - `cs_logout {}` -> `sc_logout {error}`.
+//! - With [`GameConfig::tick_period`] set, every logged-in account gets `sc_tick {seq}` at that
+//!   period, sent only while the server may act for it (the account manager's lease); a
+//!   [`GameObserver`] sees each login and each tick sent — the "acting" evidence the
+//!   `login_unique` checker uses.
+//!
+//! Flavor `pvp`: `cs_transfer_pvp_server {auth_key}` -> `sc_transfer_pvp_server {error,
+//! user_name, level | error_message}`; the key is taken (read and deleted atomically), so it
+//! works once. The server publishes `{"room_count": n}` (n = sessions transferred and still
+//! open).
 //!
 //! Malformed messages (missing or wrong-typed fields) get the error reply, then the session
 //! is closed, as in the seed.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use engine::cluster::{Cluster, ClusterBugs};
-use engine::env::{Env, SetCondition, SetOptions};
-use engine::session::{SessionConfig, SessionId, SessionService, Transport};
+use engine::account::{self, AccountConfig, AccountError, AccountManager, LoginOutcome, ACCOUNT_CONTEXT_KEY};
+use engine::cluster::{Cluster, ClusterConfig, PeerId};
+use engine::env::{Env, SetCondition, SetOptions, TaskHandle};
+use engine::rpc::{Rpc, RpcConfig};
+use engine::session::{GlobalSessions, Session, SessionConfig, SessionService, Transport};
 use engine::storage::{CrossServerStorage, Key, StorageConfig, StorageError};
+use futures::FutureExt;
 use serde_json::{json, Value};
 
-use crate::membership::{cluster_config, join_retrying};
+use crate::membership::cluster_config;
 use crate::scenario::ServerCtx;
 
 /// The client-facing JSON port of every flavor (announced as external port `tcp_json`).
 pub const TCP_JSON_PORT: u16 = 8012;
-/// The RPC port announced in the cluster (no RPC is served by the reference game).
+/// The RPC port of every server (account messages and broadcasts travel on it).
 pub const RPC_PORT: u16 = 8015;
 /// How long an authentication key lives.
 pub const AUTH_KEY_TTL: Duration = Duration::from_secs(10);
 /// How often a pvp server publishes its room count.
 const STATUS_PERIOD: Duration = Duration::from_millis(500);
+/// The tag every game-flavor server carries: global broadcasts go to the servers with it.
+pub const GAME_TAG: &str = "game";
+/// The `redirection_secret` of the simulated cluster (64 hex characters).
+pub const SIM_REDIRECTION_SECRET: &str = "5a4e4454414245c52d73696d756c61746f722d7265646972656374696f6e2d31";
 
 /// Planted bugs of the reference game.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,22 +70,482 @@ pub struct GameBugs {
     pub reuse_key: bool,
 }
 
-/// The session configuration of the game's client port: short idle timeout so that the
-/// sessions of vanished clients (and their logins) go away quickly.
-fn session_config(env: &Env) -> SessionConfig {
-    let mut cfg =
-        SessionConfig::new(std::net::SocketAddr::new(env.net.local_ip(), TCP_JSON_PORT), Transport::TcpJson);
-    cfg.idle_timeout = Duration::from_secs(6);
-    cfg.heartbeat_interval = Some(Duration::from_secs(2));
-    cfg
+/// What a game server reports about its acting for accounts (for checkers). Called
+/// synchronously at the instant of the event, with no await in between.
+pub trait GameObserver: Send + Sync {
+    /// `account` was just logged in here on the connection `link`.
+    fn logged_in(&self, account: &str, link: &str);
+    /// This server just sent `account` a tick on `link`: it acted for the account.
+    fn acted(&self, account: &str, link: &str);
 }
 
-fn send_error(session: &engine::session::Session, msg_type: &str, message: &str) {
+/// Everything one reference-game server needs.
+#[derive(Clone)]
+pub struct GameConfig {
+    /// `game` or `pvp`.
+    pub flavor: String,
+    /// The client port (`tcp_json` is what is announced to the cluster and to redirects).
+    pub session: SessionConfig,
+    pub cluster: ClusterConfig,
+    pub rpc: RpcConfig,
+    /// Game flavor only.
+    pub account: AccountConfig,
+    pub storage: StorageConfig,
+    pub bugs: GameBugs,
+    /// Send `sc_tick` to every logged-in account at this period (game flavor).
+    pub tick_period: Option<Duration>,
+    pub observer: Option<Arc<dyn GameObserver>>,
+}
+
+impl std::fmt::Debug for GameConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GameConfig")
+            .field("flavor", &self.flavor)
+            .field("session", &self.session)
+            .field("cluster", &self.cluster)
+            .field("account", &self.account)
+            .field("tick_period", &self.tick_period)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GameError {
+    #[error("flavor {0:?} is neither game nor pvp")]
+    UnknownFlavor(String),
+    #[error("cross-server storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("session service: {0}")]
+    Session(#[from] engine::session::SessionError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] engine::cluster::ClusterError),
+    #[error("rpc: {0}")]
+    Rpc(#[from] engine::rpc::RpcError),
+    #[error("account manager: {0}")]
+    Account(#[from] AccountError),
+}
+
+/// One running server of the reference game.
+pub struct GameServer {
+    flavor: String,
+    sessions: SessionService,
+    cluster: Cluster,
+    rpc: Rpc,
+    accounts: Option<AccountManager>,
+    tasks: std::sync::Mutex<Vec<TaskHandle>>,
+}
+
+impl GameServer {
+    /// Starts the client port, joins the cluster, starts RPC and (game flavor) the account
+    /// manager, and registers the flavor's handlers. On error everything started is stopped.
+    pub async fn start(env: Env, cfg: GameConfig) -> Result<GameServer, GameError> {
+        if cfg.flavor != "game" && cfg.flavor != "pvp" {
+            return Err(GameError::UnknownFlavor(cfg.flavor));
+        }
+        let storage = Arc::new(CrossServerStorage::from_env(&env, cfg.storage.clone())?);
+        let sessions = SessionService::start(env.clone(), cfg.session.clone()).await?;
+        let cluster = match Cluster::join(env.clone(), cfg.cluster.clone()).await {
+            Ok(c) => c,
+            Err(e) => {
+                sessions.shutdown().await;
+                return Err(e.into());
+            }
+        };
+        let rpc =
+            match Rpc::start(env.clone(), cluster.id(), Arc::new(cluster.clone()), cfg.rpc.clone()).await {
+                Ok(r) => r,
+                Err(e) => {
+                    sessions.shutdown().await;
+                    cluster.leave().await;
+                    return Err(e.into());
+                }
+            };
+        let mut server = GameServer {
+            flavor: cfg.flavor.clone(),
+            sessions,
+            cluster,
+            rpc,
+            accounts: None,
+            tasks: Default::default(),
+        };
+        if cfg.flavor == "pvp" {
+            server.start_pvp(&env, storage, cfg.bugs);
+        } else {
+            let accounts = match AccountManager::start(
+                env.clone(),
+                server.cluster.clone(),
+                server.rpc.clone(),
+                cfg.account,
+            )
+            .await
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    server.stop().await;
+                    return Err(e.into());
+                }
+            };
+            server.accounts = Some(accounts.clone());
+            server.start_game(&env, storage, accounts, cfg.tick_period, cfg.observer);
+        }
+        Ok(server)
+    }
+
+    pub fn flavor(&self) -> &str {
+        &self.flavor
+    }
+    pub fn sessions(&self) -> &SessionService {
+        &self.sessions
+    }
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+    pub fn accounts(&self) -> Option<&AccountManager> {
+        self.accounts.as_ref()
+    }
+    pub fn rpc(&self) -> &Rpc {
+        &self.rpc
+    }
+
+    /// Graceful stop: no new clients, accounts logged out, sessions drained, deregistered.
+    pub async fn stop(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
+            t.abort();
+        }
+        if let Some(a) = &self.accounts {
+            a.stop().await;
+        }
+        self.sessions.shutdown().await;
+        self.rpc.shutdown().await;
+        self.cluster.leave().await;
+    }
+
+    fn start_game(
+        &mut self,
+        env: &Env,
+        storage: Arc<CrossServerStorage>,
+        accounts: AccountManager,
+        tick_period: Option<Duration>,
+        observer: Option<Arc<dyn GameObserver>>,
+    ) {
+        let service = &self.sessions;
+        accounts.attach_sessions(service);
+        let global = GlobalSessions::attach(service.clone(), self.cluster.clone(), self.rpc.clone());
+        drop(global); // the game broadcasts to accounts; the port still serves other servers' session broadcasts
+        {
+            let (accounts, kv, observer) = (accounts.clone(), env.kv.clone(), observer.clone());
+            service.register_json_handler("cs_game_server_login", move |s, body| {
+                let (accounts, kv, observer) = (accounts.clone(), kv.clone(), observer.clone());
+                async move {
+                    const REPLY: &str = "sc_game_server_login";
+                    let Some(user) = str_field(&body, "user_name").map(str::to_string) else {
+                        return reject_malformed(&s, REPLY, "user_name must be a non-empty string");
+                    };
+                    if account::validate_account(&user).is_err() {
+                        return reject_malformed(&s, REPLY, "user_name is not a valid account id");
+                    }
+                    if s.context::<String>(ACCOUNT_CONTEXT_KEY).is_some() {
+                        return send_error(&s, REPLY, "Already logged in");
+                    }
+                    match accounts.check_and_set_logged_in(&user, account::link(&s)).await {
+                        Ok(LoginOutcome::LoggedIn) => {}
+                        Ok(LoginOutcome::AlreadyLoggedIn { .. }) => {
+                            return send_error(&s, REPLY, "Already logged in")
+                        }
+                        Err(e) => {
+                            tracing::info!(user, error = %e, "login failed");
+                            return send_error(&s, REPLY, "Server error");
+                        }
+                    }
+                    if let Some(o) = &observer {
+                        o.logged_in(&user, &s.id().to_string());
+                    }
+                    s.set_context(ACCOUNT_CONTEXT_KEY, user.clone());
+                    let Some(level) = load_level(&*kv, &user).await else {
+                        let _ = accounts.set_logged_out_link(&user, &s.id().to_string()).await;
+                        s.remove_context(ACCOUNT_CONTEXT_KEY);
+                        return send_error(&s, REPLY, "Server error");
+                    };
+                    let _ = s.send_json(REPLY, json!({ "error": false, "level": level }));
+                }
+            });
+        }
+        {
+            let (storage, cluster, kv) = (storage.clone(), self.cluster.clone(), env.kv.clone());
+            service.register_json_handler("cs_enter_pvp", move |s, _body| {
+                let (storage, cluster, kv) = (storage.clone(), cluster.clone(), kv.clone());
+                async move {
+                    const REPLY: &str = "sc_enter_pvp";
+                    let Some(user) = s.context::<String>(ACCOUNT_CONTEXT_KEY) else {
+                        return reject_malformed(&s, REPLY, "Not logged in");
+                    };
+                    let Some(level) = load_level(&*kv, &user).await else {
+                        return send_error(&s, REPLY, "Server error");
+                    };
+                    let Some(pvp) = cluster.least_loaded("pvp", "room_count", false) else {
+                        return send_error(&s, REPLY, "No pvp server");
+                    };
+                    let (Some(ip), Some(port)) = (
+                        cluster.peer_external_ip(pvp),
+                        cluster.peer_external_ports(pvp).and_then(|p| p.get("tcp_json").copied()),
+                    ) else {
+                        return send_error(&s, REPLY, "No pvp server");
+                    };
+                    let key = match storage
+                        .create(&json!({ "user_name": user, "level": level }), AUTH_KEY_TTL)
+                        .await
+                    {
+                        Ok(k) => k,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "CrossServerStorage::create failed");
+                            return send_error(&s, REPLY, "Server error");
+                        }
+                    };
+                    let _ = s.send_json(
+                        REPLY,
+                        json!({
+                            "error": false,
+                            "pvp_server_ip": ip.to_string(),
+                            "pvp_server_port": port,
+                            "auth_key": key.to_string(),
+                        }),
+                    );
+                }
+            });
+        }
+        {
+            let (accounts, cluster) = (accounts.clone(), self.cluster.clone());
+            service.register_json_handler("cs_redirect", move |s, body| {
+                let (accounts, cluster) = (accounts.clone(), cluster.clone());
+                async move {
+                    const REPLY: &str = "sc_redirect";
+                    let Some(user) = s.context::<String>(ACCOUNT_CONTEXT_KEY) else {
+                        return send_error(&s, REPLY, "Not logged in");
+                    };
+                    let Some(name) = str_field(&body, "server_name") else {
+                        return reject_malformed(&s, REPLY, "server_name must be a non-empty string");
+                    };
+                    let extra = body.get("extra_data").cloned().unwrap_or(Value::Null);
+                    let Some(target) = peer_by_name(&cluster, name) else {
+                        return send_error(&s, REPLY, "No such server");
+                    };
+                    if let Err(e) = accounts.redirect_client(&user, target, extra).await {
+                        tracing::info!(user, error = %e, "redirect failed");
+                        return send_error(&s, REPLY, "Redirect failed");
+                    }
+                    s.remove_context(ACCOUNT_CONTEXT_KEY);
+                }
+            });
+        }
+        {
+            let observer = observer.clone();
+            accounts.register_redirection_handler(move |account, link, success, extra| {
+                if success {
+                    if let Some(o) = &observer {
+                        o.logged_in(&account, &link.link_id());
+                    }
+                    link.send_json(
+                        "sc_redirected",
+                        json!({ "error": false, "user_name": account, "extra_data": extra }),
+                    );
+                }
+            });
+        }
+        {
+            let accounts = accounts.clone();
+            service.register_json_handler("cs_send", move |s, body| {
+                let accounts = accounts.clone();
+                async move {
+                    const REPLY: &str = "sc_send";
+                    let Some(from) = s.context::<String>(ACCOUNT_CONTEXT_KEY) else {
+                        return send_error(&s, REPLY, "Not logged in");
+                    };
+                    let (Some(to), Some(message)) = (str_field(&body, "to"), body.get("message")) else {
+                        return reject_malformed(&s, REPLY, "to must be a non-empty string, message present");
+                    };
+                    let r = accounts
+                        .send_message(to, "sc_message", json!({ "from": from, "message": message }))
+                        .await;
+                    match r {
+                        Ok(delivered) => {
+                            let _ = s.send_json(REPLY, json!({ "error": false, "delivered": delivered }));
+                        }
+                        Err(e) => {
+                            tracing::info!(error = %e, "send_message failed");
+                            send_error(&s, REPLY, "Send failed");
+                        }
+                    }
+                }
+            });
+        }
+        {
+            let (accounts, cluster) = (accounts.clone(), self.cluster.clone());
+            service.register_json_handler("cs_broadcast", move |s, body| {
+                let (accounts, cluster) = (accounts.clone(), cluster.clone());
+                async move {
+                    const REPLY: &str = "sc_broadcast";
+                    let Some(from) = s.context::<String>(ACCOUNT_CONTEXT_KEY) else {
+                        return send_error(&s, REPLY, "Not logged in");
+                    };
+                    let (Some(scope), Some(message)) = (str_field(&body, "scope"), body.get("message"))
+                    else {
+                        return reject_malformed(&s, REPLY, "scope must be local or global, message present");
+                    };
+                    let msg = json!({ "from": from, "message": message });
+                    let delivered = match scope {
+                        "local" => Ok(accounts.broadcast_locally("sc_broadcast_message", &msg)),
+                        "global" => {
+                            let peers: Vec<PeerId> =
+                                cluster.peers_with_tag(GAME_TAG, true).into_keys().collect();
+                            if peers.is_empty() {
+                                Ok(0)
+                            } else {
+                                accounts.broadcast_globally("sc_broadcast_message", &msg, &peers).await
+                            }
+                        }
+                        _ => return reject_malformed(&s, REPLY, "scope must be local or global"),
+                    };
+                    match delivered {
+                        Ok(n) => {
+                            let _ = s.send_json(REPLY, json!({ "error": false, "delivered": n }));
+                        }
+                        Err(e) => {
+                            tracing::info!(error = %e, "broadcast failed");
+                            send_error(&s, REPLY, "Broadcast failed");
+                        }
+                    }
+                }
+            });
+        }
+        {
+            let accounts = accounts.clone();
+            service.register_json_handler("cs_logout", move |s, _body| {
+                let accounts = accounts.clone();
+                async move {
+                    const REPLY: &str = "sc_logout";
+                    let Some(user) = s.context::<String>(ACCOUNT_CONTEXT_KEY) else {
+                        return send_error(&s, REPLY, "Not logged in");
+                    };
+                    match accounts.set_logged_out_link(&user, &s.id().to_string()).await {
+                        Ok(_) => {
+                            s.remove_context(ACCOUNT_CONTEXT_KEY);
+                            let _ = s.send_json(REPLY, json!({ "error": false }));
+                        }
+                        Err(e) => {
+                            tracing::info!(user, error = %e, "logout failed");
+                            send_error(&s, REPLY, "Server error");
+                        }
+                    }
+                }
+            });
+        }
+        let status = {
+            let cluster = self.cluster.clone();
+            let (clock, accounts) = (env.clock.clone(), accounts.clone());
+            async move {
+                loop {
+                    let n = accounts.local_accounts().len();
+                    let _ = cluster.set_status(json!({ "user_count": n })).await;
+                    clock.sleep(STATUS_PERIOD).await;
+                }
+            }
+        };
+        self.tasks
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(env.spawn.spawn("game-status", status.boxed()));
+        if let Some(period) = tick_period {
+            let (clock, sessions) = (env.clock.clone(), self.sessions.clone());
+            let ticks = async move {
+                let mut seq = 0u64;
+                loop {
+                    clock.sleep(period).await;
+                    seq += 1;
+                    for s in sessions.sessions() {
+                        let Some(user) = s.context::<String>(ACCOUNT_CONTEXT_KEY) else { continue };
+                        let link = s.id().to_string();
+                        // Same instant: the lease check inside `deliver`, the send, the report.
+                        if accounts.accounts_of_link(&link).first() == Some(&user)
+                            && accounts.deliver(&user, "sc_tick", json!({ "seq": seq }))
+                        {
+                            if let Some(o) = &observer {
+                                o.acted(&user, &link);
+                            }
+                        }
+                    }
+                }
+            };
+            self.tasks
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(env.spawn.spawn("game-ticks", ticks.boxed()));
+        }
+    }
+
+    fn start_pvp(&mut self, env: &Env, storage: Arc<CrossServerStorage>, bugs: GameBugs) {
+        self.sessions.register_json_handler("cs_transfer_pvp_server", move |s, body| {
+            let storage = storage.clone();
+            async move {
+                const REPLY: &str = "sc_transfer_pvp_server";
+                let Some(text) = str_field(&body, "auth_key") else {
+                    return reject_malformed(&s, REPLY, "auth_key must be a non-empty string");
+                };
+                let Ok(key) = text.parse::<Key>() else {
+                    return reject_malformed(&s, REPLY, "auth_key is not a key");
+                };
+                let r = if bugs.reuse_key { storage.read(&key).await } else { storage.take(&key).await };
+                let data = match r {
+                    Ok(v) => v,
+                    Err(e) => {
+                        if !matches!(e, StorageError::NotFound) {
+                            tracing::warn!(error = %e, "auth key lookup failed");
+                        }
+                        return send_error(&s, REPLY, "Failed to authenticate");
+                    }
+                };
+                let (Some(user), Some(level)) = (
+                    data.get("user_name").and_then(Value::as_str),
+                    data.get("level").and_then(Value::as_i64),
+                ) else {
+                    return send_error(&s, REPLY, "Failed to authenticate");
+                };
+                s.set_context("transferred", true);
+                let _ = s.send_json(REPLY, json!({ "error": false, "user_name": user, "level": level }));
+            }
+        });
+        let (cluster, sessions, clock) = (self.cluster.clone(), self.sessions.clone(), env.clock.clone());
+        let status = async move {
+            let mut last = None;
+            loop {
+                let n = sessions
+                    .sessions()
+                    .iter()
+                    .filter(|s| s.context::<bool>("transferred").unwrap_or(false))
+                    .count();
+                // Re-published every period: a status lost to a session change comes back.
+                let _ = cluster.set_status(json!({ "room_count": n })).await;
+                if last != Some(n) {
+                    tracing::debug!(room_count = n, "pvp status");
+                    last = Some(n);
+                }
+                clock.sleep(STATUS_PERIOD).await;
+            }
+        };
+        self.tasks
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(env.spawn.spawn("pvp-status", status.boxed()));
+    }
+}
+
+fn send_error(session: &Session, msg_type: &str, message: &str) {
     let _ = session.send_json(msg_type, json!({ "error": true, "error_message": message }));
 }
 
 /// Error reply, then close: the reaction to a malformed message.
-fn reject_malformed(session: &engine::session::Session, msg_type: &str, message: &str) {
+fn reject_malformed(session: &Session, msg_type: &str, message: &str) {
     send_error(session, msg_type, message);
     session.close(format!("malformed {msg_type}: {message}"));
 }
@@ -71,203 +555,82 @@ fn str_field<'a>(body: &'a Value, name: &str) -> Option<&'a str> {
     body.get(name).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
-/// Runs one server of the reference game until the run ends (or the node is killed).
-/// The flavor comes from `ctx.spec.flavor` (`game` or `pvp`).
-pub async fn run_server(ctx: ServerCtx, bugs: GameBugs) {
-    let env = ctx.env.clone();
+/// The member called `name` (the newest incarnation if several are listed).
+fn peer_by_name(cluster: &Cluster, name: &str) -> Option<PeerId> {
+    cluster.peers(true).into_iter().filter(|(_, info)| info.name == name).map(|(id, _)| id).last()
+}
+
+/// The user's level, creating the user at level 1 if absent (`None`: the KV failed).
+async fn load_level(kv: &dyn engine::env::Kv, user: &str) -> Option<i64> {
+    let kv_key = format!("user:{user}");
+    let created = Bytes::from(json!({ "level": 1 }).to_string());
+    let opts = SetOptions { condition: SetCondition::IfAbsent, ..Default::default() };
+    kv.set(&kv_key, created, opts).await.ok()?;
+    let b = kv.get(&kv_key).await.ok()??;
+    serde_json::from_slice::<Value>(&b).ok()?.get("level").and_then(Value::as_i64)
+}
+
+/// How the simulator's scenarios run a game server.
+#[derive(Clone, Default)]
+pub struct SimGameOptions {
+    pub bugs: GameBugs,
+    pub account_bugs: engine::account::AccountBugs,
+    pub tick_period: Option<Duration>,
+    pub observer: Option<Arc<dyn GameObserver>>,
+}
+
+/// The session configuration of the simulated game's client port: short idle timeout so that
+/// the sessions of vanished clients (and their logins) go away quickly.
+fn sim_session_config(env: &Env) -> SessionConfig {
+    let mut cfg = SessionConfig::new(SocketAddr::new(env.net.local_ip(), TCP_JSON_PORT), Transport::TcpJson);
+    cfg.idle_timeout = Duration::from_secs(6);
+    cfg.heartbeat_interval = Some(Duration::from_secs(2));
+    cfg
+}
+
+/// The configuration of one simulated server of the reference game.
+pub fn sim_config(ctx: &ServerCtx, opts: &SimGameOptions) -> GameConfig {
+    let env = &ctx.env;
     let flavor = ctx.spec.flavor.clone().unwrap_or_else(|| "game".to_string());
-    let storage = match CrossServerStorage::from_env(&env, StorageConfig::enabled()) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            tracing::error!(error = %e, "cross-server storage unusable");
-            return;
-        }
-    };
-    let service = loop {
+    let mut cluster = cluster_config(ctx, RPC_PORT, Default::default());
+    if flavor == "game" {
+        cluster.tags.insert(GAME_TAG.to_string());
+    }
+    let mut account = AccountConfig::new(cluster.app_id.clone());
+    account.session = cluster.session;
+    account.redirection_secret = Some(SIM_REDIRECTION_SECRET.to_string());
+    account.bugs = opts.account_bugs;
+    GameConfig {
+        flavor,
+        session: sim_session_config(env),
+        rpc: RpcConfig::new(cluster.rpc_addr),
+        cluster,
+        account,
+        storage: StorageConfig::enabled(),
+        bugs: opts.bugs,
+        tick_period: opts.tick_period,
+        observer: opts.observer.clone(),
+    }
+}
+
+/// Runs one simulated server of the reference game until the run ends (or the node is
+/// killed), retrying the start while services are unreachable.
+pub async fn run_server(ctx: ServerCtx, opts: SimGameOptions) {
+    let cfg = sim_config(&ctx, &opts);
+    let server = loop {
         if ctx.phases.finished() {
             return;
         }
-        match SessionService::start(env.clone(), session_config(&env)).await {
+        match GameServer::start(ctx.env.clone(), cfg.clone()).await {
             Ok(s) => break s,
             Err(e) => {
-                tracing::warn!(error = %e, "session service start failed; retrying");
-                env.clock.sleep(Duration::from_millis(200)).await;
+                tracing::info!(error = %e, "game server start failed; retrying");
+                ctx.env.clock.sleep(Duration::from_millis(500)).await;
             }
         }
     };
-    let cfg = cluster_config(&ctx, RPC_PORT, ClusterBugs::default());
-    let Some(cluster) = join_retrying(&ctx, &cfg).await else { return };
-    if flavor == "pvp" {
-        run_pvp(&ctx, service, cluster, storage, bugs).await;
-    } else {
-        run_game(&ctx, service, cluster, storage).await;
-    }
-}
-
-async fn run_game(
-    ctx: &ServerCtx,
-    service: SessionService,
-    cluster: Cluster,
-    storage: Arc<CrossServerStorage>,
-) {
-    // user name -> the session it is logged in on (this server only).
-    let logged_in: Arc<Mutex<BTreeMap<String, SessionId>>> = Arc::default();
-    {
-        let logged_in = logged_in.clone();
-        service.on_session_closed(move |s, _reason| {
-            let logged_in = logged_in.clone();
-            async move {
-                if let Some(user) = s.context::<String>("user_name") {
-                    let mut m = logged_in.lock().expect("logins");
-                    if m.get(&user) == Some(&s.id()) {
-                        m.remove(&user);
-                    }
-                }
-            }
-        });
-    }
-    {
-        let (logged_in, kv) = (logged_in.clone(), ctx.env.kv.clone());
-        service.register_json_handler("cs_game_server_login", move |s, body| {
-            let (logged_in, kv) = (logged_in.clone(), kv.clone());
-            async move {
-                const REPLY: &str = "sc_game_server_login";
-                let Some(user) = str_field(&body, "user_name").map(str::to_string) else {
-                    return reject_malformed(&s, REPLY, "user_name must be a non-empty string");
-                };
-                if s.context::<String>("user_name").is_some() {
-                    return send_error(&s, REPLY, "Already logged in");
-                }
-                {
-                    let mut m = logged_in.lock().expect("logins");
-                    if m.contains_key(&user) {
-                        return send_error(&s, REPLY, "Already logged in");
-                    }
-                    m.insert(user.clone(), s.id());
-                }
-                let release = |logged_in: &Mutex<BTreeMap<String, SessionId>>| {
-                    let mut m = logged_in.lock().expect("logins");
-                    if m.get(&user) == Some(&s.id()) {
-                        m.remove(&user);
-                    }
-                };
-                let kv_key = format!("user:{user}");
-                let created = Bytes::from(json!({ "level": 1 }).to_string());
-                let opts = SetOptions { condition: SetCondition::IfAbsent, ..Default::default() };
-                let level = match kv.set(&kv_key, created, opts).await {
-                    Ok(_) => match kv.get(&kv_key).await {
-                        Ok(Some(b)) => serde_json::from_slice::<Value>(&b)
-                            .ok()
-                            .and_then(|v| v.get("level").and_then(Value::as_i64)),
-                        _ => None,
-                    },
-                    Err(_) => None,
-                };
-                let Some(level) = level else {
-                    release(&logged_in);
-                    return send_error(&s, REPLY, "Server error");
-                };
-                if !s.is_open() {
-                    release(&logged_in);
-                    return;
-                }
-                s.set_context("user_name", user.clone());
-                s.set_context("level", level);
-                let _ = s.send_json(REPLY, json!({ "error": false, "level": level }));
-            }
-        });
-    }
-    {
-        let (storage, cluster) = (storage.clone(), cluster.clone());
-        service.register_json_handler("cs_enter_pvp", move |s, _body| {
-            let (storage, cluster) = (storage.clone(), cluster.clone());
-            async move {
-                const REPLY: &str = "sc_enter_pvp";
-                let (Some(user), Some(level)) = (s.context::<String>("user_name"), s.context::<i64>("level"))
-                else {
-                    return reject_malformed(&s, REPLY, "Not logged in");
-                };
-                let Some(pvp) = cluster.least_loaded("pvp", "room_count", false) else {
-                    return send_error(&s, REPLY, "No pvp server");
-                };
-                let (Some(ip), Some(port)) = (
-                    cluster.peer_external_ip(pvp),
-                    cluster.peer_external_ports(pvp).and_then(|p| p.get("tcp_json").copied()),
-                ) else {
-                    return send_error(&s, REPLY, "No pvp server");
-                };
-                let key =
-                    match storage.create(&json!({ "user_name": user, "level": level }), AUTH_KEY_TTL).await {
-                        Ok(k) => k,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "CrossServerStorage::create failed");
-                            return send_error(&s, REPLY, "Server error");
-                        }
-                    };
-                let _ = s.send_json(
-                    REPLY,
-                    json!({
-                        "error": false,
-                        "pvp_server_ip": ip.to_string(),
-                        "pvp_server_port": port,
-                        "auth_key": key.to_string(),
-                    }),
-                );
-            }
-        });
-    }
-    let _ = cluster.set_status(json!({ "user_count": 0 })).await;
     while !ctx.phases.finished() {
         ctx.env.clock.sleep(STATUS_PERIOD).await;
     }
-}
-
-async fn run_pvp(
-    ctx: &ServerCtx,
-    service: SessionService,
-    cluster: Cluster,
-    storage: Arc<CrossServerStorage>,
-    bugs: GameBugs,
-) {
-    service.register_json_handler("cs_transfer_pvp_server", move |s, body| {
-        let storage = storage.clone();
-        async move {
-            const REPLY: &str = "sc_transfer_pvp_server";
-            let Some(text) = str_field(&body, "auth_key") else {
-                return reject_malformed(&s, REPLY, "auth_key must be a non-empty string");
-            };
-            let Ok(key) = text.parse::<Key>() else {
-                return reject_malformed(&s, REPLY, "auth_key is not a key");
-            };
-            let r = if bugs.reuse_key { storage.read(&key).await } else { storage.take(&key).await };
-            let data = match r {
-                Ok(v) => v,
-                Err(e) => {
-                    if !matches!(e, StorageError::NotFound) {
-                        tracing::warn!(error = %e, "auth key lookup failed");
-                    }
-                    return send_error(&s, REPLY, "Failed to authenticate");
-                }
-            };
-            let (Some(user), Some(level)) =
-                (data.get("user_name").and_then(Value::as_str), data.get("level").and_then(Value::as_i64))
-            else {
-                return send_error(&s, REPLY, "Failed to authenticate");
-            };
-            s.set_context("transferred", true);
-            let _ = s.send_json(REPLY, json!({ "error": false, "user_name": user, "level": level }));
-        }
-    });
-    let mut last = None;
-    while !ctx.phases.finished() {
-        let n =
-            service.sessions().iter().filter(|s| s.context::<bool>("transferred").unwrap_or(false)).count();
-        // Re-published every period: a status lost to a session change comes back.
-        let _ = cluster.set_status(json!({ "room_count": n })).await;
-        if last != Some(n) {
-            tracing::debug!(room_count = n, "pvp status");
-            last = Some(n);
-        }
-        ctx.env.clock.sleep(STATUS_PERIOD).await;
-    }
+    drop(server);
 }

@@ -16,6 +16,7 @@ pub mod checker;
 pub mod coord_lock;
 pub mod faults;
 pub mod game;
+pub mod game_client;
 pub mod history;
 pub mod kv_register;
 pub mod membership;

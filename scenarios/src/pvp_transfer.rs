@@ -336,7 +336,7 @@ impl ScenarioRun for Run {
     }
 
     fn server(&self, ctx: ServerCtx) -> BoxFuture<'static, ()> {
-        game::run_server(ctx, self.bugs).boxed()
+        game::run_server(ctx, game::SimGameOptions { bugs: self.bugs, ..Default::default() }).boxed()
     }
 
     fn check(&self, _env: Env, phases: Phases) -> BoxFuture<'static, Report> {

@@ -19,7 +19,7 @@ pub const DRIFT_PPM_LIMIT: u64 = 500_000;
 /// Bytes of a `redirection_secret` (64 hex characters in the manifest).
 pub const SECRET_BYTES: usize = 32;
 
-/// Deliberately broken behaviours, **for the simulator only**. With both false the buggy
+/// Deliberately broken behaviours, **for the simulator only**. With all false the buggy
 /// code paths never run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AccountBugs {
@@ -28,6 +28,9 @@ pub struct AccountBugs {
     pub no_fencing: bool,
     /// Skip the single-use check of redirect tokens: a token can be used again.
     pub replayable_token: bool,
+    /// `broadcast_globally` also calls this server over RPC on top of delivering locally:
+    /// its own accounts receive every global broadcast twice.
+    pub dup_delivery: bool,
 }
 
 /// How one server's account manager behaves (iFun's `AccountManager` section, plus the

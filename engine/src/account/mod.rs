@@ -109,6 +109,7 @@
 mod config;
 mod error;
 pub mod fence;
+mod sessions;
 pub mod token;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -127,6 +128,7 @@ pub use self::config::{
 };
 pub use self::error::{AccountError, TokenError};
 use self::fence::{Lease, LeaseParams};
+pub use self::sessions::{link, ACCOUNT_CONTEXT_KEY};
 use self::token::{TokenClaims, ACCOUNT_BYTES_MAX, NONCE_BYTES};
 use crate::cluster::{Cluster, PeerId};
 use crate::env::{Coord, CoordError, CreateMode, Env, MonoTime, RandExt, TaskHandle, WallTime};
@@ -767,6 +769,9 @@ impl AccountManager {
         if shared.cfg.bugs.replayable_token {
             warn!(node = %env.node, "PLANTED BUG replayable_token: redirect tokens are not single-use");
         }
+        if shared.cfg.bugs.dup_delivery {
+            warn!(node = %env.node, "PLANTED BUG dup_delivery: global broadcasts reach local accounts twice");
+        }
         register_rpc(&rpc, Arc::downgrade(&shared));
         let renew = env.spawn.spawn("account-lease-renew", shared.clone().renew_loop().boxed());
         let watch = env.spawn.spawn("account-lease-watchdog", shared.clone().watchdog(poke_rx).boxed());
@@ -871,12 +876,29 @@ impl AccountManager {
     /// closing it) and deletes its znode. False if it was not logged in here. If the delete
     /// cannot be confirmed now, it is retried once the session answers again.
     pub async fn set_logged_out(&self, account: &str) -> Result<bool, AccountError> {
+        self.logout(account, None).await
+    }
+
+    /// [`set_logged_out`](Self::set_logged_out), but only if `account` is logged in here on
+    /// the link `link_id`: a late logout for a closed connection must not log out the same
+    /// account's newer login on another connection.
+    pub async fn set_logged_out_link(&self, account: &str, link_id: &str) -> Result<bool, AccountError> {
+        self.logout(account, Some(link_id)).await
+    }
+
+    async fn logout(&self, account: &str, link_id: Option<&str>) -> Result<bool, AccountError> {
         validate_account(account)?;
         let s = &self.shared;
         let _g = s.ops.lock().await;
         let (coord, epoch) = s.current()?;
-        if s.st().links.remove(account).is_none() {
-            return Ok(false);
+        {
+            let mut st = s.st();
+            match st.links.get(account) {
+                Some(cur) if link_id.is_none_or(|id| cur.link_id() == id) => {
+                    st.links.remove(account);
+                }
+                _ => return Ok(false),
+            }
         }
         match s.delete_if_ours(&*coord, epoch, account).await {
             Ok(true) => {}
@@ -887,6 +909,19 @@ impl AccountManager {
         }
         info!(node = %s.node(), account, "logged out");
         Ok(true)
+    }
+
+    /// Accounts logged in here on the link `link_id` (sorted; normally at most one).
+    pub fn accounts_of_link(&self, link_id: &str) -> Vec<String> {
+        let st = self.shared.st();
+        st.links.iter().filter(|(_, l)| l.link_id() == link_id).map(|(a, _)| a.clone()).collect()
+    }
+
+    /// Sends one message to `account`'s client if it is logged in *here* and this server
+    /// may act for it now (lease checked in the same instant as the send). False otherwise.
+    /// The synchronous, local-only form of [`send_message`](Self::send_message).
+    pub fn deliver(&self, account: &str, msg_type: &str, body: serde_json::Value) -> bool {
+        self.shared.deliver_locally(account, msg_type, body)
     }
 
     /// True if `account` is logged in here and this server may act for it now.
@@ -967,7 +1002,10 @@ impl AccountManager {
         };
         let req =
             messages::BroadcastToAccounts { msg_type: msg_type.to_string(), body_json: body.to_string() };
-        let calls = targets.iter().filter(|p| **p != s.id).map(|&peer| {
+        // Planted bug `dup_delivery`: this server is also called over RPC, on top of the
+        // local delivery below, so its own accounts get the message twice.
+        let dup = s.cfg.bugs.dup_delivery;
+        let calls = targets.iter().filter(|p| dup || **p != s.id).map(|&peer| {
             let req = req.clone();
             async move {
                 let opts = CallOptions::default().with_timeout(REMOTE_CALL_TIMEOUT);
@@ -1037,10 +1075,24 @@ impl AccountManager {
         token: &str,
         link: LinkRef,
     ) -> Result<RedirectAccepted, AccountError> {
+        self.accept_redirect_with(token, link, |_| {}).await
+    }
+
+    /// [`accept_redirect`](Self::accept_redirect) that calls `on_logged_in(account)` after a
+    /// successful login and before the redirection handlers run (e.g. to tag the session).
+    pub async fn accept_redirect_with(
+        &self,
+        token: &str,
+        link: LinkRef,
+        on_logged_in: impl FnOnce(&str),
+    ) -> Result<RedirectAccepted, AccountError> {
         let s = &self.shared;
         let secret = s.secret.ok_or(AccountError::NoSecret)?;
         let claims = token::verify(&secret, token)?;
         let r = self.accept_claims(&claims, link.clone()).await;
+        if r.is_ok() {
+            on_logged_in(&claims.account);
+        }
         s.run_handlers(&claims.account, &link, r.is_ok(), &claims.extra_data);
         match &r {
             Ok(_) => info!(node = %s.node(), account = %claims.account, "redirected client accepted"),

@@ -320,6 +320,7 @@ mod tests {
             ProtocolError::UnknownType("cs_no_such_thing".into()),
             route("_ping").unwrap_err(),
             ProtocolError::BadBody { msg_type: "echo".into(), reason: "invalid wire type".into() },
+            ProtocolError::RedirectRejected("bad redirect token: already used".into()),
         ]
     }
 

@@ -40,6 +40,11 @@ pub enum ProtocolError {
     /// session stays open; the handler did not run.
     #[error("body of {msg_type:?} does not decode: {reason}")]
     BadBody { msg_type: String, reason: String },
+    /// A `_cs_redirect` was refused (bad, expired, replayed or misdirected token, or the
+    /// account could not be logged in here). The session stays open: the client may log in
+    /// normally or go back for a new token. `reason` says which check failed.
+    #[error("redirect refused: {0}")]
+    RedirectRejected(String),
 }
 
 fn too_large_text(len: usize, max: usize) -> String {
@@ -60,6 +65,7 @@ impl ProtocolError {
             ProtocolError::UnknownType(_) => "unknown_type",
             ProtocolError::ReservedType(_) => "reserved_type",
             ProtocolError::BadBody { .. } => "bad_body",
+            ProtocolError::RedirectRejected(_) => "redirect_rejected",
         }
     }
 
@@ -72,7 +78,8 @@ impl ProtocolError {
             | ProtocolError::BadEnvelope(_) => true,
             ProtocolError::UnknownType(_)
             | ProtocolError::ReservedType(_)
-            | ProtocolError::BadBody { .. } => false,
+            | ProtocolError::BadBody { .. }
+            | ProtocolError::RedirectRejected(_) => false,
         }
     }
 }

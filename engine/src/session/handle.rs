@@ -22,7 +22,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use serde_json::Value;
 
 use super::codec;
-use super::error::{CloseReason, SessionError};
+use super::error::{CloseReason, ProtocolError, SessionError};
 use super::Transport;
 use crate::env::Rand;
 use crate::env::RandExt;
@@ -188,6 +188,12 @@ impl Session {
             Transport::TcpJson => Err(SessionError::ProtobufOnJsonPort),
             Transport::TcpProtobuf => self.push(codec::encode_protobuf(msg_type, &msg.encode_to_vec())),
         }
+    }
+
+    /// Queues an `_error {code, message}` frame for `e` (handlers of engine-reserved types
+    /// answer with it; the session stays open unless the caller closes it).
+    pub fn send_error(&self, e: &ProtocolError) -> Result<(), SessionError> {
+        self.push(codec::encode_error(self.shared.transport, e))
     }
 
     /// Queues an encoded frame (already in this session's transport encoding).

@@ -61,6 +61,7 @@
 
 pub mod codec;
 mod error;
+pub mod global;
 mod handle;
 mod registry;
 mod service;
@@ -80,6 +81,7 @@ use tracing::{info, warn};
 use crate::env::{timeout, Env, TaskHandle};
 
 pub use self::error::{CloseReason, ProtocolError, SessionError};
+pub use self::global::{BroadcastReport, GlobalSessions};
 use self::handle::lock;
 pub use self::handle::{Session, SessionId};
 use self::registry::HandlerRegistry;
