@@ -249,6 +249,11 @@ impl GameServer {
                     if s.context::<String>(ACCOUNT_CONTEXT_KEY).is_some() {
                         return send_error(&s, REPLY, "Already logged in");
                     }
+                    // The level first: once the login is in, the reply goes out in the same
+                    // instant, so no broadcast can reach the client before it.
+                    let Some(level) = load_level(&*kv, &user).await else {
+                        return send_error(&s, REPLY, "Server error");
+                    };
                     match accounts.check_and_set_logged_in(&user, account::link(&s)).await {
                         Ok(LoginOutcome::LoggedIn) => {}
                         Ok(LoginOutcome::AlreadyLoggedIn { .. }) => {
@@ -263,11 +268,6 @@ impl GameServer {
                         o.logged_in(&user, &s.id().to_string());
                     }
                     s.set_context(ACCOUNT_CONTEXT_KEY, user.clone());
-                    let Some(level) = load_level(&*kv, &user).await else {
-                        let _ = accounts.set_logged_out_link(&user, &s.id().to_string()).await;
-                        s.remove_context(ACCOUNT_CONTEXT_KEY);
-                        return send_error(&s, REPLY, "Server error");
-                    };
                     let _ = s.send_json(REPLY, json!({ "error": false, "level": level }));
                 }
             });
@@ -577,6 +577,8 @@ pub struct SimGameOptions {
     pub account_bugs: engine::account::AccountBugs,
     pub tick_period: Option<Duration>,
     pub observer: Option<Arc<dyn GameObserver>>,
+    /// Overrides the account manager's `redirect_token_ttl`.
+    pub redirect_token_ttl: Option<Duration>,
 }
 
 /// The session configuration of the simulated game's client port: short idle timeout so that
@@ -600,6 +602,9 @@ pub fn sim_config(ctx: &ServerCtx, opts: &SimGameOptions) -> GameConfig {
     account.session = cluster.session;
     account.redirection_secret = Some(SIM_REDIRECTION_SECRET.to_string());
     account.bugs = opts.account_bugs;
+    if let Some(ttl) = opts.redirect_token_ttl {
+        account.redirect_token_ttl = ttl;
+    }
     GameConfig {
         flavor,
         session: sim_session_config(env),

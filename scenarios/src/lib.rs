@@ -12,6 +12,7 @@
 //! - [`rpc`]: typed RPC: replies, per-key order, at-most-once, timeouts.
 //! - [`game`], [`pvp_transfer`]: the seed's reference game and its auth-key transfer under chaos.
 
+pub mod acting;
 pub mod checker;
 pub mod coord_lock;
 pub mod faults;

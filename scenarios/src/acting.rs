@@ -1,0 +1,169 @@
+//! Acting intervals: when each server *acted* for an account, and the check that two logins
+//! of one account never act at the same time (the fencing invariant of the account manager).
+//!
+//! A **login instance** is one account logged in on one connection (`link`) of one server
+//! incarnation (`server`, a process id). The game server reports the instant of the login
+//! and every tick it sends the account (see [`crate::game::GameObserver`]); both are taken in
+//! true simulated time, at the instant the server decided (no await between its lease check
+//! and the report). The instance's acting interval runs from its login to its last tick. A
+//! killed server simply stops reporting, so its interval ends at its last act: exactly when
+//! it stopped acting.
+//!
+//! Invariant: for every account, the intervals of different instances are disjoint.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use crate::checker::Report;
+use crate::game::GameObserver;
+use crate::history::{ProcessId, TimeSource};
+
+/// One login instance: (server incarnation, link id).
+pub type Instance = (ProcessId, String);
+
+/// First and last act of an instance, true ns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// Ticks sent in it.
+    pub ticks: u64,
+}
+
+/// Everything the servers of one run reported. Shared by all nodes of the run.
+#[derive(Clone, Default)]
+pub struct ActLog {
+    inner: Arc<Mutex<BTreeMap<String, BTreeMap<Instance, Interval>>>>,
+}
+
+impl ActLog {
+    fn record(&self, account: &str, inst: Instance, t: u64, tick: bool) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let iv = m.entry(account.to_string()).or_default().entry(inst).or_insert(Interval {
+            start_ns: t,
+            end_ns: t,
+            ticks: 0,
+        });
+        iv.start_ns = iv.start_ns.min(t);
+        iv.end_ns = iv.end_ns.max(t);
+        iv.ticks += u64::from(tick);
+    }
+
+    /// The observer a server incarnation `server` reports through.
+    pub fn observer(&self, server: ProcessId, now: TimeSource) -> Arc<dyn GameObserver> {
+        Arc::new(Observer { log: self.clone(), server, now })
+    }
+
+    /// account -> instance -> interval.
+    pub fn snapshot(&self) -> BTreeMap<String, BTreeMap<Instance, Interval>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records an interval directly (checker tests).
+    pub fn insert(&self, account: &str, inst: Instance, iv: Interval) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(account.to_string())
+            .or_default()
+            .insert(inst, iv);
+    }
+}
+
+struct Observer {
+    log: ActLog,
+    server: ProcessId,
+    now: TimeSource,
+}
+
+impl GameObserver for Observer {
+    fn logged_in(&self, account: &str, link: &str) {
+        self.log.record(account, (self.server, link.to_string()), (self.now)(), false);
+    }
+    fn acted(&self, account: &str, link: &str) {
+        self.log.record(account, (self.server, link.to_string()), (self.now)(), true);
+    }
+}
+
+/// Checks that no two instances of an account act at overlapping times. Counters:
+/// `login_instances`, `ticks`, `max_instances_per_account`.
+pub fn check_acting(log: &BTreeMap<String, BTreeMap<Instance, Interval>>) -> Report {
+    let mut report = Report::default();
+    for (account, instances) in log {
+        report.count("login_instances", instances.len() as u64);
+        report.count_max("max_instances_per_account", instances.len() as u64);
+        let mut ivs: Vec<(&Instance, &Interval)> = instances.iter().collect();
+        ivs.sort_by_key(|(inst, iv)| (iv.start_ns, iv.end_ns, (*inst).clone()));
+        // The instance whose interval reaches furthest so far.
+        let mut reach: Option<(&Instance, &Interval)> = None;
+        for (inst, iv) in ivs {
+            report.count("ticks", iv.ticks);
+            if let Some((pinst, piv)) = reach {
+                if iv.start_ns < piv.end_ns {
+                    report.violation(
+                        "acting",
+                        format!(
+                            "account {account}: server process {} (link {}) acted {:.3}s..{:.3}s while server process {} (link {}) acted {:.3}s..{:.3}s",
+                            inst.0, inst.1, secs(iv.start_ns), secs(iv.end_ns),
+                            pinst.0, pinst.1, secs(piv.start_ns), secs(piv.end_ns),
+                        ),
+                    );
+                }
+                if iv.end_ns > piv.end_ns {
+                    reach = Some((inst, iv));
+                }
+            } else {
+                reach = Some((inst, iv));
+            }
+        }
+    }
+    report
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iv(s: u64, e: u64) -> Interval {
+        Interval { start_ns: s, end_ns: e, ticks: 1 }
+    }
+
+    #[test]
+    fn disjoint_intervals_pass() {
+        let log = ActLog::default();
+        log.insert("a", (1, "l1".into()), iv(0, 10));
+        log.insert("a", (2, "l2".into()), iv(11, 20));
+        log.insert("a", (1, "l3".into()), iv(25, 30));
+        log.insert("b", (2, "l4".into()), iv(0, 30));
+        let r = check_acting(&log.snapshot());
+        assert!(r.ok(), "{:?}", r.violations);
+        assert_eq!(r.counters["login_instances"], 4);
+    }
+
+    #[test]
+    fn overlap_is_caught_even_behind_a_short_interval() {
+        let log = ActLog::default();
+        log.insert("a", (1, "l1".into()), iv(0, 100));
+        log.insert("a", (2, "l2".into()), iv(10, 20));
+        log.insert("a", (3, "l3".into()), iv(30, 40));
+        let r = check_acting(&log.snapshot());
+        assert_eq!(r.violations.len(), 2, "{:?}", r.violations);
+    }
+
+    #[test]
+    fn observer_reports_extend_intervals() {
+        let log = ActLog::default();
+        let t = Arc::new(std::sync::atomic::AtomicU64::new(5));
+        let t2 = t.clone();
+        let now: TimeSource = Arc::new(move || t2.load(std::sync::atomic::Ordering::SeqCst));
+        let o = log.observer(7, now);
+        o.logged_in("a", "l");
+        t.store(9, std::sync::atomic::Ordering::SeqCst);
+        o.acted("a", "l");
+        assert_eq!(log.snapshot()["a"][&(7, "l".to_string())], Interval { start_ns: 5, end_ns: 9, ticks: 1 });
+    }
+}
