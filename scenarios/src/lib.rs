@@ -10,7 +10,9 @@
 //! - [`coord_lock`], [`kv_register`]: the first scenarios (coordination and KV fakes).
 //! - [`membership`]: cluster membership, tags, shared status.
 //! - [`rpc`]: typed RPC: replies, per-key order, at-most-once, timeouts.
-//! - [`game`], [`pvp_transfer`]: the seed's reference game and its auth-key transfer under chaos.
+//! - [`game`], [`game_client`], [`pvp_transfer`]: the seed's reference game, a wire client
+//!   for workloads, and its auth-key transfer under chaos.
+//! - [`acting`], [`login_unique`]: acting intervals of logins and cluster-unique, fenced login.
 
 pub mod acting;
 pub mod checker;
@@ -20,6 +22,7 @@ pub mod game;
 pub mod game_client;
 pub mod history;
 pub mod kv_register;
+pub mod login_unique;
 pub mod membership;
 pub mod pvp_transfer;
 pub mod rpc;
@@ -40,6 +43,7 @@ pub fn all() -> Vec<Arc<dyn Scenario>> {
         Arc::new(membership::Membership),
         Arc::new(rpc::RpcScenario),
         Arc::new(pvp_transfer::PvpTransfer),
+        Arc::new(login_unique::LoginUnique),
     ]
 }
 

@@ -1,0 +1,413 @@
+//! `login_unique`: cluster-unique login through the account manager, under partitions
+//! (server <-> ZooKeeper above all), pauses, kills and clock faults.
+//!
+//! Three game servers, three accounts, six clients: clients keep logging the accounts in on
+//! random servers (often the same account at once on different servers), hold them for a
+//! while, then log out or just disconnect. Servers send every logged-in account a tick every
+//! [`TICK_PERIOD`] while they may act for it, and report each login and tick
+//! ([`crate::acting`]).
+//!
+//! Invariants:
+//! - **safety (fencing)** — for every account, the acting intervals of different login
+//!   instances never overlap in true time ([`check_acting`]): a server cut off from
+//!   ZooKeeper stops acting for its accounts before the service can expire its session and
+//!   let another server log them in.
+//! - **liveness (nothing stuck)** — after the heal and a quiet period in which every client
+//!   but one per account has gone, that client logs its account in within the bound: no
+//!   rejected, interrupted or fenced login left the account logged in nowhere.
+//!
+//! Planted bug `no-fencing`: the account manager ignores its lease (links stay open until
+//! the expiry is learned), so a partitioned server keeps acting while another logs the
+//! account in.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::account::AccountBugs;
+use engine::env::{Env, RandExt};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::acting::{check_acting, ActLog};
+use crate::checker::Report;
+use crate::faults::FaultSpace;
+use crate::game::{self, SimGameOptions, TCP_JSON_PORT};
+use crate::game_client::{is_error, GameClient, ReqError};
+use crate::history::{History, Outcome, Recorder, TimeSource};
+use crate::scenario::{
+    ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, ServerSpec, Topology,
+};
+
+const SERVERS: usize = 3;
+const ACCOUNTS: usize = 3;
+const CLIENTS: usize = 6;
+/// Period of the servers' ticks (the acting evidence).
+pub const TICK_PERIOD: Duration = Duration::from_millis(200);
+/// After the heal, clients stop churning at `heal + CHURN_AFTER_HEAL`...
+const CHURN_AFTER_HEAL: Duration = Duration::from_secs(1);
+/// ...and the final logins start at `heal + QUIET`: long enough for a killed client's
+/// session to time out (6 s idle) and a killed server's ZooKeeper session to expire (6 s).
+const QUIET: Duration = Duration::from_secs(14);
+
+const BUGS: &[PlantedBug] = &[PlantedBug {
+    name: "no-fencing",
+    description: "the account manager ignores its coordination lease: partitioned servers keep acting",
+    caught_within_seeds: 100,
+}];
+
+/// An operation of the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LoginOp {
+    /// A login during the churn.
+    Login { server: String, account: String },
+    /// `cs_logout` of a held login.
+    Logout { server: String, account: String },
+    /// The post-heal login of the account's designated client.
+    FinalLogin { server: String, account: String },
+}
+
+/// What a login answered: `Ok(Refused)` is a definite "already logged in" / server error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LoginRes {
+    LoggedIn,
+    Refused(String),
+    LoggedOut,
+}
+
+pub struct LoginUnique;
+
+fn servers() -> Vec<ServerSpec> {
+    (0..SERVERS)
+        .map(|i| ServerSpec {
+            name: format!("game-{i}"),
+            flavor: Some("game".into()),
+            tags: vec![game::GAME_TAG.into()],
+        })
+        .collect()
+}
+
+fn server_addr(i: usize) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 2, (i + 1) as u8)), TCP_JSON_PORT)
+}
+
+fn account(i: usize) -> String {
+    format!("acct-{i}")
+}
+
+impl Scenario for LoginUnique {
+    fn name(&self) -> &'static str {
+        "login_unique"
+    }
+    fn description(&self) -> &'static str {
+        "cluster-unique, fenced login of contended accounts under ZooKeeper partitions, pauses, kills, clock faults"
+    }
+    fn bugs(&self) -> &'static [PlantedBug] {
+        BUGS
+    }
+    fn topology(&self, _bug: Option<&str>) -> Topology {
+        Topology {
+            zookeeper: true,
+            redis: Some(RedisSpec { persistent: true, stale_read_probability: 0.0 }),
+            servers: servers(),
+            clients: CLIENTS,
+        }
+    }
+    fn fault_space(&self, topology: &Topology) -> FaultSpace {
+        let mut kill = topology.server_names();
+        kill.extend((0..topology.clients).map(Topology::client_name));
+        let mut core = topology.server_names();
+        core.push("zk".into());
+        // Drift on ZooKeeper too: the lease must cover the service's clock error as well
+        // (20 000 ppm each side stays within the manager's 5 % bound).
+        let mut clock = core.clone();
+        clock.extend((0..topology.clients).map(Topology::client_name));
+        FaultSpace {
+            kill,
+            pause: core.clone(),
+            // Servers and ZooKeeper only: cuts between a server and the service, with the
+            // server's clients still attached, are what fencing is about.
+            partition: core,
+            clock,
+            network: true,
+            chaos_ms: 25_000,
+            heal_ms: 40_000,
+            liveness_bound_ms: 15_000,
+            faults_min: 3,
+            faults_max: 8,
+            // Longer than the 6 s session timeout, so partitions and pauses expire sessions.
+            fault_ms_max: 12_000,
+            clock_ms_max: 10_000,
+            drift_ppm_max: 20_000,
+            weights: [("cut_link", 6), ("partition", 4), ("partition_one_way", 3)]
+                .into_iter()
+                .map(|(k, w)| (k.to_string(), w))
+                .collect(),
+        }
+    }
+    fn start(&self, bug: Option<&str>, now: TimeSource) -> Arc<dyn ScenarioRun> {
+        Arc::new(Run {
+            no_fencing: bug == Some("no-fencing"),
+            rec: Recorder::new(now),
+            acts: ActLog::default(),
+        })
+    }
+}
+
+struct Run {
+    no_fencing: bool,
+    rec: Recorder<LoginOp, LoginRes>,
+    acts: ActLog,
+}
+
+impl Run {
+    /// Logs `account` in on server `si`; the open client if it worked.
+    async fn login(&self, ctx: &ClientCtx, si: usize, account: &str, fin: bool) -> Option<GameClient> {
+        let env = &ctx.env;
+        let mut c = GameClient::connect(env, ctx.phases.now.clone(), server_addr(si)).await?;
+        let (server, account) = (format!("game-{si}"), account.to_string());
+        let op = if fin {
+            LoginOp::FinalLogin { server, account: account.clone() }
+        } else {
+            LoginOp::Login { server, account: account.clone() }
+        };
+        let h = self.rec.invoke(ctx.process, op);
+        match c.request("cs_game_server_login", json!({ "user_name": account }), "sc_game_server_login").await
+        {
+            Ok(v) if !is_error(&v) => {
+                self.rec.ok(h, LoginRes::LoggedIn);
+                Some(c)
+            }
+            Ok(v) => {
+                let why = v.get("error_message").and_then(|m| m.as_str()).unwrap_or("?").to_string();
+                self.rec.ok(h, LoginRes::Refused(why));
+                None
+            }
+            Err(ReqError::Lost | ReqError::Closed) => {
+                self.rec.info(h);
+                None
+            }
+        }
+    }
+
+    /// Holds a login for a while, then logs out or just goes away.
+    async fn hold(&self, ctx: &ClientCtx, mut c: GameClient, si: usize, account: &str) {
+        let env = &ctx.env;
+        // Mostly short holds (contention), sometimes long ones that outlast a session
+        // timeout (what a partitioned server must stop acting for).
+        let hold_ms = if env.rand.gen_bool(0.5) {
+            env.rand.gen_range(6_000..20_000)
+        } else {
+            env.rand.gen_range(300..3_000)
+        };
+        let hold = Duration::from_millis(hold_ms);
+        if !c.pump(hold).await {
+            return; // closed by the server (e.g. coordination lost)
+        }
+        drop(c.take_inbox());
+        if env.rand.gen_bool(0.5) {
+            let op = LoginOp::Logout { server: format!("game-{si}"), account: account.to_string() };
+            let h = self.rec.invoke(ctx.process, op);
+            match c.request("cs_logout", json!({}), "sc_logout").await {
+                Ok(v) if !is_error(&v) => self.rec.ok(h, LoginRes::LoggedOut),
+                Ok(_) => self.rec.fail(h),
+                Err(_) => self.rec.info(h),
+            }
+        }
+    }
+
+    async fn churn(&self, ctx: &ClientCtx, stop_at: Duration) {
+        let env = &ctx.env;
+        while ctx.phases.elapsed() < stop_at {
+            let ai = env.rand.gen_range(0..ACCOUNTS as u64) as usize;
+            let si = env.rand.gen_range(0..SERVERS as u64) as usize;
+            let acct = account(ai);
+            if let Some(c) = self.login(ctx, si, &acct, false).await {
+                self.hold(ctx, c, si, &acct).await;
+            }
+            env.clock.sleep(Duration::from_millis(env.rand.gen_range(50..600))).await;
+        }
+    }
+
+    /// The designated client's post-heal login: retried until it works or the run ends.
+    async fn final_login(&self, ctx: &ClientCtx, ai: usize) {
+        let env = &ctx.env;
+        let acct = account(ai);
+        while !ctx.phases.finished() {
+            let si = env.rand.gen_range(0..SERVERS as u64) as usize;
+            if let Some(mut c) = self.login(ctx, si, &acct, true).await {
+                // Stay: the account is held until the end (ticks keep the acting log going).
+                while !ctx.phases.finished() && c.pump(Duration::from_secs(1)).await {
+                    drop(c.take_inbox());
+                }
+                return;
+            }
+            env.clock.sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+async fn sleep_until_elapsed(env: &Env, phases: &Phases, at: Duration) {
+    let left = at.saturating_sub(phases.elapsed());
+    if !left.is_zero() {
+        env.clock.sleep(left).await;
+    }
+}
+
+impl ScenarioRun for Run {
+    fn client(&self, ctx: ClientCtx) -> BoxFuture<'static, ()> {
+        let run = Run { no_fencing: self.no_fencing, rec: self.rec.clone(), acts: self.acts.clone() };
+        async move {
+            let heal = ctx.phases.heal_at;
+            run.churn(&ctx, heal + CHURN_AFTER_HEAL).await;
+            if ctx.index < ACCOUNTS {
+                sleep_until_elapsed(&ctx.env, &ctx.phases, heal + QUIET).await;
+                run.final_login(&ctx, ctx.index).await;
+            }
+        }
+        .boxed()
+    }
+
+    fn server(&self, ctx: ServerCtx) -> BoxFuture<'static, ()> {
+        let opts = SimGameOptions {
+            account_bugs: AccountBugs { no_fencing: self.no_fencing, ..Default::default() },
+            tick_period: Some(TICK_PERIOD),
+            observer: Some(self.acts.observer(ctx.process, ctx.phases.now.clone())),
+            ..Default::default()
+        };
+        game::run_server(ctx, opts).boxed()
+    }
+
+    fn check(&self, _env: Env, phases: Phases) -> BoxFuture<'static, Report> {
+        let history = self.rec.snapshot();
+        let acts = self.acts.snapshot();
+        async move {
+            let mut report = check_acting(&acts);
+            report.merge(check_final_logins(&history, &phases));
+            report
+        }
+        .boxed()
+    }
+}
+
+/// Liveness: every account's designated client logged it in within the bound after the
+/// quiet period. Counters: `logins_ok`, `logins_refused`, `logins_unknown`.
+pub fn check_final_logins(history: &History<LoginOp, LoginRes>, phases: &Phases) -> Report {
+    let mut report = Report::default();
+    let start = (phases.heal_at + QUIET).as_nanos() as u64;
+    let bound = phases.liveness_bound.as_nanos() as u64;
+    for op in &history.ops {
+        match (&op.op, op.outcome()) {
+            (LoginOp::Login { .. } | LoginOp::FinalLogin { .. }, Outcome::Ok(LoginRes::LoggedIn)) => {
+                report.count("logins_ok", 1)
+            }
+            (LoginOp::Login { .. } | LoginOp::FinalLogin { .. }, Outcome::Ok(LoginRes::Refused(_))) => {
+                report.count("logins_refused", 1)
+            }
+            (LoginOp::Login { .. } | LoginOp::FinalLogin { .. }, _) => report.count("logins_unknown", 1),
+            _ => {}
+        }
+    }
+    for ai in 0..ACCOUNTS {
+        let acct = account(ai);
+        let done = history.ops.iter().find_map(|op| match (&op.op, &op.completion) {
+            (LoginOp::FinalLogin { account, .. }, Some((t, Outcome::Ok(LoginRes::LoggedIn))))
+                if *account == acct =>
+            {
+                Some(*t)
+            }
+            _ => None,
+        });
+        match done {
+            Some(t) if t <= start + bound => {}
+            Some(t) => report.violation(
+                "liveness",
+                format!(
+                    "{acct}: logged in only {:.3}s after the quiet period (bound {:.1}s)",
+                    (t - start) as f64 / 1e9,
+                    bound as f64 / 1e9
+                ),
+            ),
+            None => {
+                let refusals: Vec<String> = history
+                    .ops
+                    .iter()
+                    .filter_map(|op| match (&op.op, op.outcome()) {
+                        (LoginOp::FinalLogin { account, server }, Outcome::Ok(LoginRes::Refused(why)))
+                            if *account == acct =>
+                        {
+                            Some(format!("{server}: {why}"))
+                        }
+                        _ => None,
+                    })
+                    .take(3)
+                    .collect();
+                report.violation(
+                    "liveness",
+                    format!(
+                        "{acct}: never logged in again after the heal (stuck logged in nowhere?); first refusals: {refusals:?}"
+                    ),
+                )
+            }
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Recorder;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    fn phases(now: TimeSource) -> Phases {
+        Phases {
+            now,
+            heal_at: Duration::from_secs(10),
+            end_at: Duration::from_secs(60),
+            liveness_bound: Duration::from_secs(5),
+        }
+    }
+
+    fn clock() -> (Arc<AtomicU64>, TimeSource) {
+        let t = Arc::new(AtomicU64::new(0));
+        let t2 = t.clone();
+        (t, Arc::new(move || t2.load(Ordering::SeqCst)))
+    }
+
+    fn final_login(rec: &Recorder<LoginOp, LoginRes>, t: &AtomicU64, ai: usize, at_s: u64, res: LoginRes) {
+        t.store(at_s * 1_000_000_000, Ordering::SeqCst);
+        let h = rec.invoke(ai as u64, LoginOp::FinalLogin { server: "game-0".into(), account: account(ai) });
+        rec.ok(h, res);
+    }
+
+    #[test]
+    fn all_final_logins_in_time_pass() {
+        let (t, now) = clock();
+        let rec = Recorder::new(now.clone());
+        for ai in 0..ACCOUNTS {
+            final_login(&rec, &t, ai, 25, LoginRes::LoggedIn);
+        }
+        let r = check_final_logins(&rec.snapshot(), &phases(now));
+        assert!(r.ok(), "{:?}", r.violations);
+    }
+
+    #[test]
+    fn an_account_stuck_logged_in_nowhere_is_caught() {
+        let (t, now) = clock();
+        let rec = Recorder::new(now.clone());
+        final_login(&rec, &t, 0, 25, LoginRes::LoggedIn);
+        final_login(&rec, &t, 1, 25, LoginRes::LoggedIn);
+        final_login(&rec, &t, 2, 25, LoginRes::Refused("Already logged in".into()));
+        let r = check_final_logins(&rec.snapshot(), &phases(now.clone()));
+        assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
+        assert!(r.violations[0].message.contains("acct-2"));
+        // Late is caught too (quiet period ends at 24 s, bound 5 s).
+        final_login(&rec, &t, 2, 30, LoginRes::LoggedIn);
+        let r = check_final_logins(&rec.snapshot(), &phases(now));
+        assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
+        assert!(r.violations[0].message.contains("after the quiet period"));
+    }
+}
