@@ -555,9 +555,9 @@ fn str_field<'a>(body: &'a Value, name: &str) -> Option<&'a str> {
     body.get(name).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
-/// The member called `name` (the newest incarnation if several are listed).
+/// The member called `name` (if an old incarnation is still listed too, the first by id).
 fn peer_by_name(cluster: &Cluster, name: &str) -> Option<PeerId> {
-    cluster.peers(true).into_iter().filter(|(_, info)| info.name == name).map(|(id, _)| id).last()
+    cluster.peers(true).into_iter().find(|(_, info)| info.name == name).map(|(id, _)| id)
 }
 
 /// The user's level, creating the user at level 1 if absent (`None`: the KV failed).

@@ -146,3 +146,94 @@ mod tests {
         assert!(cfg.validate().is_err());
     }
 }
+
+/// The manifest section [`AccountConfig::from_manifest`] reads.
+pub const SECTION: &str = "AccountManager";
+
+const ACCOUNT_KEYS: &[&str] = &[
+    "redirection_strict_check_server_id",
+    "redirection_prefer_hostname",
+    "redirection_secret",
+    "redirect_token_ttl_in_second",
+    "lease_margin_in_ms",
+    "drift_ppm_max",
+];
+
+impl AccountConfig {
+    /// The configuration of a loaded manifest: `app_id` from `AppInfo`, the session timeout
+    /// from `ZookeeperClient`, the rest from the `AccountManager` section (iFun's keys plus
+    /// Sandtable's `redirect_token_ttl_in_second`, `lease_margin_in_ms`, `drift_ppm_max`).
+    ///
+    /// iFun's `redirection_prefer_hostname` is accepted but has no effect: redirects always
+    /// carry the target's published `external_ip`, since servers publish no host names.
+    /// A present but malformed `redirection_secret` is an error naming the key.
+    pub fn from_manifest(
+        m: &crate::manifest::Manifest,
+    ) -> Result<AccountConfig, crate::manifest::ManifestError> {
+        use crate::manifest::reader::Fields;
+        use crate::manifest::ManifestError;
+        let mut cfg = AccountConfig::new(m.app_info.app_id.clone());
+        cfg.session.session_timeout = m.zookeeper.session_timeout();
+        let Some(v) = m.section(SECTION) else { return Ok(cfg) };
+        let f = Fields::new(SECTION, v, ACCOUNT_KEYS)?;
+        cfg.redirection_strict_check_server_id =
+            f.bool("redirection_strict_check_server_id", cfg.redirection_strict_check_server_id)?;
+        f.bool("redirection_prefer_hostname", true)?;
+        cfg.redirection_secret = f.opt_string("redirection_secret")?;
+        if let Some(s) = &cfg.redirection_secret {
+            if let Err(AccountError::Config(message)) = parse_secret(s) {
+                return Err(ManifestError::Invalid { path: f.path_of("redirection_secret"), message });
+            }
+        }
+        cfg.redirect_token_ttl = Duration::from_secs(f.uint(
+            "redirect_token_ttl_in_second",
+            1..=86_400,
+            REDIRECT_TOKEN_TTL_DEFAULT.as_secs(),
+        )?);
+        cfg.lease_margin = Duration::from_millis(f.uint(
+            "lease_margin_in_ms",
+            0..=60_000,
+            u64::try_from(LEASE_MARGIN_DEFAULT.as_millis()).unwrap_or(500),
+        )?);
+        cfg.drift_ppm_max = f.uint("drift_ppm_max", 0..=DRIFT_PPM_LIMIT, DRIFT_PPM_MAX_DEFAULT)?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod manifest_tests {
+    use super::*;
+    use crate::manifest::Manifest;
+
+    fn load(section: &str) -> Result<AccountConfig, crate::manifest::ManifestError> {
+        let text = format!(
+            r#"{{"AppInfo": {{"app_id": "g"}}, "ZookeeperClient": {{"zookeeper_session_timeout_in_second": 12}}, "AccountManager": {section}}}"#
+        );
+        AccountConfig::from_manifest(&Manifest::load(&text, None).unwrap())
+    }
+
+    #[test]
+    fn section_maps_to_config() {
+        let secret = "ab".repeat(32);
+        let c = load(&format!(
+            r#"{{"redirection_secret": "{secret}", "redirection_strict_check_server_id": false, "redirect_token_ttl_in_second": 5}}"#
+        ))
+        .unwrap();
+        assert_eq!(c.app_id, "g");
+        assert_eq!(c.session.session_timeout, Duration::from_secs(12));
+        assert_eq!(c.redirection_secret.as_deref(), Some(secret.as_str()));
+        assert!(!c.redirection_strict_check_server_id);
+        assert_eq!(c.redirect_token_ttl, Duration::from_secs(5));
+        assert!(c.validate().unwrap().is_some());
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let msg = |s: &str| load(s).unwrap_err().to_string();
+        assert!(msg(r#"{"redirection_secret": "abc"}"#).contains("AccountManager.redirection_secret"));
+        assert!(msg(r#"{"redirection_secret": 5}"#).contains("AccountManager.redirection_secret"));
+        assert!(msg(r#"{"redirection_strict_check_server_id": "yes"}"#).contains("a boolean"));
+        assert!(msg(r#"{"redirection_secrt": "x"}"#).contains("redirection_secret"));
+        assert!(msg(r#"{"drift_ppm_max": 900000}"#).contains("drift_ppm_max"));
+    }
+}

@@ -23,7 +23,9 @@
 //! - Accepted as raw JSON objects for the modules that will own them ([`RAW_SECTIONS`]:
 //!   `SessionService`, `Redis`, `CrossServerStorage`, `AccountManager`, `Object`,
 //!   `ApiService`, `Timer`, `Logging`), kept in [`Manifest::extra`]. Their contents are not
-//!   checked here; each owning module parses its own section.
+//!   checked here; each owning module parses its own section with the same error type:
+//!   [`crate::session::config::session_configs`], [`crate::account::AccountConfig::from_manifest`],
+//!   [`crate::storage::StorageConfig::from_manifest`].
 //! - Any other top-level key, and any unknown key inside a typed section, is an error
 //!   naming its full path with a "did you mean" suggestion for near misses: a typo never
 //!   silently falls back to a default.
@@ -50,7 +52,7 @@
 
 mod error;
 mod flavor;
-mod reader;
+pub(crate) mod reader;
 mod sections;
 
 use std::collections::BTreeMap;

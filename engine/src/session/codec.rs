@@ -63,7 +63,7 @@ pub struct Inbound {
 /// Decodes one payload of `transport`.
 pub fn decode(transport: Transport, payload: &[u8]) -> Result<Inbound, ProtocolError> {
     match transport {
-        Transport::TcpJson => decode_json(payload),
+        Transport::TcpJson | Transport::WebSocketJson => decode_json(payload),
         Transport::TcpProtobuf => decode_protobuf(payload),
     }
 }
@@ -173,7 +173,7 @@ pub fn encode_protobuf(msg_type: &str, body: &[u8]) -> Bytes {
 /// body is the UTF-8 JSON.
 pub fn encode_json_message(transport: Transport, msg_type: &str, body: &Value) -> Bytes {
     match transport {
-        Transport::TcpJson => encode_json(msg_type, body),
+        Transport::TcpJson | Transport::WebSocketJson => encode_json(msg_type, body),
         Transport::TcpProtobuf => encode_protobuf(msg_type, body.to_string().as_bytes()),
     }
 }
@@ -191,7 +191,9 @@ pub fn error_body_json(e: &ProtocolError) -> String {
 pub fn encode_error(transport: Transport, e: &ProtocolError) -> Bytes {
     let body = error_body_json(e);
     match transport {
-        Transport::TcpJson => Bytes::from(format!("{{\"type\":\"{ERROR_TYPE}\",\"body\":{body}}}")),
+        Transport::TcpJson | Transport::WebSocketJson => {
+            Bytes::from(format!("{{\"type\":\"{ERROR_TYPE}\",\"body\":{body}}}"))
+        }
         Transport::TcpProtobuf => encode_protobuf(ERROR_TYPE, body.as_bytes()),
     }
 }

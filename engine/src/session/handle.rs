@@ -185,7 +185,7 @@ impl Session {
     /// only: on a JSON port it fails with [`SessionError::ProtobufOnJsonPort`].
     pub fn send_proto<M: prost::Message>(&self, msg_type: &str, msg: &M) -> Result<(), SessionError> {
         match self.shared.transport {
-            Transport::TcpJson => Err(SessionError::ProtobufOnJsonPort),
+            Transport::TcpJson | Transport::WebSocketJson => Err(SessionError::ProtobufOnJsonPort),
             Transport::TcpProtobuf => self.push(codec::encode_protobuf(msg_type, &msg.encode_to_vec())),
         }
     }

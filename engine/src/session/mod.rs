@@ -60,6 +60,7 @@
 //! ```
 
 pub mod codec;
+pub mod config;
 mod error;
 pub mod global;
 mod handle;
@@ -112,6 +113,10 @@ pub enum Transport {
     TcpJson,
     /// Length-prefixed frames, each a protobuf envelope.
     TcpProtobuf,
+    /// WebSocket: one text message = one UTF-8 JSON envelope (same codec as `TcpJson`). The
+    /// backend supplies the listener ([`SessionService::start_with_listener`]): the `Net`
+    /// port only speaks length-prefixed TCP.
+    WebSocketJson,
 }
 
 /// Configuration of one session port (the `SessionService` manifest section, per port).
@@ -215,10 +220,28 @@ impl fmt::Debug for SessionService {
 }
 
 impl SessionService {
-    /// Validates `cfg`, binds `cfg.listen` and starts accepting clients.
+    /// Validates `cfg`, binds `cfg.listen` on the `Net` port and starts accepting clients.
+    /// TCP transports only; a WebSocket port needs [`start_with_listener`](Self::start_with_listener).
     pub async fn start(env: Env, cfg: SessionConfig) -> Result<SessionService, SessionError> {
         cfg.validate()?;
+        if cfg.transport == Transport::WebSocketJson {
+            return Err(SessionError::Config(
+                "a WebSocket port needs a listener from the backend (start_with_listener)".into(),
+            ));
+        }
         let listener = env.net.listen(cfg.listen, cfg.max_frame_bytes).await.map_err(SessionError::Listen)?;
+        Self::start_with_listener(env, cfg, listener).await
+    }
+
+    /// Starts the service on a listener the backend bound itself (e.g. a WebSocket listener
+    /// whose connections carry one message per frame). `cfg.listen` is informational; the
+    /// listener must bound incoming frames by `cfg.max_frame_bytes`.
+    pub async fn start_with_listener(
+        env: Env,
+        cfg: SessionConfig,
+        listener: Box<dyn crate::env::Listener>,
+    ) -> Result<SessionService, SessionError> {
+        cfg.validate()?;
         let local_addr = listener.local_addr();
         let inner = Arc::new(Inner {
             env,
