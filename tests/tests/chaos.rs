@@ -78,3 +78,8 @@ fn every_planted_bug_is_caught_and_replays_identically() {
         }
     }
 }
+
+#[test]
+fn login_unique_seed_window_passes() {
+    sweep("login_unique");
+}
