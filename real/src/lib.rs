@@ -1,8 +1,11 @@
-//! Sandtable's real backend: the engine's ports on tokio, the OS clock and randomness, and
-//! real TCP. (Real ZooKeeper and Redis clients, the server binary and the admin API arrive
-//! with issue 5; this crate never depends on madsim.)
+//! Sandtable's real backend: the engine's ports on tokio, the OS clock and randomness, real
+//! TCP, and real ZooKeeper and Redis clients. This crate never depends on madsim.
 //!
 //! # Layout
-//! - [`adapters`]: `Clock`, `Rand`, `Spawn`, `Net` on tokio.
+//! - [`adapters`]: `Clock`, `Rand`, `Spawn`, `Net` on tokio; `CoordConnector`/`Coord` on
+//!   ZooKeeper ([`adapters::ZkConnector`]); `Kv` on Redis ([`adapters::RedisKv`]).
+//! - [`services`]: private `redis-server` and ZooKeeper processes for hermetic tests.
+//!   (`scripts/services.sh` installs the Debian packages and runs a long-lived local pair.)
 
 pub mod adapters;
+pub mod services;

@@ -1,0 +1,76 @@
+//! The private-service harness itself: real processes on free ports, stop/restart on the
+//! same port, and nothing left behind after drop.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use real::services::PRIVATE_ZK_TICK;
+
+fn ping(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else { return false };
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+fn alive(pid: u32) -> bool {
+    // A reaped process has no /proc entry.
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_redis_runs_stops_restarts_and_cleans_up() {
+    let mut a = common::redis();
+    let b = common::redis();
+    assert_ne!(a.addr(), b.addr(), "each harness has its own server");
+    assert!(a.addr().ip().is_loopback());
+    assert!(ping(a.addr()) && ping(b.addr()));
+    assert!(a.url().starts_with("redis://127.0.0.1:"));
+
+    let (addr, dir, pid) = (a.addr(), a.dir().to_path_buf(), a.pid().unwrap());
+    a.stop();
+    assert!(!a.is_running());
+    assert!(!ping(addr), "stopped");
+    assert!(!alive(pid));
+    a.stop(); // idempotent
+    common::blocking(|| a.restart()).expect("restart");
+    assert_eq!(a.addr(), addr, "same port after restart");
+    assert!(ping(addr));
+    let pid = a.pid().unwrap();
+    drop(a);
+    assert!(!alive(pid), "killed on drop");
+    assert!(!dir.exists(), "data directory removed on drop");
+    assert!(ping(b.addr()), "the other server is untouched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_zookeeper_runs_stops_restarts_and_cleans_up() {
+    let mut zk = common::zk();
+    assert!(zk.addr().ip().is_loopback());
+    assert_eq!(zk.four_letter("ruok").as_deref(), Some("imok"));
+    let srvr = zk.four_letter("srvr").unwrap();
+    assert!(srvr.contains("Mode: standalone"), "{srvr}");
+    let conf = std::fs::read_to_string(zk.dir().join("zoo.cfg")).unwrap();
+    assert!(conf.contains(&format!("tickTime={}", PRIVATE_ZK_TICK.as_millis())), "{conf}");
+    assert!(conf.contains("admin.enableServer=false"));
+
+    let (addr, dir, pid) = (zk.addr(), zk.dir().to_path_buf(), zk.pid().unwrap());
+    zk.stop();
+    assert!(!zk.is_running() && !alive(pid));
+    assert!(zk.four_letter("ruok").is_none(), "stopped");
+    common::blocking(|| zk.restart()).expect("restart");
+    assert_eq!(zk.addr(), addr, "same port after restart");
+    assert_eq!(zk.four_letter("ruok").as_deref(), Some("imok"));
+    assert!(!zk.log().is_empty(), "the server logs to its directory");
+    let pid = zk.pid().unwrap();
+    drop(zk);
+    assert!(!alive(pid), "killed on drop");
+    assert!(!dir.exists(), "data directory removed on drop");
+}
