@@ -28,7 +28,9 @@ pub use self::coord::{
     OpResult, SessionEvent, SessionOptions, SessionState, Stat, WatchedEvent, Watcher,
 };
 pub use self::kv::{Kv, KvError, SetCondition, SetOptions, Ttl};
-pub use self::net::{Connection, FrameSink, FrameStream, Listener, Net, NetError, MAX_PEER_FRAME_BYTES};
+pub use self::net::{
+    Connection, FrameSink, FrameStream, Listener, MapErrSink, Net, NetError, MAX_PEER_FRAME_BYTES,
+};
 pub use self::rand::{Rand, RandExt};
 pub use self::spawn::{Spawn, TaskHandle};
 

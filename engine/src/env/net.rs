@@ -76,3 +76,96 @@ pub trait Net: Send + Sync {
     /// This node's own address as other nodes reach it (IP only; ports come from `listen`).
     fn local_ip(&self) -> std::net::IpAddr;
 }
+
+/// A sink whose every error is mapped by `f`. Adapters use it instead of futures'
+/// `sink_map_err`, which maps only the *first* error and panics ("polled MapErr after
+/// completion") if the sink is used again: a caller that keeps sending on a broken
+/// connection must get an error each time, never a panic.
+pub struct MapErrSink<S, F> {
+    inner: S,
+    f: F,
+}
+
+impl<S, F> MapErrSink<S, F> {
+    pub fn new(inner: S, f: F) -> Self {
+        MapErrSink { inner, f }
+    }
+}
+
+impl<S, F, E> Sink<Bytes> for MapErrSink<S, F>
+where
+    S: Sink<Bytes> + Unpin,
+    F: Fn(S::Error) -> E + Unpin,
+{
+    type Error = E;
+
+    fn poll_ready(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), E>> {
+        let this = &mut *self;
+        Pin::new(&mut this.inner).poll_ready(cx).map_err(&this.f)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Bytes) -> Result<(), E> {
+        let this = &mut *self;
+        Pin::new(&mut this.inner).start_send(item).map_err(&this.f)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), E>> {
+        let this = &mut *self;
+        Pin::new(&mut this.inner).poll_flush(cx).map_err(&this.f)
+    }
+
+    fn poll_close(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), E>> {
+        let this = &mut *self;
+        Pin::new(&mut this.inner).poll_close(cx).map_err(&this.f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::SinkExt;
+
+    /// A sink that fails every call.
+    struct Broken;
+    impl Sink<Bytes> for Broken {
+        type Error = &'static str;
+        fn poll_ready(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Err("broken"))
+        }
+        fn start_send(self: Pin<&mut Self>, _: Bytes) -> Result<(), Self::Error> {
+            Err("broken")
+        }
+        fn poll_flush(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Err("broken"))
+        }
+        fn poll_close(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Err("broken"))
+        }
+    }
+
+    #[test]
+    fn a_broken_sink_errors_every_time_instead_of_panicking() {
+        let mut s = MapErrSink::new(Broken, |e: &'static str| e.len());
+        for _ in 0..3 {
+            assert_eq!(futures::executor::block_on(s.send(Bytes::from_static(b"x"))), Err(6));
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use async_trait::async_trait;
 use engine::env::{Connection, Listener, Net, NetError};
-use futures::{SinkExt, StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
@@ -33,7 +33,7 @@ fn framed(stream: TcpStream, peer: SocketAddr, max_frame: usize) -> Connection {
         .new_codec();
     let (sink, stream) = Framed::new(stream, codec).split();
     Connection {
-        sink: Box::pin(sink.sink_map_err(move |e| map_io(e, max_frame))),
+        sink: Box::pin(engine::env::MapErrSink::new(sink, move |e| map_io(e, max_frame))),
         stream: Box::pin(stream.map_ok(|b| b.freeze()).map_err(move |e| map_io(e, max_frame))),
         peer,
     }
