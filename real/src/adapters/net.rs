@@ -90,6 +90,7 @@ impl Net for TokioNet {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use futures::SinkExt;
 
     #[tokio::test]
     async fn frames_round_trip_and_oversized_frames_fail() {
