@@ -21,12 +21,16 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Why a request got no answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ReqError {
     /// Sent (or maybe sent); no answer came in time. It may have taken effect.
     Lost,
     /// The server closed the connection (after whatever it sent, which is in the inbox).
     Closed,
+    /// An `_error {code, message}` frame came instead of the reply (its body). On a
+    /// connection with one request at a time it answers that request; callers that cannot
+    /// be sure treat it like `Lost`.
+    Error(Value),
 }
 
 /// A message the server sent that was not the reply being waited for.
@@ -155,6 +159,8 @@ impl GameClient {
                         let _ = self.send(codec::PONG_TYPE, &json!({})).await;
                     } else if types.contains(&t.as_str()) {
                         return Ok((t, v));
+                    } else if t == codec::ERROR_TYPE {
+                        return Err(ReqError::Error(v));
                     } else {
                         self.push(t, v);
                     }

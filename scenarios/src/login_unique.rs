@@ -185,7 +185,7 @@ impl Run {
                 self.rec.ok(h, LoginRes::Refused(why));
                 None
             }
-            Err(ReqError::Lost | ReqError::Closed) => {
+            Err(ReqError::Lost | ReqError::Closed | ReqError::Error(_)) => {
                 self.rec.info(h);
                 None
             }

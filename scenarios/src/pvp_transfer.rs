@@ -20,18 +20,16 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use engine::env::{timeout, Connection, Env, RandExt};
-use engine::session::codec::{self, InBody};
-use engine::session::Transport;
+use engine::env::{Env, RandExt};
 use futures::future::BoxFuture;
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::checker::Report;
 use crate::faults::FaultSpace;
 use crate::game::{self, GameBugs, AUTH_KEY_TTL, TCP_JSON_PORT};
+use crate::game_client::{is_error, GameClient, ReqError};
 use crate::history::{History, OpHandle, Outcome, Recorder, TimeSource};
 use crate::scenario::{
     ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, ServerSpec, Topology,
@@ -40,8 +38,6 @@ use crate::scenario::{
 const CLIENTS: usize = 6;
 /// Slack on the 10 s expiry: simulated timer granularity and Redis's lazy expiry.
 pub const EXPIRY_ALLOWANCE: Duration = Duration::from_millis(500);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 
 const BUGS: &[PlantedBug] = &[PlantedBug {
     name: "reuse-key",
@@ -159,69 +155,8 @@ struct Run {
     rec: Recorder<GameOp, GameRes>,
 }
 
-/// Why a request got no answer.
-enum ReqError {
-    /// Sent; the answer never came (it may have taken effect).
-    Lost,
-}
-
-/// A raw wire-protocol client connection.
-struct Client {
-    env: Env,
-    conn: Connection,
-}
-
-impl Client {
-    async fn connect(env: &Env, addr: SocketAddr) -> Option<Client> {
-        match timeout(&*env.clock, CONNECT_TIMEOUT, env.net.connect(addr, engine::env::MAX_PEER_FRAME_BYTES))
-            .await
-        {
-            Ok(Ok(conn)) => Some(Client { env: env.clone(), conn }),
-            _ => None,
-        }
-    }
-
-    async fn send(&mut self, msg_type: &str, body: &Value) -> Result<(), ReqError> {
-        let frame = codec::encode_json_message(Transport::TcpJson, msg_type, body);
-        self.conn.sink.send(frame).await.map_err(|_| ReqError::Lost)
-    }
-
-    /// Sends and waits for `reply_type`, answering pings meanwhile.
-    async fn request(&mut self, msg_type: &str, body: Value, reply_type: &str) -> Result<Value, ReqError> {
-        if self.send(msg_type, &body).await.is_err() {
-            return Err(ReqError::Lost);
-        }
-        let deadline = self.env.clock.now() + REPLY_TIMEOUT;
-        loop {
-            let left = deadline.saturating_since(self.env.clock.now());
-            if left.is_zero() {
-                return Err(ReqError::Lost);
-            }
-            let frame: Bytes = match timeout(&*self.env.clock, left, self.conn.stream.next()).await {
-                Ok(Some(Ok(f))) => f,
-                _ => return Err(ReqError::Lost),
-            };
-            let Ok(m) = codec::decode(Transport::TcpJson, &frame) else { return Err(ReqError::Lost) };
-            if m.msg_type == codec::PING_TYPE {
-                let _ = self.send(codec::PONG_TYPE, &json!({})).await;
-                continue;
-            }
-            if m.msg_type == reply_type {
-                if let InBody::Json(v) = m.body {
-                    return Ok(v);
-                }
-            }
-            return Err(ReqError::Lost);
-        }
-    }
-}
-
-fn is_error(v: &Value) -> bool {
-    v.get("error").and_then(Value::as_bool) != Some(false)
-}
-
-fn complete_lost(rec: &Recorder<GameOp, GameRes>, h: OpHandle, e: ReqError) {
-    let ReqError::Lost = e;
+/// A request without an answer may still have taken effect.
+fn complete_lost(rec: &Recorder<GameOp, GameRes>, h: OpHandle, _e: ReqError) {
     rec.info(h);
 }
 
@@ -238,7 +173,14 @@ fn alter(key: &str, env: &Env) -> String {
 }
 
 impl Run {
-    async fn transfer(&self, c: &mut Client, process: u64, server: &str, key: &str, kind: KeyKind) -> bool {
+    async fn transfer(
+        &self,
+        c: &mut GameClient,
+        process: u64,
+        server: &str,
+        key: &str,
+        kind: KeyKind,
+    ) -> bool {
         let h = self.rec.invoke(process, GameOp::Transfer { server: server.into(), key: key.into(), kind });
         match c.request("cs_transfer_pvp_server", json!({ "auth_key": key }), "sc_transfer_pvp_server").await
         {
@@ -265,7 +207,9 @@ impl Run {
         let p = ctx.process;
         let gi = env.rand.gen_range(0..2) as usize;
         let game_name = format!("game-{gi}");
-        let Some(mut g) = Client::connect(env, game_server_addr(gi)).await else { return };
+        let Some(mut g) = GameClient::connect(env, ctx.phases.now.clone(), game_server_addr(gi)).await else {
+            return;
+        };
         let h = self.rec.invoke(p, GameOp::Login { server: game_name.clone(), user: user.into() });
         let level = match g
             .request("cs_game_server_login", json!({ "user_name": user }), "sc_game_server_login")
@@ -302,7 +246,7 @@ impl Run {
             env.clock.sleep(AUTH_KEY_TTL + Duration::from_millis(env.rand.gen_range(1_000..2_000))).await;
         }
         let pvp_name = addr.ip().to_string();
-        let Some(mut c) = Client::connect(env, addr).await else { return };
+        let Some(mut c) = GameClient::connect(env, ctx.phases.now.clone(), addr).await else { return };
         if mode == 0 {
             let forged = env.rand.uuid().to_string();
             self.transfer(&mut c, p, &pvp_name, &forged, KeyKind::Forged).await;
