@@ -457,19 +457,15 @@ impl GameServer {
             .unwrap_or_else(|e| e.into_inner())
             .push(env.spawn.spawn("game-status", status.boxed()));
         if let Some(period) = tick_period {
-            let (clock, sessions) = (env.clock.clone(), self.sessions.clone());
+            let clock = env.clock.clone();
             let ticks = async move {
                 let mut seq = 0u64;
                 loop {
                     clock.sleep(period).await;
                     seq += 1;
-                    for s in sessions.sessions() {
-                        let Some(user) = s.context::<String>(ACCOUNT_CONTEXT_KEY) else { continue };
-                        let link = s.id().to_string();
+                    for user in accounts.local_accounts() {
                         // Same instant: the lease check inside `deliver`, the send, the report.
-                        if accounts.accounts_of_link(&link).first() == Some(&user)
-                            && accounts.deliver(&user, "sc_tick", json!({ "seq": seq }))
-                        {
+                        if let Some(link) = accounts.deliver(&user, "sc_tick", json!({ "seq": seq })) {
                             if let Some(o) = &observer {
                                 o.acted(&user, &link);
                             }

@@ -918,10 +918,12 @@ impl AccountManager {
     }
 
     /// Sends one message to `account`'s client if it is logged in *here* and this server
-    /// may act for it now (lease checked in the same instant as the send). False otherwise.
-    /// The synchronous, local-only form of [`send_message`](Self::send_message).
-    pub fn deliver(&self, account: &str, msg_type: &str, body: serde_json::Value) -> bool {
-        self.shared.deliver_locally(account, msg_type, body)
+    /// may act for it now (lease checked in the same instant as the send). Returns the id of
+    /// the link that took it; `None` otherwise. The synchronous, local-only form of
+    /// [`send_message`](Self::send_message).
+    pub fn deliver(&self, account: &str, msg_type: &str, body: serde_json::Value) -> Option<String> {
+        let link = self.shared.local_link(account)?;
+        link.send_json(msg_type, body).then(|| link.link_id())
     }
 
     /// True if `account` is logged in here and this server may act for it now.

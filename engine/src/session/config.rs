@@ -99,7 +99,7 @@ pub fn session_configs(m: &Manifest, ip: IpAddr) -> Result<Vec<SessionConfig>, M
     Ok(out)
 }
 
-/// The loopback-free "any" address servers usually bind.
+/// The unspecified address (`0.0.0.0`): listen on every interface, what servers usually bind.
 pub const ANY_IP: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
 #[cfg(test)]
