@@ -144,23 +144,40 @@ impl GameServer {
             return Err(GameError::UnknownFlavor(cfg.flavor));
         }
         let storage = Arc::new(CrossServerStorage::from_env(&env, cfg.storage.clone())?);
-        let sessions = SessionService::start(env.clone(), cfg.session.clone()).await?;
-        let cluster = match Cluster::join(env.clone(), cfg.cluster.clone()).await {
-            Ok(c) => c,
-            Err(e) => {
-                sessions.shutdown().await;
-                return Err(e.into());
-            }
-        };
+        let cluster = Cluster::join(env.clone(), cfg.cluster.clone()).await?;
         let rpc =
             match Rpc::start(env.clone(), cluster.id(), Arc::new(cluster.clone()), cfg.rpc.clone()).await {
                 Ok(r) => r,
                 Err(e) => {
-                    sessions.shutdown().await;
                     cluster.leave().await;
                     return Err(e.into());
                 }
             };
+        let accounts = if cfg.flavor == "game" {
+            match AccountManager::start(env.clone(), cluster.clone(), rpc.clone(), cfg.account).await {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    rpc.shutdown().await;
+                    cluster.leave().await;
+                    return Err(e.into());
+                }
+            }
+        } else {
+            None
+        };
+        // The client port last, its handlers registered with no await in between: a client
+        // never reaches a server that would answer its messages with `unknown_type`.
+        let sessions = match SessionService::start(env.clone(), cfg.session.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(a) = &accounts {
+                    a.stop().await;
+                }
+                rpc.shutdown().await;
+                cluster.leave().await;
+                return Err(e.into());
+            }
+        };
         let mut server = GameServer {
             flavor: cfg.flavor.clone(),
             sessions,
@@ -169,25 +186,12 @@ impl GameServer {
             accounts: None,
             tasks: Default::default(),
         };
-        if cfg.flavor == "pvp" {
-            server.start_pvp(&env, storage, cfg.bugs);
-        } else {
-            let accounts = match AccountManager::start(
-                env.clone(),
-                server.cluster.clone(),
-                server.rpc.clone(),
-                cfg.account,
-            )
-            .await
-            {
-                Ok(a) => a,
-                Err(e) => {
-                    server.stop().await;
-                    return Err(e.into());
-                }
-            };
-            server.accounts = Some(accounts.clone());
-            server.start_game(&env, storage, accounts, cfg.tick_period, cfg.observer);
+        match accounts {
+            None => server.start_pvp(&env, storage, cfg.bugs),
+            Some(accounts) => {
+                server.accounts = Some(accounts.clone());
+                server.start_game(&env, storage, accounts, cfg.tick_period, cfg.observer);
+            }
         }
         Ok(server)
     }

@@ -15,6 +15,7 @@
 //! - [`acting`], [`login_unique`]: acting intervals of logins and cluster-unique, fenced login.
 
 pub mod acting;
+pub mod broadcast;
 pub mod checker;
 pub mod coord_lock;
 pub mod faults;
@@ -25,6 +26,7 @@ pub mod kv_register;
 pub mod login_unique;
 pub mod membership;
 pub mod pvp_transfer;
+pub mod redirect;
 pub mod rpc;
 pub mod scenario;
 pub mod seed_rng;
@@ -43,6 +45,8 @@ pub fn all() -> Vec<Arc<dyn Scenario>> {
         Arc::new(membership::Membership),
         Arc::new(rpc::RpcScenario),
         Arc::new(pvp_transfer::PvpTransfer),
+        Arc::new(redirect::RedirectScenario),
+        Arc::new(broadcast::BroadcastScenario),
         Arc::new(login_unique::LoginUnique),
     ]
 }
