@@ -4,8 +4,10 @@
 //! # Layout
 //! - [`adapters`]: `Clock`, `Rand`, `Spawn`, `Net` on tokio; `CoordConnector`/`Coord` on
 //!   ZooKeeper ([`adapters::ZkConnector`]); `Kv` on Redis ([`adapters::RedisKv`]).
+//! - [`env`]: an engine `Env` on those adapters.
 //! - [`services`]: private `redis-server` and ZooKeeper processes for hermetic tests.
 //!   (`scripts/services.sh` installs the Debian packages and runs a long-lived local pair.)
 
 pub mod adapters;
+pub mod env;
 pub mod services;
