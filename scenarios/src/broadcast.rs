@@ -7,8 +7,8 @@
 //! elsewhere, e.g. by a killed predecessor whose session has not timed out yet) is also read
 //! from for a while before the client retries. Now and then a connection *probes*: it logs in
 //! as another client's account (usually refused, since that client is logged in; if not, it
-//! logs straight out again). An `_error` answer (e.g. `unknown_type` from a server whose
-//! client port is up before its handlers) counts as an error reply. The servers send every
+//! logs straight out again). An `_error` answer instead of a reply makes the client give
+//! the connection up (it cannot tell what the error answered). The servers send every
 //! logged-in account an `sc_tick` every [`TICK_PERIOD`], only while they hold their
 //! coordination lease; a client that hears none for a while gives the connection up.
 //!

@@ -83,3 +83,13 @@ fn every_planted_bug_is_caught_and_replays_identically() {
 fn login_unique_seed_window_passes() {
     sweep("login_unique");
 }
+
+#[test]
+fn redirect_seed_window_passes() {
+    sweep("redirect");
+}
+
+#[test]
+fn broadcast_seed_window_passes() {
+    sweep("broadcast");
+}

@@ -53,6 +53,7 @@
 mod error;
 mod flavor;
 pub(crate) mod reader;
+pub mod redis;
 mod sections;
 
 use std::collections::BTreeMap;
