@@ -348,10 +348,10 @@ impl Maintainer {
     async fn fetch_member(&mut self, id: PeerId) -> Result<Option<PeerInfo>, CoordError> {
         let path = self.shared.member_path(id);
         match self.coord.get_data_w(&path).await {
-            Ok((data, _stat, w)) => {
+            Ok((data, stat, w)) => {
                 self.arm(Target::Member(id), w);
                 match view::parse_member(id, &data) {
-                    Ok(info) => Ok(Some(info)),
+                    Ok(info) => Ok(Some(PeerInfo { registered_zxid: stat.czxid, ..info })),
                     Err(e) => {
                         warn!(node = %self.shared.node(), peer = ?id, error = %e, "malformed member znode; skipped");
                         Ok(None)
@@ -722,6 +722,7 @@ impl Cluster {
             external_ip: cfg.external_ip,
             external_ports: cfg.external_ports.clone(),
             status: serde_json::Value::Null,
+            registered_zxid: 0,
         };
         let shared = Arc::new(Shared {
             id,

@@ -65,6 +65,12 @@ pub struct PeerInfo {
     pub external_ports: BTreeMap<String, u16>,
     /// Shared status (`Rpc::SetStatus`), `null` until set.
     pub status: serde_json::Value,
+    /// The zxid that created the membership znode (not published: read from its `Stat`;
+    /// 0 for this server's own entry). Orders registrations: when a restarted server's new
+    /// incarnation and its old, not yet expired one are both listed under the same name,
+    /// the larger `registered_zxid` is the newer.
+    #[serde(skip)]
+    pub registered_zxid: i64,
 }
 
 /// Resolves peers to RPC addresses; the cluster view implements it, tests may use a map.

@@ -134,6 +134,7 @@ pub(crate) mod tests {
             external_ip: format!("10.0.1.{n}").parse().unwrap(),
             external_ports: BTreeMap::from([("tcp_json".to_string(), 8012)]),
             status,
+            registered_zxid: 0,
         }
     }
 
