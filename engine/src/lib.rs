@@ -16,6 +16,9 @@
 //!   Each method's doc states the semantics both backends promise.
 //! - [`manifest`]: the per-server JSON config (iFun's `MANIFEST.json` sections and parameter
 //!   names, plus flavors), parsed into typed, validated structs.
+//! - [`metrics`]: a deterministic metrics registry (counters, gauges, latency histograms,
+//!   iFun's ZooKeeper latency profile), decorators that measure the `Coord` and `Kv` ports,
+//!   Prometheus text and iFun's `distribution_profiling` JSON for the admin API.
 //! - [`rpc`]: typed cross-server RPC over prost messages: xids, timeouts, at-most-once
 //!   execution, per-key ordering, incarnation fencing.
 //! - [`session`]: client sessions (iFun's `SessionService`): the client wire protocol (TCP JSON
@@ -29,6 +32,7 @@ pub mod account;
 pub mod cluster;
 pub mod env;
 pub mod manifest;
+pub mod metrics;
 pub mod rpc;
 pub mod session;
 pub mod storage;

@@ -98,6 +98,14 @@
 //! (`NodeExists` = replay). Nonce znodes are swept lazily, [`NONCE_RETENTION`] after their
 //! token expired (a replay after that needs a verifier whose wall clock lags by more).
 //!
+//! # Metrics
+//! After [`attach_metrics`](AccountManager::attach_metrics) the manager counts
+//! [`METRIC_LOGINS`] (`result`: `ok`, `already_logged_in`, `error`), [`METRIC_LOGOUTS`],
+//! [`METRIC_REDIRECTS`] (`result`: `issued`, `accepted`, `rejected`) and
+//! [`METRIC_LEASE_LAPSES`] (times the lease lapsed with links open), and reports the callback
+//! gauges [`METRIC_LOGGED_IN`] (accounts logged in here) and [`METRIC_LEASE_HELD`] (1 while
+//! the coordination lease is held).
+//!
 //! # Method groups of [`AccountManager`]
 //! - lifecycle: [`start`](AccountManager::start), [`stop`](AccountManager::stop);
 //! - login: `check_and_set_logged_in`, `set_logged_out`;
@@ -113,7 +121,7 @@ mod sessions;
 pub mod token;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -132,6 +140,7 @@ pub use self::sessions::{link, ACCOUNT_CONTEXT_KEY};
 use self::token::{TokenClaims, ACCOUNT_BYTES_MAX, NONCE_BYTES};
 use crate::cluster::{Cluster, PeerId};
 use crate::env::{Coord, CoordError, CreateMode, Env, MonoTime, RandExt, TaskHandle, WallTime};
+use crate::metrics::{Counter, CounterVec, Metrics};
 use crate::rpc::{CallOptions, HandlerError, Rpc};
 
 /// Messages the managers exchange (`proto/account.proto`).
@@ -161,6 +170,27 @@ pub const NONCE_RETENTION: Duration = Duration::from_secs(600);
 pub const NONCE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// Most nonce znodes one sweep deletes (the rest wait for the next sweep).
 pub const NONCE_SWEEP_DELETES_MAX: usize = 256;
+/// Logins by `result` (`ok`, `already_logged_in`, `error`).
+pub const METRIC_LOGINS: &str = "sandtable_account_logins_total";
+/// Logouts of accounts logged in here.
+pub const METRIC_LOGOUTS: &str = "sandtable_account_logouts_total";
+/// Redirects by `result` (`issued` here, `accepted` or `rejected` here as the target).
+pub const METRIC_REDIRECTS: &str = "sandtable_account_redirects_total";
+/// Times the lease lapsed while links were open (they were all closed).
+pub const METRIC_LEASE_LAPSES: &str = "sandtable_account_lease_lapses_total";
+/// Accounts logged in on this server (callback gauge).
+pub const METRIC_LOGGED_IN: &str = "sandtable_account_logged_in";
+/// 1 while this server holds its coordination lease, else 0 (callback gauge).
+pub const METRIC_LEASE_HELD: &str = "sandtable_account_lease_held";
+
+/// Counters of an account manager with metrics attached.
+struct AccountMetrics {
+    logins: CounterVec,
+    logouts: Counter,
+    redirects: CounterVec,
+    lease_lapses: Counter,
+}
+
 /// Reason given to links closed because the lease lapsed.
 pub const CLOSE_COORDINATION_LOST: &str = "coordination lost";
 
@@ -249,6 +279,8 @@ struct Shared {
     /// Wakes the watchdog when a lapsed lease is renewed.
     poke: mpsc::UnboundedSender<()>,
     st: Mutex<State>,
+    /// Set once by [`AccountManager::attach_metrics`].
+    metrics: OnceLock<AccountMetrics>,
 }
 
 struct State {
@@ -283,6 +315,13 @@ enum Claim {
 impl Shared {
     fn st(&self) -> MutexGuard<'_, State> {
         lock(&self.st)
+    }
+
+    /// Runs `f` on the counters if metrics are attached.
+    fn count(&self, f: impl FnOnce(&AccountMetrics)) {
+        if let Some(m) = self.metrics.get() {
+            f(m);
+        }
     }
 
     fn node(&self) -> &str {
@@ -366,6 +405,7 @@ impl Shared {
             st.dropped.extend(links.keys().cloned());
             links
         };
+        self.count(|m| m.lease_lapses.inc());
         warn!(node = %self.node(), accounts = dropped.len(),
             "coordination lease lapsed: closing every local link");
         for (account, link) in dropped {
@@ -746,6 +786,7 @@ impl AccountManager {
             cfg,
             ops: futures::lock::Mutex::new(()),
             poke,
+            metrics: OnceLock::new(),
             st: Mutex::new(State {
                 coord: coord.clone(),
                 epoch: 0,
@@ -807,6 +848,42 @@ impl AccountManager {
         self.shared.id
     }
 
+    /// Starts counting logins, logouts, redirects and lease lapses in `metrics`, and
+    /// registers the callback gauges of logged-in accounts and the lease (see the module's
+    /// "Metrics"). Only the first call has an effect. The gauges hold the manager weakly.
+    pub fn attach_metrics(&self, metrics: &Metrics) {
+        let m = AccountMetrics {
+            logins: metrics.counter_vec(
+                METRIC_LOGINS,
+                "Account logins on this server, by result.",
+                &["result"],
+            ),
+            logouts: metrics.counter(METRIC_LOGOUTS, "Account logouts on this server."),
+            redirects: metrics.counter_vec(
+                METRIC_REDIRECTS,
+                "Client redirects issued and received, by result.",
+                &["result"],
+            ),
+            lease_lapses: metrics.counter(
+                METRIC_LEASE_LAPSES,
+                "Times the coordination lease lapsed with accounts logged in (their links were closed).",
+            ),
+        };
+        if self.shared.metrics.set(m).is_err() {
+            return;
+        }
+        let weak = Arc::downgrade(&self.shared);
+        metrics.register_gauge_fn(METRIC_LOGGED_IN, "Accounts logged in on this server.", move || {
+            weak.upgrade().map_or(0.0, |s| s.st().links.len() as f64)
+        });
+        let weak = Arc::downgrade(&self.shared);
+        metrics.register_gauge_fn(
+            METRIC_LEASE_HELD,
+            "1 while this server holds its coordination lease.",
+            move || weak.upgrade().map_or(0.0, |s| if s.st().lease.is_valid(s.now()) { 1.0 } else { 0.0 }),
+        );
+    }
+
     /// True while this server holds its coordination lease (may act for accounts).
     pub fn holds_lease(&self) -> bool {
         self.shared.st().lease.is_valid(self.shared.now())
@@ -822,6 +899,19 @@ impl AccountManager {
         account: &str,
         link: LinkRef,
     ) -> Result<LoginOutcome, AccountError> {
+        let r = self.login(account, link).await;
+        self.shared.count(|m| {
+            let result = match &r {
+                Ok(LoginOutcome::LoggedIn) => "ok",
+                Ok(LoginOutcome::AlreadyLoggedIn { .. }) => "already_logged_in",
+                Err(_) => "error",
+            };
+            m.logins.with(&[result]).inc();
+        });
+        r
+    }
+
+    async fn login(&self, account: &str, link: LinkRef) -> Result<LoginOutcome, AccountError> {
         validate_account(account)?;
         let s = &self.shared;
         let _g = s.ops.lock().await;
@@ -887,6 +977,14 @@ impl AccountManager {
     }
 
     async fn logout(&self, account: &str, link_id: Option<&str>) -> Result<bool, AccountError> {
+        let r = self.logout_inner(account, link_id).await;
+        if let Ok(true) = r {
+            self.shared.count(|m| m.logouts.inc());
+        }
+        r
+    }
+
+    async fn logout_inner(&self, account: &str, link_id: Option<&str>) -> Result<bool, AccountError> {
         validate_account(account)?;
         let s = &self.shared;
         let _g = s.ops.lock().await;
@@ -1035,6 +1133,19 @@ impl AccountManager {
         target: PeerId,
         extra_data: serde_json::Value,
     ) -> Result<(), AccountError> {
+        let r = self.redirect_inner(account, target, extra_data).await;
+        if r.is_ok() {
+            self.shared.count(|m| m.redirects.with(&["issued"]).inc());
+        }
+        r
+    }
+
+    async fn redirect_inner(
+        &self,
+        account: &str,
+        target: PeerId,
+        extra_data: serde_json::Value,
+    ) -> Result<(), AccountError> {
         validate_account(account)?;
         let s = &self.shared;
         let secret = s.secret.ok_or(AccountError::NoSecret)?;
@@ -1083,6 +1194,18 @@ impl AccountManager {
     /// [`accept_redirect`](Self::accept_redirect) that calls `on_logged_in(account)` after a
     /// successful login and before the redirection handlers run (e.g. to tag the session).
     pub async fn accept_redirect_with(
+        &self,
+        token: &str,
+        link: LinkRef,
+        on_logged_in: impl FnOnce(&str),
+    ) -> Result<RedirectAccepted, AccountError> {
+        let r = self.accept_redirect_inner(token, link, on_logged_in).await;
+        let result = if r.is_ok() { "accepted" } else { "rejected" };
+        self.shared.count(|m| m.redirects.with(&[result]).inc());
+        r
+    }
+
+    async fn accept_redirect_inner(
         &self,
         token: &str,
         link: LinkRef,

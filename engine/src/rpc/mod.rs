@@ -71,6 +71,7 @@
 mod client;
 pub mod dedupe;
 mod error;
+pub mod metrics;
 pub mod order;
 mod sem;
 mod server;
@@ -90,6 +91,7 @@ use tracing::{info, warn};
 
 use crate::cluster::{PeerDirectory, PeerId};
 use crate::env::{Env, TaskHandle, MAX_PEER_FRAME_BYTES};
+use crate::metrics::Metrics;
 
 pub use self::dedupe::MAX_TRACKED_XIDS_PER_SENDER;
 pub use self::error::{HandlerError, RpcError};
@@ -142,6 +144,9 @@ pub struct RpcConfig {
     pub default_timeout: Duration,
     /// Test-only planted bugs; all off by default.
     pub bugs: RpcBugs,
+    /// Where to record calls and handled requests ([`rpc::metrics`](self::metrics) lists
+    /// what); `None` (the default) records nothing.
+    pub metrics: Option<Metrics>,
 }
 
 impl RpcConfig {
@@ -155,6 +160,7 @@ impl RpcConfig {
             max_concurrent_handlers: 4,
             default_timeout: Duration::from_secs(10),
             bugs: RpcBugs::default(),
+            metrics: None,
         }
     }
 }
@@ -238,6 +244,7 @@ struct Inner {
     tasks: Mutex<Vec<TaskHandle>>,
     client: client::ClientState,
     server: server::ServerState,
+    metrics: metrics::RpcMetrics,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -256,6 +263,7 @@ impl Rpc {
         let listener = env.net.listen(cfg.listen, MAX_PEER_FRAME_BYTES).await.map_err(RpcError::Listen)?;
         let local_addr = listener.local_addr();
         let permits = cfg.max_concurrent_handlers.max(1);
+        let metrics = metrics::RpcMetrics::new(cfg.metrics.as_ref());
         let inner = Arc::new(Inner {
             env,
             self_id,
@@ -268,6 +276,7 @@ impl Rpc {
             tasks: Mutex::new(Vec::new()),
             client: client::ClientState::default(),
             server: server::ServerState::new(permits),
+            metrics,
         });
         let accept =
             inner.env.spawn.spawn("rpc-accept", Box::pin(server::accept_loop(inner.clone(), listener)));
@@ -348,9 +357,17 @@ impl Rpc {
         Req: prost::Message,
         Rep: prost::Message + Default,
     {
+        let record =
+            self.inner.metrics.enabled.then(|| self.inner.metrics.call(&*self.inner.env.clock, msg_type));
         let body = Bytes::from(req.encode_to_vec());
-        let reply = self.inner.call_raw(peer, msg_type, body, opts).await?;
-        Rep::decode(reply).map_err(|e| RpcError::Decode(e.to_string()))
+        let r = match self.inner.call_raw(peer, msg_type, body, opts).await {
+            Ok(reply) => Rep::decode(reply).map_err(|e| RpcError::Decode(e.to_string())),
+            Err(e) => Err(e),
+        };
+        if let Some(record) = record {
+            record.finish(&r);
+        }
+        r
     }
 
     /// Stops accepting and calling: pending calls fail with `Shutdown`, connections close.

@@ -18,6 +18,7 @@ use futures::{SinkExt, StreamExt};
 use tracing::{debug, info, warn};
 
 use super::dedupe::{Admit, DedupeWindow};
+use super::metrics::{status_kind, UNREGISTERED_METHOD};
 use super::order::{Arrival, KeyOrder};
 use super::sem::Semaphore;
 use super::wire::{self, ReplyFrame, ReplyStatus, RequestFrame, WireFrame};
@@ -228,15 +229,18 @@ impl Inner {
                 match s.dedupe.admit(req.xid) {
                     Admit::New => {}
                     Admit::InProgress => {
+                        self.metrics.duplicates.inc();
                         debug!(%xid, "rpc duplicate of a running call ignored");
                         return;
                     }
                     Admit::Done(reply) => {
+                        self.metrics.duplicates.inc();
                         debug!(%xid, "rpc duplicate of a finished call: cached reply re-sent");
                         let _ = tx.unbounded_send(reply);
                         return;
                     }
                     Admit::Stale => {
+                        self.metrics.duplicates.inc();
                         debug!(%xid, floor = s.dedupe.floor(), "rpc stale copy of an abandoned call dropped");
                         return;
                     }
@@ -295,11 +299,29 @@ impl Inner {
         let inner = self.clone();
         let task = async move {
             let _permit = inner.server.sem.acquire().await;
-            let status = inner.run_handler(&job).await;
+            let status = if inner.metrics.enabled {
+                let start = inner.env.clock.now();
+                let status = inner.run_handler(&job).await;
+                let took = inner.env.clock.now().saturating_since(start);
+                inner.metrics.handler_duration.with(&[inner.method_label(&job.req.msg_type)]).observe(took);
+                status
+            } else {
+                inner.run_handler(&job).await
+            };
             let ordered = job.req.order.is_some() && !inner.cfg.bugs.reorder;
             inner.complete(job, status, ordered);
         };
         drop(self.env.spawn.spawn("rpc-handler", task.boxed()));
+    }
+
+    /// The `method` label of `msg_type`: itself if it has a handler here, else
+    /// [`UNREGISTERED_METHOD`] (a peer must not choose label values freely).
+    fn method_label<'a>(&self, msg_type: &'a str) -> &'a str {
+        if lock(&self.handlers).contains_key(msg_type) {
+            msg_type
+        } else {
+            UNREGISTERED_METHOD
+        }
     }
 
     async fn run_handler(&self, job: &Job) -> ReplyStatus {
@@ -321,6 +343,9 @@ impl Inner {
     /// the next call of its order key (`ran_ordered`: it held its key's turn).
     fn complete(self: &Arc<Self>, job: Job, status: ReplyStatus, ran_ordered: bool) {
         let xid = Xid { sender: job.sender, seq: job.req.xid };
+        if self.metrics.enabled {
+            self.metrics.handled.with(&[self.method_label(&job.req.msg_type), status_kind(&status)]).inc();
+        }
         if let ReplyStatus::Ok(body) = &status {
             self.log_msg("reply sent", xid, job.sender, &job.req.msg_type, body);
         }

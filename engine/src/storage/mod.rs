@@ -73,6 +73,15 @@
 //! but cannot be made conditional on the version, so a plain write could clobber a
 //! concurrent `compare_and_write` with an equal version number.)
 //!
+//! # Metrics
+//! With [`with_metrics`](CrossServerStorage::with_metrics), every call is counted in
+//! [`STORAGE_OPS`] (`sandtable_storage_ops_total{op, result}`): `op` is the method name
+//! (`create`, `create_with_key`, `read`, `write`, `compare_and_write`, `delete`, `refresh`,
+//! `take`; `read_versioned` counts as `read`), `result` one of `ok`, `not_found`,
+//! `already_exists`, `version_mismatch`, `contended` or `error` (everything else: disabled,
+//! bad arguments, corrupt values, Redis failures). Redis latency itself is measured by
+//! [`InstrumentedKv`](crate::metrics::InstrumentedKv).
+//!
 //! # Failures
 //! A [`StorageError::Backend`] error whose [`maybe_applied`](StorageError::maybe_applied) is
 //! true may hide a change: a `create` may have stored a value under a key the caller never
@@ -90,6 +99,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::env::{Env, Kv, Rand, SetCondition, SetOptions, Ttl};
+use crate::metrics::{CounterVec, Metrics};
 
 pub use self::config::{StorageConfig, KEY_PREFIX_DEFAULT, SECTION, VALUE_BYTES_DEFAULT, VALUE_BYTES_LIMIT};
 pub use self::error::StorageError;
@@ -111,6 +121,9 @@ pub const UPDATE_ATTEMPTS_MAX: u32 = 16;
 /// collides with astronomically small probability; exhausting this means `Rand` is broken.
 pub const CREATE_ATTEMPTS_MAX: u32 = 4;
 
+/// Counter of storage calls by `op` and `result` (see the module's "Metrics").
+pub const STORAGE_OPS: &str = "sandtable_storage_ops_total";
+
 /// iFun's `CrossServerStorage`: see the [module docs](self). Cheap to clone (reference counts).
 #[derive(Clone)]
 pub struct CrossServerStorage {
@@ -121,6 +134,20 @@ struct Inner {
     kv: Arc<dyn Kv>,
     rand: Arc<dyn Rand>,
     cfg: StorageConfig,
+    /// No-op unless [`CrossServerStorage::with_metrics`].
+    ops: CounterVec,
+}
+
+/// The `result` label of a storage call's outcome.
+fn result_kind<T>(r: &Result<T, StorageError>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(StorageError::NotFound) => "not_found",
+        Err(StorageError::AlreadyExists) => "already_exists",
+        Err(StorageError::VersionMismatch { .. }) => "version_mismatch",
+        Err(StorageError::Contended { .. }) => "contended",
+        Err(_) => "error",
+    }
 }
 
 impl std::fmt::Debug for CrossServerStorage {
@@ -146,7 +173,27 @@ impl CrossServerStorage {
                 cfg.max_value_bytes
             )));
         }
-        Ok(CrossServerStorage { inner: Arc::new(Inner { kv, rand, cfg }) })
+        Ok(CrossServerStorage { inner: Arc::new(Inner { kv, rand, cfg, ops: CounterVec::default() }) })
+    }
+
+    /// This storage, counting its calls in `metrics` (see the module's "Metrics"). Clones
+    /// made before this call keep not counting.
+    pub fn with_metrics(self, metrics: &Metrics) -> Self {
+        let ops = metrics.counter_vec(
+            STORAGE_OPS,
+            "Cross-server storage calls, by operation and result.",
+            &["op", "result"],
+        );
+        let i = &self.inner;
+        CrossServerStorage {
+            inner: Arc::new(Inner { kv: i.kv.clone(), rand: i.rand.clone(), cfg: i.cfg.clone(), ops }),
+        }
+    }
+
+    /// Counts `r` under `op` and passes it on.
+    fn counted<T>(&self, op: &str, r: Result<T, StorageError>) -> Result<T, StorageError> {
+        self.inner.ops.with(&[op, result_kind(&r)]).inc();
+        r
     }
 
     /// [`CrossServerStorage::new`] with the node's `Kv` and `Rand` ports.
@@ -168,6 +215,11 @@ impl CrossServerStorage {
     /// The key is drawn from the `Rand` port and written with `SET NX PX`; on the
     /// astronomically unlikely collision another key is drawn. The value starts at version 1.
     pub async fn create(&self, value: &Value, ttl: Duration) -> Result<Key, StorageError> {
+        let r = self.create_inner(value, ttl).await;
+        self.counted("create", r)
+    }
+
+    async fn create_inner(&self, value: &Value, ttl: Duration) -> Result<Key, StorageError> {
         self.check_enabled()?;
         check_ttl(ttl)?;
         let stored = encode_new(self.value_json(value)?);
@@ -184,6 +236,16 @@ impl CrossServerStorage {
     /// Stores `value` under `key`, which must not hold a value, expiring after `ttl`.
     /// [`StorageError::AlreadyExists`] if it does (nothing is changed). Version 1.
     pub async fn create_with_key(&self, key: &Key, value: &Value, ttl: Duration) -> Result<(), StorageError> {
+        let r = self.create_with_key_inner(key, value, ttl).await;
+        self.counted("create_with_key", r)
+    }
+
+    async fn create_with_key_inner(
+        &self,
+        key: &Key,
+        value: &Value,
+        ttl: Duration,
+    ) -> Result<(), StorageError> {
         self.check_enabled()?;
         check_ttl(ttl)?;
         let stored = encode_new(self.value_json(value)?);
@@ -196,12 +258,18 @@ impl CrossServerStorage {
 
     /// The value under `key` (iFun's `Read`); [`StorageError::NotFound`] if absent or expired.
     pub async fn read(&self, key: &Key) -> Result<Value, StorageError> {
-        Ok(self.read_versioned(key).await?.0)
+        let r = self.read_inner(key).await.map(|(v, _)| v);
+        self.counted("read", r)
     }
 
     /// The value under `key` and its version, for a later
     /// [`compare_and_write`](Self::compare_and_write).
     pub async fn read_versioned(&self, key: &Key) -> Result<(Value, u64), StorageError> {
+        let r = self.read_inner(key).await;
+        self.counted("read", r)
+    }
+
+    async fn read_inner(&self, key: &Key) -> Result<(Value, u64), StorageError> {
         self.check_enabled()?;
         let (_, e) = self.get(&self.redis_key(key)).await?;
         Ok((e.d, e.v))
@@ -211,9 +279,13 @@ impl CrossServerStorage {
     /// Last writer wins among concurrent writers (see the module's "Concurrency"); the version
     /// goes up by one. [`StorageError::NotFound`] if there is no value (it is not created).
     pub async fn write(&self, key: &Key, value: &Value) -> Result<(), StorageError> {
-        self.check_enabled()?;
-        let d = self.value_json(value)?;
-        self.update(key, |e| encode_next(e, &d)).await.map(|_| ())
+        let r = async {
+            self.check_enabled()?;
+            let d = self.value_json(value)?;
+            self.update(key, |e| encode_next(e, &d)).await.map(|_| ())
+        };
+        let r = r.await;
+        self.counted("write", r)
     }
 
     /// Replaces the value under `key` only if it is still at `expected_version`, keeping its
@@ -225,32 +297,45 @@ impl CrossServerStorage {
         expected_version: u64,
         value: &Value,
     ) -> Result<u64, StorageError> {
-        self.check_enabled()?;
-        let d = self.value_json(value)?;
-        self.update(key, |e| {
-            if e.v != expected_version {
-                return Err(StorageError::VersionMismatch { current: e.v });
-            }
-            encode_next(e, &d)
-        })
-        .await
+        let r = async {
+            self.check_enabled()?;
+            let d = self.value_json(value)?;
+            self.update(key, |e| {
+                if e.v != expected_version {
+                    return Err(StorageError::VersionMismatch { current: e.v });
+                }
+                encode_next(e, &d)
+            })
+            .await
+        };
+        let r = r.await;
+        self.counted("compare_and_write", r)
     }
 
     /// Removes the value under `key` (iFun's `Delete`); [`StorageError::NotFound`] if there
     /// is none. Whatever the key holds is removed, even a corrupt value.
     pub async fn delete(&self, key: &Key) -> Result<(), StorageError> {
-        self.check_enabled()?;
-        if self.inner.kv.del(&self.redis_key(key)).await? {
-            Ok(())
-        } else {
-            Err(StorageError::NotFound)
-        }
+        let r = async {
+            self.check_enabled()?;
+            if self.inner.kv.del(&self.redis_key(key)).await? {
+                Ok(())
+            } else {
+                Err(StorageError::NotFound)
+            }
+        };
+        let r = r.await;
+        self.counted("delete", r)
     }
 
     /// Makes `key` expire `ttl` from now (iFun's `Refresh`), shortening or extending its life;
     /// [`StorageError::NotFound`] if there is no value. The value and version are unchanged
     /// (the envelope's refresh count goes up: see the module's "Expiry").
     pub async fn refresh(&self, key: &Key, ttl: Duration) -> Result<(), StorageError> {
+        let r = self.refresh_inner(key, ttl).await;
+        self.counted("refresh", r)
+    }
+
+    async fn refresh_inner(&self, key: &Key, ttl: Duration) -> Result<(), StorageError> {
         self.check_enabled()?;
         check_ttl(ttl)?;
         let name = self.redis_key(key);
@@ -271,11 +356,15 @@ impl CrossServerStorage {
     /// authentication keys. A corrupt value is removed too, then reported as
     /// [`StorageError::Corrupt`].
     pub async fn take(&self, key: &Key) -> Result<Value, StorageError> {
-        self.check_enabled()?;
-        match self.inner.kv.take(&self.redis_key(key)).await? {
-            None => Err(StorageError::NotFound),
-            Some(b) => Ok(envelope::decode(&b).map_err(StorageError::Corrupt)?.d),
-        }
+        let r = async {
+            self.check_enabled()?;
+            match self.inner.kv.take(&self.redis_key(key)).await? {
+                None => Err(StorageError::NotFound),
+                Some(b) => Ok(envelope::decode(&b).map_err(StorageError::Corrupt)?.d),
+            }
+        };
+        let r = r.await;
+        self.counted("take", r)
     }
 
     fn check_enabled(&self) -> Result<(), StorageError> {

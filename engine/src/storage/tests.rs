@@ -253,3 +253,56 @@ fn error_messages() {
         "redis: kv call timed out (maybe applied: true)"
     );
 }
+
+#[test]
+fn metrics_count_calls_by_op_and_result() {
+    use crate::metrics::{instrument_kv, Metrics};
+    /// Time stands still: only counts are checked here.
+    struct Still;
+    impl crate::env::Clock for Still {
+        fn now(&self) -> crate::env::MonoTime {
+            crate::env::MonoTime(0)
+        }
+        fn wall_now(&self) -> crate::env::WallTime {
+            crate::env::WallTime(0)
+        }
+        fn sleep(&self, _: Duration) -> futures::future::BoxFuture<'static, ()> {
+            Box::pin(futures::future::pending())
+        }
+    }
+    let metrics = Metrics::new("n", Arc::new(Still));
+    let map = Arc::new(MapKv::default());
+    let kv = instrument_kv(map.clone(), &metrics);
+    let s = CrossServerStorage::new(kv, Arc::new(Counter(AtomicU64::new(1))), StorageConfig::enabled())
+        .unwrap()
+        .with_metrics(&metrics);
+    block_on(async {
+        let key = s.create(&json!(1), SEC).await.unwrap();
+        s.read(&key).await.unwrap();
+        s.read_versioned(&key).await.unwrap();
+        assert!(s.compare_and_write(&key, 7, &json!(2)).await.is_err());
+        s.take(&key).await.unwrap();
+        assert_eq!(s.take(&key).await, Err(StorageError::NotFound));
+        assert_eq!(s.create_with_key(&k(1), &json!(1), Duration::ZERO).await.map_err(|_| ()), Err(()));
+        *map.fail.lock().unwrap() = Some(KvError::Timeout { maybe_applied: false });
+        assert!(s.delete(&k(1)).await.is_err());
+    });
+    let text = metrics.render_prometheus();
+    for line in [
+        "sandtable_storage_ops_total{op=\"create\",result=\"ok\"} 1",
+        "sandtable_storage_ops_total{op=\"read\",result=\"ok\"} 2",
+        "sandtable_storage_ops_total{op=\"compare_and_write\",result=\"version_mismatch\"} 1",
+        "sandtable_storage_ops_total{op=\"take\",result=\"ok\"} 1",
+        "sandtable_storage_ops_total{op=\"take\",result=\"not_found\"} 1",
+        "sandtable_storage_ops_total{op=\"create_with_key\",result=\"error\"} 1",
+        "sandtable_storage_ops_total{op=\"delete\",result=\"error\"} 1",
+        "sandtable_kv_op_duration_seconds_count{op=\"take\"} 2",
+        "sandtable_kv_op_duration_seconds_count{op=\"get\"} 3",
+        "sandtable_kv_op_errors_total{op=\"del\",error=\"timeout\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    let j = metrics.distribution_profiling_json();
+    assert_eq!(j["redis"]["client_count"], 1);
+    assert_eq!(j["redis"]["operations"]["take"]["all_time"]["execution_count"], 2);
+}
