@@ -7,10 +7,16 @@
 //! - [`env`]: an engine `Env` on those adapters (optionally measured into a metrics registry).
 //! - [`admin`]: the admin HTTP API (iFun's `ApiService`): health, iFun's ZooKeeper latency
 //!   profile, Prometheus metrics.
+//! - [`bench`]: `real bench`, the engine on this backend measured against raw tokio, Redis
+//!   and ZooKeeper clients in the same run.
+//! - [`server`]: the reference game as a server process (`sandtable-server`): manifest,
+//!   start with retries, admin API, graceful stop.
 //! - [`services`]: private `redis-server` and ZooKeeper processes for hermetic tests.
 //!   (`scripts/services.sh` installs the Debian packages and runs a long-lived local pair.)
 
 pub mod adapters;
 pub mod admin;
+pub mod bench;
 pub mod env;
+
 pub mod services;

@@ -1,0 +1,241 @@
+//! What the benches share: a runtime per bench, a closed-loop load driver, latency samples,
+//! a countdown that wakes a waiter when it reaches its target, and free loopback ports.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::{BenchError, Better, Row};
+
+/// A multi-threaded tokio runtime with one worker per core.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, BenchError> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .map_err(BenchError::io("building a tokio runtime"))
+}
+
+/// A loopback port that was free a moment ago (for a component that must announce its
+/// address before it binds it, as a cluster member announces its RPC address).
+pub(crate) fn free_port() -> Result<SocketAddr, BenchError> {
+    let l =
+        std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(BenchError::io("picking a port"))?;
+    l.local_addr().map_err(BenchError::io("picking a port"))
+}
+
+/// Operations completed in a measurement, how long it took, and each one's latency.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Sample {
+    pub elapsed: Duration,
+    /// Latency of every completed operation, in nanoseconds; kept sorted.
+    latencies_ns: Vec<u64>,
+}
+
+impl Sample {
+    pub fn new(elapsed: Duration, mut latencies_ns: Vec<u64>) -> Sample {
+        latencies_ns.sort_unstable();
+        Sample { elapsed, latencies_ns }
+    }
+
+    pub fn ops(&self) -> usize {
+        self.latencies_ns.len()
+    }
+
+    pub fn per_sec(&self) -> f64 {
+        self.ops() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Nearest-rank percentile (`q` in 0..=1) in microseconds; 0 for an empty sample.
+    pub fn percentile_us(&self, q: f64) -> f64 {
+        let n = self.latencies_ns.len();
+        if n == 0 {
+            return 0.0;
+        }
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+        self.latencies_ns[rank - 1] as f64 / 1_000.0
+    }
+}
+
+/// Throughput, p50, p99 and max latency of an engine sample against its baseline. The max
+/// shows what percentiles of completed operations hide: a task starved for the whole
+/// measurement completes a single operation, one sample among thousands.
+pub(crate) fn throughput_rows(case: &str, unit: &str, engine: &Sample, baseline: &Sample) -> Vec<Row> {
+    let mut rows =
+        vec![Row::new(case, "throughput", unit, Better::Higher, engine.per_sec(), baseline.per_sec())];
+    for (metric, q) in [("p50 latency", 0.5), ("p99 latency", 0.99), ("max latency", 1.0)] {
+        let (e, b) = (engine.percentile_us(q), baseline.percentile_us(q));
+        rows.push(Row::new(case, metric, "us", Better::Lower, e, b));
+    }
+    rows
+}
+
+/// The case name of a measurement with `n` load tasks.
+pub(crate) fn tasks(n: usize) -> String {
+    if n == 1 {
+        "1 task".to_string()
+    } else {
+        format!("{n} tasks")
+    }
+}
+
+/// Runs `op` in a closed loop on `concurrency` tasks, first for `warmup` (discarded), then
+/// for `duration`: each task starts a new operation as soon as its previous one finished,
+/// until the deadline. `op(task, i)` is the `i`-th operation of task `task`. The sample's
+/// time runs until the last task's last operation finished. The first failing operation
+/// fails the measurement.
+pub(crate) async fn measure<F, Fut>(
+    bench: &'static str,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+    op: F,
+) -> Result<Sample, BenchError>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BenchError>> + Send + 'static,
+{
+    let mut first = 0u64;
+    if !warmup.is_zero() {
+        let s = closed_loop(bench, concurrency, warmup, 0, op.clone()).await?;
+        first = s.ops() as u64;
+    }
+    closed_loop(bench, concurrency, duration, first, op).await
+}
+
+async fn closed_loop<F, Fut>(
+    bench: &'static str,
+    concurrency: usize,
+    duration: Duration,
+    first: u64,
+    op: F,
+) -> Result<Sample, BenchError>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BenchError>> + Send + 'static,
+{
+    let start = Instant::now();
+    let deadline = start + duration;
+    let tasks: Vec<_> = (0..concurrency.max(1))
+        .map(|task| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                // Operation numbers go on from the warm-up so that keys are never reused.
+                let mut i = first;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    op(task, i).await?;
+                    lat.push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
+                    i += 1;
+                }
+                Ok::<_, BenchError>(lat)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        let lat = t.await.map_err(|e| BenchError::op(bench, format!("load task: {e}")))??;
+        all.extend(lat);
+    }
+    Ok(Sample::new(start.elapsed(), all))
+}
+
+/// Counts events and wakes one waiter when the count reaches `target`.
+pub(crate) struct Countdown {
+    count: AtomicUsize,
+    target: usize,
+    done: Notify,
+}
+
+impl Countdown {
+    pub fn new(target: usize) -> Self {
+        Countdown { count: AtomicUsize::new(0), target, done: Notify::new() }
+    }
+
+    pub fn hit(&self) {
+        if self.count.fetch_add(1, Ordering::AcqRel) + 1 == self.target {
+            // Stores a permit if nobody waits yet, so a later `wait` still returns.
+            self.done.notify_one();
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Waits until the target was reached, at most `limit`.
+    pub async fn wait(&self, bench: &'static str, what: &str, limit: Duration) -> Result<(), BenchError> {
+        if self.count() >= self.target {
+            return Ok(());
+        }
+        match tokio::time::timeout(limit, self.done.notified()).await {
+            Ok(()) => Ok(()),
+            Err(_) if self.count() >= self.target => Ok(()),
+            Err(_) => Err(BenchError::Timeout {
+                bench,
+                what: format!("{what} ({} of {})", self.count(), self.target),
+                waited: limit,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let s = Sample::new(Duration::from_secs(2), (1..=100).rev().map(|i| i * 1_000).collect());
+        assert_eq!(s.ops(), 100);
+        assert_eq!(s.per_sec(), 50.0);
+        assert_eq!(s.percentile_us(0.5), 50.0);
+        assert_eq!(s.percentile_us(0.99), 99.0);
+        assert_eq!(s.percentile_us(1.0), 100.0);
+        assert_eq!(s.percentile_us(0.0), 1.0);
+        assert_eq!(Sample::default().percentile_us(0.5), 0.0);
+    }
+
+    #[tokio::test]
+    async fn the_load_driver_runs_every_task_and_numbers_operations_past_the_warmup() {
+        use std::sync::{Arc, Mutex};
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let sample = measure("test", 3, Duration::from_millis(20), Duration::from_millis(30), move |t, i| {
+            let s = s.clone();
+            async move {
+                s.lock().unwrap().push((t, i));
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+        let seen = seen.lock().unwrap();
+        assert!(sample.ops() > 0 && sample.ops() < seen.len());
+        for t in 0..3 {
+            let mut ids: Vec<u64> = seen.iter().filter(|(task, _)| *task == t).map(|(_, i)| *i).collect();
+            let n = ids.len();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), n, "task {t} reused an operation number");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_countdown_wakes_its_waiter_even_when_it_finished_first() {
+        let c = Countdown::new(2);
+        c.hit();
+        c.hit();
+        c.wait("test", "hits", Duration::from_secs(1)).await.unwrap();
+        let c = Countdown::new(3);
+        c.hit();
+        let e = c.wait("test", "hits", Duration::from_millis(10)).await.unwrap_err();
+        assert!(e.to_string().contains("hits (1 of 3)"), "{e}");
+    }
+}

@@ -1,0 +1,327 @@
+//! `sessions`: N idle client sessions held by one `SessionService` (TCP JSON on `TokioNet`),
+//! against N raw tokio stream pairs.
+//!
+//! Each side runs on a fresh runtime after the heap was trimmed, the baseline first, and
+//! measures:
+//! - **resident memory per session**: growth of this process's resident memory (`VmRSS`)
+//!   from before the first connect to when all N are open, divided by N. Clients live in
+//!   this process too, so their memory is in both figures (the same raw client on both
+//!   sides: a bound `TcpSocket` and a task reading frames); kernel socket buffers are not in
+//!   `VmRSS`. Memory a side frees is not all handed back to the kernel (glibc's
+//!   `malloc_trim` leaves the top of per-thread arenas resident), and the side measured next
+//!   reuses it without growing `VmRSS`: that is why the small baseline goes first, so the
+//!   engine's figure is understated by at most the baseline's footprint. If a side did not
+//!   grow at all (tiny N), the row is left out with a note rather than printed as 0;
+//! - **heap per session**: growth of the bytes allocated and not freed (glibc's
+//!   `mallinfo2`), divided by N: exact, immune to that reuse, and counting capacity a side
+//!   allocated but never touched (which `VmRSS` does not);
+//! - **broadcast**: from the call until every client has read the frame. Engine:
+//!   `SessionService::broadcast_locally` of one JSON message (queued per session, sent by
+//!   each session's writer). Raw: the same bytes written to each of the N streams in turn.
+//!
+//! The engine's sessions have heartbeats off and a 24 h idle timeout, so they stay idle.
+//!
+//! Every session costs two file descriptors here (client and server end): N is cut to what
+//! the soft `RLIMIT_NOFILE` allows, with a note. One client address can reach one server
+//! port through at most ~28 000 ephemeral ports, so clients bind source addresses
+//! `127.B.x.y` ([`CLIENTS_PER_SOURCE_IP`] each; B differs per side so that the second side
+//! never meets the first side's closing sockets), and close with `SO_LINGER` 0 so that no
+//! `TIME_WAIT` is left behind for a following run.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use engine::session::{codec, SessionConfig, SessionService, Transport};
+use futures::StreamExt;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+use super::driver::{runtime, Countdown};
+use super::machine::{heap_bytes, open_fds, rss_kib, trim_heap};
+use super::{BenchError, BenchReport, Better, Ctx, Row};
+use crate::env::real_env;
+
+const BENCH: &str = "sessions";
+/// Client connections per source address (below the ~28 000 ephemeral ports one address
+/// has towards one server port).
+const CLIENTS_PER_SOURCE_IP: usize = 20_000;
+/// Connects in flight at once.
+const CONNECTS_IN_FLIGHT: usize = 64;
+/// Connects the clients may be ahead of the server's accepts: below the listen backlog of
+/// 128 that tokio's `TcpListener::bind` (mio) sets, which both servers here listen with.
+const UNACCEPTED_MAX: usize = 96;
+/// File descriptors left for everything else this process holds (runtime, stdio, clients).
+const FD_RESERVE: u64 = 128;
+/// Idle timeout of the engine's sessions: far beyond any run.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// Bound on the server falling behind the clients, and on the broadcast reaching every client.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
+const BROADCAST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause after the last session opened, so every client's and session's task has run once
+/// before memory is read.
+const SETTLE: Duration = Duration::from_millis(200);
+/// Largest frame a bench client accepts.
+const CLIENT_FRAME_MAX: usize = 64 * 1024;
+const MSG_TYPE: &str = "bench_broadcast";
+/// Second octet of the clients' source addresses, per side.
+const ENGINE_IP_BLOCK: u8 = 1;
+const RAW_IP_BLOCK: u8 = 2;
+
+/// What one side measured.
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    rss_kib_per_session: f64,
+    /// `None` where the allocator cannot say (off glibc).
+    heap_kib_per_session: Option<f64>,
+    broadcast_secs: f64,
+}
+
+pub(super) fn run(ctx: &Ctx) -> Result<BenchReport, BenchError> {
+    let mut report = BenchReport::new(BENCH);
+    let asked = ctx.settings.sessions;
+    let affordable = ctx.fd.soft.saturating_sub(open_fds() + FD_RESERVE) / 2;
+    let n = asked.min(usize::try_from(affordable).unwrap_or(usize::MAX));
+    if n == 0 {
+        return Err(BenchError::setup(
+            BENCH,
+            format!("the fd limit {} leaves room for no session", ctx.fd.soft),
+        ));
+    }
+    if n < asked {
+        report.notes.push(format!(
+            "asked for {asked} sessions, ran {n}: the open-files limit is {} (hard {}) and clients and \
+             server share this process, 2 descriptors per session ({FD_RESERVE} kept for the rest)",
+            ctx.fd.soft, ctx.fd.hard
+        ));
+    }
+    // The baseline first: see the module docs on memory measured second.
+    let raw = side(|| raw_side(n))?;
+    let engine = side(|| engine_side(ctx, n))?;
+    let case = format!("{n} idle sessions");
+    let (rss_e, rss_r) = (engine.rss_kib_per_session, raw.rss_kib_per_session);
+    if rss_e > 0.0 && rss_r > 0.0 {
+        report.rows.push(Row::new(&case, "resident memory per session", "KiB", Better::Lower, rss_e, rss_r));
+    } else {
+        report.notes.push(format!(
+            "resident memory not reported: VmRSS did not grow (engine {rss_e:.2} KiB, baseline {rss_r:.2} KiB \
+             per session): a side reused memory freed but still resident; see heap per session"
+        ));
+    }
+    if let (Some(e), Some(r)) = (engine.heap_kib_per_session, raw.heap_kib_per_session) {
+        report.rows.push(Row::new(&case, "heap per session", "KiB", Better::Lower, e, r));
+    }
+    let (ms_e, ms_r) = (engine.broadcast_secs * 1e3, raw.broadcast_secs * 1e3);
+    report.rows.push(Row::new(&case, "broadcast to all", "ms", Better::Lower, ms_e, ms_r));
+    report.notes.push(format!(
+        "resident memory: VmRSS growth / N; heap: bytes allocated and not freed (glibc mallinfo2) growth \
+         / N; both include the clients (the same raw client on both sides). Engine: SessionService TCP \
+         JSON, heartbeats off; baseline: raw tokio streams, a read task per end. Clients bind \
+         127.{RAW_IP_BLOCK}.x.y (baseline) and 127.{ENGINE_IP_BLOCK}.x.y (engine), {CLIENTS_PER_SOURCE_IP} \
+         per address"
+    ));
+    Ok(report)
+}
+
+/// Runs one side on a fresh runtime, after handing freed memory back, and drops the runtime
+/// (closing every socket) before returning.
+fn side<Fut>(f: impl FnOnce() -> Fut) -> Result<Figures, BenchError>
+where
+    Fut: Future<Output = Result<Figures, BenchError>>,
+{
+    trim_heap();
+    let rt = runtime()?;
+    let figures = rt.block_on(f());
+    drop(rt);
+    figures
+}
+
+async fn engine_side(ctx: &Ctx, n: usize) -> Result<Figures, BenchError> {
+    let env = real_env(&ctx.env_config("sessions")).map_err(|e| BenchError::setup(BENCH, e))?;
+    let mut cfg = SessionConfig::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), Transport::TcpJson);
+    cfg.heartbeat_interval = None;
+    cfg.idle_timeout = IDLE_TIMEOUT;
+    let service = SessionService::start(env, cfg).await.map_err(|e| BenchError::setup(BENCH, e))?;
+    let opened = Arc::new(Countdown::new(n));
+    let o = opened.clone();
+    service.on_session_opened(move |_| {
+        o.hit();
+        async {}
+    });
+    let body = json!({"seq": 1});
+    let figures = hold_and_broadcast(n, service.local_addr(), ENGINE_IP_BLOCK, &opened, || async {
+        let queued = service.broadcast_locally(MSG_TYPE, &body, |_| true);
+        if queued == n {
+            Ok(())
+        } else {
+            Err(BenchError::op(BENCH, format!("broadcast_locally queued {queued} of {n}")))
+        }
+    })
+    .await;
+    // No `shutdown`: dropping the runtime ends every session at once (and is not measured).
+    figures
+}
+
+async fn raw_side(n: usize) -> Result<Figures, BenchError> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .map_err(BenchError::io("binding the raw server"))?;
+    let addr = listener.local_addr().map_err(BenchError::io("binding the raw server"))?;
+    let opened = Arc::new(Countdown::new(n));
+    let writers = Arc::new(Mutex::new(Vec::new()));
+    let (o, w) = (opened.clone(), writers.clone());
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let (read, write) = stream.into_split();
+                    tokio::spawn(drain(read));
+                    w.lock().unwrap_or_else(|e| e.into_inner()).push(write);
+                    o.hit();
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    // Byte for byte what the engine sends: its JSON encoding behind the 4-byte length.
+    let payload = codec::encode_json_message(Transport::TcpJson, MSG_TYPE, &json!({"seq": 1}));
+    let mut frame = BytesMut::with_capacity(4 + payload.len());
+    frame.put_u32(u32::try_from(payload.len()).expect("a small frame"));
+    frame.put_slice(&payload);
+    let frame: Bytes = frame.freeze();
+    hold_and_broadcast(n, addr, RAW_IP_BLOCK, &opened, || async {
+        let mut streams = std::mem::take(&mut *writers.lock().unwrap_or_else(|e| e.into_inner()));
+        for s in &mut streams {
+            s.write_all(&frame).await.map_err(|e| BenchError::op(BENCH, format!("raw write: {e}")))?;
+        }
+        // Kept open until the clients have read (dropping a write half shuts it down).
+        *writers.lock().unwrap_or_else(|e| e.into_inner()) = streams;
+        Ok(())
+    })
+    .await
+}
+
+/// Opens `n` clients to `server`, waits until the server has them all (`opened`), reads the
+/// memory, runs `broadcast` and waits until every client has read one frame.
+async fn hold_and_broadcast<F, Fut>(
+    n: usize,
+    server: SocketAddr,
+    ip_block: u8,
+    opened: &Countdown,
+    broadcast: F,
+) -> Result<Figures, BenchError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<(), BenchError>>,
+{
+    let rss_before = rss_kib().ok_or_else(|| BenchError::setup(BENCH, "cannot read VmRSS"))?;
+    let heap_before = heap_bytes();
+    let received = Arc::new(Countdown::new(n));
+    let mut connects = futures::stream::iter(0..n)
+        .map(|i| {
+            let received = received.clone();
+            async move {
+                // A connect completes in the kernel before the server accepts it: stay at most
+                // UNACCEPTED_MAX ahead of the server, or its accept queue overflows and
+                // connects stall for a SYN retransmission (1 s).
+                let deadline = Instant::now() + OPEN_TIMEOUT;
+                while i >= opened.count() + UNACCEPTED_MAX {
+                    if Instant::now() > deadline {
+                        return Err(BenchError::Timeout {
+                            bench: BENCH,
+                            what: format!("the server to accept ({} of {n} so far)", opened.count()),
+                            waited: OPEN_TIMEOUT,
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                let stream = connect_from(source_ip(ip_block, i), server).await?;
+                tokio::spawn(client_reader(stream, received));
+                Ok::<(), BenchError>(())
+            }
+        })
+        .buffer_unordered(CONNECTS_IN_FLIGHT);
+    while let Some(r) = connects.next().await {
+        r?;
+    }
+    drop(connects);
+    opened.wait(BENCH, "sessions opened by the server", OPEN_TIMEOUT).await?;
+    tokio::time::sleep(SETTLE).await;
+    let rss_after = rss_kib().ok_or_else(|| BenchError::setup(BENCH, "cannot read VmRSS"))?;
+    let heap_after = heap_bytes();
+    let start = Instant::now();
+    broadcast().await?;
+    received.wait(BENCH, "clients that received the broadcast", BROADCAST_TIMEOUT).await?;
+    let broadcast_secs = start.elapsed().as_secs_f64();
+    Ok(Figures {
+        rss_kib_per_session: rss_after.saturating_sub(rss_before) as f64 / n as f64,
+        heap_kib_per_session: heap_before
+            .zip(heap_after)
+            .map(|(before, after)| after.saturating_sub(before) as f64 / 1024.0 / n as f64),
+        broadcast_secs,
+    })
+}
+
+/// The `i`-th client's source address: `127.{block}.x.y`, [`CLIENTS_PER_SOURCE_IP`] each.
+fn source_ip(block: u8, i: usize) -> Ipv4Addr {
+    let k = i / CLIENTS_PER_SOURCE_IP;
+    Ipv4Addr::new(127, block, u8::try_from(k / 250).unwrap_or(u8::MAX), (k % 250 + 1) as u8)
+}
+
+async fn connect_from(src: Ipv4Addr, server: SocketAddr) -> Result<TcpStream, BenchError> {
+    let what = || format!("connecting a client from {src} to {server}");
+    let socket = TcpSocket::new_v4().map_err(BenchError::io(what()))?;
+    socket.bind(SocketAddr::from((src, 0))).map_err(BenchError::io(what()))?;
+    // Closing resets the connection instead of leaving TIME_WAIT (never blocks at zero).
+    socket.set_zero_linger().map_err(BenchError::io(what()))?;
+    let stream = socket.connect(server).await.map_err(BenchError::io(what()))?;
+    stream.set_nodelay(true).map_err(BenchError::io(what()))?;
+    Ok(stream)
+}
+
+/// A client: reads length-prefixed frames and counts each one.
+async fn client_reader(mut stream: TcpStream, received: Arc<Countdown>) {
+    let mut len = [0u8; 4];
+    let mut body = Vec::new();
+    loop {
+        if stream.read_exact(&mut len).await.is_err() {
+            return;
+        }
+        let n = u32::from_be_bytes(len) as usize;
+        if n > CLIENT_FRAME_MAX {
+            return;
+        }
+        body.resize(n, 0);
+        if stream.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        received.hit();
+    }
+}
+
+/// The raw server's read task: reads and discards until the client goes.
+async fn drain(mut read: tokio::net::tcp::OwnedReadHalf) {
+    let mut buf = [0u8; 64];
+    while let Ok(n) = read.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_addresses_change_every_block_of_clients() {
+        assert_eq!(source_ip(1, 0), Ipv4Addr::new(127, 1, 0, 1));
+        assert_eq!(source_ip(1, CLIENTS_PER_SOURCE_IP - 1), Ipv4Addr::new(127, 1, 0, 1));
+        assert_eq!(source_ip(1, CLIENTS_PER_SOURCE_IP), Ipv4Addr::new(127, 1, 0, 2));
+        assert_eq!(source_ip(2, 250 * CLIENTS_PER_SOURCE_IP), Ipv4Addr::new(127, 2, 1, 1));
+    }
+}
