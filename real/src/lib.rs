@@ -3,7 +3,9 @@
 //!
 //! # Layout
 //! - [`adapters`]: `Clock`, `Rand`, `Spawn`, `Net` on tokio; `CoordConnector`/`Coord` on
-//!   ZooKeeper ([`adapters::ZkConnector`]); `Kv` on Redis ([`adapters::RedisKv`]).
+//!   ZooKeeper ([`adapters::ZkConnector`]); `Kv` on Redis ([`adapters::RedisKv`]); the
+//!   session service's client ports ([`adapters::RealClientListeners`]: TCP JSON and TCP
+//!   protobuf on tokio TCP, WebSocket JSON on [`adapters::WebSocketListener`]).
 //! - [`env`]: an engine `Env` on those adapters (optionally measured into a metrics registry).
 //! - [`admin`]: the admin HTTP API (iFun's `ApiService`): health, iFun's ZooKeeper latency
 //!   profile, Prometheus metrics.
@@ -18,5 +20,5 @@ pub mod adapters;
 pub mod admin;
 pub mod bench;
 pub mod env;
-
+pub mod server;
 pub mod services;

@@ -41,8 +41,11 @@ use bytes::Bytes;
 use engine::account::{self, AccountConfig, AccountError, AccountManager, LoginOutcome, ACCOUNT_CONTEXT_KEY};
 use engine::cluster::{Cluster, ClusterConfig, PeerId};
 use engine::env::{Env, SetCondition, SetOptions, TaskHandle};
+use engine::metrics::Metrics;
 use engine::rpc::{Rpc, RpcConfig};
-use engine::session::{GlobalSessions, Session, SessionConfig, SessionService, Transport};
+use engine::session::{
+    ClientListeners, GlobalSessions, NetClientListeners, Session, SessionConfig, SessionService, Transport,
+};
 use engine::storage::{CrossServerStorage, Key, StorageConfig, StorageError};
 use futures::FutureExt;
 use serde_json::{json, Value};
@@ -84,8 +87,16 @@ pub trait GameObserver: Send + Sync {
 pub struct GameConfig {
     /// `game` or `pvp`.
     pub flavor: String,
-    /// The client port (`tcp_json` is what is announced to the cluster and to redirects).
-    pub session: SessionConfig,
+    /// The client ports, at most one per transport (iFun's `tcp_json_port`,
+    /// `tcp_protobuf_port`, `websocket_json_port`), all served by the same handlers. Each is
+    /// announced to the cluster under its [`Transport::name`] (`tcp_json` is the one other
+    /// servers name in `sc_enter_pvp` and redirects) unless `cluster.external_ports` already
+    /// gives that name a non-zero port (e.g. a NAT mapping).
+    pub sessions: Vec<SessionConfig>,
+    /// Where the client ports' listeners come from; `None`: the `Net` port
+    /// ([`NetClientListeners`], TCP transports only). The real backend passes its listeners,
+    /// which also serve WebSocket.
+    pub listeners: Option<Arc<dyn ClientListeners>>,
     pub cluster: ClusterConfig,
     pub rpc: RpcConfig,
     /// Game flavor only.
@@ -95,13 +106,17 @@ pub struct GameConfig {
     /// Send `sc_tick` to every logged-in account at this period (game flavor).
     pub tick_period: Option<Duration>,
     pub observer: Option<Arc<dyn GameObserver>>,
+    /// Where storage, account and session figures go (the admin API's registry); RPC takes
+    /// its own from `rpc.metrics`. `None`: not measured.
+    pub metrics: Option<Metrics>,
 }
 
 impl std::fmt::Debug for GameConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GameConfig")
             .field("flavor", &self.flavor)
-            .field("session", &self.session)
+            .field("sessions", &self.sessions)
+            .field("listeners", &self.listeners.as_ref().map(|_| "custom"))
             .field("cluster", &self.cluster)
             .field("account", &self.account)
             .field("tick_period", &self.tick_period)
@@ -137,19 +152,47 @@ pub struct GameServer {
 }
 
 impl GameServer {
-    /// Starts the client port, joins the cluster, starts RPC and (game flavor) the account
-    /// manager, and registers the flavor's handlers. On error everything started is stopped.
+    /// Binds the client ports (a bind failure is reported before anything else starts), joins
+    /// the cluster (announcing the bound ports), starts RPC and (game flavor) the account
+    /// manager, registers the flavor's handlers, and only then serves the client ports: a
+    /// client never reaches a server that would answer its messages with `unknown_type`. On
+    /// error everything started is stopped.
     pub async fn start(env: Env, cfg: GameConfig) -> Result<GameServer, GameError> {
         if cfg.flavor != "game" && cfg.flavor != "pvp" {
             return Err(GameError::UnknownFlavor(cfg.flavor));
         }
-        let storage = Arc::new(CrossServerStorage::from_env(&env, cfg.storage.clone())?);
-        let cluster = Cluster::join(env.clone(), cfg.cluster.clone()).await?;
+        let mut storage = CrossServerStorage::from_env(&env, cfg.storage.clone())?;
+        if let Some(m) = &cfg.metrics {
+            storage = storage.with_metrics(m);
+        }
+        let storage = Arc::new(storage);
+        let sessions = match &cfg.listeners {
+            Some(l) => SessionService::bind(env.clone(), cfg.sessions.clone(), &**l).await?,
+            None => {
+                let l = NetClientListeners::new(env.net.clone());
+                SessionService::bind(env.clone(), cfg.sessions.clone(), &l).await?
+            }
+        };
+        let mut cluster_cfg = cfg.cluster.clone();
+        for (transport, addr) in sessions.local_addrs() {
+            let port = cluster_cfg.external_ports.entry(transport.name().to_string()).or_insert(0);
+            if *port == 0 {
+                *port = addr.port();
+            }
+        }
+        let cluster = match Cluster::join(env.clone(), cluster_cfg).await {
+            Ok(c) => c,
+            Err(e) => {
+                sessions.shutdown().await;
+                return Err(e.into());
+            }
+        };
         let rpc =
             match Rpc::start(env.clone(), cluster.id(), Arc::new(cluster.clone()), cfg.rpc.clone()).await {
                 Ok(r) => r,
                 Err(e) => {
                     cluster.leave().await;
+                    sessions.shutdown().await;
                     return Err(e.into());
                 }
             };
@@ -159,24 +202,12 @@ impl GameServer {
                 Err(e) => {
                     rpc.shutdown().await;
                     cluster.leave().await;
+                    sessions.shutdown().await;
                     return Err(e.into());
                 }
             }
         } else {
             None
-        };
-        // The client port last, its handlers registered with no await in between: a client
-        // never reaches a server that would answer its messages with `unknown_type`.
-        let sessions = match SessionService::start(env.clone(), cfg.session.clone()).await {
-            Ok(s) => s,
-            Err(e) => {
-                if let Some(a) = &accounts {
-                    a.stop().await;
-                }
-                rpc.shutdown().await;
-                cluster.leave().await;
-                return Err(e.into());
-            }
         };
         let mut server = GameServer {
             flavor: cfg.flavor.clone(),
@@ -186,6 +217,16 @@ impl GameServer {
             accounts: None,
             tasks: Default::default(),
         };
+        if let Some(m) = &cfg.metrics {
+            if let Some(a) = &accounts {
+                a.attach_metrics(m);
+            }
+            // After a stop the service lists no sessions, so the gauge falls to 0.
+            let service = server.sessions.clone();
+            m.register_gauge_fn("sandtable_sessions", "Open client sessions on every port.", move || {
+                service.sessions().len() as f64
+            });
+        }
         match accounts {
             None => server.start_pvp(&env, storage, cfg.bugs),
             Some(accounts) => {
@@ -193,6 +234,8 @@ impl GameServer {
                 server.start_game(&env, storage, accounts, cfg.tick_period, cfg.observer);
             }
         }
+        // Every handler is registered: now clients are accepted, on every port.
+        server.sessions.serve();
         Ok(server)
     }
 
@@ -291,10 +334,12 @@ impl GameServer {
                     let Some(pvp) = cluster.least_loaded("pvp", "room_count", false) else {
                         return send_error(&s, REPLY, "No pvp server");
                     };
-                    let (Some(ip), Some(port)) = (
-                        cluster.peer_external_ip(pvp),
-                        cluster.peer_external_ports(pvp).and_then(|p| p.get("tcp_json").copied()),
-                    ) else {
+                    // The pvp port of the client's own transport, else its TCP JSON port.
+                    let ports = cluster.peer_external_ports(pvp);
+                    let port = ports.as_ref().and_then(|p| {
+                        p.get(s.transport().name()).or_else(|| p.get(Transport::TcpJson.name())).copied()
+                    });
+                    let (Some(ip), Some(port)) = (cluster.peer_external_ip(pvp), port) else {
                         return send_error(&s, REPLY, "No pvp server");
                     };
                     let key = match storage
@@ -555,9 +600,15 @@ fn str_field<'a>(body: &'a Value, name: &str) -> Option<&'a str> {
     body.get(name).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
-/// The member called `name` (if an old incarnation is still listed too, the first by id).
+/// The member called `name`; if an old incarnation of it is still listed (its session not
+/// yet expired), the newest registration.
 fn peer_by_name(cluster: &Cluster, name: &str) -> Option<PeerId> {
-    cluster.peers(true).into_iter().find(|(_, info)| info.name == name).map(|(id, _)| id)
+    cluster
+        .peers(true)
+        .into_iter()
+        .filter(|(_, info)| info.name == name)
+        .max_by_key(|(_, info)| info.registered_zxid)
+        .map(|(id, _)| id)
 }
 
 /// The user's level, creating the user at level 1 if absent (`None`: the KV failed).
@@ -581,8 +632,8 @@ pub struct SimGameOptions {
     pub redirect_token_ttl: Option<Duration>,
 }
 
-/// The session configuration of the simulated game's client port: short idle timeout so that
-/// the sessions of vanished clients (and their logins) go away quickly.
+/// The session configuration of the simulated game's client port (one TCP JSON port): short
+/// idle timeout so that the sessions of vanished clients (and their logins) go away quickly.
 fn sim_session_config(env: &Env) -> SessionConfig {
     let mut cfg = SessionConfig::new(SocketAddr::new(env.net.local_ip(), TCP_JSON_PORT), Transport::TcpJson);
     cfg.idle_timeout = Duration::from_secs(6);
@@ -607,7 +658,8 @@ pub fn sim_config(ctx: &ServerCtx, opts: &SimGameOptions) -> GameConfig {
     }
     GameConfig {
         flavor,
-        session: sim_session_config(env),
+        sessions: vec![sim_session_config(env)],
+        listeners: None,
         rpc: RpcConfig::new(cluster.rpc_addr),
         cluster,
         account,
@@ -615,6 +667,7 @@ pub fn sim_config(ctx: &ServerCtx, opts: &SimGameOptions) -> GameConfig {
         bugs: opts.bugs,
         tick_period: opts.tick_period,
         observer: opts.observer.clone(),
+        metrics: None,
     }
 }
 

@@ -24,7 +24,9 @@ use bytes::Bytes;
 use engine::env::{timeout, Connection, Env, RandExt, MAX_PEER_FRAME_BYTES};
 use engine::rpc::messages::{EchoReply, EchoRequest};
 use engine::session::codec::{self, InBody};
-use engine::session::{CloseReason, SessionConfig, SessionId, SessionService, Transport};
+use engine::session::{
+    CloseReason, NetClientListeners, SessionConfig, SessionError, SessionId, SessionService, Transport,
+};
 use futures::{SinkExt, StreamExt};
 use madsim::runtime::{Handle, Runtime};
 use prost::Message;
@@ -33,6 +35,9 @@ use sim::adapters::ClockControl;
 
 const SERVER_IP: [u8; 4] = [10, 2, 0, 1];
 const PORT: u16 = 8012;
+/// The protobuf and (modelled) WebSocket ports of the multi-port tests.
+const PB_PORT: u16 = 8022;
+const WS_PORT: u16 = 8032;
 /// Nothing listens here: the coord/kv ports are never used by these tests.
 /// How long a client waits for a frame it expects.
 const WAIT: Duration = Duration::from_secs(5);
@@ -47,6 +52,10 @@ fn client_ip(n: u8) -> IpAddr {
 
 fn server_addr() -> SocketAddr {
     SocketAddr::new(ip(SERVER_IP), PORT)
+}
+
+fn server_port(port: u16) -> SocketAddr {
+    SocketAddr::new(ip(SERVER_IP), port)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -152,8 +161,12 @@ struct Client {
 
 impl Client {
     async fn connect(env: &Env, transport: Transport) -> Client {
+        Client::connect_to(env, server_addr(), transport).await
+    }
+
+    async fn connect_to(env: &Env, addr: SocketAddr, transport: Transport) -> Client {
         // The client accepts big frames so that it can also *send* oversized ones.
-        let conn = env.net.connect(server_addr(), MAX_PEER_FRAME_BYTES).await.expect("connect");
+        let conn = env.net.connect(addr, MAX_PEER_FRAME_BYTES).await.expect("connect");
         Client { env: env.clone(), conn, transport }
     }
 
@@ -266,25 +279,49 @@ where
     F: FnOnce(Ctx) -> Fut + Send + 'static,
     Fut: Future<Output = T> + Send + 'static,
 {
+    let mut config = SessionConfig::new(server_addr(), Transport::TcpJson);
+    cfg(&mut config);
+    run_setup(
+        seed,
+        move |env, w| {
+            let config = config.clone();
+            async move {
+                let svc = SessionService::start(env.clone(), config).await.expect("service starts");
+                install_handlers(&svc, &env, &w);
+                *lock(&w.service) = Some(svc);
+            }
+        },
+        body,
+    )
+}
+
+/// Runs `body` on node `client-0` against a server node whose init runs `setup` (which must
+/// put the service into the world; the client waits for that before running `body`), then
+/// idles.
+fn run_setup<T, S, SFut, F, Fut>(seed: u64, setup: S, body: F) -> T
+where
+    T: Send + 'static,
+    S: Fn(Env, World) -> SFut + Send + Sync + 'static,
+    SFut: Future<Output = ()> + Send + 'static,
+    F: FnOnce(Ctx) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+{
     std::thread::spawn(move || {
         let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
         rt.block_on(async move {
             let handle = Handle::current();
             let w = World::default();
-            let mut config = SessionConfig::new(server_addr(), Transport::TcpJson);
-            cfg(&mut config);
             let ws = w.clone();
+            let setup = Arc::new(setup);
             handle
                 .create_node()
                 .name("server")
                 .ip(ip(SERVER_IP))
                 .init(move || {
-                    let (w, config) = (ws.clone(), config.clone());
+                    let (w, setup) = (ws.clone(), setup.clone());
                     async move {
                         let env = node_env("server", ip(SERVER_IP), &w.clocks);
-                        let svc = SessionService::start(env.clone(), config).await.expect("service starts");
-                        install_handlers(&svc, &env, &w);
-                        *lock(&w.service) = Some(svc);
+                        setup(env, w).await;
                         futures::future::pending::<()>().await;
                     }
                 })
@@ -305,6 +342,43 @@ where
     })
     .join()
     .expect("simulation thread")
+}
+
+/// A TCP JSON port on [`PORT`], a TCP protobuf port on [`PB_PORT`] and a modelled WebSocket
+/// JSON port on [`WS_PORT`], each with the defaults, changed by `cfg`.
+fn three_ports(cfg: impl Fn(&mut SessionConfig)) -> Vec<SessionConfig> {
+    [(PORT, Transport::TcpJson), (PB_PORT, Transport::TcpProtobuf), (WS_PORT, Transport::WebSocketJson)]
+        .into_iter()
+        .map(|(port, t)| {
+            let mut c = SessionConfig::new(server_port(port), t);
+            cfg(&mut c);
+            c
+        })
+        .collect()
+}
+
+/// Runs `body` against a server with `ports` (bound with the WebSocket model), handlers
+/// installed, then served.
+fn run_ports<T, F, Fut>(seed: u64, ports: Vec<SessionConfig>, body: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(Ctx) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    run_setup(
+        seed,
+        move |env, w| {
+            let ports = ports.clone();
+            async move {
+                let listeners = NetClientListeners::modelling_websocket(env.net.clone());
+                let svc = SessionService::bind(env.clone(), ports, &listeners).await.expect("ports bind");
+                install_handlers(&svc, &env, &w);
+                svc.serve();
+                *lock(&w.service) = Some(svc);
+            }
+        },
+        body,
+    )
 }
 
 fn no_cfg(_: &mut SessionConfig) {}
@@ -689,4 +763,233 @@ fn same_seed_same_results() {
     let b = run(42, no_cfg, transcript);
     assert_eq!(a, b);
     assert!(a.len() == 5 && a[1].contains("bad_json"), "{a:#?}");
+}
+
+// ---- Several ports on one service ----
+
+fn pb_reply(r: Recv) -> String {
+    match r {
+        Recv::Bytes(t, b) if t == "echo_pb_reply" => EchoReply::decode(b).expect("EchoReply").message,
+        other => panic!("expected echo_pb_reply, got {other:?}"),
+    }
+}
+
+#[test]
+fn one_handler_answers_on_json_and_protobuf_ports_in_each_encoding() {
+    let ports = three_ports(|_| {})[..2].to_vec();
+    run_ports(20, ports, |ctx| async move {
+        let svc = ctx.w.service();
+        assert_eq!(
+            svc.local_addrs(),
+            vec![(Transport::TcpJson, server_addr()), (Transport::TcpProtobuf, server_port(PB_PORT))]
+        );
+        assert_eq!(svc.local_addr(), server_addr(), "the first port");
+        assert_eq!(svc.local_addr_of(Transport::TcpProtobuf), Some(server_port(PB_PORT)));
+        assert_eq!(svc.local_addr_of(Transport::WebSocketJson), None);
+
+        let mut json_c = ctx.client(Transport::TcpJson).await;
+        let mut pb_c = Client::connect_to(&ctx.env, server_port(PB_PORT), Transport::TcpProtobuf).await;
+        // The same JSON handler, each reply in the port's encoding (the client decodes with
+        // its own transport's codec, so a wrong encoding would fail to decode).
+        assert_eq!(json_c.echo("on json").await, echoed("on json"));
+        assert_eq!(pb_c.echo("on protobuf").await, echoed("on protobuf"));
+        // The protobuf handler answers in protobuf; on the JSON port it is bad_body.
+        let req = EchoRequest { message: "pb".into() };
+        pb_c.send_raw(codec::encode_protobuf("echo_pb", &req.encode_to_vec())).await;
+        assert_eq!(pb_reply(pb_c.recv().await), "pb");
+        json_c.send("echo_pb", json!({"message": "x"})).await;
+        assert_eq!(json_c.recv_error_code().await, "bad_body");
+        // `_error` frames in each encoding, sessions stay open.
+        json_c.send("cs_no_such_thing", json!({})).await;
+        assert_eq!(json_c.recv_error_code().await, "unknown_type");
+        pb_c.send("cs_no_such_thing", json!({})).await;
+        assert_eq!(pb_c.recv_error_code().await, "unknown_type");
+        // Each session knows its transport; one table for both ports.
+        let mut transports: Vec<Transport> = svc.sessions().iter().map(|s| s.transport()).collect();
+        transports.sort();
+        assert_eq!(transports, [Transport::TcpJson, Transport::TcpProtobuf]);
+        assert_eq!(lock(&ctx.w.opened).len(), 2);
+        // A frame-level error on the protobuf port closes only that session.
+        pb_c.send_raw(Bytes::from_static(b"\x0a\x09short")).await;
+        assert_eq!(pb_c.recv_error_code().await, "bad_envelope");
+        assert_eq!(pb_c.recv().await, Recv::Eof);
+        assert_eq!(json_c.echo("still open").await, echoed("still open"));
+    });
+}
+
+#[test]
+fn broadcast_locally_reaches_every_port_in_its_own_encoding() {
+    // The protobuf port takes smaller frames than the others.
+    let mut ports = three_ports(|_| {});
+    ports[1].max_frame_bytes = 2048;
+    run_ports(21, ports, |ctx| async move {
+        let mut cs = [
+            ctx.client(Transport::TcpJson).await,
+            Client::connect_to(&ctx.env, server_port(PB_PORT), Transport::TcpProtobuf).await,
+            Client::connect_to(&ctx.env, server_port(WS_PORT), Transport::WebSocketJson).await,
+        ];
+        for (c, name) in cs.iter_mut().zip(["ann", "bob", "cid"]) {
+            c.send("login", json!({ "name": name })).await;
+            assert_eq!(c.recv().await, Recv::Msg("sc_login".into(), json!({"error": false})));
+        }
+        let svc = ctx.w.service();
+        assert_eq!(svc.broadcast_locally("notice", &json!({"n": 1}), |_| true), 3);
+        let not_bob = svc.broadcast_locally("notice", &json!({"n": 2}), |s| {
+            s.context::<String>("name").as_deref() != Some("bob")
+        });
+        assert_eq!(not_bob, 2);
+        // Too large for the protobuf port only: the others still get it.
+        let big = json!({"n": 3, "pad": "x".repeat(3000)});
+        assert_eq!(svc.broadcast_locally("notice", &big, |_| true), 2);
+        for (i, c) in cs.iter_mut().enumerate() {
+            assert_eq!(c.recv().await, Recv::Msg("notice".into(), json!({"n": 1})), "client {i}");
+            if i != 1 {
+                assert_eq!(c.recv().await, Recv::Msg("notice".into(), json!({"n": 2})), "client {i}");
+                assert_eq!(c.recv().await, Recv::Msg("notice".into(), big.clone()), "client {i}");
+            }
+            assert_eq!(c.recv_any(Duration::from_millis(200)).await, Recv::Timeout, "client {i}");
+        }
+        // The modelled WebSocket port answers like the TCP JSON one.
+        assert_eq!(cs[2].echo("ws").await, echoed("ws"));
+        assert!(ctx.w.closed().is_empty(), "an oversized broadcast closes nobody");
+    });
+}
+
+#[test]
+fn each_port_keeps_its_own_limits() {
+    let mut ports = three_ports(|_| {})[..2].to_vec();
+    // JSON: short idle timeout, no pings. Protobuf: pings, small frames.
+    ports[0].idle_timeout = Duration::from_secs(2);
+    ports[0].heartbeat_interval = None;
+    ports[1].heartbeat_interval = Some(Duration::from_millis(500));
+    ports[1].max_frame_bytes = 4096;
+    run_ports(22, ports, |ctx| async move {
+        let mut json_c = ctx.client(Transport::TcpJson).await;
+        let mut pb_c = Client::connect_to(&ctx.env, server_port(PB_PORT), Transport::TcpProtobuf).await;
+        // 5000 bytes: fine on the JSON port (1 MiB), too large on the protobuf port.
+        let text = "x".repeat(5000);
+        assert_eq!(json_c.echo(&text).await, echoed(&text));
+        pb_c.send("echo", json!({ "text": text })).await;
+        assert_eq!(pb_c.recv_error_code().await, "frame_too_large");
+        assert_eq!(pb_c.recv().await, Recv::Eof);
+        // The protobuf port pings (a fresh session); the JSON port does not, and idles out.
+        let mut pb_c = Client::connect_to(&ctx.env, server_port(PB_PORT), Transport::TcpProtobuf).await;
+        let t0 = ctx.now_ms();
+        assert!(
+            matches!(pb_c.recv_any(Duration::from_secs(1)).await, Recv::Msg(t, _) if t == codec::PING_TYPE)
+        );
+        assert_eq!(json_c.recv_any(Duration::from_secs(5)).await, Recv::Eof);
+        let took = ctx.now_ms() - t0;
+        assert!(took <= 2100, "JSON session idled out after {took} ms");
+        let reasons: Vec<_> = ctx.wait_closed(2).await.into_iter().map(|(_, r)| r).collect();
+        assert!(
+            matches!(&reasons[0], CloseReason::Protocol(e) if e.code() == "frame_too_large"),
+            "{reasons:?}"
+        );
+        assert_eq!(reasons[1], CloseReason::IdleTimeout);
+    });
+}
+
+#[test]
+fn no_client_is_accepted_before_serve() {
+    let setup = |env: Env, w: World| async move {
+        let listeners = NetClientListeners::new(env.net.clone());
+        let svc = SessionService::bind(env.clone(), three_ports(|_| {})[..2].to_vec(), &listeners)
+            .await
+            .expect("ports bind");
+        // Bound and published, but handlers come 2 s later, then `serve`.
+        *lock(&w.service) = Some(svc.clone());
+        env.clock.sleep(Duration::from_secs(2)).await;
+        install_handlers(&svc, &env, &w);
+        svc.serve();
+        svc.serve(); // idempotent
+    };
+    run_setup(23, setup, |ctx| async move {
+        let t0 = ctx.now_ms();
+        // Connecting works (the port is bound: the connection waits in the backlog) ...
+        let mut c = ctx.client(Transport::TcpJson).await;
+        let mut p = Client::connect_to(&ctx.env, server_port(PB_PORT), Transport::TcpProtobuf).await;
+        c.send("echo", json!({"text": "early"})).await;
+        p.send("echo", json!({"text": "early pb"})).await;
+        ctx.sleep_ms(1000).await;
+        // ... but no session exists before `serve`, so no message meets a missing handler.
+        assert!(ctx.w.service().sessions().is_empty());
+        assert!(lock(&ctx.w.opened).is_empty());
+        assert_eq!(c.recv().await, echoed("early"), "answered by the handler, not unknown_type");
+        assert_eq!(p.recv().await, echoed("early pb"));
+        assert!(ctx.now_ms() - t0 >= 2000, "answered only once served");
+        assert_eq!(lock(&ctx.w.opened).len(), 2);
+    });
+}
+
+#[test]
+fn bad_port_sets_are_rejected_and_release_what_they_bound() {
+    let setup = |env: Env, w: World| async move {
+        let net = NetClientListeners::new(env.net.clone());
+        let bind = |ports: Vec<SessionConfig>| SessionService::bind(env.clone(), ports, &net);
+        let msg = |r: Result<SessionService, SessionError>| match r {
+            Err(e) => e,
+            Ok(_) => panic!("bind should fail"),
+        };
+        // No port, two ports of one transport, a bad config: nothing is bound.
+        assert!(matches!(msg(bind(vec![]).await), SessionError::Config(m) if m.contains("no session port")));
+        let two_json = vec![
+            SessionConfig::new(server_port(PORT), Transport::TcpJson),
+            SessionConfig::new(server_port(PB_PORT), Transport::TcpJson),
+        ];
+        assert!(
+            matches!(msg(bind(two_json).await), SessionError::Config(m) if m.contains("two TcpJson ports")),
+        );
+        let mut bad = three_ports(|_| {});
+        bad[1].max_frame_bytes = 10;
+        assert!(matches!(msg(bind(bad).await), SessionError::Config(m) if m.contains("TcpProtobuf port")));
+        // WebSocket needs a backend listener: a typed error, and the TCP port bound before it
+        // is released again.
+        assert_eq!(
+            msg(bind(three_ports(|_| {})).await),
+            SessionError::UnsupportedTransport {
+                transport: Transport::WebSocketJson,
+                reason: "the Net port speaks length-prefixed TCP only; a WebSocket port needs a \
+                         backend WebSocket listener"
+                    .into()
+            }
+        );
+        assert!(matches!(
+            msg(SessionService::start(env.clone(), three_ports(|_| {}).remove(2)).await),
+            SessionError::UnsupportedTransport { transport: Transport::WebSocketJson, .. }
+        ));
+        // A port that cannot bind (the JSON port is already taken) fails the whole bind.
+        let taken = bind(three_ports(|_| {})[..1].to_vec()).await.expect("first bind");
+        let mut second = three_ports(|_| {})[..2].to_vec();
+        second.swap(0, 1);
+        assert!(matches!(msg(bind(second).await), SessionError::Listen(_)));
+        // Shutting down a service that never served releases its ports.
+        taken.shutdown().await;
+        let svc = bind(three_ports(|_| {})[..2].to_vec()).await.expect("ports free again");
+        install_handlers(&svc, &env, &w);
+        svc.serve();
+        *lock(&w.service) = Some(svc);
+    };
+    run_setup(24, setup, |ctx| async move {
+        let mut c = Client::connect_to(&ctx.env, server_port(PB_PORT), Transport::TcpProtobuf).await;
+        assert_eq!(c.echo("rebound").await, echoed("rebound"));
+    });
+}
+
+#[test]
+fn shutdown_stops_every_port() {
+    run_ports(25, three_ports(|_| {}), |ctx| async move {
+        let mut a = ctx.client(Transport::TcpJson).await;
+        let mut b = Client::connect_to(&ctx.env, server_port(WS_PORT), Transport::WebSocketJson).await;
+        assert_eq!(a.echo("a").await, echoed("a"));
+        assert_eq!(b.echo("b").await, echoed("b"));
+        ctx.w.service().shutdown().await;
+        assert_eq!(a.recv().await, Recv::Eof);
+        assert_eq!(b.recv().await, Recv::Eof);
+        for port in [PORT, PB_PORT, WS_PORT] {
+            assert!(ctx.env.net.connect(server_port(port), 1024).await.is_err(), "port {port} still accepts");
+        }
+        let closed = ctx.wait_closed(2).await;
+        assert!(closed.iter().all(|(_, r)| *r == CloseReason::Shutdown), "{closed:?}");
+    });
 }

@@ -157,7 +157,8 @@ pub const RPC_BROADCAST: &str = "_account.broadcast";
 pub const REMOTE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Message type of the redirect instruction sent to the client.
 pub const SC_REDIRECT: &str = "_sc_redirect";
-/// The external port (by protocol name) a redirected client is sent to.
+/// The external port (by protocol name) a redirected client is sent to when the target has
+/// no port of the client's own transport.
 pub const REDIRECT_PORT_NAME: &str = "tcp_json";
 /// How many create/read rounds a login makes through connection loss before giving up.
 const CLAIM_ATTEMPTS_MAX: u32 = 8;
@@ -204,6 +205,12 @@ pub trait ClientLink: Send + Sync {
     /// Closes the connection (idempotent).
     fn close(&self, reason: &str);
     fn is_open(&self) -> bool;
+    /// The cluster's name of the client port this link came in on (`tcp_json`,
+    /// `tcp_protobuf`, `websocket_json`): a redirect sends the client to the same kind of
+    /// port on the target, falling back to [`REDIRECT_PORT_NAME`].
+    fn port_name(&self) -> &'static str {
+        REDIRECT_PORT_NAME
+    }
 }
 
 /// A shared client link.
@@ -1160,7 +1167,7 @@ impl AccountManager {
         let port = s
             .cluster
             .peer_external_ports(target)
-            .and_then(|p| p.get(REDIRECT_PORT_NAME).copied())
+            .and_then(|p| p.get(link.port_name()).or_else(|| p.get(REDIRECT_PORT_NAME)).copied())
             .ok_or(AccountError::UnknownPeer(target))?;
         let flavor = s.cluster.peers(true).get(&target).and_then(|i| i.flavor.clone());
         let mut nonce = [0u8; NONCE_BYTES];

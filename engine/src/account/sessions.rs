@@ -34,6 +34,10 @@ impl super::ClientLink for Session {
     fn is_open(&self) -> bool {
         Session::is_open(self)
     }
+
+    fn port_name(&self) -> &'static str {
+        self.transport().name()
+    }
 }
 
 /// A session as the manager's link type.
@@ -51,7 +55,8 @@ impl AccountManager {
     ///   was valid).
     /// - when a session closes, whatever account is logged in on it here is logged out.
     ///
-    /// Call once per port, right after starting both.
+    /// Call once per session service (it covers all its ports), between
+    /// [`SessionService::bind`] and [`SessionService::serve`].
     pub fn attach_sessions(&self, sessions: &SessionService) {
         let me = self.clone();
         sessions.register_json_handler(CS_REDIRECT_TYPE, move |session, body| {

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use super::Transport;
 use crate::env::NetError;
 
 /// A client frame the server could not accept. Each variant has a stable machine-readable
@@ -138,12 +139,17 @@ pub enum SessionError {
     /// `send_proto` on a JSON port: a protobuf message has no JSON form here. Use `send_json`.
     #[error("cannot send a protobuf message on a JSON port")]
     ProtobufOnJsonPort,
-    /// `start` was given an unusable configuration (the text says which field).
+    /// `bind`/`start` was given an unusable configuration (the text says which field or
+    /// port), e.g. no port at all or two ports of one transport.
     #[error("bad session config: {0}")]
     Config(String),
-    /// `start` could not bind the listen address.
+    /// `bind`/`start` could not bind a listen address.
     #[error("cannot listen: {0}")]
     Listen(NetError),
+    /// The [`ClientListeners`](super::ClientListeners) given to `bind` cannot serve this
+    /// transport (e.g. WebSocket JSON on the bare `Net` port); nothing was bound.
+    #[error("cannot serve a {transport:?} port: {reason}")]
+    UnsupportedTransport { transport: Transport, reason: String },
 }
 
 #[cfg(test)]

@@ -34,7 +34,8 @@ pub struct BroadcastReport {
     pub unreachable: Vec<PeerId>,
 }
 
-/// Session broadcasts across the cluster, for one session port. Cheap to clone.
+/// Session broadcasts across the cluster, for one session service (all its ports). Cheap to
+/// clone.
 #[derive(Clone, Debug)]
 pub struct GlobalSessions {
     sessions: SessionService,
@@ -43,8 +44,8 @@ pub struct GlobalSessions {
 }
 
 impl GlobalSessions {
-    /// Serves other servers' broadcasts on `rpc` to the sessions of `sessions`. One port per
-    /// server can be attached (the RPC type is fixed).
+    /// Serves other servers' broadcasts on `rpc` to the sessions of `sessions` (every port,
+    /// each in its encoding). One service per server can be attached (the RPC type is fixed).
     pub fn attach(sessions: SessionService, cluster: Cluster, rpc: Rpc) -> Self {
         let local = sessions.clone();
         rpc.register_handler(RPC_SESSION_BROADCAST, move |_info, req: messages::BroadcastToSessions| {

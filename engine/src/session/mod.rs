@@ -1,13 +1,24 @@
 //! Client sessions (iFun's `SessionService`, `HandlerRegistry`, `Session::SendMessage`,
-//! `BroadcastLocally`): client connections over the `Net` port, decoded per the client wire
-//! protocol of DESIGN.md §6, routed to registered handlers one message at a time per session.
+//! `BroadcastLocally`): client connections on one or more ports (iFun's `tcp_json_port`,
+//! `tcp_protobuf_port`, `websocket_json_port`), decoded per the client wire protocol of
+//! DESIGN.md §6, routed to one shared set of registered handlers one message at a time per
+//! session.
 //!
 //! # Wire protocol
-//! Each frame is a 4-byte big-endian length and a payload (the `Net` port's framing). The
-//! payload is a JSON envelope `{"type": "<t>", "body": {...}}` on a [`Transport::TcpJson`]
-//! port, or a protobuf envelope `{ string type = 1; bytes body = 2; }` on a
-//! [`Transport::TcpProtobuf`] port ([`codec`]). WebSocket JSON (one text message = one JSON
-//! envelope) arrives with the real backend and reuses the JSON codec as is.
+//! On the TCP ports each frame is a 4-byte big-endian length and a payload (the `Net` port's
+//! framing). The payload is a JSON envelope `{"type": "<t>", "body": {...}}` on a
+//! [`Transport::TcpJson`] port, or a protobuf envelope `{ string type = 1; bytes body = 2; }`
+//! on a [`Transport::TcpProtobuf`] port ([`codec`]). On a [`Transport::WebSocketJson`] port
+//! one text message is one JSON envelope (same codec); its listener comes from the backend
+//! ([`ClientListeners`]).
+//!
+//! # Ports
+//! A service has one or more ports, at most one per transport, each with its own limits
+//! (`max_frame_bytes`, `idle_timeout`, `heartbeat_interval`, `send_queue_max`). Every session
+//! keeps its port's transport: replies, `_error` frames, pings and broadcasts reach each
+//! client in its own encoding. [`SessionService::bind`] binds every port without accepting;
+//! [`SessionService::serve`] starts accepting once the handlers are registered, so no client
+//! is ever answered `unknown_type` for a handler that was about to be registered.
 //!
 //! Engine-reserved types start with `_`: the server sends `_error` and `_ping`; a client may
 //! send `_pong` (the heartbeat answer) and `_cs_redirect` (reserved for the account module).
@@ -38,11 +49,14 @@
 //! # Example
 //! ```no_run
 //! # async fn demo(env: engine::env::Env) -> Result<(), engine::session::SessionError> {
-//! use engine::session::{SessionConfig, SessionService, Transport};
+//! use engine::session::{NetClientListeners, SessionConfig, SessionService, Transport};
 //! use serde_json::json;
 //!
-//! let cfg = SessionConfig::new("0.0.0.0:8012".parse().unwrap(), Transport::TcpJson);
-//! let sessions = SessionService::start(env, cfg).await?;
+//! let ports = vec![
+//!     SessionConfig::new("0.0.0.0:8012".parse().unwrap(), Transport::TcpJson),
+//!     SessionConfig::new("0.0.0.0:8022".parse().unwrap(), Transport::TcpProtobuf),
+//! ];
+//! let sessions = SessionService::bind(env.clone(), ports, &NetClientListeners::new(env.net.clone())).await?;
 //! // HandlerRegistry::Register("cs_game_server_login", OnGameServerLogin):
 //! sessions.register_json_handler("cs_game_server_login", |session, body| async move {
 //!     let Some(user_name) = body["user_name"].as_str() else {
@@ -55,6 +69,7 @@
 //! sessions.on_session_closed(|session, reason| async move {
 //!     tracing::info!(session = %session.id(), %reason, "bye");
 //! });
+//! sessions.serve(); // now clients are accepted, on both ports
 //! # Ok(())
 //! # }
 //! ```
@@ -64,6 +79,7 @@ pub mod config;
 mod error;
 pub mod global;
 mod handle;
+mod listeners;
 mod registry;
 mod service;
 
@@ -75,16 +91,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::future::{self, BoxFuture, FutureExt};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::env::{timeout, Env, TaskHandle};
+use crate::env::{timeout, Env, Listener, TaskHandle};
 
 pub use self::error::{CloseReason, ProtocolError, SessionError};
 pub use self::global::{BroadcastReport, GlobalSessions};
 use self::handle::lock;
 pub use self::handle::{Session, SessionId};
+pub use self::listeners::{ClientListeners, NetClientListeners};
 use self::registry::HandlerRegistry;
 
 /// Default `max_frame_bytes` (DESIGN.md §6).
@@ -114,15 +132,28 @@ pub enum Transport {
     /// Length-prefixed frames, each a protobuf envelope.
     TcpProtobuf,
     /// WebSocket: one text message = one UTF-8 JSON envelope (same codec as `TcpJson`). The
-    /// backend supplies the listener ([`SessionService::start_with_listener`]): the `Net`
-    /// port only speaks length-prefixed TCP.
+    /// backend supplies the listener ([`ClientListeners`]): the `Net` port only speaks
+    /// length-prefixed TCP.
     WebSocketJson,
+}
+
+impl Transport {
+    /// The transport's name: the manifest key without `_port` (`tcp_json`, `tcp_protobuf`,
+    /// `websocket_json`), and the name its port is announced under in the cluster's
+    /// `external_ports`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::TcpJson => "tcp_json",
+            Transport::TcpProtobuf => "tcp_protobuf",
+            Transport::WebSocketJson => "websocket_json",
+        }
+    }
 }
 
 /// Configuration of one session port (the `SessionService` manifest section, per port).
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
-    /// Where to listen (port 0 = any free port; see [`SessionService::local_addr`]).
+    /// Where to listen (port 0 = any free port; see [`SessionService::local_addr_of`]).
     pub listen: SocketAddr,
     pub transport: Transport,
     /// Largest frame accepted from a client (and sent to one). A larger incoming frame gets
@@ -188,23 +219,38 @@ struct Entry {
     task: Option<TaskHandle>,
 }
 
-struct Inner {
-    env: Env,
+/// One bound port: its configuration (its own limits) and, until `serve`, its listener.
+struct Port {
     cfg: SessionConfig,
     local_addr: SocketAddr,
+    /// Taken by [`SessionService::serve`] (moved into the accept loop) or dropped by
+    /// [`SessionService::shutdown`].
+    listener: Mutex<Option<Box<dyn Listener>>>,
+}
+
+struct Inner {
+    env: Env,
+    /// In the order given to `bind`; never empty.
+    ports: Vec<Port>,
     registry: HandlerRegistry,
     opened: Mutex<Vec<Arc<OpenedFn>>>,
     closed: Mutex<Vec<Arc<ClosedFn>>>,
-    /// Live sessions, by id (so every listing is in a deterministic order).
+    /// Live sessions of every port, by id (so every listing is in a deterministic order).
     sessions: Mutex<BTreeMap<SessionId, Entry>>,
     shut: AtomicBool,
-    accept: Mutex<Option<TaskHandle>>,
+    /// One accept loop per port, once serving.
+    accept: Mutex<Vec<TaskHandle>>,
 }
 
-/// The session service of one port. Cheap to clone.
+/// The session service: one or more client ports (at most one per [`Transport`]) sharing one
+/// handler registry, one set of callbacks and one session table. Cheap to clone.
 ///
-/// Register handlers and callbacks right after [`start`](SessionService::start): a session
-/// accepted before a type's handler is registered answers that type with `unknown_type`.
+/// Startup is two-step so that no client can be answered `unknown_type` while a server is
+/// still registering: [`bind`](SessionService::bind) binds every port without accepting,
+/// the server registers its handlers and callbacks, then [`serve`](SessionService::serve)
+/// starts accepting. A client that connects in between waits in the listen backlog and is
+/// served from its first message. ([`start`](SessionService::start) does both steps at once,
+/// for a service whose handlers may miss the first clients.)
 #[derive(Clone)]
 pub struct SessionService {
     inner: Arc<Inner>,
@@ -212,65 +258,142 @@ pub struct SessionService {
 
 impl fmt::Debug for SessionService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionService")
-            .field("local_addr", &self.inner.local_addr)
-            .field("transport", &self.inner.cfg.transport)
-            .finish_non_exhaustive()
+        f.debug_struct("SessionService").field("ports", &self.local_addrs()).finish_non_exhaustive()
     }
 }
 
-impl SessionService {
-    /// Validates `cfg`, binds `cfg.listen` on the `Net` port and starts accepting clients.
-    /// TCP transports only; a WebSocket port needs [`start_with_listener`](Self::start_with_listener).
-    pub async fn start(env: Env, cfg: SessionConfig) -> Result<SessionService, SessionError> {
-        cfg.validate()?;
-        if cfg.transport == Transport::WebSocketJson {
-            return Err(SessionError::Config(
-                "a WebSocket port needs a listener from the backend (start_with_listener)".into(),
-            ));
+/// Checks every port and the set: not empty, each config valid, one port per transport.
+fn validate_ports(ports: &[SessionConfig]) -> Result<(), SessionError> {
+    if ports.is_empty() {
+        return Err(SessionError::Config("no session port configured".into()));
+    }
+    for (i, cfg) in ports.iter().enumerate() {
+        cfg.validate().map_err(|e| match e {
+            SessionError::Config(m) => SessionError::Config(format!("{:?} port: {m}", cfg.transport)),
+            other => other,
+        })?;
+        if ports[..i].iter().any(|c| c.transport == cfg.transport) {
+            return Err(SessionError::Config(format!(
+                "two {:?} ports; a service has at most one port per transport",
+                cfg.transport
+            )));
         }
-        let listener = env.net.listen(cfg.listen, cfg.max_frame_bytes).await.map_err(SessionError::Listen)?;
-        Self::start_with_listener(env, cfg, listener).await
+    }
+    Ok(())
+}
+
+impl SessionService {
+    /// Validates `ports` (at least one, each valid, no two of one transport), binds each with
+    /// `listeners`, in order, and returns the service **without accepting** any client: register
+    /// handlers and callbacks, then call [`serve`](Self::serve). If one port fails to bind,
+    /// the ports bound before it are released and the error is returned.
+    pub async fn bind(
+        env: Env,
+        ports: Vec<SessionConfig>,
+        listeners: &dyn ClientListeners,
+    ) -> Result<SessionService, SessionError> {
+        validate_ports(&ports)?;
+        let mut bound = Vec::with_capacity(ports.len());
+        for cfg in ports {
+            let listener = listeners.listen(&cfg).await?;
+            bound.push((cfg, listener));
+        }
+        Ok(Self::assemble(env, bound))
     }
 
-    /// Starts the service on a listener the backend bound itself (e.g. a WebSocket listener
-    /// whose connections carry one message per frame). `cfg.listen` is informational; the
-    /// listener must bound incoming frames by `cfg.max_frame_bytes`.
+    /// One bound-but-not-serving service over already bound listeners.
+    fn assemble(env: Env, bound: Vec<(SessionConfig, Box<dyn Listener>)>) -> SessionService {
+        let ports: Vec<Port> = bound
+            .into_iter()
+            .map(|(cfg, listener)| {
+                let local_addr = listener.local_addr();
+                info!(%local_addr, transport = ?cfg.transport, "session port bound");
+                Port { cfg, local_addr, listener: Mutex::new(Some(listener)) }
+            })
+            .collect();
+        SessionService {
+            inner: Arc::new(Inner {
+                env,
+                ports,
+                registry: HandlerRegistry::default(),
+                opened: Mutex::new(Vec::new()),
+                closed: Mutex::new(Vec::new()),
+                sessions: Mutex::new(BTreeMap::new()),
+                shut: AtomicBool::new(false),
+                accept: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Starts accepting clients on every bound port (one accept loop each). Call it after
+    /// registering handlers and callbacks. Idempotent; does nothing after
+    /// [`shutdown`](Self::shutdown).
+    pub fn serve(&self) {
+        let inner = &self.inner;
+        let mut accept = lock(&inner.accept);
+        if inner.shut.load(Ordering::SeqCst) {
+            return;
+        }
+        for (i, port) in inner.ports.iter().enumerate() {
+            let Some(listener) = lock(&port.listener).take() else { continue };
+            accept.push(
+                inner
+                    .env
+                    .spawn
+                    .spawn("session-accept", service::accept_loop(inner.clone(), i, listener).boxed()),
+            );
+            info!(local_addr = %port.local_addr, transport = ?port.cfg.transport, "session port serving");
+        }
+    }
+
+    /// [`bind`](Self::bind) one port on the `Net` port ([`NetClientListeners`]) and
+    /// [`serve`](Self::serve) at once. TCP transports only (a WebSocket port fails with
+    /// [`SessionError::UnsupportedTransport`]). Handlers registered after this returns miss
+    /// the messages of clients that were quicker: servers use `bind` + `serve`.
+    pub async fn start(env: Env, cfg: SessionConfig) -> Result<SessionService, SessionError> {
+        let listeners = NetClientListeners::new(env.net.clone());
+        let svc = Self::bind(env, vec![cfg], &listeners).await?;
+        svc.serve();
+        Ok(svc)
+    }
+
+    /// Validates `cfg` and serves one port on a listener the backend bound itself (e.g. a
+    /// WebSocket listener whose connections carry one message per frame), at once, as
+    /// [`start`](Self::start) does. `cfg.listen` is informational; the listener must bound
+    /// incoming frames by `cfg.max_frame_bytes`.
     pub async fn start_with_listener(
         env: Env,
         cfg: SessionConfig,
-        listener: Box<dyn crate::env::Listener>,
+        listener: Box<dyn Listener>,
     ) -> Result<SessionService, SessionError> {
-        cfg.validate()?;
-        let local_addr = listener.local_addr();
-        let inner = Arc::new(Inner {
-            env,
-            cfg,
-            local_addr,
-            registry: HandlerRegistry::default(),
-            opened: Mutex::new(Vec::new()),
-            closed: Mutex::new(Vec::new()),
-            sessions: Mutex::new(BTreeMap::new()),
-            shut: AtomicBool::new(false),
-            accept: Mutex::new(None),
-        });
-        let accept =
-            inner.env.spawn.spawn("session-accept", service::accept_loop(inner.clone(), listener).boxed());
-        *lock(&inner.accept) = Some(accept);
-        info!(%local_addr, transport = ?inner.cfg.transport, "session service started");
-        Ok(SessionService { inner })
+        validate_ports(std::slice::from_ref(&cfg))?;
+        let svc = Self::assemble(env, vec![(cfg, listener)]);
+        svc.serve();
+        Ok(svc)
     }
 
+    /// The first port's bound address (with the real port if 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
-        self.inner.local_addr
+        self.inner.ports[0].local_addr
     }
 
+    /// Every port's transport and bound address, in the order given to `bind`.
+    pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
+        self.inner.ports.iter().map(|p| (p.cfg.transport, p.local_addr)).collect()
+    }
+
+    /// The bound address of the port of `transport`, if the service has one.
+    pub fn local_addr_of(&self, transport: Transport) -> Option<SocketAddr> {
+        self.inner.ports.iter().find(|p| p.cfg.transport == transport).map(|p| p.local_addr)
+    }
+
+    /// The first port's transport (each [`Session::transport`] tells its own).
     pub fn transport(&self) -> Transport {
-        self.inner.cfg.transport
+        self.inner.ports[0].cfg.transport
     }
 
-    /// Registers the JSON handler of `msg_type` (replacing any earlier handler of the type).
-    /// On a protobuf port the envelope's body must then be a UTF-8 JSON object.
+    /// Registers the JSON handler of `msg_type` (replacing any earlier handler of the type),
+    /// for every port. On a protobuf port the envelope's body must then be a UTF-8 JSON object.
     ///
     /// # Panics
     /// If `msg_type` is empty, longer than [`codec::MSG_TYPE_MAX_BYTES`], or starts with `_`
@@ -318,7 +441,7 @@ impl SessionService {
         lock(&self.inner.closed).push(Arc::new(move |s, r| f(s, r).boxed()));
     }
 
-    /// The live sessions, sorted by id.
+    /// The live sessions of every port, sorted by id.
     pub fn sessions(&self) -> Vec<Session> {
         lock(&self.inner.sessions).values().map(|e| e.session.clone()).collect()
     }
@@ -328,10 +451,12 @@ impl SessionService {
         lock(&self.inner.sessions).get(&id).map(|e| e.session.clone())
     }
 
-    /// Sends one JSON message to every open session of this service that `filter` accepts
-    /// (iFun's `BroadcastLocally`), in session-id order. Returns how many sessions it was
-    /// queued for; a session whose queue overflows is closed as a slow reader and not counted.
-    /// A body that is not a JSON object or too large a frame sends nothing.
+    /// Sends one JSON message to every open session of this service, on every port, that
+    /// `filter` accepts (iFun's `BroadcastLocally`), in session-id order, each in its port's
+    /// encoding (encoded once per transport). Returns how many sessions it was queued for; a
+    /// session whose queue overflows is closed as a slow reader and not counted, and a
+    /// session whose port's `max_frame_bytes` the frame exceeds is skipped (and not counted).
+    /// A body that is not a JSON object sends nothing.
     pub fn broadcast_locally(
         &self,
         msg_type: &str,
@@ -342,28 +467,46 @@ impl SessionService {
             warn!(msg_type, "broadcast body is not a JSON object: nothing sent");
             return 0;
         }
-        let frame = codec::encode_json_message(self.inner.cfg.transport, msg_type, body);
-        if frame.len() > self.inner.cfg.max_frame_bytes {
-            warn!(msg_type, len = frame.len(), "broadcast frame too large: nothing sent");
-            return 0;
+        let mut frames: BTreeMap<Transport, Bytes> = BTreeMap::new();
+        let mut too_large = 0usize;
+        let mut delivered = 0usize;
+        for s in self.sessions().iter().filter(|s| s.is_open() && filter(s)) {
+            let t = s.transport();
+            let frame =
+                frames.entry(t).or_insert_with(|| codec::encode_json_message(t, msg_type, body)).clone();
+            match s.push(frame) {
+                Ok(()) => delivered += 1,
+                Err(SessionError::FrameTooLarge { .. }) => too_large += 1,
+                Err(_) => {}
+            }
         }
-        self.sessions()
-            .iter()
-            .filter(|s| s.is_open() && filter(s))
-            .filter(|s| s.push(frame.clone()).is_ok())
-            .count()
+        if too_large > 0 {
+            warn!(
+                msg_type,
+                sessions = too_large,
+                "broadcast frame too large for some sessions' ports: not sent to them"
+            );
+        }
+        delivered
     }
 
-    /// Stops accepting, closes every session (queued frames still go out, within
-    /// [`CLOSE_DRAIN_TIMEOUT`]) and waits up to [`SHUTDOWN_TIMEOUT`] for their closed
-    /// callbacks; session tasks still running then are cancelled. Idempotent.
+    /// Stops accepting on every port (and releases ports never served), closes every session
+    /// (queued frames still go out, within [`CLOSE_DRAIN_TIMEOUT`]) and waits up to
+    /// [`SHUTDOWN_TIMEOUT`] for their closed callbacks; session tasks still running then are
+    /// cancelled. Idempotent.
     pub async fn shutdown(&self) {
         let inner = &self.inner;
-        if inner.shut.swap(true, Ordering::SeqCst) {
-            return;
+        {
+            let mut accept = lock(&inner.accept);
+            if inner.shut.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            for t in accept.drain(..) {
+                t.abort();
+            }
         }
-        if let Some(t) = lock(&inner.accept).take() {
-            t.abort();
+        for port in &inner.ports {
+            drop(lock(&port.listener).take());
         }
         let sessions = self.sessions();
         let waits: Vec<_> = sessions.iter().map(|s| s.shared.done.wait()).collect();
@@ -379,6 +522,6 @@ impl SessionService {
                 }
             }
         }
-        info!(local_addr = %inner.local_addr, "session service shut down");
+        info!(ports = ?self.local_addrs(), "session service shut down");
     }
 }

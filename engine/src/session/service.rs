@@ -1,4 +1,4 @@
-//! The accept loop and the per-session task.
+//! The accept loops (one per port) and the per-session task.
 //!
 //! Each accepted connection gets one task running two halves side by side:
 //! - the **reader** reads one frame (until the idle deadline), decodes and routes it, and
@@ -25,40 +25,42 @@ use tracing::{debug, info, warn};
 use super::codec::{self, Route};
 use super::error::{CloseReason, ProtocolError};
 use super::handle::{lock, Session, SessionId};
-use super::{Entry, Inner, ACCEPT_RETRY_DELAY, CLOSE_DRAIN_TIMEOUT};
+use super::{Entry, Inner, SessionConfig, ACCEPT_RETRY_DELAY, CLOSE_DRAIN_TIMEOUT};
 use crate::env::{Connection, FrameSink, FrameStream, Listener, NetError};
 
-pub(super) async fn accept_loop(inner: Arc<Inner>, mut listener: Box<dyn Listener>) {
+/// Accepts the connections of port `port` (an index into `inner.ports`).
+pub(super) async fn accept_loop(inner: Arc<Inner>, port: usize, mut listener: Box<dyn Listener>) {
     loop {
         match listener.accept().await {
             Ok(conn) => {
                 if inner.shut.load(Ordering::SeqCst) {
                     return;
                 }
-                start_session(&inner, conn);
+                start_session(&inner, port, conn);
             }
             Err(e) => {
-                warn!(error = %e, "session accept failed");
+                warn!(error = %e, transport = ?inner.ports[port].cfg.transport, "session accept failed");
                 inner.env.clock.sleep(ACCEPT_RETRY_DELAY).await;
             }
         }
     }
 }
 
-fn start_session(inner: &Arc<Inner>, conn: Connection) {
+fn start_session(inner: &Arc<Inner>, port: usize, conn: Connection) {
     let id = SessionId::new_random(&*inner.env.rand);
-    let cfg = &inner.cfg;
+    let cfg = &inner.ports[port].cfg;
     let session = Session::new(id, conn.peer, cfg.transport, cfg.max_frame_bytes, cfg.send_queue_max);
     lock(&inner.sessions).insert(id, Entry { session: session.clone(), task: None });
-    let task = inner.env.spawn.spawn("session", run_session(inner.clone(), session, conn).boxed());
+    let task = inner.env.spawn.spawn("session", run_session(inner.clone(), port, session, conn).boxed());
     // The task may already have finished (and removed its entry): then the handle is dropped.
     if let Some(e) = lock(&inner.sessions).get_mut(&id) {
         e.task = Some(task);
     }
 }
 
-async fn run_session(inner: Arc<Inner>, session: Session, conn: Connection) {
+async fn run_session(inner: Arc<Inner>, port: usize, session: Session, conn: Connection) {
     let Connection { sink, stream, peer } = conn;
+    let cfg = &inner.ports[port].cfg;
     let id = session.id();
     info!(session = %id, %peer, transport = ?session.transport(), "session opened");
     let reader = async {
@@ -66,9 +68,9 @@ async fn run_session(inner: Arc<Inner>, session: Session, conn: Connection) {
         for cb in opened {
             cb(session.clone()).await;
         }
-        read_loop(&inner, &session, stream).await;
+        read_loop(&inner, cfg, &session, stream).await;
     };
-    let writer = write_loop(&inner, &session, sink);
+    let writer = write_loop(&inner, cfg, &session, sink);
     future::join(reader, writer).await;
     // Both halves have stopped, so the session is closed; `ClosedByPeer` only covers a
     // close that was never recorded (not expected).
@@ -88,9 +90,9 @@ enum ReadEvent {
     Closed,
 }
 
-async fn read_loop(inner: &Inner, session: &Session, mut stream: FrameStream) {
+/// `cfg` is the session's port's configuration (its limits).
+async fn read_loop(inner: &Inner, cfg: &SessionConfig, session: &Session, mut stream: FrameStream) {
     let clock = &inner.env.clock;
-    let cfg = &inner.cfg;
     let id = session.id();
     let mut alive_at = clock.now();
     loop {
@@ -140,7 +142,7 @@ async fn read_loop(inner: &Inner, session: &Session, mut stream: FrameStream) {
             ReadEvent::Frame(Some(Ok(p))) => p,
         };
         alive_at = clock.now();
-        let msg = match codec::decode(cfg.transport, &payload) {
+        let msg = match codec::decode(session.transport(), &payload) {
             Ok(m) => m,
             Err(e) => {
                 reject(session, e);
@@ -182,7 +184,7 @@ enum WriteEvent {
     Ping,
 }
 
-async fn write_loop(inner: &Inner, session: &Session, mut sink: FrameSink) {
+async fn write_loop(inner: &Inner, cfg: &SessionConfig, session: &Session, mut sink: FrameSink) {
     let clock = inner.env.clock.clone();
     // Stop at an immediate close, or CLOSE_DRAIN_TIMEOUT after any close (a graceful close
     // whose client does not read must not hold the connection forever).
@@ -201,7 +203,7 @@ async fn write_loop(inner: &Inner, session: &Session, mut sink: FrameSink) {
         .map(|_| ())
         .boxed()
     };
-    let heartbeat = inner.cfg.heartbeat_interval;
+    let heartbeat = cfg.heartbeat_interval;
     let next_ping = || match heartbeat {
         Some(d) => clock.sleep(d),
         None => future::pending().boxed(),

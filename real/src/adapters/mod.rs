@@ -1,15 +1,22 @@
-//! tokio implementations of the engine's ports, and the real ZooKeeper and Redis clients.
+//! tokio implementations of the engine's ports, the real ZooKeeper and Redis clients, and the
+//! client-port listeners (TCP and WebSocket) of the session service.
 
+mod client_ports;
 mod clock;
 mod net;
 mod rand;
 mod redis;
 mod spawn;
+mod ws;
 mod zk;
 
+pub use self::client_ports::RealClientListeners;
 pub use self::clock::TokioClock;
 pub use self::net::TokioNet;
 pub use self::rand::OsRand;
 pub use self::redis::{RedisKv, RedisKvOptions};
 pub use self::spawn::TokioSpawn;
+pub use self::ws::{
+    WebSocketListener, WsOptions, WS_CLOSE_TIMEOUT, WS_HANDSHAKE_TIMEOUT, WS_MAX_PENDING_HANDSHAKES,
+};
 pub use self::zk::{ZkConnector, ZkCoord};

@@ -1,0 +1,109 @@
+//! `sandtable-server --manifest FILE [--flavor NAME]`: one server of the reference game on
+//! real ZooKeeper and Redis.
+//!
+//! Exit codes: 0 after a graceful stop (SIGTERM or SIGINT), 2 for a bad command line or
+//! manifest (the message names the key), 1 for a runtime failure.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use real::server::config::{plan_from_args, ServerArgs};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// One server of Sandtable's reference game (flavors `game` and `pvp`).
+#[derive(Debug, Parser)]
+#[command(name = "sandtable-server", version)]
+struct Cli {
+    /// The iFun-style manifest (see examples/MANIFEST.game.json).
+    #[arg(long)]
+    manifest: PathBuf,
+    /// `game` or `pvp` (default: from a MANIFEST.<flavor>.json file name, else game).
+    #[arg(long)]
+    flavor: Option<String>,
+    /// Name of this server in the cluster (default `<flavor>-<host>-<rpc_port>`).
+    #[arg(long)]
+    name: Option<String>,
+    /// Address peers and clients reach this server on (default: RpcService.rpc_nic_name's
+    /// address, else 127.0.0.1).
+    #[arg(long)]
+    advertise_ip: Option<IpAddr>,
+    /// Address to listen on (default: the advertised one; 0.0.0.0 for every interface).
+    #[arg(long)]
+    bind_ip: Option<IpAddr>,
+    /// Log format on stderr. The level comes from RUST_LOG (default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Check the manifest and print the plan, then exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let args = ServerArgs {
+        manifest: cli.manifest.clone(),
+        flavor: cli.flavor.clone(),
+        name: cli.name.clone(),
+        advertise_ip: cli.advertise_ip,
+        bind_ip: cli.bind_ip,
+    };
+    let plan = match plan_from_args(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("sandtable-server: {}: {e}", cli.manifest.display());
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check {
+        println!("{plan:#?}");
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sandtable-server: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(real::server::run(plan, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}

@@ -1,0 +1,212 @@
+//! From a manifest and the command line to everything one reference-game server needs.
+//!
+//! iFun runs one manifest per flavor (`MANIFEST.game.json`, `MANIFEST.pvp.json`); Sandtable
+//! also accepts one manifest with a `"flavors"` overlay and `--flavor`. The server's flavor
+//! is `--flavor`, else the manifest's file name (`MANIFEST.<flavor>.json`), else `game`.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use engine::account::AccountConfig;
+use engine::cluster::ClusterConfig;
+use engine::env::SessionOptions;
+use engine::manifest::redis::RedisSection;
+use engine::manifest::{Manifest, ManifestError};
+use engine::metrics::ApiConfig;
+use engine::rpc::RpcConfig;
+use engine::session::config::session_configs;
+use engine::session::{SessionConfig, Transport};
+use engine::storage::StorageConfig;
+use scenarios::game::{GameBugs, GameConfig, GAME_TAG};
+
+use crate::adapters::{RealClientListeners, RedisKvOptions};
+use crate::env::RealEnvConfig;
+
+/// Why a server cannot be configured. Each names what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("manifest: {0}")]
+    Manifest(#[from] ManifestError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What the command line adds to the manifest.
+#[derive(Debug, Clone)]
+pub struct ServerArgs {
+    pub manifest: PathBuf,
+    /// `game` or `pvp`; the flavor overlay of the manifest to apply, if it has one.
+    pub flavor: Option<String>,
+    /// This server's name in the cluster (default `<flavor>-<host>-<rpc_port>`).
+    pub name: Option<String>,
+    /// The address other servers and clients reach this server on. Default: the address of
+    /// `RpcService.rpc_nic_name` if set, else 127.0.0.1.
+    pub advertise_ip: Option<IpAddr>,
+    /// The address to listen on (default: the advertised address). `0.0.0.0` listens on
+    /// every interface.
+    pub bind_ip: Option<IpAddr>,
+}
+
+/// A configured server, ready to start.
+#[derive(Debug, Clone)]
+pub struct ServerPlan {
+    pub name: String,
+    pub flavor: String,
+    pub env: RealEnvConfig,
+    pub game: GameConfig,
+    /// The admin API (`ApiService`).
+    pub api: ApiConfig,
+    pub manifest: Manifest,
+}
+
+/// Reads the manifest named by `args` and plans the server.
+pub fn plan_from_args(args: &ServerArgs) -> Result<ServerPlan, ConfigError> {
+    let flavor = args.flavor.clone().or_else(|| flavor_from_file_name(&args.manifest));
+    // Apply the overlay only if the manifest defines it: a per-flavor file has none.
+    let text = std::fs::read_to_string(&args.manifest).map_err(|e| {
+        ConfigError::Manifest(ManifestError::Io {
+            path: args.manifest.display().to_string(),
+            kind: e.kind(),
+            message: e.to_string(),
+        })
+    })?;
+    let manifest = match Manifest::load(&text, flavor.as_deref()) {
+        Err(ManifestError::UnknownFlavor { known, .. }) if known.is_empty() => Manifest::load(&text, None)?,
+        other => other?,
+    };
+    plan(&manifest, flavor.as_deref().unwrap_or("game"), args)
+}
+
+/// `MANIFEST.pvp.json` -> `pvp`.
+fn flavor_from_file_name(p: &Path) -> Option<String> {
+    let name = p.file_name()?.to_str()?;
+    let mid = name.strip_prefix("MANIFEST.")?.strip_suffix(".json")?;
+    (!mid.is_empty() && !mid.contains('.')).then(|| mid.to_owned())
+}
+
+/// Plans a `flavor` server from a loaded manifest.
+pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan, ConfigError> {
+    if flavor != "game" && flavor != "pvp" {
+        return Err(ConfigError::Invalid(format!(
+            "--flavor {flavor:?}: the reference game has the flavors game and pvp"
+        )));
+    }
+    if !m.rpc.rpc_enabled {
+        return Err(ConfigError::Invalid(
+            "RpcService.rpc_enabled: the reference game needs RPC (cluster, accounts); set it to true".into(),
+        ));
+    }
+    if m.rpc.rpc_port == 0 {
+        return Err(ConfigError::Invalid(
+            "RpcService.rpc_port: 0 is not allowed; peers must know the port before it is bound".into(),
+        ));
+    }
+    let advertise_ip = match (args.advertise_ip, m.rpc.rpc_nic_name.as_str()) {
+        (Some(ip), _) => ip,
+        (None, "") => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        (None, nic) => nic_address(nic)?,
+    };
+    if advertise_ip.is_unspecified() {
+        return Err(ConfigError::Invalid(format!(
+            "--advertise-ip {advertise_ip}: peers and clients cannot reach an unspecified address"
+        )));
+    }
+    let bind_ip = args.bind_ip.unwrap_or(advertise_ip);
+    let sessions: Vec<SessionConfig> = session_configs(m, bind_ip)?;
+    if !sessions.iter().any(|s| s.transport == Transport::TcpJson) {
+        return Err(ConfigError::Invalid(
+            "SessionService.tcp_json_port: the reference game announces its TCP JSON port to clients; it must not be 0"
+                .into(),
+        ));
+    }
+    let rpc_port = m.rpc.rpc_port;
+    let name = args.name.clone().unwrap_or_else(|| format!("{flavor}-{}-{rpc_port}", host_name()));
+
+    let mut tags: BTreeSet<String> = m.rpc.rpc_tags.iter().cloned().collect();
+    if flavor == "game" {
+        tags.insert(GAME_TAG.to_owned());
+    }
+    let session = SessionOptions {
+        session_timeout: m.zookeeper.session_timeout(),
+        connect_timeout: std::time::Duration::from_secs(5),
+    };
+    let mut cluster =
+        ClusterConfig::new(m.app_info.app_id.clone(), name.clone(), SocketAddr::new(advertise_ip, rpc_port));
+    cluster.flavor = Some(flavor.to_owned());
+    cluster.tags = tags;
+    cluster.external_ip = advertise_ip;
+    cluster.session = session;
+
+    let mut rpc = RpcConfig::new(SocketAddr::new(bind_ip, rpc_port));
+    rpc.message_logging_level = m.rpc.rpc_message_logging_level;
+    rpc.enable_reply_checker = m.rpc.enable_rpc_reply_checker;
+    rpc.max_concurrent_handlers = usize::try_from(m.rpc.rpc_threads_size).unwrap_or(4);
+
+    let account = AccountConfig::from_manifest(m)?;
+    if flavor == "game" && account.redirection_secret.is_none() {
+        tracing::warn!("AccountManager.redirection_secret is not set: client redirection is off");
+    }
+    let storage = StorageConfig::from_manifest(m)?;
+    if !storage.enabled {
+        return Err(ConfigError::Invalid(
+            "CrossServerStorage.enable_cross_server_storage: the reference game keeps pvp auth keys there; set it to true"
+                .into(),
+        ));
+    }
+    let redis = RedisSection::from_manifest(m)?.ok_or_else(|| {
+        ConfigError::Invalid("Redis: missing section; the reference game needs a Redis server".into())
+    })?;
+    let server = redis.server_for_tag(&storage.redis_tag).ok_or_else(|| {
+        ConfigError::Invalid(format!(
+            "Redis.redis_servers: no enabled server for CrossServerStorage.redis_tag_for_cross_server_storage {:?}",
+            storage.redis_tag
+        ))
+    })?;
+
+    let api = ApiConfig::from_manifest(m)?;
+    let env = RealEnvConfig {
+        node: name.clone(),
+        ip: advertise_ip,
+        zookeeper: m.zookeeper.connect_string(),
+        redis_url: server.url(),
+        redis: RedisKvOptions::default(),
+    };
+    let game = GameConfig {
+        flavor: flavor.to_owned(),
+        sessions,
+        listeners: Some(Arc::new(RealClientListeners::default())),
+        cluster,
+        rpc,
+        account,
+        storage,
+        bugs: GameBugs::default(),
+        tick_period: None,
+        observer: None,
+        metrics: None,
+    };
+    Ok(ServerPlan { name, flavor: flavor.to_owned(), env, game, api, manifest: m.clone() })
+}
+
+fn nic_address(nic: &str) -> Result<IpAddr, ConfigError> {
+    let addrs = if_addrs::get_if_addrs()
+        .map_err(|e| ConfigError::Invalid(format!("RpcService.rpc_nic_name: cannot list interfaces: {e}")))?;
+    addrs.iter().filter(|a| a.name == nic).map(|a| a.ip()).find(IpAddr::is_ipv4).ok_or_else(|| {
+        let mut names: Vec<&str> = addrs.iter().map(|a| a.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        ConfigError::Invalid(format!(
+            "RpcService.rpc_nic_name: no IPv4 interface {nic:?} (interfaces: {}); or pass --advertise-ip",
+            names.join(", ")
+        ))
+    })
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "host".to_owned())
+}

@@ -1,0 +1,414 @@
+//! One engine `SessionService` serving TCP JSON, TCP protobuf and WebSocket JSON ports at once
+//! on real sockets (127.0.0.1, port 0), through `real::adapters::RealClientListeners`, driven
+//! by real clients: length-prefixed TCP frames (DESIGN.md §6) and a tokio-tungstenite
+//! WebSocket client. No ZooKeeper or Redis is needed (the `Env` connects to them lazily and
+//! these tests never use them).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use engine::env::Env;
+use engine::rpc::messages::{EchoReply, EchoRequest};
+use engine::session::codec::{self, InBody};
+use engine::session::{CloseReason, SessionConfig, SessionService, Transport};
+use futures::{SinkExt, StreamExt};
+use prost::Message as _;
+use real::adapters::{RealClientListeners, RedisKvOptions, WsOptions};
+use real::env::{real_env, RealEnvConfig};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+const TRANSPORTS: [Transport; 3] = [Transport::TcpJson, Transport::TcpProtobuf, Transport::WebSocketJson];
+/// How long a client waits for a frame it expects.
+const WAIT: Duration = Duration::from_secs(10);
+
+fn env() -> Env {
+    real_env(&RealEnvConfig {
+        node: "client-ports".into(),
+        ip: "127.0.0.1".parse().unwrap(),
+        // Never contacted: both clients connect lazily and these tests use neither.
+        zookeeper: "127.0.0.1:1".into(),
+        redis_url: "redis://127.0.0.1:1".into(),
+        redis: RedisKvOptions::default(),
+    })
+    .expect("env")
+}
+
+/// What the server's callbacks saw.
+#[derive(Clone, Default)]
+struct Seen {
+    closed: Arc<Mutex<Vec<(Transport, CloseReason)>>>,
+}
+
+impl Seen {
+    fn closed(&self) -> Vec<(Transport, CloseReason)> {
+        self.closed.lock().unwrap().clone()
+    }
+}
+
+/// A service with all three ports on 127.0.0.1:0 (each config changed by `cfg`), its handlers
+/// registered, serving.
+async fn server(cfg: impl Fn(&mut SessionConfig), ws: WsOptions) -> (SessionService, Seen) {
+    let ports = TRANSPORTS
+        .iter()
+        .map(|&t| {
+            let mut c = SessionConfig::new("127.0.0.1:0".parse().unwrap(), t);
+            cfg(&mut c);
+            c
+        })
+        .collect();
+    let svc = SessionService::bind(env(), ports, &RealClientListeners::new(ws)).await.expect("bind");
+    svc.register_json_handler("echo", |s, body| async move {
+        let _ = s.send_json("echo_reply", body);
+    });
+    svc.register_proto_handler("echo_pb", |s, req: EchoRequest| async move {
+        let _ = s.send_proto("echo_pb_reply", &EchoReply { message: req.message });
+    });
+    svc.register_json_handler("mark_slow", |s, _| async move {
+        s.set_context("slow", true);
+        let _ = s.send_json("marked", json!({}));
+    });
+    let seen = Seen::default();
+    let closed = seen.closed.clone();
+    svc.on_session_closed(move |s, reason| {
+        closed.lock().unwrap().push((s.transport(), reason));
+        async {}
+    });
+    svc.serve();
+    (svc, seen)
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Recv {
+    Msg(String, Value),
+    /// A protobuf message whose body is not JSON.
+    Bytes(String, Bytes),
+    Eof,
+    Timeout,
+}
+
+enum Conn {
+    Tcp(Framed<TcpStream, LengthDelimitedCodec>),
+    Ws(Box<WebSocketStream<TcpStream>>),
+}
+
+/// A real client of one port.
+struct Client {
+    transport: Transport,
+    conn: Conn,
+}
+
+impl Client {
+    async fn connect(svc: &SessionService, transport: Transport) -> Client {
+        let addr = svc.local_addr_of(transport).expect("port");
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let conn = match transport {
+            Transport::TcpJson | Transport::TcpProtobuf => {
+                // Accepts big frames, so it can also send oversized ones.
+                let codec = LengthDelimitedCodec::builder()
+                    .length_field_length(4)
+                    .big_endian()
+                    .max_frame_length(64 << 20)
+                    .new_codec();
+                Conn::Tcp(Framed::new(tcp, codec))
+            }
+            Transport::WebSocketJson => {
+                let (ws, _) =
+                    tokio_tungstenite::client_async(format!("ws://{addr}/"), tcp).await.expect("upgrade");
+                Conn::Ws(Box::new(ws))
+            }
+        };
+        Client { transport, conn }
+    }
+
+    async fn send_raw(&mut self, payload: Bytes) {
+        match &mut self.conn {
+            Conn::Tcp(f) => f.send(payload).await.expect("send"),
+            Conn::Ws(ws) => {
+                let text = String::from_utf8(payload.to_vec()).expect("test payloads on ws are text");
+                ws.send(Message::text(text)).await.expect("send")
+            }
+        }
+    }
+
+    async fn send(&mut self, msg_type: &str, body: Value) {
+        self.send_raw(codec::encode_json_message(self.transport, msg_type, &body)).await;
+    }
+
+    async fn next_payload(&mut self) -> Option<Bytes> {
+        match &mut self.conn {
+            Conn::Tcp(f) => f.next().await.and_then(Result::ok).map(|b| b.freeze()),
+            Conn::Ws(ws) => loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => return Some(Bytes::from(t)),
+                    Some(Ok(Message::Binary(b))) => return Some(b),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return None,
+                }
+            },
+        }
+    }
+
+    /// The next message that is not a `_ping`.
+    async fn recv(&mut self) -> Recv {
+        loop {
+            let frame = match tokio::time::timeout(WAIT, self.next_payload()).await {
+                Err(_) => return Recv::Timeout,
+                Ok(None) => return Recv::Eof,
+                Ok(Some(f)) => f,
+            };
+            let m =
+                codec::decode(self.transport, &frame).expect("server frames decode in the port's encoding");
+            let r = match m.body {
+                InBody::Json(v) => Recv::Msg(m.msg_type, v),
+                InBody::Bytes(b) => match codec::json_body_from_bytes(&m.msg_type, &b) {
+                    Ok(v) => Recv::Msg(m.msg_type, v),
+                    Err(_) => Recv::Bytes(m.msg_type, b),
+                },
+            };
+            match r {
+                Recv::Msg(t, _) if t == codec::PING_TYPE => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn echo(&mut self, text: &str) -> Recv {
+        self.send("echo", json!({ "text": text })).await;
+        self.recv().await
+    }
+
+    async fn error_code(&mut self) -> String {
+        match self.recv().await {
+            Recv::Msg(t, body) if t == codec::ERROR_TYPE => body["code"].as_str().expect("code").to_string(),
+            other => panic!("{:?}: expected an _error frame, got {other:?}", self.transport),
+        }
+    }
+}
+
+fn echoed(text: &str) -> Recv {
+    Recv::Msg("echo_reply".into(), json!({ "text": text }))
+}
+
+/// Polls `f` every 20 ms until true, or panics with `what` after `limit`.
+async fn until(limit: Duration, what: &str, f: impl Fn() -> bool) {
+    let end = tokio::time::Instant::now() + limit;
+    while !f() {
+        assert!(tokio::time::Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_port_answers_in_its_own_encoding() {
+    let (svc, _) = server(|_| {}, WsOptions::default()).await;
+    let addrs = svc.local_addrs();
+    assert_eq!(addrs.iter().map(|(t, _)| *t).collect::<Vec<_>>(), TRANSPORTS);
+    assert!(addrs.iter().all(|(_, a)| a.port() != 0), "{addrs:?}");
+    assert_eq!(svc.local_addr(), addrs[0].1);
+    for t in TRANSPORTS {
+        let mut c = Client::connect(&svc, t).await;
+        assert_eq!(c.echo(&format!("hello {t:?}")).await, echoed(&format!("hello {t:?}")), "{t:?}");
+    }
+    // The protobuf handler, on the protobuf port.
+    let mut c = Client::connect(&svc, Transport::TcpProtobuf).await;
+    let req = EchoRequest { message: "pb".into() };
+    c.send_raw(codec::encode_protobuf("echo_pb", &req.encode_to_vec())).await;
+    match c.recv().await {
+        Recv::Bytes(t, b) if t == "echo_pb_reply" => assert_eq!(EchoReply::decode(b).unwrap().message, "pb"),
+        other => panic!("{other:?}"),
+    }
+    // A binary WebSocket message holding an envelope is a frame too.
+    let mut w = Client::connect(&svc, Transport::WebSocketJson).await;
+    let Conn::Ws(ws) = &mut w.conn else { unreachable!() };
+    ws.send(Message::binary(codec::encode_json("echo", &json!({"text": "bin"})))).await.unwrap();
+    assert_eq!(w.recv().await, echoed("bin"));
+    svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_error_frames_on_every_port() {
+    let (svc, seen) = server(|c| c.max_frame_bytes = 4096, WsOptions::default()).await;
+    for t in TRANSPORTS {
+        // Unknown type: `_error`, the session stays open.
+        let mut c = Client::connect(&svc, t).await;
+        c.send("cs_no_such_thing", json!({})).await;
+        assert_eq!(c.error_code().await, "unknown_type", "{t:?}");
+        assert_eq!(c.echo("open").await, echoed("open"), "{t:?}");
+        // A payload that does not decode: `_error`, then the session closes.
+        let (payload, code) = match t {
+            Transport::TcpProtobuf => (Bytes::from_static(b"\x0a\x09short"), "bad_envelope"),
+            _ => (Bytes::from_static(b"{nope"), "bad_json"),
+        };
+        c.send_raw(payload).await;
+        assert_eq!(c.error_code().await, code, "{t:?}");
+        assert_eq!(c.recv().await, Recv::Eof, "{t:?}");
+        // Oversized: `_error frame_too_large`, then the session closes.
+        let mut c = Client::connect(&svc, t).await;
+        assert_eq!(c.echo(&"x".repeat(3000)).await, echoed(&"x".repeat(3000)), "{t:?}: under the limit");
+        c.send("echo", json!({ "text": "x".repeat(5000) })).await;
+        assert_eq!(c.error_code().await, "frame_too_large", "{t:?}");
+        assert_eq!(c.recv().await, Recv::Eof, "{t:?}");
+    }
+    until(WAIT, "six closed sessions", || seen.closed().len() == 6).await;
+    let codes: Vec<(Transport, &str)> = seen
+        .closed()
+        .iter()
+        .map(|(t, r)| match r {
+            CloseReason::Protocol(e) => (*t, e.code()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            (Transport::TcpJson, "bad_json"),
+            (Transport::TcpJson, "frame_too_large"),
+            (Transport::TcpProtobuf, "bad_envelope"),
+            (Transport::TcpProtobuf, "frame_too_large"),
+            (Transport::WebSocketJson, "bad_json"),
+            (Transport::WebSocketJson, "frame_too_large"),
+        ]
+    );
+    svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_readers_are_closed_and_the_others_are_served() {
+    let (svc, seen) = server(|c| c.send_queue_max = 16, WsOptions::default()).await;
+    let mut slow = Vec::new();
+    let mut fine = Vec::new();
+    for t in TRANSPORTS {
+        let mut s = Client::connect(&svc, t).await;
+        s.send("mark_slow", json!({})).await;
+        assert_eq!(s.recv().await, Recv::Msg("marked".into(), json!({})));
+        slow.push(s); // never read again
+        let mut f = Client::connect(&svc, t).await;
+        assert_eq!(f.echo("before").await, echoed("before"));
+        fine.push(f);
+    }
+    // Large frames to the slow sessions only, until their kernel buffers and then their
+    // queues are full (bounded: 2000 x 64 KiB per session at most).
+    let big = json!({ "pad": "x".repeat(64 * 1024) });
+    let is_slow = |s: &engine::session::Session| s.context::<bool>("slow").unwrap_or(false);
+    for _ in 0..2000 {
+        if svc.broadcast_locally("big", &big, is_slow) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    until(WAIT, "three slow readers closed", || {
+        seen.closed().iter().filter(|(_, r)| *r == CloseReason::SlowReader).count() == 3
+    })
+    .await;
+    let mut slow_transports: Vec<Transport> = seen.closed().iter().map(|(t, _)| *t).collect();
+    slow_transports.sort();
+    assert_eq!(slow_transports, TRANSPORTS, "only the slow sessions closed, one per port");
+    assert_eq!(CloseReason::SlowReader.to_string(), "slow reader");
+    // The others are still served, on every port, and new clients too.
+    for f in fine.iter_mut() {
+        assert_eq!(f.echo("after").await, echoed("after"), "{:?}", f.transport);
+    }
+    for t in TRANSPORTS {
+        let mut c = Client::connect(&svc, t).await;
+        assert_eq!(c.echo("new").await, echoed("new"), "{t:?}");
+    }
+    assert!(svc.sessions().iter().all(|s| !is_slow(s)), "the slow sessions left the table");
+    drop(slow);
+    svc.shutdown().await;
+}
+
+/// Connects to `addr` and drops the connection at once, `n` times, 50 at a time.
+async fn open_and_drop(addr: SocketAddr, n: usize) {
+    for _ in 0..n / 50 {
+        let batch: Vec<_> = (0..50).map(|_| TcpStream::connect(addr)).collect();
+        for s in futures::future::join_all(batch).await {
+            drop(s.expect("connect"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_floods_and_failed_handshakes_do_not_stop_the_server() {
+    let ws_opts = WsOptions { handshake_timeout: Duration::from_millis(500), ..WsOptions::default() };
+    let (svc, _) = server(|_| {}, ws_opts).await;
+    let ws_addr = svc.local_addr_of(Transport::WebSocketJson).unwrap();
+    // Half-open upgrades that never send a byte: they time out without pinning anything.
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(TcpStream::connect(ws_addr).await.unwrap());
+    }
+    // A broken handshake (plain HTTP without the upgrade headers) fails; the listener goes on.
+    let mut bad = TcpStream::connect(ws_addr).await.unwrap();
+    bad.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    // 2100 connections opened and dropped, over the three ports.
+    for t in TRANSPORTS {
+        open_and_drop(svc.local_addr_of(t).unwrap(), 700).await;
+    }
+    // A fresh client on every port is answered, while the idle upgrades still sit there.
+    for t in TRANSPORTS {
+        let mut c = Client::connect(&svc, t).await;
+        assert_eq!(c.echo("fresh").await, echoed("fresh"), "{t:?}");
+    }
+    // The dropped connections' sessions end.
+    until(WAIT, "flood sessions to close", || svc.sessions().is_empty()).await;
+    // The server drops the half-open upgrades after the handshake timeout, and the broken one.
+    for s in idle.iter_mut().chain(std::iter::once(&mut bad)) {
+        assert_eq!(read_to_close(s).await, Some(()), "the server closes an unfinished upgrade");
+    }
+    let mut c = Client::connect(&svc, Transport::WebSocketJson).await;
+    assert_eq!(c.echo("after timeouts").await, echoed("after timeouts"));
+    svc.shutdown().await;
+    // Shut down: no port accepts any more.
+    for (_, addr) in svc.local_addrs() {
+        until(WAIT, "port to close", || std::net::TcpStream::connect(addr).is_err()).await;
+    }
+}
+
+/// Reads (and discards) until the server closes `s`: `Some(())`, or `None` after [`WAIT`].
+async fn read_to_close(s: &mut TcpStream) -> Option<()> {
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_upgrades_time_out_and_cannot_pin_the_port() {
+    let limit = Duration::from_millis(400);
+    let ws_opts = WsOptions { handshake_timeout: limit, max_pending_handshakes: 4 };
+    let (svc, _) = server(|_| {}, ws_opts).await;
+    let ws_addr = svc.local_addr_of(Transport::WebSocketJson).unwrap();
+    // As many silent connections as handshakes may be pending: the port is saturated ...
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(TcpStream::connect(ws_addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t0 = tokio::time::Instant::now();
+    // ... until their handshakes time out; then a real client gets through.
+    let mut c = Client::connect(&svc, Transport::WebSocketJson).await;
+    assert_eq!(c.echo("through").await, echoed("through"));
+    let waited = t0.elapsed();
+    assert!(waited >= limit / 2 && waited < WAIT, "waited {waited:?}");
+    for s in idle.iter_mut() {
+        assert_eq!(read_to_close(s).await, Some(()), "a timed-out upgrade is closed");
+    }
+    // The TCP ports never waited on any of this.
+    let mut t = Client::connect(&svc, Transport::TcpJson).await;
+    assert_eq!(t.echo("tcp").await, echoed("tcp"));
+    svc.shutdown().await;
+}
