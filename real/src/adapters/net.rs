@@ -85,6 +85,21 @@ impl Net for TokioNet {
     }
 }
 
+/// Accept backlog of every listener. tokio's `TcpListener::bind` uses 128, which a burst of
+/// client connects overflows (the kernel then drops SYNs and clients stall for a second);
+/// the kernel caps it at `net.core.somaxconn` anyway.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` with `SO_REUSEADDR` (a restarted server rebinds its port at once, while the
+/// old connections sit in TIME_WAIT) and a [`LISTEN_BACKLOG`]-deep accept queue.
+pub(crate) fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,19 +124,4 @@ mod tests {
         c.sink.send(Bytes::from(vec![0u8; 4096])).await.unwrap();
         assert!(matches!(server.await.unwrap(), Err(NetError::FrameTooLarge { .. })));
     }
-}
-
-/// Accept backlog of every listener. tokio's `TcpListener::bind` uses 128, which a burst of
-/// client connects overflows (the kernel then drops SYNs and clients stall for a second);
-/// the kernel caps it at `net.core.somaxconn` anyway.
-pub const LISTEN_BACKLOG: u32 = 4096;
-
-/// Binds `addr` with `SO_REUSEADDR` (a restarted server rebinds its port at once, while the
-/// old connections sit in TIME_WAIT) and a [`LISTEN_BACKLOG`]-deep accept queue.
-pub(crate) fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket =
-        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
 }
