@@ -43,11 +43,11 @@
 //! state (statics survive between simulated seeds). Checked against the candidates:
 //! - `prometheus-client` 0.25 (the official Rust client): encodes OpenMetrics text only
 //!   (`# EOF`, `application/openmetrics-text`), not the Prometheus 0.0.4 text format asked
-//!   for here, and its histogram and text encoder call `SystemTime::now()` (native-histogram
+//!   for here, and its histogram and text encoder read the OS wall clock (native-histogram
 //!   and created timestamps). Callback gauges need a custom `Collector`, a label-cardinality
 //!   cap is not provided, and it adds `parking_lot`, `dtoa`, `itoa` and a derive crate.
 //! - `prometheus` (tikv): a `lazy_static` default registry (global state), timers built on
-//!   `std::time::Instant`, a protobuf dependency.
+//!   std's monotonic clock, a protobuf dependency.
 //! - `metrics` + `metrics-exporter-prometheus`: a process-global recorder (shared across
 //!   seeds and nodes of one simulation), an upkeep thread and the `quanta` clock.
 //!
