@@ -441,6 +441,43 @@ async fn login_is_unique_across_servers_and_sigterm_frees_accounts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_carries_extra_data_to_the_same_transport_once() {
+    let mut c = Cluster::new();
+    c.start(&[("game-a", "game"), ("game-b", "game")]).await;
+    let t = Transport::TcpProtobuf;
+    let (a_addr, b_addr) = (c.servers[0].addr(t), c.servers[1].addr(t));
+    let mut on_a = Client::connect(a_addr, t).await;
+    assert_ok(&on_a.login("mover").await, "login on A");
+
+    let extra = json!({ "room": 7, "why": "matchmaking" });
+    let body = on_a
+        .call("cs_redirect", json!({ "server_name": "game-b", "extra_data": extra }), "_sc_redirect")
+        .await;
+    // Sent to B's port of the client's own transport.
+    assert_eq!(body["host"], json!("127.0.0.1"), "{body}");
+    assert_eq!(body["port"], json!(b_addr.port()), "redirected to B's protobuf port: {body}");
+    assert_eq!(body["flavor"], json!("game"), "{body}");
+    let token = body["token"].as_str().expect("token").to_string();
+    assert!(on_a.next_payload().await.is_none(), "A closes the session after _sc_redirect");
+
+    let mut on_b = Client::connect(b_addr, t).await;
+    let accepted = on_b.call("_cs_redirect", json!({ "token": token }), "sc_redirected").await;
+    assert_ok(&accepted, "redirect accepted on B");
+    assert_eq!(accepted["user_name"], json!("mover"), "{accepted}");
+    assert_eq!(accepted["extra_data"], extra, "{accepted}");
+
+    // Logged in exactly once, on B: A refuses the account, a replayed token is rejected.
+    let mut again_a = Client::connect(c.servers[0].addr(Transport::TcpJson), Transport::TcpJson).await;
+    assert_err(&again_a.login("mover").await, "Already logged in", "login on A after the redirect");
+    let mut replay = Client::connect(b_addr, t).await;
+    let (ty, err) = {
+        replay.send("_cs_redirect", json!({ "token": token })).await;
+        replay.recv().await
+    };
+    assert_eq!((ty.as_str(), &err["code"]), ("_error", &json!("redirect_rejected")), "replayed token: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_frees_accounts_within_the_session_timeout() {
     let mut c = Cluster::new();
     c.start(&[("game-a", "game"), ("game-b", "game")]).await;
