@@ -34,7 +34,6 @@
 //! broadcast reaches the broadcaster's own server's accounts twice (rule 1).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,12 +47,10 @@ use serde_json::{json, Value};
 
 use crate::checker::Report;
 use crate::faults::FaultSpace;
-use crate::game::{self, SimGameOptions, TCP_JSON_PORT};
+use crate::game::{self, SimGameOptions};
 use crate::game_client::{is_error, GameClient, Pushed, ReqError};
 use crate::history::{History, OpHandle, ProcessId, Recorder, TimeSource};
-use crate::scenario::{
-    ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, ServerSpec, Topology,
-};
+use crate::scenario::{ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, Topology};
 
 const CLIENTS: usize = 8;
 const SERVERS: usize = 3;
@@ -239,21 +236,6 @@ impl SessionLog {
 
 pub struct BroadcastScenario;
 
-fn servers() -> Vec<ServerSpec> {
-    (0..SERVERS)
-        .map(|i| ServerSpec {
-            name: format!("game-{i}"),
-            flavor: Some("game".into()),
-            tags: vec![game::GAME_TAG.to_string()],
-        })
-        .collect()
-}
-
-/// The runner's server addresses: `10.0.2.(i+1)`.
-fn server_addr(i: usize) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 2, (i + 1) as u8)), TCP_JSON_PORT)
-}
-
 impl Scenario for BroadcastScenario {
     fn name(&self) -> &'static str {
         "broadcast"
@@ -268,7 +250,7 @@ impl Scenario for BroadcastScenario {
         Topology {
             zookeeper: true,
             redis: Some(RedisSpec { persistent: true, stale_read_probability: 0.0 }),
-            servers: servers(),
+            servers: game::game_servers(SERVERS),
             clients: CLIENTS,
         }
     }
@@ -550,7 +532,8 @@ impl ScenarioRun for Run {
             let mut counter = 0u64;
             while !ctx.phases.finished() {
                 let i = env.rand.gen_range(0..SERVERS as u64) as usize;
-                let Some(c) = GameClient::connect(&env, run.now.clone(), server_addr(i)).await else {
+                let Some(c) = GameClient::connect(&env, run.now.clone(), game::sim_server_addr(i)).await
+                else {
                     env.clock.sleep(Run::ms(&env, 200, 800)).await;
                     continue;
                 };

@@ -33,7 +33,7 @@
 //! Malformed messages (missing or wrong-typed fields) get the error reply, then the session
 //! is closed, as in the seed.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +55,25 @@ use crate::scenario::ServerCtx;
 
 /// The client-facing JSON port of every flavor (announced as external port `tcp_json`).
 pub const TCP_JSON_PORT: u16 = 8012;
+/// `n` game-flavor servers `game-0`, `game-1`, ..., each tagged [`GAME_TAG`]: the topology of
+/// the scenarios that run only game servers.
+pub fn game_servers(n: usize) -> Vec<crate::scenario::ServerSpec> {
+    (0..n)
+        .map(|i| crate::scenario::ServerSpec {
+            name: format!("game-{i}"),
+            flavor: Some("game".into()),
+            tags: vec![GAME_TAG.to_string()],
+        })
+        .collect()
+}
+
+/// The TCP JSON client address of the topology's server `i` under the simulator's runner,
+/// which puts server `i` at `10.0.2.(i+1)`.
+pub fn sim_server_addr(i: usize) -> SocketAddr {
+    let host = u8::try_from(i + 1).expect("at most 254 servers");
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 2, host)), TCP_JSON_PORT)
+}
+
 /// The RPC port of every server (account messages and broadcasts travel on it).
 pub const RPC_PORT: u16 = 8015;
 /// How long an authentication key lives.

@@ -20,7 +20,6 @@
 //! the expiry is learned), so a partitioned server keeps acting while another logs the
 //! account in.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,12 +33,10 @@ use serde_json::json;
 use crate::acting::{check_acting, ActLog};
 use crate::checker::Report;
 use crate::faults::FaultSpace;
-use crate::game::{self, SimGameOptions, TCP_JSON_PORT};
+use crate::game::{self, SimGameOptions};
 use crate::game_client::{is_error, GameClient, ReqError};
 use crate::history::{History, Outcome, Recorder, TimeSource};
-use crate::scenario::{
-    ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, ServerSpec, Topology,
-};
+use crate::scenario::{ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, Topology};
 
 const SERVERS: usize = 3;
 const ACCOUNTS: usize = 3;
@@ -79,20 +76,6 @@ pub enum LoginRes {
 
 pub struct LoginUnique;
 
-fn servers() -> Vec<ServerSpec> {
-    (0..SERVERS)
-        .map(|i| ServerSpec {
-            name: format!("game-{i}"),
-            flavor: Some("game".into()),
-            tags: vec![game::GAME_TAG.into()],
-        })
-        .collect()
-}
-
-fn server_addr(i: usize) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 2, (i + 1) as u8)), TCP_JSON_PORT)
-}
-
 fn account(i: usize) -> String {
     format!("acct-{i}")
 }
@@ -111,7 +94,7 @@ impl Scenario for LoginUnique {
         Topology {
             zookeeper: true,
             redis: Some(RedisSpec { persistent: true, stale_read_probability: 0.0 }),
-            servers: servers(),
+            servers: game::game_servers(SERVERS),
             clients: CLIENTS,
         }
     }
@@ -166,7 +149,7 @@ impl Run {
     /// Logs `account` in on server `si`; the open client if it worked.
     async fn login(&self, ctx: &ClientCtx, si: usize, account: &str, fin: bool) -> Option<GameClient> {
         let env = &ctx.env;
-        let mut c = GameClient::connect(env, ctx.phases.now.clone(), server_addr(si)).await?;
+        let mut c = GameClient::connect(env, ctx.phases.now.clone(), game::sim_server_addr(si)).await?;
         let (server, account) = (format!("game-{si}"), account.to_string());
         let op = if fin {
             LoginOp::FinalLogin { server, account: account.clone() }

@@ -16,7 +16,7 @@
 //!
 //! Planted bug `reuse-key`: the pvp server reads the key instead of taking it.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 
 use crate::checker::Report;
 use crate::faults::FaultSpace;
-use crate::game::{self, GameBugs, AUTH_KEY_TTL, TCP_JSON_PORT};
+use crate::game::{self, GameBugs, AUTH_KEY_TTL};
 use crate::game_client::{is_error, GameClient, ReqError};
 use crate::history::{History, OpHandle, Outcome, Recorder, TimeSource};
 use crate::scenario::{
@@ -96,11 +96,6 @@ fn servers() -> Vec<ServerSpec> {
             ServerSpec { name: n.to_string(), flavor: Some(flavor.clone()), tags: vec![flavor] }
         })
         .collect()
-}
-
-/// The runner's server addresses: `10.0.2.(i+1)`; game servers are the first two.
-fn game_server_addr(i: usize) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 2, (i + 1) as u8)), TCP_JSON_PORT)
 }
 
 impl Scenario for PvpTransfer {
@@ -207,7 +202,8 @@ impl Run {
         let p = ctx.process;
         let gi = env.rand.gen_range(0..2) as usize;
         let game_name = format!("game-{gi}");
-        let Some(mut g) = GameClient::connect(env, ctx.phases.now.clone(), game_server_addr(gi)).await else {
+        let Some(mut g) = GameClient::connect(env, ctx.phases.now.clone(), game::sim_server_addr(gi)).await
+        else {
             return;
         };
         let h = self.rec.invoke(p, GameOp::Login { server: game_name.clone(), user: user.into() });

@@ -51,7 +51,7 @@
 //! so a token works again once its account has logged out (until it expires).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,12 +66,10 @@ use serde_json::{json, Value};
 use crate::acting::{check_acting, ActLog, Instance, Interval};
 use crate::checker::Report;
 use crate::faults::FaultSpace;
-use crate::game::{self, SimGameOptions, TCP_JSON_PORT};
+use crate::game::{self, SimGameOptions};
 use crate::game_client::{is_error, GameClient, Redirect, ReqError};
 use crate::history::{History, Outcome, Recorder, TimeSource};
-use crate::scenario::{
-    ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, ServerSpec, Topology,
-};
+use crate::scenario::{ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, Topology};
 
 const SERVERS: usize = 3;
 const CLIENTS: usize = 6;
@@ -257,28 +255,13 @@ impl Clock for WatchedClock {
 
 pub struct RedirectScenario;
 
-fn servers() -> Vec<ServerSpec> {
-    (0..SERVERS)
-        .map(|i| ServerSpec {
-            name: server_name(i),
-            flavor: Some("game".into()),
-            tags: vec![game::GAME_TAG.into()],
-        })
-        .collect()
-}
-
 fn server_name(i: usize) -> String {
     format!("game-{i}")
 }
 
-/// The runner's server addresses: `10.0.2.(i+1)`.
-fn server_addr(i: usize) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 2, (i + 1) as u8)), TCP_JSON_PORT)
-}
-
 /// The index of the server at `addr`, if it is one.
 fn server_index(addr: SocketAddr) -> Option<usize> {
-    (0..SERVERS).find(|&i| server_addr(i) == addr)
+    (0..SERVERS).find(|&i| game::sim_server_addr(i) == addr)
 }
 
 /// The server name of `addr`, or the address itself.
@@ -300,7 +283,7 @@ impl Scenario for RedirectScenario {
         Topology {
             zookeeper: true,
             redis: Some(RedisSpec { persistent: true, stale_read_probability: 0.0 }),
-            servers: servers(),
+            servers: game::game_servers(SERVERS),
             clients: CLIENTS,
         }
     }
@@ -539,7 +522,7 @@ impl Run {
     async fn flow(&self, ctx: &ClientCtx, account: &str) {
         let env = &ctx.env;
         let si = env.rand.gen_range(0..SERVERS as u64) as usize;
-        let Some(mut c) = self.connect(ctx, server_addr(si)).await else { return };
+        let Some(mut c) = self.connect(ctx, game::sim_server_addr(si)).await else { return };
         if !self.login(ctx, &mut c, si, account, false).await {
             // Refused (e.g. the last flow's login not yet cleaned up): back off a little.
             env.clock.sleep(Duration::from_millis(env.rand.gen_range(200..1_000))).await;
@@ -565,7 +548,13 @@ impl Run {
                 let others: Vec<usize> = (0..SERVERS).filter(|&k| Some(k) != server_index(r.addr)).collect();
                 let k = *env.rand.choose(&others).expect("other servers");
                 if let Some(c) = self
-                    .connect_and_present(ctx, server_addr(k), &token, TokenKind::WrongServer, account)
+                    .connect_and_present(
+                        ctx,
+                        game::sim_server_addr(k),
+                        &token,
+                        TokenKind::WrongServer,
+                        account,
+                    )
                     .await
                 {
                     drop(c); // accepted: a violation the checker reports; leave.
@@ -658,7 +647,7 @@ impl Run {
             // Logged in exactly once: no other server may log the account in meanwhile.
             let others: Vec<usize> = (0..SERVERS).filter(|&k| Some(k) != server_index(r.addr)).collect();
             let k = *env.rand.choose(&others).expect("other servers");
-            if let Some(mut p) = self.connect(ctx, server_addr(k)).await {
+            if let Some(mut p) = self.connect(ctx, game::sim_server_addr(k)).await {
                 self.login(ctx, &mut p, k, account, true).await;
             }
         }
