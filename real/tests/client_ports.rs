@@ -4,25 +4,24 @@
 //! WebSocket client. No ZooKeeper or Redis is needed (the `Env` connects to them lazily and
 //! these tests never use them).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::client::{Recv, WireClient};
 use engine::env::Env;
 use engine::rpc::messages::{EchoReply, EchoRequest};
-use engine::session::codec::{self, InBody};
+use engine::session::codec::{self};
 use engine::session::{CloseReason, SessionConfig, SessionService, Transport};
-use futures::{SinkExt, StreamExt};
 use prost::Message as _;
 use real::adapters::{RealClientListeners, RedisKvOptions, WsOptions};
 use real::env::{real_env, RealEnvConfig};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 const TRANSPORTS: [Transport; 3] = [Transport::TcpJson, Transport::TcpProtobuf, Transport::WebSocketJson];
 /// How long a client waits for a frame it expects.
@@ -84,99 +83,30 @@ async fn server(cfg: impl Fn(&mut SessionConfig), ws: WsOptions) -> (SessionServ
     (svc, seen)
 }
 
-#[derive(Clone, Debug, PartialEq)]
-enum Recv {
-    Msg(String, Value),
-    /// A protobuf message whose body is not JSON.
-    Bytes(String, Bytes),
-    Eof,
-    Timeout,
+/// A real client of one port of `svc`.
+struct Client(WireClient);
+
+impl std::ops::Deref for Client {
+    type Target = WireClient;
+    fn deref(&self) -> &WireClient {
+        &self.0
+    }
 }
 
-enum Conn {
-    Tcp(Framed<TcpStream, LengthDelimitedCodec>),
-    Ws(Box<WebSocketStream<TcpStream>>),
-}
-
-/// A real client of one port.
-struct Client {
-    transport: Transport,
-    conn: Conn,
+impl std::ops::DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut WireClient {
+        &mut self.0
+    }
 }
 
 impl Client {
     async fn connect(svc: &SessionService, transport: Transport) -> Client {
-        let addr = svc.local_addr_of(transport).expect("port");
-        let tcp = TcpStream::connect(addr).await.expect("connect");
-        let conn = match transport {
-            Transport::TcpJson | Transport::TcpProtobuf => {
-                // Accepts big frames, so it can also send oversized ones.
-                let codec = LengthDelimitedCodec::builder()
-                    .length_field_length(4)
-                    .big_endian()
-                    .max_frame_length(64 << 20)
-                    .new_codec();
-                Conn::Tcp(Framed::new(tcp, codec))
-            }
-            Transport::WebSocketJson => {
-                let (ws, _) =
-                    tokio_tungstenite::client_async(format!("ws://{addr}/"), tcp).await.expect("upgrade");
-                Conn::Ws(Box::new(ws))
-            }
-        };
-        Client { transport, conn }
-    }
-
-    async fn send_raw(&mut self, payload: Bytes) {
-        match &mut self.conn {
-            Conn::Tcp(f) => f.send(payload).await.expect("send"),
-            Conn::Ws(ws) => {
-                let text = String::from_utf8(payload.to_vec()).expect("test payloads on ws are text");
-                ws.send(Message::text(text)).await.expect("send")
-            }
-        }
-    }
-
-    async fn send(&mut self, msg_type: &str, body: Value) {
-        self.send_raw(codec::encode_json_message(self.transport, msg_type, &body)).await;
-    }
-
-    async fn next_payload(&mut self) -> Option<Bytes> {
-        match &mut self.conn {
-            Conn::Tcp(f) => f.next().await.and_then(Result::ok).map(|b| b.freeze()),
-            Conn::Ws(ws) => loop {
-                match ws.next().await {
-                    Some(Ok(Message::Text(t))) => return Some(Bytes::from(t)),
-                    Some(Ok(Message::Binary(b))) => return Some(b),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => return None,
-                }
-            },
-        }
+        Client(WireClient::connect(svc.local_addr_of(transport).expect("port"), transport).await)
     }
 
     /// The next message that is not a `_ping`.
     async fn recv(&mut self) -> Recv {
-        loop {
-            let frame = match tokio::time::timeout(WAIT, self.next_payload()).await {
-                Err(_) => return Recv::Timeout,
-                Ok(None) => return Recv::Eof,
-                Ok(Some(f)) => f,
-            };
-            let m =
-                codec::decode(self.transport, &frame).expect("server frames decode in the port's encoding");
-            let r = match m.body {
-                InBody::Json(v) => Recv::Msg(m.msg_type, v),
-                InBody::Bytes(b) => match codec::json_body_from_bytes(&m.msg_type, &b) {
-                    Ok(v) => Recv::Msg(m.msg_type, v),
-                    Err(_) => Recv::Bytes(m.msg_type, b),
-                },
-            };
-            match r {
-                Recv::Msg(t, _) if t == codec::PING_TYPE => continue,
-                other => return other,
-            }
-        }
+        self.0.recv_within(WAIT).await
     }
 
     async fn echo(&mut self, text: &str) -> Recv {
@@ -226,8 +156,7 @@ async fn every_port_answers_in_its_own_encoding() {
     }
     // A binary WebSocket message holding an envelope is a frame too.
     let mut w = Client::connect(&svc, Transport::WebSocketJson).await;
-    let Conn::Ws(ws) = &mut w.conn else { unreachable!() };
-    ws.send(Message::binary(codec::encode_json("echo", &json!({"text": "bin"})))).await.unwrap();
+    w.send_ws_binary(codec::encode_json("echo", &json!({"text": "bin"}))).await;
     assert_eq!(w.recv().await, echoed("bin"));
     svc.shutdown().await;
 }

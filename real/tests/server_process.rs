@@ -10,17 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use common::client::{Recv, WireClient};
 use common::{eventually, redis, zk};
-use engine::session::codec::{self, InBody};
 use engine::session::Transport;
-use futures::{SinkExt, StreamExt};
 use real::services::{PrivateRedis, PrivateZk};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 const TRANSPORTS: [Transport; 3] = [Transport::TcpJson, Transport::TcpProtobuf, Transport::WebSocketJson];
 /// How long a client waits for a reply.
@@ -260,76 +255,34 @@ async fn health(port: u16) -> Option<u16> {
     tokio::time::timeout(Duration::from_secs(2), fut).await.ok().flatten()
 }
 
-enum Conn {
-    Tcp(Framed<TcpStream, LengthDelimitedCodec>),
-    Ws(Box<WebSocketStream<TcpStream>>),
+/// A real game client on one transport.
+struct Client(WireClient);
+
+impl std::ops::Deref for Client {
+    type Target = WireClient;
+    fn deref(&self) -> &WireClient {
+        &self.0
+    }
 }
 
-/// A real game client on one transport.
-struct Client {
-    transport: Transport,
-    conn: Conn,
+impl std::ops::DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut WireClient {
+        &mut self.0
+    }
 }
 
 impl Client {
     async fn connect(addr: SocketAddr, transport: Transport) -> Client {
-        let tcp = TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        let conn = match transport {
-            Transport::TcpJson | Transport::TcpProtobuf => {
-                let codec = LengthDelimitedCodec::builder().length_field_length(4).big_endian().new_codec();
-                Conn::Tcp(Framed::new(tcp, codec))
-            }
-            Transport::WebSocketJson => {
-                let (ws, _) =
-                    tokio_tungstenite::client_async(format!("ws://{addr}/"), tcp).await.expect("upgrade");
-                Conn::Ws(Box::new(ws))
-            }
-        };
-        Client { transport, conn }
-    }
-
-    async fn send(&mut self, msg_type: &str, body: Value) {
-        let payload = codec::encode_json_message(self.transport, msg_type, &body);
-        match &mut self.conn {
-            Conn::Tcp(f) => f.send(payload).await.expect("send"),
-            Conn::Ws(ws) => {
-                let text = String::from_utf8(payload.to_vec()).expect("json text");
-                ws.send(Message::text(text)).await.expect("send")
-            }
-        }
-    }
-
-    async fn next_payload(&mut self) -> Option<Bytes> {
-        match &mut self.conn {
-            Conn::Tcp(f) => f.next().await.and_then(Result::ok).map(|b| b.freeze()),
-            Conn::Ws(ws) => loop {
-                match ws.next().await {
-                    Some(Ok(Message::Text(t))) => return Some(Bytes::from(t)),
-                    Some(Ok(Message::Binary(b))) => return Some(b),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => return None,
-                }
-            },
-        }
+        Client(WireClient::connect(addr, transport).await)
     }
 
     /// The next message other than `_ping` (which is answered with `_pong`).
     async fn recv(&mut self) -> (String, Value) {
-        loop {
-            let frame = tokio::time::timeout(WAIT, self.next_payload())
-                .await
-                .unwrap_or_else(|_| panic!("{:?}: no reply within {WAIT:?}", self.transport))
-                .unwrap_or_else(|| panic!("{:?}: connection closed", self.transport));
-            let m = codec::decode(self.transport, &frame).expect("server frame decodes");
-            let body = match m.body {
-                InBody::Json(v) => v,
-                InBody::Bytes(b) => codec::json_body_from_bytes(&m.msg_type, &b).expect("json body"),
-            };
-            if m.msg_type == codec::PING_TYPE {
-                self.send(codec::PONG_TYPE, json!({})).await;
-                continue;
-            }
-            return (m.msg_type, body);
+        match self.0.recv_within(WAIT).await {
+            Recv::Msg(t, v) => (t, v),
+            Recv::Bytes(t, _) => panic!("{:?}: {t} has a body that is not JSON", self.transport),
+            Recv::Eof => panic!("{:?}: connection closed", self.transport),
+            Recv::Timeout => panic!("{:?}: no reply within {WAIT:?}", self.transport),
         }
     }
 

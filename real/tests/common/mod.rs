@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use real::services::{PrivateRedis, PrivateZk};
+
+pub mod client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
