@@ -6,6 +6,8 @@
 //!   ZooKeeper ([`adapters::ZkConnector`]); `Kv` on Redis ([`adapters::RedisKv`]); the
 //!   session service's client ports ([`adapters::RealClientListeners`]: TCP JSON and TCP
 //!   protobuf on tokio TCP, WebSocket JSON on [`adapters::WebSocketListener`]).
+//! - [`cluster`]: `real cluster run`, a scenario's workload and checkers against a live
+//!   local cluster of server processes, with kill -9 and restart.
 //! - [`env`]: an engine `Env` on those adapters (optionally measured into a metrics registry).
 //! - [`admin`]: the admin HTTP API (iFun's `ApiService`): health, iFun's ZooKeeper latency
 //!   profile, Prometheus metrics.
@@ -19,6 +21,7 @@
 pub mod adapters;
 pub mod admin;
 pub mod bench;
+pub mod cluster;
 pub mod env;
 pub mod server;
 pub mod services;

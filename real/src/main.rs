@@ -1,9 +1,16 @@
 //! The `real` binary: tools that run the engine on the real backend.
 //!
 //! - `real bench [NAME...] [--quick]`: see [`real::bench`].
+//! - `real cluster run SCENARIO [--clients N] [--duration 30s] [--kill-every 10s]
+//!   [--pause-every 10s]`: see
+//!   [`real::cluster`]. Exits 0 if the checkers pass, 1 if they found violations, 2 if the
+//!   run could not be carried out.
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use real::bench::BenchArgs;
+use real::cluster::{ClusterArgs, ClusterCmd, RunOutcome};
 
 #[derive(Parser)]
 #[command(name = "real", about = "Sandtable on the real backend (tokio, ZooKeeper, Redis)", version)]
@@ -17,9 +24,11 @@ enum Cmd {
     /// Engine figures against raw tokio / Redis / ZooKeeper baselines measured in the same run,
     /// on private Redis and ZooKeeper processes.
     Bench(BenchArgs),
+    /// A scenario's workload and checkers against a live local cluster of server processes.
+    Cluster(ClusterArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     // Warnings and errors only (RUST_LOG overrides): the benches must not measure logging.
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -28,10 +37,58 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().cmd {
-        Cmd::Bench(args) => {
-            real::bench::run(args)?;
+    let result = match Cli::parse().cmd {
+        Cmd::Bench(args) => real::bench::run(args).map(|_| ExitCode::SUCCESS).map_err(anyhow::Error::from),
+        Cmd::Cluster(args) => cluster(args),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(2)
+    })
+}
+
+fn cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match args.cmd {
+        ClusterCmd::Serve(a) => {
+            rt.block_on(real::cluster::serve::serve(a))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCmd::Run(a) => {
+            let out = rt.block_on(real::cluster::run(a))?;
+            // Lingering client tasks (aborted at the end) must not keep the process alive.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            Ok(print_outcome(&out))
         }
     }
-    Ok(())
+}
+
+fn print_outcome(out: &RunOutcome) -> ExitCode {
+    for (t, server, old, new) in &out.kills {
+        println!("kill -9 {server} (process {old}) at {t:.2}s, restarted as process {new}");
+    }
+    for (t, server, process, len) in &out.pauses {
+        println!("SIGSTOP {server} (process {process}) at {t:.2}s for {len:.2}s");
+    }
+    for (k, v) in &out.report.counters {
+        println!("counter {k} = {v}");
+    }
+    if let Some(d) = &out.dir {
+        println!("logs and evidence kept in {}", d.display());
+    }
+    println!("elapsed: {:.1}s", out.elapsed.as_secs_f64());
+    if out.report.ok() {
+        println!("PASSED");
+        ExitCode::SUCCESS
+    } else {
+        const SHOWN: usize = 20;
+        for v in out.report.violations.iter().take(SHOWN) {
+            println!("violation [{}] {}", v.checker, v.message);
+        }
+        if out.report.violations.len() > SHOWN {
+            println!("... and {} more", out.report.violations.len() - SHOWN);
+        }
+        println!("FAILED: {} violation(s)", out.report.violations.len());
+        ExitCode::from(1)
+    }
 }

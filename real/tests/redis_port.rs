@@ -258,6 +258,38 @@ async fn redis_restart_under_a_connected_client_recovers() {
     );
 }
 
+/// The manager's background reconnect after a crash can reach a socket that accepts and then
+/// resets (here a relay whose upstream is gone; in production the dying server itself). The
+/// failed attempt must neither count as a maybe-applied call nor fail the first call after
+/// Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_reconnect_attempt_does_not_fail_the_next_call() {
+    let mut redis = common::redis();
+    let link = common::Link::to(redis.addr()).await;
+    let c = kv(link.addr());
+    c.set("k", b("v"), SetOptions::default()).await.unwrap();
+    assert_eq!(link.accepted(), 1);
+
+    blocking(|| redis.stop());
+    // The client sees the connection close and reconnects through the relay, which accepts
+    // and then drops it (its upstream refuses).
+    eventually(Duration::from_secs(5), "the background reconnect attempt", || async {
+        (link.accepted() >= 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        c.get("k").await,
+        Err(KvError::ConnectionLoss { maybe_applied: false }),
+        "a call while no connection can be made was not sent"
+    );
+
+    blocking(|| redis.restart()).expect("restart Redis");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(c.get("k").await, Ok(None), "the first call after Redis is back");
+    assert_eq!(c.set("k", b("w"), SetOptions::default()).await, Ok(true));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_redis_keeps_acknowledged_writes_across_a_crash() {
     let mut redis = common::redis_persistent();

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use crate::checker::Report;
+use crate::evidence::{Evidence, EvidenceTap};
 use crate::game::GameObserver;
 use crate::history::{ProcessId, TimeSource};
 
@@ -49,9 +50,26 @@ impl ActLog {
         iv.ticks += u64::from(tick);
     }
 
-    /// The observer a server incarnation `server` reports through.
-    pub fn observer(&self, server: ProcessId, now: TimeSource) -> Arc<dyn GameObserver> {
-        Arc::new(Observer { log: self.clone(), server, now })
+    /// The observer a server incarnation `server` reports through; each report also goes to
+    /// `tap` (see [`crate::ServerCtx::tap`]).
+    pub fn observer(
+        &self,
+        server: ProcessId,
+        now: TimeSource,
+        tap: Option<EvidenceTap>,
+    ) -> Arc<dyn GameObserver> {
+        Arc::new(Observer { log: self.clone(), server, now, tap })
+    }
+
+    /// Takes an act reported by an out-of-process server; `false` for other evidence.
+    pub fn absorb(&self, evidence: &Evidence) -> bool {
+        match evidence {
+            Evidence::Act { account, server, link, t_ns, tick } => {
+                self.record(account, (*server, link.clone()), *t_ns, *tick);
+                true
+            }
+            Evidence::WallRead { .. } => false,
+        }
     }
 
     /// account -> instance -> interval.
@@ -74,14 +92,31 @@ struct Observer {
     log: ActLog,
     server: ProcessId,
     now: TimeSource,
+    tap: Option<EvidenceTap>,
+}
+
+impl Observer {
+    fn report(&self, account: &str, link: &str, tick: bool) {
+        let t_ns = (self.now)();
+        self.log.record(account, (self.server, link.to_string()), t_ns, tick);
+        if let Some(tap) = &self.tap {
+            tap(&Evidence::Act {
+                account: account.into(),
+                server: self.server,
+                link: link.into(),
+                t_ns,
+                tick,
+            });
+        }
+    }
 }
 
 impl GameObserver for Observer {
     fn logged_in(&self, account: &str, link: &str) {
-        self.log.record(account, (self.server, link.to_string()), (self.now)(), false);
+        self.report(account, link, false);
     }
     fn acted(&self, account: &str, link: &str) {
-        self.log.record(account, (self.server, link.to_string()), (self.now)(), true);
+        self.report(account, link, true);
     }
 }
 
@@ -160,10 +195,23 @@ mod tests {
         let t = Arc::new(std::sync::atomic::AtomicU64::new(5));
         let t2 = t.clone();
         let now: TimeSource = Arc::new(move || t2.load(std::sync::atomic::Ordering::SeqCst));
-        let o = log.observer(7, now);
+        let tapped = Arc::new(Mutex::new(Vec::new()));
+        let t3 = tapped.clone();
+        let tap: EvidenceTap = Arc::new(move |e: &Evidence| t3.lock().expect("lock").push(e.clone()));
+        let o = log.observer(7, now, Some(tap));
         o.logged_in("a", "l");
         t.store(9, std::sync::atomic::Ordering::SeqCst);
         o.acted("a", "l");
-        assert_eq!(log.snapshot()["a"][&(7, "l".to_string())], Interval { start_ns: 5, end_ns: 9, ticks: 1 });
+        let want = Interval { start_ns: 5, end_ns: 9, ticks: 1 };
+        assert_eq!(log.snapshot()["a"][&(7, "l".to_string())], want);
+        // The tapped reports, absorbed by another process's log, give the same interval.
+        let other = ActLog::default();
+        let tapped = tapped.lock().expect("lock").clone();
+        assert_eq!(tapped.len(), 2);
+        for e in &tapped {
+            assert!(other.absorb(e));
+        }
+        assert_eq!(other.snapshot(), log.snapshot());
+        assert!(!other.absorb(&Evidence::WallRead { wall_ms: 1, t_ns: 1 }));
     }
 }

@@ -532,8 +532,7 @@ impl ScenarioRun for Run {
             let mut counter = 0u64;
             while !ctx.phases.finished() {
                 let i = env.rand.gen_range(0..SERVERS as u64) as usize;
-                let Some(c) = GameClient::connect(&env, run.now.clone(), game::sim_server_addr(i)).await
-                else {
+                let Some(c) = GameClient::connect(&env, run.now.clone(), ctx.servers.addr(i)).await else {
                     env.clock.sleep(Run::ms(&env, 200, 800)).await;
                     continue;
                 };

@@ -33,7 +33,7 @@
 //! Malformed messages (missing or wrong-typed fields) get the error reply, then the session
 //! is closed, as in the seed.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,13 +65,6 @@ pub fn game_servers(n: usize) -> Vec<crate::scenario::ServerSpec> {
             tags: vec![GAME_TAG.to_string()],
         })
         .collect()
-}
-
-/// The TCP JSON client address of the topology's server `i` under the simulator's runner,
-/// which puts server `i` at `10.0.2.(i+1)`.
-pub fn sim_server_addr(i: usize) -> SocketAddr {
-    let host = u8::try_from(i + 1).expect("at most 254 servers");
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 2, host)), TCP_JSON_PORT)
 }
 
 /// The RPC port of every server (account messages and broadcasts travel on it).

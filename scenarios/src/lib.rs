@@ -13,11 +13,14 @@
 //! - [`game`], [`game_client`], [`pvp_transfer`]: the seed's reference game, a wire client
 //!   for workloads, and its auth-key transfer under chaos.
 //! - [`acting`], [`login_unique`]: acting intervals of logins and cluster-unique, fenced login.
+//! - [`redirect`], [`broadcast`]: signed client redirection; send/broadcast to accounts.
+//! - [`evidence`]: what servers report for the checkers, as data (out-of-process servers).
 
 pub mod acting;
 pub mod broadcast;
 pub mod checker;
 pub mod coord_lock;
+pub mod evidence;
 pub mod faults;
 pub mod game;
 pub mod game_client;
@@ -34,7 +37,8 @@ pub mod seed_rng;
 use std::sync::Arc;
 
 pub use scenario::{
-    ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, ServerSpec, Topology,
+    ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, ServerDirectory, ServerSpec,
+    Topology,
 };
 
 /// Every scenario, in the order `list` shows them.

@@ -32,6 +32,7 @@ use serde_json::json;
 
 use crate::acting::{check_acting, ActLog};
 use crate::checker::Report;
+use crate::evidence::Evidence;
 use crate::faults::FaultSpace;
 use crate::game::{self, SimGameOptions};
 use crate::game_client::{is_error, GameClient, ReqError};
@@ -149,7 +150,7 @@ impl Run {
     /// Logs `account` in on server `si`; the open client if it worked.
     async fn login(&self, ctx: &ClientCtx, si: usize, account: &str, fin: bool) -> Option<GameClient> {
         let env = &ctx.env;
-        let mut c = GameClient::connect(env, ctx.phases.now.clone(), game::sim_server_addr(si)).await?;
+        let mut c = GameClient::connect(env, ctx.phases.now.clone(), ctx.servers.addr(si)).await?;
         let (server, account) = (format!("game-{si}"), account.to_string());
         let op = if fin {
             LoginOp::FinalLogin { server, account: account.clone() }
@@ -257,10 +258,14 @@ impl ScenarioRun for Run {
         let opts = SimGameOptions {
             account_bugs: AccountBugs { no_fencing: self.no_fencing, ..Default::default() },
             tick_period: Some(TICK_PERIOD),
-            observer: Some(self.acts.observer(ctx.process, ctx.phases.now.clone())),
+            observer: Some(self.acts.observer(ctx.process, ctx.phases.now.clone(), ctx.tap.clone())),
             ..Default::default()
         };
         game::run_server(ctx, opts).boxed()
+    }
+
+    fn absorb(&self, evidence: Evidence) -> bool {
+        self.acts.absorb(&evidence)
     }
 
     fn check(&self, _env: Env, phases: Phases) -> BoxFuture<'static, Report> {

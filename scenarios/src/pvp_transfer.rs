@@ -202,8 +202,7 @@ impl Run {
         let p = ctx.process;
         let gi = env.rand.gen_range(0..2) as usize;
         let game_name = format!("game-{gi}");
-        let Some(mut g) = GameClient::connect(env, ctx.phases.now.clone(), game::sim_server_addr(gi)).await
-        else {
+        let Some(mut g) = GameClient::connect(env, ctx.phases.now.clone(), ctx.servers.addr(gi)).await else {
             return;
         };
         let h = self.rec.invoke(p, GameOp::Login { server: game_name.clone(), user: user.into() });

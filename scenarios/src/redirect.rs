@@ -65,11 +65,14 @@ use serde_json::{json, Value};
 
 use crate::acting::{check_acting, ActLog, Instance, Interval};
 use crate::checker::Report;
+use crate::evidence::{Evidence, EvidenceTap};
 use crate::faults::FaultSpace;
 use crate::game::{self, SimGameOptions};
 use crate::game_client::{is_error, GameClient, Redirect, ReqError};
 use crate::history::{History, Outcome, Recorder, TimeSource};
-use crate::scenario::{ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, Topology};
+use crate::scenario::{
+    ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, ServerDirectory, Topology,
+};
 
 const SERVERS: usize = 3;
 const CLIENTS: usize = 6;
@@ -209,8 +212,8 @@ pub struct WallLog {
 }
 
 impl WallLog {
-    fn record(&self, wall: WallTime, true_ns: u64) {
-        let off = i128::from(wall.as_millis()) * 1_000_000 - i128::from(true_ns);
+    fn record(&self, wall_ms: i64, true_ns: u64) {
+        let off = i128::from(wall_ms) * 1_000_000 - i128::from(true_ns);
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         *g = Some(match *g {
             None => (off, off, 1),
@@ -234,6 +237,7 @@ struct WatchedClock {
     inner: Arc<dyn Clock>,
     now: TimeSource,
     log: WallLog,
+    tap: Option<EvidenceTap>,
 }
 
 impl Clock for WatchedClock {
@@ -242,7 +246,11 @@ impl Clock for WatchedClock {
     }
     fn wall_now(&self) -> WallTime {
         let w = self.inner.wall_now();
-        self.log.record(w, (self.now)());
+        let t_ns = (self.now)();
+        self.log.record(w.as_millis(), t_ns);
+        if let Some(tap) = &self.tap {
+            tap(&Evidence::WallRead { wall_ms: w.as_millis(), t_ns });
+        }
         w
     }
     fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
@@ -259,14 +267,9 @@ fn server_name(i: usize) -> String {
     format!("game-{i}")
 }
 
-/// The index of the server at `addr`, if it is one.
-fn server_index(addr: SocketAddr) -> Option<usize> {
-    (0..SERVERS).find(|&i| game::sim_server_addr(i) == addr)
-}
-
 /// The server name of `addr`, or the address itself.
-fn name_of(addr: SocketAddr) -> String {
-    server_index(addr).map(server_name).unwrap_or_else(|| addr.to_string())
+fn name_of(servers: &ServerDirectory, addr: SocketAddr) -> String {
+    servers.index_of(addr).map(server_name).unwrap_or_else(|| addr.to_string())
 }
 
 impl Scenario for RedirectScenario {
@@ -435,7 +438,7 @@ impl Run {
         match c.request_any("cs_redirect", body, &[SC_REDIRECT, "sc_redirect"]).await {
             Ok((t, v)) if t == SC_REDIRECT => match Redirect::from_body(&v) {
                 Some(r) => {
-                    let to = name_of(r.addr);
+                    let to = name_of(&ctx.servers, r.addr);
                     self.rec.ok(h, RedirectRes::Issued { token: r.token.clone(), to });
                     Some(r)
                 }
@@ -451,7 +454,7 @@ impl Run {
             }
             Err(ReqError::Closed) => match c.take_redirect() {
                 Some(r) => {
-                    let to = name_of(r.addr);
+                    let to = name_of(&ctx.servers, r.addr);
                     self.rec.ok(h, RedirectRes::Issued { token: r.token.clone(), to });
                     Some(r)
                 }
@@ -512,7 +515,7 @@ impl Run {
         account: &str,
     ) -> Option<GameClient> {
         let mut c = self.connect(ctx, addr).await?;
-        match self.present(ctx, &mut c, &name_of(addr), token, kind, account).await {
+        match self.present(ctx, &mut c, &name_of(&ctx.servers, addr), token, kind, account).await {
             Presented::Accepted => Some(c),
             _ => None,
         }
@@ -522,7 +525,7 @@ impl Run {
     async fn flow(&self, ctx: &ClientCtx, account: &str) {
         let env = &ctx.env;
         let si = env.rand.gen_range(0..SERVERS as u64) as usize;
-        let Some(mut c) = self.connect(ctx, game::sim_server_addr(si)).await else { return };
+        let Some(mut c) = self.connect(ctx, ctx.servers.addr(si)).await else { return };
         if !self.login(ctx, &mut c, si, account, false).await {
             // Refused (e.g. the last flow's login not yet cleaned up): back off a little.
             env.clock.sleep(Duration::from_millis(env.rand.gen_range(200..1_000))).await;
@@ -537,7 +540,7 @@ impl Run {
         let Some(r) = self.redirect(ctx, &mut c, si, ti, account, extra).await else { return };
         drop(c);
         let token = r.token.clone();
-        let target = name_of(r.addr);
+        let target = name_of(&ctx.servers, r.addr);
         let held = match env.rand.gen_range(0..10) {
             0 => {
                 self.with_bad_first(ctx, &r, forge(token.len(), &*env.rand), TokenKind::Forged, account).await
@@ -545,16 +548,11 @@ impl Run {
             1 => self.with_bad_first(ctx, &r, tamper(&token, &*env.rand), TokenKind::Tampered, account).await,
             2 => {
                 // The genuine token, first at a server it is not for.
-                let others: Vec<usize> = (0..SERVERS).filter(|&k| Some(k) != server_index(r.addr)).collect();
+                let others: Vec<usize> =
+                    (0..SERVERS).filter(|&k| Some(k) != ctx.servers.index_of(r.addr)).collect();
                 let k = *env.rand.choose(&others).expect("other servers");
                 if let Some(c) = self
-                    .connect_and_present(
-                        ctx,
-                        game::sim_server_addr(k),
-                        &token,
-                        TokenKind::WrongServer,
-                        account,
-                    )
+                    .connect_and_present(ctx, ctx.servers.addr(k), &token, TokenKind::WrongServer, account)
                     .await
                 {
                     drop(c); // accepted: a violation the checker reports; leave.
@@ -591,7 +589,7 @@ impl Run {
         account: &str,
     ) -> Option<GameClient> {
         let mut c = self.connect(ctx, r.addr).await?;
-        let server = name_of(r.addr);
+        let server = name_of(&ctx.servers, r.addr);
         match self.present(ctx, &mut c, &server, &bad, kind, account).await {
             Presented::Accepted => return None, // a violation the checker reports; leave.
             Presented::Rejected if c.is_open() => {}
@@ -607,7 +605,7 @@ impl Run {
     /// The genuine token on two connections at once; the connection that won, if one did.
     async fn concurrent(&self, ctx: &ClientCtx, r: &Redirect, account: &str) -> Option<GameClient> {
         let (a, b) = futures::join!(self.connect(ctx, r.addr), self.connect(ctx, r.addr));
-        let server = name_of(r.addr);
+        let server = name_of(&ctx.servers, r.addr);
         match (a, b) {
             (Some(mut a), Some(mut b)) => {
                 let (ra, rb) = futures::join!(
@@ -645,9 +643,10 @@ impl Run {
         let env = &ctx.env;
         if env.rand.gen_bool(PROBE_PROBABILITY) {
             // Logged in exactly once: no other server may log the account in meanwhile.
-            let others: Vec<usize> = (0..SERVERS).filter(|&k| Some(k) != server_index(r.addr)).collect();
+            let others: Vec<usize> =
+                (0..SERVERS).filter(|&k| Some(k) != ctx.servers.index_of(r.addr)).collect();
             let k = *env.rand.choose(&others).expect("other servers");
-            if let Some(mut p) = self.connect(ctx, game::sim_server_addr(k)).await {
+            if let Some(mut p) = self.connect(ctx, ctx.servers.addr(k)).await {
                 self.login(ctx, &mut p, k, account, true).await;
             }
         }
@@ -703,15 +702,26 @@ impl ScenarioRun for Run {
             inner: ctx.env.clock.clone(),
             now: ctx.phases.now.clone(),
             log: self.walls.clone(),
+            tap: ctx.tap.clone(),
         });
         let opts = SimGameOptions {
             account_bugs: AccountBugs { replayable_token: self.replayable, ..Default::default() },
             tick_period: Some(TICK_PERIOD),
-            observer: Some(self.acts.observer(ctx.process, ctx.phases.now.clone())),
+            observer: Some(self.acts.observer(ctx.process, ctx.phases.now.clone(), ctx.tap.clone())),
             redirect_token_ttl: Some(TOKEN_TTL),
             ..Default::default()
         };
         game::run_server(ctx, opts).boxed()
+    }
+
+    fn absorb(&self, evidence: Evidence) -> bool {
+        match evidence {
+            Evidence::WallRead { wall_ms, t_ns } => {
+                self.walls.record(wall_ms, t_ns);
+                true
+            }
+            act @ Evidence::Act { .. } => self.acts.absorb(&act),
+        }
     }
 
     fn check(&self, _env: Env, phases: Phases) -> BoxFuture<'static, Report> {

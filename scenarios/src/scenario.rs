@@ -5,6 +5,7 @@
 //! node, applies the fault plan, and after the run calls [`ScenarioRun::check`] with a fresh
 //! `Env` on an observer node that can read the services' final state.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use engine::env::Env;
 use futures::future::BoxFuture;
 
 use crate::checker::Report;
+use crate::evidence::{Evidence, EvidenceTap};
 use crate::faults::FaultSpace;
 use crate::history::{ProcessId, TimeSource};
 
@@ -109,12 +111,43 @@ impl Phases {
     }
 }
 
+/// Where the clients reach the topology's servers: the TCP JSON client address of server
+/// `i` (in `Topology::servers` order). The runner fills it: the simulator with its fixed
+/// node IPs, the live-cluster runner with the loopback addresses its processes listen on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerDirectory(Arc<[SocketAddr]>);
+
+impl ServerDirectory {
+    pub fn new(addrs: Vec<SocketAddr>) -> Self {
+        Self(addrs.into())
+    }
+    /// The client address of server `i`.
+    ///
+    /// # Panics
+    /// If `i` is not a server of the topology (a workload bug, not an input error).
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.0[i]
+    }
+    /// Which server listens at `addr`, if any.
+    pub fn index_of(&self, addr: SocketAddr) -> Option<usize> {
+        self.0.iter().position(|a| *a == addr)
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// What a client node's workload gets.
 #[derive(Clone)]
 pub struct ClientCtx {
     pub env: Env,
     /// Client index in the topology.
     pub index: usize,
+    /// The servers' client addresses.
+    pub servers: ServerDirectory,
     /// Process id for histories: unique per client *incarnation* (a restarted client is a
     /// new process; its predecessor's open operations stay open, i.e. unknown).
     pub process: ProcessId,
@@ -131,6 +164,10 @@ pub struct ServerCtx {
     /// Unique per server *incarnation*, like `ClientCtx::process`.
     pub process: ProcessId,
     pub phases: Phases,
+    /// Where the server's evidence for the checkers (acts, wall-clock reads) also goes when
+    /// the server runs out of the runner's process: the live-cluster runner writes it to a
+    /// file and hands it to [`ScenarioRun::absorb`] of its own run. `None` in the simulator.
+    pub tap: Option<EvidenceTap>,
 }
 
 /// One scenario: static description plus a factory for per-run state.
@@ -157,6 +194,15 @@ pub trait ScenarioRun: Send + Sync {
     fn server(&self, ctx: ServerCtx) -> BoxFuture<'static, ()> {
         let _ = ctx;
         Box::pin(async {})
+    }
+
+    /// Takes one piece of evidence a server recorded in another process (see
+    /// [`ServerCtx::tap`]) into this run's state, as if that server had run here. Returns
+    /// `false` if this scenario's servers never report such evidence (the runner then fails
+    /// the run rather than check without it).
+    fn absorb(&self, evidence: Evidence) -> bool {
+        let _ = evidence;
+        false
     }
 
     /// After the run: read final state through `env` (an observer node with a clean network

@@ -25,7 +25,7 @@ use engine::env::{Clock, Env};
 use scenarios::checker::Report;
 use scenarios::faults::FaultPlan;
 use scenarios::history::TimeSource;
-use scenarios::{ClientCtx, Phases, Scenario, ServerCtx, Topology};
+use scenarios::{ClientCtx, Phases, Scenario, ServerCtx, ServerDirectory, Topology};
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -276,6 +276,12 @@ async fn simulate(
             RedisOptions { persistent: spec.persistent, stale_read_probability: spec.stale_read_probability };
         ids.insert("redis".to_string(), start_redis(&handle, &clocks, opts));
     }
+    // Clients reach server `i` on its node IP at the reference game's client port.
+    let servers = ServerDirectory::new(
+        (0..topo.servers.len())
+            .map(|i| SocketAddr::new(server_ip(i), scenarios::game::TCP_JSON_PORT))
+            .collect(),
+    );
     // Process ids: one per server or client incarnation, so a restarted node is a new process.
     let next_process = Arc::new(AtomicU64::new(0));
     let mut stop_ids = Vec::new();
@@ -291,7 +297,14 @@ async fn simulate(
                 let env = node_env(&spec_c.name, server_ip(i), &clocks);
                 let process = next_process.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(process, "server starts");
-                run.server(ServerCtx { env, index: i, spec: spec_c.clone(), process, phases: phases.clone() })
+                run.server(ServerCtx {
+                    env,
+                    index: i,
+                    spec: spec_c.clone(),
+                    process,
+                    phases: phases.clone(),
+                    tap: None,
+                })
             })
             .build();
         ids.insert(spec.name.clone(), node.id());
@@ -299,8 +312,8 @@ async fn simulate(
     }
     for i in 0..topo.clients {
         let name = Topology::client_name(i);
-        let (clocks, run, phases, next_process) =
-            (clocks.clone(), run.clone(), phases.clone(), next_process.clone());
+        let (clocks, run, phases, next_process, servers) =
+            (clocks.clone(), run.clone(), phases.clone(), next_process.clone(), servers.clone());
         let node_name = name.clone();
         let node = handle
             .create_node()
@@ -310,7 +323,13 @@ async fn simulate(
                 let env = node_env(&node_name, client_ip(i), &clocks);
                 let process = next_process.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(process, "client starts");
-                run.client(ClientCtx { env, index: i, process, phases: phases.clone() })
+                run.client(ClientCtx {
+                    env,
+                    index: i,
+                    servers: servers.clone(),
+                    process,
+                    phases: phases.clone(),
+                })
             })
             .build();
         ids.insert(name, node.id());

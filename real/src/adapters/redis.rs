@@ -3,7 +3,8 @@
 //! by itself after a failure.
 //!
 //! Outcomes, as the port defines them:
-//! - could not connect (refused): `ConnectionLoss { maybe_applied: false }`; nothing was sent;
+//! - could not connect (refused, or the connection attempt failed): `ConnectionLoss {
+//!   maybe_applied: false }`; nothing was sent;
 //! - the connection failed or closed under a call: `ConnectionLoss { maybe_applied: true }`;
 //! - no answer within the command timeout: `Timeout { maybe_applied: true }`. The client
 //!   cannot tell whether a timed-out call was still waiting for a connection or already
@@ -12,11 +13,14 @@
 //!
 //! The connection is opened lazily on the first call (so an `Env` can be built while Redis
 //! is still starting), with the manager's own retry loop off: a refused connection fails the
-//! call at once (like the simulator's client) and the next call tries again. A call refused
-//! that way is retried once immediately, because the manager hands out the result of its
-//! previous connection attempt before starting a new one; retrying is safe since nothing was
-//! sent. The connection speaks RESP3, so the manager learns of a broken connection from the
-//! connection itself (not only from the next failing call) and reconnects in the background.
+//! call at once (like the simulator's client) and the next call tries again. The connection
+//! speaks RESP3, so the manager learns of a broken connection from the connection itself (not
+//! only from the next failing call) and reconnects in the background. A call is handed the
+//! result of the manager's *previous* connection attempt before a new one starts, so a call
+//! whose connection was never established (see `never_connected`) is retried once at once;
+//! that is safe since nothing was sent. The previous attempt is not always refused: one
+//! started the instant Redis crashed can reach the dying server and be reset, and without the
+//! retry the first call after Redis is back would fail although Redis answers.
 
 use std::time::Duration;
 
@@ -136,16 +140,19 @@ impl RedisKv {
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
         let attempt = async {
-            let mut refused_once = false;
+            let mut retried = false;
             loop {
                 let conn = self.manager().await?;
                 match f(conn).await {
                     Ok(v) => return Ok(v),
-                    Err(e) if e.is_connection_refusal() && !refused_once => {
+                    Err(e) if never_connected(&e) && !retried => {
                         // Stale result of an earlier connection attempt; a new one has been
                         // started by now. Nothing was sent: safe to try once more.
-                        refused_once = true;
-                        debug!(cmd = what, key, "redis connection refused; retrying once");
+                        retried = true;
+                        debug!(cmd = what, key, error = %e, "redis connection attempt had failed; retrying once");
+                    }
+                    Err(e) if never_connected(&e) => {
+                        return Err(KvError::ConnectionLoss { maybe_applied: false })
                     }
                     Err(e) => return Err(map_error(e)),
                 }
@@ -173,6 +180,16 @@ impl RedisKv {
         })
         .await
     }
+}
+
+/// Whether a call failed because the manager had no connection to send it on (nothing was
+/// sent). `ConnectionManager` hands out the failure of its connection attempt wrapped as an
+/// I/O error "Reconnecting failed: ..." (redis 0.32, `send_packed_command`); a command that
+/// failed on an established connection never carries that prefix. Should a newer `redis`
+/// change the wording, only refusals are recognised again (the behaviour before this check).
+fn never_connected(e: &RedisError) -> bool {
+    e.is_connection_refusal()
+        || (e.kind() == ErrorKind::IoError && e.to_string().starts_with("Reconnecting failed"))
 }
 
 /// Maps a `redis` error to the port's.
@@ -346,6 +363,18 @@ mod tests {
         assert_eq!(map_error(io), KvError::ConnectionLoss { maybe_applied: true });
         let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
         assert_eq!(map_error(io), KvError::Timeout { maybe_applied: true });
+    }
+
+    #[test]
+    fn failed_connection_attempts_are_told_from_failed_commands() {
+        let io = |kind, msg: &str| RedisError::from(std::io::Error::new(kind, msg.to_string()));
+        use std::io::ErrorKind as K;
+        assert!(never_connected(&io(K::ConnectionRefused, "refused")));
+        // What the manager hands out when its last connection attempt was reset.
+        assert!(never_connected(&io(K::ConnectionReset, "Reconnecting failed: Connection reset by peer")));
+        // A reset under a command that was sent.
+        assert!(!never_connected(&io(K::ConnectionReset, "Connection reset by peer")));
+        assert!(!never_connected(&RedisError::from((ErrorKind::ResponseError, "Reconnecting failed"))));
     }
 
     #[test]

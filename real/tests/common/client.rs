@@ -37,7 +37,13 @@ pub struct WireClient {
 
 impl WireClient {
     pub async fn connect(addr: SocketAddr, transport: Transport) -> WireClient {
-        let tcp = TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        Self::try_connect(addr, transport).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`connect`](Self::connect), but a refused connection or a failed WebSocket
+    /// handshake is an error naming the address.
+    pub async fn try_connect(addr: SocketAddr, transport: Transport) -> Result<WireClient, String> {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
         let conn = match transport {
             Transport::TcpJson | Transport::TcpProtobuf => {
                 // Accepts big frames, so tests can also send oversized ones.
@@ -49,22 +55,29 @@ impl WireClient {
                 Conn::Tcp(Framed::new(tcp, codec))
             }
             Transport::WebSocketJson => {
-                let (ws, _) =
-                    tokio_tungstenite::client_async(format!("ws://{addr}/"), tcp).await.expect("upgrade");
+                let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), tcp)
+                    .await
+                    .map_err(|e| format!("WebSocket upgrade on {addr}: {e}"))?;
                 Conn::Ws(Box::new(ws))
             }
         };
-        WireClient { transport, conn }
+        Ok(WireClient { transport, conn })
     }
 
     pub async fn send_raw(&mut self, payload: Bytes) {
-        match &mut self.conn {
-            Conn::Tcp(f) => f.send(payload).await.expect("send"),
+        self.try_send_raw(payload).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`send_raw`](Self::send_raw), but a broken connection is an error.
+    pub async fn try_send_raw(&mut self, payload: Bytes) -> Result<(), String> {
+        let r = match &mut self.conn {
+            Conn::Tcp(f) => f.send(payload).await.map_err(|e| e.to_string()),
             Conn::Ws(ws) => {
                 let text = String::from_utf8(payload.to_vec()).expect("test payloads on ws are text");
-                ws.send(Message::text(text)).await.expect("send")
+                ws.send(Message::text(text)).await.map_err(|e| e.to_string())
             }
-        }
+        };
+        r.map_err(|e| format!("{:?}: send: {e}", self.transport))
     }
 
     /// Sends `payload` as a binary WebSocket message (a WebSocket client only).
@@ -77,6 +90,10 @@ impl WireClient {
 
     pub async fn send(&mut self, msg_type: &str, body: Value) {
         self.send_raw(codec::encode_json_message(self.transport, msg_type, &body)).await;
+    }
+
+    pub async fn try_send(&mut self, msg_type: &str, body: Value) -> Result<(), String> {
+        self.try_send_raw(codec::encode_json_message(self.transport, msg_type, &body)).await
     }
 
     /// The next frame's payload; `None` when the connection ended.

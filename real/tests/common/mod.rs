@@ -12,6 +12,7 @@ use std::time::Duration;
 use real::services::{PrivateRedis, PrivateZk};
 
 pub mod client;
+pub mod cluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -1,0 +1,475 @@
+//! `real cluster run`: a scenario's workload and checkers against a live local cluster.
+//!
+//! The same scenario the simulator runs ([`scenarios::Scenario`]), on the real backend:
+//! private ZooKeeper and Redis processes ([`crate::services`]), every server of the
+//! scenario's topology as its own OS process (`real cluster serve`, [`serve`]) on a loopback
+//! IP of its own, and the client workloads in this process over real TCP. During the chaos
+//! phase (`--duration`) the runner may SIGKILL a random server every `--kill-every` and
+//! restart it 0.5–3 s later as a new incarnation, and SIGSTOP a random server every
+//! `--pause-every` for up to `--pause-max` (past the ZooKeeper session timeout, so another
+//! server may take its accounts over while it sleeps); then the scenario's heal phase runs
+//! without faults, and the scenario's checkers run on the recorded history and the servers'
+//! evidence ([`evidence_file`]).
+//!
+//! What differs from the simulator, by nature: the faults are process kills and pauses only
+//! (no partitions, loss or clock faults: those need the simulator or network namespaces), the
+//! workload's randomness comes from the OS (a failing run cannot be replayed from a seed;
+//! its logs and evidence are kept instead), and true time is the machine's monotonic clock
+//! ([`clock`]), which every process of the run shares.
+
+pub mod clock;
+pub mod evidence_file;
+pub mod procs;
+pub mod serve;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use scenarios::checker::Report;
+use scenarios::{ClientCtx, Phases, Scenario, ServerDirectory};
+
+use self::clock::RunClock;
+use self::evidence_file::EvidenceError;
+use self::procs::{log_tail, ServerProcs};
+use self::serve::ServeArgs;
+use crate::adapters::RedisKvOptions;
+use crate::env::{real_env, RealEnvConfig};
+use crate::services::{PrivateRedis, PrivateZk, ServiceError};
+
+/// How long servers may take to accept clients after they are spawned.
+const STARTUP_MAX: Duration = Duration::from_secs(60);
+/// How long client workloads may run past the end of the run before they are aborted.
+const CLIENT_GRACE: Duration = Duration::from_secs(30);
+/// How long servers may take to exit on their own after the end of the run.
+const SERVER_EXIT_GRACE: Duration = Duration::from_secs(10);
+/// A server that exits successfully this close to the end of the run (ns) simply ended it.
+const END_SLACK_NS: u64 = 1_000_000_000;
+/// A killed server restarts after a random delay in this range (ms).
+const RESTART_DELAY_MS: std::ops::Range<u64> = 500..3_000;
+
+/// Why a live-cluster run could not be carried out (as opposed to a run that found
+/// violations, which is a [`RunOutcome`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("{0}")]
+    Args(String),
+    #[error("{0}")]
+    Service(#[from] ServiceError),
+    #[error("{0}")]
+    Io(String),
+    #[error("evidence: {0}")]
+    Evidence(#[from] EvidenceError),
+    #[error("server {server} did not accept clients within {waited:?}; its log ends:\n{log}")]
+    Startup { server: String, waited: Duration, log: String },
+}
+
+/// `real cluster ...`.
+#[derive(clap::Args, Debug)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    pub cmd: ClusterCmd,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// Runs a scenario against a live local cluster and checks its invariants.
+    Run(RunArgs),
+    /// Internal: one server incarnation of a run (spawned by `cluster run`).
+    #[command(hide = true)]
+    Serve(ServeArgs),
+}
+
+/// `real cluster run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Scenario name (`login_unique`, `pvp_transfer`, `redirect`, ...; see `sim list`).
+    pub scenario: String,
+    /// Number of servers: must be the scenario topology's (the default).
+    #[arg(long)]
+    pub servers: Option<usize>,
+    /// Client workloads (default: the scenario topology's).
+    #[arg(long)]
+    pub clients: Option<usize>,
+    /// Length of the chaos phase (kills happen in it); the scenario's heal phase follows.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// SIGKILL a random server this often during the chaos phase, and restart it.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub kill_every: Option<Duration>,
+    /// SIGSTOP a random server this often during the chaos phase...
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub pause_every: Option<Duration>,
+    /// ...for a random time up to this long, then SIGCONT it (at the heal at the latest).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub pause_max: Duration,
+    /// Run the scenario's planted bug (its checkers should fail the run).
+    #[arg(long)]
+    pub bug: Option<String>,
+    /// Seed of the kill schedule (which server, restart delays); random if absent.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Directory for the servers' logs and evidence (kept). Default: a temporary directory,
+    /// kept only if the run fails.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// What a run found.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub report: Report,
+    /// Kills: (seconds into the run, server, killed process, restarted as).
+    pub kills: Vec<(f64, String, u64, u64)>,
+    /// Pauses: (seconds into the run, server, process, seconds paused).
+    pub pauses: Vec<(f64, String, u64, f64)>,
+    /// Where the logs and evidence are, if kept.
+    pub dir: Option<PathBuf>,
+    pub elapsed: Duration,
+}
+
+/// The scenario named `name`, with `bug` checked against its planted bugs.
+pub fn scenario(name: &str, bug: Option<&str>) -> Result<Arc<dyn Scenario>, ClusterError> {
+    let s = scenarios::by_name(name).ok_or_else(|| {
+        let names: Vec<&str> = scenarios::all().iter().map(|s| s.name()).collect();
+        ClusterError::Args(format!("unknown scenario {name:?}; scenarios: {}", names.join(", ")))
+    })?;
+    if let Some(b) = bug {
+        if !s.bugs().iter().any(|p| p.name == b) {
+            let names: Vec<&str> = s.bugs().iter().map(|p| p.name).collect();
+            return Err(ClusterError::Args(format!("{name} has no planted bug {b:?}; its bugs: {names:?}")));
+        }
+    }
+    Ok(s)
+}
+
+/// A loopback /24 (`127.a.b.0`) whose first `n` addresses have the reference game's client
+/// and RPC ports free, so each server process can listen on its fixed ports at an IP of its
+/// own and concurrent runs do not collide.
+fn loopback_ips(n: usize, rng: &mut impl Rng) -> Result<Vec<IpAddr>, ClusterError> {
+    let ports = [scenarios::game::TCP_JSON_PORT, scenarios::game::RPC_PORT];
+    for _ in 0..64 {
+        let (a, b) = (rng.gen_range(100..=250u8), rng.gen_range(0..=255u8));
+        let ips: Vec<IpAddr> = (1..=n)
+            .map(|h| IpAddr::V4(Ipv4Addr::new(127, a, b, u8::try_from(h).expect("at most 255 servers"))))
+            .collect();
+        let free =
+            ips.iter().all(|ip| ports.iter().all(|p| TcpListener::bind(SocketAddr::new(*ip, *p)).is_ok()));
+        if free {
+            return Ok(ips);
+        }
+    }
+    Err(ClusterError::Io("no free loopback /24 for the servers after 64 tries".into()))
+}
+
+/// Runs `args` to completion. Must be called inside a multi-threaded tokio runtime.
+pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
+    let started = std::time::Instant::now();
+    let bug = args.bug.as_deref();
+    let scenario = scenario(&args.scenario, bug)?;
+    let topo = scenario.topology(bug);
+    if let Some(n) = args.servers {
+        if n != topo.servers.len() {
+            return Err(ClusterError::Args(format!(
+                "{} runs {} servers (its topology); --servers {n} is not supported",
+                args.scenario,
+                topo.servers.len()
+            )));
+        }
+    }
+    if (args.kill_every.is_some() || args.pause_every.is_some()) && topo.servers.is_empty() {
+        return Err(ClusterError::Args(format!("{} has no servers to kill or pause", args.scenario)));
+    }
+    if args.kill_every.is_some_and(|d| d.is_zero()) || args.pause_every.is_some_and(|d| d.is_zero()) {
+        return Err(ClusterError::Args("--kill-every and --pause-every must be positive".into()));
+    }
+    if args.pause_max < Duration::from_millis(100) {
+        return Err(ClusterError::Args("--pause-max must be at least 100ms".into()));
+    }
+    let clients = args.clients.unwrap_or(topo.clients);
+    let space = scenario.fault_space(&topo);
+    let phases_spec = (args.duration, args.duration + Duration::from_millis(space.heal_ms));
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+
+    let (dir, tmp) = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(|e| ClusterError::Io(format!("{}: {e}", d.display())))?;
+            (d.clone(), None)
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("sandtable-cluster-")
+                .tempdir()
+                .map_err(|e| ClusterError::Io(format!("temporary directory: {e}")))?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+
+    let zk = if topo.zookeeper { Some(PrivateZk::start()?) } else { None };
+    let redis = match &topo.redis {
+        Some(spec) if spec.persistent => Some(PrivateRedis::start_persistent()?),
+        Some(_) => Some(PrivateRedis::start()?),
+        None => None,
+    };
+    // A topology without a service gets an address nothing listens on: its calls fail.
+    let zk_addr = zk.as_ref().map_or_else(|| "127.0.0.1:1".to_string(), PrivateZk::connect_string);
+    let redis_url = redis.as_ref().map_or_else(|| "redis://127.0.0.1:1".to_string(), PrivateRedis::url);
+    println!(
+        "cluster run {}: {} servers, {clients} clients, chaos {:?}{}{}, heal {:?} (fault seed {seed})",
+        args.scenario,
+        topo.servers.len(),
+        args.duration,
+        args.kill_every.map(|k| format!(", kill -9 every {k:?}")).unwrap_or_default(),
+        args.pause_every
+            .map(|k| format!(", pause every {k:?} for up to {:?}", args.pause_max))
+            .unwrap_or_default(),
+        Duration::from_millis(space.heal_ms),
+    );
+    println!("services: zookeeper {zk_addr}, redis {redis_url}; logs and evidence in {}", dir.display());
+
+    let clock = RunClock::start();
+    let phases = Phases {
+        now: clock.source(),
+        heal_at: phases_spec.0,
+        end_at: phases_spec.1,
+        liveness_bound: Duration::from_millis(space.liveness_bound_ms),
+    };
+    let run = scenario.start(bug, clock.source());
+    let ips = loopback_ips(topo.servers.len(), &mut rng)?;
+    let exe = std::env::current_exe().map_err(|e| ClusterError::Io(format!("own executable: {e}")))?;
+    let template = ServeArgs {
+        scenario: args.scenario.clone(),
+        bug: args.bug.clone(),
+        index: 0,
+        process: 0,
+        ip: ips.first().copied().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        zookeeper: zk_addr.clone(),
+        redis: redis_url.clone(),
+        epoch_ns: clock.epoch_ns(),
+        heal_ms: millis(phases.heal_at),
+        end_ms: millis(phases.end_at),
+        liveness_ms: millis(phases.liveness_bound),
+        evidence: PathBuf::new(),
+    };
+    let mut procs = ServerProcs::new(exe, dir.clone(), template, ips, topo.server_names());
+    let mut next_process = 0u64;
+    for i in 0..procs.len() {
+        procs.spawn(i, next_process)?;
+        next_process += 1;
+    }
+    wait_up(&mut procs).await?;
+    println!("servers up at {:.2}s: {}", secs(clock.now_ns()), directory(&procs).join(", "));
+
+    let servers = ServerDirectory::new((0..procs.len()).map(|i| procs.client_addr(i)).collect());
+    let mut handles = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let env = real_env(&RealEnvConfig {
+            node: scenarios::Topology::client_name(i),
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            zookeeper: zk_addr.clone(),
+            redis_url: redis_url.clone(),
+            redis: RedisKvOptions::default(),
+        })
+        .map_err(|e| ClusterError::Args(format!("redis URL {redis_url}: {e}")))?;
+        let ctx = ClientCtx {
+            env,
+            index: i,
+            servers: servers.clone(),
+            process: next_process,
+            phases: phases.clone(),
+        };
+        next_process += 1;
+        handles.push(tokio::spawn(run.client(ctx)));
+    }
+
+    let mut runner = Report::default();
+    let mut kills = Vec::new();
+    let mut restarts: BTreeMap<usize, u64> = BTreeMap::new(); // server -> restart at (ns)
+    let mut next_kill = args.kill_every.map(|k| k.as_nanos() as u64);
+    let mut next_pause = args.pause_every.map(|k| k.as_nanos() as u64);
+    let mut pauses = Vec::new();
+    let mut paused: BTreeMap<usize, u64> = BTreeMap::new(); // server -> resume at (ns)
+    let heal_ns = millis(phases.heal_at) * 1_000_000;
+    let end_ns = millis(phases.end_at) * 1_000_000;
+    while clock.now_ns() < end_ns {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = clock.now_ns();
+        if let (Some(due), Some(every)) = (next_pause, args.pause_every) {
+            if now >= due && now < heal_ns {
+                let up: Vec<usize> = (0..procs.len())
+                    .filter(|i| procs.process(*i).is_some() && !paused.contains_key(i))
+                    .collect();
+                let pick = (!up.is_empty()).then(|| up[rng.gen_range(0..up.len())]);
+                if let Some(i) = pick.filter(|i| procs.signal_pause(*i, true)) {
+                    let len = rng.gen_range(100..=millis(args.pause_max)) * 1_000_000;
+                    let until = (now + len).min(heal_ns);
+                    paused.insert(i, until);
+                    let process = procs.process(i).unwrap_or_default();
+                    pauses.push((secs(now), procs.name(i).to_string(), process, secs(until - now)));
+                }
+                next_pause = Some(due + every.as_nanos() as u64);
+            }
+        }
+        let wake: Vec<usize> = paused.iter().filter(|(_, at)| **at <= now).map(|(i, _)| *i).collect();
+        for i in wake {
+            paused.remove(&i);
+            procs.signal_pause(i, false);
+        }
+        for (i, process, status) in procs.exited() {
+            // A server program returns when its own reading of the clock says the run is
+            // over, which may come a poll interval before ours.
+            if status.success() && now + END_SLACK_NS >= end_ns {
+                continue;
+            }
+            let log =
+                procs.incarnations().iter().find(|c| c.process == process).map(|c| log_tail(&c.log, 20));
+            runner.violation(
+                "server_exit",
+                format!(
+                    "{} (process {process}) exited on its own at {:.2}s with {status}; log ends:\n{}",
+                    procs.name(i),
+                    secs(now),
+                    log.unwrap_or_default()
+                ),
+            );
+            restarts.insert(i, now);
+        }
+        if let (Some(due), Some(every)) = (next_kill, args.kill_every) {
+            if now >= due && now < heal_ns {
+                let up: Vec<usize> = (0..procs.len()).filter(|i| procs.process(*i).is_some()).collect();
+                let pick = (!up.is_empty()).then(|| up[rng.gen_range(0..up.len())]);
+                if let Some((i, old)) = pick.and_then(|i| procs.kill(i).map(|old| (i, old))) {
+                    paused.remove(&i); // SIGKILL ends a stopped process too
+                    let delay = rng.gen_range(RESTART_DELAY_MS);
+                    restarts.insert(i, now + delay * 1_000_000);
+                    kills.push((secs(now), procs.name(i).to_string(), old, 0));
+                }
+                next_kill = Some(due + every.as_nanos() as u64);
+            }
+        }
+        let due: Vec<usize> = restarts.iter().filter(|(_, at)| **at <= now).map(|(i, _)| *i).collect();
+        for i in due {
+            restarts.remove(&i);
+            procs.spawn(i, next_process)?;
+            if let Some(k) = kills.iter_mut().rev().find(|k| k.1 == procs.name(i) && k.3 == 0) {
+                k.3 = next_process;
+            }
+            next_process += 1;
+        }
+    }
+
+    // The run is over: clients stop issuing operations, servers stop on their own.
+    let (mut overran, mut panicked) = (0u64, 0u64);
+    let deadline = tokio::time::Instant::now() + CLIENT_GRACE;
+    for h in handles {
+        let abort = h.abort_handle();
+        match tokio::time::timeout_at(deadline, h).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                panicked += 1;
+                runner.violation("client_panic", format!("a client workload failed: {e}"));
+            }
+            Err(_) => {
+                overran += 1;
+                abort.abort();
+            }
+        }
+    }
+    let exit_deadline = std::time::Instant::now() + SERVER_EXIT_GRACE;
+    let mut running = (0..procs.len()).filter(|i| procs.process(*i).is_some()).count();
+    while running > 0 && std::time::Instant::now() < exit_deadline {
+        for (i, process, status) in procs.exited() {
+            running -= 1;
+            if !status.success() {
+                runner.violation(
+                    "server_exit",
+                    format!("{} (process {process}) ended the run with {status}", procs.name(i)),
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let incarnations = procs.incarnations().to_vec();
+    drop(procs); // SIGKILLs servers that did not exit
+
+    let (mut lines, mut torn) = (0u64, 0u64);
+    for inc in &incarnations {
+        let read = evidence_file::read(&inc.evidence)?;
+        torn += read.torn as u64;
+        for ev in read.evidence {
+            lines += 1;
+            if !run.absorb(ev.clone()) {
+                return Err(ClusterError::Args(format!(
+                    "{}: its servers reported {ev:?}, which the scenario cannot take from another process",
+                    args.scenario
+                )));
+            }
+        }
+    }
+    let observer = real_env(&RealEnvConfig {
+        node: "observer".into(),
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        zookeeper: zk_addr,
+        redis_url: redis_url.clone(),
+        redis: RedisKvOptions::default(),
+    })
+    .map_err(|e| ClusterError::Args(format!("redis URL {redis_url}: {e}")))?;
+    let mut report = run.check(observer, phases).await;
+    report.merge(runner);
+    report.count("cluster.clients", clients as u64);
+    report.count("cluster.clients_overran", overran);
+    report.count("cluster.clients_panicked", panicked);
+    report.count("cluster.server_incarnations", incarnations.len() as u64);
+    report.count("cluster.server_kills", kills.len() as u64);
+    report.count("cluster.server_pauses", pauses.len() as u64);
+    report.count("cluster.evidence_lines", lines);
+    report.count("cluster.evidence_torn", torn);
+    drop((zk, redis));
+    let keep = args.dir.is_some() || !report.ok();
+    let dir = match tmp {
+        Some(t) if keep => Some(t.keep()),
+        Some(_) => None,
+        None => Some(dir),
+    };
+    Ok(RunOutcome { report, kills, pauses, dir, elapsed: started.elapsed() })
+}
+
+/// Waits until every server accepts TCP connections on its client port.
+async fn wait_up(procs: &mut ServerProcs) -> Result<(), ClusterError> {
+    let start = std::time::Instant::now();
+    for i in 0..procs.len() {
+        loop {
+            if tokio::net::TcpStream::connect(procs.client_addr(i)).await.is_ok() {
+                break;
+            }
+            let died = procs.exited().into_iter().next();
+            if died.is_some() || start.elapsed() > STARTUP_MAX {
+                let log =
+                    procs.incarnations().iter().rev().find(|c| c.index == i).map(|c| log_tail(&c.log, 30));
+                return Err(ClusterError::Startup {
+                    server: procs.name(i).to_string(),
+                    waited: start.elapsed(),
+                    log: log.unwrap_or_default(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
+fn directory(procs: &ServerProcs) -> Vec<String> {
+    (0..procs.len()).map(|i| format!("{} {}", procs.name(i), procs.client_addr(i))).collect()
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}

@@ -1,0 +1,95 @@
+//! `real cluster run`: scenarios' workloads and checkers against live local clusters of
+//! server processes (private ZooKeeper and Redis), with kill -9 and SIGSTOP of servers.
+//! Each test runs the `real` binary as a user would and reads its verdict from the output.
+
+use std::process::{Command, Output};
+
+fn cluster_run(args: &[&str]) -> (Output, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_real"))
+        .arg("cluster")
+        .arg("run")
+        .args(args)
+        .output()
+        .expect("runs the real binary");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out, text)
+}
+
+/// The value of `counter NAME = V` in the output.
+fn counter(text: &str, name: &str) -> u64 {
+    let prefix = format!("counter {name} = ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no counter {name} in:\n{text}"))
+}
+
+fn assert_passed(args: &[&str]) -> String {
+    let (out, text) = cluster_run(args);
+    assert!(
+        out.status.success() && text.lines().any(|l| l == "PASSED"),
+        "cluster run {args:?} did not pass ({}):\n{text}",
+        out.status
+    );
+    eprintln!("{text}");
+    text
+}
+
+#[test]
+fn login_unique_passes_under_kills_and_pauses() {
+    let text = assert_passed(&[
+        "login_unique",
+        "--servers",
+        "3",
+        "--clients",
+        "12",
+        "--duration",
+        "12s",
+        "--kill-every",
+        "5s",
+        "--pause-every",
+        "4s",
+        "--pause-max",
+        "9s",
+    ]);
+    assert!(counter(&text, "cluster.server_kills") >= 2, "{text}");
+    assert!(counter(&text, "cluster.server_pauses") >= 2, "{text}");
+    assert!(counter(&text, "logins_ok") >= 3, "every account logs in at least once after the heal:\n{text}");
+    assert!(counter(&text, "ticks") > 0, "{text}");
+}
+
+#[test]
+fn pvp_transfer_passes_under_kills() {
+    let text = assert_passed(&["pvp_transfer", "--clients", "20", "--duration", "10s", "--kill-every", "3s"]);
+    assert!(counter(&text, "cluster.server_kills") >= 3, "{text}");
+    assert!(counter(&text, "cluster.server_incarnations") >= 7, "{text}");
+}
+
+#[test]
+fn redirect_passes_under_kills_and_its_planted_bug_fails() {
+    let text = assert_passed(&["redirect", "--clients", "20", "--duration", "10s", "--kill-every", "4s"]);
+    assert!(counter(&text, "redirect.accept_genuine_accepted") > 0, "{text}");
+    assert!(counter(&text, "cluster.evidence_lines") > 0, "{text}");
+
+    let (out, text) =
+        cluster_run(&["redirect", "--clients", "10", "--duration", "4s", "--bug", "replayable-token"]);
+    assert_eq!(out.status.code(), Some(1), "the planted bug must fail the run:\n{text}");
+    assert!(text.contains("violation [single_use]"), "{text}");
+}
+
+#[test]
+fn bad_arguments_exit_2_with_a_reason() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["no_such_scenario"], "unknown scenario"),
+        (&["login_unique", "--servers", "5"], "runs 3 servers"),
+        (&["login_unique", "--bug", "no-such-bug"], "has no planted bug"),
+        (&["coord_lock", "--kill-every", "1s"], "no servers to kill"),
+    ];
+    for (args, why) in cases {
+        let (out, text) = cluster_run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}:\n{text}");
+        assert!(text.contains(why), "{args:?}: expected {why:?} in:\n{text}");
+    }
+    let (out, text) = cluster_run(&["login_unique", "--duration", "soon"]);
+    assert_eq!(out.status.code(), Some(2), "clap rejects a bad duration:\n{text}");
+}

@@ -1,0 +1,49 @@
+//! Server-side evidence: what a game server reports for the checkers while it runs (the
+//! instants it acted for an account, its wall-clock reads), as plain data.
+//!
+//! In the simulator every server runs in the runner's process and reports straight into the
+//! run's state ([`crate::acting::ActLog`], the redirect scenario's wall log). The
+//! live-cluster runner runs servers as separate processes that can be killed with SIGKILL
+//! at any instant; they also send each report through an [`EvidenceTap`], which appends it
+//! to a file before the server goes on, and the runner feeds the files back to
+//! [`crate::ScenarioRun::absorb`] before it checks. Times are true times (ns since the
+//! start of the run) on a clock every process of the run shares.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::history::ProcessId;
+
+/// One report of a server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Evidence {
+    /// Server incarnation `server` logged `account` in on `link` (`tick: false`), or sent it
+    /// a tick there (`tick: true`), at `t_ns`.
+    Act { account: String, server: ProcessId, link: String, t_ns: u64, tick: bool },
+    /// A server read the wall clock: `wall_ms` (ms since the Unix epoch) at true time `t_ns`.
+    WallRead { wall_ms: i64, t_ns: u64 },
+}
+
+/// Where a server's evidence also goes, synchronously, at the instant of the report.
+pub type EvidenceTap = Arc<dyn Fn(&Evidence) + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evidence_round_trips_as_one_json_line() {
+        let evs = [
+            Evidence::Act { account: "a".into(), server: 3, link: "l-1".into(), t_ns: 42, tick: true },
+            Evidence::WallRead { wall_ms: 1_700_000_000_000, t_ns: 7 },
+        ];
+        for ev in evs {
+            let line = serde_json::to_string(&ev).expect("serializes");
+            assert!(!line.contains('\n'));
+            assert_eq!(serde_json::from_str::<Evidence>(&line).expect("parses"), ev);
+        }
+        assert!(serde_json::from_str::<Evidence>(r#"{"kind":"act"}"#).is_err());
+    }
+}
