@@ -117,6 +117,7 @@
 mod config;
 mod error;
 pub mod fence;
+mod keyed_lock;
 mod sessions;
 pub mod token;
 
@@ -136,6 +137,7 @@ pub use self::config::{
 };
 pub use self::error::{AccountError, TokenError};
 use self::fence::{Lease, LeaseParams};
+use self::keyed_lock::KeyedLocks;
 pub use self::sessions::{link, ACCOUNT_CONTEXT_KEY};
 use self::token::{TokenClaims, ACCOUNT_BYTES_MAX, NONCE_BYTES};
 use crate::cluster::{Cluster, PeerId};
@@ -281,8 +283,9 @@ struct Shared {
     accounts_path: String,
     /// `/{app_id}/redirect_nonces`.
     nonces_path: String,
-    /// Serialises logins, logouts and dropped-account cleanup on this server.
-    ops: futures::lock::Mutex<()>,
+    /// Serialises the logins, logouts and dropped-record cleanup of each account on this
+    /// server (different accounts run concurrently).
+    ops: KeyedLocks,
     /// Wakes the watchdog when a lapsed lease is renewed.
     poke: mpsc::UnboundedSender<()>,
     st: Mutex<State>,
@@ -537,10 +540,13 @@ impl Shared {
 
     /// Deletes the znodes of dropped accounts (after the session answered again).
     async fn cleanup_dropped(&self) {
-        let _g = self.ops.lock().await;
-        let Ok((coord, epoch)) = self.current() else { return };
         let todo: Vec<String> = self.st().dropped.iter().cloned().collect();
         for account in todo {
+            let _g = self.ops.lock(&account).await;
+            let Ok((coord, epoch)) = self.current() else { return };
+            if !self.st().dropped.contains(&account) {
+                continue; // a login or logout of it got there first
+            }
             if self.st().links.contains_key(&account) {
                 self.st().dropped.remove(&account);
                 continue;
@@ -791,7 +797,7 @@ impl AccountManager {
             rpc: rpc.clone(),
             secret,
             cfg,
-            ops: futures::lock::Mutex::new(()),
+            ops: KeyedLocks::default(),
             poke,
             metrics: OnceLock::new(),
             st: Mutex::new(State {
@@ -921,7 +927,7 @@ impl AccountManager {
     async fn login(&self, account: &str, link: LinkRef) -> Result<LoginOutcome, AccountError> {
         validate_account(account)?;
         let s = &self.shared;
-        let _g = s.ops.lock().await;
+        let _g = s.ops.lock(account).await;
         let link_id = link.link_id();
         {
             let st = s.st();
@@ -994,7 +1000,7 @@ impl AccountManager {
     async fn logout_inner(&self, account: &str, link_id: Option<&str>) -> Result<bool, AccountError> {
         validate_account(account)?;
         let s = &self.shared;
-        let _g = s.ops.lock().await;
+        let _g = s.ops.lock(account).await;
         let (coord, epoch) = s.current()?;
         {
             let mut st = s.st();
