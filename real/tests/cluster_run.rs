@@ -79,7 +79,8 @@ fn redirect_passes_under_kills_and_its_planted_bug_fails() {
 
 #[test]
 fn bad_arguments_exit_2_with_a_reason() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
+        (&["membership"], "runs only in the simulator"),
         (&["no_such_scenario"], "unknown scenario"),
         (&["login_unique", "--servers", "5"], "runs 3 servers"),
         (&["login_unique", "--bug", "no-such-bug"], "has no planted bug"),

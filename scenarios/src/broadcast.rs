@@ -246,6 +246,10 @@ impl Scenario for BroadcastScenario {
     fn bugs(&self) -> &'static [PlantedBug] {
         BUGS
     }
+    /// Checked on the clients' history and receipts only.
+    fn runs_live(&self) -> bool {
+        true
+    }
     fn topology(&self, _bug: Option<&str>) -> Topology {
         Topology {
             zookeeper: true,

@@ -64,6 +64,10 @@ impl Scenario for CoordLock {
     fn bugs(&self) -> &'static [PlantedBug] {
         BUGS
     }
+    /// Checked on the clients only.
+    fn runs_live(&self) -> bool {
+        true
+    }
     fn topology(&self, _bug: Option<&str>) -> Topology {
         Topology {
             zookeeper: true,

@@ -46,6 +46,10 @@ impl Scenario for KvRegister {
     fn bugs(&self) -> &'static [PlantedBug] {
         BUGS
     }
+    /// Checked on the clients only.
+    fn runs_live(&self) -> bool {
+        true
+    }
     fn topology(&self, bug: Option<&str>) -> Topology {
         let stale = if bug == Some("stale-read") { 0.05 } else { 0.0 };
         Topology {

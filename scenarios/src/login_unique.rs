@@ -91,6 +91,10 @@ impl Scenario for LoginUnique {
     fn bugs(&self) -> &'static [PlantedBug] {
         BUGS
     }
+    /// Checked on the clients' history; servers' acts arrive as evidence.
+    fn runs_live(&self) -> bool {
+        true
+    }
     fn topology(&self, _bug: Option<&str>) -> Topology {
         Topology {
             zookeeper: true,

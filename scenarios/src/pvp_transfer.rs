@@ -108,6 +108,10 @@ impl Scenario for PvpTransfer {
     fn bugs(&self) -> &'static [PlantedBug] {
         BUGS
     }
+    /// Checked on the clients' history only.
+    fn runs_live(&self) -> bool {
+        true
+    }
     fn topology(&self, _bug: Option<&str>) -> Topology {
         Topology {
             zookeeper: true,

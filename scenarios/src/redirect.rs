@@ -282,6 +282,10 @@ impl Scenario for RedirectScenario {
     fn bugs(&self) -> &'static [PlantedBug] {
         BUGS
     }
+    /// Checked on the clients' history; servers' acts and wall-clock reads arrive as evidence.
+    fn runs_live(&self) -> bool {
+        true
+    }
     fn topology(&self, _bug: Option<&str>) -> Topology {
         Topology {
             zookeeper: true,

@@ -179,6 +179,13 @@ pub trait Scenario: Send + Sync {
     fn topology(&self, bug: Option<&str>) -> Topology;
     /// Which faults the plan may contain, and the phase lengths.
     fn fault_space(&self, topology: &Topology) -> FaultSpace;
+    /// Whether the live-cluster runner may run this scenario: everything its checkers read is
+    /// recorded by its clients (which run in the runner's process) or reported by its servers
+    /// as [`Evidence`] through [`ServerCtx::tap`]. A scenario whose servers keep other records
+    /// in memory would pass vacuously on a live cluster, so it says `false` (the default).
+    fn runs_live(&self) -> bool {
+        false
+    }
     /// Fresh per-run state (histories, ...); `bug` is one of [`Scenario::bugs`] or `None`.
     fn start(&self, bug: Option<&str>, now: TimeSource) -> Arc<dyn ScenarioRun>;
 }

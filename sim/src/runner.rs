@@ -133,6 +133,15 @@ pub fn node_env(name: &str, ip: IpAddr, clocks: &ClockControl) -> Env {
 
 /// Starts the simulated ZooKeeper node `zk` at [`ZK_ADDR`]; its data survives restarts.
 pub fn start_zk(handle: &madsim::runtime::Handle, clocks: &ClockControl) -> madsim::task::NodeId {
+    start_zk_with(handle, clocks, ZkOptions::default())
+}
+
+/// [`start_zk`] with explicit service options (tick, session timeout bounds).
+pub fn start_zk_with(
+    handle: &madsim::runtime::Handle,
+    clocks: &ClockControl,
+    opts: ZkOptions,
+) -> madsim::task::NodeId {
     let store = ZkStore::default();
     let clocks = clocks.clone();
     handle
@@ -141,7 +150,7 @@ pub fn start_zk(handle: &madsim::runtime::Handle, clocks: &ClockControl) -> mads
         .ip(ZK_ADDR.ip())
         .init(move || {
             let env = node_env("zk", ZK_ADDR.ip(), &clocks);
-            crate::zk::serve(env.net, env.clock, env.spawn, ZK_ADDR, store.clone(), ZkOptions::default())
+            crate::zk::serve(env.net, env.clock, env.spawn, ZK_ADDR, store.clone(), opts)
         })
         .build()
         .id()

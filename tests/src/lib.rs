@@ -26,3 +26,5 @@ pub fn failures(
         })
         .collect()
 }
+
+pub mod conformance;

@@ -19,7 +19,16 @@
 //!   in any later read's answer. Watches survive a reconnect within the same session (the
 //!   client re-registers them and is told of changes it missed); on expiry they all fire
 //!   with [`EventKind::Session`]`(Expired)`.
-//! - **Sequential** znodes get the parent's `cversion` as a `%010d` suffix.
+//! - **Sequential** znodes get a `%010d` suffix: the number of children the parent has had
+//!   created so far (ZooKeeper's internal child counter). The `cversion` reported in a
+//!   [`Stat`] counts deletions too, so after a child is deleted the next suffix is lower
+//!   than the reported `cversion`.
+//! - **Closing** a session (or dropping its last handle while connected) ends it at the
+//!   service at once: its ephemerals go, and the closing client's own watches on them fire
+//!   `NodeDeleted` before the close completes; every other watch of the handle then fires
+//!   [`EventKind::Session`]`(Closed)`.
+//! - **Malformed paths** are refused by the client with `BadArguments` before anything is
+//!   sent, whatever the connection state.
 
 use std::time::Duration;
 

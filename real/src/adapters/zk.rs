@@ -38,9 +38,13 @@
 //! - **Sequence numbers** come from the service. ZooKeeper 3.8 numbers a sequential child
 //!   with the parent's count of child *creations*, while the `cversion` it reports in `Stat`
 //!   counts deletions as well; once a child has been deleted the suffix is therefore lower
-//!   than the reported `cversion` (the simulated service uses its `cversion` for both).
+//!   than the reported `cversion` (the simulated service does the same).
 //! - **Close on drop.** Dropping the last handle closes the session at the service (its
-//!   ephemerals go at once), where the simulator lets it expire by timeout.
+//!   ephemerals go at once); the simulated client sends the same close request when its last
+//!   handle is dropped while connected.
+//!
+//! The conformance suite (`tests/src/conformance`, README "How faithful is the simulator")
+//! runs the same cases against this adapter and the simulator and diffs the answers.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

@@ -14,9 +14,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use engine::env::{
-    timeout, Clock, Connection, Coord, CoordConnector, CoordError, CreateMode, EventKind, MonoTime,
-    MultiError, Net, Op, OpResult, Rand, RandExt, SessionEvent, SessionOptions, SessionState, Spawn, Stat,
-    TaskHandle, WatchedEvent, Watcher, MAX_PEER_FRAME_BYTES,
+    timeout, validate_path, Clock, Connection, Coord, CoordConnector, CoordError, CreateMode, EventKind,
+    MonoTime, MultiError, Net, Op, OpResult, Rand, RandExt, SessionEvent, SessionOptions, SessionState,
+    Spawn, Stat, TaskHandle, WatchedEvent, Watcher, MAX_PEER_FRAME_BYTES,
 };
 use futures::channel::{mpsc, oneshot};
 use futures::future::{self, BoxFuture, Either};
@@ -480,9 +480,40 @@ struct ZkCoord {
 
 impl Drop for ZkCoord {
     fn drop(&mut self) {
+        {
+            // As the real client does when its last handle goes away: ask the service to
+            // close the session (its ephemerals go at once), without waiting for the answer.
+            // The connection's writer task sends the request after this handle is gone. A
+            // crashed node sends nothing (its tasks never run again): its session expires.
+            let mut st = self.inner.st();
+            if st.state == SessionState::Connected && !st.closing {
+                let xid = st.next_xid;
+                st.next_xid += 1;
+                let now = self.inner.env.clock.now();
+                st.send(now, xid, Request::Close);
+            }
+        }
         if let Some(t) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
             t.abort();
         }
+    }
+}
+
+/// Checks a path before anything is sent, as the real client library does: a malformed path
+/// is `BadArguments` whatever the connection state. A sequential create's path may end in
+/// `/` (ZooKeeper validates `path + "1"`).
+fn validate_create_path(path: &str, mode: CreateMode) -> Result<(), CoordError> {
+    if mode.is_sequential() {
+        validate_path(&format!("{path}1"))
+    } else {
+        validate_path(path)
+    }
+}
+
+fn validate_op(op: &Op) -> Result<(), CoordError> {
+    match op {
+        Op::Create { path, mode, .. } => validate_create_path(path, *mode),
+        Op::Delete { path, .. } | Op::SetData { path, .. } | Op::Check { path, .. } => validate_path(path),
     }
 }
 
@@ -593,6 +624,7 @@ impl Coord for ZkCoord {
     }
 
     async fn create(&self, path: &str, data: Bytes, mode: CreateMode) -> Result<String, CoordError> {
+        validate_create_path(path, mode)?;
         match self.simple(Request::Create { path: path.to_string(), data, mode }).await? {
             Response::Create(p) => Ok(p),
             r => Err(unexpected(&Reply::Ok(r))),
@@ -600,6 +632,7 @@ impl Coord for ZkCoord {
     }
 
     async fn delete(&self, path: &str, version: Option<i32>) -> Result<(), CoordError> {
+        validate_path(path)?;
         match self.simple(Request::Delete { path: path.to_string(), version }).await? {
             Response::Delete => Ok(()),
             r => Err(unexpected(&Reply::Ok(r))),
@@ -607,6 +640,7 @@ impl Coord for ZkCoord {
     }
 
     async fn get_data(&self, path: &str) -> Result<(Bytes, Stat), CoordError> {
+        validate_path(path)?;
         match self.simple(Request::GetData { path: path.to_string(), watch: false }).await? {
             Response::GetData(d, s) => Ok((d, s)),
             r => Err(unexpected(&Reply::Ok(r))),
@@ -614,6 +648,7 @@ impl Coord for ZkCoord {
     }
 
     async fn get_data_w(&self, path: &str) -> Result<(Bytes, Stat, Watcher), CoordError> {
+        validate_path(path)?;
         match self
             .watched(Request::GetData { path: path.to_string(), watch: true }, WatchType::Data, path)
             .await?
@@ -624,6 +659,7 @@ impl Coord for ZkCoord {
     }
 
     async fn exists(&self, path: &str) -> Result<Option<Stat>, CoordError> {
+        validate_path(path)?;
         match self.simple(Request::Exists { path: path.to_string(), watch: false }).await? {
             Response::Exists(s) => Ok(s),
             r => Err(unexpected(&Reply::Ok(r))),
@@ -631,6 +667,7 @@ impl Coord for ZkCoord {
     }
 
     async fn exists_w(&self, path: &str) -> Result<(Option<Stat>, Watcher), CoordError> {
+        validate_path(path)?;
         match self
             .watched(Request::Exists { path: path.to_string(), watch: true }, WatchType::Exists, path)
             .await?
@@ -641,6 +678,7 @@ impl Coord for ZkCoord {
     }
 
     async fn set_data(&self, path: &str, data: Bytes, version: Option<i32>) -> Result<Stat, CoordError> {
+        validate_path(path)?;
         match self.simple(Request::SetData { path: path.to_string(), data, version }).await? {
             Response::SetData(s) => Ok(s),
             r => Err(unexpected(&Reply::Ok(r))),
@@ -648,6 +686,7 @@ impl Coord for ZkCoord {
     }
 
     async fn get_children(&self, path: &str) -> Result<Vec<String>, CoordError> {
+        validate_path(path)?;
         match self.simple(Request::GetChildren { path: path.to_string(), watch: false }).await? {
             Response::GetChildren(c) => Ok(c),
             r => Err(unexpected(&Reply::Ok(r))),
@@ -655,6 +694,7 @@ impl Coord for ZkCoord {
     }
 
     async fn get_children_w(&self, path: &str) -> Result<(Vec<String>, Watcher), CoordError> {
+        validate_path(path)?;
         let req = Request::GetChildren { path: path.to_string(), watch: true };
         match self.watched(req, WatchType::Child, path).await? {
             (Response::GetChildren(c), w) => Ok((c, w)),
@@ -663,8 +703,20 @@ impl Coord for ZkCoord {
     }
 
     async fn multi(&self, ops: Vec<Op>) -> Result<Vec<OpResult>, MultiError> {
+        for (index, op) in ops.iter().enumerate() {
+            validate_op(op).map_err(|error| MultiError { index, error })?;
+        }
         // A failure not tied to one op (connection loss, expiry) is reported at index 0.
         let whole = |error| MultiError { index: 0, error };
+        if ops.is_empty() {
+            // As the real client: an empty transaction is answered locally, no round trip.
+            return match self.inner.st().state {
+                SessionState::Connected => Ok(Vec::new()),
+                SessionState::Disconnected => Err(whole(CoordError::ConnectionLoss { maybe_applied: false })),
+                SessionState::Expired => Err(whole(CoordError::SessionExpired)),
+                SessionState::Closed => Err(whole(CoordError::Closed)),
+            };
+        }
         match self.call(Request::Multi { ops }, None).await.map_err(whole)?.0 {
             Reply::Ok(Response::Multi(rs)) => Ok(rs),
             Reply::MultiErr(e) => Err(e),

@@ -24,13 +24,18 @@ use super::service::{read_reply, ConnectOutcome, Notification, Service};
 /// Service options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ZkOptions {
-    /// ZooKeeper's `tickTime`: session timeouts are clamped to `[2, 20] × tick`.
+    /// ZooKeeper's `tickTime`: session timeouts are clamped to `[2, 20] × tick` unless
+    /// `min_session_timeout` / `max_session_timeout` say otherwise.
     pub tick: Duration,
+    /// ZooKeeper's `minSessionTimeout` (default `2 × tick`).
+    pub min_session_timeout: Option<Duration>,
+    /// ZooKeeper's `maxSessionTimeout` (default `20 × tick`).
+    pub max_session_timeout: Option<Duration>,
 }
 
 impl Default for ZkOptions {
     fn default() -> Self {
-        ZkOptions { tick: Duration::from_secs(2) }
+        ZkOptions { tick: Duration::from_secs(2), min_session_timeout: None, max_session_timeout: None }
     }
 }
 
@@ -102,6 +107,7 @@ pub async fn serve(
     {
         let mut s = store.lock();
         s.set_tick(opts.tick);
+        s.set_session_timeout_bounds(opts.min_session_timeout, opts.max_session_timeout);
         // Like a newly elected leader: no session is blamed for the outage.
         s.touch_all(clock.now());
         s.drop_all_watches();

@@ -65,6 +65,9 @@ pub enum ConnectOutcome {
 #[derive(Debug)]
 pub struct Service {
     tick: Duration,
+    /// `minSessionTimeout` / `maxSessionTimeout` when configured (else 2 and 20 ticks).
+    min_timeout: Option<Duration>,
+    max_timeout: Option<Duration>,
     nodes: BTreeMap<String, Node>,
     zxid: i64,
     sessions: BTreeMap<i64, Session>,
@@ -125,6 +128,8 @@ impl Service {
         );
         Service {
             tick,
+            min_timeout: None,
+            max_timeout: None,
             nodes,
             zxid: 0,
             sessions: BTreeMap::new(),
@@ -143,6 +148,12 @@ impl Service {
         self.tick
     }
 
+    /// ZooKeeper's `minSessionTimeout` / `maxSessionTimeout` (`None`: 2 and 20 ticks).
+    pub fn set_session_timeout_bounds(&mut self, min: Option<Duration>, max: Option<Duration>) {
+        self.min_timeout = min;
+        self.max_timeout = max;
+    }
+
     /// The last applied transaction id.
     pub fn zxid(&self) -> i64 {
         self.zxid
@@ -156,9 +167,12 @@ impl Service {
         self.sessions.keys().copied().collect()
     }
 
-    /// Clamps a requested timeout to `[2, 20] × tick`.
+    /// Clamps a requested timeout to `[minSessionTimeout, maxSessionTimeout]` (by default
+    /// `[2, 20] × tick`), as ZooKeeper does.
     pub fn negotiate(&self, requested: Duration) -> Duration {
-        requested.clamp(self.tick * 2, self.tick * 20)
+        let min = self.min_timeout.unwrap_or(self.tick * 2);
+        let max = self.max_timeout.unwrap_or(self.tick * 20).max(min);
+        requested.clamp(min, max)
     }
 
     // ---- sessions ----
@@ -252,9 +266,9 @@ impl Service {
     /// Closes (or expires) a session: deletes its ephemerals in one transaction and forgets it.
     pub fn end_session(&mut self, session: i64) -> Vec<Notification> {
         let Some(s) = self.sessions.remove(&session) else { return Vec::new() };
-        self.drop_watches_of(session);
         let mut notes = Vec::new();
         if s.ephemerals.is_empty() {
+            self.drop_watches_of(session);
             return Vec::new();
         }
         let zxid = self.zxid + 1;
@@ -265,7 +279,12 @@ impl Service {
             debug_assert!(r.is_ok(), "ephemeral {path} of session {session:#x} missing: {r:?}");
         }
         self.zxid = zxid;
-        self.fire(notes)
+        // The session's own watches fire too (as in ZooKeeper, whose closeSession deletes the
+        // ephemerals while the session's connection is still attached: a closing client is
+        // told `NodeDeleted` before the close is confirmed); then the rest are forgotten.
+        let notes = self.fire(notes);
+        self.drop_watches_of(session);
+        notes
     }
 
     // ---- requests ----
@@ -521,7 +540,12 @@ impl Service {
             return Err(CoordError::NoChildrenForEphemerals);
         }
         let full = if mode.is_sequential() {
-            format!("{path}{:010}", pnode.stat.cversion)
+            // ZooKeeper numbers sequential children with its *internal* cversion, which
+            // counts child creations only; the `cversion` it reports in a `Stat` is
+            // `2 × internal − numChildren` (creations plus deletions). Ours is the reported
+            // one, so the internal counter is `(cversion + numChildren) / 2`.
+            let creations = (pnode.stat.cversion + pnode.stat.num_children) / 2;
+            format!("{path}{creations:010}")
         } else {
             path.to_string()
         };
@@ -709,6 +733,23 @@ mod tests {
         assert_eq!(s.connect(b, 0, Duration::ZERO, secs(5), W), ConnectOutcome::Expired);
         s.touch_all(secs(100));
         assert_eq!(s.session(a).unwrap().deadline, secs(110));
+    }
+
+    #[test]
+    fn configured_timeout_bounds_and_closing_sessions_own_watches() {
+        let (mut s, a, b) = svc();
+        s.set_session_timeout_bounds(Some(Duration::from_millis(500)), Some(Duration::from_secs(40)));
+        assert_eq!(s.negotiate(Duration::from_millis(100)), Duration::from_millis(500));
+        assert_eq!(s.negotiate(Duration::from_secs(120)), Duration::from_secs(40));
+        s.create(a, "/e", Bytes::new(), CreateMode::Ephemeral, W).0.unwrap();
+        s.exists(a, "/e", true).unwrap();
+        s.exists(b, "/e", true).unwrap();
+        // Closing `a` deletes its ephemeral and tells both sessions, `a` included.
+        let sessions: Vec<i64> = s.end_session(a).iter().map(|n| n.session).collect();
+        assert_eq!(sessions, vec![a, b]);
+        // And then forgets `a`'s other watches.
+        s.create(b, "/x", Bytes::new(), CreateMode::Persistent, W).0.unwrap();
+        assert!(s.data_watches.is_empty() && s.child_watches.is_empty());
     }
 
     #[test]

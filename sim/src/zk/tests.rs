@@ -233,7 +233,7 @@ fn crud_stats_and_sorted_children() {
 }
 
 #[test]
-fn sequential_names_follow_parent_cversion() {
+fn sequential_names_count_child_creations() {
     scenario(2, |w| async move {
         let a = w.client("a", "10.0.1.1");
         let s = a.session(T10).await;
@@ -245,19 +245,22 @@ fn sequential_names_follow_parent_cversion() {
             );
             s.create("/q/plain", Bytes::new(), CreateMode::Persistent).await.unwrap();
             s.delete("/q/plain", None).await.unwrap();
-            // cversion is now 3 (two creates and a delete).
+            // As ZooKeeper 3.8: the suffix counts child creations (2 so far), while the
+            // reported cversion counts the delete too (3).
+            assert_eq!(s.exists("/q").await.unwrap().unwrap().cversion, 3);
             let p = s.create("/q/job-", Bytes::new(), CreateMode::EphemeralSequential).await.unwrap();
-            assert_eq!(p, "/q/job-0000000003");
+            assert_eq!(p, "/q/job-0000000002");
             assert_eq!(s.exists(&p).await.unwrap().unwrap().ephemeral_owner, s.session_id());
             // A sequential path may end in '/'.
             assert_eq!(
                 s.create("/q/", Bytes::new(), CreateMode::PersistentSequential).await.unwrap(),
-                "/q/0000000004"
+                "/q/0000000003"
             );
             assert_eq!(
                 s.get_children("/q").await.unwrap(),
-                vec!["0000000004", "job-0000000000", "job-0000000003"]
+                vec!["0000000003", "job-0000000000", "job-0000000002"]
             );
+            assert_eq!(s.exists("/q").await.unwrap().unwrap().cversion, 5);
         })
         .await;
     })
