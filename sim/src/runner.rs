@@ -98,6 +98,15 @@ impl Default for RunOptions {
     }
 }
 
+/// The message of a caught panic (`String` or `&str` payloads; anything else is unknown).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// The command that replays a seed, as printed for failures.
 pub fn replay_command(scenario: &str, seed: u64, bug: Option<&str>) -> String {
     let mut c = format!("cargo run -p sim --release -- replay {scenario} --seed {seed}");
@@ -235,11 +244,7 @@ pub fn run_with_plan(
             (verdict, v, report.counters, frames, sim)
         }
         Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
+            let msg = panic_message(&*panic);
             (Verdict::Crash, vec![format!("[crash] simulation panicked: {msg}")], BTreeMap::new(), 0, 0.0)
         }
     };

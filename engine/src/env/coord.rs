@@ -257,7 +257,27 @@ pub trait Coord: Send + Sync {
     async fn close(&self);
 }
 
-/// Checks a znode path the way ZooKeeper does.
+/// Checks the path of a create: a sequential create's path may end in `/` (ZooKeeper
+/// validates `path + "1"`, since the service appends the sequence number).
+pub fn validate_create_path(path: &str, mode: CreateMode) -> Result<(), CoordError> {
+    if mode.is_sequential() {
+        validate_path(&format!("{path}1"))
+    } else {
+        validate_path(path)
+    }
+}
+
+/// Checks the path of one operation of a `multi`.
+pub fn validate_op(op: &Op) -> Result<(), CoordError> {
+    match op {
+        Op::Create { path, mode, .. } => validate_create_path(path, *mode),
+        Op::Delete { path, .. } | Op::SetData { path, .. } | Op::Check { path, .. } => validate_path(path),
+    }
+}
+
+/// Checks a znode path the way ZooKeeper does. Both clients (simulated and real) check paths
+/// before anything is sent, as ZooKeeper's client library does: a malformed path is
+/// `BadArguments` whatever the connection state.
 pub fn validate_path(path: &str) -> Result<(), CoordError> {
     let bad = |why: &str| Err(CoordError::BadArguments(format!("{why}: {path:?}")));
     if !path.starts_with('/') {

@@ -24,8 +24,9 @@ use std::sync::Arc;
 
 pub use self::clock::{timeout, Clock, Elapsed, MonoTime, WallTime};
 pub use self::coord::{
-    parent_path, validate_path, Coord, CoordConnector, CoordError, CreateMode, EventKind, MultiError, Op,
-    OpResult, SessionEvent, SessionOptions, SessionState, Stat, WatchedEvent, Watcher,
+    parent_path, validate_create_path, validate_op, validate_path, Coord, CoordConnector, CoordError,
+    CreateMode, EventKind, MultiError, Op, OpResult, SessionEvent, SessionOptions, SessionState, Stat,
+    WatchedEvent, Watcher,
 };
 pub use self::kv::{Kv, KvError, SetCondition, SetOptions, Ttl};
 pub use self::net::{

@@ -54,8 +54,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use engine::env::{
-    validate_path, Coord, CoordConnector, CoordError, CreateMode, EventKind, MultiError, Op, OpResult,
-    SessionEvent, SessionOptions, SessionState, Stat, WatchedEvent, Watcher,
+    validate_create_path, validate_op, validate_path, Coord, CoordConnector, CoordError, CreateMode,
+    EventKind, MultiError, Op, OpResult, SessionEvent, SessionOptions, SessionState, Stat, WatchedEvent,
+    Watcher,
 };
 use futures::channel::mpsc;
 use futures::future::BoxFuture;
@@ -255,22 +256,6 @@ fn create_options(mode: CreateMode) -> zk::CreateOptions<'static> {
         CreateMode::EphemeralSequential => zk::CreateMode::EphemeralSequential,
     };
     m.with_acls(zk::Acls::anyone_all())
-}
-
-/// A sequential path may end in `/` (ZooKeeper validates `path + "1"`).
-fn validate_create_path(path: &str, mode: CreateMode) -> Result<(), CoordError> {
-    if mode.is_sequential() {
-        validate_path(&format!("{path}1"))
-    } else {
-        validate_path(path)
-    }
-}
-
-fn validate_op(op: &Op) -> Result<(), CoordError> {
-    match op {
-        Op::Create { path, mode, .. } => validate_create_path(path, *mode),
-        Op::Delete { path, .. } | Op::SetData { path, .. } | Op::Check { path, .. } => validate_path(path),
-    }
 }
 
 /// One ZooKeeper session on a real ensemble.

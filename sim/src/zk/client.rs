@@ -14,9 +14,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use engine::env::{
-    timeout, validate_path, Clock, Connection, Coord, CoordConnector, CoordError, CreateMode, EventKind,
-    MonoTime, MultiError, Net, Op, OpResult, Rand, RandExt, SessionEvent, SessionOptions, SessionState,
-    Spawn, Stat, TaskHandle, WatchedEvent, Watcher, MAX_PEER_FRAME_BYTES,
+    timeout, validate_create_path, validate_op, validate_path, Clock, Connection, Coord, CoordConnector,
+    CoordError, CreateMode, EventKind, MonoTime, MultiError, Net, Op, OpResult, Rand, RandExt, SessionEvent,
+    SessionOptions, SessionState, Spawn, Stat, TaskHandle, WatchedEvent, Watcher, MAX_PEER_FRAME_BYTES,
 };
 use futures::channel::{mpsc, oneshot};
 use futures::future::{self, BoxFuture, Either};
@@ -496,24 +496,6 @@ impl Drop for ZkCoord {
         if let Some(t) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
             t.abort();
         }
-    }
-}
-
-/// Checks a path before anything is sent, as the real client library does: a malformed path
-/// is `BadArguments` whatever the connection state. A sequential create's path may end in
-/// `/` (ZooKeeper validates `path + "1"`).
-fn validate_create_path(path: &str, mode: CreateMode) -> Result<(), CoordError> {
-    if mode.is_sequential() {
-        validate_path(&format!("{path}1"))
-    } else {
-        validate_path(path)
-    }
-}
-
-fn validate_op(op: &Op) -> Result<(), CoordError> {
-    match op {
-        Op::Create { path, mode, .. } => validate_create_path(path, *mode),
-        Op::Delete { path, .. } | Op::SetData { path, .. } | Op::Check { path, .. } => validate_path(path),
     }
 }
 

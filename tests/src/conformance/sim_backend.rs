@@ -164,11 +164,7 @@ pub fn run(case: &Case, root: &str, seed: u64) -> Transcript {
             t
         }
         Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
+            let msg = sim::runner::panic_message(&*panic);
             let mut t = Transcript::new(root);
             t.push(format!("sim: panicked: {msg}"));
             t
