@@ -83,30 +83,22 @@ async fn server(cfg: impl Fn(&mut SessionConfig), ws: WsOptions) -> (SessionServ
     (svc, seen)
 }
 
-/// A real client of one port of `svc`.
-struct Client(WireClient);
-
-impl std::ops::Deref for Client {
-    type Target = WireClient;
-    fn deref(&self) -> &WireClient {
-        &self.0
-    }
+/// A real client of the port of `svc` for `transport`.
+async fn connect(svc: &SessionService, transport: Transport) -> WireClient {
+    WireClient::connect(svc.local_addr_of(transport).expect("port"), transport).await
 }
 
-impl std::ops::DerefMut for Client {
-    fn deref_mut(&mut self) -> &mut WireClient {
-        &mut self.0
-    }
-}
-
-impl Client {
-    async fn connect(svc: &SessionService, transport: Transport) -> Client {
-        Client(WireClient::connect(svc.local_addr_of(transport).expect("port"), transport).await)
-    }
-
+/// What these tests ask of a client of one port, on top of [`WireClient`].
+trait PortClient {
     /// The next message that is not a `_ping`.
+    async fn recv(&mut self) -> Recv;
+    async fn echo(&mut self, text: &str) -> Recv;
+    async fn error_code(&mut self) -> String;
+}
+
+impl PortClient for WireClient {
     async fn recv(&mut self) -> Recv {
-        self.0.recv_within(WAIT).await
+        self.recv_within(WAIT).await
     }
 
     async fn echo(&mut self, text: &str) -> Recv {
@@ -143,11 +135,11 @@ async fn every_port_answers_in_its_own_encoding() {
     assert!(addrs.iter().all(|(_, a)| a.port() != 0), "{addrs:?}");
     assert_eq!(svc.local_addr(), addrs[0].1);
     for t in TRANSPORTS {
-        let mut c = Client::connect(&svc, t).await;
+        let mut c = connect(&svc, t).await;
         assert_eq!(c.echo(&format!("hello {t:?}")).await, echoed(&format!("hello {t:?}")), "{t:?}");
     }
     // The protobuf handler, on the protobuf port.
-    let mut c = Client::connect(&svc, Transport::TcpProtobuf).await;
+    let mut c = connect(&svc, Transport::TcpProtobuf).await;
     let req = EchoRequest { message: "pb".into() };
     c.send_raw(codec::encode_protobuf("echo_pb", &req.encode_to_vec())).await;
     match c.recv().await {
@@ -155,7 +147,7 @@ async fn every_port_answers_in_its_own_encoding() {
         other => panic!("{other:?}"),
     }
     // A binary WebSocket message holding an envelope is a frame too.
-    let mut w = Client::connect(&svc, Transport::WebSocketJson).await;
+    let mut w = connect(&svc, Transport::WebSocketJson).await;
     w.send_ws_binary(codec::encode_json("echo", &json!({"text": "bin"}))).await;
     assert_eq!(w.recv().await, echoed("bin"));
     svc.shutdown().await;
@@ -166,7 +158,7 @@ async fn bad_input_gets_error_frames_on_every_port() {
     let (svc, seen) = server(|c| c.max_frame_bytes = 4096, WsOptions::default()).await;
     for t in TRANSPORTS {
         // Unknown type: `_error`, the session stays open.
-        let mut c = Client::connect(&svc, t).await;
+        let mut c = connect(&svc, t).await;
         c.send("cs_no_such_thing", json!({})).await;
         assert_eq!(c.error_code().await, "unknown_type", "{t:?}");
         assert_eq!(c.echo("open").await, echoed("open"), "{t:?}");
@@ -179,7 +171,7 @@ async fn bad_input_gets_error_frames_on_every_port() {
         assert_eq!(c.error_code().await, code, "{t:?}");
         assert_eq!(c.recv().await, Recv::Eof, "{t:?}");
         // Oversized: `_error frame_too_large`, then the session closes.
-        let mut c = Client::connect(&svc, t).await;
+        let mut c = connect(&svc, t).await;
         assert_eq!(c.echo(&"x".repeat(3000)).await, echoed(&"x".repeat(3000)), "{t:?}: under the limit");
         c.send("echo", json!({ "text": "x".repeat(5000) })).await;
         assert_eq!(c.error_code().await, "frame_too_large", "{t:?}");
@@ -214,11 +206,11 @@ async fn slow_readers_are_closed_and_the_others_are_served() {
     let mut slow = Vec::new();
     let mut fine = Vec::new();
     for t in TRANSPORTS {
-        let mut s = Client::connect(&svc, t).await;
+        let mut s = connect(&svc, t).await;
         s.send("mark_slow", json!({})).await;
         assert_eq!(s.recv().await, Recv::Msg("marked".into(), json!({})));
         slow.push(s); // never read again
-        let mut f = Client::connect(&svc, t).await;
+        let mut f = connect(&svc, t).await;
         assert_eq!(f.echo("before").await, echoed("before"));
         fine.push(f);
     }
@@ -245,7 +237,7 @@ async fn slow_readers_are_closed_and_the_others_are_served() {
         assert_eq!(f.echo("after").await, echoed("after"), "{:?}", f.transport);
     }
     for t in TRANSPORTS {
-        let mut c = Client::connect(&svc, t).await;
+        let mut c = connect(&svc, t).await;
         assert_eq!(c.echo("new").await, echoed("new"), "{t:?}");
     }
     assert!(svc.sessions().iter().all(|s| !is_slow(s)), "the slow sessions left the table");
@@ -282,7 +274,7 @@ async fn connection_floods_and_failed_handshakes_do_not_stop_the_server() {
     }
     // A fresh client on every port is answered, while the idle upgrades still sit there.
     for t in TRANSPORTS {
-        let mut c = Client::connect(&svc, t).await;
+        let mut c = connect(&svc, t).await;
         assert_eq!(c.echo("fresh").await, echoed("fresh"), "{t:?}");
     }
     // The dropped connections' sessions end.
@@ -291,7 +283,7 @@ async fn connection_floods_and_failed_handshakes_do_not_stop_the_server() {
     for s in idle.iter_mut().chain(std::iter::once(&mut bad)) {
         assert_eq!(read_to_close(s).await, Some(()), "the server closes an unfinished upgrade");
     }
-    let mut c = Client::connect(&svc, Transport::WebSocketJson).await;
+    let mut c = connect(&svc, Transport::WebSocketJson).await;
     assert_eq!(c.echo("after timeouts").await, echoed("after timeouts"));
     svc.shutdown().await;
     // Shut down: no port accepts any more.
@@ -329,7 +321,7 @@ async fn half_open_upgrades_time_out_and_cannot_pin_the_port() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let t0 = tokio::time::Instant::now();
     // ... until their handshakes time out; then a real client gets through.
-    let mut c = Client::connect(&svc, Transport::WebSocketJson).await;
+    let mut c = connect(&svc, Transport::WebSocketJson).await;
     assert_eq!(c.echo("through").await, echoed("through"));
     let waited = t0.elapsed();
     assert!(waited >= limit / 2 && waited < WAIT, "waited {waited:?}");
@@ -337,7 +329,7 @@ async fn half_open_upgrades_time_out_and_cannot_pin_the_port() {
         assert_eq!(read_to_close(s).await, Some(()), "a timed-out upgrade is closed");
     }
     // The TCP ports never waited on any of this.
-    let mut t = Client::connect(&svc, Transport::TcpJson).await;
+    let mut t = connect(&svc, Transport::TcpJson).await;
     assert_eq!(t.echo("tcp").await, echoed("tcp"));
     svc.shutdown().await;
 }

@@ -200,7 +200,6 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
     }
     let clients = args.clients.unwrap_or(topo.clients);
     let space = scenario.fault_space(&topo);
-    let phases_spec = (args.duration, args.duration + Duration::from_millis(space.heal_ms));
     let seed = args.seed.unwrap_or_else(rand::random);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
@@ -243,8 +242,8 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
     let clock = RunClock::start();
     let phases = Phases {
         now: clock.source(),
-        heal_at: phases_spec.0,
-        end_at: phases_spec.1,
+        heal_at: args.duration,
+        end_at: args.duration + Duration::from_millis(space.heal_ms),
         liveness_bound: Duration::from_millis(space.liveness_bound_ms),
     };
     let run = scenario.start(bug, clock.source());
