@@ -27,6 +27,9 @@
 //! - [`storage`]: cross-server storage (iFun's `CrossServerStorage`): JSON values in Redis
 //!   under random UUID keys with expiry; versioned `compare_and_write` and one-shot `take`.
 //! - [`timer`]: one-shot and repeating timers on the `Clock` and `Spawn` ports (iFun's `Timer`).
+//! - `testing` (only with `cfg(test)` or the `testing` feature): a manual clock, a
+//!   deterministic executor, in-memory ZooKeeper and Redis (the same service models the
+//!   simulator serves) and a harness that steps time, for I/O-free unit tests.
 
 pub mod account;
 pub mod cluster;
@@ -36,4 +39,6 @@ pub mod metrics;
 pub mod rpc;
 pub mod session;
 pub mod storage;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod timer;

@@ -37,7 +37,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::env::{Clock, MonoTime, Spawn, TaskHandle};
@@ -94,7 +94,7 @@ struct Entry {
 
 fn lock(registry: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
     // No callback runs under this lock, so a poisoned registry is still consistent.
-    registry.lock().unwrap_or_else(PoisonError::into_inner)
+    crate::env::lock(registry)
 }
 
 impl Timer {
@@ -291,20 +291,12 @@ fn ticks_due(start: MonoTime, interval_ns: u128, now: MonoTime) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    //! Driven by a tiny deterministic harness: a virtual clock that only moves when the test
-    //! (or a callback) moves it, and a single-threaded executor that polls ready tasks in
-    //! wake order. `advance` jumps from one sleeper's deadline to the next, as madsim does.
+    //! Driven by `engine::testing`'s manual clock (moves only when the test or a callback
+    //! moves it) and single-threaded executor (polls ready tasks in wake order). `advance`
+    //! jumps from one sleeper's deadline to the next, as madsim does.
 
     use super::*;
-    use std::collections::{BTreeSet, VecDeque};
-    use std::pin::Pin;
-    use std::sync::Weak;
-    use std::task::{Context, Poll, Waker};
-
-    use futures::future::BoxFuture;
-    use futures::task::ArcWake;
-
-    use crate::env::WallTime;
+    use crate::testing::{Executor, ManualClock};
 
     const MS: u64 = 1_000_000;
 
@@ -316,159 +308,40 @@ mod tests {
         MonoTime::from_nanos(n * MS)
     }
 
-    #[derive(Default)]
-    struct VirtualClock {
-        now: Mutex<u64>,
-        sleepers: Mutex<Vec<(u64, Waker)>>,
+    /// Moves `clock` forward to `ns` nanoseconds (never back).
+    fn set(clock: &ManualClock, ns: u64) {
+        clock.advance_to(MonoTime::from_nanos(ns));
     }
 
-    impl VirtualClock {
-        fn now_ns(&self) -> u64 {
-            *self.now.lock().unwrap()
-        }
-        /// Moves time forward to `t` (a `t` in the past is ignored: time never goes back)
-        /// and wakes every sleeper due by then.
-        fn set(&self, t: u64) {
-            let t = {
-                let mut now = self.now.lock().unwrap();
-                *now = (*now).max(t);
-                *now
-            };
-            let due: Vec<Waker> = {
-                let mut s = self.sleepers.lock().unwrap();
-                let (due, rest): (Vec<_>, Vec<_>) = s.drain(..).partition(|(d, _)| *d <= t);
-                *s = rest;
-                due.into_iter().map(|(_, w)| w).collect()
-            };
-            due.into_iter().for_each(Waker::wake);
-        }
-        fn next_deadline(&self) -> Option<u64> {
-            self.sleepers.lock().unwrap().iter().map(|(d, _)| *d).min()
-        }
-    }
-
-    struct Sleep {
-        clock: Arc<VirtualClock>,
-        deadline: u64,
-    }
-
-    impl Future for Sleep {
-        type Output = ();
-        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            if self.clock.now_ns() >= self.deadline {
-                Poll::Ready(())
-            } else {
-                self.clock.sleepers.lock().unwrap().push((self.deadline, cx.waker().clone()));
-                Poll::Pending
-            }
-        }
-    }
-
-    struct FakeClock(Arc<VirtualClock>);
-
-    impl Clock for FakeClock {
-        fn now(&self) -> MonoTime {
-            MonoTime::from_nanos(self.0.now_ns())
-        }
-        fn wall_now(&self) -> WallTime {
-            WallTime(i64::try_from(self.0.now_ns() / MS).unwrap())
-        }
-        fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
-            let deadline = self.now().saturating_add(d).as_nanos();
-            Box::pin(Sleep { clock: self.0.clone(), deadline })
-        }
-    }
-
-    #[derive(Default)]
-    struct Executor {
-        tasks: Mutex<BTreeMap<u64, BoxFuture<'static, ()>>>,
-        ready: Arc<Mutex<VecDeque<u64>>>,
-        aborted: Mutex<BTreeSet<u64>>,
-        last_task: Mutex<u64>,
-    }
-
-    struct TaskWaker {
-        task: u64,
-        ready: Arc<Mutex<VecDeque<u64>>>,
-    }
-
-    impl ArcWake for TaskWaker {
-        fn wake_by_ref(arc_self: &Arc<Self>) {
-            arc_self.ready.lock().unwrap().push_back(arc_self.task);
-        }
-    }
-
-    /// Most polls one `run_until_idle` may make: a test that needs more has a busy loop.
-    const POLLS_MAX: usize = 100_000;
-
-    impl Executor {
-        fn run_until_idle(&self) {
-            for _ in 0..POLLS_MAX {
-                let Some(task) = self.ready.lock().unwrap().pop_front() else { return };
-                if self.aborted.lock().unwrap().contains(&task) {
-                    continue;
-                }
-                let Some(mut fut) = self.tasks.lock().unwrap().remove(&task) else { continue };
-                let waker = futures::task::waker(Arc::new(TaskWaker { task, ready: self.ready.clone() }));
-                let done = fut.as_mut().poll(&mut Context::from_waker(&waker)).is_ready();
-                if !done && !self.aborted.lock().unwrap().contains(&task) {
-                    self.tasks.lock().unwrap().insert(task, fut);
-                }
-            }
-            panic!("executor still busy after {POLLS_MAX} polls");
-        }
-        fn live_tasks(&self) -> usize {
-            self.tasks.lock().unwrap().len()
-        }
-    }
-
-    struct FakeSpawn(Arc<Executor>);
-
-    impl Spawn for FakeSpawn {
-        fn spawn(&self, _name: &str, fut: BoxFuture<'static, ()>) -> TaskHandle {
-            let task = {
-                let mut last = self.0.last_task.lock().unwrap();
-                *last += 1;
-                *last
-            };
-            self.0.tasks.lock().unwrap().insert(task, fut);
-            self.0.ready.lock().unwrap().push_back(task);
-            let exec: Weak<Executor> = Arc::downgrade(&self.0);
-            TaskHandle::new(move || {
-                if let Some(exec) = exec.upgrade() {
-                    exec.aborted.lock().unwrap().insert(task);
-                    let fut = exec.tasks.lock().unwrap().remove(&task);
-                    drop(fut); // outside the lock
-                }
-            })
-        }
+    fn now_ns(clock: &ManualClock) -> u64 {
+        clock.now().as_nanos()
     }
 
     struct Harness {
-        clock: Arc<VirtualClock>,
-        exec: Arc<Executor>,
+        clock: ManualClock,
+        exec: Executor,
     }
 
     impl Harness {
         fn new() -> Self {
-            Harness { clock: Arc::default(), exec: Arc::default() }
+            Harness { clock: ManualClock::new(), exec: Executor::new() }
         }
         fn timer(&self) -> Timer {
-            Timer::new(Arc::new(FakeClock(self.clock.clone())), Arc::new(FakeSpawn(self.exec.clone())))
+            Timer::new(Arc::new(self.clock.clone()), self.exec.spawner())
         }
         /// Runs everything due, stepping virtual time from deadline to deadline up to
         /// `now + d`.
         fn advance(&self, d: Duration) {
-            let target = self.clock.now_ns() + u64::try_from(d.as_nanos()).unwrap();
+            let target = now_ns(&self.clock) + u64::try_from(d.as_nanos()).unwrap();
             loop {
-                self.exec.run_until_idle();
-                match self.clock.next_deadline() {
-                    Some(t) if t <= target => self.clock.set(t),
+                self.exec.run_until_stalled();
+                match self.clock.next_deadline().map(MonoTime::as_nanos) {
+                    Some(t) if t <= target => set(&self.clock, t),
                     _ => break,
                 }
             }
-            self.clock.set(target);
-            self.exec.run_until_idle();
+            set(&self.clock, target);
+            self.exec.run_until_stalled();
         }
     }
 
@@ -522,7 +395,7 @@ mod tests {
         let h = Harness::new();
         let timer = h.timer();
         let log = Log::default();
-        let (log2, clock) = (log.clone(), FakeClock(h.clock.clone()));
+        let (log2, clock) = (log.clone(), h.clock.clone());
         let id = timer.expire_after_async(ms(10), move |id, t| async move {
             clock.sleep(ms(5)).await;
             log2.lock().unwrap().push((id, t.as_nanos() / MS));
@@ -546,7 +419,7 @@ mod tests {
         let clock = h.clock.clone();
         let id = timer.expire_repeatedly(ms(10), move |id, t| {
             record(id, t);
-            clock.set(clock.now_ns() + 4 * MS);
+            set(&clock, now_ns(&clock) + 4 * MS);
         });
         h.advance(ms(60));
         assert_eq!(times(&log), [13, 23, 33, 43, 53, 63]);
@@ -558,7 +431,7 @@ mod tests {
         let h = Harness::new();
         let timer = h.timer();
         let log = Log::default();
-        let clock = Arc::new(FakeClock(h.clock.clone()));
+        let clock = Arc::new(h.clock.clone());
         let log2 = log.clone();
         timer.expire_repeatedly_async(ms(10), move |_, t| {
             let (clock, log) = (clock.clone(), log2.clone());
@@ -577,7 +450,7 @@ mod tests {
         let h = Harness::new();
         let timer = h.timer();
         let log = Log::default();
-        let clock = Arc::new(FakeClock(h.clock.clone()));
+        let clock = Arc::new(h.clock.clone());
         let log2 = log.clone();
         let mut n = 0;
         // The first callback takes 35 ms: the ticks due at 20, 30 and 40 pass while it runs.
@@ -607,7 +480,7 @@ mod tests {
         h.advance(ms(10));
         // The node stalls: time jumps 37 ms without the executor running (ticks 20, 30, 40
         // pass; 40 is the latest due at 47).
-        h.clock.set(47 * MS);
+        set(&h.clock, 47 * MS);
         h.advance(ms(13));
         assert_eq!(times(&log), [10, 47, 50, 60]);
         assert_eq!(timer.stats(id), Some(TimerStats { fired: 4, skipped: 2 }));

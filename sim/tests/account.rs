@@ -43,9 +43,7 @@ const CLIENT_PORT: u16 = 8012;
 /// How long a healthy cluster may take to propagate anything (a few round trips).
 const PROPAGATION_MAX: Duration = Duration::from_secs(2);
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use engine::env::lock;
 
 fn server_ip(n: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 1, n))

@@ -39,9 +39,7 @@ fn ip(b: [u8; 4]) -> IpAddr {
     IpAddr::from(b)
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use engine::env::lock;
 
 /// One handler execution, as the server saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]

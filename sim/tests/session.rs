@@ -58,9 +58,7 @@ fn server_port(port: u16) -> SocketAddr {
     SocketAddr::new(ip(SERVER_IP), port)
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use engine::env::lock;
 
 /// State shared by the nodes of one run (the test's omniscient view).
 #[derive(Clone, Default)]

@@ -9,8 +9,8 @@ pub enum ClusterError {
     /// The coordination service refused or could not be reached; `join` may be retried.
     #[error("coordination: {0}")]
     Coord(#[from] CoordError),
-    /// The `app_id` is empty or contains `/`; fix the configuration.
-    #[error("invalid app_id {0:?}: must be non-empty and contain no '/'")]
+    /// The `app_id` breaks the shared rule ([`crate::env::validate_app_id`]); fix the configuration.
+    #[error("invalid app_id {0:?}: use 1 to 128 ASCII letters, digits, '_', '-', '.'")]
     InvalidAppId(String),
     /// A tag is empty; tags name server groups and must be non-empty.
     #[error("invalid tag {0:?}: must be non-empty")]

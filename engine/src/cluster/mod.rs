@@ -61,13 +61,20 @@
 //!
 //! [`Coord`]: crate::env::Coord
 
+mod config;
 mod error;
+mod maintainer;
 mod membership;
 mod peer;
 pub mod select;
+mod shared;
+#[cfg(test)]
+mod tests;
 pub mod view;
 
+pub use self::config::{validate_app_id, ClusterBugs, ClusterConfig};
 pub use self::error::ClusterError;
-pub use self::membership::{validate_app_id, Cluster, ClusterBugs, ClusterConfig};
+pub use self::membership::Cluster;
+pub use self::shared::CHANGES_QUEUED_MAX;
 pub use self::peer::{PeerDirectory, PeerId, PeerInfo};
 pub use self::view::{StaleReason, ViewChange, ViewState};

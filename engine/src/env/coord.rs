@@ -303,6 +303,34 @@ pub fn validate_path(path: &str) -> Result<(), CoordError> {
     Ok(())
 }
 
+/// Creates `path` and every missing ancestor as empty persistent znodes, top down; a znode
+/// that already exists (`NodeExists`) counts as success. One `create` per segment, in order.
+pub async fn ensure_path(coord: &dyn Coord, path: &str) -> Result<(), CoordError> {
+    ensure_paths(coord, &[path]).await
+}
+
+/// [`ensure_path`] for several paths, creating each shared ancestor only once (in the order
+/// first met): `["/a/b", "/a/c"]` creates `/a`, `/a/b`, `/a/c`.
+pub async fn ensure_paths(coord: &dyn Coord, paths: &[&str]) -> Result<(), CoordError> {
+    let mut done = std::collections::BTreeSet::new();
+    for path in paths {
+        validate_path(path)?;
+        let mut prefix = String::with_capacity(path.len());
+        for seg in path.split('/').filter(|s| !s.is_empty()) {
+            prefix.push('/');
+            prefix.push_str(seg);
+            if !done.insert(prefix.clone()) {
+                continue;
+            }
+            match coord.create(&prefix, Bytes::new(), CreateMode::Persistent).await {
+                Ok(_) | Err(CoordError::NodeExists) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `/a/b` -> `/a`; `/a` -> `/`; `/` -> `None`.
 pub fn parent_path(path: &str) -> Option<&str> {
     if path == "/" {

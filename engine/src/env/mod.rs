@@ -12,28 +12,39 @@
 //! | [`Net`] | listen/connect, length-delimited byte frames |
 //! | [`CoordConnector`] / [`Coord`] | a ZooKeeper session |
 //! | [`Kv`] | the Redis subset the engine uses |
+//!
+//! Shared plumbing for code that uses the ports lives here too, written once: [`Backoff`]
+//! (retry pacing with jitter from `Rand`), [`lock`] (mutex poison recovery), [`ensure_path`]
+//! (persistent parents in ZooKeeper) and the name rules [`validate_app_id`] /
+//! [`validate_segment`].
 
+mod backoff;
 mod clock;
 mod coord;
 mod kv;
+mod name;
 mod net;
 mod rand;
 mod spawn;
+mod sync;
 
 use std::sync::Arc;
 
+pub use self::backoff::Backoff;
 pub use self::clock::{timeout, Clock, Elapsed, MonoTime, WallTime};
 pub use self::coord::{
-    parent_path, validate_create_path, validate_op, validate_path, Coord, CoordConnector, CoordError,
+    ensure_path, ensure_paths, parent_path, validate_create_path, validate_op, validate_path, Coord, CoordConnector, CoordError,
     CreateMode, EventKind, MultiError, Op, OpResult, SessionEvent, SessionOptions, SessionState, Stat,
     WatchedEvent, Watcher,
 };
 pub use self::kv::{Kv, KvError, SetCondition, SetOptions, Ttl};
+pub use self::name::{validate_app_id, validate_segment, NameError, APP_ID_CHARS_MAX};
 pub use self::net::{
     Connection, FrameSink, FrameStream, Listener, MapErrSink, Net, NetError, MAX_PEER_FRAME_BYTES,
 };
 pub use self::rand::{Rand, RandExt};
 pub use self::spawn::{Spawn, TaskHandle};
+pub use self::sync::lock;
 
 /// Everything a node's engine components may use from the outside world.
 ///

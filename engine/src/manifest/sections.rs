@@ -11,8 +11,7 @@ use serde_json::Value;
 use super::error::ManifestError;
 use super::reader::Fields;
 
-/// Longest accepted `app_id`.
-pub const APP_ID_CHARS_MAX: usize = 128;
+pub use crate::env::APP_ID_CHARS_MAX;
 
 /// `AppInfo`: which application this server belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,21 +41,10 @@ impl AppInfo {
     }
 }
 
+/// The shared rule ([`crate::env::validate_app_id`]), reported at the manifest path.
 fn validate_app_id(path: &str, id: &str) -> Result<(), ManifestError> {
-    let invalid = |message: String| Err(ManifestError::Invalid { path: path.to_owned(), message });
-    if id.is_empty() {
-        return invalid("must not be empty".to_owned());
-    }
-    if id.chars().count() > APP_ID_CHARS_MAX {
-        return invalid(format!("longer than {APP_ID_CHARS_MAX} characters"));
-    }
-    if id == "." || id == ".." {
-        return invalid(format!("{id:?} is not a valid app id"));
-    }
-    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))) {
-        return invalid(format!("{c:?} is not allowed (use ASCII letters, digits, '_', '-', '.')"));
-    }
-    Ok(())
+    crate::env::validate_app_id(id)
+        .map_err(|e| ManifestError::Invalid { path: path.to_owned(), message: e.to_string() })
 }
 
 /// Most RPC handlers one server runs at once (the upper bound of `rpc_threads_size`).

@@ -67,7 +67,7 @@ mod tests;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -91,9 +91,7 @@ type GaugeFn = dyn Fn() -> f64 + Send + Sync;
 /// Health check of [`Metrics::register_health_check`].
 type HealthFn = dyn Fn() -> HealthStatus + Send + Sync;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::env::lock;
 
 /// The metrics registry of one server process. Cheap to clone; clones share everything.
 #[derive(Clone)]

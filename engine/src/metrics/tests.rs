@@ -12,38 +12,14 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
 use super::*;
+use crate::testing::ManualClock;
 use crate::env::{
     Coord, CoordConnector, CoordError, CreateMode, MultiError, Op, OpResult, SessionEvent, SessionOptions,
     SessionState, Stat, WallTime, Watcher,
 };
 
-/// A clock that moves only when told.
-#[derive(Default)]
-struct ManualClock(AtomicU64);
-
-impl ManualClock {
-    fn advance(&self, d: Duration) {
-        self.0.fetch_add(u64::try_from(d.as_nanos()).unwrap(), Ordering::SeqCst);
-    }
-    fn set(&self, d: Duration) {
-        self.0.store(u64::try_from(d.as_nanos()).unwrap(), Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> MonoTime {
-        MonoTime(self.0.load(Ordering::SeqCst))
-    }
-    fn wall_now(&self) -> WallTime {
-        WallTime(0)
-    }
-    fn sleep(&self, _d: Duration) -> BoxFuture<'static, ()> {
-        Box::pin(futures::future::pending())
-    }
-}
-
 fn registry() -> (Metrics, Arc<ManualClock>) {
-    let clock = Arc::new(ManualClock::default());
+    let clock = Arc::new(ManualClock::new());
     (Metrics::new("game-1", clock.clone()), clock)
 }
 
@@ -323,7 +299,7 @@ fn instrumented_coord_feeds_histograms_errors_profile_and_health() {
         health.checks["zookeeper"],
         HealthStatus::Unhealthy("no open coordination session (nodes 10.0.0.1:2181,10.0.0.2:2181)".into())
     );
-    clock.set(Duration::from_secs(100));
+    clock.advance_to(MonoTime::from_nanos(100_000_000_000));
     let coord = block_on(connector.connect(SessionOptions::default())).unwrap();
     block_on(async {
         coord.create("/a", Bytes::new(), CreateMode::Persistent).await.unwrap();

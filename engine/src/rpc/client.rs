@@ -17,15 +17,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::channel::{mpsc, oneshot};
+use futures::channel::oneshot;
 use futures::future::{select_all, BoxFuture, FutureExt};
 use futures::{SinkExt, StreamExt};
 use tracing::{debug, info, warn};
 
+use super::outbox::{outbox, OutboxRx, OutboxTx};
 use super::wire::{self, ReplyFrame, ReplyStatus, RequestFrame, WireFrame};
 use super::{lock, CallOptions, Inner, RpcError, Xid, MAX_CALL_TIMEOUT};
 use crate::cluster::PeerId;
-use crate::env::{timeout, Connection, FrameSink, FrameStream, RandExt, TaskHandle, MAX_PEER_FRAME_BYTES};
+use crate::env::{timeout, Backoff, Connection, FrameSink, FrameStream, TaskHandle, MAX_PEER_FRAME_BYTES};
 
 /// A connect attempt taking longer than this counts as failed (the real backend's TCP
 /// connect can hang on a blackholed route; the simulated one fails at once).
@@ -34,6 +35,16 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// each sleep drawn uniformly from its upper half (jitter from the `Rand` port).
 pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(20);
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// The reconnect pacing (its draws include the cap, as they always have).
+const RECONNECT_BACKOFF: Backoff = Backoff::new(RECONNECT_BACKOFF_MIN, RECONNECT_BACKOFF_MAX).cap_inclusive();
+/// Most calls one caller may have pending to one peer. A call beyond it fails at once with
+/// [`RpcError::Overloaded`] (nothing is sent): the peer is not keeping up, back off.
+pub const PENDING_CALLS_PER_PEER_MAX: usize = 4096;
+/// Most frames queued for one outgoing connection's writer: every pending call's request
+/// (each is queued at most once per connection), the Hello and one ping. So the queue only
+/// fills if the writer is stuck; then a new call's frame stays unsent (sent with the others
+/// on the next connection, after the stall is detected) and a ping is skipped.
+pub const OUTBOX_FRAMES_MAX: usize = PENDING_CALLS_PER_PEER_MAX + 2;
 /// While calls are pending, a ping goes out this often...
 pub const PING_INTERVAL: Duration = Duration::from_millis(200);
 /// ...and a connection that has received nothing for this long after a ping is declared
@@ -80,7 +91,7 @@ struct OutPeer {
 struct OutState {
     pending: BTreeMap<u64, Pending>,
     /// The current connection's outbox, with the connection's number.
-    outbox: Option<(u64, mpsc::UnboundedSender<Bytes>)>,
+    outbox: Option<(u64, OutboxTx)>,
     conn_seq: u64,
     /// A connection task runs (or is about to).
     task_running: bool,
@@ -154,6 +165,12 @@ impl Inner {
 
         let (seq, mut rx, spawn_task) = {
             let mut st = lock(&out.st);
+            if st.pending.len() >= PENDING_CALLS_PER_PEER_MAX {
+                return Err(RpcError::Overloaded(format!(
+                    "{} calls to {peer:?} already pending (PENDING_CALLS_PER_PEER_MAX)",
+                    st.pending.len()
+                )));
+            }
             let seq = self.next_xid.fetch_add(1, Ordering::Relaxed) + 1;
             let order = opts.order_key.clone().map(|k| {
                 let s = st.order_seqs.entry(k.clone()).or_insert(0);
@@ -174,9 +191,11 @@ impl Inner {
             let order = opts.order_key.clone().map(|k| (k.clone(), st.order_seqs[&k]));
             let mut sent = false;
             if let Some((_, outbox)) = &st.outbox {
-                sent = outbox.unbounded_send(frame.clone()).is_ok();
+                sent = outbox.push(frame.clone()).is_ok();
             }
-            st.pending.insert(seq, Pending { frame, msg_type: msg_type.to_string(), order, tx, sent });
+            let fresh = st.pending.insert(seq, Pending { frame, msg_type: msg_type.to_string(), order, tx, sent });
+            debug_assert!(fresh.is_none(), "xid {seq} reused");
+            debug_assert!(st.pending.len() <= PENDING_CALLS_PER_PEER_MAX);
             let spawn_task = !st.task_running;
             st.task_running = true;
             (seq, rx, spawn_task)
@@ -245,12 +264,6 @@ impl Inner {
         // The caller may have given up in the meantime.
         let _ = p.tx.send(result);
     }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        let cap = RECONNECT_BACKOFF_MIN.saturating_mul(1 << attempt.min(8)).min(RECONNECT_BACKOFF_MAX);
-        let cap_ms = cap.as_millis() as u64;
-        Duration::from_millis(self.env.rand.gen_range(cap_ms / 2..cap_ms + 1))
-    }
 }
 
 /// Keeps `out` connected while it has pending calls.
@@ -267,7 +280,7 @@ async fn conn_task(inner: Arc<Inner>, out: Arc<OutPeer>) {
             }
         }
         if attempt > 0 {
-            clock.sleep(inner.backoff(attempt - 1)).await;
+            clock.sleep(RECONNECT_BACKOFF.delay(attempt - 1, &*inner.env.rand)).await;
         }
         attempt += 1;
         let Some(addr) = inner.directory.rpc_addr(out.id) else {
@@ -289,20 +302,22 @@ async fn conn_task(inner: Arc<Inner>, out: Arc<OutPeer>) {
             }
         };
         let Connection { sink, stream, .. } = conn;
-        let (tx, rx) = mpsc::unbounded();
+        let (tx, rx) = outbox(OUTBOX_FRAMES_MAX);
         let hello = wire::encode(&WireFrame::Hello { sender: inner.self_id, receiver: out.id });
         let (id, resent) = {
             let mut st = lock(&out.st);
             st.conn_seq += 1;
             let id = st.conn_seq;
-            let _ = tx.unbounded_send(hello);
+            debug_assert!(st.outbox.as_ref().is_none_or(|(old, _)| *old < id), "connections are numbered in order");
+            debug_assert!(st.pending.len() < OUTBOX_FRAMES_MAX, "the pending calls and the Hello fit the outbox");
+            let _ = tx.push(hello);
             let mut resent = 0;
             for p in st.pending.values_mut() {
                 if p.sent {
                     resent += 1;
                 }
                 p.sent = true;
-                let _ = tx.unbounded_send(p.frame.clone());
+                let _ = tx.push(p.frame.clone());
             }
             st.outbox = Some((id, tx.clone()));
             st.last_error = None;
@@ -347,8 +362,8 @@ async fn drive(
     out: &Arc<OutPeer>,
     mut sink: FrameSink,
     mut stream: FrameStream,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
-    tx: mpsc::UnboundedSender<Bytes>,
+    mut rx: OutboxRx,
+    tx: OutboxTx,
 ) -> End {
     let clock = inner.env.clock.clone();
     // Monotonic nanos (+1, so never 0) of the first unanswered ping; 0 = none outstanding.
@@ -389,7 +404,8 @@ async fn drive(
             match ping_since.load(Ordering::Relaxed) {
                 0 => {
                     ping_since.store(now, Ordering::Relaxed);
-                    let _ = tx.unbounded_send(wire::encode(&WireFrame::Ping));
+                    // A full outbox means the writer is stuck: the stall check will catch it.
+                    let _ = tx.push(wire::encode(&WireFrame::Ping));
                 }
                 since if Duration::from_nanos(now - since.min(now)) >= STALL_TIMEOUT => return End::Stalled,
                 _ => {}

@@ -36,7 +36,9 @@ pub enum RpcError {
     /// PeerId): the target is gone, the call was not handled. Look the peer up again.
     #[error("peer incarnation is gone (fenced)")]
     Fenced,
-    /// Too many calls of one order key are waiting at the receiver; not handled. Back off.
+    /// Too many calls are waiting: at the receiver for one order key, or here for one peer
+    /// ([`PENDING_CALLS_PER_PEER_MAX`](super::PENDING_CALLS_PER_PEER_MAX)); not handled.
+    /// Back off.
     #[error("receiver overloaded: {0}")]
     Overloaded(String),
     /// This RPC service was shut down.

@@ -67,12 +67,19 @@
 //! entirely. At-most-once and ordering therefore assume no frame is delayed in the network
 //! for longer than that TTL (it is twice the longest possible call deadline). Outgoing peer
 //! state (order-key counters) lives as long as the `Rpc`, one small entry per peer called.
+//! Every queue of frames is bounded: a caller has at most [`PENDING_CALLS_PER_PEER_MAX`]
+//! calls pending per peer (beyond it a call fails at once with [`RpcError::Overloaded`]),
+//! an outgoing connection's writer queue holds at most [`OUTBOX_FRAMES_MAX`] frames, and an
+//! incoming connection's reply queue at most [`REPLY_QUEUE_MAX`] (a connection whose reply
+//! queue fills is closed; its replies stay cached and are re-sent when the caller
+//! retransmits on its next connection).
 
 mod client;
 pub mod dedupe;
 mod error;
 pub mod metrics;
 pub mod order;
+mod outbox;
 mod sem;
 mod server;
 pub mod wire;
@@ -82,7 +89,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -96,7 +103,8 @@ use crate::metrics::Metrics;
 pub use self::dedupe::MAX_TRACKED_XIDS_PER_SENDER;
 pub use self::error::{HandlerError, RpcError};
 pub use self::order::{MAX_QUEUED_PER_KEY, ORDER_GAP_WAIT};
-pub use self::server::SENDER_STATE_IDLE_TTL;
+pub use self::client::{OUTBOX_FRAMES_MAX, PENDING_CALLS_PER_PEER_MAX};
+pub use self::server::{REPLY_QUEUE_MAX, SENDER_STATE_IDLE_TTL};
 use self::wire::ReplyStatus;
 
 /// Example messages (`proto/rpc_messages.proto`): `EchoRequest`/`EchoReply`,
@@ -247,9 +255,7 @@ struct Inner {
     metrics: metrics::RpcMetrics,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::env::lock;
 
 impl Rpc {
     /// Binds `cfg.listen` and starts accepting peers. `self_id` is this process's

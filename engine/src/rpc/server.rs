@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::channel::mpsc;
 use futures::future::{select, Either, FutureExt};
 use futures::{SinkExt, StreamExt};
 use tracing::{debug, info, warn};
@@ -20,6 +19,7 @@ use tracing::{debug, info, warn};
 use super::dedupe::{Admit, DedupeWindow};
 use super::metrics::{status_kind, UNREGISTERED_METHOD};
 use super::order::{Arrival, KeyOrder};
+use super::outbox::{outbox, OutboxTx, PushError};
 use super::sem::Semaphore;
 use super::wire::{self, ReplyFrame, ReplyStatus, RequestFrame, WireFrame};
 use super::{lock, CallInfo, Inner, Xid, MAX_CALL_TIMEOUT};
@@ -34,6 +34,11 @@ pub const SENDER_STATE_IDLE_TTL: Duration = Duration::from_secs(2 * MAX_CALL_TIM
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// A new connection must say Hello within this time or is dropped.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most frames (replies, pongs) queued for one incoming connection's writer. A connection
+/// whose queue is full is closed: the caller is not reading. Nothing is lost: finished
+/// replies stay in the sender's dedupe window and are re-sent when the caller reconnects and
+/// retransmits.
+pub const REPLY_QUEUE_MAX: usize = 4096;
 /// Pause after a failed `accept` (e.g. out of file descriptors) before the next one.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
 
@@ -47,7 +52,7 @@ pub(super) struct ServerState {
 struct SenderState {
     dedupe: DedupeWindow<Bytes>,
     orders: BTreeMap<String, KeyOrder<Job>>,
-    route: Option<(u64, mpsc::UnboundedSender<Bytes>)>,
+    route: Option<(u64, OutboxTx)>,
     last_seen: MonoTime,
 }
 
@@ -154,11 +159,12 @@ async fn serve_conn(inner: Arc<Inner>, id: u64, conn: Connection) {
             return;
         }
     };
-    let (tx, mut rx) = mpsc::unbounded::<Bytes>();
+    let (tx, mut rx) = outbox(REPLY_QUEUE_MAX);
     {
         let now = clock.now();
         let mut senders = lock(&inner.server.senders);
         let s = senders.entry(sender).or_insert_with(|| SenderState::new(now));
+        debug_assert!(s.route.as_ref().is_none_or(|(old, _)| *old < id), "routes only move to newer connections");
         s.route = Some((id, tx.clone()));
         s.last_seen = now;
     }
@@ -181,9 +187,7 @@ async fn serve_conn(inner: Arc<Inner>, id: u64, conn: Connection) {
             };
             match wire::decode(&frame) {
                 Ok(WireFrame::Request(r)) => inner.on_request(sender, &tx, r),
-                Ok(WireFrame::Ping) => {
-                    let _ = tx.unbounded_send(wire::encode(&WireFrame::Pong));
-                }
+                Ok(WireFrame::Ping) => send_or_close(&tx, wire::encode(&WireFrame::Pong)),
                 Ok(other) => {
                     warn!(%addr, ?sender, frame = ?other, "rpc connection dropped: unexpected frame");
                     return "unexpected frame".to_string();
@@ -211,9 +215,18 @@ async fn serve_conn(inner: Arc<Inner>, id: u64, conn: Connection) {
     info!(%addr, ?sender, conn = id, reason = %why, "rpc connection lost (incoming)");
 }
 
+/// Queues a frame for an incoming connection; a full queue closes the connection (see
+/// [`REPLY_QUEUE_MAX`]), a closed one drops the frame (the reply stays cached).
+fn send_or_close(tx: &OutboxTx, frame: Bytes) {
+    if tx.push(frame) == Err(PushError::Full) {
+        warn!(queued_max = REPLY_QUEUE_MAX, "rpc reply queue full: the caller is not reading; closing its connection");
+        tx.close();
+    }
+}
+
 impl Inner {
     /// A request frame from `sender` arrived on the connection whose outbox is `tx`.
-    fn on_request(self: &Arc<Self>, sender: PeerId, tx: &mpsc::UnboundedSender<Bytes>, req: RequestFrame) {
+    fn on_request(self: &Arc<Self>, sender: PeerId, tx: &OutboxTx, req: RequestFrame) {
         let xid = Xid { sender, seq: req.xid };
         self.log_msg("request received", xid, sender, &req.msg_type, &req.body);
         let now = self.env.clock.now();
@@ -236,7 +249,7 @@ impl Inner {
                     Admit::Done(reply) => {
                         self.metrics.duplicates.inc();
                         debug!(%xid, "rpc duplicate of a finished call: cached reply re-sent");
-                        let _ = tx.unbounded_send(reply);
+                        send_or_close(tx, reply);
                         return;
                     }
                     Admit::Stale => {
@@ -368,9 +381,7 @@ impl Inner {
             self.spawn_job(next);
         }
         match route {
-            Some((_, tx)) => {
-                let _ = tx.unbounded_send(reply);
-            }
+            Some((_, tx)) => send_or_close(&tx, reply),
             None => debug!(%xid, "rpc reply cached: the sender has no connection now"),
         }
     }

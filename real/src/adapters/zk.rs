@@ -131,7 +131,7 @@ struct Inner {
 
 impl Inner {
     fn st(&self) -> MutexGuard<'_, St> {
-        self.st.lock().unwrap_or_else(|e| e.into_inner())
+        engine::env::lock(&self.st)
     }
 
     fn state(&self) -> SessionState {

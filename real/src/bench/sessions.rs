@@ -180,7 +180,7 @@ async fn raw_side(n: usize) -> Result<Figures, BenchError> {
                     let _ = stream.set_nodelay(true);
                     let (read, write) = stream.into_split();
                     tokio::spawn(drain(read));
-                    w.lock().unwrap_or_else(|e| e.into_inner()).push(write);
+                    engine::env::lock(&w).push(write);
                     o.hit();
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -194,12 +194,12 @@ async fn raw_side(n: usize) -> Result<Figures, BenchError> {
     frame.put_slice(&payload);
     let frame: Bytes = frame.freeze();
     hold_and_broadcast(n, addr, RAW_IP_BLOCK, &opened, || async {
-        let mut streams = std::mem::take(&mut *writers.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut streams = std::mem::take(&mut *engine::env::lock(&writers));
         for s in &mut streams {
             s.write_all(&frame).await.map_err(|e| BenchError::op(BENCH, format!("raw write: {e}")))?;
         }
         // Kept open until the clients have read (dropping a write half shuts it down).
-        *writers.lock().unwrap_or_else(|e| e.into_inner()) = streams;
+        *engine::env::lock(&writers) = streams;
         Ok(())
     })
     .await

@@ -40,7 +40,7 @@ pub fn free_port() -> u16 {
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32768);
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut given = engine::env::lock(&GIVEN);
     if ephemeral_low > LOW_PORT_MIN + 1000 {
         let mut rng = rand::thread_rng();
         for _ in 0..1000 {

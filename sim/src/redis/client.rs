@@ -64,9 +64,7 @@ impl Drop for Inner {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use engine::env::lock;
 
 /// One established connection and the requests outstanding on it.
 struct Conn {

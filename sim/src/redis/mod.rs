@@ -13,7 +13,8 @@
 pub mod client;
 pub mod proto;
 pub mod server;
-pub mod service;
+/// The keyspace model itself lives in `engine::testing`, shared with the engine's unit tests.
+pub use engine::testing::redis_service as service;
 
 #[cfg(test)]
 mod tests;

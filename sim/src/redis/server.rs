@@ -56,7 +56,7 @@ impl RedisStore {
     fn lock(&self) -> MutexGuard<'_, Keyspace> {
         // A panic elsewhere while holding the lock cannot leave the map half-updated in a way
         // that matters for a simulation; keep going rather than cascade the panic.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        engine::env::lock(&self.inner)
     }
 
     /// Runs `f` on the keyspace (for tests and checkers inspecting the final state).

@@ -170,7 +170,7 @@ impl Inner {
     }
 
     fn st(&self) -> MutexGuard<'_, St> {
-        self.st.lock().unwrap_or_else(|e| e.into_inner())
+        engine::env::lock(&self.st)
     }
 }
 
@@ -493,7 +493,7 @@ impl Drop for ZkCoord {
                 st.send(now, xid, Request::Close);
             }
         }
-        if let Some(t) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(t) = engine::env::lock(&self.task).take() {
             t.abort();
         }
     }
@@ -729,7 +729,7 @@ impl Coord for ZkCoord {
                 st.fire_all_watches(SessionState::Closed);
             }
         }
-        if let Some(t) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(t) = engine::env::lock(&self.task).take() {
             t.abort();
         }
     }

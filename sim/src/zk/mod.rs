@@ -9,7 +9,8 @@
 pub mod client;
 pub mod proto;
 pub mod server;
-pub mod service;
+/// The ZooKeeper model itself lives in `engine::testing`, shared with the engine's unit tests.
+pub use engine::testing::zk_service as service;
 
 #[cfg(test)]
 mod tests;

@@ -12,14 +12,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use engine::env::{Clock, Connection, Net, Spawn, MAX_PEER_FRAME_BYTES};
+use engine::env::{Clock, Connection, CoordError, Net, Spawn, MAX_PEER_FRAME_BYTES};
 use futures::channel::{mpsc, oneshot};
 use futures::future::{self, Either};
 use futures::{FutureExt, SinkExt, StreamExt};
 use tracing::{debug, info, warn};
 
 use super::proto::{decode, encode, ClientMsg, Reply, Request, Response, ServerMsg};
-use super::service::{read_reply, ConnectOutcome, Notification, Service};
+use super::service::{ConnectOutcome, Notification, Service};
 
 /// Service options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +59,7 @@ impl ZkStore {
 
     /// Locks the state (briefly; never across an await). For inspection by tests and checkers.
     pub fn lock(&self) -> MutexGuard<'_, Service> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        engine::env::lock(&self.inner)
     }
 }
 
@@ -81,7 +81,7 @@ struct Shared {
 
 impl Shared {
     fn conns(&self) -> MutexGuard<'_, BTreeMap<i64, Attached>> {
-        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+        engine::env::lock(&self.conns)
     }
 
     /// Queues notifications on their sessions' connections (dropped if a session has none:
@@ -134,7 +134,7 @@ pub async fn serve(
         match listener.accept().await {
             Ok(conn) => {
                 let id = {
-                    let mut n = shared.next_conn.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut n = engine::env::lock(&shared.next_conn);
                     *n += 1;
                     *n
                 };
@@ -365,5 +365,13 @@ async fn writer(mut sink: engine::env::FrameSink, mut rx: mpsc::UnboundedReceive
         if sink.send(encode(&msg)).await.is_err() {
             break;
         }
+    }
+}
+
+/// Convenience for the server: a reply for a plain read.
+pub fn read_reply<T>(r: Result<T, CoordError>, f: impl FnOnce(T) -> Response) -> Reply {
+    match r {
+        Ok(v) => Reply::Ok(f(v)),
+        Err(e) => Reply::Err(e),
     }
 }

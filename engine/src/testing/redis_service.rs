@@ -11,14 +11,130 @@
 //! *inside* this module is a planted bug, enabled by [`Keyspace::set_track_previous`]: the
 //! keyspace remembers, per string key, its value before the latest write, and a `GET` whose
 //! `stale` draw says yes answers that older value (as a lagging replica read would).
+//!
+//! It is the one Redis model of the project: the simulator's Redis node (`sim::redis`)
+//! serves it over the simulated network, and the in-memory [`FakeKv`](super::FakeKv) of unit
+//! tests calls it directly. The commands and replies are plain serde data, so the simulator
+//! sends them as they are.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
-use engine::env::{SetCondition, SetOptions, Ttl};
+use serde::{Deserialize, Serialize};
 
-use super::proto::{Command, CommandError, Reply};
+use crate::env::{SetCondition, SetOptions, Ttl};
+
+/// One Redis command, as the `Kv` port names them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Get {
+        key: String,
+    },
+    Set {
+        key: String,
+        value: Bytes,
+        opts: SetOptions,
+    },
+    Del {
+        key: String,
+    },
+    /// `PEXPIRE key ms`.
+    PExpire {
+        key: String,
+        ttl_ms: u64,
+    },
+    PTtl {
+        key: String,
+    },
+    /// The atomic compare-and-set (a Lua script on real Redis).
+    CompareAndSet {
+        key: String,
+        expected: Option<Bytes>,
+        new: Option<Bytes>,
+        px: Option<Duration>,
+    },
+    /// `GETDEL`.
+    Take {
+        key: String,
+    },
+    RPush {
+        key: String,
+        values: Vec<Bytes>,
+    },
+    LPop {
+        key: String,
+    },
+    LRange {
+        key: String,
+        start: i64,
+        stop: i64,
+    },
+    LLen {
+        key: String,
+    },
+}
+
+impl Command {
+    /// The Redis name of the command (for logs).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Get { .. } => "GET",
+            Command::Set { .. } => "SET",
+            Command::Del { .. } => "DEL",
+            Command::PExpire { .. } => "PEXPIRE",
+            Command::PTtl { .. } => "PTTL",
+            Command::CompareAndSet { .. } => "CAS",
+            Command::Take { .. } => "GETDEL",
+            Command::RPush { .. } => "RPUSH",
+            Command::LPop { .. } => "LPOP",
+            Command::LRange { .. } => "LRANGE",
+            Command::LLen { .. } => "LLEN",
+        }
+    }
+
+    /// The key the command touches.
+    pub fn key(&self) -> &str {
+        match self {
+            Command::Get { key }
+            | Command::Set { key, .. }
+            | Command::Del { key }
+            | Command::PExpire { key, .. }
+            | Command::PTtl { key }
+            | Command::CompareAndSet { key, .. }
+            | Command::Take { key }
+            | Command::RPush { key, .. }
+            | Command::LPop { key }
+            | Command::LRange { key, .. }
+            | Command::LLen { key } => key,
+        }
+    }
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// A bulk string or nil (`GET`, `GETDEL`, `LPOP`).
+    Value(Option<Bytes>),
+    /// A yes/no answer (`SET`, `DEL`, `PEXPIRE`, CAS).
+    Bool(bool),
+    /// An integer (`RPUSH`, `LLEN`).
+    Int(u64),
+    /// `PTTL`.
+    Ttl(Ttl),
+    /// `LRANGE`.
+    List(Vec<Bytes>),
+}
+
+/// A command the server refused; nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum CommandError {
+    #[error("WRONGTYPE Operation against a key holding the wrong kind of value")]
+    WrongType,
+    /// Redis's own error text (e.g. `ERR invalid expire time in 'set' command`).
+    #[error("{0}")]
+    Server(String),
+}
 
 /// What a key holds.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,18 +16,19 @@
 //! `sync` and `getEphemerals` calls, chroot, read-only mode, server-side request throttling.
 //!
 //! This module does no I/O: every call gets the current time from the caller and returns the
-//! watch notifications it triggered, so it is unit-tested directly.
+//! watch notifications it triggered, so it is unit-tested directly. It is the one ZooKeeper
+//! model of the project: the simulator's ZooKeeper node (`sim::zk`) serves it over the
+//! simulated network, and the in-memory [`FakeCoord`](super::FakeCoord) of unit tests calls
+//! it directly.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use engine::env::{
+use crate::env::{
     parent_path, validate_path, CoordError, CreateMode, EventKind, MonoTime, MultiError, Op, OpResult, Stat,
     WallTime, WatchedEvent,
 };
-
-use super::proto::Response;
 
 /// A watch notification for one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -669,14 +670,6 @@ impl Service {
     /// Number of znodes, root included (for tests and traces).
     pub fn node_count(&self) -> usize {
         self.nodes.len()
-    }
-}
-
-/// Convenience for the server: a reply for a plain read.
-pub fn read_reply<T>(r: Result<T, CoordError>, f: impl FnOnce(T) -> Response) -> super::proto::Reply {
-    match r {
-        Ok(v) => super::proto::Reply::Ok(f(v)),
-        Err(e) => super::proto::Reply::Err(e),
     }
 }
 
