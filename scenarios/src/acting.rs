@@ -39,7 +39,7 @@ pub struct ActLog {
 
 impl ActLog {
     fn record(&self, account: &str, inst: Instance, t: u64, tick: bool) {
-        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = engine::env::lock(&self.inner);
         let iv = m.entry(account.to_string()).or_default().entry(inst).or_insert(Interval {
             start_ns: t,
             end_ns: t,
@@ -74,14 +74,12 @@ impl ActLog {
 
     /// account -> instance -> interval.
     pub fn snapshot(&self) -> BTreeMap<String, BTreeMap<Instance, Interval>> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        engine::env::lock(&self.inner).clone()
     }
 
     /// Records an interval directly (checker tests).
     pub fn insert(&self, account: &str, inst: Instance, iv: Interval) {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        engine::env::lock(&self.inner)
             .entry(account.to_string())
             .or_default()
             .insert(inst, iv);

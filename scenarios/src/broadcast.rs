@@ -215,7 +215,7 @@ struct LogState {
 
 impl SessionLog {
     fn lock(&self) -> std::sync::MutexGuard<'_, LogState> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        engine::env::lock(&self.inner)
     }
     fn open(&self, rec: SessionRec) {
         self.lock().sessions.insert(rec.key(), rec);

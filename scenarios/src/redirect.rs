@@ -214,7 +214,7 @@ pub struct WallLog {
 impl WallLog {
     fn record(&self, wall_ms: i64, true_ns: u64) {
         let off = i128::from(wall_ms) * 1_000_000 - i128::from(true_ns);
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = engine::env::lock(&self.inner);
         *g = Some(match *g {
             None => (off, off, 1),
             Some((lo, hi, n)) => (lo.min(off), hi.max(off), n + 1),
@@ -224,7 +224,7 @@ impl WallLog {
     /// Largest difference between the wall-clock offsets of any two reads (of one server or
     /// two), and the number of reads.
     pub fn spread(&self) -> (Duration, u64) {
-        match *self.inner.lock().unwrap_or_else(|e| e.into_inner()) {
+        match *engine::env::lock(&self.inner) {
             None => (Duration::ZERO, 0),
             Some((lo, hi, n)) => (Duration::from_nanos(u64::try_from(hi - lo).unwrap_or(u64::MAX)), n),
         }
