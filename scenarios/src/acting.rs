@@ -79,10 +79,7 @@ impl ActLog {
 
     /// Records an interval directly (checker tests).
     pub fn insert(&self, account: &str, inst: Instance, iv: Interval) {
-        engine::env::lock(&self.inner)
-            .entry(account.to_string())
-            .or_default()
-            .insert(inst, iv);
+        engine::env::lock(&self.inner).entry(account.to_string()).or_default().insert(inst, iv);
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::task::Poll;
 
+use super::LOG_TARGET;
 use futures::future::{self, BoxFuture};
 use futures::stream::{BoxStream, FuturesUnordered};
 use futures::{FutureExt, StreamExt};
@@ -123,7 +124,7 @@ impl Maintainer {
                 match view::parse_member(id, &data) {
                     Ok(info) => Ok(Some(PeerInfo { registered_zxid: stat.czxid, ..info })),
                     Err(e) => {
-                        warn!(node = %self.shared.node(), peer = ?id, error = %e, "malformed member znode; skipped");
+                        warn!(target: LOG_TARGET, node = %self.shared.node(), peer = ?id, error = %e, "malformed member znode; skipped");
                         Ok(None)
                     }
                 }
@@ -146,7 +147,7 @@ impl Maintainer {
                 names
             }
             Err(CoordError::NoNode) => {
-                warn!(node = %shared.node(), path = %shared.servers_path, "servers znode missing; re-creating");
+                warn!(target: LOG_TARGET, node = %shared.node(), path = %shared.servers_path, "servers znode missing; re-creating");
                 self.reregister_here().await?;
                 let (names, w) = self.coord.get_children_w(&shared.servers_path).await?;
                 self.arm(Target::Children, w);
@@ -160,11 +161,13 @@ impl Maintainer {
                 Ok(id) => {
                     ids.insert(id);
                 }
-                Err(e) => warn!(node = %shared.node(), error = %e, "foreign child under servers; skipped"),
+                Err(e) => {
+                    warn!(target: LOG_TARGET, node = %shared.node(), error = %e, "foreign child under servers; skipped")
+                }
             }
         }
         if !ids.contains(&shared.id) {
-            warn!(node = %shared.node(), "our registration is missing while the session lives; re-creating");
+            warn!(target: LOG_TARGET, node = %shared.node(), "our registration is missing while the session lives; re-creating");
             self.reregister_here().await?;
             ids.insert(shared.id);
         }
@@ -177,14 +180,14 @@ impl Maintainer {
             Ok(()) => Ok(()),
             Err(ClusterError::Coord(e)) => Err(e.into()),
             Err(e) => {
-                warn!(node = %self.shared.node(), error = %e, "cannot re-create our registration");
+                warn!(target: LOG_TARGET, node = %self.shared.node(), error = %e, "cannot re-create our registration");
                 Err(Trouble::Reload)
             }
         }
     }
 
     /// Re-reads everything with fresh watches and replaces the view.
-    pub(super) async fn reload(&mut self) -> Result<(), Trouble> {
+    async fn reload(&mut self) -> Result<(), Trouble> {
         self.disarm_all();
         let ids = self.list().await?;
         let mut fresh = BTreeMap::new();
@@ -273,7 +276,7 @@ impl Maintainer {
         match self.coord.set_data(&self.shared.self_path, data, None).await {
             Ok(_) => {
                 self.shared.mark_published(rev);
-                debug!(node = %self.shared.node(), rev, "published pending local info");
+                debug!(target: LOG_TARGET, node = %self.shared.node(), rev, "published pending local info");
                 Ok(())
             }
             Err(CoordError::NoNode) => self.reregister_here().await,
@@ -285,7 +288,7 @@ impl Maintainer {
     async fn catch_up(&mut self) -> Result<(), Trouble> {
         if self.shared.bugs.stale_view {
             if !self.frozen {
-                warn!(node = %self.shared.node(), "PLANTED BUG stale_view: view frozen from now on");
+                warn!(target: LOG_TARGET, node = %self.shared.node(), "PLANTED BUG stale_view: view frozen from now on");
             }
             self.frozen = true;
             self.disarm_all();
@@ -336,7 +339,7 @@ impl Maintainer {
                     match r {
                         Ok(()) => return Ok(()),
                         Err(ClusterError::Coord(e)) if e.is_transient() && attempt < JOIN_ATTEMPTS_MAX => {
-                            debug!(node = %shared.node(), error = %e, attempt, "join: retrying through connection loss");
+                            debug!(target: LOG_TARGET, node = %shared.node(), error = %e, attempt, "join: retrying through connection loss");
                         }
                         Err(e) => return Err(e),
                     }
@@ -366,7 +369,7 @@ impl Maintainer {
         let coord = match shared.env.coord.connect(shared.session).await {
             Ok(c) => c,
             Err(e) => {
-                info!(node = %shared.node(), error = %e, attempt, "new session failed; retrying");
+                info!(target: LOG_TARGET, node = %shared.node(), error = %e, attempt, "new session failed; retrying");
                 return false;
             }
         };
@@ -387,12 +390,12 @@ impl Maintainer {
         self.events = events;
         match shared.register(&*coord).await {
             Ok(()) => {
-                info!(node = %shared.node(), peer = ?shared.id,
+                info!(target: LOG_TARGET, node = %shared.node(), peer = ?shared.id,
                     session = format!("{:#x}", coord.session_id()), "re-registered under the same peer id");
                 true
             }
             Err(e) => {
-                info!(node = %shared.node(), error = %e, attempt, "re-registration failed; retrying");
+                info!(target: LOG_TARGET, node = %shared.node(), error = %e, attempt, "re-registration failed; retrying");
                 coord.close().await;
                 false
             }
@@ -452,12 +455,12 @@ impl Maintainer {
             }
             match self.next().await {
                 Wake::Session(Some(SessionState::Disconnected)) => {
-                    info!(node = %self.shared.node(), "coordination session lost (disconnected); serving the last view");
+                    info!(target: LOG_TARGET, node = %self.shared.node(), "coordination session lost (disconnected); serving the last view");
                     let shared = self.shared.clone();
                     shared.st().set_view_state(shared.stale(StaleReason::Disconnected));
                 }
                 Wake::Session(Some(SessionState::Connected)) => {
-                    info!(node = %self.shared.node(), "coordination session reconnected; catching up");
+                    info!(target: LOG_TARGET, node = %self.shared.node(), "coordination session reconnected; catching up");
                     let r = self.catch_up().await;
                     self.handle(r).await;
                 }
@@ -465,7 +468,7 @@ impl Maintainer {
                     if self.shared.st().left {
                         return;
                     }
-                    info!(node = %self.shared.node(), "coordination session expired; re-registering");
+                    info!(target: LOG_TARGET, node = %self.shared.node(), "coordination session expired; re-registering");
                     self.reregister().await;
                 }
                 Wake::Watch(target, ev) => {
@@ -482,7 +485,7 @@ impl Maintainer {
                         }
                         continue;
                     }
-                    debug!(node = %self.shared.node(), ?target, kind = ?ev.kind, path = %ev.path, "watch fired");
+                    debug!(target: LOG_TARGET, node = %self.shared.node(), ?target, kind = ?ev.kind, path = %ev.path, "watch fired");
                     let r = match target {
                         Target::Children => {
                             self.child_armed = false;
@@ -506,11 +509,13 @@ fn log_change(node: &str, change: &ViewChange, info: Option<&PeerInfo>) {
     let name = info.map(|i| i.name.as_str());
     match change {
         ViewChange::Added(id) => {
-            info!(node, peer = ?id, name, tags = ?info.map(|i| &i.tags), "cluster member added");
+            info!(target: LOG_TARGET, node, peer = ?id, name, tags = ?info.map(|i| &i.tags), "cluster member added");
         }
-        ViewChange::Removed(id) => info!(node, peer = ?id, name, "cluster member removed"),
+        ViewChange::Removed(id) => {
+            info!(target: LOG_TARGET, node, peer = ?id, name, "cluster member removed")
+        }
         ViewChange::Updated(id) => {
-            debug!(node, peer = ?id, name, tags = ?info.map(|i| &i.tags), status = ?info.map(|i| &i.status),
+            debug!(target: LOG_TARGET, node, peer = ?id, name, tags = ?info.map(|i| &i.tags), status = ?info.map(|i| &i.status),
                 "cluster member updated");
         }
         ViewChange::State(_) => {}

@@ -10,7 +10,7 @@
 //!   [`Cluster::peer_external_ip`], [`Cluster::peer_external_ports`],
 //!   [`Cluster::least_loaded`], [`Cluster::view_state`];
 //! - **outputs**: [`Cluster::changes`], a bounded stream of [`ViewChange`]s (see
-//!   [`CHANGES_QUEUED_MAX`]).
+//!   [`CHANGES_QUEUED_MAX`](super::CHANGES_QUEUED_MAX)).
 //!
 //! The background task lives in `maintainer.rs`, the shared state in `shared.rs`.
 
@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
+use super::LOG_TARGET;
 use futures::channel::mpsc;
 use futures::FutureExt;
 use tracing::{debug, info, warn};
@@ -27,7 +28,7 @@ use super::error::ClusterError;
 use super::maintainer::{Establish, Maintainer};
 use super::peer::{PeerDirectory, PeerId, PeerInfo};
 use super::select;
-use super::shared::{Shared, State, CHANGES_QUEUED_MAX};
+use super::shared::{Shared, State};
 use super::view::{StaleReason, ViewChange, ViewState};
 use crate::env::{CoordError, Env, SessionState};
 
@@ -80,7 +81,7 @@ impl Cluster {
         });
         let mut m = Maintainer::new(shared.clone(), coord.clone());
         if let Err(e) = m.establish(Establish::Join).await {
-            warn!(node = %env.node, error = %e, "join failed");
+            warn!(target: LOG_TARGET, node = %env.node, error = %e, "join failed");
             coord.close().await;
             return Err(e);
         }
@@ -90,7 +91,7 @@ impl Cluster {
         }
         let task = env.spawn.spawn("cluster-membership", m.run().boxed());
         shared.st().task = Some(task);
-        info!(node = %env.node, peer = ?id, app_id = %cfg.app_id, tags = ?cfg.tags,
+        info!(target: LOG_TARGET, node = %env.node, peer = ?id, app_id = %cfg.app_id, tags = ?cfg.tags,
             members = shared.st().view.len(), "joined the cluster");
         Ok(Cluster { shared })
     }
@@ -163,7 +164,7 @@ impl Cluster {
             match coord.set_data(&shared.self_path, data, None).await {
                 Ok(_) => {
                     shared.mark_published(rev);
-                    debug!(node = %shared.node(), rev, "published local info");
+                    debug!(target: LOG_TARGET, node = %shared.node(), rev, "published local info");
                     return Ok(());
                 }
                 Err(CoordError::ConnectionLoss { .. }) if !coord.state().is_terminal() => {
@@ -179,13 +180,13 @@ impl Cluster {
                         continue; // already re-registered: write on the new session
                     }
                     // Re-registration (under way) writes the latest local info.
-                    debug!(node = %shared.node(), rev, "session ended; re-registration will publish");
+                    debug!(target: LOG_TARGET, node = %shared.node(), rev, "session ended; re-registration will publish");
                     return Ok(());
                 }
                 Err(CoordError::NoNode) => {
                     // Our znode is being re-created (by re-registration or the task's repair),
                     // which writes the latest local info.
-                    debug!(node = %shared.node(), rev, "registration pending; it will publish");
+                    debug!(target: LOG_TARGET, node = %shared.node(), rev, "registration pending; it will publish");
                     return Ok(());
                 }
                 Err(e) => return Err(e.into()),
@@ -253,7 +254,7 @@ impl Cluster {
     }
 
     /// Every view change from now on. Dropping the receiver unsubscribes. At most
-    /// [`CHANGES_QUEUED_MAX`] changes wait for a reader: one that falls further behind is
+    /// [`CHANGES_QUEUED_MAX`](super::CHANGES_QUEUED_MAX) changes wait for a reader: one that falls further behind is
     /// unsubscribed and its stream ends (re-read [`Cluster::peers`] and subscribe again).
     pub fn changes(&self) -> mpsc::Receiver<ViewChange> {
         self.shared.st().subscribe()
@@ -277,7 +278,7 @@ impl Cluster {
         }
         if coord.state() == SessionState::Connected {
             if let Err(e) = coord.delete(&shared.self_path, None).await {
-                debug!(node = %shared.node(), error = %e, "leave: delete not confirmed; closing anyway");
+                debug!(target: LOG_TARGET, node = %shared.node(), error = %e, "leave: delete not confirmed; closing anyway");
             }
         }
         coord.close().await;
@@ -288,7 +289,7 @@ impl Cluster {
             st.subscribers.clear();
             debug_assert!(st.left && st.task.is_none());
         }
-        info!(node = %shared.node(), peer = ?shared.id, "left the cluster");
+        info!(target: LOG_TARGET, node = %shared.node(), peer = ?shared.id, "left the cluster");
     }
 }
 

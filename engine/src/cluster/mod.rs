@@ -72,9 +72,13 @@ mod shared;
 mod tests;
 pub mod view;
 
+/// The `tracing` target of every membership event, whichever file logs it: traces (and the
+/// simulator's trace hashes) follow the component, not the file layout.
+const LOG_TARGET: &str = "engine::cluster::membership";
+
 pub use self::config::{validate_app_id, ClusterBugs, ClusterConfig};
 pub use self::error::ClusterError;
 pub use self::membership::Cluster;
-pub use self::shared::CHANGES_QUEUED_MAX;
 pub use self::peer::{PeerDirectory, PeerId, PeerInfo};
+pub use self::shared::CHANGES_QUEUED_MAX;
 pub use self::view::{StaleReason, ViewChange, ViewState};

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::LOG_TARGET;
 use bytes::Bytes;
 use futures::channel::mpsc;
 use tracing::{info, warn};
@@ -13,7 +14,9 @@ use super::config::ClusterBugs;
 use super::error::ClusterError;
 use super::peer::{PeerId, PeerInfo};
 use super::view::{StaleReason, ViewChange, ViewState};
-use crate::env::{ensure_path, lock, Backoff, Coord, CoordError, CreateMode, Env, SessionOptions, TaskHandle};
+use crate::env::{
+    ensure_path, lock, Backoff, Coord, CoordError, CreateMode, Env, SessionOptions, TaskHandle,
+};
 
 /// Pacing of every retry of the membership: first wait up to 100 ms, doubling per attempt,
 /// capped at 5 s. Re-registration after expiry retries forever at the cap's pace.
@@ -90,7 +93,7 @@ impl State {
         self.subscribers.retain_mut(|s| match s.try_send(change.clone()) {
             Ok(()) => true,
             Err(e) if e.is_full() => {
-                warn!(%node, queued_max = CHANGES_QUEUED_MAX, "cluster change subscriber too slow; unsubscribed");
+                warn!(target: LOG_TARGET, %node, queued_max = CHANGES_QUEUED_MAX, "cluster change subscriber too slow; unsubscribed");
                 false
             }
             Err(_) => false,
@@ -135,8 +138,10 @@ impl State {
             return;
         }
         match new {
-            ViewState::Live => info!(node = %self.local.name, "cluster view live"),
-            ViewState::Stale { reason, .. } => info!(node = %self.local.name, ?reason, "cluster view stale"),
+            ViewState::Live => info!(target: LOG_TARGET, node = %self.local.name, "cluster view live"),
+            ViewState::Stale { reason, .. } => {
+                info!(target: LOG_TARGET, node = %self.local.name, ?reason, "cluster view stale")
+            }
         }
         self.view_state = new;
         self.emit(ViewChange::State(new));
@@ -200,7 +205,7 @@ impl Shared {
                     return Ok(());
                 }
                 Some(stat) => {
-                    info!(node = %self.node(), owner = format!("{:#x}", stat.ephemeral_owner),
+                    info!(target: LOG_TARGET, node = %self.node(), owner = format!("{:#x}", stat.ephemeral_owner),
                         "deleting our registration left by an earlier session");
                     match coord.delete(&self.self_path, Some(stat.version)).await {
                         Ok(()) | Err(CoordError::NoNode) | Err(CoordError::BadVersion) => {}

@@ -41,7 +41,11 @@ fn joining_registers_an_ephemeral_znode_and_both_members_see_each_other() {
     assert_ne!(stat.ephemeral_owner, 0, "ephemeral");
     let info: PeerInfo = serde_json::from_slice(&data).unwrap();
     assert_eq!((info.id, info.name.as_str()), (a.id(), "game-1"));
-    assert_eq!(a.peers(false).keys().copied().collect::<Vec<_>>(), [b.id()], "a learns of b by its child watch");
+    assert_eq!(
+        a.peers(false).keys().copied().collect::<Vec<_>>(),
+        [b.id()],
+        "a learns of b by its child watch"
+    );
     assert_eq!(b.peers(false).keys().copied().collect::<Vec<_>>(), [a.id()], "b read a when it joined");
     assert_eq!(a.peers(true).len(), 2);
     assert_eq!(b.peer_external_ip(a.id()), Some([10, 0, 0, 1].into()));
@@ -69,7 +73,8 @@ fn tags_and_status_published_by_one_member_are_seen_by_another() {
     assert_eq!(b.least_loaded("pvp", "room_count", false), Some(a.id()));
     assert_eq!(b.peers_with_tag("pvp", true).len(), 1);
     let seen: Vec<ViewChange> = std::iter::from_fn(|| changes.next().now_or_never().flatten()).collect();
-    assert_eq!(seen, [ViewChange::Updated(a.id()), ViewChange::Updated(a.id())], "one re-read per watch fire");
+    // Both writes landed before b re-read: one watch fire, one re-read, one change.
+    assert_eq!(seen, [ViewChange::Updated(a.id())]);
 
     let a2 = a.clone();
     h.block_on(async move { a2.remove_tag("pvp").await }).unwrap();

@@ -33,9 +33,9 @@ use std::sync::Arc;
 pub use self::backoff::Backoff;
 pub use self::clock::{timeout, Clock, Elapsed, MonoTime, WallTime};
 pub use self::coord::{
-    ensure_path, ensure_paths, parent_path, validate_create_path, validate_op, validate_path, Coord, CoordConnector, CoordError,
-    CreateMode, EventKind, MultiError, Op, OpResult, SessionEvent, SessionOptions, SessionState, Stat,
-    WatchedEvent, Watcher,
+    ensure_path, ensure_paths, parent_path, validate_create_path, validate_op, validate_path, Coord,
+    CoordConnector, CoordError, CreateMode, EventKind, MultiError, Op, OpResult, SessionEvent,
+    SessionOptions, SessionState, Stat, WatchedEvent, Watcher,
 };
 pub use self::kv::{Kv, KvError, SetCondition, SetOptions, Ttl};
 pub use self::name::{validate_app_id, validate_segment, NameError, APP_ID_CHARS_MAX};

@@ -12,11 +12,11 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
 use super::*;
-use crate::testing::ManualClock;
 use crate::env::{
     Coord, CoordConnector, CoordError, CreateMode, MultiError, Op, OpResult, SessionEvent, SessionOptions,
-    SessionState, Stat, WallTime, Watcher,
+    SessionState, Stat, Watcher,
 };
+use crate::testing::ManualClock;
 
 fn registry() -> (Metrics, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new());

@@ -193,7 +193,8 @@ impl Inner {
             if let Some((_, outbox)) = &st.outbox {
                 sent = outbox.push(frame.clone()).is_ok();
             }
-            let fresh = st.pending.insert(seq, Pending { frame, msg_type: msg_type.to_string(), order, tx, sent });
+            let fresh =
+                st.pending.insert(seq, Pending { frame, msg_type: msg_type.to_string(), order, tx, sent });
             debug_assert!(fresh.is_none(), "xid {seq} reused");
             debug_assert!(st.pending.len() <= PENDING_CALLS_PER_PEER_MAX);
             let spawn_task = !st.task_running;
@@ -308,8 +309,14 @@ async fn conn_task(inner: Arc<Inner>, out: Arc<OutPeer>) {
             let mut st = lock(&out.st);
             st.conn_seq += 1;
             let id = st.conn_seq;
-            debug_assert!(st.outbox.as_ref().is_none_or(|(old, _)| *old < id), "connections are numbered in order");
-            debug_assert!(st.pending.len() < OUTBOX_FRAMES_MAX, "the pending calls and the Hello fit the outbox");
+            debug_assert!(
+                st.outbox.as_ref().is_none_or(|(old, _)| *old < id),
+                "connections are numbered in order"
+            );
+            debug_assert!(
+                st.pending.len() < OUTBOX_FRAMES_MAX,
+                "the pending calls and the Hello fit the outbox"
+            );
             let _ = tx.push(hello);
             let mut resent = 0;
             for p in st.pending.values_mut() {

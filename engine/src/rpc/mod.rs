@@ -100,10 +100,10 @@ use crate::cluster::{PeerDirectory, PeerId};
 use crate::env::{Env, TaskHandle, MAX_PEER_FRAME_BYTES};
 use crate::metrics::Metrics;
 
+pub use self::client::{OUTBOX_FRAMES_MAX, PENDING_CALLS_PER_PEER_MAX};
 pub use self::dedupe::MAX_TRACKED_XIDS_PER_SENDER;
 pub use self::error::{HandlerError, RpcError};
 pub use self::order::{MAX_QUEUED_PER_KEY, ORDER_GAP_WAIT};
-pub use self::client::{OUTBOX_FRAMES_MAX, PENDING_CALLS_PER_PEER_MAX};
 pub use self::server::{REPLY_QUEUE_MAX, SENDER_STATE_IDLE_TTL};
 use self::wire::ReplyStatus;
 

@@ -40,6 +40,9 @@ pub(super) struct OutboxTx {
 impl OutboxTx {
     /// Queues `frame` unless `max` frames are waiting or the writer is gone.
     pub(super) fn push(&self, frame: Bytes) -> Result<(), PushError> {
+        if self.tx.is_closed() {
+            return Err(PushError::Closed);
+        }
         if self.queued.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(PushError::Full);

@@ -164,7 +164,10 @@ async fn serve_conn(inner: Arc<Inner>, id: u64, conn: Connection) {
         let now = clock.now();
         let mut senders = lock(&inner.server.senders);
         let s = senders.entry(sender).or_insert_with(|| SenderState::new(now));
-        debug_assert!(s.route.as_ref().is_none_or(|(old, _)| *old < id), "routes only move to newer connections");
+        debug_assert!(
+            s.route.as_ref().is_none_or(|(old, _)| *old < id),
+            "routes only move to newer connections"
+        );
         s.route = Some((id, tx.clone()));
         s.last_seen = now;
     }
@@ -219,7 +222,10 @@ async fn serve_conn(inner: Arc<Inner>, id: u64, conn: Connection) {
 /// [`REPLY_QUEUE_MAX`]), a closed one drops the frame (the reply stays cached).
 fn send_or_close(tx: &OutboxTx, frame: Bytes) {
     if tx.push(frame) == Err(PushError::Full) {
-        warn!(queued_max = REPLY_QUEUE_MAX, "rpc reply queue full: the caller is not reading; closing its connection");
+        warn!(
+            queued_max = REPLY_QUEUE_MAX,
+            "rpc reply queue full: the caller is not reading; closing its connection"
+        );
         tx.close();
     }
 }

@@ -67,7 +67,8 @@ impl ManualClock {
         let due: Vec<Waker> = {
             let mut st = lock(&self.inner);
             st.now_ns = st.now_ns.max(t.as_nanos());
-            let later = st.sleepers.split_off(&(st.now_ns.saturating_add(1), 0));
+            let first_later = (st.now_ns.saturating_add(1), 0);
+            let later = st.sleepers.split_off(&first_later);
             std::mem::replace(&mut st.sleepers, later).into_values().collect()
         };
         // Outside the lock: a woken task may be polled inline by some executors.

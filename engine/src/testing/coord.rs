@@ -39,9 +39,9 @@ use futures::{FutureExt, StreamExt};
 use super::clock::ManualClock;
 use super::zk_service::{ConnectOutcome, Notification, Service};
 use crate::env::{
-    lock, validate_create_path, validate_op, validate_path, Clock, Coord, CoordConnector, CoordError, CreateMode,
-    EventKind, MonoTime, MultiError, Op, OpResult, SessionEvent, SessionOptions, SessionState, Stat, WatchedEvent,
-    Watcher,
+    lock, validate_create_path, validate_op, validate_path, Clock, Coord, CoordConnector, CoordError,
+    CreateMode, EventKind, MonoTime, MultiError, Op, OpResult, SessionEvent, SessionOptions, SessionState,
+    Stat, WatchedEvent, Watcher,
 };
 
 type WatchTable = BTreeMap<String, Vec<oneshot::Sender<WatchedEvent>>>;
@@ -173,7 +173,11 @@ impl FakeZk {
     /// on `clock`.
     pub fn new(clock: ManualClock) -> Self {
         FakeZk {
-            world: Arc::new(Mutex::new(World { svc: Service::default(), clients: BTreeMap::new(), reachable: true })),
+            world: Arc::new(Mutex::new(World {
+                svc: Service::default(),
+                clients: BTreeMap::new(),
+                reachable: true,
+            })),
             clock,
         }
     }
@@ -279,7 +283,11 @@ impl FakeZk {
     /// Runs one call of `sid` against the service: refuses it if not connected, applies it,
     /// delivers the notifications it caused (before the answer, as ZooKeeper does), and
     /// applies a pending lost-answer fault.
-    fn call<T>(&self, sid: i64, f: impl FnOnce(&mut Service, i64) -> (Result<T, CoordError>, Vec<Notification>)) -> Result<T, CoordError> {
+    fn call<T>(
+        &self,
+        sid: i64,
+        f: impl FnOnce(&mut Service, i64) -> (Result<T, CoordError>, Vec<Notification>),
+    ) -> Result<T, CoordError> {
         let mut w = self.world();
         let refused = w.clients.get(&sid).map_or(Some(CoordError::Closed), Client::refuse);
         if let Some(e) = refused {

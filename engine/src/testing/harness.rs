@@ -138,13 +138,17 @@ impl Harness {
     pub fn block_on<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> T {
         let out = Arc::new(Mutex::new(None));
         let slot = out.clone();
-        let _task = self.exec.spawner().spawn("block_on", async move { *lock(&slot) = Some(fut.await) }.boxed());
+        let _task =
+            self.exec.spawner().spawn("block_on", async move { *lock(&slot) = Some(fut.await) }.boxed());
         self.run_until_stalled();
         for _ in 0..BLOCK_ON_STEPS_MAX {
             if let Some(v) = lock(&out).take() {
                 return v;
             }
-            assert!(self.advance_to_next_deadline(), "block_on: the future waits for something that never comes");
+            assert!(
+                self.advance_to_next_deadline(),
+                "block_on: the future waits for something that never comes"
+            );
         }
         panic!("block_on: still pending after {BLOCK_ON_STEPS_MAX} deadline jumps");
     }

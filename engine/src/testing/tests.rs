@@ -9,8 +9,8 @@ use futures::{FutureExt, StreamExt};
 
 use super::*;
 use crate::env::{
-    Coord, CoordConnector, CoordError, CreateMode, EventKind, Kv, Op, SessionEvent, SessionOptions, SessionState,
-    SetOptions, Ttl, WallTime,
+    Coord, CoordConnector, CoordError, CreateMode, EventKind, Kv, Op, SessionEvent, SessionOptions,
+    SessionState, SetOptions, Ttl, WallTime,
 };
 
 const SESSION: Duration = Duration::from_secs(10);
@@ -45,7 +45,8 @@ fn sessions_get_distinct_ids_and_the_negotiated_timeout() {
 fn an_ephemeral_vanishes_when_its_session_expires_and_others_are_told() {
     let h = Harness::new(1);
     let (a, b) = (connect(&h), connect(&h));
-    let path = on(&h, &a, |a| async move { a.create("/e", Bytes::from_static(b"x"), CreateMode::Ephemeral).await });
+    let path =
+        on(&h, &a, |a| async move { a.create("/e", Bytes::from_static(b"x"), CreateMode::Ephemeral).await });
     assert_eq!(path, Ok("/e".to_string()));
     let stat = h.zk.get("/e").unwrap().1;
     assert_eq!(stat.ephemeral_owner, a.session_id());

@@ -24,11 +24,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use bytes::Bytes;
 use crate::env::{
     parent_path, validate_path, CoordError, CreateMode, EventKind, MonoTime, MultiError, Op, OpResult, Stat,
     WallTime, WatchedEvent,
 };
+use bytes::Bytes;
 
 /// A watch notification for one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
