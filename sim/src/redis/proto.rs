@@ -5,11 +5,9 @@
 //! Requests are pipelined: the client may send many before the first answer; the server
 //! answers them in order, each tagged with its request's `id`.
 
-use std::time::Duration;
-
 use bincode::Options;
 use bytes::Bytes;
-use engine::env::{SetOptions, Ttl, MAX_PEER_FRAME_BYTES};
+use engine::env::MAX_PEER_FRAME_BYTES;
 use serde::{Deserialize, Serialize};
 
 pub use engine::testing::redis_service::{Command, CommandError, Reply};
@@ -45,6 +43,10 @@ pub fn decode<T: for<'de> Deserialize<'de>>(frame: &[u8]) -> Result<T, bincode::
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use engine::env::{SetOptions, Ttl};
+
     use super::*;
     use engine::env::SetCondition;
 
