@@ -59,6 +59,17 @@
 //! # }
 //! ```
 //!
+//! # Code layout
+//!
+//! - `config.rs`: [`ClusterConfig`], [`ClusterBugs`], [`validate_app_id`];
+//! - `membership.rs`: the public [`Cluster`] (join, publish, queries, leave);
+//! - `maintainer.rs`: the background task (session events, watches, reloads) and the one
+//!   registration loop used by `join` and after session expiry;
+//! - `shared.rs`: the state the two share, registration, the bounded change feed
+//!   ([`CHANGES_QUEUED_MAX`]);
+//! - `view.rs`, `peer.rs`, `select.rs`: pure data and selection;
+//! - `tests.rs`: I/O-free tests on [`crate::testing::Harness`].
+//!
 //! [`Coord`]: crate::env::Coord
 
 mod config;

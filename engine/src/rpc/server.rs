@@ -164,10 +164,6 @@ async fn serve_conn(inner: Arc<Inner>, id: u64, conn: Connection) {
         let now = clock.now();
         let mut senders = lock(&inner.server.senders);
         let s = senders.entry(sender).or_insert_with(|| SenderState::new(now));
-        debug_assert!(
-            s.route.as_ref().is_none_or(|(old, _)| *old < id),
-            "routes only move to newer connections"
-        );
         s.route = Some((id, tx.clone()));
         s.last_seen = now;
     }
