@@ -106,10 +106,10 @@ fn a_lost_answer_may_hide_an_applied_write() {
 fn a_short_disconnect_keeps_the_session_and_reports_missed_changes() {
     let h = Harness::new(1);
     let (a, b) = (connect(&h), connect(&h));
-    let w = on(&h, &a, |a| async move {
+    let (_, w) = on(&h, &a, |a| async move {
         a.create("/e", Bytes::new(), CreateMode::Ephemeral).await.unwrap();
         a.create("/d", Bytes::new(), CreateMode::Persistent).await.unwrap();
-        a.get_children_w("/").await.unwrap().1
+        a.get_children_w("/").await.unwrap()
     });
     h.zk.disconnect(a.session_id());
     on(&h, &b, |b| async move { b.create("/new", Bytes::new(), CreateMode::Persistent).await.unwrap() });
