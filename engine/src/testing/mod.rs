@@ -17,7 +17,9 @@
 //! over the simulated network, so a unit test and a chaos run agree on the services'
 //! semantics, and both are held to the real services by the conformance suite.
 //!
-//! ```
+//! (Not compiled as a doctest: doctests build the crate without `cfg(test)` or the feature.)
+//!
+//! ```ignore
 //! # use std::time::Duration;
 //! use engine::env::Clock;
 //! use engine::testing::Harness;
