@@ -45,7 +45,7 @@ pub fn decode<T: for<'de> Deserialize<'de>>(frame: &[u8]) -> Result<T, bincode::
 mod tests {
     use std::time::Duration;
 
-    use engine::env::{SetOptions, Ttl};
+    use engine::env::SetOptions;
 
     use super::*;
     use engine::env::SetCondition;
