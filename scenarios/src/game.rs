@@ -395,7 +395,7 @@ impl GameServer {
                     };
                     if let Err(e) = accounts.redirect_client(&user, target, extra).await {
                         tracing::info!(user, error = %e, "redirect failed");
-                        return send_error(&s, REPLY, "Redirect failed");
+                        send_error(&s, REPLY, "Redirect failed");
                     }
                 }
             });
