@@ -293,11 +293,14 @@ async fn live_node_metrics_and_zookeeper_health() {
     let failed: Result<EchoReply, _> =
         rpc.call(me, "echo", &EchoRequest { message: "fail".into() }, opts()).await;
     assert!(failed.is_err());
-    let alice: Arc<dyn ClientLink> = Arc::new(FakeLink { id: LinkId::from_u128(1), open: AtomicBool::new(true) });
-    let bob: Arc<dyn ClientLink> = Arc::new(FakeLink { id: LinkId::from_u128(2), open: AtomicBool::new(true) });
+    let alice: Arc<dyn ClientLink> =
+        Arc::new(FakeLink { id: LinkId::from_u128(1), open: AtomicBool::new(true) });
+    let bob: Arc<dyn ClientLink> =
+        Arc::new(FakeLink { id: LinkId::from_u128(2), open: AtomicBool::new(true) });
     assert_eq!(am.check_and_set_logged_in("alice", alice).await.unwrap(), LoginOutcome::LoggedIn);
     assert_eq!(am.check_and_set_logged_in("bob", bob.clone()).await.unwrap(), LoginOutcome::LoggedIn);
-    let bob2: Arc<dyn ClientLink> = Arc::new(FakeLink { id: LinkId::from_u128(3), open: AtomicBool::new(true) });
+    let bob2: Arc<dyn ClientLink> =
+        Arc::new(FakeLink { id: LinkId::from_u128(3), open: AtomicBool::new(true) });
     assert!(matches!(
         am.check_and_set_logged_in("bob", bob2).await.unwrap(),
         LoginOutcome::AlreadyLoggedIn { .. }

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use engine::account::{
-    AccountBugs, AccountConfig, AccountError, AccountManager, ClientLink, LinkId, LinkRef, LoginOutcome, TokenError,
-    CLOSE_COORDINATION_LOST, SC_REDIRECT,
+    AccountBugs, AccountConfig, AccountError, AccountManager, ClientLink, LinkId, LinkRef, LoginOutcome,
+    TokenError, CLOSE_COORDINATION_LOST, SC_REDIRECT,
 };
 use engine::cluster::{Cluster, ClusterConfig, PeerId};
 use engine::env::SessionOptions;

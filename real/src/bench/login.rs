@@ -138,7 +138,8 @@ impl Server {
             async move {
                 let account = format!("acct-{task}");
                 // A fresh link per login: the task in the high half, the iteration in the low.
-                let link = Arc::new(BenchLink { id: LinkId::from_u128((task as u128) << 64 | u128::from(i)) });
+                let link =
+                    Arc::new(BenchLink { id: LinkId::from_u128((task as u128) << 64 | u128::from(i)) });
                 let op = |e| BenchError::op(BENCH, e);
                 match accounts.check_and_set_logged_in(&account, link).await.map_err(op)? {
                     LoginOutcome::LoggedIn => {}
