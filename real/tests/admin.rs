@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{blocking, eventually, within};
-use engine::account::{AccountConfig, AccountManager, ClientLink, LoginOutcome};
+use engine::account::{AccountConfig, AccountManager, ClientLink, LinkId, LoginOutcome};
 use engine::cluster::{Cluster, ClusterConfig};
 use engine::env::{Clock, SessionOptions};
 use engine::metrics::{HealthStatus, Metrics};
@@ -217,13 +217,13 @@ async fn port_in_use_is_an_error() {
 
 /// A client connection for the account manager.
 struct FakeLink {
-    id: String,
+    id: LinkId,
     open: AtomicBool,
 }
 
 impl ClientLink for FakeLink {
-    fn link_id(&self) -> String {
-        self.id.clone()
+    fn link_id(&self) -> LinkId {
+        self.id
     }
     fn send_json(&self, _msg_type: &str, _body: Value) -> bool {
         self.open.load(Ordering::SeqCst)
@@ -293,11 +293,14 @@ async fn live_node_metrics_and_zookeeper_health() {
     let failed: Result<EchoReply, _> =
         rpc.call(me, "echo", &EchoRequest { message: "fail".into() }, opts()).await;
     assert!(failed.is_err());
-    let alice: Arc<dyn ClientLink> = Arc::new(FakeLink { id: "link-1".into(), open: AtomicBool::new(true) });
-    let bob: Arc<dyn ClientLink> = Arc::new(FakeLink { id: "link-2".into(), open: AtomicBool::new(true) });
+    let alice: Arc<dyn ClientLink> =
+        Arc::new(FakeLink { id: LinkId::from_u128(1), open: AtomicBool::new(true) });
+    let bob: Arc<dyn ClientLink> =
+        Arc::new(FakeLink { id: LinkId::from_u128(2), open: AtomicBool::new(true) });
     assert_eq!(am.check_and_set_logged_in("alice", alice).await.unwrap(), LoginOutcome::LoggedIn);
     assert_eq!(am.check_and_set_logged_in("bob", bob.clone()).await.unwrap(), LoginOutcome::LoggedIn);
-    let bob2: Arc<dyn ClientLink> = Arc::new(FakeLink { id: "link-3".into(), open: AtomicBool::new(true) });
+    let bob2: Arc<dyn ClientLink> =
+        Arc::new(FakeLink { id: LinkId::from_u128(3), open: AtomicBool::new(true) });
     assert!(matches!(
         am.check_and_set_logged_in("bob", bob2).await.unwrap(),
         LoginOutcome::AlreadyLoggedIn { .. }

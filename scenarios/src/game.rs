@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use engine::account::{self, AccountConfig, AccountError, AccountManager, LoginOutcome, ACCOUNT_CONTEXT_KEY};
+use engine::account::{self, AccountConfig, AccountError, AccountManager, LoginOutcome};
 use engine::cluster::{Cluster, ClusterConfig, PeerId};
 use engine::env::{Env, SetCondition, SetOptions, TaskHandle};
 use engine::metrics::Metrics;
@@ -305,7 +305,7 @@ impl GameServer {
                     if account::validate_account(&user).is_err() {
                         return reject_malformed(&s, REPLY, "user_name is not a valid account id");
                     }
-                    if s.context::<String>(ACCOUNT_CONTEXT_KEY).is_some() {
+                    if accounts.account_of(s.id()).is_some() {
                         return send_error(&s, REPLY, "Already logged in");
                     }
                     // The level first: once the login is in, the reply goes out in the same
@@ -326,18 +326,19 @@ impl GameServer {
                     if let Some(o) = &observer {
                         o.logged_in(&user, &s.id().to_string());
                     }
-                    s.set_context(ACCOUNT_CONTEXT_KEY, user.clone());
                     let _ = s.send_json(REPLY, json!({ "error": false, "level": level }));
                 }
             });
         }
         {
-            let (storage, cluster, kv) = (storage.clone(), self.cluster.clone(), env.kv.clone());
+            let (accounts, storage, cluster, kv) =
+                (accounts.clone(), storage.clone(), self.cluster.clone(), env.kv.clone());
             service.register_json_handler("cs_enter_pvp", move |s, _body| {
-                let (storage, cluster, kv) = (storage.clone(), cluster.clone(), kv.clone());
+                let (accounts, storage, cluster, kv) =
+                    (accounts.clone(), storage.clone(), cluster.clone(), kv.clone());
                 async move {
                     const REPLY: &str = "sc_enter_pvp";
-                    let Some(user) = s.context::<String>(ACCOUNT_CONTEXT_KEY) else {
+                    let Some(user) = accounts.account_of(s.id()) else {
                         return reject_malformed(&s, REPLY, "Not logged in");
                     };
                     let Some(level) = load_level(&*kv, &user).await else {
@@ -382,7 +383,7 @@ impl GameServer {
                 let (accounts, cluster) = (accounts.clone(), cluster.clone());
                 async move {
                     const REPLY: &str = "sc_redirect";
-                    let Some(user) = s.context::<String>(ACCOUNT_CONTEXT_KEY) else {
+                    let Some(user) = accounts.account_of(s.id()) else {
                         return send_error(&s, REPLY, "Not logged in");
                     };
                     let Some(name) = str_field(&body, "server_name") else {
@@ -394,9 +395,8 @@ impl GameServer {
                     };
                     if let Err(e) = accounts.redirect_client(&user, target, extra).await {
                         tracing::info!(user, error = %e, "redirect failed");
-                        return send_error(&s, REPLY, "Redirect failed");
+                        send_error(&s, REPLY, "Redirect failed");
                     }
-                    s.remove_context(ACCOUNT_CONTEXT_KEY);
                 }
             });
         }
@@ -405,7 +405,7 @@ impl GameServer {
             accounts.register_redirection_handler(move |account, link, success, extra| {
                 if success {
                     if let Some(o) = &observer {
-                        o.logged_in(&account, &link.link_id());
+                        o.logged_in(&account, &link.link_id().to_string());
                     }
                     link.send_json(
                         "sc_redirected",
@@ -420,7 +420,7 @@ impl GameServer {
                 let accounts = accounts.clone();
                 async move {
                     const REPLY: &str = "sc_send";
-                    let Some(from) = s.context::<String>(ACCOUNT_CONTEXT_KEY) else {
+                    let Some(from) = accounts.account_of(s.id()) else {
                         return send_error(&s, REPLY, "Not logged in");
                     };
                     let (Some(to), Some(message)) = (str_field(&body, "to"), body.get("message")) else {
@@ -447,7 +447,7 @@ impl GameServer {
                 let (accounts, cluster) = (accounts.clone(), cluster.clone());
                 async move {
                     const REPLY: &str = "sc_broadcast";
-                    let Some(from) = s.context::<String>(ACCOUNT_CONTEXT_KEY) else {
+                    let Some(from) = accounts.account_of(s.id()) else {
                         return send_error(&s, REPLY, "Not logged in");
                     };
                     let (Some(scope), Some(message)) = (str_field(&body, "scope"), body.get("message"))
@@ -486,12 +486,11 @@ impl GameServer {
                 let accounts = accounts.clone();
                 async move {
                     const REPLY: &str = "sc_logout";
-                    let Some(user) = s.context::<String>(ACCOUNT_CONTEXT_KEY) else {
+                    let Some(user) = accounts.account_of(s.id()) else {
                         return send_error(&s, REPLY, "Not logged in");
                     };
-                    match accounts.set_logged_out_link(&user, &s.id().to_string()).await {
+                    match accounts.set_logged_out_link(s.id()).await {
                         Ok(_) => {
-                            s.remove_context(ACCOUNT_CONTEXT_KEY);
                             let _ = s.send_json(REPLY, json!({ "error": false }));
                         }
                         Err(e) => {
@@ -528,7 +527,7 @@ impl GameServer {
                         // Same instant: the lease check inside `deliver`, the send, the report.
                         if let Some(link) = accounts.deliver(&user, "sc_tick", json!({ "seq": seq })) {
                             if let Some(o) = &observer {
-                                o.acted(&user, &link);
+                                o.acted(&user, &link.to_string());
                             }
                         }
                     }

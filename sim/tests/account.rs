@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use engine::account::{
-    AccountBugs, AccountConfig, AccountError, AccountManager, ClientLink, LinkRef, LoginOutcome, TokenError,
-    CLOSE_COORDINATION_LOST, SC_REDIRECT,
+    AccountBugs, AccountConfig, AccountError, AccountManager, ClientLink, LinkId, LinkRef, LoginOutcome,
+    TokenError, CLOSE_COORDINATION_LOST, SC_REDIRECT,
 };
 use engine::cluster::{Cluster, ClusterConfig, PeerId};
 use engine::env::SessionOptions;
@@ -80,15 +80,22 @@ struct LinkLog {
     closed: Option<(String, u64)>,
 }
 
+/// The link id of the fake link named `name` (at most 16 bytes): the name's bytes.
+fn id_of(name: &str) -> LinkId {
+    let mut b = [0u8; 16];
+    b[..name.len()].copy_from_slice(name.as_bytes());
+    LinkId::from_u128(u128::from_be_bytes(b))
+}
+
 /// A client connection that records everything.
 struct FakeLink {
-    id: String,
+    id: LinkId,
     log: Mutex<LinkLog>,
 }
 
 impl FakeLink {
-    fn new(id: &str) -> Arc<FakeLink> {
-        Arc::new(FakeLink { id: id.to_string(), log: Mutex::default() })
+    fn new(name: &str) -> Arc<FakeLink> {
+        Arc::new(FakeLink { id: id_of(name), log: Mutex::default() })
     }
     fn log(&self) -> LinkLog {
         lock(&self.log).clone()
@@ -102,8 +109,8 @@ impl FakeLink {
 }
 
 impl ClientLink for FakeLink {
-    fn link_id(&self) -> String {
-        self.id.clone()
+    fn link_id(&self) -> LinkId {
+        self.id
     }
     fn send_json(&self, msg_type: &str, body: Value) -> bool {
         let mut log = lock(&self.log);
@@ -495,7 +502,7 @@ fn short_partition_lapses_the_lease_and_cleans_up_after_heal() {
 }
 
 /// `(account, link id, success, extra_data)` as a redirection handler saw it.
-type HandlerCall = (String, String, bool, Value);
+type HandlerCall = (String, LinkId, bool, Value);
 
 fn token_of(l: &FakeLink) -> String {
     let msgs = l.received(SC_REDIRECT);
@@ -567,10 +574,10 @@ fn redirect_end_to_end_and_bad_tokens() {
 
         let seen = lock(&seen).clone();
         let expect = vec![
-            ("alice".to_string(), "x".to_string(), false, extra.clone()), // wrong server (signed)
-            ("alice".to_string(), "b-1".to_string(), true, extra.clone()),
-            ("alice".to_string(), "replay".to_string(), false, extra),
-            ("alice".to_string(), "late".to_string(), false, json!(null)),
+            ("alice".to_string(), id_of("x"), false, extra.clone()), // wrong server (signed)
+            ("alice".to_string(), id_of("b-1"), true, extra.clone()),
+            ("alice".to_string(), id_of("replay"), false, extra),
+            ("alice".to_string(), id_of("late"), false, json!(null)),
         ];
         assert_eq!(seen, expect, "handlers run for every validly signed token, never for forged ones");
     });

@@ -47,6 +47,10 @@ pub enum AccountError {
     /// returned where a [`LoginOutcome`](super::LoginOutcome) cannot be (accepting a redirect).
     #[error("account {account:?} is already logged in on {location:?}")]
     AlreadyLoggedIn { account: String, location: Option<PeerId> },
+    /// The link is already logged in here as another account (a link carries at most one);
+    /// log that one out first.
+    #[error("this link is already logged in as {account:?}")]
+    LinkInUse { account: String },
     /// The target server is not in the cluster view, or publishes no `tcp_json` port.
     #[error("peer {0} is unknown or has no client port")]
     UnknownPeer(PeerId),

@@ -1,6 +1,6 @@
-//! The account manager on top of the session service: a [`Session`] is a [`ClientLink`],
-//! `_cs_redirect {token}` is answered by [`AccountManager::accept_redirect`], and a closed
-//! session logs its account out.
+//! The account manager on top of the session service: a [`Session`] is a [`ClientLink`]
+//! whose [`LinkId`] is its [`SessionId`], `_cs_redirect {token}` is answered by
+//! [`AccountManager::accept_redirect`], and a closed session logs its account out.
 //!
 //! Kept apart from both modules so that neither depends on the other's internals: the
 //! manager only knows links, the session service only knows handlers.
@@ -10,17 +10,19 @@ use std::sync::Arc;
 use serde_json::Value;
 use tracing::{debug, warn};
 
-use super::{AccountError, AccountManager, LinkRef};
+use super::{AccountError, AccountManager, LinkId, LinkRef};
 use crate::session::codec::CS_REDIRECT_TYPE;
-use crate::session::{ProtocolError, Session, SessionService};
+use crate::session::{ProtocolError, Session, SessionId, SessionService};
 
-/// Session context key under which [`AccountManager::attach_sessions`] stores the account a
-/// redirected session was logged in as (games may use it too).
-pub const ACCOUNT_CONTEXT_KEY: &str = "account";
+impl From<SessionId> for LinkId {
+    fn from(id: SessionId) -> Self {
+        LinkId::from_uuid(id.as_uuid())
+    }
+}
 
 impl super::ClientLink for Session {
-    fn link_id(&self) -> String {
-        self.id().to_string()
+    fn link_id(&self) -> LinkId {
+        self.id().into()
     }
 
     fn send_json(&self, msg_type: &str, body: Value) -> bool {
@@ -48,11 +50,11 @@ pub fn link(session: &Session) -> LinkRef {
 impl AccountManager {
     /// Wires this manager into a session port:
     /// - `_cs_redirect {"token": "<hex>"}` is verified and, on success, logs the account in
-    ///   on that session (the account is also stored in the session context under
-    ///   [`ACCOUNT_CONTEXT_KEY`]) and runs the redirection handlers, which send the game's
-    ///   own answer. On failure the client gets `_error {code: "redirect_rejected"}` and the
-    ///   session stays open (handlers run with `success = false` when the token's signature
-    ///   was valid).
+    ///   on that session ([`account_of`](Self::account_of) then names it) and runs the
+    ///   redirection handlers, which send the game's own answer. On failure the client gets
+    ///   `_error {code: "redirect_rejected"}` and the session stays open (handlers run with
+    ///   `success = false` when the token's signature was valid). A session that is already
+    ///   logged in is refused.
     /// - when a session closes, whatever account is logged in on it here is logged out.
     ///
     /// Call once per session service (it covers all its ports), between
@@ -70,21 +72,13 @@ impl AccountManager {
                     let _ = session.send_error(&e);
                     return;
                 };
-                if session.context::<String>(ACCOUNT_CONTEXT_KEY).is_some() {
+                if me.account_of(session.id()).is_some() {
                     let e = ProtocolError::RedirectRejected("this session is already logged in".into());
                     let _ = session.send_error(&e);
                     return;
                 }
-                match me
-                    .accept_redirect_with(token, link(&session), |account| {
-                        session.set_context(ACCOUNT_CONTEXT_KEY, account.to_string())
-                    })
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = session.send_error(&ProtocolError::RedirectRejected(e.to_string()));
-                    }
+                if let Err(e) = me.accept_redirect(token, link(&session)).await {
+                    let _ = session.send_error(&ProtocolError::RedirectRejected(e.to_string()));
                 }
             }
         });
@@ -92,13 +86,11 @@ impl AccountManager {
         sessions.on_session_closed(move |session, _reason| {
             let me = me.clone();
             async move {
-                let link_id = session.id().to_string();
-                for account in me.accounts_of_link(&link_id) {
-                    match me.set_logged_out_link(&account, &link_id).await {
-                        Ok(_) => debug!(account, "session closed: logged out"),
-                        Err(AccountError::Stopped) => {}
-                        Err(e) => warn!(account, error = %e, "session closed: logout failed"),
-                    }
+                let Some(account) = me.account_of(session.id()) else { return };
+                match me.set_logged_out_link(session.id()).await {
+                    Ok(_) => debug!(account, "session closed: logged out"),
+                    Err(AccountError::Stopped) => {}
+                    Err(e) => warn!(account, error = %e, "session closed: logout failed"),
                 }
             }
         });

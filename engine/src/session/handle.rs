@@ -6,8 +6,9 @@
 //!   queue a frame and return at once; the session's writer sends queued frames in order;
 //! - lifetime: [`close`](Session::close), [`is_open`](Session::is_open), [`close_reason`](Session::close_reason);
 //! - context: [`set_context`](Session::set_context), [`context`](Session::context),
-//!   [`remove_context`](Session::remove_context) — typed values under string keys, e.g. the
-//!   account module tags a session with `"account"`.
+//!   [`remove_context`](Session::remove_context) — typed values under string keys (the
+//!   account logged in on a session is not one of them: ask the account manager's
+//!   `account_of(session.id())`).
 
 use std::any::Any;
 use std::collections::{BTreeMap, VecDeque};

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::account::{AccountConfig, AccountManager, ClientLink, LoginOutcome};
+use engine::account::{AccountConfig, AccountManager, ClientLink, LinkId, LoginOutcome};
 use engine::cluster::{Cluster, ClusterConfig};
 use engine::rpc::{Rpc, RpcConfig};
 use zookeeper_client as zk;
@@ -37,12 +37,12 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 /// The smallest client link: always open, takes every message, remembers nothing.
 #[derive(Debug)]
 struct BenchLink {
-    id: String,
+    id: LinkId,
 }
 
 impl ClientLink for BenchLink {
-    fn link_id(&self) -> String {
-        self.id.clone()
+    fn link_id(&self) -> LinkId {
+        self.id
     }
     fn send_json(&self, _msg_type: &str, _body: serde_json::Value) -> bool {
         true
@@ -137,7 +137,9 @@ impl Server {
             let accounts = accounts.clone();
             async move {
                 let account = format!("acct-{task}");
-                let link = Arc::new(BenchLink { id: format!("link-{task}-{i}") });
+                // A fresh link per login: the task in the high half, the iteration in the low.
+                let link =
+                    Arc::new(BenchLink { id: LinkId::from_u128((task as u128) << 64 | u128::from(i)) });
                 let op = |e| BenchError::op(BENCH, e);
                 match accounts.check_and_set_logged_in(&account, link).await.map_err(op)? {
                     LoginOutcome::LoggedIn => {}
