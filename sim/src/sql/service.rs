@@ -118,11 +118,8 @@ impl<'a> Txn<'a> {
                 for (name, index_key) in index {
                     let old = record.index.get(name).cloned();
                     if let Some(k) = index_key {
-                        match self.holder(table, name, k) {
-                            Some(h) if h != key => {
-                                return Err(DbError::UniqueViolation { op_index, index: name.clone() })
-                            }
-                            _ => {}
+                        if self.holder(table, name, k).is_some_and(|holder| holder != key) {
+                            return Err(DbError::UniqueViolation { op_index, index: name.clone() });
                         }
                     }
                     if let Some(old) = &old {

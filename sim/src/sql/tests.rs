@@ -271,7 +271,17 @@ fn sim_a_transact_killed_after_its_commit_point_is_kept_wholly_and_reported_mayb
             let answer = ctx.spawn_transact(db.clone(), two_row_update());
             ctx.sleep_ms(400).await;
             ctx.handle.kill(ctx.sql[0].id);
-            assert_eq!(answer.await.unwrap(), Err(DbError::ConnectionLoss { maybe_applied: true }));
+            // The stalled link may hide the kill until the call times out: either way the
+            // client cannot know, and says so.
+            let e = answer.await.unwrap().unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    DbError::ConnectionLoss { maybe_applied: true }
+                        | DbError::Timeout { maybe_applied: true }
+                ),
+                "{e:?}"
+            );
             NetSim::current().unclog_link(ctx.sql[0].id, ctx.client);
             ctx.handle.restart(ctx.sql[0].id);
             ctx.sleep_ms(100).await;
@@ -332,11 +342,12 @@ fn partition_case(seed: u64) {
         NetSim::current().unclog_node(ctx.sql[0].id);
         ctx.sleep_ms(100).await;
         let row = db.get(&users(), "k").await.expect("recovered after the heal").unwrap();
-        // The clog held the request back: it never reached the node.
-        assert_eq!((row.value, row.version), (b("1"), 1));
+        // The clog held the request back; after the heal it may still arrive and commit
+        // (that is what `maybe_applied` warns of), wholly or not at all.
+        assert!(matches!((&row.value[..], row.version), (b"1", 1) | (b"2", 2)), "{row:?}");
         assert_eq!(
-            db.transact(vec![put("k", "3", Expect::Version(1), 1)]).await,
-            Ok(vec![WriteResult::Put { version: 2 }])
+            db.transact(vec![put("k", "3", Expect::Version(row.version), 1)]).await,
+            Ok(vec![WriteResult::Put { version: row.version + 1 }])
         );
     });
 }
