@@ -36,6 +36,7 @@ pub fn real_env(cfg: &RealEnvConfig) -> Result<Env, KvError> {
         net: Arc::new(TokioNet::new(cfg.ip)),
         coord: Arc::new(ZkConnector::new(cfg.zookeeper.clone())),
         kv: Arc::new(RedisKv::new(&cfg.redis_url, cfg.redis)?),
+        db: Arc::new(engine::env::DbInstances::empty()),
     })
 }
 

@@ -1,10 +1,11 @@
-//! Sandtable's simulator: madsim adapters for every engine port, simulated ZooKeeper and
-//! Redis services, fault injection, run traces and the chaos runner.
+//! Sandtable's simulator: madsim adapters for every engine port, simulated ZooKeeper, Redis
+//! and SQL services, fault injection, run traces and the chaos runner.
 //!
 //! # Layout
 //! - [`adapters`]: `Clock` (with per-node skew, jumps and drift), `Rand`, `Spawn`, `Net` on madsim.
 //! - [`zk`]: the simulated ZooKeeper service and its `Coord` client.
 //! - [`redis`]: the simulated Redis service and its `Kv` client.
+//! - [`sql`]: simulated SQL instances and their `Db` client.
 //! - [`faults`]: applies a scenario's fault plan to the running simulation.
 //! - [`trace`]: per-node, simulated-time trace lines and the trace hash.
 //! - [`runner`]: one seed of one scenario, start to verdict.
@@ -19,6 +20,7 @@ pub mod faults;
 pub mod redis;
 pub mod runner;
 pub mod shrink;
+pub mod sql;
 pub mod sweep;
 pub mod testkit;
 pub mod trace;

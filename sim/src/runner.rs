@@ -137,7 +137,8 @@ pub fn node_env(name: &str, ip: IpAddr, clocks: &ClockControl) -> Env {
     let zk_env = ZkClientEnv::new(name, clock.clone(), rand.clone(), spawn.clone(), net.clone());
     let coord = Arc::new(SimCoordConnector::new(zk_env, ZK_ADDR));
     let kv = Arc::new(SimKv::new(net.clone(), clock.clone(), spawn.clone(), REDIS_ADDR, KV_COMMAND_TIMEOUT));
-    Env { node: name.into(), clock, rand, spawn, net, coord, kv }
+    let db = Arc::new(engine::env::DbInstances::empty());
+    Env { node: name.into(), clock, rand, spawn, net, coord, kv, db }
 }
 
 /// Starts the simulated ZooKeeper node `zk` at [`ZK_ADDR`]; its data survives restarts.

@@ -2,6 +2,7 @@
 //! the runner builds, and running one simulation on a fresh OS thread.
 
 pub use crate::runner::{node_env, start_redis, start_zk, KV_COMMAND_TIMEOUT, REDIS_ADDR, ZK_ADDR};
+pub use crate::sql::{sql_addr, sql_directory, sql_node_name, start_sql, SqlNode, DB_CALL_TIMEOUT};
 
 /// Stack of a simulation thread (deep async state machines in debug builds).
 const STACK_BYTES: usize = 32 * 1024 * 1024;

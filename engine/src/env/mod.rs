@@ -12,6 +12,7 @@
 //! | [`Net`] | listen/connect, length-delimited byte frames |
 //! | [`CoordConnector`] / [`Coord`] | a ZooKeeper session |
 //! | [`Kv`] | the Redis subset the engine uses |
+//! | [`DbDirectory`] / [`Db`] | SQL instances: versioned, fenced rows and all-or-nothing `transact` |
 //!
 //! Shared plumbing for code that uses the ports lives here too, written once: [`Backoff`]
 //! (retry pacing with jitter from `Rand`), [`lock`] (mutex poison recovery), [`ensure_path`]
@@ -21,6 +22,7 @@
 mod backoff;
 mod clock;
 mod coord;
+mod db;
 mod kv;
 mod name;
 mod net;
@@ -36,6 +38,12 @@ pub use self::coord::{
     ensure_path, ensure_paths, parent_path, validate_create_path, validate_op, validate_path, Coord,
     CoordConnector, CoordError, CreateMode, EventKind, MultiError, Op, OpResult, SessionEvent,
     SessionOptions, SessionState, Stat, WatchedEvent, Watcher,
+};
+pub use self::db::{
+    validate_get_many, validate_key, validate_name, validate_scan, validate_transact, Db, DbDirectory,
+    DbError, DbInstances, Expect, Row, TableName, WriteOp, WriteResult, DB_GET_MANY_KEYS_MAX,
+    DB_INDEX_UPDATES_MAX, DB_KEY_BYTES_MAX, DB_NAME_BYTES_MAX, DB_SCAN_LIMIT_MAX, DB_TRANSACT_OPS_MAX,
+    DB_VALUE_BYTES_MAX,
 };
 pub use self::kv::{Kv, KvError, SetCondition, SetOptions, Ttl};
 pub use self::name::{validate_app_id, validate_segment, NameError, APP_ID_CHARS_MAX};
@@ -62,6 +70,8 @@ pub struct Env {
     pub coord: Arc<dyn CoordConnector>,
     /// The Redis client (reconnects by itself; each call is independent).
     pub kv: Arc<dyn Kv>,
+    /// The configured SQL instances, by name (empty on a node with no SQL configured).
+    pub db: Arc<dyn DbDirectory>,
 }
 
 impl std::fmt::Debug for Env {
