@@ -29,14 +29,11 @@
 //! classpath holding ZooKeeper's server classes). An override that names no file makes
 //! `start` fail with [`ServiceError::NotInstalled`] rather than fall back.
 
-use std::fmt;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-
-use tempfile::TempDir;
 
 mod mariadb;
 mod redis;
