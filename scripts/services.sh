@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Local Redis + ZooKeeper for Sandtable development (DESIGN.md §5).
 #
-#   scripts/services.sh install   apt-get install redis-server zookeeper (only what is missing)
+#   scripts/services.sh install   apt-get install redis-server zookeeper mariadb-server
+#                                 (only what is missing)
 #   scripts/services.sh up        start the pair on 127.0.0.1 (idempotent)
 #   scripts/services.sh down      stop them
 #   scripts/services.sh status    print what runs
@@ -28,6 +29,9 @@ die() { printf 'services.sh: %s\n' "$*" >&2; exit 1; }
 
 have_redis() { command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; }
 have_zk() { [[ -f "$ZK_JAR" ]] && command -v java >/dev/null 2>&1; }
+# MariaDB: the tests start private servers (real::services::PrivateMariaDb) from these two.
+have_mariadb() { command -v mariadbd >/dev/null 2>&1 || [[ -x /usr/sbin/mariadbd ]]; }
+have_mariadb_install() { command -v mariadb-install-db >/dev/null 2>&1; }
 
 # Sends a four-letter word to ZooKeeper and prints the answer (empty if unreachable).
 zk_ask() {
@@ -61,8 +65,9 @@ cmd_install() {
   local pkgs=()
   have_redis || pkgs+=(redis-server)
   have_zk || pkgs+=(zookeeper)
+  { have_mariadb && have_mariadb_install; } || pkgs+=(mariadb-server)
   if ((${#pkgs[@]} == 0)); then
-    log "redis-server and zookeeper are installed"
+    log "redis-server, zookeeper and mariadb-server are installed"
     return 0
   fi
   local sudo=()
@@ -72,6 +77,7 @@ cmd_install() {
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${pkgs[@]}"
   have_redis || die "redis-server still missing after apt-get install"
   have_zk || die "ZooKeeper ($ZK_JAR) or java still missing after apt-get install"
+  { have_mariadb && have_mariadb_install; } || die "mariadbd or mariadb-install-db still missing after apt-get install"
   log "installed: ${pkgs[*]}"
 }
 

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use real::services::PRIVATE_ZK_TICK;
+use real::services::{PrivateMariaDb, PRIVATE_MARIADB_DATABASE, PRIVATE_MARIADB_USER, PRIVATE_ZK_TICK};
 
 fn ping(addr: SocketAddr) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else { return false };
@@ -71,6 +71,51 @@ async fn private_zookeeper_runs_stops_restarts_and_cleans_up() {
     assert!(!zk.log().is_empty(), "the server logs to its directory");
     let pid = zk.pid().unwrap();
     drop(zk);
+    assert!(!alive(pid), "killed on drop");
+    assert!(!dir.exists(), "data directory removed on drop");
+}
+
+/// Runs `sql` with the `mariadb` command-line client (from the same Debian package) as the
+/// harness's user; `None` if the server did not answer.
+fn mariadb_sql(db: &PrivateMariaDb, sql: &str) -> Option<String> {
+    let user = PRIVATE_MARIADB_USER;
+    let out = std::process::Command::new("mariadb")
+        .args(["--no-defaults", "--batch", "--skip-column-names", "--connect-timeout=2", "-h", "127.0.0.1"])
+        .arg(format!("-P{}", db.addr().port()))
+        .arg(format!("-u{user}"))
+        .arg(format!("-p{user}"))
+        .arg(PRIVATE_MARIADB_DATABASE)
+        .arg("-e")
+        .arg(sql)
+        .output()
+        .expect("the mariadb client is installed with mariadb-server");
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_mariadb_keeps_committed_rows_across_a_kill_and_cleans_up() {
+    let mut a = common::mariadb();
+    assert!(a.addr().ip().is_loopback());
+    assert!(a.url().starts_with("mysql://sandtable:sandtable@127.0.0.1:"), "{}", a.url());
+    let setup = "CREATE TABLE t (k INT PRIMARY KEY, v INT) ENGINE=InnoDB; INSERT INTO t VALUES (1, 10), (2, 20);";
+    assert_eq!(mariadb_sql(&a, setup).as_deref(), Some(""), "the database and user exist");
+    assert_eq!(mariadb_sql(&a, "SELECT SUM(v) FROM t").as_deref(), Some("30"));
+
+    let (addr, dir, pid) = (a.addr(), a.dir().to_path_buf(), a.pid().unwrap());
+    a.stop();
+    assert!(!a.is_running());
+    assert!(!alive(pid));
+    assert_eq!(mariadb_sql(&a, "SELECT 1"), None, "stopped");
+    a.stop(); // idempotent
+    common::blocking(|| a.restart()).expect("restart");
+    assert_eq!(a.addr(), addr, "same port after restart");
+    assert_eq!(
+        mariadb_sql(&a, "SELECT SUM(v) FROM t").as_deref(),
+        Some("30"),
+        "committed rows survive a SIGKILL (redo log flushed at commit)"
+    );
+    let pid = a.pid().unwrap();
+    drop(a);
     assert!(!alive(pid), "killed on drop");
     assert!(!dir.exists(), "data directory removed on drop");
 }

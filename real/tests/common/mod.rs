@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use real::services::{PrivateRedis, PrivateZk};
+use real::services::{PrivateMariaDb, PrivateRedis, PrivateZk};
 
 pub mod client;
 pub mod cluster;
@@ -30,6 +30,12 @@ pub fn redis() -> PrivateRedis {
 pub fn redis_persistent() -> PrivateRedis {
     tokio::task::block_in_place(PrivateRedis::start_persistent)
         .unwrap_or_else(|e| panic!("cannot start Redis: {e}"))
+}
+
+/// A private MariaDB (fresh data directory), or a test failure that names the install command.
+#[allow(dead_code)] // not every test binary that includes `common` uses SQL
+pub fn mariadb() -> PrivateMariaDb {
+    tokio::task::block_in_place(PrivateMariaDb::start).unwrap_or_else(|e| panic!("cannot start MariaDB: {e}"))
 }
 
 /// Runs blocking harness work (stop/restart) without stalling the runtime.

@@ -1,0 +1,213 @@
+//! A private MariaDB server for tests (see the module doc of [`super`]).
+//!
+//! `start` makes a fresh data directory with `mariadb-install-db` (about 3 s), then runs
+//! `mariadbd` on it with no configuration file of the machine's (`--no-defaults`), bound to
+//! 127.0.0.1 on a free port, with its socket, pid file and log inside the directory. An init
+//! file run at every start creates the database [`PRIVATE_MARIADB_DATABASE`] and the user
+//! [`PRIVATE_MARIADB_USER`] (password the same) with every privilege, idempotently.
+//!
+//! Durability is MariaDB's production default (`innodb_flush_log_at_trx_commit = 1`, the
+//! redo log flushed at every commit), so [`stop`](PrivateMariaDb::stop) — a SIGKILL — loses
+//! no committed transaction and [`restart`](PrivateMariaDb::restart) recovers the same data:
+//! that is the crash model the `Db` port's tests rely on. Only the buffer pool and redo log
+//! are made small, for start-up time and memory.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::{ask, find_binary, free_port, io_err, log_tail, Proc, ServiceError};
+
+/// The database the private server creates (and [`PrivateMariaDb::url`] names).
+pub const PRIVATE_MARIADB_DATABASE: &str = "sandtable";
+/// The user (and password) the private server creates, with every privilege.
+pub const PRIVATE_MARIADB_USER: &str = "sandtable";
+
+const WHAT: &str = "mariadbd";
+
+/// A private `mariadbd` on a loopback port, killed when dropped.
+pub struct PrivateMariaDb {
+    addr: SocketAddr,
+    bin: PathBuf,
+    proc: Proc,
+    // Dropped last: the process is killed before its directory goes.
+    dir: TempDir,
+}
+
+impl fmt::Debug for PrivateMariaDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrivateMariaDb")
+            .field("addr", &self.addr)
+            .field("pid", &self.proc.pid())
+            .field("dir", &self.dir.path())
+            .finish()
+    }
+}
+
+/// `mariadbd` refuses to run as root unless told to; as anyone else it must not be told.
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+impl PrivateMariaDb {
+    /// Makes a data directory, starts the server and waits until it accepts connections.
+    pub fn start() -> Result<PrivateMariaDb, ServiceError> {
+        let bin = find_binary("SANDTABLE_MARIADBD", "mariadbd", &["/usr/sbin/mariadbd"])
+            .map_err(|looked_for| ServiceError::NotInstalled { what: "mariadbd", looked_for })?;
+        let install = find_binary(
+            "SANDTABLE_MARIADB_INSTALL_DB",
+            "mariadb-install-db",
+            &["/usr/bin/mariadb-install-db"],
+        )
+        .map_err(|looked_for| ServiceError::NotInstalled { what: "mariadb-install-db", looked_for })?;
+        let dir = tempfile::Builder::new().prefix("sandtable-mariadb-").tempdir().map_err(io_err(WHAT))?;
+        Self::install(&install, dir.path())?;
+        std::fs::write(dir.path().join("init.sql"), Self::init_sql()).map_err(io_err(WHAT))?;
+        let mut last = None;
+        // The port is free when chosen but could be taken before the server binds it: retry.
+        for _ in 0..5 {
+            let port = free_port().map_err(io_err(WHAT))?;
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            match Self::spawn(&bin, dir.path(), addr) {
+                Ok(proc) => return Ok(PrivateMariaDb { addr, bin, proc, dir }),
+                Err(e @ ServiceError::Exited { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    /// Runs `mariadb-install-db` into `dir/data` (system tables, root without password).
+    fn install(install: &Path, dir: &Path) -> Result<(), ServiceError> {
+        let log = dir.join("install.log");
+        let out = std::fs::File::create(&log).map_err(io_err("mariadb-install-db"))?;
+        let err = out.try_clone().map_err(io_err("mariadb-install-db"))?;
+        let mut cmd = Command::new(install);
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}", dir.join("data").display()))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve"])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        if running_as_root() {
+            cmd.arg("--user=root");
+        }
+        let status = cmd.status().map_err(io_err("mariadb-install-db"))?;
+        if !status.success() {
+            return Err(ServiceError::Exited { what: "mariadb-install-db", status, log: log_tail(&log, 30) });
+        }
+        Ok(())
+    }
+
+    /// SQL run by the server at every start (idempotent).
+    fn init_sql() -> String {
+        let (db, user) = (PRIVATE_MARIADB_DATABASE, PRIVATE_MARIADB_USER);
+        format!(
+            "CREATE DATABASE IF NOT EXISTS `{db}`;\n\
+             CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{user}';\n\
+             GRANT ALL PRIVILEGES ON *.* TO '{user}'@'%';\n"
+        )
+    }
+
+    fn spawn(bin: &Path, dir: &Path, addr: SocketAddr) -> Result<Proc, ServiceError> {
+        let mut cmd = Command::new(bin);
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}", dir.join("data").display()))
+            .arg(format!("--port={}", addr.port()))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--socket={}", dir.join("mariadb.sock").display()))
+            .arg(format!("--pid-file={}", dir.join("mariadb.pid").display()))
+            .arg(format!("--init-file={}", dir.join("init.sql").display()))
+            .arg(format!("--log-error={}", dir.join("mariadb.log").display()))
+            .args([
+                "--skip-name-resolve",
+                "--innodb-buffer-pool-size=32M",
+                "--innodb-log-file-size=16M",
+                "--max-connections=500",
+            ]);
+        if running_as_root() {
+            cmd.arg("--user=root");
+        }
+        let mut proc = Proc::launch(WHAT, cmd, dir.join("mariadb.log"))?;
+        proc.wait_ready(|| Self::greets(addr))?;
+        Ok(proc)
+    }
+
+    /// True once the server sends its handshake greeting (protocol 10, `…-MariaDB…`). The
+    /// init file has run by then: the server opens its port only after it.
+    fn greets(addr: SocketAddr) -> bool {
+        ask(addr, b"", 48, Duration::from_millis(500)).is_some_and(|r| r.contains("MariaDB"))
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `mysql://sandtable:sandtable@127.0.0.1:port/sandtable` (what `sqlx` and the manifest take).
+    pub fn url(&self) -> String {
+        let (db, user) = (PRIVATE_MARIADB_DATABASE, PRIVATE_MARIADB_USER);
+        format!("mysql://{user}:{user}@{}/{db}", self.addr)
+    }
+
+    /// The directory holding `data/`, the socket and the logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
+    /// True while the process runs (it may not answer if it was [`pause`](Self::pause)d).
+    pub fn is_running(&mut self) -> bool {
+        self.proc.running()
+    }
+
+    /// Kills the server (SIGKILL, as a crash would): committed transactions survive in the
+    /// redo log; one in flight is rolled back at the next start. Idempotent.
+    pub fn stop(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Freezes the process (SIGSTOP): connections stay open but nothing is answered.
+    pub fn pause(&self) {
+        self.proc.signal("STOP");
+    }
+
+    /// Resumes a paused process (SIGCONT).
+    pub fn resume(&self) {
+        self.proc.signal("CONT");
+    }
+
+    /// Kills the server if it runs and starts it again on the same port and data directory
+    /// (crash recovery runs first).
+    pub fn restart(&mut self) -> Result<(), ServiceError> {
+        self.proc.kill();
+        let start = Instant::now();
+        loop {
+            match Self::spawn(&self.bin, self.dir.path(), self.addr) {
+                Ok(p) => {
+                    self.proc = p;
+                    return Ok(());
+                }
+                // The old socket may linger for a moment after the kill.
+                Err(ServiceError::Exited { .. }) if start.elapsed() < Duration::from_secs(5) => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The server's error log so far (for diagnosing a failing test).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.proc.log).unwrap_or_default()
+    }
+}

@@ -1,0 +1,144 @@
+//! A private `redis-server` for tests (see the module doc of [`super`]).
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::{ask, find_binary, free_port, io_err, Proc, ServiceError};
+
+/// A private `redis-server` on a loopback port, killed when dropped.
+pub struct PrivateRedis {
+    addr: SocketAddr,
+    bin: PathBuf,
+    persistent: bool,
+    proc: Proc,
+    // Dropped last: the process is killed before its directory goes.
+    dir: TempDir,
+}
+
+impl fmt::Debug for PrivateRedis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrivateRedis")
+            .field("addr", &self.addr)
+            .field("pid", &self.proc.pid())
+            .field("dir", &self.dir.path())
+            .finish()
+    }
+}
+
+impl PrivateRedis {
+    /// Starts a Redis without persistence (a restart loses every key, as the `Kv` port says).
+    pub fn start() -> Result<PrivateRedis, ServiceError> {
+        Self::launch(false)
+    }
+
+    /// Starts a Redis with an fsync-always append-only file: every acknowledged write
+    /// survives [`restart`](Self::restart).
+    pub fn start_persistent() -> Result<PrivateRedis, ServiceError> {
+        Self::launch(true)
+    }
+
+    fn launch(persistent: bool) -> Result<PrivateRedis, ServiceError> {
+        let bin = find_binary("SANDTABLE_REDIS_SERVER", "redis-server", &["/usr/bin/redis-server"])
+            .map_err(|looked_for| ServiceError::NotInstalled { what: "redis-server", looked_for })?;
+        let dir =
+            tempfile::Builder::new().prefix("sandtable-redis-").tempdir().map_err(io_err("redis-server"))?;
+        let mut last = None;
+        // The port is free when chosen but could be taken before the server binds it: retry.
+        for _ in 0..5 {
+            let port = free_port().map_err(io_err("redis-server"))?;
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            match Self::spawn(&bin, dir.path(), addr, persistent) {
+                Ok(proc) => return Ok(PrivateRedis { addr, bin, persistent, proc, dir }),
+                Err(e @ ServiceError::Exited { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    fn spawn(bin: &Path, dir: &Path, addr: SocketAddr, persistent: bool) -> Result<Proc, ServiceError> {
+        let mut cmd = Command::new(bin);
+        cmd.arg("--port")
+            .arg(addr.port().to_string())
+            .args(["--bind", "127.0.0.1", "--protected-mode", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .args(["--save", "", "--logfile", ""]);
+        if persistent {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        let mut proc = Proc::launch("redis-server", cmd, dir.join("redis.log"))?;
+        proc.wait_ready(|| Self::ping(addr))?;
+        Ok(proc)
+    }
+
+    fn ping(addr: SocketAddr) -> bool {
+        ask(addr, b"PING\r\n", 7, Duration::from_millis(500)).is_some_and(|r| r.starts_with("+PONG"))
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `redis://127.0.0.1:port/`.
+    pub fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
+    /// True while the process runs (it may not answer if it was [`pause`](Self::pause)d).
+    pub fn is_running(&mut self) -> bool {
+        self.proc.running()
+    }
+
+    /// Kills the server (SIGKILL, as a crash would). Idempotent.
+    pub fn stop(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Freezes the process (SIGSTOP): connections stay open but nothing is answered.
+    pub fn pause(&self) {
+        self.proc.signal("STOP");
+    }
+
+    /// Resumes a paused process (SIGCONT).
+    pub fn resume(&self) {
+        self.proc.signal("CONT");
+    }
+
+    /// Kills the server if it runs and starts it again on the same port and directory.
+    pub fn restart(&mut self) -> Result<(), ServiceError> {
+        self.proc.kill();
+        let start = Instant::now();
+        loop {
+            match Self::spawn(&self.bin, self.dir.path(), self.addr, self.persistent) {
+                Ok(p) => {
+                    self.proc = p;
+                    return Ok(());
+                }
+                // The old socket may linger for a moment after the kill.
+                Err(ServiceError::Exited { .. }) if start.elapsed() < Duration::from_secs(5) => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
