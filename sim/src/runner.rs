@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::env::{Clock, Env};
-use scenarios::checker::Report;
+use scenarios::checker::{Report, ViolationClass};
 use scenarios::faults::FaultPlan;
 use scenarios::history::TimeSource;
 use scenarios::{ClientCtx, Phases, Scenario, ServerCtx, ServerDirectory, Topology};
@@ -57,10 +57,64 @@ fn client_ip(i: usize) -> IpAddr {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Verdict {
     Pass,
-    /// A checker found a violation.
+    /// A checker found a safety violation (and maybe liveness failures too).
     Violation,
+    /// Checkers found liveness failures only: progress after the heal did not come in time.
+    Liveness,
     /// The simulation panicked (a bug in the engine, a service model or the runner).
     Crash,
+}
+
+impl Verdict {
+    /// The verdict of a finished check.
+    pub fn of(report: &Report) -> Verdict {
+        match report.worst_class() {
+            None => Verdict::Pass,
+            Some(ViolationClass::Safety) => Verdict::Violation,
+            Some(ViolationClass::Liveness) => Verdict::Liveness,
+        }
+    }
+
+    /// The runner's exit code for this verdict (see [`exit_code`]).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Pass => 0,
+            Verdict::Violation => 1,
+            Verdict::Liveness => 3,
+            Verdict::Crash => 4,
+        }
+    }
+
+    /// How bad, for picking the exit code of many seeds: safety over crash over liveness.
+    fn severity(self) -> u8 {
+        match self {
+            Verdict::Pass => 0,
+            Verdict::Liveness => 1,
+            Verdict::Crash => 2,
+            Verdict::Violation => 3,
+        }
+    }
+
+    /// Short name for tables: `pass`, `safety`, `liveness`, `crash`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Violation => "safety",
+            Verdict::Liveness => "liveness",
+            Verdict::Crash => "crash",
+        }
+    }
+
+    /// True for a checker's finding (safety or liveness), as a planted bug must produce.
+    pub fn is_violation(self) -> bool {
+        matches!(self, Verdict::Violation | Verdict::Liveness)
+    }
+}
+
+/// The exit code of a run of many seeds: 0 if all passed, else that of the worst verdict —
+/// 1 a safety violation, 4 a crash, 3 liveness failures only (2 is a usage error).
+pub fn exit_code(verdicts: impl IntoIterator<Item = Verdict>) -> u8 {
+    verdicts.into_iter().max_by_key(|v| v.severity()).unwrap_or(Verdict::Pass).exit_code()
 }
 
 /// Result of one seed.
@@ -239,7 +293,7 @@ pub fn run_with_plan(
     });
     let (verdict, violations, counters, frames, sim_secs) = match outcome {
         Ok((report, frames, sim)) => {
-            let verdict = if report.ok() { Verdict::Pass } else { Verdict::Violation };
+            let verdict = Verdict::of(&report);
             let v = report.violations.iter().map(|v| format!("[{}] {}", v.checker, v.message)).collect();
             (verdict, v, report.counters, frames, sim)
         }
@@ -372,7 +426,11 @@ async fn simulate(
         Ok(r) => r,
         Err(_) => {
             let mut r = Report::default();
-            r.violation("runner", format!("final-state check did not finish within {CHECK_TIME_MAX:?}"));
+            // The services did not answer the observer after the heal: progress did not come.
+            r.liveness_violation(
+                "runner",
+                format!("final-state check did not finish within {CHECK_TIME_MAX:?}"),
+            );
             r
         }
     };
@@ -382,4 +440,29 @@ async fn simulate(
     let frames = madsim::net::NetSim::current().stat().msg_count;
     let sim = madsim::time::TimeHandle::current().elapsed().as_secs_f64();
     (report, frames, sim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_with_only_liveness_failures_is_a_liveness_verdict() {
+        let mut r = Report::default();
+        assert_eq!(Verdict::of(&r), Verdict::Pass);
+        r.liveness_violation("liveness", "late");
+        assert_eq!(Verdict::of(&r), Verdict::Liveness);
+        r.violation("lin", "stale");
+        assert_eq!(Verdict::of(&r), Verdict::Violation);
+    }
+
+    #[test]
+    fn exit_code_is_that_of_the_worst_verdict() {
+        use Verdict::*;
+        assert_eq!(exit_code([]), 0);
+        assert_eq!(exit_code([Pass, Pass]), 0);
+        assert_eq!(exit_code([Pass, Liveness]), 3);
+        assert_eq!(exit_code([Liveness, Crash]), 4);
+        assert_eq!(exit_code([Crash, Violation, Liveness]), 1);
+    }
 }
