@@ -64,11 +64,19 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_outcome(out: &RunOutcome) -> ExitCode {
-    for (t, server, old, new) in &out.kills {
-        println!("kill -9 {server} (process {old}) at {t:.2}s, restarted as process {new}");
+    for k in &out.kills {
+        match k.restarted_as {
+            Some(new) => println!(
+                "kill -9 {} (process {}) at {:.2}s, restarted as process {new}",
+                k.server, k.process, k.at_secs
+            ),
+            None => {
+                println!("kill -9 {} (process {}) at {:.2}s, not restarted", k.server, k.process, k.at_secs)
+            }
+        }
     }
-    for (t, server, process, len) in &out.pauses {
-        println!("SIGSTOP {server} (process {process}) at {t:.2}s for {len:.2}s");
+    for p in &out.pauses {
+        println!("SIGSTOP {} (process {}) at {:.2}s for {:.2}s", p.server, p.process, p.at_secs, p.for_secs);
     }
     for (k, v) in &out.report.counters {
         println!("counter {k} = {v}");

@@ -10,11 +10,13 @@
 //! Faults stay inside what a healthy system must survive: at most one service outage at a
 //! time, pauses and kills are bounded in length, and the heal phase always comes.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use engine::env::RandExt;
 use serde::{Deserialize, Serialize};
 
+use crate::scenario::{Nodes, Topology};
 use crate::seed_rng::SeedRng;
 
 /// One fault action. Node names are those of the scenario's topology (`zk`, `redis`, `client-3`...).
@@ -44,20 +46,96 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// Short name for counters ("partition", "kill", ...).
-    pub fn kind(&self) -> &'static str {
+    /// What kind of fault this is (for weights and coverage counters).
+    pub fn kind(&self) -> FaultKind {
         match self {
-            Fault::Partition { .. } => "partition",
-            Fault::PartitionOneWay { .. } => "partition_one_way",
-            Fault::CutLink { .. } => "cut_link",
-            Fault::Kill { .. } => "kill",
-            Fault::Pause { .. } => "pause",
-            Fault::PacketLoss { .. } => "packet_loss",
-            Fault::Latency { .. } => "latency",
-            Fault::ClockSkew { .. } => "clock_skew",
-            Fault::ClockJump { .. } => "clock_jump",
-            Fault::ClockDrift { .. } => "clock_drift",
+            Fault::Partition { .. } => FaultKind::Partition,
+            Fault::PartitionOneWay { .. } => FaultKind::PartitionOneWay,
+            Fault::CutLink { .. } => FaultKind::CutLink,
+            Fault::Kill { .. } => FaultKind::Kill,
+            Fault::Pause { .. } => FaultKind::Pause,
+            Fault::PacketLoss { .. } => FaultKind::PacketLoss,
+            Fault::Latency { .. } => FaultKind::Latency,
+            Fault::ClockSkew { .. } => FaultKind::ClockSkew,
+            Fault::ClockJump { .. } => FaultKind::ClockJump,
+            Fault::ClockDrift { .. } => FaultKind::ClockDrift,
         }
+    }
+}
+
+/// The kinds of [`Fault`], in the order a plan draws them from (part of what a seed means:
+/// reordering them changes every seed's plan).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    Partition,
+    PartitionOneWay,
+    CutLink,
+    Kill,
+    Pause,
+    ClockSkew,
+    ClockJump,
+    ClockDrift,
+    PacketLoss,
+    Latency,
+}
+
+impl FaultKind {
+    /// Every kind, in draw order.
+    pub const ALL: [FaultKind; 10] = [
+        FaultKind::Partition,
+        FaultKind::PartitionOneWay,
+        FaultKind::CutLink,
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::ClockSkew,
+        FaultKind::ClockJump,
+        FaultKind::ClockDrift,
+        FaultKind::PacketLoss,
+        FaultKind::Latency,
+    ];
+
+    /// Short name for counters and the JSON of a [`FaultSpace`] ("partition", "kill", ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Partition => "partition",
+            FaultKind::PartitionOneWay => "partition_one_way",
+            FaultKind::CutLink => "cut_link",
+            FaultKind::Kill => "kill",
+            FaultKind::Pause => "pause",
+            FaultKind::ClockSkew => "clock_skew",
+            FaultKind::ClockJump => "clock_jump",
+            FaultKind::ClockDrift => "clock_drift",
+            FaultKind::PacketLoss => "packet_loss",
+            FaultKind::Latency => "latency",
+        }
+    }
+
+    /// Relative weight of the kind when a scenario does not override it.
+    pub fn default_weight(self) -> u32 {
+        match self {
+            FaultKind::Partition | FaultKind::Pause => 2,
+            _ => 1,
+        }
+    }
+
+    /// Whether `space` allows this kind at all (it names nodes for it, or allows network faults).
+    pub fn allowed_in(self, space: &FaultSpace) -> bool {
+        match self {
+            FaultKind::Partition | FaultKind::PartitionOneWay | FaultKind::CutLink => {
+                space.partition.len() >= 2
+            }
+            FaultKind::Kill => !space.kill.is_empty(),
+            FaultKind::Pause => !space.pause.is_empty(),
+            FaultKind::ClockSkew | FaultKind::ClockJump | FaultKind::ClockDrift => !space.clock.is_empty(),
+            FaultKind::PacketLoss | FaultKind::Latency => space.network,
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -122,7 +200,8 @@ impl fmt::Display for FaultPlan {
     }
 }
 
-/// What faults a scenario allows, and how hard to hit.
+/// What faults a scenario allows, and how hard to hit. Scenarios build it with
+/// [`FaultSpace::builder`] over their topology's node groups ([`Nodes`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultSpace {
     /// Nodes that may be killed (and restarted).
@@ -149,10 +228,10 @@ pub struct FaultSpace {
     pub clock_ms_max: i64,
     /// Largest monotonic drift, in ppm.
     pub drift_ppm_max: i64,
-    /// Relative weights of fault kinds (by [`Fault::kind`] name) overriding the defaults, to
-    /// aim a scenario's chaos at the faults its invariants are about.
+    /// Relative weights of fault kinds overriding [`FaultKind::default_weight`], to aim a
+    /// scenario's chaos at the faults its invariants are about.
     #[serde(default)]
-    pub weights: std::collections::BTreeMap<String, u32>,
+    pub weights: BTreeMap<FaultKind, u32>,
 }
 
 impl FaultSpace {
@@ -172,13 +251,91 @@ impl FaultSpace {
             fault_ms_max: 0,
             clock_ms_max: 0,
             drift_ppm_max: 0,
-            weights: Default::default(),
+            weights: BTreeMap::new(),
         }
     }
 
-    /// Weight of a fault kind: the override if any, else the default.
-    pub fn weight(&self, kind: &str, default: u32) -> u32 {
-        self.weights.get(kind).copied().unwrap_or(default)
+    /// A space over `topology`'s nodes with a chaos phase of `chaos_ms` and a heal phase of
+    /// `heal_ms`, and no faults until the builder's methods allow some.
+    pub fn builder(topology: &Topology, chaos_ms: u64, heal_ms: u64) -> FaultSpaceBuilder<'_> {
+        FaultSpaceBuilder { topology, space: FaultSpace::none(chaos_ms, heal_ms) }
+    }
+
+    /// Weight of a fault kind: the override if any, else its default.
+    pub fn weight(&self, kind: FaultKind) -> u32 {
+        self.weights.get(&kind).copied().unwrap_or_else(|| kind.default_weight())
+    }
+}
+
+/// Builds a [`FaultSpace`] from node groups of a topology. Node lists keep the order of the
+/// groups as given (and each group's order in the topology): plans draw nodes by position,
+/// so the order is part of what a seed means.
+#[derive(Debug, Clone)]
+pub struct FaultSpaceBuilder<'a> {
+    topology: &'a Topology,
+    space: FaultSpace,
+}
+
+impl FaultSpaceBuilder<'_> {
+    fn resolve(&self, groups: &[Nodes]) -> Vec<String> {
+        groups.iter().flat_map(|g| self.topology.nodes(*g)).collect()
+    }
+
+    /// Nodes of `groups` may be killed (and restarted).
+    pub fn kill(mut self, groups: &[Nodes]) -> Self {
+        self.space.kill = self.resolve(groups);
+        self
+    }
+
+    /// Nodes of `groups` may be paused.
+    pub fn pause(mut self, groups: &[Nodes]) -> Self {
+        self.space.pause = self.resolve(groups);
+        self
+    }
+
+    /// Nodes of `groups` may be partitioned from each other (needs at least two nodes).
+    pub fn partition(mut self, groups: &[Nodes]) -> Self {
+        self.space.partition = self.resolve(groups);
+        self
+    }
+
+    /// Clocks of `groups` may be skewed or jumped by up to `max_ms` and drift by up to
+    /// `drift_ppm_max`.
+    pub fn clock(mut self, groups: &[Nodes], max_ms: i64, drift_ppm_max: i64) -> Self {
+        self.space.clock = self.resolve(groups);
+        self.space.clock_ms_max = max_ms;
+        self.space.drift_ppm_max = drift_ppm_max;
+        self
+    }
+
+    /// Network-wide packet loss and latency changes are allowed.
+    pub fn network(mut self) -> Self {
+        self.space.network = true;
+        self
+    }
+
+    /// Liveness must show within this long after the heal (default: the heal phase).
+    pub fn liveness_bound_ms(mut self, ms: u64) -> Self {
+        self.space.liveness_bound_ms = ms;
+        self
+    }
+
+    /// `min..=max` faults in the chaos phase, each (pause, kill, partition) up to `longest_ms`.
+    pub fn faults(mut self, min: u32, max: u32, longest_ms: u64) -> Self {
+        self.space.faults_min = min;
+        self.space.faults_max = max;
+        self.space.fault_ms_max = longest_ms;
+        self
+    }
+
+    /// Draw `kind` with relative weight `weight` instead of its default.
+    pub fn weight(mut self, kind: FaultKind, weight: u32) -> Self {
+        self.space.weights.insert(kind, weight);
+        self
+    }
+
+    pub fn build(self) -> FaultSpace {
+        self.space
     }
 }
 
@@ -186,26 +343,9 @@ impl FaultPlan {
     /// Draws a plan from `seed` within `space`. Pure: the same seed and space give the same plan.
     pub fn generate(seed: u64, space: &FaultSpace) -> FaultPlan {
         let rng = SeedRng::new(seed).fork("fault-plan");
-        // (kind, default weight) of every kind the space allows.
-        let mut allowed: Vec<(&str, u32)> = Vec::new();
-        if space.partition.len() >= 2 {
-            allowed.extend([("partition", 2), ("partition_one_way", 1), ("cut_link", 1)]);
-        }
-        if !space.kill.is_empty() {
-            allowed.push(("kill", 1));
-        }
-        if !space.pause.is_empty() {
-            allowed.push(("pause", 2));
-        }
-        if !space.clock.is_empty() {
-            allowed.extend([("clock_skew", 1), ("clock_jump", 1), ("clock_drift", 1)]);
-        }
-        if space.network {
-            allowed.extend([("packet_loss", 1), ("latency", 1)]);
-        }
-        let mut kinds: Vec<&str> = Vec::new();
-        for (kind, default) in allowed {
-            for _ in 0..space.weight(kind, default) {
+        let mut kinds: Vec<FaultKind> = Vec::new();
+        for kind in FaultKind::ALL.into_iter().filter(|k| k.allowed_in(space)) {
+            for _ in 0..space.weight(kind) {
                 kinds.push(kind);
             }
         }
@@ -220,37 +360,36 @@ impl FaultPlan {
                     rng.gen_range(200..max_len + 1).min(space.chaos_ms - at_ms.min(space.chaos_ms));
                 let pick = |v: &Vec<String>| rng.choose(v).expect("non-empty").clone();
                 let fault = match kind {
-                    "partition" => {
+                    FaultKind::Partition => {
                         let (a, b) = split_groups(&rng, &space.partition);
                         Fault::Partition { a, b }
                     }
-                    "partition_one_way" => {
+                    FaultKind::PartitionOneWay => {
                         let (from, to) = split_groups(&rng, &space.partition);
                         Fault::PartitionOneWay { from, to }
                     }
-                    "cut_link" => {
+                    FaultKind::CutLink => {
                         let (a, b) = two_distinct(&rng, &space.partition);
                         Fault::CutLink { a, b }
                     }
-                    "kill" => Fault::Kill { node: pick(&space.kill) },
-                    "pause" => Fault::Pause { node: pick(&space.pause) },
-                    "clock_skew" => Fault::ClockSkew {
+                    FaultKind::Kill => Fault::Kill { node: pick(&space.kill) },
+                    FaultKind::Pause => Fault::Pause { node: pick(&space.pause) },
+                    FaultKind::ClockSkew => Fault::ClockSkew {
                         node: pick(&space.clock),
                         offset_ms: signed(&rng, space.clock_ms_max),
                     },
-                    "clock_jump" => Fault::ClockJump {
+                    FaultKind::ClockJump => Fault::ClockJump {
                         node: pick(&space.clock),
                         delta_ms: signed(&rng, space.clock_ms_max),
                     },
-                    "clock_drift" => {
+                    FaultKind::ClockDrift => {
                         Fault::ClockDrift { node: pick(&space.clock), ppm: signed(&rng, space.drift_ppm_max) }
                     }
-                    "packet_loss" => Fault::PacketLoss { rate: rng.gen_range(1..31) as f64 / 100.0 },
-                    "latency" => {
+                    FaultKind::PacketLoss => Fault::PacketLoss { rate: rng.gen_range(1..31) as f64 / 100.0 },
+                    FaultKind::Latency => {
                         let min_ms = rng.gen_range(1..50);
                         Fault::Latency { min_ms, max_ms: min_ms + rng.gen_range(1..200) }
                     }
-                    other => unreachable!("unknown fault kind {other}"),
                 };
                 let duration_ms = match fault {
                     Fault::ClockJump { .. } => 0,
@@ -325,7 +464,7 @@ impl FaultPlan {
     pub fn kinds(&self) -> std::collections::BTreeMap<&'static str, u64> {
         let mut m = std::collections::BTreeMap::new();
         for t in &self.faults {
-            *m.entry(t.fault.kind()).or_insert(0) += 1;
+            *m.entry(t.fault.kind().name()).or_insert(0) += 1;
         }
         m
     }
@@ -402,7 +541,7 @@ mod tests {
             fault_ms_max: 8_000,
             clock_ms_max: 5_000,
             drift_ppm_max: 50_000,
-            weights: Default::default(),
+            weights: BTreeMap::new(),
         }
     }
 

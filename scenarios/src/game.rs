@@ -50,7 +50,7 @@ use engine::storage::{CrossServerStorage, Key, StorageConfig, StorageError};
 use futures::FutureExt;
 use serde_json::{json, Value};
 
-use crate::membership::cluster_config;
+use crate::catalogue::membership::cluster_config;
 use crate::scenario::ServerCtx;
 
 /// The client-facing JSON port of every flavor (announced as external port `tcp_json`).

@@ -3,59 +3,124 @@
 //! drive the same scenarios.
 //!
 //! # Layout
-//! - [`scenario`]: the `Scenario` trait, topology and phases.
-//! - [`faults`]: seeded fault plans (chaos, then heal) and the fault space a scenario allows.
+//! The framework, which names no scenario:
+//! - [`scenario`]: the `Scenario` trait with its constant header ([`ScenarioMeta`]),
+//!   topology and phases.
+//! - [`faults`]: seeded fault plans (chaos, then heal) and the fault space a scenario allows
+//!   ([`faults::FaultSpace::builder`] over [`Nodes`] groups, [`faults::FaultKind`] weights).
 //! - [`history`]: invoke/ok/fail/info operation records with true simulated time.
-//! - [`checker`]: the checker framework and the per-key linearizability checker.
-//! - [`coord_lock`], [`kv_register`]: the first scenarios (coordination and KV fakes).
-//! - [`membership`]: cluster membership, tags, shared status.
-//! - [`rpc`]: typed RPC: replies, per-key order, at-most-once, timeouts.
-//! - [`game`], [`game_client`], [`pvp_transfer`]: the seed's reference game, a wire client
-//!   for workloads, and its auth-key transfer under chaos.
-//! - [`acting`], [`login_unique`]: acting intervals of logins and cluster-unique, fenced login.
-//! - [`redirect`], [`broadcast`]: signed client redirection; send/broadcast to accounts.
+//! - [`checker`]: the checker framework (reports whose violations are safety or liveness),
+//!   the per-key linearizability checker and liveness after the heal.
+//! - [`acting`]: acting intervals of logins (shared by the login scenarios' checkers).
 //! - [`evidence`]: what servers report for the checkers, as data (out-of-process servers).
+//! - [`seed_rng`]: the fixed, forkable generator behind plans and per-node randomness.
+//! - [`lookup`]: a scenario (and planted bug) by name, for every runner.
+//!
+//! The reference game the game scenarios drive: [`game`] (server) and [`game_client`].
+//!
+//! The [`catalogue`], one module per scenario:
+//! - `coord_lock`, `kv_register`: the first scenarios (coordination and KV fakes).
+//! - `membership`: cluster membership, tags, shared status.
+//! - `rpc`: typed RPC: replies, per-key order, at-most-once, timeouts.
+//! - `pvp_transfer`: the reference game's auth-key transfer under chaos.
+//! - `login_unique`: cluster-unique, fenced login.
+//! - `redirect/`, `broadcast/`: signed client redirection; send/broadcast to accounts.
 
 pub mod acting;
-pub mod broadcast;
+pub mod catalogue;
 pub mod checker;
-pub mod coord_lock;
 pub mod evidence;
 pub mod faults;
 pub mod game;
 pub mod game_client;
 pub mod history;
-pub mod kv_register;
-pub mod login_unique;
-pub mod membership;
-pub mod pvp_transfer;
-pub mod redirect;
-pub mod rpc;
 pub mod scenario;
 pub mod seed_rng;
 
 use std::sync::Arc;
 
+pub use catalogue::all;
 pub use scenario::{
-    ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, ServerDirectory, ServerSpec,
-    Topology,
+    ClientCtx, Nodes, Phases, PlantedBug, RedisSpec, Scenario, ScenarioMeta, ScenarioRun, ServerCtx,
+    ServerDirectory, ServerSpec, Topology,
 };
 
-/// Every scenario, in the order `list` shows them.
-pub fn all() -> Vec<Arc<dyn Scenario>> {
-    vec![
-        Arc::new(coord_lock::CoordLock),
-        Arc::new(kv_register::KvRegister),
-        Arc::new(membership::Membership),
-        Arc::new(rpc::RpcScenario),
-        Arc::new(pvp_transfer::PvpTransfer),
-        Arc::new(redirect::RedirectScenario),
-        Arc::new(broadcast::BroadcastScenario),
-        Arc::new(login_unique::LoginUnique),
-    ]
+/// Why [`lookup`] found nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("unknown scenario {name:?}; scenarios: {}", known.join(", "))]
+    UnknownScenario { name: String, known: Vec<&'static str> },
+    #[error("scenario {scenario} has no planted bug {bug:?}; its bugs: {}", known.join(", "))]
+    UnknownBug { scenario: &'static str, bug: String, known: Vec<&'static str> },
 }
 
-/// Looks a scenario up by name.
+/// The scenario called `name`, with `bug` (if any) checked against its planted bugs: what
+/// every runner (simulator, live cluster, tests) resolves its command line with.
+pub fn lookup(name: &str, bug: Option<&str>) -> Result<Arc<dyn Scenario>, LookupError> {
+    let all = all();
+    let known: Vec<&'static str> = all.iter().map(|s| s.meta().name).collect();
+    let Some(s) = all.into_iter().find(|s| s.meta().name == name) else {
+        return Err(LookupError::UnknownScenario { name: name.to_string(), known });
+    };
+    if let Some(b) = bug {
+        let meta = s.meta();
+        if meta.bug(b).is_none() {
+            return Err(LookupError::UnknownBug {
+                scenario: meta.name,
+                bug: b.to_string(),
+                known: meta.bug_names(),
+            });
+        }
+    }
+    Ok(s)
+}
+
+/// Looks a scenario up by name (no bug check; see [`lookup`]).
 pub fn by_name(name: &str) -> Option<Arc<dyn Scenario>> {
-    all().into_iter().find(|s| s.name() == name)
+    lookup(name, None).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_finds_every_scenario_and_its_bugs() {
+        for s in all() {
+            let meta = s.meta();
+            assert_eq!(lookup(meta.name, None).map(|s| s.meta().name), Ok(meta.name));
+            for b in meta.bugs {
+                assert!(lookup(meta.name, Some(b.name)).is_ok(), "{} --bug {}", meta.name, b.name);
+            }
+        }
+    }
+
+    #[test]
+    fn lookup_of_an_unknown_scenario_lists_the_names() {
+        let Err(e) = lookup("nope", None) else { panic!("found a scenario called nope") };
+        assert!(matches!(&e, LookupError::UnknownScenario { known, .. } if known.contains(&"coord_lock")));
+        assert!(e.to_string().contains("kv_register"), "{e}");
+    }
+
+    #[test]
+    fn lookup_of_an_unknown_bug_lists_the_scenarios_bugs() {
+        let Err(e) = lookup("kv_register", Some("nope")) else { panic!("kv_register has no bug nope") };
+        assert_eq!(
+            e,
+            LookupError::UnknownBug {
+                scenario: "kv_register",
+                bug: "nope".into(),
+                known: vec!["stale-read"]
+            }
+        );
+    }
+
+    #[test]
+    fn scenario_names_are_unique() {
+        let mut names: Vec<_> = all().iter().map(|s| s.meta().name).collect();
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
 }

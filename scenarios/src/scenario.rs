@@ -82,9 +82,38 @@ impl Topology {
     pub fn node_names(&self) -> Vec<String> {
         let mut v = self.service_names();
         v.extend(self.server_names());
-        v.extend((0..self.clients).map(Self::client_name));
+        v.extend(self.client_names());
         v
     }
+
+    pub fn client_names(&self) -> Vec<String> {
+        (0..self.clients).map(Self::client_name).collect()
+    }
+
+    /// The names of one group of nodes, in topology order (empty if the topology has none).
+    pub fn nodes(&self, group: Nodes) -> Vec<String> {
+        match group {
+            Nodes::All => self.node_names(),
+            Nodes::Services => self.service_names(),
+            Nodes::Zk => self.zookeeper.then(|| "zk".to_string()).into_iter().collect(),
+            Nodes::Redis => self.redis.as_ref().map(|_| "redis".to_string()).into_iter().collect(),
+            Nodes::Servers => self.server_names(),
+            Nodes::Clients => self.client_names(),
+        }
+    }
+}
+
+/// A group of a topology's nodes, as fault spaces name them ([`Topology::nodes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nodes {
+    /// Services, servers, clients.
+    All,
+    /// `zk` and `redis`, those present.
+    Services,
+    Zk,
+    Redis,
+    Servers,
+    Clients,
 }
 
 /// Where in the run a node is, in true simulated time.
@@ -170,24 +199,49 @@ pub struct ServerCtx {
     pub tap: Option<EvidenceTap>,
 }
 
-/// One scenario: static description plus a factory for per-run state.
+/// What a scenario is, as constant data: each scenario declares one `const META` and returns
+/// it from [`Scenario::meta`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScenarioMeta {
+    /// Name on the command line (`sim run NAME`), unique in the catalogue.
+    pub name: &'static str,
+    /// One line for `sim list`.
+    pub description: &'static str,
+    /// Its planted bugs (`--bug NAME`).
+    pub bugs: &'static [PlantedBug],
+    /// Whether the live-cluster runner may run this scenario: everything its checkers read is
+    /// recorded by its clients (which run in the runner's process) or reported by its servers
+    /// as [`Evidence`] through [`ServerCtx::tap`]. A scenario whose servers keep other records
+    /// in memory would pass vacuously on a live cluster, so it says `false`.
+    pub runs_live: bool,
+}
+
+impl ScenarioMeta {
+    /// The planted bug called `name`, if this scenario has one.
+    pub fn bug(&self, name: &str) -> Option<&'static PlantedBug> {
+        self.bugs.iter().find(|b| b.name == name)
+    }
+
+    pub fn bug_names(&self) -> Vec<&'static str> {
+        self.bugs.iter().map(|b| b.name).collect()
+    }
+}
+
+/// One scenario: its constant header ([`ScenarioMeta`]), its topology and fault space, and a
+/// factory for per-run state.
 pub trait Scenario: Send + Sync {
-    fn name(&self) -> &'static str;
-    fn description(&self) -> &'static str;
-    fn bugs(&self) -> &'static [PlantedBug];
+    fn meta(&self) -> &'static ScenarioMeta;
     /// Nodes of the run (may depend on the planted bug, e.g. a buggy service option).
     fn topology(&self, bug: Option<&str>) -> Topology;
     /// Which faults the plan may contain, and the phase lengths.
     fn fault_space(&self, topology: &Topology) -> FaultSpace;
-    /// Whether the live-cluster runner may run this scenario: everything its checkers read is
-    /// recorded by its clients (which run in the runner's process) or reported by its servers
-    /// as [`Evidence`] through [`ServerCtx::tap`]. A scenario whose servers keep other records
-    /// in memory would pass vacuously on a live cluster, so it says `false` (the default).
-    fn runs_live(&self) -> bool {
-        false
-    }
-    /// Fresh per-run state (histories, ...); `bug` is one of [`Scenario::bugs`] or `None`.
+    /// Fresh per-run state (histories, ...); `bug` is one of the meta's bugs or `None`.
     fn start(&self, bug: Option<&str>, now: TimeSource) -> Arc<dyn ScenarioRun>;
+
+    /// Shorthand for `self.meta().name`.
+    fn name(&self) -> &'static str {
+        self.meta().name
+    }
 }
 
 /// The per-run half of a scenario.

@@ -154,7 +154,7 @@ impl Injector {
                 Undo::Nothing
             }
         };
-        *self.applied.entry(fault.kind()).or_insert(0) += 1;
+        *self.applied.entry(fault.kind().name()).or_insert(0) += 1;
         tracing::info!(target: "sim::faults", "fault: {fault}");
         undo
     }

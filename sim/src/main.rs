@@ -4,12 +4,20 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
-use sim::runner::{plan_for, replay_command, run_seed, run_with_plan, RunOptions, Verdict};
+use std::sync::Arc;
+
+use scenarios::Scenario;
+use sim::runner::{exit_code, plan_for, replay_command, run_seed, run_with_plan, RunOptions, Verdict};
 use sim::sweep::{parse_seeds, render, sweep, SweepSpec};
 use sim::trace::TraceOutput;
 
+/// Exit codes of `run` and `replay`, shown under `--help`.
+const EXIT_CODES: &str = "Exit codes (run, replay): 0 every seed passed; 1 a safety violation; \
+3 liveness failures only (progress did not come within the bound after the heal); 4 the simulation \
+panicked; 2 a usage error. With several failing seeds the worst wins: 1, then 4, then 3.";
+
 #[derive(Parser)]
-#[command(name = "sim", about = "Sandtable's deterministic chaos runner", version)]
+#[command(name = "sim", about = "Sandtable's deterministic chaos runner", version, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -19,7 +27,8 @@ struct Cli {
 enum Cmd {
     /// Scenarios with their descriptions and planted bugs.
     List,
-    /// Runs seeds of one scenario (or `all`) and prints a table; exit code 0 only if all pass.
+    /// Runs seeds of one scenario (or `all`) and prints a table; exit code 0 only if all pass
+    /// (1 safety violation, 3 liveness only, 4 crash).
     Run {
         scenario: String,
         /// Seed range `A..B` (end exclusive) or one seed.
@@ -81,21 +90,9 @@ enum Cmd {
     },
 }
 
-fn scenario(name: &str) -> anyhow::Result<std::sync::Arc<dyn scenarios::Scenario>> {
-    scenarios::by_name(name).ok_or_else(|| {
-        let names: Vec<_> = scenarios::all().iter().map(|s| s.name()).collect();
-        anyhow!("unknown scenario {name:?}; known: {}", names.join(", "))
-    })
-}
-
-fn check_bug(s: &dyn scenarios::Scenario, bug: Option<&str>) -> anyhow::Result<()> {
-    if let Some(b) = bug {
-        if !s.bugs().iter().any(|x| x.name == b) {
-            let names: Vec<_> = s.bugs().iter().map(|x| x.name).collect();
-            bail!("scenario {} has no planted bug {b:?}; it has: {}", s.name(), names.join(", "));
-        }
-    }
-    Ok(())
+/// The scenario called `name` with `bug` checked against its planted bugs.
+fn scenario(name: &str, bug: Option<&str>) -> anyhow::Result<Arc<dyn Scenario>> {
+    Ok(scenarios::lookup(name, bug)?)
 }
 
 fn main() -> ExitCode {
@@ -113,8 +110,9 @@ fn real_main() -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::List => {
             for s in scenarios::all() {
-                println!("{:<14} {}", s.name(), s.description());
-                for b in s.bugs() {
+                let meta = s.meta();
+                println!("{:<14} {}", meta.name, meta.description);
+                for b in meta.bugs {
                     println!("  --bug {:<16} {}", b.name, b.description);
                 }
             }
@@ -128,11 +126,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 }
                 scenarios::all()
             } else {
-                vec![scenario(&name)?]
+                vec![scenario(&name, bug.as_deref())?]
             };
-            for s in &list {
-                check_bug(&**s, bug.as_deref())?;
-            }
             let specs: Vec<SweepSpec> = list
                 .iter()
                 .map(|s| SweepSpec { scenario: s.name().to_string(), seeds: seeds.clone(), bug: bug.clone() })
@@ -141,12 +136,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let start = std::time::Instant::now();
             let summaries = sweep(&specs, jobs, chunk.max(1)).map_err(|e| anyhow!(e))?;
             print!("{}", render(&summaries, start.elapsed().as_secs_f64()));
-            let all_passed = summaries.iter().all(|s| s.failed.is_empty());
-            Ok(if all_passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            let verdicts = summaries.iter().flat_map(|s| s.failed.iter().map(|r| r.verdict));
+            Ok(ExitCode::from(exit_code(verdicts)))
         }
         Cmd::Replay { scenario: name, seed, bug, verbose, plan_json, plan: plan_file } => {
-            let s = scenario(&name)?;
-            check_bug(&*s, bug.as_deref())?;
+            let s = scenario(&name, bug.as_deref())?;
             let (topo, mut plan) = plan_for(&*s, seed, bug.as_deref());
             if let Some(path) = &plan_file {
                 let text =
@@ -170,15 +164,14 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 println!("counter {k} = {v}");
             }
             if r.verdict != Verdict::Pass {
-                println!("FAILED: {} violation(s)", r.violations.len());
+                println!("FAILED ({:?}): {} violation(s)", r.verdict, r.violations.len());
                 println!("replay: {}", replay_command(&name, seed, bug.as_deref()));
             }
             println!("trace-hash: {}", r.trace_hash);
-            Ok(if r.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(ExitCode::from(r.verdict.exit_code()))
         }
         Cmd::Shrink { scenario: name, seed, bug, out } => {
-            let s = scenario(&name)?;
-            check_bug(&*s, bug.as_deref())?;
+            let s = scenario(&name, bug.as_deref())?;
             let Some(sh) = sim::shrink::shrink(&*s, seed, bug.as_deref(), |m| eprintln!("{m}")) else {
                 println!("seed {seed} passes: nothing to shrink");
                 return Ok(ExitCode::SUCCESS);
@@ -203,7 +196,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench { scenario: name, seeds } => {
-            let s = scenario(&name)?;
+            let s = scenario(&name, None)?;
             if name == "rpc" {
                 const CALLS: u64 = 20_000;
                 println!("baseline: raw madsim length-delimited ping-pong, 64-byte frames, 2 nodes");
@@ -250,8 +243,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Worker { scenario: name, seeds, bug } => {
-            let s = scenario(&name)?;
-            check_bug(&*s, bug.as_deref())?;
+            let s = scenario(&name, bug.as_deref())?;
             let seeds = parse_seeds(&seeds).map_err(|e| anyhow!(e))?;
             for seed in seeds {
                 let r = run_seed(&*s, seed, bug.as_deref(), RunOptions::default());

@@ -5,6 +5,10 @@
 //! heal phase (workload continues; liveness must show) → clients stopped → an observer node
 //! reads the final state and the scenario's checkers judge it and the histories.
 //!
+//! Randomness: every node incarnation draws from its own stream forked from the run seed by
+//! node name and incarnation ([`NodeSeeds`]), so one node's extra draw does not shift the
+//! others'; madsim's global generator still drives network delays and task order.
+//!
 //! Node table of every run:
 //!
 //! | node | address | what |
@@ -21,15 +25,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::env::{Clock, Env};
-use scenarios::checker::Report;
+use engine::env::{Clock, Env, Rand};
+use scenarios::checker::{Report, ViolationClass};
 use scenarios::faults::FaultPlan;
 use scenarios::history::TimeSource;
 use scenarios::{ClientCtx, Phases, Scenario, ServerCtx, ServerDirectory, Topology};
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::layer::SubscriberExt;
 
-use crate::adapters::{ClockControl, SimClock, SimNet, SimRand, SimSpawn};
+use crate::adapters::{ClockControl, NodeRand, SimClock, SimNet, SimRand, SimSpawn};
 use crate::faults::Injector;
 use crate::redis::{RedisOptions, RedisStore, SimKv};
 use crate::trace::{TraceCollector, TraceOutput};
@@ -57,10 +61,64 @@ fn client_ip(i: usize) -> IpAddr {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Verdict {
     Pass,
-    /// A checker found a violation.
+    /// A checker found a safety violation (and maybe liveness failures too).
     Violation,
+    /// Checkers found liveness failures only: progress after the heal did not come in time.
+    Liveness,
     /// The simulation panicked (a bug in the engine, a service model or the runner).
     Crash,
+}
+
+impl Verdict {
+    /// The verdict of a finished check.
+    pub fn of(report: &Report) -> Verdict {
+        match report.worst_class() {
+            None => Verdict::Pass,
+            Some(ViolationClass::Safety) => Verdict::Violation,
+            Some(ViolationClass::Liveness) => Verdict::Liveness,
+        }
+    }
+
+    /// The runner's exit code for this verdict (see [`exit_code`]).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Pass => 0,
+            Verdict::Violation => 1,
+            Verdict::Liveness => 3,
+            Verdict::Crash => 4,
+        }
+    }
+
+    /// How bad, for picking the exit code of many seeds: safety over crash over liveness.
+    fn severity(self) -> u8 {
+        match self {
+            Verdict::Pass => 0,
+            Verdict::Liveness => 1,
+            Verdict::Crash => 2,
+            Verdict::Violation => 3,
+        }
+    }
+
+    /// Short name for tables: `pass`, `safety`, `liveness`, `crash`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Violation => "safety",
+            Verdict::Liveness => "liveness",
+            Verdict::Crash => "crash",
+        }
+    }
+
+    /// True for a checker's finding (safety or liveness), as a planted bug must produce.
+    pub fn is_violation(self) -> bool {
+        matches!(self, Verdict::Violation | Verdict::Liveness)
+    }
+}
+
+/// The exit code of a run of many seeds: 0 if all passed, else that of the worst verdict —
+/// 1 a safety violation, 4 a crash, 3 liveness failures only (2 is a usage error).
+pub fn exit_code(verdicts: impl IntoIterator<Item = Verdict>) -> u8 {
+    verdicts.into_iter().max_by_key(|v| v.severity()).unwrap_or(Verdict::Pass).exit_code()
 }
 
 /// Result of one seed.
@@ -127,18 +185,63 @@ fn true_time() -> TimeSource {
     Arc::new(|| u64::try_from(madsim::time::TimeHandle::current().elapsed().as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// The `Env` of a simulated node named `name` at `ip`: madsim adapters, its clock lens from
-/// `clocks`, and clients of the `zk` and `redis` nodes at their fixed addresses.
+/// The `Env` of a simulated node named `name` at `ip`: madsim adapters (randomness from
+/// madsim's global generator), its clock lens from `clocks`, and clients of the `zk` and
+/// `redis` nodes at their fixed addresses.
 pub fn node_env(name: &str, ip: IpAddr, clocks: &ClockControl) -> Env {
+    node_env_with_rand(name, ip, clocks, Arc::new(SimRand))
+}
+
+/// [`node_env`] with the node's own generator (runs use [`NodeSeeds::rand`]).
+pub fn node_env_with_rand(name: &str, ip: IpAddr, clocks: &ClockControl, rand: Arc<dyn Rand>) -> Env {
     let clock: Arc<dyn Clock> = Arc::new(SimClock::new(name, clocks.clone()));
     let net = Arc::new(SimNet::new(ip));
-    let rand = Arc::new(SimRand);
     let spawn = Arc::new(SimSpawn);
     let zk_env = ZkClientEnv::new(name, clock.clone(), rand.clone(), spawn.clone(), net.clone());
     let coord = Arc::new(SimCoordConnector::new(zk_env, ZK_ADDR));
     let kv = Arc::new(SimKv::new(net.clone(), clock.clone(), spawn.clone(), REDIS_ADDR, KV_COMMAND_TIMEOUT));
     let db = Arc::new(engine::env::DbInstances::empty());
     Env { node: name.into(), clock, rand, spawn, net, coord, kv, db }
+}
+
+/// Where a node incarnation's randomness comes from: madsim's global generator (tests that
+/// build nodes by hand) or its own stream forked from the run seed ([`NodeSeeds`]).
+#[derive(Clone, Debug)]
+enum RandSource {
+    Global,
+    PerNode(NodeSeeds),
+}
+
+impl RandSource {
+    fn rand(&self, node: &str) -> Arc<dyn Rand> {
+        match self {
+            RandSource::Global => Arc::new(SimRand),
+            RandSource::PerNode(seeds) => seeds.rand(node),
+        }
+    }
+}
+
+/// Per-node generators of one run: each node incarnation gets a [`NodeRand`] forked from the
+/// run seed by its name and incarnation number (counted here, per name, as nodes start).
+#[derive(Clone, Debug)]
+pub struct NodeSeeds {
+    seed: u64,
+    incarnations: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
+}
+
+impl NodeSeeds {
+    pub fn new(seed: u64) -> Self {
+        NodeSeeds { seed, incarnations: Arc::default() }
+    }
+
+    /// The generator of `node`'s next incarnation.
+    pub fn rand(&self, node: &str) -> Arc<dyn Rand> {
+        let mut m = engine::env::lock(&self.incarnations);
+        let n = m.entry(node.to_string()).or_insert(0);
+        let rand = NodeRand::new(self.seed, node, *n);
+        *n += 1;
+        Arc::new(rand)
+    }
 }
 
 /// Starts the simulated ZooKeeper node `zk` at [`ZK_ADDR`]; its data survives restarts.
@@ -152,6 +255,15 @@ pub fn start_zk_with(
     clocks: &ClockControl,
     opts: ZkOptions,
 ) -> madsim::task::NodeId {
+    spawn_zk(handle, clocks, opts, RandSource::Global)
+}
+
+fn spawn_zk(
+    handle: &madsim::runtime::Handle,
+    clocks: &ClockControl,
+    opts: ZkOptions,
+    rands: RandSource,
+) -> madsim::task::NodeId {
     let store = ZkStore::default();
     let clocks = clocks.clone();
     handle
@@ -159,7 +271,7 @@ pub fn start_zk_with(
         .name("zk")
         .ip(ZK_ADDR.ip())
         .init(move || {
-            let env = node_env("zk", ZK_ADDR.ip(), &clocks);
+            let env = node_env_with_rand("zk", ZK_ADDR.ip(), &clocks, rands.rand("zk"));
             crate::zk::serve(env.net, env.clock, env.spawn, ZK_ADDR, store.clone(), opts)
         })
         .build()
@@ -173,6 +285,15 @@ pub fn start_redis(
     clocks: &ClockControl,
     opts: RedisOptions,
 ) -> madsim::task::NodeId {
+    spawn_redis(handle, clocks, opts, RandSource::Global)
+}
+
+fn spawn_redis(
+    handle: &madsim::runtime::Handle,
+    clocks: &ClockControl,
+    opts: RedisOptions,
+    rands: RandSource,
+) -> madsim::task::NodeId {
     let store = RedisStore::default();
     let clocks = clocks.clone();
     handle
@@ -180,7 +301,7 @@ pub fn start_redis(
         .name("redis")
         .ip(REDIS_ADDR.ip())
         .init(move || {
-            let env = node_env("redis", REDIS_ADDR.ip(), &clocks);
+            let env = node_env_with_rand("redis", REDIS_ADDR.ip(), &clocks, rands.rand("redis"));
             crate::redis::serve(
                 env.net,
                 env.clock,
@@ -232,7 +353,7 @@ pub fn run_with_plan(
             .spawn_scoped(scope, || {
                 tracing::dispatcher::with_default(&dispatch, || {
                     let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-                    rt.block_on(simulate(topo, plan.clone(), run))
+                    rt.block_on(simulate(topo, plan.clone(), run, NodeSeeds::new(seed)))
                 })
             })
             .expect("spawn the simulation thread")
@@ -240,7 +361,7 @@ pub fn run_with_plan(
     });
     let (verdict, violations, counters, frames, sim_secs) = match outcome {
         Ok((report, frames, sim)) => {
-            let verdict = if report.ok() { Verdict::Pass } else { Verdict::Violation };
+            let verdict = Verdict::of(&report);
             let v = report.violations.iter().map(|v| format!("[{}] {}", v.checker, v.message)).collect();
             (verdict, v, report.counters, frames, sim)
         }
@@ -272,6 +393,7 @@ async fn simulate(
     topo: Topology,
     plan: FaultPlan,
     run: Arc<dyn scenarios::ScenarioRun>,
+    seeds: NodeSeeds,
 ) -> (Report, u64, f64) {
     let handle = madsim::runtime::Handle::current();
     let clocks = ClockControl::new();
@@ -284,12 +406,14 @@ async fn simulate(
     };
 
     if topo.zookeeper {
-        ids.insert("zk".to_string(), start_zk(&handle, &clocks));
+        let rands = RandSource::PerNode(seeds.clone());
+        ids.insert("zk".to_string(), spawn_zk(&handle, &clocks, ZkOptions::default(), rands));
     }
     if let Some(spec) = &topo.redis {
         let opts =
             RedisOptions { persistent: spec.persistent, stale_read_probability: spec.stale_read_probability };
-        ids.insert("redis".to_string(), start_redis(&handle, &clocks, opts));
+        let rands = RandSource::PerNode(seeds.clone());
+        ids.insert("redis".to_string(), spawn_redis(&handle, &clocks, opts, rands));
     }
     // Clients reach server `i` on its node IP at the reference game's client port.
     let servers = ServerDirectory::new(
@@ -301,15 +425,15 @@ async fn simulate(
     let next_process = Arc::new(AtomicU64::new(0));
     let mut stop_ids = Vec::new();
     for (i, spec) in topo.servers.iter().enumerate() {
-        let (clocks, run, phases, next_process) =
-            (clocks.clone(), run.clone(), phases.clone(), next_process.clone());
+        let (clocks, run, phases, next_process, seeds) =
+            (clocks.clone(), run.clone(), phases.clone(), next_process.clone(), seeds.clone());
         let spec_c = spec.clone();
         let node = handle
             .create_node()
             .name(&spec.name)
             .ip(server_ip(i))
             .init(move || {
-                let env = node_env(&spec_c.name, server_ip(i), &clocks);
+                let env = node_env_with_rand(&spec_c.name, server_ip(i), &clocks, seeds.rand(&spec_c.name));
                 let process = next_process.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(process, "server starts");
                 run.server(ServerCtx {
@@ -327,15 +451,21 @@ async fn simulate(
     }
     for i in 0..topo.clients {
         let name = Topology::client_name(i);
-        let (clocks, run, phases, next_process, servers) =
-            (clocks.clone(), run.clone(), phases.clone(), next_process.clone(), servers.clone());
+        let (clocks, run, phases, next_process, servers, seeds) = (
+            clocks.clone(),
+            run.clone(),
+            phases.clone(),
+            next_process.clone(),
+            servers.clone(),
+            seeds.clone(),
+        );
         let node_name = name.clone();
         let node = handle
             .create_node()
             .name(&name)
             .ip(client_ip(i))
             .init(move || {
-                let env = node_env(&node_name, client_ip(i), &clocks);
+                let env = node_env_with_rand(&node_name, client_ip(i), &clocks, seeds.rand(&node_name));
                 let process = next_process.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(process, "client starts");
                 run.client(ClientCtx {
@@ -363,7 +493,7 @@ async fn simulate(
     tracing::info!(target: "sim::runner", "run ended: servers and clients stopped, checking");
 
     let observer = handle.create_node().name("observer").ip(OBSERVER_IP).build();
-    let env = node_env("observer", OBSERVER_IP, &clocks);
+    let env = node_env_with_rand("observer", OBSERVER_IP, &clocks, seeds.rand("observer"));
     let check = run.check(env, phases.clone());
     let report = observer
         .spawn(async move { madsim::time::timeout(CHECK_TIME_MAX, check).await })
@@ -373,7 +503,11 @@ async fn simulate(
         Ok(r) => r,
         Err(_) => {
             let mut r = Report::default();
-            r.violation("runner", format!("final-state check did not finish within {CHECK_TIME_MAX:?}"));
+            // The services did not answer the observer after the heal: progress did not come.
+            r.liveness_violation(
+                "runner",
+                format!("final-state check did not finish within {CHECK_TIME_MAX:?}"),
+            );
             r
         }
     };
@@ -383,4 +517,29 @@ async fn simulate(
     let frames = madsim::net::NetSim::current().stat().msg_count;
     let sim = madsim::time::TimeHandle::current().elapsed().as_secs_f64();
     (report, frames, sim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_with_only_liveness_failures_is_a_liveness_verdict() {
+        let mut r = Report::default();
+        assert_eq!(Verdict::of(&r), Verdict::Pass);
+        r.liveness_violation("liveness", "late");
+        assert_eq!(Verdict::of(&r), Verdict::Liveness);
+        r.violation("lin", "stale");
+        assert_eq!(Verdict::of(&r), Verdict::Violation);
+    }
+
+    #[test]
+    fn exit_code_is_that_of_the_worst_verdict() {
+        use Verdict::*;
+        assert_eq!(exit_code([]), 0);
+        assert_eq!(exit_code([Pass, Pass]), 0);
+        assert_eq!(exit_code([Pass, Liveness]), 3);
+        assert_eq!(exit_code([Liveness, Crash]), 4);
+        assert_eq!(exit_code([Crash, Violation, Liveness]), 1);
+    }
 }

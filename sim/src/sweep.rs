@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::runner::{replay_command, SeedResult};
+use crate::runner::{replay_command, SeedResult, Verdict};
 
 /// One scenario's part of a sweep.
 #[derive(Debug, Clone)]
@@ -36,6 +36,11 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Failed seeds with this verdict.
+    pub fn failed_with(&self, verdict: Verdict) -> usize {
+        self.failed.iter().filter(|r| r.verdict == verdict).count()
+    }
+
     pub fn seeds_per_sec(&self) -> f64 {
         if self.wall_secs > 0.0 {
             self.seeds as f64 / self.wall_secs
@@ -182,21 +187,37 @@ pub fn sweep(specs: &[SweepSpec], jobs: usize, chunk: u64) -> Result<Vec<Summary
     Ok(summaries)
 }
 
-/// The report table and the failing seeds with their replay commands.
+/// The report table and the failing seeds with their replay commands. The failed seeds are
+/// split by class: `safety` (a safety violation), `live` (liveness failures only) and
+/// `crash` (the simulation panicked).
 pub fn render(summaries: &[Summary], elapsed_secs: f64) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<14} {:<12} {:>7} {:>7} {:>7} {:>12} {:>10} {:>9} {:>10}\n",
-        "scenario", "bug", "seeds", "passed", "failed", "sim-time", "wall-time", "seeds/s", "sim-s/s"
+        "{:<14} {:<12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>12} {:>10} {:>9} {:>10}\n",
+        "scenario",
+        "bug",
+        "seeds",
+        "passed",
+        "failed",
+        "safety",
+        "live",
+        "crash",
+        "sim-time",
+        "wall-time",
+        "seeds/s",
+        "sim-s/s"
     ));
     for s in summaries {
         out.push_str(&format!(
-            "{:<14} {:<12} {:>7} {:>7} {:>7} {:>11.1}s {:>9.1}s {:>9.1} {:>10.0}\n",
+            "{:<14} {:<12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>11.1}s {:>9.1}s {:>9.1} {:>10.0}\n",
             s.scenario,
             s.bug.as_deref().unwrap_or("-"),
             s.seeds,
             s.passed,
             s.failed.len(),
+            s.failed_with(Verdict::Violation),
+            s.failed_with(Verdict::Liveness),
+            s.failed_with(Verdict::Crash),
             s.sim_secs,
             s.wall_secs,
             s.seeds_per_sec(),
@@ -209,10 +230,10 @@ pub fn render(summaries: &[Summary], elapsed_secs: f64) -> String {
     for s in summaries {
         for r in &s.failed {
             out.push_str(&format!(
-                "FAIL {} seed {} ({:?}): {}\n  replay: {}\n",
+                "FAIL {} seed {} ({}): {}\n  replay: {}\n",
                 s.scenario,
                 r.seed,
-                r.verdict,
+                r.verdict.name(),
                 r.violations.first().map(String::as_str).unwrap_or("?"),
                 replay_command(&s.scenario, r.seed, s.bug.as_deref())
             ));

@@ -1,11 +1,11 @@
 //! `cargo test` runs every scenario on a fixed seed window, checks determinism, and checks
 //! that every planted bug is caught (and replays identically).
 
-use sim::runner::{run_seed, RunOptions, Verdict};
+use sim::runner::{run_seed, RunOptions};
 use tests::{failures, seed_window};
 
 fn sweep(name: &str) {
-    let s = scenarios::by_name(name).expect("scenario exists");
+    let s = scenarios::lookup(name, None).expect("scenario exists");
     let failed = failures(&*s, seed_window(), None);
     let report: Vec<String> = failed
         .iter()
@@ -64,15 +64,15 @@ fn same_seed_gives_the_same_trace_hash() {
 #[test]
 fn every_planted_bug_is_caught_and_replays_identically() {
     for s in scenarios::all() {
-        for bug in s.bugs() {
+        for bug in s.meta().bugs {
             let caught = (0..bug.caught_within_seeds)
                 .map(|seed| run_seed(&*s, seed, Some(bug.name), RunOptions::default()))
-                .find(|r| r.verdict == Verdict::Violation);
+                .find(|r| r.verdict.is_violation());
             let Some(first) = caught else {
                 panic!("{} --bug {} not caught within {} seeds", s.name(), bug.name, bug.caught_within_seeds)
             };
             let again = run_seed(&*s, first.seed, Some(bug.name), RunOptions::default());
-            assert_eq!(again.verdict, Verdict::Violation);
+            assert_eq!(again.verdict, first.verdict);
             assert_eq!(again.violations, first.violations, "{} --bug {}: replay differs", s.name(), bug.name);
             assert_eq!(again.trace_hash, first.trace_hash);
         }

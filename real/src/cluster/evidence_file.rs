@@ -34,7 +34,7 @@ pub fn file_tap(path: &Path) -> Result<EvidenceTap, EvidenceError> {
     Ok(Arc::new(move |ev: &Evidence| {
         let mut line = serde_json::to_vec(ev).expect("evidence serializes");
         line.push(b'\n');
-        let mut f: std::sync::MutexGuard<'_, File> = file.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = engine::env::lock(&file);
         if let Err(e) = f.write_all(&line) {
             // The checkers would run on incomplete evidence: make the run fail loudly.
             tracing::error!(path = %path.display(), error = %e, "cannot record evidence");

@@ -5,10 +5,11 @@
 //! scenario's topology as its own OS process (`real cluster serve`, [`serve`]) on a loopback
 //! IP of its own, and the client workloads in this process over real TCP. During the chaos
 //! phase (`--duration`) the runner may SIGKILL a random server every `--kill-every` and
-//! restart it 0.5–3 s later as a new incarnation, and SIGSTOP a random server every
-//! `--pause-every` for up to `--pause-max` (past the ZooKeeper session timeout, so another
-//! server may take its accounts over while it sleeps); then the scenario's heal phase runs
-//! without faults, and the scenario's checkers run on the recorded history and the servers'
+//! restart it 0.5–3 s later (at the heal at the latest) as a new incarnation, and SIGSTOP a
+//! random server every `--pause-every` for up to `--pause-max` (past the ZooKeeper session
+//! timeout, so another server may take its accounts over while it sleeps); which server and
+//! how long is decided by [`schedule`], a pure function of the seed, the time and which
+//! servers are up. Then the scenario's heal phase runs without faults, and the scenario's checkers run on the recorded history and the servers'
 //! evidence ([`evidence_file`]).
 //!
 //! What differs from the simulator, by nature: the faults are process kills and pauses only
@@ -20,9 +21,9 @@
 pub mod clock;
 pub mod evidence_file;
 pub mod procs;
+pub mod schedule;
 pub mod serve;
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,11 +31,12 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use scenarios::checker::Report;
-use scenarios::{ClientCtx, Phases, Scenario, ServerDirectory};
+use scenarios::{ClientCtx, LookupError, Phases, Scenario, ServerDirectory};
 
 use self::clock::RunClock;
 use self::evidence_file::EvidenceError;
 use self::procs::{log_tail, ServerProcs};
+use self::schedule::{Action, Schedule, ScheduleConfig};
 use self::serve::ServeArgs;
 use crate::adapters::RedisKvOptions;
 use crate::env::{real_env, RealEnvConfig};
@@ -48,8 +50,6 @@ const CLIENT_GRACE: Duration = Duration::from_secs(30);
 const SERVER_EXIT_GRACE: Duration = Duration::from_secs(10);
 /// A server that exits successfully this close to the end of the run (ns) simply ended it.
 const END_SLACK_NS: u64 = 1_000_000_000;
-/// A killed server restarts after a random delay in this range (ms).
-const RESTART_DELAY_MS: std::ops::Range<u64> = 500..3_000;
 
 /// Why a live-cluster run could not be carried out (as opposed to a run that found
 /// violations, which is a [`RunOutcome`]).
@@ -57,6 +57,8 @@ const RESTART_DELAY_MS: std::ops::Range<u64> = 500..3_000;
 pub enum ClusterError {
     #[error("{0}")]
     Args(String),
+    #[error("{0}")]
+    Lookup(#[from] LookupError),
     #[error("{0}")]
     Service(#[from] ServiceError),
     #[error("{0}")]
@@ -118,14 +120,35 @@ pub struct RunArgs {
     pub dir: Option<PathBuf>,
 }
 
+/// One SIGKILL of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KillRecord {
+    /// Seconds into the run.
+    pub at_secs: f64,
+    pub server: String,
+    /// The incarnation killed.
+    pub process: u64,
+    /// The incarnation that replaced it (`None` if the run ended first).
+    pub restarted_as: Option<u64>,
+}
+
+/// One SIGSTOP of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PauseRecord {
+    /// Seconds into the run.
+    pub at_secs: f64,
+    pub server: String,
+    pub process: u64,
+    /// How long until its SIGCONT.
+    pub for_secs: f64,
+}
+
 /// What a run found.
 #[derive(Debug)]
 pub struct RunOutcome {
     pub report: Report,
-    /// Kills: (seconds into the run, server, killed process, restarted as).
-    pub kills: Vec<(f64, String, u64, u64)>,
-    /// Pauses: (seconds into the run, server, process, seconds paused).
-    pub pauses: Vec<(f64, String, u64, f64)>,
+    pub kills: Vec<KillRecord>,
+    pub pauses: Vec<PauseRecord>,
     /// Where the logs and evidence are, if kept.
     pub dir: Option<PathBuf>,
     pub elapsed: Duration,
@@ -133,17 +156,7 @@ pub struct RunOutcome {
 
 /// The scenario named `name`, with `bug` checked against its planted bugs.
 pub fn scenario(name: &str, bug: Option<&str>) -> Result<Arc<dyn Scenario>, ClusterError> {
-    let s = scenarios::by_name(name).ok_or_else(|| {
-        let names: Vec<&str> = scenarios::all().iter().map(|s| s.name()).collect();
-        ClusterError::Args(format!("unknown scenario {name:?}; scenarios: {}", names.join(", ")))
-    })?;
-    if let Some(b) = bug {
-        if !s.bugs().iter().any(|p| p.name == b) {
-            let names: Vec<&str> = s.bugs().iter().map(|p| p.name).collect();
-            return Err(ClusterError::Args(format!("{name} has no planted bug {b:?}; its bugs: {names:?}")));
-        }
-    }
-    Ok(s)
+    Ok(scenarios::lookup(name, bug)?)
 }
 
 /// A loopback /24 (`127.a.b.0`) whose first `n` addresses have the reference game's client
@@ -170,8 +183,9 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
     let started = std::time::Instant::now();
     let bug = args.bug.as_deref();
     let scenario = scenario(&args.scenario, bug)?;
-    if !scenario.runs_live() {
-        let live: Vec<&str> = scenarios::all().iter().filter(|s| s.runs_live()).map(|s| s.name()).collect();
+    if !scenario.meta().runs_live {
+        let live: Vec<&str> =
+            scenarios::all().iter().map(|s| s.meta()).filter(|m| m.runs_live).map(|m| m.name).collect();
         return Err(ClusterError::Args(format!(
             "{}: its checkers read records its servers keep in memory, so it runs only in the simulator; \
              live scenarios: {}",
@@ -298,38 +312,24 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
     }
 
     let mut runner = Report::default();
-    let mut kills = Vec::new();
-    let mut restarts: BTreeMap<usize, u64> = BTreeMap::new(); // server -> restart at (ns)
-    let mut next_kill = args.kill_every.map(|k| k.as_nanos() as u64);
-    let mut next_pause = args.pause_every.map(|k| k.as_nanos() as u64);
-    let mut pauses = Vec::new();
-    let mut paused: BTreeMap<usize, u64> = BTreeMap::new(); // server -> resume at (ns)
     let heal_ns = millis(phases.heal_at) * 1_000_000;
     let end_ns = millis(phases.end_at) * 1_000_000;
+    let mut schedule = Schedule::new(
+        seed,
+        ScheduleConfig {
+            servers: procs.len(),
+            kill_every: args.kill_every,
+            pause_every: args.pause_every,
+            pause_max: args.pause_max,
+            heal_ns,
+        },
+    );
+    let mut kills: Vec<KillRecord> = Vec::new();
+    let mut pauses: Vec<PauseRecord> = Vec::new();
     while clock.now_ns() < end_ns {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let now = clock.now_ns();
-        if let (Some(due), Some(every)) = (next_pause, args.pause_every) {
-            if now >= due && now < heal_ns {
-                let up: Vec<usize> = (0..procs.len())
-                    .filter(|i| procs.process(*i).is_some() && !paused.contains_key(i))
-                    .collect();
-                let pick = (!up.is_empty()).then(|| up[rng.gen_range(0..up.len())]);
-                if let Some(i) = pick.filter(|i| procs.signal_pause(*i, true)) {
-                    let len = rng.gen_range(100..=millis(args.pause_max)) * 1_000_000;
-                    let until = (now + len).min(heal_ns);
-                    paused.insert(i, until);
-                    let process = procs.process(i).unwrap_or_default();
-                    pauses.push((secs(now), procs.name(i).to_string(), process, secs(until - now)));
-                }
-                next_pause = Some(due + every.as_nanos() as u64);
-            }
-        }
-        let wake: Vec<usize> = paused.iter().filter(|(_, at)| **at <= now).map(|(i, _)| *i).collect();
-        for i in wake {
-            paused.remove(&i);
-            procs.signal_pause(i, false);
-        }
+        let mut exited = Vec::new();
         for (i, process, status) in procs.exited() {
             // A server program returns when its own reading of the clock says the run is
             // over, which may come a poll interval before ours.
@@ -347,29 +347,48 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
                     log.unwrap_or_default()
                 ),
             );
-            restarts.insert(i, now);
+            exited.push(i);
         }
-        if let (Some(due), Some(every)) = (next_kill, args.kill_every) {
-            if now >= due && now < heal_ns {
-                let up: Vec<usize> = (0..procs.len()).filter(|i| procs.process(*i).is_some()).collect();
-                let pick = (!up.is_empty()).then(|| up[rng.gen_range(0..up.len())]);
-                if let Some((i, old)) = pick.and_then(|i| procs.kill(i).map(|old| (i, old))) {
-                    paused.remove(&i); // SIGKILL ends a stopped process too
-                    let delay = rng.gen_range(RESTART_DELAY_MS);
-                    restarts.insert(i, now + delay * 1_000_000);
-                    kills.push((secs(now), procs.name(i).to_string(), old, 0));
+        let up: Vec<bool> = (0..procs.len()).map(|i| procs.process(i).is_some()).collect();
+        for action in schedule.step(now, &up, &exited) {
+            match action {
+                Action::Pause { server, for_ns } => {
+                    if procs.signal_pause(server, true) {
+                        pauses.push(PauseRecord {
+                            at_secs: secs(now),
+                            server: procs.name(server).to_string(),
+                            process: procs.process(server).unwrap_or_default(),
+                            for_secs: secs(for_ns),
+                        });
+                    }
                 }
-                next_kill = Some(due + every.as_nanos() as u64);
+                Action::Resume { server } => {
+                    procs.signal_pause(server, false);
+                }
+                Action::Kill { server } => {
+                    if let Some(process) = procs.kill(server) {
+                        kills.push(KillRecord {
+                            at_secs: secs(now),
+                            server: procs.name(server).to_string(),
+                            process,
+                            restarted_as: None,
+                        });
+                    }
+                }
+                Action::Restart { server } => {
+                    if procs.process(server).is_some() {
+                        continue; // its kill failed: it never went down
+                    }
+                    procs.spawn(server, next_process)?;
+                    let name = procs.name(server);
+                    if let Some(k) =
+                        kills.iter_mut().rev().find(|k| k.server == name && k.restarted_as.is_none())
+                    {
+                        k.restarted_as = Some(next_process);
+                    }
+                    next_process += 1;
+                }
             }
-        }
-        let due: Vec<usize> = restarts.iter().filter(|(_, at)| **at <= now).map(|(i, _)| *i).collect();
-        for i in due {
-            restarts.remove(&i);
-            procs.spawn(i, next_process)?;
-            if let Some(k) = kills.iter_mut().rev().find(|k| k.1 == procs.name(i) && k.3 == 0) {
-                k.3 = next_process;
-            }
-            next_process += 1;
         }
     }
 

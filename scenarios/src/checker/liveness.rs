@@ -35,7 +35,7 @@ pub fn liveness_after_heal<O, R>(
         let deadline = heal.max(*first) + bound;
         match ok {
             Some(t) if *t <= deadline => {}
-            Some(t) => report.violation(
+            Some(t) => report.liveness_violation(
                 "liveness",
                 format!(
                     "process {p}: first success after the heal at {:.3}s, later than the bound {:.3}s",
@@ -43,7 +43,7 @@ pub fn liveness_after_heal<O, R>(
                     deadline as f64 / 1e9
                 ),
             ),
-            None => report.violation(
+            None => report.liveness_violation(
                 "liveness",
                 format!(
                     "process {p}: no successful operation after the heal (first try at {:.3}s, bound {:.3}s)",
@@ -102,6 +102,7 @@ mod tests {
         assert!(!r.ok());
         assert_eq!(r.violations.len(), 1);
         assert!(r.violations[0].message.contains("process 1"));
+        assert_eq!(r.violations[0].class, crate::checker::ViolationClass::Liveness);
     }
 
     #[test]

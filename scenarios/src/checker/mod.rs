@@ -5,6 +5,12 @@
 //! involved, and fills coverage/size counters so a run can prove the checked paths actually
 //! ran. Reports from several checkers (or several runs) are combined with [`Report::merge`].
 //!
+//! Every violation has a [`ViolationClass`]: **safety** (something bad happened: a stale
+//! read, two holders, a duplicate delivery) or **liveness** (something good did not happen
+//! in time after the heal). Runners report the two apart (the simulator with its own exit
+//! code each), because a liveness failure may be a bound set too tight while a safety
+//! violation never is.
+//!
 //! # Checkers
 //! - [`linearizable`]: per-key linearizability of keyed registers with compare-and-set
 //!   ([`check_registers`]), over the model in [`register`]. Its module documentation states
@@ -28,6 +34,17 @@ pub use linearizable::{check_registers, check_registers_with, LinConfig};
 pub use liveness::liveness_after_heal;
 pub use register::{KeyedOp, RegisterOp, RegisterResult};
 
+/// Whether a violation broke a safety or a liveness property.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViolationClass {
+    /// Something that must never happen did (at any time of the run).
+    #[default]
+    Safety,
+    /// Progress that must come within a bound after the heal did not.
+    Liveness,
+}
+
 /// One broken invariant, found by a checker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Violation {
@@ -35,6 +52,8 @@ pub struct Violation {
     pub checker: String,
     /// Human-readable explanation naming the operations involved (ids, processes, times).
     pub message: String,
+    #[serde(default)]
+    pub class: ViolationClass,
 }
 
 impl std::fmt::Display for Violation {
@@ -71,9 +90,29 @@ impl Report {
         }
     }
 
-    /// Records a violation found by `checker`.
+    /// Records a safety violation found by `checker`.
     pub fn violation(&mut self, checker: &str, msg: impl Into<String>) {
-        self.violations.push(Violation { checker: checker.to_string(), message: msg.into() });
+        self.push(ViolationClass::Safety, checker, msg);
+    }
+
+    /// Records a liveness failure found by `checker`.
+    pub fn liveness_violation(&mut self, checker: &str, msg: impl Into<String>) {
+        self.push(ViolationClass::Liveness, checker, msg);
+    }
+
+    /// Records a violation of `class` found by `checker`.
+    pub fn push(&mut self, class: ViolationClass, checker: &str, msg: impl Into<String>) {
+        self.violations.push(Violation { checker: checker.to_string(), message: msg.into(), class });
+    }
+
+    /// True iff some violation is a safety violation.
+    pub fn has_safety_violation(&self) -> bool {
+        self.violations.iter().any(|v| v.class == ViolationClass::Safety)
+    }
+
+    /// The worst class among the violations (`None` if the report passed): safety over liveness.
+    pub fn worst_class(&self) -> Option<ViolationClass> {
+        self.violations.iter().map(|v| v.class).min()
     }
 
     /// Adds `n` to counter `name` (creating it at 0 first; `n = 0` just makes it visible).
@@ -114,8 +153,30 @@ mod tests {
         assert!(r.ok());
         r.violation("x", "broken");
         assert!(!r.ok());
-        assert_eq!(r.violations[0], Violation { checker: "x".into(), message: "broken".into() });
+        assert_eq!(
+            r.violations[0],
+            Violation { checker: "x".into(), message: "broken".into(), class: ViolationClass::Safety }
+        );
         assert_eq!(r.violations[0].to_string(), "[x] broken");
+    }
+
+    #[test]
+    fn safety_is_worse_than_liveness() {
+        let mut r = Report::default();
+        assert_eq!(r.worst_class(), None);
+        r.liveness_violation("liveness", "late");
+        assert!(!r.ok());
+        assert!(!r.has_safety_violation());
+        assert_eq!(r.worst_class(), Some(ViolationClass::Liveness));
+        r.violation("lin", "stale read");
+        assert!(r.has_safety_violation());
+        assert_eq!(r.worst_class(), Some(ViolationClass::Safety));
+    }
+
+    #[test]
+    fn a_violation_without_a_class_reads_as_safety() {
+        let v: Violation = serde_json::from_str(r#"{"checker":"a","message":"m"}"#).unwrap();
+        assert_eq!(v.class, ViolationClass::Safety);
     }
 
     #[test]

@@ -8,5 +8,5 @@ pub mod spawn;
 
 pub use self::clock::{ClockControl, ClockState, SimClock};
 pub use self::net::SimNet;
-pub use self::rand::SimRand;
+pub use self::rand::{NodeRand, SimRand};
 pub use self::spawn::SimSpawn;

@@ -17,13 +17,13 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use engine::env::{
-    timeout, validate_get_many, validate_key, validate_name, validate_scan, validate_transact, Clock,
+    lock, timeout, validate_get_many, validate_key, validate_name, validate_scan, validate_transact, Clock,
     Connection, Db, DbError, FrameSink, FrameStream, MonoTime, Net, Row, Spawn, TableName, TaskHandle,
     WriteOp, WriteResult, MAX_PEER_FRAME_BYTES,
 };
@@ -68,10 +68,6 @@ impl Drop for Inner {
             c.close("client dropped");
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One established connection and the requests outstanding on it.

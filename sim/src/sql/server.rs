@@ -57,7 +57,7 @@ impl SqlStore {
     fn lock(&self) -> MutexGuard<'_, Instance> {
         // A panic elsewhere while holding the lock cannot leave a half-applied transaction
         // (`transact` commits in one step after all checks); keep going.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        engine::env::lock(&self.inner)
     }
 
     /// Runs `f` on the instance (briefly; never across an await). For tests and checkers.

@@ -21,7 +21,9 @@ use futures::FutureExt;
 use crate::checker::{check_registers, KeyedOp, RegisterOp, RegisterResult, Report};
 use crate::faults::FaultSpace;
 use crate::history::{Recorder, TimeSource};
-use crate::scenario::{ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, Topology};
+use crate::scenario::{
+    ClientCtx, Nodes, Phases, PlantedBug, RedisSpec, Scenario, ScenarioMeta, ScenarioRun, Topology,
+};
 
 const KEYS: [&str; 3] = ["reg-0", "reg-1", "reg-2"];
 const CLIENTS: usize = 4;
@@ -36,19 +38,17 @@ const BUGS: &[PlantedBug] = &[PlantedBug {
 
 pub struct KvRegister;
 
+/// Checked on the clients only, so it runs live too.
+const META: ScenarioMeta = ScenarioMeta {
+    name: "kv_register",
+    description: "registers with read/write/CAS on Redis under partitions, kills, pauses, loss; per-key linearizability",
+    bugs: BUGS,
+    runs_live: true,
+};
+
 impl Scenario for KvRegister {
-    fn name(&self) -> &'static str {
-        "kv_register"
-    }
-    fn description(&self) -> &'static str {
-        "registers with read/write/CAS on Redis under partitions, kills, pauses, loss; per-key linearizability"
-    }
-    fn bugs(&self) -> &'static [PlantedBug] {
-        BUGS
-    }
-    /// Checked on the clients only.
-    fn runs_live(&self) -> bool {
-        true
+    fn meta(&self) -> &'static ScenarioMeta {
+        &META
     }
     fn topology(&self, bug: Option<&str>) -> Topology {
         let stale = if bug == Some("stale-read") { 0.05 } else { 0.0 };
@@ -60,23 +60,15 @@ impl Scenario for KvRegister {
         }
     }
     fn fault_space(&self, topology: &Topology) -> FaultSpace {
-        let all = topology.node_names();
-        FaultSpace {
-            kill: all.clone(),
-            pause: all.clone(),
-            partition: all.clone(),
-            clock: all,
-            network: true,
-            chaos_ms: 15_000,
-            heal_ms: 8_000,
-            liveness_bound_ms: 5_000,
-            faults_min: 2,
-            faults_max: 8,
-            fault_ms_max: 5_000,
-            clock_ms_max: 10_000,
-            drift_ppm_max: 100_000,
-            weights: Default::default(),
-        }
+        FaultSpace::builder(topology, 15_000, 8_000)
+            .liveness_bound_ms(5_000)
+            .faults(2, 8, 5_000)
+            .kill(&[Nodes::All])
+            .pause(&[Nodes::All])
+            .partition(&[Nodes::All])
+            .clock(&[Nodes::All], 10_000, 100_000)
+            .network()
+            .build()
     }
     fn start(&self, _bug: Option<&str>, now: TimeSource) -> Arc<dyn ScenarioRun> {
         Arc::new(Run { rec: Recorder::new(now) })

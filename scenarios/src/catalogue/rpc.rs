@@ -25,11 +25,13 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 
+use super::membership::{cluster_config, join_retrying, servers};
 use crate::checker::{liveness_after_heal, Report};
-use crate::faults::FaultSpace;
+use crate::faults::{FaultKind, FaultSpace};
 use crate::history::{History, Outcome, ProcessId, Recorder, TimeSource};
-use crate::membership::{cluster_config, join_retrying, servers};
-use crate::scenario::{ClientCtx, Phases, PlantedBug, Scenario, ScenarioRun, ServerCtx, Topology};
+use crate::scenario::{
+    ClientCtx, Nodes, Phases, PlantedBug, Scenario, ScenarioMeta, ScenarioRun, ServerCtx, Topology,
+};
 
 const SERVERS: usize = 4;
 const RPC_PORT: u16 = 8015;
@@ -56,37 +58,34 @@ const BUGS: &[PlantedBug] = &[
 
 pub struct RpcScenario;
 
+/// Its checkers read the servers' in-memory records: simulator only.
+const META: ScenarioMeta = ScenarioMeta {
+    name: "rpc",
+    description:
+        "echo and ordered per-player RPC between servers under loss, latency, partitions and restarts",
+    bugs: BUGS,
+    runs_live: false,
+};
+
 impl Scenario for RpcScenario {
-    fn name(&self) -> &'static str {
-        "rpc"
-    }
-    fn description(&self) -> &'static str {
-        "echo and ordered per-player RPC between servers under loss, latency, partitions and restarts"
-    }
-    fn bugs(&self) -> &'static [PlantedBug] {
-        BUGS
+    fn meta(&self) -> &'static ScenarioMeta {
+        &META
     }
     fn topology(&self, _bug: Option<&str>) -> Topology {
         Topology { zookeeper: true, redis: None, servers: servers(SERVERS), clients: 0 }
     }
     fn fault_space(&self, topology: &Topology) -> FaultSpace {
-        let all = topology.node_names();
-        FaultSpace {
-            kill: topology.server_names(),
-            pause: all.clone(),
-            partition: all.clone(),
-            clock: topology.server_names(),
-            network: true,
-            chaos_ms: 20_000,
-            heal_ms: 20_000,
-            liveness_bound_ms: 15_000,
-            faults_min: 3,
-            faults_max: 10,
-            fault_ms_max: 8_000,
-            clock_ms_max: 10_000,
-            drift_ppm_max: DRIFT_PPM_MAX,
-            weights: [("packet_loss".to_string(), 2), ("latency".to_string(), 2)].into_iter().collect(),
-        }
+        FaultSpace::builder(topology, 20_000, 20_000)
+            .liveness_bound_ms(15_000)
+            .faults(3, 10, 8_000)
+            .kill(&[Nodes::Servers])
+            .pause(&[Nodes::All])
+            .partition(&[Nodes::All])
+            .clock(&[Nodes::Servers], 10_000, DRIFT_PPM_MAX)
+            .network()
+            .weight(FaultKind::PacketLoss, 2)
+            .weight(FaultKind::Latency, 2)
+            .build()
     }
     fn start(&self, bug: Option<&str>, now: TimeSource) -> Arc<dyn ScenarioRun> {
         Arc::new(Run {

@@ -32,7 +32,8 @@ use crate::game::{self, GameBugs, AUTH_KEY_TTL};
 use crate::game_client::{is_error, GameClient, ReqError};
 use crate::history::{History, OpHandle, Outcome, Recorder, TimeSource};
 use crate::scenario::{
-    ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, ServerSpec, Topology,
+    ClientCtx, Nodes, Phases, PlantedBug, RedisSpec, Scenario, ScenarioMeta, ScenarioRun, ServerCtx,
+    ServerSpec, Topology,
 };
 
 const CLIENTS: usize = 6;
@@ -98,19 +99,17 @@ fn servers() -> Vec<ServerSpec> {
         .collect()
 }
 
+/// Checked on the clients' history only, so it runs live too.
+const META: ScenarioMeta = ScenarioMeta {
+    name: "pvp_transfer",
+    description: "reference game: login, enter pvp, transfer with a one-shot 10 s auth key under chaos",
+    bugs: BUGS,
+    runs_live: true,
+};
+
 impl Scenario for PvpTransfer {
-    fn name(&self) -> &'static str {
-        "pvp_transfer"
-    }
-    fn description(&self) -> &'static str {
-        "reference game: login, enter pvp, transfer with a one-shot 10 s auth key under chaos"
-    }
-    fn bugs(&self) -> &'static [PlantedBug] {
-        BUGS
-    }
-    /// Checked on the clients' history only.
-    fn runs_live(&self) -> bool {
-        true
+    fn meta(&self) -> &'static ScenarioMeta {
+        &META
     }
     fn topology(&self, _bug: Option<&str>) -> Topology {
         Topology {
@@ -121,28 +120,16 @@ impl Scenario for PvpTransfer {
         }
     }
     fn fault_space(&self, topology: &Topology) -> FaultSpace {
-        let all = topology.node_names();
-        let mut kill = topology.server_names();
-        kill.extend((0..topology.clients).map(Topology::client_name));
-        kill.push("redis".to_string());
-        // Not zk/redis: Redis TTLs follow the Redis node's clock (see the module docs).
-        let clock = kill.iter().filter(|n| n.as_str() != "redis").cloned().collect();
-        FaultSpace {
-            kill,
-            pause: all.clone(),
-            partition: all,
-            clock,
-            network: true,
-            chaos_ms: 20_000,
-            heal_ms: 30_000,
-            liveness_bound_ms: 20_000,
-            faults_min: 2,
-            faults_max: 8,
-            fault_ms_max: 6_000,
-            clock_ms_max: 10_000,
-            drift_ppm_max: 20_000,
-            weights: Default::default(),
-        }
+        FaultSpace::builder(topology, 20_000, 30_000)
+            .liveness_bound_ms(20_000)
+            .faults(2, 8, 6_000)
+            .kill(&[Nodes::Servers, Nodes::Clients, Nodes::Redis])
+            .pause(&[Nodes::All])
+            .partition(&[Nodes::All])
+            // Not zk/redis: Redis TTLs follow the Redis node's clock (see the module docs).
+            .clock(&[Nodes::Servers, Nodes::Clients], 10_000, 20_000)
+            .network()
+            .build()
     }
     fn start(&self, bug: Option<&str>, now: TimeSource) -> Arc<dyn ScenarioRun> {
         Arc::new(Run { bugs: GameBugs { reuse_key: bug == Some("reuse-key") }, rec: Recorder::new(now) })

@@ -31,9 +31,11 @@ use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 
 use crate::checker::Report;
-use crate::faults::FaultSpace;
+use crate::faults::{FaultKind, FaultSpace};
 use crate::history::{History, OpHandle, Outcome, ProcessId, Recorder, TimeSource};
-use crate::scenario::{ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, Topology};
+use crate::scenario::{
+    ClientCtx, Nodes, Phases, PlantedBug, RedisSpec, Scenario, ScenarioMeta, ScenarioRun, Topology,
+};
 
 const LOCK_DIR: &str = "/lock";
 const GUARDED_KEY: &str = "fenced";
@@ -54,19 +56,18 @@ const BUGS: &[PlantedBug] = &[PlantedBug {
 
 pub struct CoordLock;
 
+/// Checked on the clients only, so it runs live too.
+const META: ScenarioMeta = ScenarioMeta {
+    name: "coord_lock",
+    description:
+        "ZooKeeper lock recipe + fenced writes to Redis under pauses, partitions, kills and clock faults",
+    bugs: BUGS,
+    runs_live: true,
+};
+
 impl Scenario for CoordLock {
-    fn name(&self) -> &'static str {
-        "coord_lock"
-    }
-    fn description(&self) -> &'static str {
-        "ZooKeeper lock recipe + fenced writes to Redis under pauses, partitions, kills and clock faults"
-    }
-    fn bugs(&self) -> &'static [PlantedBug] {
-        BUGS
-    }
-    /// Checked on the clients only.
-    fn runs_live(&self) -> bool {
-        true
+    fn meta(&self) -> &'static ScenarioMeta {
+        &META
     }
     fn topology(&self, _bug: Option<&str>) -> Topology {
         Topology {
@@ -77,27 +78,17 @@ impl Scenario for CoordLock {
         }
     }
     fn fault_space(&self, topology: &Topology) -> FaultSpace {
-        let all = topology.node_names();
-        let clients: Vec<String> = (0..topology.clients).map(Topology::client_name).collect();
-        let mut pause = clients.clone();
-        pause.push("zk".into());
-        FaultSpace {
-            kill: all.clone(),
-            pause,
-            partition: all.clone(),
-            clock: all,
-            network: true,
-            chaos_ms: 25_000,
-            heal_ms: 15_000,
-            liveness_bound_ms: 12_000,
-            faults_min: 3,
-            faults_max: 9,
+        FaultSpace::builder(topology, 25_000, 15_000)
+            .liveness_bound_ms(12_000)
             // Longer than the session timeout, so pauses and partitions expire sessions.
-            fault_ms_max: 12_000,
-            clock_ms_max: 10_000,
-            drift_ppm_max: 20_000,
-            weights: [("pause".to_string(), 6)].into_iter().collect(),
-        }
+            .faults(3, 9, 12_000)
+            .kill(&[Nodes::All])
+            .pause(&[Nodes::Clients, Nodes::Zk])
+            .partition(&[Nodes::All])
+            .clock(&[Nodes::All], 10_000, 20_000)
+            .network()
+            .weight(FaultKind::Pause, 6)
+            .build()
     }
     fn start(&self, bug: Option<&str>, now: TimeSource) -> Arc<dyn ScenarioRun> {
         Arc::new(Run { rec: Recorder::new(now), no_fencing: bug == Some("no-fencing") })
@@ -484,7 +475,7 @@ fn check_liveness(history: &History<GuardedWrite, WriteResult>, phases: &Phases)
             && matches!(&op.completion, Some((t, Outcome::Ok(WriteResult::Accepted))) if *t <= deadline)
     });
     if !progressed {
-        report.violation(
+        report.liveness_violation(
             "liveness",
             format!("no guarded write accepted within {:?} after the heal", phases.liveness_bound),
         );

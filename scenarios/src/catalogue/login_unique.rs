@@ -33,11 +33,13 @@ use serde_json::json;
 use crate::acting::{check_acting, ActLog};
 use crate::checker::Report;
 use crate::evidence::Evidence;
-use crate::faults::FaultSpace;
+use crate::faults::{FaultKind, FaultSpace};
 use crate::game::{self, SimGameOptions};
 use crate::game_client::{is_error, GameClient, ReqError};
 use crate::history::{History, Outcome, Recorder, TimeSource};
-use crate::scenario::{ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, Topology};
+use crate::scenario::{
+    ClientCtx, Nodes, Phases, PlantedBug, RedisSpec, Scenario, ScenarioMeta, ScenarioRun, ServerCtx, Topology,
+};
 
 const SERVERS: usize = 3;
 const ACCOUNTS: usize = 3;
@@ -81,19 +83,17 @@ fn account(i: usize) -> String {
     format!("acct-{i}")
 }
 
+/// Checked on the clients' history; servers' acts arrive as evidence, so it runs live too.
+const META: ScenarioMeta = ScenarioMeta {
+    name: "login_unique",
+    description: "cluster-unique, fenced login of contended accounts under ZooKeeper partitions, pauses, kills, clock faults",
+    bugs: BUGS,
+    runs_live: true,
+};
+
 impl Scenario for LoginUnique {
-    fn name(&self) -> &'static str {
-        "login_unique"
-    }
-    fn description(&self) -> &'static str {
-        "cluster-unique, fenced login of contended accounts under ZooKeeper partitions, pauses, kills, clock faults"
-    }
-    fn bugs(&self) -> &'static [PlantedBug] {
-        BUGS
-    }
-    /// Checked on the clients' history; servers' acts arrive as evidence.
-    fn runs_live(&self) -> bool {
-        true
+    fn meta(&self) -> &'static ScenarioMeta {
+        &META
     }
     fn topology(&self, _bug: Option<&str>) -> Topology {
         Topology {
@@ -104,36 +104,23 @@ impl Scenario for LoginUnique {
         }
     }
     fn fault_space(&self, topology: &Topology) -> FaultSpace {
-        let mut kill = topology.server_names();
-        kill.extend((0..topology.clients).map(Topology::client_name));
-        let mut core = topology.server_names();
-        core.push("zk".into());
-        // Drift on ZooKeeper too: the lease must cover the service's clock error as well
-        // (20 000 ppm each side stays within the manager's 5 % bound).
-        let mut clock = core.clone();
-        clock.extend((0..topology.clients).map(Topology::client_name));
-        FaultSpace {
-            kill,
-            pause: core.clone(),
+        FaultSpace::builder(topology, 25_000, 40_000)
+            .liveness_bound_ms(15_000)
+            // Longer than the 6 s session timeout, so partitions and pauses expire sessions.
+            .faults(3, 8, 12_000)
+            .kill(&[Nodes::Servers, Nodes::Clients])
+            .pause(&[Nodes::Servers, Nodes::Zk])
             // Servers and ZooKeeper only: cuts between a server and the service, with the
             // server's clients still attached, are what fencing is about.
-            partition: core,
-            clock,
-            network: true,
-            chaos_ms: 25_000,
-            heal_ms: 40_000,
-            liveness_bound_ms: 15_000,
-            faults_min: 3,
-            faults_max: 8,
-            // Longer than the 6 s session timeout, so partitions and pauses expire sessions.
-            fault_ms_max: 12_000,
-            clock_ms_max: 10_000,
-            drift_ppm_max: 20_000,
-            weights: [("cut_link", 6), ("partition", 4), ("partition_one_way", 3)]
-                .into_iter()
-                .map(|(k, w)| (k.to_string(), w))
-                .collect(),
-        }
+            .partition(&[Nodes::Servers, Nodes::Zk])
+            // Drift on ZooKeeper too: the lease must cover the service's clock error as well
+            // (20 000 ppm each side stays within the manager's 5 % bound).
+            .clock(&[Nodes::Servers, Nodes::Zk, Nodes::Clients], 10_000, 20_000)
+            .network()
+            .weight(FaultKind::CutLink, 6)
+            .weight(FaultKind::Partition, 4)
+            .weight(FaultKind::PartitionOneWay, 3)
+            .build()
     }
     fn start(&self, bug: Option<&str>, now: TimeSource) -> Arc<dyn ScenarioRun> {
         Arc::new(Run {
@@ -314,7 +301,7 @@ pub fn check_final_logins(history: &History<LoginOp, LoginRes>, phases: &Phases)
         });
         match done {
             Some(t) if t <= start + bound => {}
-            Some(t) => report.violation(
+            Some(t) => report.liveness_violation(
                 "liveness",
                 format!(
                     "{acct}: logged in only {:.3}s after the quiet period (bound {:.1}s)",
@@ -336,7 +323,7 @@ pub fn check_final_logins(history: &History<LoginOp, LoginRes>, phases: &Phases)
                     })
                     .take(3)
                     .collect();
-                report.violation(
+                report.liveness_violation(
                     "liveness",
                     format!(
                         "{acct}: never logged in again after the heal (stuck logged in nowhere?); first refusals: {refusals:?}"

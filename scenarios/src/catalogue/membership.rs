@@ -27,7 +27,8 @@ use crate::checker::Report;
 use crate::faults::FaultSpace;
 use crate::history::{ProcessId, TimeSource};
 use crate::scenario::{
-    ClientCtx, Phases, PlantedBug, Scenario, ScenarioRun, ServerCtx, ServerSpec, Topology,
+    ClientCtx, Nodes, Phases, PlantedBug, Scenario, ScenarioMeta, ScenarioRun, ServerCtx, ServerSpec,
+    Topology,
 };
 
 pub(crate) const APP_ID: &str = "sandtable";
@@ -90,37 +91,32 @@ pub(crate) async fn join_retrying(ctx: &ServerCtx, cfg: &ClusterConfig) -> Optio
 
 pub struct Membership;
 
+/// Its checkers read the servers' in-memory views: simulator only.
+const META: ScenarioMeta = ScenarioMeta {
+    name: "membership",
+    description:
+        "servers with tags and shared status join/crash/restart under ZooKeeper partitions and clock faults",
+    bugs: BUGS,
+    runs_live: false,
+};
+
 impl Scenario for Membership {
-    fn name(&self) -> &'static str {
-        "membership"
-    }
-    fn description(&self) -> &'static str {
-        "servers with tags and shared status join/crash/restart under ZooKeeper partitions and clock faults"
-    }
-    fn bugs(&self) -> &'static [PlantedBug] {
-        BUGS
+    fn meta(&self) -> &'static ScenarioMeta {
+        &META
     }
     fn topology(&self, _bug: Option<&str>) -> Topology {
         Topology { zookeeper: true, redis: None, servers: servers(SERVERS), clients: 0 }
     }
     fn fault_space(&self, topology: &Topology) -> FaultSpace {
-        let all = topology.node_names();
-        FaultSpace {
-            kill: topology.server_names(),
-            pause: all.clone(),
-            partition: all.clone(),
-            clock: all,
-            network: true,
-            chaos_ms: 20_000,
-            heal_ms: 20_000,
-            liveness_bound_ms: 15_000,
-            faults_min: 3,
-            faults_max: 10,
-            fault_ms_max: 12_000,
-            clock_ms_max: 10_000,
-            drift_ppm_max: 20_000,
-            weights: Default::default(),
-        }
+        FaultSpace::builder(topology, 20_000, 20_000)
+            .liveness_bound_ms(15_000)
+            .faults(3, 10, 12_000)
+            .kill(&[Nodes::Servers])
+            .pause(&[Nodes::All])
+            .partition(&[Nodes::All])
+            .clock(&[Nodes::All], 10_000, 20_000)
+            .network()
+            .build()
     }
     fn start(&self, bug: Option<&str>, now: TimeSource) -> Arc<dyn ScenarioRun> {
         Arc::new(Run {
@@ -317,7 +313,7 @@ fn check_membership(
                         .filter(|(p, s)| truth.get(p).is_some_and(|t| t != *s))
                         .map(|(p, _)| p)
                         .collect();
-                    report.violation(
+                    report.liveness_violation(
                         "liveness",
                         format!(
                             "{:?}'s view at {:.3}s is not the live cluster: missing {missing:?}, extra {extra:?}, outdated {differ:?}",
@@ -335,9 +331,10 @@ fn check_membership(
                     );
                 }
             }
-            _ => {
-                report.violation("liveness", format!("{peer:?} made no observation after the liveness bound"))
-            }
+            _ => report.liveness_violation(
+                "liveness",
+                format!("{peer:?} made no observation after the liveness bound"),
+            ),
         }
     }
     report.count("membership.registrations", registered.len() as u64);

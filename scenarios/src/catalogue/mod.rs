@@ -1,0 +1,35 @@
+//! The catalogue: every scenario the runners know, one module each. A scenario module
+//! starts with its doc (what it exercises, its numbered invariants, its planted bugs), then
+//! its constant header (`const META: ScenarioMeta`), topology and fault space, then the
+//! workload and the checks. The two largest, [`redirect`] and [`broadcast`], are folders
+//! split into `workload`, `history` and `check` (one function per numbered rule).
+//!
+//! A new scenario goes here and into [`all`]; the runners find it by name through
+//! [`crate::lookup`].
+
+use std::sync::Arc;
+
+use crate::scenario::Scenario;
+
+pub mod broadcast;
+pub mod coord_lock;
+pub mod kv_register;
+pub mod login_unique;
+pub mod membership;
+pub mod pvp_transfer;
+pub mod redirect;
+pub mod rpc;
+
+/// Every scenario, in the order `list` shows them.
+pub fn all() -> Vec<Arc<dyn Scenario>> {
+    vec![
+        Arc::new(coord_lock::CoordLock),
+        Arc::new(kv_register::KvRegister),
+        Arc::new(membership::Membership),
+        Arc::new(rpc::RpcScenario),
+        Arc::new(pvp_transfer::PvpTransfer),
+        Arc::new(redirect::RedirectScenario),
+        Arc::new(broadcast::BroadcastScenario),
+        Arc::new(login_unique::LoginUnique),
+    ]
+}
