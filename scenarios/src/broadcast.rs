@@ -47,7 +47,7 @@ use serde_json::{json, Value};
 
 use crate::checker::Report;
 use crate::faults::FaultSpace;
-use crate::game::{self, SimGameOptions};
+use crate::game_host::{self, SimGameOptions};
 use crate::game_client::{is_error, GameClient, Pushed, ReqError};
 use crate::history::{History, OpHandle, ProcessId, Recorder, TimeSource};
 use crate::scenario::{ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, Topology};
@@ -254,7 +254,7 @@ impl Scenario for BroadcastScenario {
         Topology {
             zookeeper: true,
             redis: Some(RedisSpec { persistent: true, stale_read_probability: 0.0 }),
-            servers: game::game_servers(SERVERS),
+            servers: game_host::game_servers(SERVERS),
             clients: CLIENTS,
         }
     }
@@ -579,7 +579,7 @@ impl ScenarioRun for Run {
             tick_period: Some(TICK_PERIOD),
             ..Default::default()
         };
-        game::run_server(ctx, opts).boxed()
+        game_host::run_server(ctx, opts).boxed()
     }
 
     fn check(&self, _env: Env, phases: Phases) -> BoxFuture<'static, Report> {

@@ -1,6 +1,6 @@
 //! Sandtable's scenarios: backend-agnostic workloads, fault plans, histories and invariant
-//! checkers. Depends on `engine` only; the `sim` runner and (later) the real-cluster runner
-//! drive the same scenarios.
+//! checkers. Depends on `engine` and on the reference game (`game`, itself on `engine` only);
+//! the `sim` runner and the real-cluster runner drive the same scenarios.
 //!
 //! # Layout
 //! - [`scenario`]: the `Scenario` trait, topology and phases.
@@ -10,8 +10,8 @@
 //! - [`coord_lock`], [`kv_register`]: the first scenarios (coordination and KV fakes).
 //! - [`membership`]: cluster membership, tags, shared status.
 //! - [`rpc`]: typed RPC: replies, per-key order, at-most-once, timeouts.
-//! - [`game`], [`game_client`], [`pvp_transfer`]: the seed's reference game, a wire client
-//!   for workloads, and its auth-key transfer under chaos.
+//! - [`game_host`], [`game_client`], [`pvp_transfer`]: how scenarios host the reference game
+//!   (the `game` crate), a wire client for workloads, and its auth-key transfer under chaos.
 //! - [`acting`], [`login_unique`]: acting intervals of logins and cluster-unique, fenced login.
 //! - [`redirect`], [`broadcast`]: signed client redirection; send/broadcast to accounts.
 //! - [`evidence`]: what servers report for the checkers, as data (out-of-process servers).
@@ -22,8 +22,8 @@ pub mod checker;
 pub mod coord_lock;
 pub mod evidence;
 pub mod faults;
-pub mod game;
 pub mod game_client;
+pub mod game_host;
 pub mod history;
 pub mod kv_register;
 pub mod login_unique;

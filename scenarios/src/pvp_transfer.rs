@@ -23,13 +23,14 @@ use std::time::Duration;
 use engine::env::{Env, RandExt};
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use game::{GameBugs, AUTH_KEY_TTL};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::checker::Report;
 use crate::faults::FaultSpace;
-use crate::game::{self, GameBugs, AUTH_KEY_TTL};
 use crate::game_client::{is_error, GameClient, ReqError};
+use crate::game_host::{self, SimGameOptions};
 use crate::history::{History, OpHandle, Outcome, Recorder, TimeSource};
 use crate::scenario::{
     ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, ServerSpec, Topology,
@@ -279,7 +280,7 @@ impl ScenarioRun for Run {
     }
 
     fn server(&self, ctx: ServerCtx) -> BoxFuture<'static, ()> {
-        game::run_server(ctx, game::SimGameOptions { bugs: self.bugs, ..Default::default() }).boxed()
+        game_host::run_server(ctx, SimGameOptions { bugs: self.bugs, ..Default::default() }).boxed()
     }
 
     fn check(&self, _env: Env, phases: Phases) -> BoxFuture<'static, Report> {

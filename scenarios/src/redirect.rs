@@ -67,7 +67,7 @@ use crate::acting::{check_acting, ActLog, Instance, Interval};
 use crate::checker::Report;
 use crate::evidence::{Evidence, EvidenceTap};
 use crate::faults::FaultSpace;
-use crate::game::{self, SimGameOptions};
+use crate::game_host::{self, SimGameOptions};
 use crate::game_client::{is_error, GameClient, Redirect, ReqError};
 use crate::history::{History, Outcome, Recorder, TimeSource};
 use crate::scenario::{
@@ -290,7 +290,7 @@ impl Scenario for RedirectScenario {
         Topology {
             zookeeper: true,
             redis: Some(RedisSpec { persistent: true, stale_read_probability: 0.0 }),
-            servers: game::game_servers(SERVERS),
+            servers: game_host::game_servers(SERVERS),
             clients: CLIENTS,
         }
     }
@@ -715,7 +715,7 @@ impl ScenarioRun for Run {
             redirect_token_ttl: Some(TOKEN_TTL),
             ..Default::default()
         };
-        game::run_server(ctx, opts).boxed()
+        game_host::run_server(ctx, opts).boxed()
     }
 
     fn absorb(&self, evidence: Evidence) -> bool {

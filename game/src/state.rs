@@ -1,0 +1,146 @@
+//! What the handlers of each flavor share ([`GameState`], [`PvpState`]), and the one place
+//! that says which account a session is logged in as.
+//!
+//! # Which account is on a session
+//! Today the answer is kept twice: in the session context under the engine's
+//! `ACCOUNT_CONTEXT_KEY` (written by the login handler here and by the account manager when it
+//! accepts a redirect) and in the account manager's link table. Handlers never read either
+//! directly: they ask [`GameState::account_of`] (through [`GameState::register_logged_in`]),
+//! and the login and logout handlers record the answer with [`GameState::remember_login`] and
+//! [`GameState::forget_login`]. When the account manager becomes the one owner of that fact,
+//! these three functions are all that changes.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use engine::account::{AccountManager, ACCOUNT_CONTEXT_KEY};
+use engine::cluster::Cluster;
+use engine::env::{Kv, SetCondition, SetOptions};
+use engine::session::{Session, SessionService};
+use engine::storage::CrossServerStorage;
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{self, Request};
+use crate::{GameBugs, GameObserver};
+
+/// What every game-flavor handler may use.
+pub struct GameState {
+    pub(crate) accounts: AccountManager,
+    pub(crate) cluster: Cluster,
+    /// The user records (`user:<name>` -> [`UserRecord`]).
+    pub(crate) kv: Arc<dyn Kv>,
+    /// Where `cs_enter_pvp` leaves auth keys for the pvp servers.
+    pub(crate) storage: Arc<CrossServerStorage>,
+    pub(crate) observer: Option<Arc<dyn GameObserver>>,
+}
+
+/// What the pvp flavor's handler may use.
+pub struct PvpState {
+    pub(crate) storage: Arc<CrossServerStorage>,
+    pub(crate) bugs: GameBugs,
+}
+
+/// A user's record in the KV, under `user:<name>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub level: i64,
+}
+
+/// The level a user starts at.
+pub const FIRST_LEVEL: i64 = 1;
+
+/// What a request that needs a login gets on a session without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotLoggedIn {
+    /// The refusal `Not logged in`; the session stays open.
+    Refuse,
+    /// The refusal, then the session is closed (as for a malformed request).
+    Close,
+}
+
+/// A request of the game flavor that needs a logged-in session.
+pub trait LoggedInRequest: Request {
+    /// What such a request gets on a session that is not logged in.
+    const NOT_LOGGED_IN: NotLoggedIn = NotLoggedIn::Refuse;
+}
+
+impl GameState {
+    /// The account `session` is logged in as here, if any.
+    pub(crate) fn account_of(&self, session: &Session) -> Option<String> {
+        session.context::<String>(ACCOUNT_CONTEXT_KEY)
+    }
+
+    /// Records that `session` is now logged in as `user` (the account manager already knows).
+    pub(crate) fn remember_login(&self, session: &Session, user: &str) {
+        session.set_context(ACCOUNT_CONTEXT_KEY, user.to_owned());
+    }
+
+    /// Records that `session` is no longer logged in (logged out, or redirected away).
+    pub(crate) fn forget_login(&self, session: &Session) {
+        session.remove_context(ACCOUNT_CONTEXT_KEY);
+    }
+
+    /// Tells the observer (if any) that `account` was just logged in on `link`.
+    pub(crate) fn observe_login(&self, account: &str, link: &str) {
+        if let Some(o) = &self.observer {
+            o.logged_in(account, link);
+        }
+    }
+
+    /// Registers `handler` for `R::TYPE` on sessions that are logged in: first the login is
+    /// checked (`R::NOT_LOGGED_IN` if there is none), then the body is parsed (see
+    /// [`wire::register`]), then the handler runs with the account.
+    pub(crate) fn register_logged_in<R, F, Fut>(self: &Arc<Self>, service: &SessionService, handler: F)
+    where
+        R: LoggedInRequest,
+        F: Fn(Arc<GameState>, Session, String, R) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (game, handler) = (self.clone(), Arc::new(handler));
+        service.register_json_handler(R::TYPE, move |session, body| {
+            let (game, handler) = (game.clone(), handler.clone());
+            async move {
+                let Some(user) = game.account_of(&session) else {
+                    return match R::NOT_LOGGED_IN {
+                        NotLoggedIn::Refuse => wire::refuse(&session, R::REPLY, "Not logged in"),
+                        NotLoggedIn::Close => wire::reject_malformed(&session, R::REPLY, "Not logged in"),
+                    };
+                };
+                match wire::parse::<R>(body) {
+                    Ok(req) => handler(game, session, user, req).await,
+                    Err(()) => wire::reject_malformed(&session, R::REPLY, R::MALFORMED),
+                }
+            }
+        });
+    }
+
+    /// The user's level, creating the user at [`FIRST_LEVEL`] if absent (`None`: the KV
+    /// failed or holds something that is not a [`UserRecord`]).
+    pub(crate) async fn load_level(&self, user: &str) -> Option<i64> {
+        let kv_key = format!("user:{user}");
+        let first = serde_json::to_vec(&UserRecord { level: FIRST_LEVEL }).ok()?;
+        let opts = SetOptions { condition: SetCondition::IfAbsent, ..Default::default() };
+        self.kv.set(&kv_key, Bytes::from(first), opts).await.ok()?;
+        let stored = self.kv.get(&kv_key).await.ok()??;
+        serde_json::from_slice::<UserRecord>(&stored).ok().map(|r| r.level)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_user_record_is_the_seeds_bytes() {
+        assert_eq!(serde_json::to_vec(&UserRecord { level: FIRST_LEVEL }).unwrap(), br#"{"level":1}"#);
+    }
+
+    #[test]
+    fn a_record_reads_its_level_whatever_else_it_holds_and_nothing_from_a_non_integer() {
+        let r: UserRecord = serde_json::from_slice(br#"{"level": 7, "gold": 3}"#).unwrap();
+        assert_eq!(r.level, 7);
+        assert!(serde_json::from_slice::<UserRecord>(br#"{"level": "7"}"#).is_err());
+        assert!(serde_json::from_slice::<UserRecord>(br#"{"level": 1.5}"#).is_err());
+    }
+}
