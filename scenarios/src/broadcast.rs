@@ -47,8 +47,8 @@ use serde_json::{json, Value};
 
 use crate::checker::Report;
 use crate::faults::FaultSpace;
-use crate::game_host::{self, SimGameOptions};
 use crate::game_client::{is_error, GameClient, Pushed, ReqError};
+use crate::game_host::{self, SimGameOptions};
 use crate::history::{History, OpHandle, ProcessId, Recorder, TimeSource};
 use crate::scenario::{ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, Topology};
 

@@ -34,8 +34,8 @@ use crate::acting::{check_acting, ActLog};
 use crate::checker::Report;
 use crate::evidence::Evidence;
 use crate::faults::FaultSpace;
-use crate::game_host::{self, SimGameOptions};
 use crate::game_client::{is_error, GameClient, ReqError};
+use crate::game_host::{self, SimGameOptions};
 use crate::history::{History, Outcome, Recorder, TimeSource};
 use crate::scenario::{ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, Topology};
 

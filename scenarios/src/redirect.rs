@@ -67,8 +67,8 @@ use crate::acting::{check_acting, ActLog, Instance, Interval};
 use crate::checker::Report;
 use crate::evidence::{Evidence, EvidenceTap};
 use crate::faults::FaultSpace;
-use crate::game_host::{self, SimGameOptions};
 use crate::game_client::{is_error, GameClient, Redirect, ReqError};
+use crate::game_host::{self, SimGameOptions};
 use crate::history::{History, Outcome, Recorder, TimeSource};
 use crate::scenario::{
     ClientCtx, Phases, PlantedBug, RedisSpec, Scenario, ScenarioRun, ServerCtx, ServerDirectory, Topology,
