@@ -3,7 +3,7 @@
 //!
 //! A **login instance** is one account logged in on one connection (`link`) of one server
 //! incarnation (`server`, a process id). The game server reports the instant of the login
-//! and every tick it sends the account (see [`crate::game::GameObserver`]); both are taken in
+//! and every tick it sends the account (see [`game::GameObserver`]); both are taken in
 //! true simulated time, at the instant the server decided (no await between its lease check
 //! and the report). The instance's acting interval runs from its login to its last tick. A
 //! killed server simply stops reporting, so its interval ends at its last act: exactly when
@@ -14,9 +14,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use game::GameObserver;
+
 use crate::checker::Report;
 use crate::evidence::{Evidence, EvidenceTap};
-use crate::game::GameObserver;
 use crate::history::{ProcessId, TimeSource};
 
 /// One login instance: (server incarnation, link id).

@@ -1,4 +1,4 @@
-//! A client of the reference game ([`crate::game`]) speaking the raw wire protocol (DESIGN.md
+//! A client of the reference game (the `game` crate) speaking the raw wire protocol (DESIGN.md
 //! §6) over the `Net` port, for scenario workloads: requests with a reply deadline, pushed
 //! messages kept in an inbox with their true arrival time, `_ping` answered, `_sc_redirect`
 //! followed on request.

@@ -1,6 +1,6 @@
 //! Sandtable's scenarios: backend-agnostic workloads, fault plans, histories and invariant
-//! checkers. Depends on `engine` only; the `sim` runner and (later) the real-cluster runner
-//! drive the same scenarios.
+//! checkers. Depends on `engine` and on the reference game (`game`, itself on `engine` only);
+//! the `sim` runner and the real-cluster runner drive the same scenarios.
 //!
 //! # Layout
 //! The framework, which names no scenario:
@@ -16,7 +16,8 @@
 //! - [`seed_rng`]: the fixed, forkable generator behind plans and per-node randomness.
 //! - [`lookup`]: a scenario (and planted bug) by name, for every runner.
 //!
-//! The reference game the game scenarios drive: [`game`] (server) and [`game_client`].
+//! How scenarios host the reference game (the `game` crate): [`game_host`]; a wire client
+//! for workloads: [`game_client`].
 //!
 //! The [`catalogue`], one module per scenario:
 //! - `coord_lock`, `kv_register`: the first scenarios (coordination and KV fakes).
@@ -31,8 +32,8 @@ pub mod catalogue;
 pub mod checker;
 pub mod evidence;
 pub mod faults;
-pub mod game;
 pub mod game_client;
+pub mod game_host;
 pub mod history;
 pub mod scenario;
 pub mod seed_rng;

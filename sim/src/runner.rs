@@ -418,7 +418,7 @@ async fn simulate(
     // Clients reach server `i` on its node IP at the reference game's client port.
     let servers = ServerDirectory::new(
         (0..topo.servers.len())
-            .map(|i| SocketAddr::new(server_ip(i), scenarios::game::TCP_JSON_PORT))
+            .map(|i| SocketAddr::new(server_ip(i), scenarios::game_host::TCP_JSON_PORT))
             .collect(),
     );
     // Process ids: one per server or client incarnation, so a restarted node is a new process.

@@ -163,7 +163,7 @@ pub fn scenario(name: &str, bug: Option<&str>) -> Result<Arc<dyn Scenario>, Clus
 /// and RPC ports free, so each server process can listen on its fixed ports at an IP of its
 /// own and concurrent runs do not collide.
 fn loopback_ips(n: usize, rng: &mut impl Rng) -> Result<Vec<IpAddr>, ClusterError> {
-    let ports = [scenarios::game::TCP_JSON_PORT, scenarios::game::RPC_PORT];
+    let ports = [scenarios::game_host::TCP_JSON_PORT, scenarios::game_host::RPC_PORT];
     for _ in 0..64 {
         let (a, b) = (rng.gen_range(100..=250u8), rng.gen_range(0..=255u8));
         let ips: Vec<IpAddr> = (1..=n)

@@ -136,7 +136,7 @@ impl ServerProcs {
 
     /// The client address of server `i`.
     pub fn client_addr(&self, i: usize) -> SocketAddr {
-        SocketAddr::new(self.ips[i], scenarios::game::TCP_JSON_PORT)
+        SocketAddr::new(self.ips[i], scenarios::game_host::TCP_JSON_PORT)
     }
 }
 

@@ -19,7 +19,7 @@ use engine::rpc::RpcConfig;
 use engine::session::config::session_configs;
 use engine::session::{SessionConfig, Transport};
 use engine::storage::StorageConfig;
-use scenarios::game::{GameBugs, GameConfig, GAME_TAG};
+use game::{Flavor, GameBugs, GameConfig, UnknownFlavor, GAME_TAG};
 
 use crate::adapters::{RealClientListeners, RedisKvOptions};
 use crate::env::RealEnvConfig;
@@ -53,7 +53,7 @@ pub struct ServerArgs {
 #[derive(Debug, Clone)]
 pub struct ServerPlan {
     pub name: String,
-    pub flavor: String,
+    pub flavor: Flavor,
     pub env: RealEnvConfig,
     pub game: GameConfig,
     /// The admin API (`ApiService`).
@@ -76,7 +76,7 @@ pub fn plan_from_args(args: &ServerArgs) -> Result<ServerPlan, ConfigError> {
         Err(ManifestError::UnknownFlavor { known, .. }) if known.is_empty() => Manifest::load(&text, None)?,
         other => other?,
     };
-    plan(&manifest, flavor.as_deref().unwrap_or("game"), args)
+    plan(&manifest, flavor.as_deref().unwrap_or(Flavor::Game.as_str()), args)
 }
 
 /// `MANIFEST.pvp.json` -> `pvp`.
@@ -88,11 +88,9 @@ fn flavor_from_file_name(p: &Path) -> Option<String> {
 
 /// Plans a `flavor` server from a loaded manifest.
 pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan, ConfigError> {
-    if flavor != "game" && flavor != "pvp" {
-        return Err(ConfigError::Invalid(format!(
-            "--flavor {flavor:?}: the reference game has the flavors game and pvp"
-        )));
-    }
+    let flavor: Flavor = flavor.parse().map_err(|UnknownFlavor(name)| {
+        ConfigError::Invalid(format!("--flavor {name:?}: the reference game has the flavors game and pvp"))
+    })?;
     if !m.rpc.rpc_enabled {
         return Err(ConfigError::Invalid(
             "RpcService.rpc_enabled: the reference game needs RPC (cluster, accounts); set it to true".into(),
@@ -125,7 +123,7 @@ pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan,
     let name = args.name.clone().unwrap_or_else(|| format!("{flavor}-{}-{rpc_port}", host_name()));
 
     let mut tags: BTreeSet<String> = m.rpc.rpc_tags.iter().cloned().collect();
-    if flavor == "game" {
+    if flavor == Flavor::Game {
         tags.insert(GAME_TAG.to_owned());
     }
     let session = SessionOptions {
@@ -134,7 +132,7 @@ pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan,
     };
     let mut cluster =
         ClusterConfig::new(m.app_info.app_id.clone(), name.clone(), SocketAddr::new(advertise_ip, rpc_port));
-    cluster.flavor = Some(flavor.to_owned());
+    cluster.flavor = Some(flavor.to_string());
     cluster.tags = tags;
     cluster.external_ip = advertise_ip;
     cluster.session = session;
@@ -145,7 +143,7 @@ pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan,
     rpc.max_concurrent_handlers = usize::try_from(m.rpc.rpc_threads_size).unwrap_or(4);
 
     let account = AccountConfig::from_manifest(m)?;
-    if flavor == "game" && account.redirection_secret.is_none() {
+    if flavor == Flavor::Game && account.redirection_secret.is_none() {
         tracing::warn!("AccountManager.redirection_secret is not set: client redirection is off");
     }
     let storage = StorageConfig::from_manifest(m)?;
@@ -174,7 +172,7 @@ pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan,
         redis: RedisKvOptions::default(),
     };
     let game = GameConfig {
-        flavor: flavor.to_owned(),
+        flavor,
         sessions,
         listeners: Some(Arc::new(RealClientListeners::default())),
         cluster,
@@ -186,7 +184,7 @@ pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan,
         observer: None,
         metrics: None,
     };
-    Ok(ServerPlan { name, flavor: flavor.to_owned(), env, game, api, manifest: m.clone() })
+    Ok(ServerPlan { name, flavor, env, game, api, manifest: m.clone() })
 }
 
 fn nic_address(nic: &str) -> Result<IpAddr, ConfigError> {

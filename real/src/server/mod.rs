@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use engine::env::Env;
 use engine::metrics::{HealthStatus, Metrics};
-use scenarios::game::{GameError, GameServer};
+use game::{GameError, GameServer};
 use tracing::{info, warn};
 
 use self::config::ServerPlan;
@@ -109,8 +109,7 @@ fn retryable(e: &GameError) -> bool {
     use engine::storage::StorageError;
     !matches!(
         e,
-        GameError::UnknownFlavor(_)
-            | GameError::Storage(StorageError::Disabled | StorageError::InvalidConfig(_))
+        GameError::Storage(StorageError::Disabled | StorageError::InvalidConfig(_))
             | GameError::Session(SessionError::Config(_))
             | GameError::Account(AccountError::Config(_))
     )

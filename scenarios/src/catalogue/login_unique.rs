@@ -34,8 +34,8 @@ use crate::acting::{check_acting, ActLog};
 use crate::checker::Report;
 use crate::evidence::Evidence;
 use crate::faults::{FaultKind, FaultSpace};
-use crate::game::{self, SimGameOptions};
 use crate::game_client::{is_error, GameClient, ReqError};
+use crate::game_host::{self, SimGameOptions};
 use crate::history::{History, Outcome, Recorder, TimeSource};
 use crate::scenario::{
     ClientCtx, Nodes, Phases, PlantedBug, RedisSpec, Scenario, ScenarioMeta, ScenarioRun, ServerCtx, Topology,
@@ -99,7 +99,7 @@ impl Scenario for LoginUnique {
         Topology {
             zookeeper: true,
             redis: Some(RedisSpec { persistent: true, stale_read_probability: 0.0 }),
-            servers: game::game_servers(SERVERS),
+            servers: game_host::game_servers(SERVERS),
             clients: CLIENTS,
         }
     }
@@ -252,7 +252,7 @@ impl ScenarioRun for Run {
             observer: Some(self.acts.observer(ctx.process, ctx.phases.now.clone(), ctx.tap.clone())),
             ..Default::default()
         };
-        game::run_server(ctx, opts).boxed()
+        game_host::run_server(ctx, opts).boxed()
     }
 
     fn absorb(&self, evidence: Evidence) -> bool {

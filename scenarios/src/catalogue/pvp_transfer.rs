@@ -1,4 +1,4 @@
-//! `pvp_transfer`: the seed's reference game (see [`crate::game`]) under chaos. Clients log in
+//! `pvp_transfer`: the seed's reference game (the `game` crate, hosted by [`crate::game_host`]) under chaos. Clients log in
 //! on a game server, enter pvp (receiving a one-shot authentication key valid for 10 s) and
 //! transfer to the named pvp server with the key; now and then they also try forged keys,
 //! altered keys (one hex digit flipped), replays of a key that already worked, and keys held
@@ -23,13 +23,14 @@ use std::time::Duration;
 use engine::env::{Env, RandExt};
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use game::{GameBugs, AUTH_KEY_TTL};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::checker::Report;
 use crate::faults::FaultSpace;
-use crate::game::{self, GameBugs, AUTH_KEY_TTL};
 use crate::game_client::{is_error, GameClient, ReqError};
+use crate::game_host::{self, SimGameOptions};
 use crate::history::{History, OpHandle, Outcome, Recorder, TimeSource};
 use crate::scenario::{
     ClientCtx, Nodes, Phases, PlantedBug, RedisSpec, Scenario, ScenarioMeta, ScenarioRun, ServerCtx,
@@ -266,7 +267,7 @@ impl ScenarioRun for Run {
     }
 
     fn server(&self, ctx: ServerCtx) -> BoxFuture<'static, ()> {
-        game::run_server(ctx, game::SimGameOptions { bugs: self.bugs, ..Default::default() }).boxed()
+        game_host::run_server(ctx, SimGameOptions { bugs: self.bugs, ..Default::default() }).boxed()
     }
 
     fn check(&self, _env: Env, phases: Phases) -> BoxFuture<'static, Report> {

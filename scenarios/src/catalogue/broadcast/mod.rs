@@ -1,4 +1,4 @@
-//! `broadcast`: the reference game's messaging (see [`crate::game`]) under chaos. Every client
+//! `broadcast`: the reference game's messaging (the `game` crate, hosted by [`crate::game_host`]) under chaos. Every client
 //! owns one stable account `b{index}`; it logs in on a random game server, stays connected
 //! reading what the server pushes, and now and then sends `cs_broadcast` (scope `local` or
 //! `global`) or `cs_send` to another client's account, each message carrying a globally unique
@@ -56,7 +56,7 @@ pub use self::history::{
 };
 use crate::checker::Report;
 use crate::faults::FaultSpace;
-use crate::game::{self, SimGameOptions};
+use crate::game_host::{self, SimGameOptions};
 use crate::history::{Recorder, TimeSource};
 use crate::scenario::{
     ClientCtx, Nodes, Phases, PlantedBug, RedisSpec, Scenario, ScenarioMeta, ScenarioRun, ServerCtx, Topology,
@@ -107,7 +107,7 @@ impl Scenario for BroadcastScenario {
         Topology {
             zookeeper: true,
             redis: Some(RedisSpec { persistent: true, stale_read_probability: 0.0 }),
-            servers: game::game_servers(SERVERS),
+            servers: game_host::game_servers(SERVERS),
             clients: CLIENTS,
         }
     }
@@ -150,7 +150,7 @@ impl ScenarioRun for Run {
             tick_period: Some(TICK_PERIOD),
             ..Default::default()
         };
-        game::run_server(ctx, opts).boxed()
+        game_host::run_server(ctx, opts).boxed()
     }
 
     fn check(&self, _env: Env, phases: Phases) -> BoxFuture<'static, Report> {

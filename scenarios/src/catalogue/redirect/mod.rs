@@ -74,7 +74,7 @@ use crate::acting::ActLog;
 use crate::checker::Report;
 use crate::evidence::Evidence;
 use crate::faults::FaultSpace;
-use crate::game::{self, SimGameOptions};
+use crate::game_host::{self, SimGameOptions};
 use crate::history::{Recorder, TimeSource};
 use crate::scenario::{
     ClientCtx, Nodes, Phases, PlantedBug, RedisSpec, Scenario, ScenarioMeta, ScenarioRun, ServerCtx,
@@ -164,7 +164,7 @@ impl Scenario for RedirectScenario {
         Topology {
             zookeeper: true,
             redis: Some(RedisSpec { persistent: true, stale_read_probability: 0.0 }),
-            servers: game::game_servers(SERVERS),
+            servers: game_host::game_servers(SERVERS),
             clients: CLIENTS,
         }
     }
@@ -224,7 +224,7 @@ impl ScenarioRun for Run {
             redirect_token_ttl: Some(TOKEN_TTL),
             ..Default::default()
         };
-        game::run_server(ctx, opts).boxed()
+        game_host::run_server(ctx, opts).boxed()
     }
 
     fn absorb(&self, evidence: Evidence) -> bool {

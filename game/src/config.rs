@@ -1,0 +1,86 @@
+//! Everything one server of the reference game is started with, and why a start fails.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::account::{AccountConfig, AccountError};
+use engine::cluster::ClusterConfig;
+use engine::metrics::Metrics;
+use engine::rpc::RpcConfig;
+use engine::session::{ClientListeners, SessionConfig};
+use engine::storage::{StorageConfig, StorageError};
+
+use crate::Flavor;
+
+/// Planted bugs of the reference game (the simulator's `--bug` flags select them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GameBugs {
+    /// The pvp server `read`s the key instead of `take`ing it: keys can be reused.
+    pub reuse_key: bool,
+}
+
+/// What a game server reports about its acting for accounts (for checkers). Called
+/// synchronously at the instant of the event, with no await in between.
+pub trait GameObserver: Send + Sync {
+    /// `account` was just logged in here on the connection `link`.
+    fn logged_in(&self, account: &str, link: &str);
+    /// This server just sent `account` a tick on `link`: it acted for the account.
+    fn acted(&self, account: &str, link: &str);
+}
+
+/// Everything one reference-game server needs.
+#[derive(Clone)]
+pub struct GameConfig {
+    pub flavor: Flavor,
+    /// The client ports, at most one per transport (iFun's `tcp_json_port`,
+    /// `tcp_protobuf_port`, `websocket_json_port`), all served by the same handlers. Each is
+    /// announced to the cluster under its `Transport::name` (`tcp_json` is the one other
+    /// servers name in `sc_enter_pvp` and redirects) unless `cluster.external_ports` already
+    /// gives that name a non-zero port (e.g. a NAT mapping).
+    pub sessions: Vec<SessionConfig>,
+    /// Where the client ports' listeners come from; `None`: the `Net` port
+    /// (`NetClientListeners`, TCP transports only). The real backend passes its listeners,
+    /// which also serve WebSocket.
+    pub listeners: Option<Arc<dyn ClientListeners>>,
+    pub cluster: ClusterConfig,
+    pub rpc: RpcConfig,
+    /// Game flavor only.
+    pub account: AccountConfig,
+    pub storage: StorageConfig,
+    pub bugs: GameBugs,
+    /// Send `sc_tick` to every logged-in account at this period (game flavor).
+    pub tick_period: Option<Duration>,
+    pub observer: Option<Arc<dyn GameObserver>>,
+    /// Where storage, account and session figures go (the admin API's registry); RPC takes
+    /// its own from `rpc.metrics`. `None`: not measured.
+    pub metrics: Option<Metrics>,
+}
+
+impl std::fmt::Debug for GameConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GameConfig")
+            .field("flavor", &self.flavor)
+            .field("sessions", &self.sessions)
+            .field("listeners", &self.listeners.as_ref().map(|_| "custom"))
+            .field("cluster", &self.cluster)
+            .field("account", &self.account)
+            .field("tick_period", &self.tick_period)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a server could not start. Every variant but a configuration error inside one of them
+/// (see each service's error) may go away by itself: a service was unreachable; retry.
+#[derive(Debug, thiserror::Error)]
+pub enum GameError {
+    #[error("cross-server storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("session service: {0}")]
+    Session(#[from] engine::session::SessionError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] engine::cluster::ClusterError),
+    #[error("rpc: {0}")]
+    Rpc(#[from] engine::rpc::RpcError),
+    #[error("account manager: {0}")]
+    Account(#[from] AccountError),
+}

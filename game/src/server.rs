@@ -1,0 +1,180 @@
+//! One running server of the reference game: [`GameServer::start`] brings up the services in
+//! dependency order and wires the flavor's handlers (one line per message, see the crate's
+//! `# Layout`); [`GameServer::stop`] takes them down in reverse.
+
+use std::sync::{Arc, Mutex};
+
+use engine::account::AccountManager;
+use engine::cluster::Cluster;
+use engine::env::{Env, TaskHandle};
+use engine::rpc::Rpc;
+use engine::session::{GlobalSessions, NetClientListeners, SessionService};
+use engine::storage::CrossServerStorage;
+use futures::FutureExt;
+
+use crate::state::{GameState, PvpState};
+use crate::wire::register;
+use crate::{broadcast, enter_pvp, login, logout, redirect, send, status, tick, transfer};
+use crate::{Flavor, GameConfig, GameError};
+
+/// One running server of the reference game.
+pub struct GameServer {
+    flavor: Flavor,
+    sessions: SessionService,
+    cluster: Cluster,
+    rpc: Rpc,
+    accounts: Option<AccountManager>,
+    /// The status publisher and (game flavor, if configured) the ticker; aborted on stop.
+    tasks: Mutex<Vec<TaskHandle>>,
+}
+
+impl GameServer {
+    /// Binds the client ports (a bind failure is reported before anything else starts), joins
+    /// the cluster (announcing the bound ports), starts RPC and (game flavor) the account
+    /// manager, registers the flavor's handlers, and only then serves the client ports: a
+    /// client never reaches a server that would answer its messages with `unknown_type`. On
+    /// error everything started is stopped.
+    pub async fn start(env: Env, cfg: GameConfig) -> Result<GameServer, GameError> {
+        let mut storage = CrossServerStorage::from_env(&env, cfg.storage.clone())?;
+        if let Some(m) = &cfg.metrics {
+            storage = storage.with_metrics(m);
+        }
+        let storage = Arc::new(storage);
+        let sessions = match &cfg.listeners {
+            Some(l) => SessionService::bind(env.clone(), cfg.sessions.clone(), &**l).await?,
+            None => {
+                let l = NetClientListeners::new(env.net.clone());
+                SessionService::bind(env.clone(), cfg.sessions.clone(), &l).await?
+            }
+        };
+        let mut cluster_cfg = cfg.cluster.clone();
+        for (transport, addr) in sessions.local_addrs() {
+            let port = cluster_cfg.external_ports.entry(transport.name().to_string()).or_insert(0);
+            if *port == 0 {
+                *port = addr.port();
+            }
+        }
+        let cluster = match Cluster::join(env.clone(), cluster_cfg).await {
+            Ok(c) => c,
+            Err(e) => {
+                sessions.shutdown().await;
+                return Err(e.into());
+            }
+        };
+        let rpc =
+            match Rpc::start(env.clone(), cluster.id(), Arc::new(cluster.clone()), cfg.rpc.clone()).await {
+                Ok(r) => r,
+                Err(e) => {
+                    cluster.leave().await;
+                    sessions.shutdown().await;
+                    return Err(e.into());
+                }
+            };
+        let accounts = match cfg.flavor {
+            Flavor::Game => {
+                match AccountManager::start(env.clone(), cluster.clone(), rpc.clone(), cfg.account).await {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        rpc.shutdown().await;
+                        cluster.leave().await;
+                        sessions.shutdown().await;
+                        return Err(e.into());
+                    }
+                }
+            }
+            Flavor::Pvp => None,
+        };
+        let server =
+            GameServer { flavor: cfg.flavor, sessions, cluster, rpc, accounts, tasks: Default::default() };
+        if let Some(m) = &cfg.metrics {
+            if let Some(a) = &server.accounts {
+                a.attach_metrics(m);
+            }
+            // After a stop the service lists no sessions, so the gauge falls to 0.
+            let service = server.sessions.clone();
+            m.register_gauge_fn("sandtable_sessions", "Open client sessions on every port.", move || {
+                service.sessions().len() as f64
+            });
+        }
+        match &server.accounts {
+            None => server.start_pvp(&env, PvpState { storage, bugs: cfg.bugs }),
+            Some(accounts) => {
+                let game = GameState {
+                    accounts: accounts.clone(),
+                    cluster: server.cluster.clone(),
+                    kv: env.kv.clone(),
+                    storage,
+                    observer: cfg.observer,
+                };
+                server.start_game(&env, Arc::new(game), cfg.tick_period);
+            }
+        }
+        // Every handler is registered: now clients are accepted, on every port.
+        server.sessions.serve();
+        Ok(server)
+    }
+
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+    pub fn sessions(&self) -> &SessionService {
+        &self.sessions
+    }
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+    pub fn accounts(&self) -> Option<&AccountManager> {
+        self.accounts.as_ref()
+    }
+    pub fn rpc(&self) -> &Rpc {
+        &self.rpc
+    }
+
+    /// Graceful stop: no new clients, accounts logged out, sessions drained, deregistered.
+    pub async fn stop(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
+            t.abort();
+        }
+        if let Some(a) = &self.accounts {
+            a.stop().await;
+        }
+        self.sessions.shutdown().await;
+        self.rpc.shutdown().await;
+        self.cluster.leave().await;
+    }
+
+    /// The game flavor's handlers and tasks.
+    fn start_game(&self, env: &Env, game: Arc<GameState>, tick_period: Option<std::time::Duration>) {
+        let service = &self.sessions;
+        game.accounts.attach_sessions(service);
+        let global = GlobalSessions::attach(service.clone(), self.cluster.clone(), self.rpc.clone());
+        drop(global); // the game broadcasts to accounts; the port still serves other servers' session broadcasts
+        register(service, &game, login::handle);
+        game.register_logged_in(service, enter_pvp::handle);
+        game.register_logged_in(service, redirect::handle);
+        let observer = game.observer.clone();
+        game.accounts.register_redirection_handler(move |account, link, success, extra| {
+            redirect::on_redirected(observer.as_deref(), account, link, success, extra);
+        });
+        game.register_logged_in(service, send::handle);
+        game.register_logged_in(service, broadcast::handle);
+        game.register_logged_in(service, logout::handle);
+        self.spawn(env, "game-status", status::run_game(game.clone(), env.clock.clone()).boxed());
+        if let Some(period) = tick_period {
+            self.spawn(env, "game-ticks", tick::run(game, env.clock.clone(), period).boxed());
+        }
+    }
+
+    /// The pvp flavor's handler and task.
+    fn start_pvp(&self, env: &Env, pvp: PvpState) {
+        register(&self.sessions, &Arc::new(pvp), transfer::handle);
+        let publisher = status::run_pvp(self.cluster.clone(), self.sessions.clone(), env.clock.clone());
+        self.spawn(env, "pvp-status", publisher.boxed());
+    }
+
+    fn spawn(&self, env: &Env, name: &str, task: futures::future::BoxFuture<'static, ()>) {
+        let handle = env.spawn.spawn(name, task);
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(handle);
+    }
+}
