@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use crate::env::lock;
 use futures::lock::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 /// Async locks by key, created on first use and forgotten when nobody holds or awaits them
@@ -29,7 +30,7 @@ impl KeyedLocks {
     /// Waits for `key`'s lock (first come, first served among waiters of that key).
     pub(crate) async fn lock(&self, key: &str) -> KeyGuard<'_> {
         let lock = {
-            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = lock(&self.map);
             map.entry(key.to_string()).or_default().clone()
         };
         let guard = lock.clone().lock_owned().await;
@@ -39,14 +40,14 @@ impl KeyedLocks {
     /// Keys with a lock entry (held or awaited).
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+        lock(&self.map).len()
     }
 }
 
 impl Drop for KeyGuard<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());
-        let mut map = self.locks.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = lock(&self.locks.map);
         // Clones are taken under the map's lock: 2 = the map's and ours, so nobody else
         // holds or awaits this key.
         if Arc::strong_count(&self.lock) == 2 {

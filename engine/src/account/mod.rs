@@ -193,7 +193,7 @@ pub use self::remote::{REMOTE_CALL_TIMEOUT, RPC_BROADCAST, RPC_SEND};
 pub use self::sessions::link;
 use self::token::ACCOUNT_BYTES_MAX;
 use crate::cluster::{Cluster, PeerId};
-use crate::env::{Coord, Env, MonoTime, RandExt, TaskHandle};
+use crate::env::{lock, Backoff, Coord, Env, MonoTime, TaskHandle};
 use crate::rpc::Rpc;
 
 /// Messages the managers exchange (`proto/account.proto`).
@@ -206,9 +206,9 @@ pub mod messages {
 pub const LOG_TARGET: &str = "engine::account";
 /// How many create/read rounds a login makes through connection loss before giving up.
 const CLAIM_ATTEMPTS_MAX: u32 = 8;
-/// First retry delay after connection loss; doubles per attempt up to [`RETRY_DELAY_MAX`].
-const RETRY_DELAY_MIN: Duration = Duration::from_millis(100);
-const RETRY_DELAY_MAX: Duration = Duration::from_secs(2);
+/// Pacing of the retries after connection loss: the first waits up to 100 ms, each further
+/// one doubles that, up to 2 s.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
 
 /// Reason given to links closed because the lease lapsed.
 pub const CLOSE_COORDINATION_LOST: &str = "coordination lost";
@@ -311,10 +311,6 @@ struct State {
     tasks: Vec<TaskHandle>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Shared {
     fn st(&self) -> MutexGuard<'_, State> {
         lock(&self.st)
@@ -336,9 +332,7 @@ impl Shared {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let cap = RETRY_DELAY_MIN.saturating_mul(1 << attempt.min(8)).min(RETRY_DELAY_MAX);
-        let cap_ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX).max(2);
-        Duration::from_millis(self.env.rand.gen_range(cap_ms / 2..cap_ms))
+        RETRY.delay(attempt, &*self.env.rand)
     }
 
     fn current(&self) -> Result<(Arc<dyn Coord>, u64), AccountError> {
@@ -445,6 +439,9 @@ impl AccountManager {
         self.shared.id
     }
 }
+
+#[cfg(test)]
+mod manager_tests;
 
 #[cfg(test)]
 mod tests {

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use super::links::LinkId;
 use super::{AccountError, Shared, CLAIM_ATTEMPTS_MAX, LOG_TARGET};
 use crate::cluster::PeerId;
-use crate::env::{Coord, CoordError, CreateMode};
+use crate::env::{ensure_paths, Coord, CoordError, CreateMode};
 
 /// Data of an account znode. The link is kept as the text it was written as, so a record
 /// with any `link_id` string still names its owner.
@@ -98,13 +98,7 @@ impl Shared {
 
     /// Creates `/{app_id}`, the accounts and the nonces directories if missing.
     pub(super) async fn ensure_dirs(&self, coord: &dyn Coord) -> Result<(), CoordError> {
-        for path in [format!("/{}", self.cfg.app_id), self.accounts_path.clone(), self.nonces_path.clone()] {
-            match coord.create(&path, Bytes::new(), CreateMode::Persistent).await {
-                Ok(_) | Err(CoordError::NodeExists) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        ensure_paths(coord, &[&self.accounts_path, &self.nonces_path]).await
     }
 
     /// Reads an account znode; `None` if absent.

@@ -13,7 +13,7 @@ use super::exec::Executor;
 use super::kv::FakeKv;
 use super::net::NoNet;
 use super::rand::SeedRand;
-use crate::env::{lock, Clock, Env, MonoTime};
+use crate::env::{lock, Clock, DbInstances, Env, MonoTime};
 
 /// Most deadline jumps [`Harness::block_on`] makes before it gives up: a future still pending
 /// after that many is waiting on a retry loop that never ends.
@@ -69,6 +69,7 @@ impl Harness {
             net: Arc::new(NoNet),
             coord: Arc::new(self.zk.clone()),
             kv: Arc::new(self.kv.clone()),
+            db: Arc::new(DbInstances::empty()),
         }
     }
 

@@ -9,7 +9,7 @@
 //! | [`SeedRand`] | the `Rand` port; seeded splitmix64 |
 //! | [`FakeZk`] / [`FakeCoord`] | the `CoordConnector` / `Coord` ports in memory, on [`zk_service`], with test-driven faults |
 //! | [`FakeKv`] | the `Kv` port in memory, on [`redis_service`], with test-driven faults |
-//! | [`NoNet`] | a `Net` port that refuses everything |
+//! | [`NoNet`] | a `Net` port where nobody reaches anybody (listeners never accept) |
 //! | [`Harness`] | all of the above behind one [`Env`](crate::env::Env) per node: `run_until_stalled`, `advance_to_next_deadline`, `step`, `block_on` |
 //!
 //! [`zk_service`] and [`redis_service`] are the project's only ZooKeeper and Redis models:

@@ -1,0 +1,272 @@
+//! The whole manager, I/O-free: servers with a cluster, an RPC service and an account
+//! manager on one in-memory ZooKeeper ([`crate::testing::Harness`]), time stepped by hand.
+//! Client links are fakes that record what they were sent and when they were closed.
+//!
+//! What the simulator's `sim/tests/account.rs` checks under a real (simulated) network, these
+//! check step by step: the login record, the lease lapsing strictly before the service can
+//! expire the session, the cleanup of dropped accounts after a short cut, a lost create
+//! answer, and single-use redirect tokens.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::cluster::ClusterConfig;
+use crate::env::{lock, Clock, SessionOptions};
+use crate::rpc::RpcConfig;
+use crate::testing::{Harness, ManualClock};
+
+const APP: &str = "app";
+const SECRET: &str = "a29fd424579997bf91e3a29fd424579997bf91e3a29fd424579997bf91e30001";
+/// Session timeout `T` of every session (a multiple of the fake's 2 s tick).
+const SESSION: Duration = Duration::from_secs(10);
+
+/// A client connection that records what it was sent and when it was closed.
+struct FakeLink {
+    id: LinkId,
+    clock: ManualClock,
+    sent: Mutex<Vec<(String, Value)>>,
+    closed: Mutex<Option<(String, MonoTime)>>,
+}
+
+impl FakeLink {
+    fn new(h: &Harness, n: u128) -> Arc<FakeLink> {
+        Arc::new(FakeLink {
+            id: LinkId::from_u128(n),
+            clock: h.clock.clone(),
+            sent: Mutex::default(),
+            closed: Mutex::default(),
+        })
+    }
+    fn received(&self, msg_type: &str) -> Vec<Value> {
+        lock(&self.sent).iter().filter(|m| m.0 == msg_type).map(|m| m.1.clone()).collect()
+    }
+    fn closed(&self) -> Option<(String, MonoTime)> {
+        lock(&self.closed).clone()
+    }
+}
+
+impl ClientLink for FakeLink {
+    fn link_id(&self) -> LinkId {
+        self.id
+    }
+    fn send_json(&self, msg_type: &str, body: Value) -> bool {
+        if self.closed().is_some() {
+            return false;
+        }
+        lock(&self.sent).push((msg_type.to_string(), body));
+        true
+    }
+    fn close(&self, reason: &str) {
+        let mut c = lock(&self.closed);
+        if c.is_none() {
+            *c = Some((reason.to_string(), self.clock.now()));
+        }
+    }
+    fn is_open(&self) -> bool {
+        self.closed().is_none()
+    }
+}
+
+/// Starts server `game-n`: cluster member, RPC service, account manager.
+fn start(h: &Harness, n: u8) -> AccountManager {
+    let env = h.env(&format!("game-{n}"));
+    let session = SessionOptions { session_timeout: SESSION, connect_timeout: Duration::from_secs(2) };
+    let rpc_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 1, n)), 8015);
+    let mut ccfg = ClusterConfig::new(APP, format!("game-{n}"), rpc_addr);
+    ccfg.external_ports = BTreeMap::from([("tcp_json".to_string(), 8012)]);
+    ccfg.session = session;
+    let mut acfg = AccountConfig::new(APP);
+    acfg.session = session;
+    acfg.redirection_secret = Some(SECRET.into());
+    h.block_on(async move {
+        let cluster = Cluster::join(env.clone(), ccfg).await.expect("join");
+        let rpc = Rpc::start(env.clone(), cluster.id(), Arc::new(cluster.clone()), RpcConfig::new(rpc_addr))
+            .await
+            .expect("rpc");
+        AccountManager::start(env, cluster, rpc, acfg).await.expect("account manager")
+    })
+}
+
+fn login(h: &Harness, am: &AccountManager, account: &str, link: &Arc<FakeLink>) -> LoginOutcome {
+    let (am, account, link) = (am.clone(), account.to_string(), link.clone() as LinkRef);
+    h.block_on(async move { am.check_and_set_logged_in(&account, link).await }).expect("login")
+}
+
+fn znode(account: &str) -> String {
+    format!("/{APP}/active_accounts/{account}")
+}
+
+/// The ZooKeeper session that owns `account`'s znode.
+fn owner_session(h: &Harness, account: &str) -> i64 {
+    h.zk.get(&znode(account)).expect("logged in").1.ephemeral_owner
+}
+
+#[test]
+fn a_login_records_the_server_and_link_and_a_second_server_is_told_where_it_is() {
+    let h = Harness::new(1);
+    let (a, b) = (start(&h, 1), start(&h, 2));
+    let (l1, l2) = (FakeLink::new(&h, 1), FakeLink::new(&h, 2));
+
+    assert_eq!(login(&h, &a, "kim", &l1), LoginOutcome::LoggedIn);
+    let (data, stat) = h.zk.get(&znode("kim")).expect("znode created");
+    assert_ne!(stat.ephemeral_owner, 0, "ephemeral, on the manager's session");
+    let record: Value = serde_json::from_slice(&data).unwrap();
+    assert_eq!(record["link_id"], json!(l1.id.to_string()));
+    assert_eq!(a.account_of(l1.id).as_deref(), Some("kim"));
+    assert!(a.is_logged_in_here("kim") && !b.is_logged_in_here("kim"));
+
+    assert_eq!(login(&h, &b, "kim", &l2), LoginOutcome::AlreadyLoggedIn { location: Some(a.id()) });
+    assert_eq!(b.account_of(l2.id), None, "a refused login leaves nothing behind");
+    let b2 = b.clone();
+    assert_eq!(h.block_on(async move { b2.locate("kim").await }).unwrap(), Some(a.id()));
+}
+
+#[test]
+fn logging_out_by_link_deletes_the_znode_and_frees_the_account_for_another_server() {
+    let h = Harness::new(2);
+    let (a, b) = (start(&h, 1), start(&h, 2));
+    let (l1, l2) = (FakeLink::new(&h, 1), FakeLink::new(&h, 2));
+    assert_eq!(login(&h, &a, "kim", &l1), LoginOutcome::LoggedIn);
+
+    let a2 = a.clone();
+    let out = h.block_on(async move { a2.set_logged_out_link(LinkId::from_u128(1)).await }).unwrap();
+    assert_eq!(out.as_deref(), Some("kim"));
+    assert!(h.zk.get(&znode("kim")).is_none(), "znode deleted");
+    assert_eq!(a.account_of(l1.id), None);
+    assert!(a.local_accounts().is_empty());
+    assert_eq!(login(&h, &b, "kim", &l2), LoginOutcome::LoggedIn);
+}
+
+#[test]
+fn a_server_cut_from_zookeeper_closes_its_links_before_the_service_can_expire_its_session() {
+    let h = Harness::new(3);
+    let (a, b) = (start(&h, 1), start(&h, 2));
+    let (l1, l2) = (FakeLink::new(&h, 1), FakeLink::new(&h, 2));
+    assert_eq!(login(&h, &a, "kim", &l1), LoginOutcome::LoggedIn);
+    let sid = owner_session(&h, "kim");
+    assert!(a.holds_lease());
+
+    // The cut starts right after a renewal at the latest; the service last hears the
+    // session now, so it cannot expire it before `cut + T`.
+    let cut = h.now();
+    h.zk.disconnect(sid);
+    let expiry = cut.saturating_add(SESSION);
+    while h.now() < expiry && l1.closed().is_none() {
+        assert!(h.advance_to_next_deadline(), "the watchdog has a deadline");
+    }
+    let (reason, at) = l1.closed().expect("link closed while the lease lapsed");
+    assert_eq!(reason, CLOSE_COORDINATION_LOST);
+    assert!(at < expiry, "closed at {at:?}, strictly before the earliest expiry {expiry:?}");
+    assert!(!a.holds_lease());
+    assert_eq!(a.account_of(l1.id), None, "the manager forgot the link");
+    assert!(h.zk.get(&znode("kim")).is_some(), "the service still holds the znode");
+    assert!(
+        matches!(login(&h, &b, "kim", &l2), LoginOutcome::AlreadyLoggedIn { .. }),
+        "no one else may act for the account yet"
+    );
+
+    // Once the service expires the session, the account is free.
+    h.advance(expiry.saturating_since(h.now()) + Duration::from_millis(1));
+    assert!(h.zk.get(&znode("kim")).is_none(), "ephemeral gone with the session");
+    assert_eq!(login(&h, &b, "kim", &l2), LoginOutcome::LoggedIn);
+}
+
+#[test]
+fn after_a_cut_shorter_than_the_session_the_dropped_account_is_deleted_so_it_is_not_stuck() {
+    let h = Harness::new(4);
+    let (a, b) = (start(&h, 1), start(&h, 2));
+    let (l1, l2, l3) = (FakeLink::new(&h, 1), FakeLink::new(&h, 2), FakeLink::new(&h, 3));
+    assert_eq!(login(&h, &a, "kim", &l1), LoginOutcome::LoggedIn);
+    let sid = owner_session(&h, "kim");
+
+    h.zk.disconnect(sid);
+    let cut = h.now();
+    while l1.closed().is_none() {
+        assert!(h.advance_to_next_deadline());
+    }
+    assert!(h.now().saturating_since(cut) < SESSION);
+    h.zk.reconnect(sid);
+    // The renewer finds the session alive: the lease is back and the dropped account's
+    // znode (still on this session) is deleted.
+    h.advance(Duration::from_secs(3));
+    assert!(a.holds_lease(), "lease renewed after the reconnect");
+    assert!(h.zk.sessions().contains(&sid), "same session, never expired");
+    assert!(h.zk.get(&znode("kim")).is_none(), "dropped account cleaned up");
+    assert_eq!(login(&h, &b, "kim", &l2), LoginOutcome::LoggedIn);
+    // And the first server serves new logins again.
+    assert_eq!(login(&h, &a, "lee", &l3), LoginOutcome::LoggedIn);
+}
+
+#[test]
+fn after_its_session_expired_the_manager_opens_a_new_one_and_logs_in_again() {
+    let h = Harness::new(5);
+    let a = start(&h, 1);
+    let (l1, l2) = (FakeLink::new(&h, 1), FakeLink::new(&h, 2));
+    assert_eq!(login(&h, &a, "kim", &l1), LoginOutcome::LoggedIn);
+    let old = owner_session(&h, "kim");
+    h.zk.expire(old);
+    h.advance(SESSION);
+    assert!(l1.closed().is_some(), "the old session's login is over");
+    assert_eq!(login(&h, &a, "kim", &l2), LoginOutcome::LoggedIn);
+    assert_ne!(owner_session(&h, "kim"), old, "a new session owns the new login");
+}
+
+#[test]
+fn a_create_whose_answer_was_lost_is_found_to_be_ours_by_reading_the_znode() {
+    let h = Harness::new(6);
+    let a = start(&h, 1);
+    let (l1, l2) = (FakeLink::new(&h, 1), FakeLink::new(&h, 2));
+    assert_eq!(login(&h, &a, "kim", &l1), LoginOutcome::LoggedIn);
+    let sid = owner_session(&h, "kim");
+    // The lease is fresh, so the login's first call is the create: applied, answer lost,
+    // the connection down until the test reconnects it.
+    h.zk.lose_next_answer(sid);
+    let (tx, rx) = futures::channel::oneshot::channel();
+    let (am, link) = (a.clone(), l2.clone() as LinkRef);
+    let _task = h.exec.spawner().spawn(
+        "login",
+        Box::pin(async move {
+            let _ = tx.send(am.check_and_set_logged_in("lee", link).await);
+        }),
+    );
+    h.run_until_stalled();
+    assert!(h.zk.get(&znode("lee")).is_some(), "the create was applied");
+    assert_eq!(a.account_of(l2.id), None, "but the login does not know yet");
+    h.zk.reconnect(sid);
+    let outcome = h.block_on(async move { rx.await.expect("login task ran") }).expect("login");
+    assert_eq!(outcome, LoginOutcome::LoggedIn);
+    assert_eq!(owner_session(&h, "lee"), sid, "the znode the lost answer created is ours");
+    assert_eq!(a.account_of(l2.id).as_deref(), Some("lee"));
+}
+
+#[test]
+fn a_redirect_token_is_accepted_once_at_its_target_with_the_extra_data() {
+    let h = Harness::new(7);
+    let (a, b) = (start(&h, 1), start(&h, 2));
+    let (l1, l2, l3) = (FakeLink::new(&h, 1), FakeLink::new(&h, 2), FakeLink::new(&h, 3));
+    h.run_until_stalled();
+    assert_eq!(login(&h, &a, "kim", &l1), LoginOutcome::LoggedIn);
+
+    let (a2, target) = (a.clone(), b.id());
+    h.block_on(async move { a2.redirect_client("kim", target, json!({"room": 7})).await }).expect("redirect");
+    let sent = l1.received(SC_REDIRECT);
+    assert_eq!(sent.len(), 1, "the client is told where to go");
+    assert!(l1.closed().is_some(), "and its old session closes");
+    assert_eq!(a.account_of(l1.id), None);
+    let token = sent[0]["token"].as_str().expect("token").to_string();
+
+    let (b2, t2, link) = (b.clone(), token.clone(), l2.clone() as LinkRef);
+    let accepted = h.block_on(async move { b2.accept_redirect(&t2, link).await }).expect("accepted");
+    assert_eq!((accepted.account.as_str(), accepted.extra_data), ("kim", json!({"room": 7})));
+    assert_eq!(b.account_of(l2.id).as_deref(), Some("kim"));
+
+    let (b3, link) = (b.clone(), l3.clone() as LinkRef);
+    let replay = h.block_on(async move { b3.accept_redirect(&token, link).await });
+    assert!(replay.is_err(), "a token is single use: {replay:?}");
+    assert_eq!(b.account_of(l3.id), None);
+}
