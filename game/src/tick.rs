@@ -33,7 +33,7 @@ pub(crate) async fn run(game: Arc<GameState>, clock: Arc<dyn Clock>, period: Dur
             // sent (lease not held, or the session closed), so not acted.
             if let Some(link) = game.accounts.deliver(&user, SC_TICK, tick.clone()) {
                 if let Some(o) = &game.observer {
-                    o.acted(&user, &link);
+                    o.acted(&user, &link.to_string());
                 }
             }
         }

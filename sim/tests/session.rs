@@ -13,6 +13,9 @@
 //!
 //! Each run gets a fresh OS thread (std's `HashMap` seeding must happen on a fresh thread for
 //! a seed to replay).
+//!
+//! Size: one test binary of many short simulations sharing the fixture above; splitting it
+//! would copy the fixture into every part.
 
 use sim::testkit::node_env;
 use std::future::Future;

@@ -193,7 +193,7 @@ pub use self::remote::{REMOTE_CALL_TIMEOUT, RPC_BROADCAST, RPC_SEND};
 pub use self::sessions::link;
 use self::token::ACCOUNT_BYTES_MAX;
 use crate::cluster::{Cluster, PeerId};
-use crate::env::{lock, Backoff, Coord, Env, MonoTime, TaskHandle};
+use crate::env::{lock, validate_segment, Backoff, Coord, Env, MonoTime, TaskHandle};
 use crate::rpc::Rpc;
 
 /// Messages the managers exchange (`proto/account.proto`).
@@ -247,16 +247,7 @@ pub enum LoginOutcome {
 /// Checks an account id: non-empty, at most [`ACCOUNT_BYTES_MAX`] bytes, no `/` or NUL, not
 /// `.` or `..` (it becomes a znode name).
 pub fn validate_account(account: &str) -> Result<(), AccountError> {
-    if account.is_empty()
-        || account.len() > ACCOUNT_BYTES_MAX
-        || account.contains('/')
-        || account.contains('\0')
-        || account == "."
-        || account == ".."
-    {
-        return Err(AccountError::InvalidAccount(account.to_string()));
-    }
-    Ok(())
+    validate_segment(account, ACCOUNT_BYTES_MAX).map_err(|_| AccountError::InvalidAccount(account.to_string()))
 }
 
 /// The account manager of one server. Cheap to clone; clones share everything.

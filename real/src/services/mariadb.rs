@@ -16,7 +16,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
 
@@ -189,21 +189,7 @@ impl PrivateMariaDb {
     /// Kills the server if it runs and starts it again on the same port and data directory
     /// (crash recovery runs first).
     pub fn restart(&mut self) -> Result<(), ServiceError> {
-        self.proc.kill();
-        let start = Instant::now();
-        loop {
-            match Self::spawn(&self.bin, self.dir.path(), self.addr) {
-                Ok(p) => {
-                    self.proc = p;
-                    return Ok(());
-                }
-                // The old socket may linger for a moment after the kill.
-                Err(ServiceError::Exited { .. }) if start.elapsed() < Duration::from_secs(5) => {
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.proc.respawn(Duration::from_millis(200), || Self::spawn(&self.bin, self.dir.path(), self.addr))
     }
 
     /// The server's error log so far (for diagnosing a failing test).

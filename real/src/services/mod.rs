@@ -52,6 +52,8 @@ pub const PRIVATE_ZK_TICK: Duration = Duration::from_millis(250);
 
 /// How long `start`/`restart` wait for a server to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `restart` keeps relaunching a server whose old socket is still bound.
+const RESPAWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a private service could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +193,30 @@ impl Proc {
                 return Err(ServiceError::NotReady { what: self.what, waited: READY_TIMEOUT, log });
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the process if it runs and launches it again with `spawn` (same port, same
+    /// directory), retrying every `pause` for up to [`RESPAWN_TIMEOUT`] while the old socket
+    /// lingers after the kill.
+    fn respawn(
+        &mut self,
+        pause: Duration,
+        mut spawn: impl FnMut() -> Result<Proc, ServiceError>,
+    ) -> Result<(), ServiceError> {
+        self.kill();
+        let start = Instant::now();
+        loop {
+            match spawn() {
+                Ok(p) => {
+                    *self = p;
+                    return Ok(());
+                }
+                Err(ServiceError::Exited { .. }) if start.elapsed() < RESPAWN_TIMEOUT => {
+                    std::thread::sleep(pause)
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
 
@@ -125,20 +125,8 @@ impl PrivateRedis {
 
     /// Kills the server if it runs and starts it again on the same port and directory.
     pub fn restart(&mut self) -> Result<(), ServiceError> {
-        self.proc.kill();
-        let start = Instant::now();
-        loop {
-            match Self::spawn(&self.bin, self.dir.path(), self.addr, self.persistent) {
-                Ok(p) => {
-                    self.proc = p;
-                    return Ok(());
-                }
-                // The old socket may linger for a moment after the kill.
-                Err(ServiceError::Exited { .. }) if start.elapsed() < Duration::from_secs(5) => {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.proc.respawn(Duration::from_millis(100), || {
+            Self::spawn(&self.bin, self.dir.path(), self.addr, self.persistent)
+        })
     }
 }

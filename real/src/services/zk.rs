@@ -4,12 +4,12 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::{ask, find_binary, free_port, io_err, Proc, ServiceError};
 use super::PRIVATE_ZK_TICK;
+use super::{ask, find_binary, free_port, io_err, Proc, ServiceError};
 
 /// Where the Debian `zookeeper` package puts its server jar.
 const DEBIAN_ZK_JAR: &str = "/usr/share/java/zookeeper.jar";
@@ -175,21 +175,9 @@ impl PrivateZk {
 
     /// Kills the server if it runs and starts it again on the same port and data directory.
     pub fn restart(&mut self) -> Result<(), ServiceError> {
-        self.proc.kill();
-        let start = Instant::now();
-        loop {
-            match Self::spawn(&self.java, &self.classpath, self.dir.path(), self.addr) {
-                Ok(p) => {
-                    self.proc = p;
-                    return Ok(());
-                }
-                // The old socket may linger for a moment after the kill.
-                Err(ServiceError::Exited { .. }) if start.elapsed() < Duration::from_secs(5) => {
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.proc.respawn(Duration::from_millis(200), || {
+            Self::spawn(&self.java, &self.classpath, self.dir.path(), self.addr)
+        })
     }
 
     /// The server's log so far (for diagnosing a failing test).

@@ -77,6 +77,9 @@
 //! is counted, never silently passed.
 //!
 //! [`KeyedOp`]: super::register::KeyedOp
+//!
+//! Size: about 520 lines of code (the search with its pruning and budget) and as many of
+//! tests next to it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
