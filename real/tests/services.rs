@@ -97,7 +97,8 @@ async fn private_mariadb_keeps_committed_rows_across_a_kill_and_cleans_up() {
     let mut a = common::mariadb();
     assert!(a.addr().ip().is_loopback());
     assert!(a.url().starts_with("mysql://sandtable:sandtable@127.0.0.1:"), "{}", a.url());
-    let setup = "CREATE TABLE t (k INT PRIMARY KEY, v INT) ENGINE=InnoDB; INSERT INTO t VALUES (1, 10), (2, 20);";
+    let setup =
+        "CREATE TABLE t (k INT PRIMARY KEY, v INT) ENGINE=InnoDB; INSERT INTO t VALUES (1, 10), (2, 20);";
     assert_eq!(mariadb_sql(&a, setup).as_deref(), Some(""), "the database and user exist");
     assert_eq!(mariadb_sql(&a, "SELECT SUM(v) FROM t").as_deref(), Some("30"));
 

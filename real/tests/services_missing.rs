@@ -12,7 +12,8 @@ fn missing_binaries_fail_with_the_install_command() {
     assert!(matches!(e, ServiceError::NotInstalled { .. }), "{e:?}");
     let msg = e.to_string();
     assert!(
-        msg.contains("scripts/services.sh install") && msg.contains("apt-get install redis-server zookeeper mariadb-server"),
+        msg.contains("scripts/services.sh install")
+            && msg.contains("apt-get install redis-server zookeeper mariadb-server"),
         "{msg}"
     );
     assert!(msg.contains("/nonexistent/redis-server"), "{msg}");

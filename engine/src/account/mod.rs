@@ -247,7 +247,8 @@ pub enum LoginOutcome {
 /// Checks an account id: non-empty, at most [`ACCOUNT_BYTES_MAX`] bytes, no `/` or NUL, not
 /// `.` or `..` (it becomes a znode name).
 pub fn validate_account(account: &str) -> Result<(), AccountError> {
-    validate_segment(account, ACCOUNT_BYTES_MAX).map_err(|_| AccountError::InvalidAccount(account.to_string()))
+    validate_segment(account, ACCOUNT_BYTES_MAX)
+        .map_err(|_| AccountError::InvalidAccount(account.to_string()))
 }
 
 /// The account manager of one server. Cheap to clone; clones share everything.
