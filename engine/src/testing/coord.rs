@@ -44,6 +44,10 @@ use crate::env::{
     Stat, WatchedEvent, Watcher,
 };
 
+/// Most session events one `session_events` stream holds unread. A session changes state a
+/// few times per test; a subscriber this far behind is dropped and its stream ends.
+pub const SESSION_EVENTS_QUEUED_MAX: usize = 64;
+
 type WatchTable = BTreeMap<String, Vec<oneshot::Sender<WatchedEvent>>>;
 
 /// The client half of one session.
@@ -59,7 +63,7 @@ struct Client {
     data_w: WatchTable,
     exist_w: WatchTable,
     child_w: WatchTable,
-    subscribers: Vec<mpsc::UnboundedSender<SessionEvent>>,
+    subscribers: Vec<mpsc::Sender<SessionEvent>>,
 }
 
 impl Client {
@@ -69,7 +73,9 @@ impl Client {
         }
         self.state = state;
         let ev = SessionEvent { state };
-        self.subscribers.retain(|s| s.unbounded_send(ev).is_ok());
+        // A subscriber that left SESSION_EVENTS_QUEUED_MAX events unread is dropped (its
+        // stream ends after what is queued), as is one whose receiver is gone.
+        self.subscribers.retain_mut(|s| s.try_send(ev).is_ok());
         if state.is_terminal() {
             self.subscribers.clear();
             for table in [&mut self.data_w, &mut self.exist_w, &mut self.child_w] {
@@ -412,7 +418,7 @@ impl Coord for FakeCoord {
     }
 
     fn session_events(&self) -> BoxStream<'static, SessionEvent> {
-        let (tx, rx) = mpsc::unbounded();
+        let (tx, rx) = mpsc::channel(SESSION_EVENTS_QUEUED_MAX);
         if let Some(c) = self.zk.world().clients.get_mut(&self.sid) {
             if !c.state.is_terminal() {
                 c.subscribers.push(tx);

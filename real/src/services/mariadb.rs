@@ -160,31 +160,7 @@ impl PrivateMariaDb {
         self.dir.path()
     }
 
-    /// The server's process id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.proc.pid()
-    }
-
-    /// True while the process runs (it may not answer if it was [`pause`](Self::pause)d).
-    pub fn is_running(&mut self) -> bool {
-        self.proc.running()
-    }
-
-    /// Kills the server (SIGKILL, as a crash would): committed transactions survive in the
-    /// redo log; one in flight is rolled back at the next start. Idempotent.
-    pub fn stop(&mut self) {
-        self.proc.kill();
-    }
-
-    /// Freezes the process (SIGSTOP): connections stay open but nothing is answered.
-    pub fn pause(&self) {
-        self.proc.signal("STOP");
-    }
-
-    /// Resumes a paused process (SIGCONT).
-    pub fn resume(&self) {
-        self.proc.signal("CONT");
-    }
+    process_controls!();
 
     /// Kills the server if it runs and starts it again on the same port and data directory
     /// (crash recovery runs first).

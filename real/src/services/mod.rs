@@ -35,6 +35,38 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// The process controls every private service has, written once over its `proc` field:
+/// `pid`, `is_running`, `stop` (SIGKILL), `pause` (SIGSTOP) and `resume` (SIGCONT).
+macro_rules! process_controls {
+    () => {
+        /// The server's process id, while it runs.
+        pub fn pid(&self) -> Option<u32> {
+            self.proc.pid()
+        }
+
+        /// True while the process runs (it may not answer if it was [`pause`](Self::pause)d).
+        pub fn is_running(&mut self) -> bool {
+            self.proc.running()
+        }
+
+        /// Kills the server (SIGKILL, as a crash would: nothing is flushed beyond what the
+        /// server already made durable). Idempotent.
+        pub fn stop(&mut self) {
+            self.proc.kill();
+        }
+
+        /// Freezes the process (SIGSTOP): connections stay open but nothing is answered.
+        pub fn pause(&self) {
+            self.proc.signal("STOP");
+        }
+
+        /// Resumes a paused process (SIGCONT).
+        pub fn resume(&self) {
+            self.proc.signal("CONT");
+        }
+    };
+}
+
 mod mariadb;
 mod redis;
 mod zk;

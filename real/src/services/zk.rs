@@ -17,6 +17,8 @@ const DEBIAN_ZK_JAR: &str = "/usr/share/java/zookeeper.jar";
 const DEBIAN_SLF4J_SIMPLE: &str = "/usr/share/java/slf4j-simple.jar";
 
 /// A private ZooKeeper (standalone server on a JVM) on a loopback port, killed when dropped.
+/// After a `stop` (SIGKILL) sessions and znodes survive in the data directory, and sessions
+/// restart their expiry clock when the server comes back.
 pub struct PrivateZk {
     addr: SocketAddr,
     java: PathBuf,
@@ -142,35 +144,11 @@ impl PrivateZk {
         self.dir.path()
     }
 
-    /// The server's process id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.proc.pid()
-    }
-
-    /// True while the process runs (it may not answer if it was [`pause`](Self::pause)d).
-    pub fn is_running(&mut self) -> bool {
-        self.proc.running()
-    }
+    process_controls!();
 
     /// Sends a four-letter command (`ruok`, `srvr`, `cons`, `mntr`, `stat`) and returns the answer.
     pub fn four_letter(&self, cmd: &str) -> Option<String> {
         ask(self.addr, cmd.as_bytes(), 1 << 16, Duration::from_secs(2))
-    }
-
-    /// Kills the server (SIGKILL, as a crash would). Sessions and znodes survive in the data
-    /// directory; sessions restart their expiry clock when the server comes back. Idempotent.
-    pub fn stop(&mut self) {
-        self.proc.kill();
-    }
-
-    /// Freezes the process (SIGSTOP): connections stay open but nothing is answered.
-    pub fn pause(&self) {
-        self.proc.signal("STOP");
-    }
-
-    /// Resumes a paused process (SIGCONT).
-    pub fn resume(&self) {
-        self.proc.signal("CONT");
     }
 
     /// Kills the server if it runs and starts it again on the same port and data directory.
