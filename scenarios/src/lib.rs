@@ -26,6 +26,7 @@
 //! - `pvp_transfer`: the reference game's auth-key transfer under chaos.
 //! - `login_unique`: cluster-unique, fenced login.
 //! - `redirect/`, `broadcast/`: signed client redirection; send/broadcast to accounts.
+//! - `sql_register/`: fenced, versioned rows on several SQL instances (the `Db` port).
 
 pub mod acting;
 pub mod catalogue;
@@ -43,7 +44,7 @@ use std::sync::Arc;
 pub use catalogue::all;
 pub use scenario::{
     ClientCtx, Nodes, Phases, PlantedBug, RedisSpec, Scenario, ScenarioMeta, ScenarioRun, ServerCtx,
-    ServerDirectory, ServerSpec, Topology,
+    ServerDirectory, ServerSpec, SqlSpec, Topology,
 };
 
 /// Why [`lookup`] found nothing.

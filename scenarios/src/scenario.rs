@@ -37,6 +37,27 @@ pub struct RedisSpec {
     pub stale_read_probability: f64,
 }
 
+/// The simulated SQL instances of a topology: `instances` nodes named `db-0`, `db-1`, ...
+/// ([`Topology::sql_name`]), each one instance of the `Db` port under the same name in every
+/// node's [`Env::db`](engine::env::Env) directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlSpec {
+    pub instances: usize,
+    /// Time from taking a `transact` to its commit point (its write and fsync): a kill in this
+    /// window loses the transaction, and calls behind it on the same connection wait.
+    pub commit_latency: Duration,
+    /// Planted bug: the instances ignore fences (a write with a stale fence is accepted, a
+    /// `Guard` passes).
+    pub no_fence_check: bool,
+}
+
+impl SqlSpec {
+    /// `instances` correct instances with a 1 ms commit latency (an SSD fsync).
+    pub fn new(instances: usize) -> SqlSpec {
+        SqlSpec { instances, commit_latency: Duration::from_millis(1), no_fence_check: false }
+    }
+}
+
 /// A game server node of a topology.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSpec {
@@ -47,12 +68,14 @@ pub struct ServerSpec {
     pub tags: Vec<String>,
 }
 
-/// The nodes of a run. Service nodes are named `zk` and `redis`; server nodes as their
-/// specs say; client nodes `client-0`, `client-1`, ...
+/// The nodes of a run. Service nodes are named `zk`, `redis` and `db-0`, `db-1`, ... (SQL);
+/// server nodes as their specs say; client nodes `client-0`, `client-1`, ...
 #[derive(Debug, Clone, PartialEq)]
 pub struct Topology {
     pub zookeeper: bool,
     pub redis: Option<RedisSpec>,
+    /// SQL instances (`None`: no SQL; every node's `Env::db` is then empty).
+    pub sql: Option<SqlSpec>,
     pub servers: Vec<ServerSpec>,
     pub clients: usize,
 }
@@ -62,7 +85,12 @@ impl Topology {
         format!("client-{i}")
     }
 
-    /// Service node names (`zk`, `redis`) present in this topology.
+    /// Node and instance name of SQL instance `i`: `db-{i}`.
+    pub fn sql_name(i: usize) -> String {
+        format!("db-{i}")
+    }
+
+    /// Service node names (`zk`, `redis`, `db-0`, ...) present in this topology.
     pub fn service_names(&self) -> Vec<String> {
         let mut v = Vec::new();
         if self.zookeeper {
@@ -71,7 +99,13 @@ impl Topology {
         if self.redis.is_some() {
             v.push("redis".to_string());
         }
+        v.extend(self.sql_names());
         v
+    }
+
+    /// The SQL instances' names, `db-0..db-{N-1}` (empty without SQL).
+    pub fn sql_names(&self) -> Vec<String> {
+        (0..self.sql.as_ref().map_or(0, |s| s.instances)).map(Self::sql_name).collect()
     }
 
     pub fn server_names(&self) -> Vec<String> {
@@ -97,6 +131,7 @@ impl Topology {
             Nodes::Services => self.service_names(),
             Nodes::Zk => self.zookeeper.then(|| "zk".to_string()).into_iter().collect(),
             Nodes::Redis => self.redis.as_ref().map(|_| "redis".to_string()).into_iter().collect(),
+            Nodes::Sql => self.sql_names(),
             Nodes::Servers => self.server_names(),
             Nodes::Clients => self.client_names(),
         }
@@ -108,10 +143,12 @@ impl Topology {
 pub enum Nodes {
     /// Services, servers, clients.
     All,
-    /// `zk` and `redis`, those present.
+    /// `zk`, `redis` and the SQL instances, those present.
     Services,
     Zk,
     Redis,
+    /// The SQL instances `db-0`, `db-1`, ...
+    Sql,
     Servers,
     Clients,
 }

@@ -36,6 +36,11 @@ pub struct Injector {
     clogged: BTreeMap<(NodeId, NodeId), u32>,
     /// Faults applied, by kind (coverage).
     pub applied: BTreeMap<&'static str, u64>,
+    /// The SQL instances' nodes ([`Injector::with_sql_nodes`]).
+    sql_nodes: Vec<String>,
+    /// Faults applied that hit a SQL instance's node (killed, paused, partitioned, clock), by
+    /// kind (coverage: the runner reports them as `faults.{kind}_sql`).
+    pub applied_sql: BTreeMap<&'static str, u64>,
 }
 
 /// What to undo when a fault's duration ends.
@@ -51,7 +56,37 @@ enum Undo {
 impl Injector {
     pub fn new(handle: Handle, clocks: ClockControl, nodes: BTreeMap<String, NodeId>) -> Self {
         let state = nodes.keys().map(|n| (n.clone(), NodeState::Up)).collect();
-        Injector { handle, clocks, nodes, state, clogged: BTreeMap::new(), applied: BTreeMap::new() }
+        Injector {
+            handle,
+            clocks,
+            nodes,
+            state,
+            clogged: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            sql_nodes: Vec::new(),
+            applied_sql: BTreeMap::new(),
+        }
+    }
+
+    /// Counts the faults that hit these nodes (the SQL instances) in [`Injector::applied_sql`].
+    pub fn with_sql_nodes(mut self, nodes: Vec<String>) -> Self {
+        self.sql_nodes = nodes;
+        self
+    }
+
+    /// Whether `fault` names one of the SQL nodes.
+    fn hits_sql(&self, fault: &Fault) -> bool {
+        let sql = |n: &String| self.sql_nodes.contains(n);
+        match fault {
+            Fault::Partition { a, b } | Fault::PartitionOneWay { from: a, to: b } => a.iter().chain(b).any(sql),
+            Fault::CutLink { a, b } => sql(a) || sql(b),
+            Fault::Kill { node }
+            | Fault::Pause { node }
+            | Fault::ClockSkew { node, .. }
+            | Fault::ClockJump { node, .. }
+            | Fault::ClockDrift { node, .. } => sql(node),
+            Fault::PacketLoss { .. } | Fault::Latency { .. } => false,
+        }
     }
 
     fn id(&self, name: &str) -> NodeId {
@@ -155,6 +190,9 @@ impl Injector {
             }
         };
         *self.applied.entry(fault.kind().name()).or_insert(0) += 1;
+        if self.hits_sql(fault) {
+            *self.applied_sql.entry(fault.kind().name()).or_insert(0) += 1;
+        }
         tracing::info!(target: "sim::faults", "fault: {fault}");
         undo
     }

@@ -15,6 +15,7 @@
 //! |---|---|---|
 //! | `zk` | 10.0.0.1:2181 | simulated ZooKeeper (data survives restarts) |
 //! | `redis` | 10.0.0.2:6379 | simulated Redis (loses data on kill unless persistent) |
+//! | `db-N` | 10.0.3.(N+1):3306 | simulated SQL instance N (committed data survives restarts) |
 //! | servers (`game-0`, ...) | 10.0.2.(N+1) | the scenario's game servers (RPC on port 8015) |
 //! | `client-N` | 10.0.1.(N+1) | the scenario's workload |
 //! | `observer` | 10.0.9.1 | final-state reads after the run |
@@ -36,6 +37,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use crate::adapters::{ClockControl, NodeRand, SimClock, SimNet, SimRand, SimSpawn};
 use crate::faults::Injector;
 use crate::redis::{RedisOptions, RedisStore, SimKv};
+use crate::sql::{sql_addr, SimDb, SqlOptions, SqlStore, DB_CALL_TIMEOUT};
 use crate::trace::{TraceCollector, TraceOutput};
 use crate::zk::{SimCoordConnector, ZkClientEnv, ZkOptions, ZkStore};
 
@@ -204,6 +206,28 @@ pub fn node_env_with_rand(name: &str, ip: IpAddr, clocks: &ClockControl, rand: A
     Env { node: name.into(), clock, rand, spawn, net, coord, kv, db }
 }
 
+/// `env` with a `Db` directory of the topology's SQL instances `db-0..db-{count-1}` (a
+/// [`SimDb`] client of each node at [`sql_addr`]); `env` unchanged when `count` is 0. Clients
+/// connect lazily, so a node that never calls one sends nothing.
+pub fn with_sql(mut env: Env, count: usize) -> Env {
+    if count == 0 {
+        return env;
+    }
+    let dir = (0..count).fold(engine::env::DbInstances::empty(), |dir, i| {
+        let db = SimDb::new(
+            Topology::sql_name(i),
+            env.net.clone(),
+            env.clock.clone(),
+            env.spawn.clone(),
+            sql_addr(i),
+            DB_CALL_TIMEOUT,
+        );
+        dir.with(Arc::new(db)).expect("instance names are distinct")
+    });
+    env.db = Arc::new(dir);
+    env
+}
+
 /// Where a node incarnation's randomness comes from: madsim's global generator (tests that
 /// build nodes by hand) or its own stream forked from the run seed ([`NodeSeeds`]).
 #[derive(Clone, Debug)]
@@ -316,6 +340,30 @@ fn spawn_redis(
         .id()
 }
 
+/// Starts SQL instance `i` of a topology as node `db-{i}` at [`sql_addr`]`(i)`, with a store
+/// that survives its restarts (a SQL server's durable storage).
+fn spawn_sql(
+    handle: &madsim::runtime::Handle,
+    clocks: &ClockControl,
+    i: usize,
+    opts: SqlOptions,
+    rands: RandSource,
+) -> madsim::task::NodeId {
+    let store = SqlStore::new();
+    let (name, addr) = (Topology::sql_name(i), sql_addr(i));
+    let clocks = clocks.clone();
+    handle
+        .create_node()
+        .name(&name)
+        .ip(addr.ip())
+        .init(move || {
+            let env = node_env_with_rand(&name, addr.ip(), &clocks, rands.rand(&name));
+            crate::sql::serve(env.net, env.clock, env.spawn, addr, store.clone(), opts)
+        })
+        .build()
+        .id()
+}
+
 /// Runs `seed` of `scenario` and judges it. Never panics: a panic inside the simulation is
 /// reported as [`Verdict::Crash`].
 pub fn run_seed(scenario: &dyn Scenario, seed: u64, bug: Option<&str>, opts: RunOptions) -> SeedResult {
@@ -415,6 +463,14 @@ async fn simulate(
         let rands = RandSource::PerNode(seeds.clone());
         ids.insert("redis".to_string(), spawn_redis(&handle, &clocks, opts, rands));
     }
+    let sql_count = topo.sql.as_ref().map_or(0, |s| s.instances);
+    if let Some(spec) = &topo.sql {
+        let opts = SqlOptions { commit_latency: spec.commit_latency, no_fence_check: spec.no_fence_check };
+        for i in 0..spec.instances {
+            let rands = RandSource::PerNode(seeds.clone());
+            ids.insert(Topology::sql_name(i), spawn_sql(&handle, &clocks, i, opts, rands));
+        }
+    }
     // Clients reach server `i` on its node IP at the reference game's client port.
     let servers = ServerDirectory::new(
         (0..topo.servers.len())
@@ -434,6 +490,7 @@ async fn simulate(
             .ip(server_ip(i))
             .init(move || {
                 let env = node_env_with_rand(&spec_c.name, server_ip(i), &clocks, seeds.rand(&spec_c.name));
+                let env = with_sql(env, sql_count);
                 let process = next_process.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(process, "server starts");
                 run.server(ServerCtx {
@@ -466,6 +523,7 @@ async fn simulate(
             .ip(client_ip(i))
             .init(move || {
                 let env = node_env_with_rand(&node_name, client_ip(i), &clocks, seeds.rand(&node_name));
+                let env = with_sql(env, sql_count);
                 let process = next_process.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(process, "client starts");
                 run.client(ClientCtx {
@@ -481,7 +539,7 @@ async fn simulate(
         stop_ids.push(node.id());
     }
 
-    let mut injector = Injector::new(handle.clone(), clocks.clone(), ids.clone());
+    let mut injector = Injector::new(handle.clone(), clocks.clone(), ids.clone()).with_sql_nodes(topo.sql_names());
     injector.run(&plan).await;
     madsim::time::sleep_until(
         madsim::time::Instant::now() + Duration::from_millis(plan.end_ms.saturating_sub(plan.heal_at_ms)),
@@ -493,7 +551,7 @@ async fn simulate(
     tracing::info!(target: "sim::runner", "run ended: servers and clients stopped, checking");
 
     let observer = handle.create_node().name("observer").ip(OBSERVER_IP).build();
-    let env = node_env_with_rand("observer", OBSERVER_IP, &clocks, seeds.rand("observer"));
+    let env = with_sql(node_env_with_rand("observer", OBSERVER_IP, &clocks, seeds.rand("observer")), sql_count);
     let check = run.check(env, phases.clone());
     let report = observer
         .spawn(async move { madsim::time::timeout(CHECK_TIME_MAX, check).await })
@@ -513,6 +571,9 @@ async fn simulate(
     };
     for (kind, n) in &injector.applied {
         report.count(&format!("faults.{kind}"), *n);
+    }
+    for (kind, n) in &injector.applied_sql {
+        report.count(&format!("faults.{kind}_sql"), *n);
     }
     let frames = madsim::net::NetSim::current().stat().msg_count;
     let sim = madsim::time::TimeHandle::current().elapsed().as_secs_f64();

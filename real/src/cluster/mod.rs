@@ -12,6 +12,9 @@
 //! servers are up. Then the scenario's heal phase runs without faults, and the scenario's checkers run on the recorded history and the servers'
 //! evidence ([`evidence_file`]).
 //!
+//! Topologies with SQL instances ([`scenarios::SqlSpec`]) are refused for now: the runner
+//! starts no SQL servers and gives the servers no `Db` directory.
+//!
 //! What differs from the simulator, by nature: the faults are process kills and pauses only
 //! (no partitions, loss or clock faults: those need the simulator or network namespaces), the
 //! workload's randomness comes from the OS (a failing run cannot be replayed from a seed;
@@ -194,6 +197,15 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
         )));
     }
     let topo = scenario.topology(bug);
+    // SQL instances are not started here yet (no private SQL servers per run, no `Db`
+    // directory in the servers' environment): such a topology runs in the simulator only.
+    if let Some(sql) = &topo.sql {
+        return Err(ClusterError::Args(format!(
+            "{}: its topology has {} SQL instances, which the live-cluster runner does not start \
+             yet; run it in the simulator",
+            args.scenario, sql.instances
+        )));
+    }
     if let Some(n) = args.servers {
         if n != topo.servers.len() {
             return Err(ClusterError::Args(format!(

@@ -73,6 +73,7 @@ impl Scenario for CoordLock {
         Topology {
             zookeeper: true,
             redis: Some(RedisSpec { persistent: true, stale_read_probability: 0.0 }),
+            sql: None,
             servers: vec![],
             clients: CLIENTS,
         }

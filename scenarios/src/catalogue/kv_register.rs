@@ -55,6 +55,7 @@ impl Scenario for KvRegister {
         Topology {
             zookeeper: false,
             redis: Some(RedisSpec { persistent: true, stale_read_probability: stale }),
+            sql: None,
             servers: vec![],
             clients: CLIENTS,
         }

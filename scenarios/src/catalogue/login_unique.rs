@@ -99,6 +99,7 @@ impl Scenario for LoginUnique {
         Topology {
             zookeeper: true,
             redis: Some(RedisSpec { persistent: true, stale_read_probability: 0.0 }),
+            sql: None,
             servers: game_host::game_servers(SERVERS),
             clients: CLIENTS,
         }

@@ -105,7 +105,7 @@ impl Scenario for Membership {
         &META
     }
     fn topology(&self, _bug: Option<&str>) -> Topology {
-        Topology { zookeeper: true, redis: None, servers: servers(SERVERS), clients: 0 }
+        Topology { zookeeper: true, redis: None, sql: None, servers: servers(SERVERS), clients: 0 }
     }
     fn fault_space(&self, topology: &Topology) -> FaultSpace {
         FaultSpace::builder(topology, 20_000, 20_000)

@@ -1,8 +1,8 @@
 //! The catalogue: every scenario the runners know, one module each. A scenario module
 //! starts with its doc (what it exercises, its numbered invariants, its planted bugs), then
 //! its constant header (`const META: ScenarioMeta`), topology and fault space, then the
-//! workload and the checks. The two largest, [`redirect`] and [`broadcast`], are folders
-//! split into `workload`, `history` and `check` (one function per numbered rule).
+//! workload and the checks. The largest, [`redirect`], [`broadcast`] and [`sql_register`], are
+//! folders split into `workload`, `history` and `check` (one function per numbered rule).
 //!
 //! A new scenario goes here and into [`all`]; the runners find it by name through
 //! [`crate::lookup`].
@@ -19,6 +19,7 @@ pub mod membership;
 pub mod pvp_transfer;
 pub mod redirect;
 pub mod rpc;
+pub mod sql_register;
 
 /// Every scenario, in the order `list` shows them.
 pub fn all() -> Vec<Arc<dyn Scenario>> {
@@ -31,5 +32,6 @@ pub fn all() -> Vec<Arc<dyn Scenario>> {
         Arc::new(redirect::RedirectScenario),
         Arc::new(broadcast::BroadcastScenario),
         Arc::new(login_unique::LoginUnique),
+        Arc::new(sql_register::SqlRegister),
     ]
 }

@@ -116,6 +116,7 @@ impl Scenario for PvpTransfer {
         Topology {
             zookeeper: true,
             redis: Some(RedisSpec { persistent: false, stale_read_probability: 0.0 }),
+            sql: None,
             servers: servers(),
             clients: CLIENTS,
         }

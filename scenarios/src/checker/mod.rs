@@ -15,6 +15,9 @@
 //! - [`linearizable`]: per-key linearizability of keyed registers with compare-and-set
 //!   ([`check_registers`]), over the model in [`register`]. Its module documentation states
 //!   how large a history it handles.
+//! - [`rows`]: linearizability of calls on SQL instances' versioned, fenced rows
+//!   ([`check_rows`]), one instance at a time with the `Db` port's rules as the model (the
+//!   same search).
 //! - [`liveness_after_heal`]: every process active after the heal makes progress within the bound.
 //!
 //! # Counter naming
@@ -29,10 +32,12 @@ use serde::{Deserialize, Serialize};
 pub mod linearizable;
 mod liveness;
 pub mod register;
+pub mod rows;
 
 pub use linearizable::{check_registers, check_registers_with, LinConfig};
 pub use liveness::liveness_after_heal;
 pub use register::{KeyedOp, RegisterOp, RegisterResult};
+pub use rows::{check_rows, DbCall, DbOp, DbRes, Refusal, RowSeen, RowWrite, WriteSeen};
 
 /// Whether a violation broke a safety or a liveness property.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

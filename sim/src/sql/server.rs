@@ -28,11 +28,13 @@ pub struct SqlOptions {
     /// this window loses the transaction; calls behind it on the same connection wait.
     /// Default 1 ms (an SSD fsync).
     pub commit_latency: Duration,
+    /// Planted bug `no-fence-check`: the node ignores fences ([`Instance::set_ignore_fences`]).
+    pub no_fence_check: bool,
 }
 
 impl Default for SqlOptions {
     fn default() -> Self {
-        SqlOptions { commit_latency: Duration::from_millis(1) }
+        SqlOptions { commit_latency: Duration::from_millis(1), no_fence_check: false }
     }
 }
 
@@ -76,7 +78,10 @@ pub async fn serve(
     store: SqlStore,
     opts: SqlOptions,
 ) {
-    let commits = store.with(|db| db.commits());
+    let commits = store.with(|db| {
+        db.set_ignore_fences(opts.no_fence_check);
+        db.commits()
+    });
     info!(%addr, commits, commit_latency_ms = opts.commit_latency.as_millis() as u64, "sql server starting");
     let mut listener = loop {
         match net.listen(addr, MAX_PEER_FRAME_BYTES).await {

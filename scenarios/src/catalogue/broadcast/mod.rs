@@ -107,6 +107,7 @@ impl Scenario for BroadcastScenario {
         Topology {
             zookeeper: true,
             redis: Some(RedisSpec { persistent: true, stale_read_probability: 0.0 }),
+            sql: None,
             servers: game_host::game_servers(SERVERS),
             clients: CLIENTS,
         }
