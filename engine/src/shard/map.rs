@@ -65,7 +65,7 @@ pub struct MoveRecord {
     pub from: String,
     pub to: String,
     /// The map version the move ends at (`version + 1` when it started): the fence of the
-    /// guard rows it writes.
+    /// guard rows it writes (a rollback from `frozen` uses `fence + 1`).
     pub fence: u64,
     pub phase: MovePhase,
 }

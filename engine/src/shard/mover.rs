@@ -21,8 +21,10 @@
 //! (a later move's `Restore` keeps whichever version is newer).
 //!
 //! **Rollback**: from `copying`, forget the record; from `frozen`, put the source's guard back
-//! at the fence, delete the destination's, and publish `version = fence` with the shard where
-//! it was. Either way the shard ends on exactly one instance.
+//! at `fence + 1`, delete the destination's at `fence + 1`, and publish `version = fence + 1`
+//! with the shard where it was. Either way the shard ends on exactly one instance. The extra
+//! fence step matters: the interrupted mover's guard delete (at `fence`) may still be on the
+//! wire and arrive after the rollback; it is then refused (found by the simulator, seed 1623).
 
 use std::time::Duration;
 
@@ -125,10 +127,14 @@ pub async fn rollback_move(router: &ShardRouter) -> Result<Option<MoveReport>, S
     let next = match record.phase {
         MovePhase::Copying => ShardMap { moving: None, ..(*map).clone() },
         MovePhase::Frozen => {
+            // One fence above the move's: a guard delete or put the interrupted mover sent at
+            // the move's fence may still arrive (a request stuck on a dead connection), and
+            // must then be refused rather than undo the rollback.
+            let fence = record.fence + 1;
             let (from, to) = (router.instance(&record.from)?, router.instance(&record.to)?);
-            put_guard(from.as_ref(), &record).await?;
-            delete_guard(to.as_ref(), &record).await?;
-            ShardMap { version: record.fence, shards: map.shards.clone(), moving: None }
+            put_guard(from.as_ref(), record.shard, fence).await?;
+            delete_guard(to.as_ref(), record.shard, fence).await?;
+            ShardMap { version: fence, shards: map.shards.clone(), moving: None }
         }
     };
     cas(router, stat, &next).await?;
@@ -181,12 +187,12 @@ async fn run(
     }
     let frozen_at = clock.now();
     if !opts.bug_keep_source_guard {
-        delete_guard(from.as_ref(), &record).await?;
+        delete_guard(from.as_ref(), record.shard, record.fence).await?;
     }
     let copied = copy_pass(from.as_ref(), to.as_ref(), record.shard).await?;
     report.passes += 1;
     report.rows_copied += copied;
-    put_guard(to.as_ref(), &record).await?;
+    put_guard(to.as_ref(), record.shard, record.fence).await?;
     let (map, stat) = load(router).await?;
     if map.moving.as_ref() != Some(&record) {
         return Err(ShardError::Conflict);
@@ -262,14 +268,14 @@ async fn export_all(
     }
 }
 
-async fn put_guard(db: &dyn Db, record: &MoveRecord) -> Result<(), ShardError> {
+async fn put_guard(db: &dyn Db, shard: ShardId, fence: u64) -> Result<(), ShardError> {
     let value = Bytes::from(db.name().to_string());
-    let op = WriteOp::put(&guard_table(), guard_key(record.shard), value, Expect::Any, record.fence);
+    let op = WriteOp::put(&guard_table(), guard_key(shard), value, Expect::Any, fence);
     db.transact(vec![op]).await.map(drop).map_err(|e| db_err(db, e))
 }
 
-async fn delete_guard(db: &dyn Db, record: &MoveRecord) -> Result<(), ShardError> {
-    let op = WriteOp::delete(&guard_table(), guard_key(record.shard), Expect::Any, record.fence);
+async fn delete_guard(db: &dyn Db, shard: ShardId, fence: u64) -> Result<(), ShardError> {
+    let op = WriteOp::delete(&guard_table(), guard_key(shard), Expect::Any, fence);
     db.transact(vec![op]).await.map(drop).map_err(|e| db_err(db, e))
 }
 

@@ -261,9 +261,12 @@ fn a_frozen_shard_refuses_writes_until_the_move_resumes_or_rolls_back_and_other_
     dst.set_reachable(true);
     let r3 = r.clone();
     let back = w.h.block_on(async move { rollback_move(&r3).await }).unwrap().unwrap();
-    assert_eq!(back.version, 2);
+    assert_eq!(back.version, 3, "a rollback from frozen publishes the move's fence + 1");
     let map = w.stored_map();
-    assert_eq!((map.version, map.shards[1].as_str()), (2, "db-1"));
+    assert_eq!((map.version, map.shards[1].as_str()), (3, "db-1"));
+    // The dead mover's guard delete, stuck on the wire, arrives now: it must not undo the rollback.
+    let late = WriteOp::delete(&guard_table(), guard_key(ShardId(1)), Expect::Any, 2);
+    assert_eq!(w.dbs[1].with(|i| i.transact(&[late])), Err(DbError::Fenced { op_index: 0, row_fence: 3 }));
     assert_eq!(write(&w, &r, "5", "b").unwrap(), vec![WriteResult::Put { version: 2 }]);
     assert_eq!(w.dbs[0].with(|i| i.get(&guard_table(), &guard_key(ShardId(1)))), None);
 }

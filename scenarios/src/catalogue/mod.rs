@@ -19,6 +19,7 @@ pub mod membership;
 pub mod pvp_transfer;
 pub mod redirect;
 pub mod rpc;
+pub mod shard_move;
 pub mod sql_register;
 
 /// Every scenario, in the order `list` shows them.
@@ -33,5 +34,6 @@ pub fn all() -> Vec<Arc<dyn Scenario>> {
         Arc::new(broadcast::BroadcastScenario),
         Arc::new(login_unique::LoginUnique),
         Arc::new(sql_register::SqlRegister),
+        Arc::new(shard_move::ShardMove),
     ]
 }
