@@ -33,6 +33,15 @@
 //!   of its table (e.g. user name -> user id); an index key maps to at most one row, and
 //!   claiming one held by another row fails with `UniqueViolation`. A `Delete` clears every
 //!   entry of the row. [`Db::get_by_index`] reads through an index.
+//! - **Guards.** A [`WriteOp::Guard`] changes nothing: it makes the transaction conditional
+//!   on another row (present, with a fence no newer than the guard's). Shard routing puts one
+//!   on the shard's guard row in every write, so an instance that gave a shard away refuses
+//!   writes from servers with an old shard map (`engine::shard`).
+//! - **Copies.** [`Db::export_prefix`] reads rows *and* placeholders; [`WriteOp::Restore`]
+//!   installs such a state on another instance if it is newer (by version) than what that
+//!   instance holds. Together they copy a shard without losing versions (no ABA after a move)
+//!   or fences (a deposed owner stays deposed). Restored rows have no index entries: tables
+//!   that move between instances must not use unique indexes.
 //! - **Failures.** A call that times out or loses its connection after its request was sent
 //!   reports `maybe_applied: true`: a `transact` may have committed (wholly; never in part).
 //!   Re-read, or retry with conditions that make the retry harmless.
@@ -255,6 +264,16 @@ pub enum WriteOp {
     /// keeps the fence, so an owner taking over a row it has not created yet shuts out the
     /// deposed owner for good.
     RaiseFence { table: TableName, key: String, fence: u64 },
+    /// Changes nothing; fails the transaction unless the row's fence is at most `fence`
+    /// (else `Fenced`, checked first, placeholders included) and the row exists (else
+    /// `NotFound`). Makes a write conditional on another row (a shard's guard row).
+    Guard { table: TableName, key: String, fence: u64 },
+    /// Installs `(value, version, fence)` as the key's state — a row, or a placeholder when
+    /// `value` is `None` — if `version` is greater than the key's version (0 for a key never
+    /// written); otherwise changes nothing. The fence never goes down (the key keeps the
+    /// greater of the two) and the row's index entries are cleared. Never fails on data: an
+    /// idempotent merge, for copying [`Db::export_prefix`] output between instances.
+    Restore { table: TableName, key: String, value: Option<Bytes>, version: u64, fence: u64 },
 }
 
 impl WriteOp {
@@ -279,6 +298,22 @@ impl WriteOp {
         WriteOp::RaiseFence { table: table.clone(), key: key.into(), fence }
     }
 
+    /// A `Guard`.
+    pub fn guard(table: &TableName, key: impl Into<String>, fence: u64) -> WriteOp {
+        WriteOp::Guard { table: table.clone(), key: key.into(), fence }
+    }
+
+    /// A `Restore` of an exported state.
+    pub fn restore(table: &TableName, state: RowState) -> WriteOp {
+        WriteOp::Restore {
+            table: table.clone(),
+            key: state.key,
+            value: state.value,
+            version: state.version,
+            fence: state.fence,
+        }
+    }
+
     /// This `Put` with `index` set to `index_key` (`None` clears it). No effect on other ops.
     pub fn with_index(mut self, index: impl Into<String>, index_key: Option<String>) -> WriteOp {
         if let WriteOp::Put { index: updates, .. } = &mut self {
@@ -291,13 +326,19 @@ impl WriteOp {
         match self {
             WriteOp::Put { table, .. }
             | WriteOp::Delete { table, .. }
-            | WriteOp::RaiseFence { table, .. } => table,
+            | WriteOp::RaiseFence { table, .. }
+            | WriteOp::Guard { table, .. }
+            | WriteOp::Restore { table, .. } => table,
         }
     }
 
     pub fn key(&self) -> &str {
         match self {
-            WriteOp::Put { key, .. } | WriteOp::Delete { key, .. } | WriteOp::RaiseFence { key, .. } => key,
+            WriteOp::Put { key, .. }
+            | WriteOp::Delete { key, .. }
+            | WriteOp::RaiseFence { key, .. }
+            | WriteOp::Guard { key, .. }
+            | WriteOp::Restore { key, .. } => key,
         }
     }
 
@@ -305,7 +346,9 @@ impl WriteOp {
         match self {
             WriteOp::Put { fence, .. }
             | WriteOp::Delete { fence, .. }
-            | WriteOp::RaiseFence { fence, .. } => *fence,
+            | WriteOp::RaiseFence { fence, .. }
+            | WriteOp::Guard { fence, .. }
+            | WriteOp::Restore { fence, .. } => *fence,
         }
     }
 }
@@ -319,6 +362,20 @@ pub enum WriteResult {
     Delete { version: u64, existed: bool },
     /// The row after the raise (`None` if absent); `fence` is the key's fence now.
     RaiseFence { row: Option<Row>, fence: u64 },
+    /// The guarded row's version.
+    Guard { version: u64 },
+    /// Whether the restored state was newer and installed.
+    Restore { applied: bool },
+}
+
+/// A key's stored state as [`Db::export_prefix`] reads it: a row, or a placeholder
+/// (`value: None`) that keeps a deleted or fenced key's version and fence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowState {
+    pub key: String,
+    pub value: Option<Bytes>,
+    pub version: u64,
+    pub fence: u64,
 }
 
 /// Checks a whole `transact` against the limits and naming rules.
@@ -331,6 +388,14 @@ pub fn validate_transact(ops: &[WriteOp]) -> Result<(), DbError> {
     }
     for op in ops {
         validate_key(op.key())?;
+        if let WriteOp::Restore { value: Some(value), .. } = op {
+            if value.len() > DB_VALUE_BYTES_MAX {
+                return Err(DbError::InvalidArgument(format!(
+                    "value of {} bytes: at most {DB_VALUE_BYTES_MAX}",
+                    value.len()
+                )));
+            }
+        }
         if let WriteOp::Put { value, index, .. } = op {
             if value.len() > DB_VALUE_BYTES_MAX {
                 return Err(DbError::InvalidArgument(format!(
@@ -406,6 +471,15 @@ pub trait Db: Send + Sync {
         index: &str,
         index_key: &str,
     ) -> Result<Option<Row>, DbError>;
+    /// Like [`Db::scan_prefix`] (same order, paging and limits) but placeholders included:
+    /// the states a shard move copies with [`WriteOp::Restore`].
+    async fn export_prefix(
+        &self,
+        table: &TableName,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RowState>, DbError>;
     /// Applies `ops` all-or-nothing (see the module doc); one result per op, in order.
     async fn transact(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, DbError>;
 }

@@ -41,7 +41,7 @@ pub use self::coord::{
 };
 pub use self::db::{
     validate_get_many, validate_key, validate_name, validate_scan, validate_transact, Db, DbDirectory,
-    DbError, DbInstances, Expect, Row, TableName, WriteOp, WriteResult, DB_GET_MANY_KEYS_MAX,
+    DbError, DbInstances, Expect, Row, RowState, TableName, WriteOp, WriteResult, DB_GET_MANY_KEYS_MAX,
     DB_INDEX_UPDATES_MAX, DB_KEY_BYTES_MAX, DB_NAME_BYTES_MAX, DB_SCAN_LIMIT_MAX, DB_TRANSACT_OPS_MAX,
     DB_VALUE_BYTES_MAX,
 };

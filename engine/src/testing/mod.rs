@@ -9,10 +9,12 @@
 //! | [`SeedRand`] | the `Rand` port; seeded splitmix64 |
 //! | [`FakeZk`] / [`FakeCoord`] | the `CoordConnector` / `Coord` ports in memory, on [`zk_service`], with test-driven faults |
 //! | [`FakeKv`] | the `Kv` port in memory, on [`redis_service`], with test-driven faults |
+//! | [`FakeDb`] | one SQL instance (the `Db` port) in memory, on [`sql_service`], with test-driven faults |
 //! | [`NoNet`] | a `Net` port where nobody reaches anybody (listeners never accept) |
 //! | [`Harness`] | all of the above behind one [`Env`](crate::env::Env) per node: `run_until_stalled`, `advance_to_next_deadline`, `step`, `block_on` |
 //!
-//! [`zk_service`] and [`redis_service`] are the project's only ZooKeeper and Redis models:
+//! [`zk_service`], [`redis_service`] and [`sql_service`] are the project's only ZooKeeper,
+//! Redis and SQL models:
 //! the simulator (`sim`, which enables this module's feature) serves the same state machines
 //! over the simulated network, so a unit test and a chaos run agree on the services'
 //! semantics, and both are held to the real services by the conformance suite.
@@ -37,12 +39,14 @@
 
 mod clock;
 mod coord;
+mod db;
 mod exec;
 mod harness;
 mod kv;
 mod net;
 mod rand;
 pub mod redis_service;
+pub mod sql_service;
 pub mod zk_service;
 
 #[cfg(test)]
@@ -50,6 +54,7 @@ mod tests;
 
 pub use self::clock::ManualClock;
 pub use self::coord::{FakeCoord, FakeZk};
+pub use self::db::FakeDb;
 pub use self::exec::{Executor, POLLS_PER_RUN_MAX};
 pub use self::harness::{Harness, BLOCK_ON_STEPS_MAX};
 pub use self::kv::FakeKv;

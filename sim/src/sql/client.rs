@@ -24,8 +24,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use engine::env::{
     lock, timeout, validate_get_many, validate_key, validate_name, validate_scan, validate_transact, Clock,
-    Connection, Db, DbError, FrameSink, FrameStream, MonoTime, Net, Row, Spawn, TableName, TaskHandle,
-    WriteOp, WriteResult, MAX_PEER_FRAME_BYTES,
+    Connection, Db, DbError, FrameSink, FrameStream, MonoTime, Net, Row, RowState, Spawn, TableName,
+    TaskHandle, WriteOp, WriteResult, MAX_PEER_FRAME_BYTES,
 };
 use futures::channel::{mpsc, oneshot};
 use futures::{SinkExt, StreamExt};
@@ -337,6 +337,26 @@ impl Db for SimDb {
         };
         match self.call(command).await? {
             Reply::Scan(rows) => Ok(rows),
+            other => unexpected(other),
+        }
+    }
+
+    async fn export_prefix(
+        &self,
+        table: &TableName,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RowState>, DbError> {
+        validate_scan(prefix, start_after, limit)?;
+        let command = Command::Export {
+            table: table.clone(),
+            prefix: prefix.to_string(),
+            start_after: start_after.map(str::to_string),
+            limit,
+        };
+        match self.call(command).await? {
+            Reply::Export(rows) => Ok(rows),
             other => unexpected(other),
         }
     }

@@ -16,7 +16,7 @@
 pub mod client;
 pub mod proto;
 pub mod server;
-pub mod service;
+pub use engine::testing::sql_service as service;
 
 #[cfg(test)]
 mod tests;

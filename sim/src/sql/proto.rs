@@ -7,7 +7,11 @@
 
 use bincode::Options;
 use bytes::Bytes;
-use engine::env::{DbError, Row, TableName, WriteOp, WriteResult, MAX_PEER_FRAME_BYTES};
+use engine::env::{
+    validate_get_many, validate_key, validate_name, validate_scan, validate_transact, DbError, Row, RowState,
+    TableName, WriteOp, WriteResult, MAX_PEER_FRAME_BYTES,
+};
+use engine::testing::sql_service::Instance;
 use serde::{Deserialize, Serialize};
 
 /// One call of the `Db` port.
@@ -16,6 +20,7 @@ pub enum Command {
     Get { table: TableName, key: String },
     GetMany { table: TableName, keys: Vec<String> },
     Scan { table: TableName, prefix: String, start_after: Option<String>, limit: usize },
+    Export { table: TableName, prefix: String, start_after: Option<String>, limit: usize },
     GetByIndex { table: TableName, index: String, index_key: String },
     Transact { ops: Vec<WriteOp> },
 }
@@ -27,6 +32,7 @@ impl Command {
             Command::Get { .. } => "get",
             Command::GetMany { .. } => "get_many",
             Command::Scan { .. } => "scan_prefix",
+            Command::Export { .. } => "export_prefix",
             Command::GetByIndex { .. } => "get_by_index",
             Command::Transact { .. } => "transact",
         }
@@ -47,6 +53,8 @@ pub enum Reply {
     Rows(Vec<Option<Row>>),
     /// `scan_prefix`.
     Scan(Vec<Row>),
+    /// `export_prefix`.
+    Export(Vec<RowState>),
     /// `transact`: one result per op.
     Written(Vec<WriteResult>),
 }
@@ -65,6 +73,38 @@ pub struct Request {
 pub struct Response {
     pub id: u64,
     pub result: Result<Reply, DbError>,
+}
+
+/// Applies one command to `db`, validated first with the port's own rules, as a server
+/// refuses a bad statement (the client validates too; a peer speaking the protocol need not).
+pub fn execute(db: &mut Instance, command: &Command) -> Result<Reply, DbError> {
+    match command {
+        Command::Get { table, key } => {
+            validate_key(key)?;
+            Ok(Reply::Row(db.get(table, key)))
+        }
+        Command::GetMany { table, keys } => {
+            validate_get_many(keys)?;
+            Ok(Reply::Rows(db.get_many(table, keys)))
+        }
+        Command::Scan { table, prefix, start_after, limit } => {
+            validate_scan(prefix, start_after.as_deref(), *limit)?;
+            Ok(Reply::Scan(db.scan_prefix(table, prefix, start_after.as_deref(), *limit)))
+        }
+        Command::Export { table, prefix, start_after, limit } => {
+            validate_scan(prefix, start_after.as_deref(), *limit)?;
+            Ok(Reply::Export(db.export_prefix(table, prefix, start_after.as_deref(), *limit)))
+        }
+        Command::GetByIndex { table, index, index_key } => {
+            validate_name(index)?;
+            validate_key(index_key)?;
+            Ok(Reply::Row(db.get_by_index(table, index, index_key)))
+        }
+        Command::Transact { ops } => {
+            validate_transact(ops)?;
+            db.transact(ops).map(Reply::Written)
+        }
+    }
 }
 
 fn options() -> impl Options {
@@ -109,6 +149,26 @@ mod tests {
         let at = bytes.windows(5).position(|w| w == b"users").unwrap();
         bytes[at] = b'U';
         assert!(decode::<Request>(&bytes).is_err());
+    }
+
+    #[test]
+    fn execute_refuses_what_the_port_refuses() {
+        let t = |n: &str| TableName::new(n).unwrap();
+        let mut db = Instance::new();
+        assert!(matches!(
+            execute(&mut db, &Command::Transact { ops: vec![] }),
+            Err(DbError::InvalidArgument(_))
+        ));
+        let get = Command::Get { table: t("users"), key: String::new() };
+        assert!(matches!(execute(&mut db, &get), Err(DbError::InvalidArgument(_))));
+        let scan = Command::Scan { table: t("users"), prefix: String::new(), start_after: None, limit: 0 };
+        assert!(matches!(execute(&mut db, &scan), Err(DbError::InvalidArgument(_))));
+        let export =
+            Command::Export { table: t("users"), prefix: String::new(), start_after: None, limit: 0 };
+        assert!(matches!(execute(&mut db, &export), Err(DbError::InvalidArgument(_))));
+        let by_index = Command::GetByIndex { table: t("users"), index: "By".into(), index_key: "x".into() };
+        assert!(matches!(execute(&mut db, &by_index), Err(DbError::InvalidArgument(_))));
+        assert_eq!(db, Instance::new());
     }
 
     #[test]

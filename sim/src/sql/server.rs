@@ -135,7 +135,7 @@ async fn serve_connection(
             clock.sleep(opts.commit_latency).await;
         }
         // The commit point: one step under the store lock.
-        let result = store.with(|db| db.execute(&req.command));
+        let result = store.with(|db| proto::execute(db, &req.command));
         debug!(conn = conn_id, id = req.id, call = req.command.name(), ?result, "sql call");
         let resp = Response { id: req.id, result };
         let bytes = match proto::encode(&resp) {

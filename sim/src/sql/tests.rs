@@ -189,6 +189,35 @@ fn sim_every_call_goes_over_the_network() {
     });
 }
 
+#[test]
+fn sim_a_shard_copy_goes_over_the_network_with_guards_exports_and_restores() {
+    run(1, 2, SqlOptions::default(), |ctx| async move {
+        let (from, to) = (&ctx.dbs[0], &ctx.dbs[1]);
+        let shards = TableName::new("sandtable_shards").unwrap();
+        from.transact(vec![WriteOp::put(&shards, "shard/7", b("sql-0"), Expect::Any, 1)]).await.unwrap();
+        let guarded =
+            from.transact(vec![WriteOp::guard(&shards, "shard/7", 1), put("u1", "ann", Expect::Absent, 1)]);
+        assert_eq!(
+            guarded.await,
+            Ok(vec![WriteResult::Guard { version: 1 }, WriteResult::Put { version: 1 }])
+        );
+        from.transact(vec![WriteOp::delete(&users(), "u1", Expect::Present, 2)]).await.unwrap();
+        from.transact(vec![WriteOp::delete(&shards, "shard/7", Expect::Present, 2)]).await.unwrap();
+        assert_eq!(
+            from.transact(vec![WriteOp::guard(&shards, "shard/7", 1), put("u2", "bob", Expect::Any, 1)])
+                .await,
+            Err(DbError::Fenced { op_index: 0, row_fence: 2 })
+        );
+        let states = from.export_prefix(&users(), "u", None, 10).await.unwrap();
+        assert_eq!(states.len(), 1, "the placeholder of u1 is exported");
+        let ops: Vec<_> = states.iter().cloned().map(|s| WriteOp::restore(&users(), s)).collect();
+        assert_eq!(to.transact(ops.clone()).await, Ok(vec![WriteResult::Restore { applied: true }]));
+        assert_eq!(to.transact(ops).await, Ok(vec![WriteResult::Restore { applied: false }]));
+        assert_eq!(to.export_prefix(&users(), "u", None, 10).await, Ok(states));
+        assert!(matches!(to.export_prefix(&users(), "", None, 0).await, Err(DbError::InvalidArgument(_))));
+    });
+}
+
 fn restart_case(seed: u64) {
     run(seed, 1, SqlOptions::default(), |ctx| async move {
         let db = &ctx.dbs[0];

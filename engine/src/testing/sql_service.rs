@@ -15,18 +15,15 @@
 //! time), a full disk, schema changes, per-statement timeouts on the server, and storage
 //! limits beyond the port's named limits. Placeholders are never purged.
 //!
-//! The caller has checked nothing: [`Instance::execute`] validates every command with the
-//! port's own `validate_*` functions, as a real server would refuse a bad statement.
+//! The simulator (`sim::sql`) serves this state machine on a madsim node and validates each
+//! call with the port's own `validate_*` functions first, as a real server refuses a bad
+//! statement; [`FakeDb`](super::FakeDb) does the same in memory for unit tests. The
+//! conformance suite holds both to SQLite and MariaDB.
 
 use std::collections::BTreeMap;
 
+use crate::env::{DbError, Expect, Row, RowState, TableName, WriteOp, WriteResult};
 use bytes::Bytes;
-use engine::env::{
-    validate_get_many, validate_key, validate_name, validate_scan, validate_transact, DbError, Expect, Row,
-    TableName, WriteOp, WriteResult,
-};
-
-use super::proto::{Command, Reply};
 
 /// What the instance stores for one key: a row, or a placeholder (`value: None`) that keeps
 /// the key's fence and version after a delete or a fence raise on an absent key.
@@ -61,6 +58,9 @@ pub struct Instance {
     indexes: BTreeMap<IndexId, BTreeMap<String, String>>,
     /// Committed `transact` calls (for tests and reports).
     commits: u64,
+    /// Planted bug `no-fence-check`: writes with a stale fence are accepted (and lower the
+    /// row's fence), guards pass whatever the fence. For proving the checkers only.
+    ignore_fences: bool,
 }
 
 /// Changes of a `transact` in progress. Reads fall through to the instance; nothing reaches it
@@ -101,17 +101,30 @@ impl<'a> Txn<'a> {
     }
 
     /// Applies one operation to the overlay.
-    fn apply(&mut self, op_index: usize, op: &WriteOp) -> Result<WriteResult, DbError> {
+    fn apply(&mut self, op_index: usize, op: &WriteOp, ignore_fences: bool) -> Result<WriteResult, DbError> {
         let (table, key, fence) = (op.table(), op.key(), op.fence());
         let current = self.record(table, key);
         let row_fence = current.as_ref().map_or(0, |r| r.fence);
-        if fence < row_fence {
-            return Err(DbError::Fenced { op_index, row_fence });
-        }
         let version = current.as_ref().map_or(0, |r| r.version);
         let live_version = current.as_ref().filter(|r| r.value.is_some()).map(|r| r.version);
         let mut record =
             current.unwrap_or(Record { value: None, version: 0, fence: 0, index: BTreeMap::new() });
+        if let WriteOp::Restore { value, version: restored, .. } = op {
+            let applied = *restored > version;
+            if applied {
+                for (name, index_key) in std::mem::take(&mut record.index) {
+                    self.set_holder(table, &name, &index_key, None);
+                }
+                record.value = value.clone();
+                record.version = *restored;
+            }
+            record.fence = record.fence.max(fence);
+            self.records.insert((table.clone(), key.to_string()), record);
+            return Ok(WriteResult::Restore { applied });
+        }
+        if fence < row_fence && !ignore_fences {
+            return Err(DbError::Fenced { op_index, row_fence });
+        }
         let result = match op {
             WriteOp::Put { value, expect, index, .. } => {
                 check_expect(op_index, *expect, live_version)?;
@@ -150,6 +163,13 @@ impl<'a> Txn<'a> {
                 record.fence = fence;
                 WriteResult::RaiseFence { row: record.live(key), fence }
             }
+            WriteOp::Guard { .. } => {
+                return match live_version {
+                    Some(version) => Ok(WriteResult::Guard { version }),
+                    None => Err(DbError::NotFound { op_index }),
+                };
+            }
+            WriteOp::Restore { .. } => unreachable!("handled above"),
         };
         self.records.insert((table.clone(), key.to_string()), record);
         Ok(result)
@@ -177,6 +197,11 @@ impl Instance {
         self.commits
     }
 
+    /// Plants (or removes) the `no-fence-check` bug: fences stop being enforced.
+    pub fn set_ignore_fences(&mut self, ignore: bool) {
+        self.ignore_fences = ignore;
+    }
+
     /// The stored record of a key (a row or a placeholder), for tests and checkers.
     pub fn record(&self, table: &TableName, key: &str) -> Option<&Record> {
         self.tables.get(table)?.get(key)
@@ -185,33 +210,6 @@ impl Instance {
     /// Every live row of `table`, in key order (for tests and checkers).
     pub fn rows(&self, table: &TableName) -> Vec<Row> {
         self.tables.get(table).map_or_else(Vec::new, |t| t.iter().filter_map(|(k, r)| r.live(k)).collect())
-    }
-
-    /// Applies one command (validated first, as a server would).
-    pub fn execute(&mut self, command: &Command) -> Result<Reply, DbError> {
-        match command {
-            Command::Get { table, key } => {
-                validate_key(key)?;
-                Ok(Reply::Row(self.get(table, key)))
-            }
-            Command::GetMany { table, keys } => {
-                validate_get_many(keys)?;
-                Ok(Reply::Rows(self.get_many(table, keys)))
-            }
-            Command::Scan { table, prefix, start_after, limit } => {
-                validate_scan(prefix, start_after.as_deref(), *limit)?;
-                Ok(Reply::Scan(self.scan_prefix(table, prefix, start_after.as_deref(), *limit)))
-            }
-            Command::GetByIndex { table, index, index_key } => {
-                validate_name(index)?;
-                validate_key(index_key)?;
-                Ok(Reply::Row(self.get_by_index(table, index, index_key)))
-            }
-            Command::Transact { ops } => {
-                validate_transact(ops)?;
-                self.transact(ops).map(Reply::Written)
-            }
-        }
     }
 
     /// The live row of `key`.
@@ -233,15 +231,43 @@ impl Instance {
         start_after: Option<&str>,
         limit: usize,
     ) -> Vec<Row> {
-        let Some(t) = self.tables.get(table) else { return Vec::new() };
+        self.prefix_range(table, prefix, start_after).filter_map(|(k, r)| r.live(k)).take(limit).collect()
+    }
+
+    /// Every stored key of `table` starting with `prefix` (after `start_after`), in key order.
+    fn prefix_range<'a>(
+        &'a self,
+        table: &TableName,
+        prefix: &'a str,
+        start_after: Option<&str>,
+    ) -> impl Iterator<Item = (&'a String, &'a Record)> + 'a {
         let start = match start_after {
             Some(after) if after >= prefix => std::ops::Bound::Excluded(after.to_string()),
             _ => std::ops::Bound::Included(prefix.to_string()),
         };
-        t.range((start, std::ops::Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .filter_map(|(k, r)| r.live(k))
+        self.tables
+            .get(table)
+            .into_iter()
+            .flat_map(move |t| t.range((start.clone(), std::ops::Bound::Unbounded)))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+    }
+
+    /// Like [`Instance::scan_prefix`], placeholders included.
+    pub fn export_prefix(
+        &self,
+        table: &TableName,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Vec<RowState> {
+        self.prefix_range(table, prefix, start_after)
             .take(limit)
+            .map(|(k, r)| RowState {
+                key: k.clone(),
+                value: r.value.clone(),
+                version: r.version,
+                fence: r.fence,
+            })
             .collect()
     }
 
@@ -257,8 +283,12 @@ impl Instance {
     /// succeeded. A refused transaction leaves the instance exactly as it was.
     pub fn transact(&mut self, ops: &[WriteOp]) -> Result<Vec<WriteResult>, DbError> {
         let mut txn = Txn::new(self);
-        let results =
-            ops.iter().enumerate().map(|(i, op)| txn.apply(i, op)).collect::<Result<Vec<_>, _>>()?;
+        let ignore_fences = self.ignore_fences;
+        let results = ops
+            .iter()
+            .enumerate()
+            .map(|(i, op)| txn.apply(i, op, ignore_fences))
+            .collect::<Result<Vec<_>, _>>()?;
         let Txn { records, index, .. } = txn;
         for ((table, key), record) in records {
             self.tables.entry(table).or_default().insert(key, record);
@@ -555,16 +585,111 @@ mod tests {
     }
 
     #[test]
-    fn execute_refuses_what_the_port_refuses() {
+    fn a_guard_passes_on_a_live_row_with_no_newer_fence_and_changes_nothing() {
         let mut db = Instance::new();
-        assert!(matches!(db.execute(&Command::Transact { ops: vec![] }), Err(DbError::InvalidArgument(_))));
-        let get = Command::Get { table: t("users"), key: String::new() };
-        assert!(matches!(db.execute(&get), Err(DbError::InvalidArgument(_))));
-        let scan = Command::Scan { table: t("users"), prefix: String::new(), start_after: None, limit: 0 };
-        assert!(matches!(db.execute(&scan), Err(DbError::InvalidArgument(_))));
-        let by_index = Command::GetByIndex { table: t("users"), index: "By".into(), index_key: "x".into() };
-        assert!(matches!(db.execute(&by_index), Err(DbError::InvalidArgument(_))));
-        assert_eq!(db, Instance::new());
+        let shards = t("sandtable_shards");
+        db.transact(&[WriteOp::put(&shards, "shard/7", v("db-0"), Expect::Absent, 4)]).unwrap();
+        let before = db.get(&shards, "shard/7");
+        assert_eq!(
+            db.transact(&[WriteOp::guard(&shards, "shard/7", 4), put("u1", "a", Expect::Any, 0)]),
+            Ok(vec![WriteResult::Guard { version: 1 }, WriteResult::Put { version: 1 }])
+        );
+        assert_eq!(
+            db.transact(&[WriteOp::guard(&shards, "shard/7", 9)]),
+            Ok(vec![WriteResult::Guard { version: 1 }])
+        );
+        assert_eq!(db.get(&shards, "shard/7"), before, "a guard changes neither version nor fence");
+    }
+
+    #[test]
+    fn a_guard_is_refused_by_a_newer_fence_first_and_by_an_absent_row() {
+        let mut db = Instance::new();
+        let shards = t("sandtable_shards");
+        db.transact(&[WriteOp::put(&shards, "shard/7", v("db-0"), Expect::Absent, 4)]).unwrap();
+        db.transact(&[WriteOp::delete(&shards, "shard/7", Expect::Present, 5)]).unwrap();
+        let before = db.clone();
+        assert_eq!(
+            db.transact(&[put("u1", "a", Expect::Any, 0), WriteOp::guard(&shards, "shard/7", 4)]),
+            Err(DbError::Fenced { op_index: 1, row_fence: 5 })
+        );
+        assert_eq!(
+            db.transact(&[WriteOp::guard(&shards, "shard/7", 5)]),
+            Err(DbError::NotFound { op_index: 0 })
+        );
+        assert_eq!(
+            db.transact(&[WriteOp::guard(&shards, "shard/8", 5)]),
+            Err(DbError::NotFound { op_index: 0 })
+        );
+        assert_eq!(db, before);
+    }
+
+    #[test]
+    fn a_restore_installs_only_newer_states_and_never_lowers_the_fence() {
+        let mut db = Instance::new();
+        db.transact(&[put("u1", "a", Expect::Any, 2).with_index("by_name", Some("ann".into()))]).unwrap();
+        db.transact(&[put("u1", "b", Expect::Any, 2)]).unwrap();
+        let state = |value: Option<&str>, version, fence| RowState {
+            key: "u1".into(),
+            value: value.map(v),
+            version,
+            fence,
+        };
+        let older = WriteOp::restore(&t("users"), state(Some("old"), 1, 7));
+        assert_eq!(db.transact(&[older]), Ok(vec![WriteResult::Restore { applied: false }]));
+        let row = db.get(&t("users"), "u1").unwrap();
+        assert_eq!((row.value, row.version, row.fence), (v("b"), 2, 7), "not newer: only the fence rose");
+        let newer = WriteOp::restore(&t("users"), state(Some("new"), 5, 3));
+        assert_eq!(db.transact(&[newer]), Ok(vec![WriteResult::Restore { applied: true }]));
+        let row = db.get(&t("users"), "u1").unwrap();
+        assert_eq!((row.value, row.version, row.fence), (v("new"), 5, 7), "the fence never goes down");
+        assert_eq!(
+            db.get_by_index(&t("users"), "by_name", "ann"),
+            None,
+            "restored rows have no index entries"
+        );
+        let gone = WriteOp::restore(&t("users"), state(None, 6, 8));
+        db.transact(&[gone]).unwrap();
+        assert_eq!(db.get(&t("users"), "u1"), None);
+        assert_eq!(db.record(&t("users"), "u1").map(|r| (r.version, r.fence)), Some((6, 8)));
+        db.assert_consistent();
+    }
+
+    #[test]
+    fn an_export_restored_elsewhere_reproduces_rows_placeholders_and_fences() {
+        let mut from = Instance::new();
+        from.transact(&[put("u1", "a", Expect::Any, 1), put("u2", "b", Expect::Any, 1)]).unwrap();
+        from.transact(&[WriteOp::delete(&t("users"), "u2", Expect::Present, 3)]).unwrap();
+        from.transact(&[WriteOp::raise_fence(&t("users"), "u3", 9)]).unwrap();
+        from.transact(&[put("v1", "other prefix", Expect::Any, 1)]).unwrap();
+        let states = from.export_prefix(&t("users"), "u", None, 10);
+        let keys: Vec<_> =
+            states.iter().map(|s| (s.key.as_str(), s.value.is_some(), s.version, s.fence)).collect();
+        assert_eq!(keys, vec![("u1", true, 1, 1), ("u2", false, 2, 3), ("u3", false, 0, 9)]);
+        assert_eq!(from.export_prefix(&t("users"), "u", Some("u1"), 1).len(), 1);
+        let mut to = Instance::new();
+        let ops: Vec<_> = states.into_iter().map(|s| WriteOp::restore(&t("users"), s)).collect();
+        to.transact(&ops).unwrap();
+        to.transact(&ops).unwrap();
+        assert_eq!(
+            to.export_prefix(&t("users"), "u", None, 10),
+            from.export_prefix(&t("users"), "u", None, 10)
+        );
+        assert_eq!(
+            to.transact(&[put("u3", "late", Expect::Any, 8)]),
+            Err(DbError::Fenced { op_index: 0, row_fence: 9 }),
+            "a copied placeholder keeps the deposed owner out"
+        );
+    }
+
+    #[test]
+    fn the_planted_no_fence_check_bug_accepts_stale_fences() {
+        let mut db = Instance::new();
+        db.transact(&[put("u1", "a", Expect::Any, 5)]).unwrap();
+        db.set_ignore_fences(true);
+        assert_eq!(
+            db.transact(&[put("u1", "stale", Expect::Any, 1)]),
+            Ok(vec![WriteResult::Put { version: 2 }])
+        );
     }
 
     /// One generated operation over a small key space, so that ops collide often.
@@ -597,7 +722,16 @@ mod tests {
                 }),
             (table.clone(), key.clone(), expect, fence.clone())
                 .prop_map(|(table, key, expect, fence)| WriteOp::delete(&table, key, expect, fence)),
-            (table, key, fence).prop_map(|(table, key, fence)| WriteOp::raise_fence(&table, key, fence)),
+            (table.clone(), key.clone(), fence.clone())
+                .prop_map(|(table, key, fence)| WriteOp::raise_fence(&table, key, fence)),
+            (table.clone(), key.clone(), fence.clone())
+                .prop_map(|(table, key, fence)| WriteOp::guard(&table, key, fence)),
+            (table, key, proptest::option::of(0u8..3), 0u64..6, fence).prop_map(
+                |(table, key, value, version, fence)| {
+                    let value = value.map(|b| Bytes::from(vec![b]));
+                    WriteOp::restore(&table, RowState { key, value, version, fence })
+                }
+            ),
         ]
     }
 
