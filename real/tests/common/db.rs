@@ -282,15 +282,21 @@ pub async fn guards_restores_exports(db: &dyn Db) {
     // Restore: a max-merge by version, never an error, clears index entries when applied.
     db.transact(vec![put(&u, "r", "mine", Expect::Any, 9).with_index("by_name", Some("rick".into()))]).await.unwrap();
     assert_eq!(
+        db.transact(vec![restore(&u, "r", Some("older"), 1, 5)]).await,
+        Ok(vec![WriteResult::Restore { applied: false }])
+    );
+    assert_eq!(db.get(&u, "r").await, Ok(Some(row("r", "mine", 1, 9))), "not newer, lower fence: nothing");
+    assert_eq!(
         db.transact(vec![restore(&u, "r", Some("older"), 1, 50)]).await,
         Ok(vec![WriteResult::Restore { applied: false }])
     );
-    assert_eq!(db.get(&u, "r").await, Ok(Some(row("r", "mine", 1, 9))));
+    assert_eq!(db.get(&u, "r").await, Ok(Some(row("r", "mine", 1, 50))), "not newer: only the fence rose");
+    assert_eq!(db.get_by_index(&u, "by_name", "rick").await.unwrap().map(|r| r.key), Some("r".into()));
     assert_eq!(
         db.transact(vec![restore(&u, "r", Some("moved"), 4, 2)]).await,
         Ok(vec![WriteResult::Restore { applied: true }])
     );
-    assert_eq!(db.get(&u, "r").await, Ok(Some(row("r", "moved", 4, 9))), "fence is the max");
+    assert_eq!(db.get(&u, "r").await, Ok(Some(row("r", "moved", 4, 50))), "the fence never goes down");
     assert_eq!(db.get_by_index(&u, "by_name", "rick").await, Ok(None), "index entries cleared");
     db.transact(vec![put(&u, "r2", "x", Expect::Any, 0).with_index("by_name", Some("rick".into()))]).await.unwrap();
     assert_eq!(
@@ -300,7 +306,7 @@ pub async fn guards_restores_exports(db: &dyn Db) {
     assert_eq!(
         db.transact(vec![restore(&u, "never", Some("n"), 0, 1)]).await,
         Ok(vec![WriteResult::Restore { applied: false }]),
-        "version 0 is not newer than an absent key"
+        "version 0 is not newer than an absent key, but its fence is kept (a fence-only placeholder)"
     );
     // Restoring a placeholder over a placeholder with a lower version.
     assert_eq!(db.transact(vec![restore(&u, "gone", None, 4, 1)]).await, Ok(vec![WriteResult::Restore { applied: true }]));
@@ -311,8 +317,9 @@ pub async fn guards_restores_exports(db: &dyn Db) {
         vec![
             state("gone", None, 4, 5),
             state("k", Some("w"), 2, 1),
+            state("never", None, 0, 1),
             state("new", Some("n"), 2, 1),
-            state("r", Some("moved"), 4, 9),
+            state("r", Some("moved"), 4, 50),
             state("r2", Some("x"), 1, 0),
         ]
     );

@@ -213,13 +213,17 @@ pub(crate) fn evaluate(ops: &[WriteOp], snap: &Snapshot) -> Result<Outcome, DbEr
                 None => return Err(DbError::NotFound { op_index }),
             },
             WriteOp::Restore { value, version: restored, fence, .. } => {
+                // A max-merge: the fence always (so even a version-0 placeholder, a fence
+                // raised on a key never written, is copied), the rest only if newer.
                 let applied = *restored > version;
-                if applied {
+                let fence = (*fence).max(row_fence);
+                let stored = if applied {
                     w.unlist_all(&rk);
-                    let stored =
-                        Stored { value: value.clone(), version: *restored, fence: (*fence).max(row_fence) };
-                    w.rows.insert(rk, Some(stored));
-                }
+                    Stored { value: value.clone(), version: *restored, fence }
+                } else {
+                    Stored { value: current.and_then(|s| s.value), version, fence }
+                };
+                w.rows.insert(rk, Some(stored));
                 WriteResult::Restore { applied }
             }
         };
@@ -305,7 +309,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restore_never_fails_and_applies_only_newer_versions() {
+    fn a_restore_never_fails_merges_the_fence_and_applies_only_newer_versions() {
         let u = t("u");
         let mut snap = Snapshot::default();
         snap.rows.insert((u.clone(), "a".into()), stored(Some("x"), 3, 9));
@@ -320,10 +324,19 @@ mod tests {
         let out = evaluate(&[restore(3, 1)], &snap).unwrap();
         assert_eq!(out.results, vec![WriteResult::Restore { applied: false }]);
         assert!(out.is_read_only());
+        let out = evaluate(&[restore(3, 12)], &snap).unwrap();
+        assert_eq!(out.results, vec![WriteResult::Restore { applied: false }]);
+        assert_eq!(out.rows, vec![((u.clone(), "a".to_string()), stored(Some("x"), 3, 12))], "only the fence rose");
+        assert!(out.unindex.is_empty());
         let out = evaluate(&[restore(4, 1)], &snap).unwrap();
         assert_eq!(out.results, vec![WriteResult::Restore { applied: true }]);
         assert_eq!(out.rows, vec![((u.clone(), "a".to_string()), stored(None, 4, 9))]);
-        assert_eq!(out.unindex, vec![(u, "by".to_string(), "n".to_string())]);
+        assert_eq!(out.unindex, vec![(u.clone(), "by".to_string(), "n".to_string())]);
+        // A fence-only placeholder (version 0) is copied by its fence.
+        let fresh = WriteOp::Restore { table: u.clone(), key: "b".into(), value: None, version: 0, fence: 7 };
+        let out = evaluate(&[fresh], &snap).unwrap();
+        assert_eq!(out.results, vec![WriteResult::Restore { applied: false }]);
+        assert_eq!(out.rows, vec![((u, "b".to_string()), stored(None, 0, 7))]);
     }
 
     #[test]
