@@ -1,8 +1,10 @@
-//! tokio implementations of the engine's ports, the real ZooKeeper and Redis clients, and the
-//! client-port listeners (TCP and WebSocket) of the session service.
+//! tokio implementations of the engine's ports, the real ZooKeeper, Redis and SQL (SQLite,
+//! MariaDB: [`db`]) clients, and the client-port listeners (TCP and WebSocket) of the session
+//! service.
 
 mod client_ports;
 mod clock;
+pub mod db;
 mod net;
 mod rand;
 mod redis;
@@ -12,6 +14,7 @@ mod zk;
 
 pub use self::client_ports::RealClientListeners;
 pub use self::clock::TokioClock;
+pub use self::db::{open_db, open_db_with, DbOptions, MariaDb, SqliteDb, DB_CALL_TIMEOUT, DB_CONNECT_TIMEOUT};
 pub use self::net::TokioNet;
 pub use self::rand::OsRand;
 pub use self::redis::{RedisKv, RedisKvOptions};

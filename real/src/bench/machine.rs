@@ -100,7 +100,8 @@ pub struct Machine {
 }
 
 impl Machine {
-    pub fn probe(fd: &FdLimit, redis: &PrivateRedis, zk: &PrivateZk) -> Machine {
+    /// The machine, and the versions of the services that were started.
+    pub fn probe(fd: &FdLimit, redis: Option<&PrivateRedis>, zk: Option<&PrivateZk>) -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
             .lines()
@@ -121,11 +122,14 @@ impl Machine {
             .and_then(|s| s.split_whitespace().next().and_then(|l| l.parse().ok()))
             .unwrap_or(0.0);
         let zookeeper_version = zk
-            .four_letter("srvr")
+            .and_then(|zk| zk.four_letter("srvr"))
             .and_then(|r| {
                 r.lines().find_map(|l| l.strip_prefix("Zookeeper version:").map(|v| v.trim().to_string()))
             })
-            .map_or_else(|| "unknown".to_string(), |v| v.split(',').next().unwrap_or(&v).to_string());
+            .map_or_else(
+                || if zk.is_some() { "unknown" } else { "not started" }.to_string(),
+                |v| v.split(',').next().unwrap_or(&v).to_string(),
+            );
         Machine {
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
             cpu,
@@ -133,7 +137,10 @@ impl Machine {
             kernel,
             load_1m,
             fd_limit: *fd,
-            redis_version: redis_version(redis).unwrap_or_else(|| "unknown".to_string()),
+            redis_version: match redis {
+                Some(r) => redis_version(r).unwrap_or_else(|| "unknown".to_string()),
+                None => "not started".to_string(),
+            },
             zookeeper_version,
         }
     }

@@ -7,6 +7,7 @@
 //! | `storage` | `CrossServerStorage` create + read, 1 and 16 tasks | the `redis` crate: `SET key value PX` + `GET` on one multiplexed connection, same tasks |
 //! | `login` | `AccountManager::check_and_set_logged_in` + `set_logged_out`, 1 and 16 tasks | `zookeeper-client`: ephemeral create + delete on one session, same tasks |
 //! | `sessions` | N idle TCP JSON sessions of one `SessionService`: resident memory and heap per session, time until every client got one `broadcast_locally` | N raw tokio stream pairs with a read task each; the same frame written to every stream |
+//! | `db` | `Db::transact` of one fenced, versioned row update and of a 2-row transaction on SQLite and a private MariaDB, 1 and 16 tasks | raw `sqlx` statements doing the same work (conditional `UPDATE`s, `BEGIN`/`COMMIT` around two) on the same database |
 //!
 //! Every figure is printed with its baseline and the ratio engine / baseline. Nothing here
 //! asserts on time (DESIGN.md §9: benchmarks are benchmarks): `tests/bench_smoke.rs` only
@@ -23,8 +24,12 @@
 //! - this file: [`BenchArgs`], [`run`], the report ([`Report`], [`BenchReport`], [`Row`]);
 //! - `driver`: runtimes, the closed-loop load driver, latency samples;
 //! - `machine`: the machine context and the fd limit;
-//! - `rpc`, `storage`, `login`, `sessions`: one bench each.
+//! - `rpc`, `storage`, `login`, `sessions`, `db`: one bench each.
+//!
+//! Redis and ZooKeeper are started only when a bench that needs them runs; `db` starts its
+//! own MariaDB and SQLite file.
 
+mod db;
 mod driver;
 mod login;
 mod machine;
@@ -42,7 +47,9 @@ pub use self::machine::{FdLimit, Machine};
 use crate::services::{PrivateRedis, PrivateZk, ServiceError};
 
 /// The benchmarks, in the order they run.
-pub const BENCHES: [&str; 4] = ["rpc", "storage", "login", "sessions"];
+pub const BENCHES: [&str; 5] = ["rpc", "storage", "login", "sessions", "db"];
+/// The benches that run on private Redis and ZooKeeper.
+const NEEDS_REDIS_AND_ZK: [&str; 4] = ["rpc", "storage", "login", "sessions"];
 
 /// Length of each measurement by default, and with `--quick`.
 pub const DURATION_DEFAULT: Duration = Duration::from_secs(3);
@@ -59,7 +66,7 @@ const WARMUP_MAX: Duration = Duration::from_millis(500);
 /// Command-line arguments of `real bench`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct BenchArgs {
-    /// Benchmarks to run: rpc, storage, login, sessions (all when none is named).
+    /// Benchmarks to run: rpc, storage, login, sessions, db (all when none is named).
     #[arg(value_name = "NAME")]
     pub names: Vec<String>,
     /// Short run: 1 s per measurement and 10 000 sessions.
@@ -81,7 +88,7 @@ pub struct BenchArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     /// A name that is not in [`BENCHES`].
-    #[error("unknown benchmark {0:?} (known: rpc, storage, login, sessions)")]
+    #[error("unknown benchmark {0:?} (known: rpc, storage, login, sessions, db)")]
     UnknownBench(String),
     /// The private Redis or ZooKeeper could not be started.
     #[error(transparent)]
@@ -306,22 +313,31 @@ impl Ctx {
 
 /// Runs the benchmarks named in `args` (all if none), printing the machine context, one line
 /// per bench as it finishes and the table at the end; writes `args.json` if set. Starts its
-/// own private Redis and ZooKeeper and stops them before returning. Blocking: call it outside
+/// own private Redis and ZooKeeper (when a bench needs them; `db` its own MariaDB) and stops
+/// them before returning. Blocking: call it outside
 /// any async runtime (each bench builds its own).
 pub fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let names = select(&args.names)?;
     let settings = Settings::from_args(&args);
     let fd = machine::raise_fd_limit();
-    println!("starting private Redis and ZooKeeper ...");
-    let redis = PrivateRedis::start()?;
-    let zk = PrivateZk::start()?;
-    let machine = Machine::probe(&fd, &redis, &zk);
+    let (redis, zk) = if names.iter().any(|n| NEEDS_REDIS_AND_ZK.contains(n)) {
+        println!("starting private Redis and ZooKeeper ...");
+        (Some(PrivateRedis::start()?), Some(PrivateZk::start()?))
+    } else {
+        (None, None)
+    };
+    let machine = Machine::probe(&fd, redis.as_ref(), zk.as_ref());
     print!("{}", machine.describe());
     println!(
         "each measurement: {} ms after {} ms of warm-up; ratio = engine / baseline",
         settings.duration_ms, settings.warmup_ms
     );
-    let ctx = Ctx { zookeeper: zk.connect_string(), redis_url: redis.url(), settings: settings.clone(), fd };
+    let ctx = Ctx {
+        zookeeper: zk.as_ref().map(PrivateZk::connect_string).unwrap_or_default(),
+        redis_url: redis.as_ref().map(PrivateRedis::url).unwrap_or_default(),
+        settings: settings.clone(),
+        fd,
+    };
     let mut benches = Vec::new();
     for name in names {
         let start = Instant::now();
@@ -330,6 +346,7 @@ pub fn run(args: BenchArgs) -> Result<Report, BenchError> {
             "storage" => storage::run(&ctx)?,
             "login" => login::run(&ctx)?,
             "sessions" => sessions::run(&ctx)?,
+            "db" => db::run(&ctx)?,
             other => return Err(BenchError::UnknownBench(other.to_string())),
         };
         report.wall_secs = start.elapsed().as_secs_f64();

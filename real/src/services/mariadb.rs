@@ -2,7 +2,8 @@
 //!
 //! `start` makes a fresh data directory with `mariadb-install-db` (about 3 s), then runs
 //! `mariadbd` on it with no configuration file of the machine's (`--no-defaults`), bound to
-//! 127.0.0.1 on a free port, with its socket, pid file and log inside the directory. An init
+//! 127.0.0.1 on a free port, with its socket, pid file, log and temporary files inside the
+//! directory (servers and bootstraps running at once must not share `/tmp`). An init
 //! file run at every start creates the database [`PRIVATE_MARIADB_DATABASE`] and the user
 //! [`PRIVATE_MARIADB_USER`] (password the same) with every privilege, idempotently.
 //!
@@ -87,9 +88,14 @@ impl PrivateMariaDb {
         let log = dir.join("install.log");
         let out = std::fs::File::create(&log).map_err(io_err("mariadb-install-db"))?;
         let err = out.try_clone().map_err(io_err("mariadb-install-db"))?;
+        // A temporary directory of its own: bootstraps running at once in the shared /tmp
+        // collide on their temporary tables ("Unknown table 'mysql.tmp_user_sys'").
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(io_err("mariadb-install-db"))?;
         let mut cmd = Command::new(install);
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", dir.join("data").display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .args(["--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve"])
             .stdin(Stdio::null())
             .stdout(out)
@@ -118,6 +124,7 @@ impl PrivateMariaDb {
         let mut cmd = Command::new(bin);
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", dir.join("data").display()))
+            .arg(format!("--tmpdir={}", dir.join("tmp").display()))
             .arg(format!("--port={}", addr.port()))
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--socket={}", dir.join("mariadb.sock").display()))

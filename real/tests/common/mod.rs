@@ -12,6 +12,7 @@ use std::time::Duration;
 use real::services::{PrivateMariaDb, PrivateRedis, PrivateZk};
 
 pub mod client;
+pub mod db;
 pub mod cluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

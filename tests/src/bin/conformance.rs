@@ -1,9 +1,9 @@
 //! `conformance`: runs generated (and the fixed) conformance cases against the simulated
-//! services and against private real ZooKeeper and Redis, and reports every divergence with
-//! its shrunk case. The last line is `divergences: <N>`.
+//! services and against private real ZooKeeper, Redis, MariaDB and a SQLite file, and reports
+//! every divergence with its shrunk case. The last line is `divergences: <N>`.
 //!
 //! ```text
-//! cargo run -p tests --release --bin conformance -- --cases 10000 [--seed S] [--only zk|redis] [--verbose]
+//! cargo run -p tests --release --bin conformance -- --cases 10000 [--seed S] [--only zk|redis|sql|sqlite|mariadb] [--verbose]
 //! ```
 
 use std::collections::BTreeMap;
@@ -13,24 +13,51 @@ use anyhow::Result;
 use clap::{Parser, ValueEnum};
 use tests::conformance::gen::{case_seed, generate, shrink};
 use tests::conformance::ops::{Case, Service};
-use tests::conformance::{diff, fixed, Harness};
+use tests::conformance::real_backend::Services;
+use tests::conformance::{diff, fixed, fixed_db, Harness};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Only {
     Zk,
     Redis,
+    /// The `Db` port: each case on SQLite and on MariaDB.
+    Sql,
+    Sqlite,
+    Mariadb,
+}
+
+impl Only {
+    fn services(only: Option<Only>) -> Services {
+        let (zk, redis, sqlite, mariadb) = match only {
+            None => (true, true, true, true),
+            Some(Only::Zk) => (true, false, false, false),
+            Some(Only::Redis) => (false, true, false, false),
+            Some(Only::Sql) => (false, false, true, true),
+            Some(Only::Sqlite) => (false, false, true, false),
+            Some(Only::Mariadb) => (false, false, false, true),
+        };
+        Services { zk, redis, sqlite, mariadb }
+    }
 }
 
 #[derive(Debug, Parser)]
-#[command(about = "Sim-vs-real conformance of the Coord (ZooKeeper) and Kv (Redis) ports")]
+#[command(
+    about = "Sim-vs-real conformance of the Coord (ZooKeeper), Kv (Redis) and Db (SQL) ports",
+    long_about = "Sim-vs-real conformance of the Coord (ZooKeeper), Kv (Redis) and Db (SQL) ports.\n\n\
+        Generated cases are split evenly between ZooKeeper, Redis and SQL unless --only picks \
+        one. A SQL case runs the same steps against the simulated SQL node and against SQLite, \
+        and again against MariaDB (two comparisons, tallied as sqlite and mariadb); \
+        --only sql runs only SQL cases, --only sqlite / mariadb one engine."
+)]
 struct Args {
-    /// Generated cases to run (split evenly between ZooKeeper and Redis unless --only).
+    /// Generated cases to run (split evenly between ZooKeeper, Redis and SQL unless --only;
+    /// a SQL case is checked on SQLite and on MariaDB).
     #[arg(long, default_value_t = 1000)]
     cases: u64,
     /// Seed of the generated cases (case i uses a seed derived from this and i).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Only one service.
+    /// Only one service (sql: SQLite and MariaDB).
     #[arg(long, value_enum)]
     only: Option<Only>,
     /// Print every case's transcripts.
@@ -75,6 +102,16 @@ const COVERAGE: &[&str] = &[
     "Err(Server(",
     "Remaining(",
     "list [",
+    "err Fenced",
+    "err VersionMismatch",
+    "err NotFound",
+    "err UniqueViolation",
+    "err InvalidArgument",
+    "Guard { version",
+    "Restore { applied: true",
+    "Restore { applied: false",
+    "RaiseFence { row: None",
+    "value: None",
 ];
 
 #[derive(Default)]
@@ -86,27 +123,39 @@ struct Tally {
 fn main() -> Result<()> {
     let args = Args::parse();
     let started = Instant::now();
-    let (zk, redis) = match args.only {
-        None => (true, true),
-        Some(Only::Zk) => (true, false),
-        Some(Only::Redis) => (false, true),
-    };
-    let h = Harness::start(zk, redis)?;
+    let services = Only::services(args.only);
+    let h = Harness::start_services(services)?;
+    let names: Vec<&str> = [(services.zk, "zookeeper"), (services.redis, "redis"), (services.sqlite, "sqlite"), (services.mariadb, "mariadb")]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect();
     println!(
-        "conformance: {} generated cases, seed {}, services: {}{} (started in {:.1}s)",
+        "conformance: {} generated cases, seed {}, services: {} (started in {:.1}s)",
         args.cases,
         args.seed,
-        if zk { "zookeeper " } else { "" },
-        if redis { "redis" } else { "" },
+        names.join(" "),
         started.elapsed().as_secs_f64()
     );
+    // What one generated case index runs: a service, or both SQL engines.
+    let kinds: Vec<Vec<Service>> = match args.only {
+        None => vec![vec![Service::Zk], vec![Service::Redis], vec![Service::Sqlite, Service::Mariadb]],
+        Some(Only::Zk) => vec![vec![Service::Zk]],
+        Some(Only::Redis) => vec![vec![Service::Redis]],
+        Some(Only::Sql) => vec![vec![Service::Sqlite, Service::Mariadb]],
+        Some(Only::Sqlite) => vec![vec![Service::Sqlite]],
+        Some(Only::Mariadb) => vec![vec![Service::Mariadb]],
+    };
     if let Some(seed) = args.case_seed {
-        let service = if args.only == Some(Only::Redis) { Service::Redis } else { Service::Zk };
-        let case = generate(service, seed);
-        let o = h.check(&case, seed);
-        println!("{case}");
-        print!("{}", diff::render(&o.sim, &o.real));
-        println!("divergences: {}", u8::from(o.divergence.is_some()));
+        let mut total = 0;
+        for &service in &kinds[0] {
+            let case = generate(service, seed);
+            let o = h.check(&case, seed);
+            println!("{case}");
+            print!("{}", diff::render(&o.sim, &o.real));
+            total += u8::from(o.divergence.is_some());
+        }
+        println!("divergences: {total}");
         return Ok(());
     }
     let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
@@ -140,8 +189,8 @@ fn main() -> Result<()> {
 
     if !args.no_fixed {
         let t0 = Instant::now();
-        for case in fixed::cases() {
-            if (case.service == Service::Zk && !zk) || (case.service == Service::Redis && !redis) {
+        for case in fixed::cases().into_iter().chain(fixed_db::cases()) {
+            if !services.has(case.service) {
                 continue;
             }
             let o = h.check(&case, 1);
@@ -162,30 +211,26 @@ fn main() -> Result<()> {
     let mut last_progress = Instant::now();
     let mut coverage = [0u64; COVERAGE.len()];
     for i in 0..args.cases {
-        let service = match args.only {
-            Some(Only::Zk) => Service::Zk,
-            Some(Only::Redis) => Service::Redis,
-            None if i % 2 == 0 => Service::Zk,
-            None => Service::Redis,
-        };
         let seed = case_seed(args.seed, i);
-        let case = generate(service, seed);
-        let o = h.check(&case, seed);
-        for line in &o.real.lines {
-            for (i, m) in COVERAGE.iter().enumerate() {
-                if line.contains(m) {
-                    coverage[i] += 1;
+        for &service in &kinds[(i % kinds.len() as u64) as usize] {
+            let case = generate(service, seed);
+            let o = h.check(&case, seed);
+            for line in &o.real.lines {
+                for (i, m) in COVERAGE.iter().enumerate() {
+                    if line.contains(m) {
+                        coverage[i] += 1;
+                    }
                 }
             }
-        }
-        let tally = tallies.entry(format!("generated-{service}")).or_default();
-        tally.cases += 1;
-        if args.verbose {
-            println!("\n{case}-- sim --\n{}-- real --\n{}", o.sim.text(), o.real.text());
-        }
-        if o.divergence.is_some() {
-            tally.divergences += 1;
-            report(&h, "generated", &case, seed, &mut reported);
+            let tally = tallies.entry(format!("generated-{service}")).or_default();
+            tally.cases += 1;
+            if args.verbose {
+                println!("\n{case}-- sim --\n{}-- real --\n{}", o.sim.text(), o.real.text());
+            }
+            if o.divergence.is_some() {
+                tally.divergences += 1;
+                report(&h, "generated", &case, seed, &mut reported);
+            }
         }
         if last_progress.elapsed().as_secs() >= 30 {
             last_progress = Instant::now();

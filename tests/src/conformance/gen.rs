@@ -15,7 +15,7 @@
 
 use engine::env::{CreateMode, SetCondition};
 
-use super::ops::{AnyOp, Case, KvOp, MultiOp, RelPath, Service, Step, ZkOp};
+use super::ops::{AnyOp, Case, DbOp, KvOp, MultiOp, RelPath, Service, Step, ZkOp};
 
 /// splitmix64: a small, fast, seedable stream (the same seed gives the same case everywhere).
 #[derive(Debug, Clone)]
@@ -180,12 +180,15 @@ fn kv_op(r: &mut Rng) -> KvOp {
 
 /// Draws one case of `service` from `seed`.
 pub fn generate(service: Service, seed: u64) -> Case {
+    if service.is_sql() {
+        return super::gen_db::generate_db(service, seed);
+    }
     let mut r = Rng::new(seed);
     let n_clients = 1 + r.below(3);
     let n_steps = 1 + r.below(30);
     let clients: Vec<u64> = match service {
         Service::Zk => (0..n_clients).map(|_| r.pick(TIMEOUTS_MS)).collect(),
-        Service::Redis => vec![0; n_clients.min(2)],
+        Service::Redis | Service::Sqlite | Service::Mariadb => vec![0; n_clients.min(2)],
     };
     let mut steps = Vec::new();
     if service == Service::Zk {
@@ -212,7 +215,7 @@ pub fn generate(service: Service, seed: u64) -> Case {
         let client = r.below(clients.len());
         let op = match service {
             Service::Zk => AnyOp::Zk(zk_op(&mut r)),
-            Service::Redis => AnyOp::Kv(kv_op(&mut r)),
+            Service::Redis | Service::Sqlite | Service::Mariadb => AnyOp::Kv(kv_op(&mut r)),
         };
         Step { client, op }
     }));
@@ -244,20 +247,28 @@ pub fn shrink(case: &Case, mut diverges: impl FnMut(&Case) -> bool) -> (Case, us
         }
         chunk = chunk.div_ceil(2);
     }
-    // 2. Remove sub-operations of multis.
+    // 2. Remove sub-operations of multis and of SQL transactions (one op always stays in a
+    //    transaction: an empty one is refused before it is sent).
     for s in 0..best.steps.len() {
         let mut j = 0;
         loop {
             let len = match &best.steps[s].op {
                 AnyOp::Zk(ZkOp::Multi(ops)) => ops.len(),
+                AnyOp::Db(DbOp::Transact(ops)) if ops.len() > 1 => ops.len(),
                 _ => 0,
             };
             if j >= len {
                 break;
             }
             let mut cand = best.clone();
-            if let AnyOp::Zk(ZkOp::Multi(ops)) = &mut cand.steps[s].op {
-                ops.remove(j);
+            match &mut cand.steps[s].op {
+                AnyOp::Zk(ZkOp::Multi(ops)) => {
+                    ops.remove(j);
+                }
+                AnyOp::Db(DbOp::Transact(ops)) => {
+                    ops.remove(j);
+                }
+                _ => {}
             }
             attempts += 1;
             if diverges(&cand) {

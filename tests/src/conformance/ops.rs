@@ -1,19 +1,31 @@
 //! What a conformance case is: a fixed interleaving of operations by one or more clients of
-//! one service (ZooKeeper through the `Coord` port, or Redis through the `Kv` port), plus the
-//! scripted, time-dependent steps (sleeps, partitions) both backends can follow.
+//! one service (ZooKeeper through the `Coord` port, Redis through the `Kv` port, or a SQL
+//! instance through the `Db` port), plus the scripted, time-dependent steps (sleeps,
+//! partitions) both backends can follow.
 //!
-//! Paths and keys are *relative*: each run of a case gets its own prefix (a znode `/cN` or a
-//! key prefix `cN:`) so that many cases share one real service without seeing each other.
+//! Paths and keys are *relative*: each run of a case gets its own prefix (a znode `/cN`, a
+//! key prefix `cN:`, or a table-name prefix `cN_`) so that many cases share one real service
+//! without seeing each other.
 
 use std::fmt;
 
-use engine::env::{CreateMode, SetCondition};
+use engine::env::{CreateMode, Expect, SetCondition, WriteOp};
 
-/// Which service a case exercises.
+/// Which service a case exercises. A SQL case (`Db` port) is compared against the simulated
+/// SQL node on SQLite and, as another case of the same steps, on MariaDB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Service {
     Zk,
     Redis,
+    Sqlite,
+    Mariadb,
+}
+
+impl Service {
+    /// True for the `Db` port's cases.
+    pub fn is_sql(self) -> bool {
+        matches!(self, Service::Sqlite | Service::Mariadb)
+    }
 }
 
 impl fmt::Display for Service {
@@ -21,6 +33,8 @@ impl fmt::Display for Service {
         f.write_str(match self {
             Service::Zk => "zk",
             Service::Redis => "redis",
+            Service::Sqlite => "sqlite",
+            Service::Mariadb => "mariadb",
         })
     }
 }
@@ -174,10 +188,23 @@ pub enum KvOp {
     },
 }
 
+/// One step of a SQL case. Table names are relative (`a`, `b`, `s`): the run prefixes them
+/// (`c17_a`); `WriteOp`s carry relative names too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbOp {
+    Get { table: String, key: String },
+    GetMany { table: String, keys: Vec<String> },
+    Scan { table: String, prefix: String, start_after: Option<String>, limit: usize },
+    Export { table: String, prefix: String, start_after: Option<String>, limit: usize },
+    GetByIndex { table: String, index: String, index_key: String },
+    Transact(Vec<WriteOp>),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AnyOp {
     Zk(ZkOp),
     Kv(KvOp),
+    Db(DbOp),
 }
 
 /// One step: which client does what.
@@ -306,11 +333,67 @@ impl fmt::Display for KvOp {
     }
 }
 
+fn expect(e: &Expect) -> String {
+    match e {
+        Expect::Any => "any".to_string(),
+        Expect::Absent => "absent".to_string(),
+        Expect::Present => "present".to_string(),
+        Expect::Version(v) => format!("v{v}"),
+    }
+}
+
+/// A `WriteOp` in one short line (`put a/k1 "v" v2 f3 [by_name=n1]`).
+pub fn write_op(op: &WriteOp) -> String {
+    let at = |t: &engine::env::TableName, k: &str| format!("{t}/{k:?}");
+    match op {
+        WriteOp::Put { table, key, value, expect: e, fence, index } => {
+            let mut s = format!("put {} {value:?} {} f{fence}", at(table, key), expect(e));
+            for (name, ikey) in index {
+                s.push_str(&format!(" [{name}={ikey:?}]"));
+            }
+            s
+        }
+        WriteOp::Delete { table, key, expect: e, fence } => format!("delete {} {} f{fence}", at(table, key), expect(e)),
+        WriteOp::RaiseFence { table, key, fence } => format!("raise_fence {} f{fence}", at(table, key)),
+        WriteOp::Guard { table, key, fence } => format!("guard {} f{fence}", at(table, key)),
+        WriteOp::Restore { table, key, value, version, fence } => {
+            format!("restore {} {value:?} v{version} f{fence}", at(table, key))
+        }
+    }
+}
+
+impl fmt::Display for DbOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DbOp::Get { table, key } => write!(f, "get {table}/{key:?}"),
+            DbOp::GetMany { table, keys } => write!(f, "get_many {table} {keys:?}"),
+            DbOp::Scan { table, prefix, start_after, limit } => {
+                write!(f, "scan {table} prefix={prefix:?} after={start_after:?} limit={limit}")
+            }
+            DbOp::Export { table, prefix, start_after, limit } => {
+                write!(f, "export {table} prefix={prefix:?} after={start_after:?} limit={limit}")
+            }
+            DbOp::GetByIndex { table, index, index_key } => write!(f, "get_by_index {table}.{index}={index_key:?}"),
+            DbOp::Transact(ops) => {
+                write!(f, "transact [")?;
+                for (i, op) in ops.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, "; ")?;
+                    }
+                    write!(f, "{}", write_op(op))?;
+                }
+                write!(f, "]")
+            }
+        }
+    }
+}
+
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.op {
             AnyOp::Zk(op) => write!(f, "c{} {op}", self.client),
             AnyOp::Kv(op) => write!(f, "c{} {op}", self.client),
+            AnyOp::Db(op) => write!(f, "c{} {op}", self.client),
         }
     }
 }

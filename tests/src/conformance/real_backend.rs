@@ -1,7 +1,9 @@
-//! The real side: one private ZooKeeper 3.8 and one private Redis 7 per run
-//! (`real::services`), reached through the real adapters (`ZkConnector`, `RedisKv`). Cases
-//! are isolated by a fresh znode root (`/c<N>`) or key prefix (`c<N>:`) per run of a case, so
-//! the services are reused: starting ZooKeeper's JVM once per case would cost seconds.
+//! The real side: one private ZooKeeper 3.8, one private Redis 7 and one private MariaDB
+//! per run (`real::services`), and one SQLite file in a temporary directory, reached through
+//! the real adapters (`ZkConnector`, `RedisKv`, `real::adapters::db`). Cases are isolated by
+//! a fresh znode root (`/c<N>`), key prefix (`c<N>:`) or table-name prefix (`c<N>_`) per run
+//! of a case, so the services are reused: starting ZooKeeper's JVM once per case would cost
+//! seconds.
 //!
 //! Partitions (`cut`/`heal`) go through a loopback relay per client that behaves like a
 //! clogged madsim link: while cut, bytes already in flight stall (nothing is lost; they
@@ -13,35 +15,79 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use engine::env::{Coord, CoordError, Kv, SessionOptions};
-use real::adapters::{RedisKv, RedisKvOptions, ZkConnector};
-use real::services::{PrivateRedis, PrivateZk};
+use engine::env::{Coord, CoordError, Db, Kv, SessionOptions};
+use real::adapters::{open_db, RedisKv, RedisKvOptions, ZkConnector};
+use real::services::{PrivateMariaDb, PrivateRedis, PrivateZk};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::exec::{run_kv, run_zk, KvWorld, ZkWorld};
+use super::exec_db::{run_db, DbWorld};
 use super::ops::{Case, Service};
 use super::transcript::Transcript;
 
 /// Clients of the shared Redis (cases use at most this many).
 const KV_CLIENTS: usize = 2;
 
+/// Which real services a run starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Services {
+    pub zk: bool,
+    pub redis: bool,
+    pub sqlite: bool,
+    pub mariadb: bool,
+}
+
+impl Services {
+    pub const ALL: Services = Services { zk: true, redis: true, sqlite: true, mariadb: true };
+
+    /// Whether cases of `service` can run.
+    pub fn has(&self, service: Service) -> bool {
+        match service {
+            Service::Zk => self.zk,
+            Service::Redis => self.redis,
+            Service::Sqlite => self.sqlite,
+            Service::Mariadb => self.mariadb,
+        }
+    }
+}
+
 /// The private services of one run and the long-lived clients shared by its cases.
 pub struct RealBackend {
     zk: Option<PrivateZk>,
     redis: Option<PrivateRedis>,
+    mariadb: Option<PrivateMariaDb>,
+    sqlite_dir: Option<tempfile::TempDir>,
     observer: Option<Arc<dyn Coord>>,
     kvs: Vec<Arc<dyn Kv>>,
+    sqlite: Option<Arc<dyn Db>>,
+    mariadb_db: Option<Arc<dyn Db>>,
     next: AtomicU64,
 }
 
 impl RealBackend {
     /// Starts the services (blocking: call outside the tokio runtime).
-    pub fn start(zk: bool, redis: bool) -> anyhow::Result<RealBackend> {
-        let zk = if zk { Some(PrivateZk::start()?) } else { None };
-        let redis = if redis { Some(PrivateRedis::start()?) } else { None };
-        Ok(RealBackend { zk, redis, observer: None, kvs: Vec::new(), next: AtomicU64::new(0) })
+    pub fn start(services: Services) -> anyhow::Result<RealBackend> {
+        let zk = if services.zk { Some(PrivateZk::start()?) } else { None };
+        let redis = if services.redis { Some(PrivateRedis::start()?) } else { None };
+        let mariadb = if services.mariadb { Some(PrivateMariaDb::start()?) } else { None };
+        let sqlite_dir = if services.sqlite {
+            Some(tempfile::Builder::new().prefix("sandtable-conformance-").tempdir()?)
+        } else {
+            None
+        };
+        Ok(RealBackend {
+            zk,
+            redis,
+            mariadb,
+            sqlite_dir,
+            observer: None,
+            kvs: Vec::new(),
+            sqlite: None,
+            mariadb_db: None,
+            next: AtomicU64::new(0),
+        })
     }
 
     /// Opens the shared clients (inside the tokio runtime).
@@ -61,6 +107,13 @@ impl RealBackend {
                 self.kvs.push(Arc::new(kv));
             }
         }
+        if let Some(dir) = &self.sqlite_dir {
+            let url = format!("sqlite://{}", dir.path().join("conformance.sqlite").display());
+            self.sqlite = Some(open_db("sqlite", &url).await?);
+        }
+        if let Some(mariadb) = &self.mariadb {
+            self.mariadb_db = Some(open_db("mariadb", &mariadb.url()).await?);
+        }
         Ok(())
     }
 
@@ -70,6 +123,7 @@ impl RealBackend {
         match service {
             Service::Zk => format!("/c{n}"),
             Service::Redis => format!("c{n}:"),
+            Service::Sqlite | Service::Mariadb => format!("c{n}_"),
         }
     }
 
@@ -99,7 +153,31 @@ impl RealBackend {
                 }
                 run_kv(&RealRedis { kvs: self.kvs.clone() }, case, prefix).await
             }
+            Service::Sqlite | Service::Mariadb => {
+                let db = if case.service == Service::Sqlite { &self.sqlite } else { &self.mariadb_db };
+                let Some(db) = db else {
+                    let mut t = Transcript::new(prefix);
+                    t.push(format!("real: no {} in this run", case.service));
+                    return t;
+                };
+                run_db(&RealSql { db: db.clone() }, case, prefix).await
+            }
         }
+    }
+}
+
+struct RealSql {
+    db: Arc<dyn Db>,
+}
+
+#[async_trait]
+impl DbWorld for RealSql {
+    fn db(&self) -> Arc<dyn Db> {
+        self.db.clone()
+    }
+
+    async fn sleep(&self, d: Duration) {
+        tokio::time::sleep(d).await;
     }
 }
 

@@ -1,6 +1,6 @@
 //! The simulated side: each run of a case gets a fresh madsim runtime (on a fresh thread, as
-//! the chaos runner does) with the simulated ZooKeeper or Redis node at its usual address and
-//! one simulated node per client, all built by `sim::runner`'s helpers.
+//! the chaos runner does) with the simulated ZooKeeper, Redis or SQL node at its usual address
+//! and one simulated node per client, all built by `sim::runner`'s and `sim::sql`'s helpers.
 //!
 //! The simulated ZooKeeper is configured like the private real one
 //! (`real::services::PrivateZk`): tick 250 ms, `minSessionTimeout` 2 ticks,
@@ -11,15 +11,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use engine::env::{Coord, CoordError, Env, Kv, SessionOptions};
+use engine::env::{Coord, CoordError, Db, Env, Kv, SessionOptions};
 use madsim::runtime::{Handle, NodeHandle, Runtime};
 use madsim::task::NodeId;
 use sim::adapters::ClockControl;
 use sim::redis::RedisOptions;
 use sim::runner::{node_env, start_redis, start_zk_with};
+use sim::sql::{sql_addr, sql_node_name, start_sql, SimDb, SqlOptions, DB_CALL_TIMEOUT};
 use sim::zk::ZkOptions;
 
 use super::exec::{run_kv, run_zk, KvWorld, ZkWorld};
+use super::exec_db::{run_db, DbWorld};
 use super::ops::{Case, Service};
 use super::transcript::Transcript;
 
@@ -116,6 +118,21 @@ impl KvWorld for SimRedis {
     }
 }
 
+struct SimSql {
+    db: Arc<dyn Db>,
+}
+
+#[async_trait]
+impl DbWorld for SimSql {
+    fn db(&self) -> Arc<dyn Db> {
+        self.db.clone()
+    }
+
+    async fn sleep(&self, d: Duration) {
+        madsim::time::sleep(d).await;
+    }
+}
+
 async fn simulate(case: Case, root: String) -> Transcript {
     let handle = Handle::current();
     let clocks = ClockControl::new();
@@ -140,6 +157,23 @@ async fn simulate(case: Case, root: String) -> Transcript {
                 .collect();
             let world = SimRedis { kvs };
             c0.handle.spawn(async move { run_kv(&world, &case, &root).await }).await.expect("client task")
+        }
+        Service::Sqlite | Service::Mariadb => {
+            // The simulated SQL node (default options: durable, 1 ms commit latency) and one
+            // client node with a `SimDb` of it.
+            start_sql(&handle, &clocks, 0, SqlOptions::default());
+            let c0 = node(&handle, &clocks, "c0", client_ip(0));
+            let env = &c0.env;
+            let db = SimDb::new(
+                sql_node_name(0),
+                env.net.clone(),
+                env.clock.clone(),
+                env.spawn.clone(),
+                sql_addr(0),
+                DB_CALL_TIMEOUT,
+            );
+            let world = SimSql { db: Arc::new(db) };
+            c0.handle.spawn(async move { run_db(&world, &case, &root).await }).await.expect("client task")
         }
     }
 }

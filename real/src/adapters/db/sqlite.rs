@@ -1,0 +1,343 @@
+//! The `Db` port on a SQLite file (the embedded default): see the module doc of [`super`]
+//! for the semantics and how fencing is atomic here.
+//!
+//! One file per instance, in WAL mode (readers never block the writer nor each other) with
+//! `synchronous = FULL` (a commit is on disk when `transact` returns, so it survives a crash
+//! of the process and of the machine) and a busy timeout (another process holding the write
+//! lock is waited for, not failed at once). Writes go through a pool of **one** connection,
+//! so the adapter's own writers queue in FIFO order in the process instead of spinning on
+//! SQLite's busy handler; reads use a separate pool of [`DbOptions::sqlite_readers`]
+//! connections.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use engine::env::{
+    validate_get_many, validate_key, validate_name, validate_scan, validate_transact, Db, DbError, Row, RowState,
+    TableName, WriteOp, WriteResult,
+};
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Connection as _, Row as _, Sqlite};
+use tokio::time::{timeout_at, Instant};
+
+use super::errors::{acquire_error, Fail, Stage};
+use super::plan::{self, IndexKey, Needs, RowKey, Snapshot, Stored};
+use super::schema::{self, from_sqlite_u64, sqlite_u64};
+use super::sql::{self, Dialect, Lock, Param, Stmt};
+use super::fast::{self, Answers, Step};
+use super::{decode_entry, decode_stored, rows_in_order, DbOptions};
+
+/// The `Db` port on one SQLite file. Cheap to share behind an `Arc`.
+pub struct SqliteDb {
+    name: String,
+    path: PathBuf,
+    writer: SqlitePool,
+    readers: SqlitePool,
+    opts: DbOptions,
+}
+
+impl std::fmt::Debug for SqliteDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteDb").field("name", &self.name).field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
+
+fn bind<'q>(mut q: Query<'q>, params: &'q [Param]) -> Query<'q> {
+    for p in params {
+        q = match p {
+            Param::Blob(b) => q.bind(b.as_slice()),
+            Param::Value(v) => q.bind(v.as_deref()),
+            Param::U64(x) => q.bind(sqlite_u64(*x)),
+            Param::Int(i) => q.bind(*i),
+        };
+    }
+    q
+}
+
+fn stored_of(db: &str, r: &SqliteRow) -> Result<(RowKey, Stored), Fail> {
+    let (version, fence): (i64, i64) = (r.try_get(3)?, r.try_get(4)?);
+    Ok(decode_stored(db, r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, from_sqlite_u64(version), from_sqlite_u64(fence))?)
+}
+
+fn entry_of(db: &str, r: &SqliteRow) -> Result<(IndexKey, String), Fail> {
+    Ok(decode_entry(db, r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)?)
+}
+
+async fn fetch_stored(db: &str, conn: &mut SqliteConnection, stmt: &Stmt) -> Result<Vec<(RowKey, Stored)>, Fail> {
+    let rows = bind(sqlx::query(&stmt.sql), &stmt.params).fetch_all(&mut *conn).await?;
+    rows.iter().map(|r| stored_of(db, r)).collect()
+}
+
+async fn fetch_entries(db: &str, conn: &mut SqliteConnection, stmt: &Stmt) -> Result<Vec<(IndexKey, String)>, Fail> {
+    let rows = bind(sqlx::query(&stmt.sql), &stmt.params).fetch_all(&mut *conn).await?;
+    rows.iter().map(|r| entry_of(db, r)).collect()
+}
+
+async fn execute(conn: &mut SqliteConnection, stmt: &Stmt) -> Result<u64, Fail> {
+    Ok(bind(sqlx::query(&stmt.sql), &stmt.params).execute(&mut *conn).await?.rows_affected())
+}
+
+impl SqliteDb {
+    /// Opens (creating it and its directory if missing) the SQLite file at `path` as the
+    /// instance `name`, and creates the schema.
+    pub async fn open(name: &str, path: impl AsRef<Path>, opts: DbOptions) -> Result<SqliteDb, DbError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                tracing::warn!(db = name, dir = %dir.display(), error = %e, "cannot create the sqlite directory");
+                DbError::Unavailable
+            })?;
+        }
+        let connect = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(opts.sqlite_busy_timeout)
+            .foreign_keys(false);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(opts.call_timeout)
+            .test_before_acquire(false)
+            .connect_with(connect.clone())
+            .await
+            .map_err(|e| acquire_error(name, &e))?;
+        {
+            let mut conn = writer.acquire().await.map_err(|e| acquire_error(name, &e))?;
+            schema::ensure_sqlite(name, &mut conn).await?;
+        }
+        let readers = SqlitePoolOptions::new()
+            .max_connections(opts.sqlite_readers.max(1))
+            .acquire_timeout(opts.call_timeout)
+            .test_before_acquire(false)
+            .connect_with(connect)
+            .await
+            .map_err(|e| acquire_error(name, &e))?;
+        Ok(SqliteDb { name: name.to_string(), path, writer, readers, opts })
+    }
+
+    /// The file this instance lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes every connection (waiting for calls in progress). Dropping the handle without
+    /// closing is safe too: committed transactions are in the file either way.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.readers.close().await;
+    }
+
+    /// Runs one read statement on a reader connection, within the call timeout.
+    async fn read<T>(
+        &self,
+        stmt: Stmt,
+        decode: impl Fn(&SqliteRow) -> Result<T, Fail>,
+    ) -> Result<Vec<T>, DbError> {
+        let deadline = Instant::now() + self.opts.call_timeout;
+        let db = self.name.as_str();
+        let mut conn = match timeout_at(deadline, self.readers.acquire()).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(acquire_error(db, &e)),
+            Err(_) => return Err(DbError::Timeout { maybe_applied: false }),
+        };
+        let run = async {
+            let rows = bind(sqlx::query(&stmt.sql), &stmt.params).fetch_all(&mut *conn).await?;
+            rows.iter().map(&decode).collect::<Result<Vec<T>, Fail>>()
+        };
+        match timeout_at(deadline, run).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(f)) => Err(f.into_db(db, Stage::Open)),
+            Err(_) => {
+                conn.close_on_drop();
+                Err(DbError::Timeout { maybe_applied: false })
+            }
+        }
+    }
+
+    async fn load(&self, conn: &mut SqliteConnection, needs: &Needs) -> Result<Snapshot, Fail> {
+        let db = self.name.as_str();
+        let keys: Vec<&RowKey> = needs.rows.iter().collect();
+        let mut snap = Snapshot::default();
+        snap.rows.extend(fetch_stored(db, conn, &sql::select_rows(Dialect::Sqlite, &keys, Lock::None)).await?);
+        if needs.row_entries {
+            let stmt = sql::select_entries_of(Dialect::Sqlite, &keys, Lock::None);
+            snap.entries.extend(fetch_entries(db, conn, &stmt).await?);
+        }
+        if !needs.claims.is_empty() {
+            let stmt = sql::select_holders(Dialect::Sqlite, &needs.claims, Lock::None);
+            snap.entries.extend(fetch_entries(db, conn, &stmt).await?);
+        }
+        Ok(snap)
+    }
+
+    /// The fast path (see [`fast`]): `Some(answers)` if every step hit and the transaction
+    /// committed, `None` if a step missed (nothing of it was kept).
+    async fn fast_path(
+        &self,
+        conn: &mut SqliteConnection,
+        ops: &[WriteOp],
+        steps: &[Step],
+        committing: &AtomicBool,
+    ) -> Result<Option<Vec<WriteResult>>, Fail> {
+        let mut answers = Answers::new(ops.len());
+        if let [Step::Update { op_index, stmt, new_version }] = steps {
+            // One self-committing statement.
+            committing.store(true, Ordering::Release);
+            if execute(conn, stmt).await? != 1 {
+                committing.store(false, Ordering::Release);
+                return Ok(None);
+            }
+            answers.set(*op_index, WriteResult::Put { version: *new_version });
+            return Ok(answers.finish());
+        }
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        for step in steps {
+            let hit = match step {
+                Step::Update { op_index, stmt, new_version } => {
+                    let hit = execute(&mut tx, stmt).await? == 1;
+                    answers.set(*op_index, WriteResult::Put { version: *new_version });
+                    hit
+                }
+                Step::Probe { op_index, stmt } => {
+                    match bind(sqlx::query(&stmt.sql), &stmt.params).fetch_optional(&mut *tx).await? {
+                        Some(r) => {
+                            let version: i64 = r.try_get(0)?;
+                            answers.set(*op_index, WriteResult::Guard { version: from_sqlite_u64(version) });
+                            true
+                        }
+                        None => false,
+                    }
+                }
+            };
+            if !hit {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+        }
+        committing.store(true, Ordering::Release);
+        tx.commit().await?;
+        Ok(answers.finish())
+    }
+
+    /// One transaction: `BEGIN IMMEDIATE` takes the database's write lock, so the state read
+    /// and checked is the state written over; `committing` is set just before `COMMIT`.
+    async fn transact_in(
+        &self,
+        conn: &mut SqliteConnection,
+        ops: &[WriteOp],
+        committing: &AtomicBool,
+    ) -> Result<Vec<WriteResult>, Fail> {
+        if let Some(steps) = fast::plan(Dialect::Sqlite, ops) {
+            if let Some(results) = self.fast_path(conn, ops, &steps, committing).await? {
+                return Ok(results);
+            }
+        }
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let snap = self.load(&mut tx, &Needs::of(ops)).await?;
+        let out = match plan::evaluate(ops, &snap) {
+            Ok(out) => out,
+            Err(e) => {
+                tx.rollback().await?;
+                return Err(Fail::Db(e));
+            }
+        };
+        if out.is_read_only() {
+            tx.rollback().await?;
+            return Ok(out.results);
+        }
+        for stmt in sql::writes(Dialect::Sqlite, &out) {
+            execute(&mut tx, &stmt).await?;
+        }
+        committing.store(true, Ordering::Release);
+        tx.commit().await?;
+        Ok(out.results)
+    }
+}
+
+#[async_trait]
+impl Db for SqliteDb {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn get(&self, table: &TableName, key: &str) -> Result<Option<Row>, DbError> {
+        validate_key(key)?;
+        let db = self.name.as_str();
+        Ok(self.read(sql::get(table, key), |r| stored_of(db, r)).await?.into_iter().find_map(super::live_row))
+    }
+
+    async fn get_many(&self, table: &TableName, keys: &[String]) -> Result<Vec<Option<Row>>, DbError> {
+        validate_get_many(keys)?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let db = self.name.as_str();
+        let found = self.read(sql::get_many(table, keys), |r| stored_of(db, r)).await?;
+        Ok(rows_in_order(keys, found))
+    }
+
+    async fn scan_prefix(
+        &self,
+        table: &TableName,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Row>, DbError> {
+        validate_scan(prefix, start_after, limit)?;
+        let db = self.name.as_str();
+        let stmt = sql::scan(table, prefix, start_after, limit, true);
+        Ok(self.read(stmt, |r| stored_of(db, r)).await?.into_iter().filter_map(super::live_row).collect())
+    }
+
+    async fn export_prefix(
+        &self,
+        table: &TableName,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RowState>, DbError> {
+        validate_scan(prefix, start_after, limit)?;
+        let db = self.name.as_str();
+        let stmt = sql::scan(table, prefix, start_after, limit, false);
+        Ok(self.read(stmt, |r| stored_of(db, r)).await?.into_iter().map(super::row_state).collect())
+    }
+
+    async fn get_by_index(&self, table: &TableName, index: &str, index_key: &str) -> Result<Option<Row>, DbError> {
+        validate_name(index)?;
+        validate_key(index_key)?;
+        let db = self.name.as_str();
+        let stmt = sql::get_by_index(table, index, index_key);
+        Ok(self.read(stmt, |r| stored_of(db, r)).await?.into_iter().find_map(super::live_row))
+    }
+
+    async fn transact(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, DbError> {
+        validate_transact(&ops)?;
+        let deadline = Instant::now() + self.opts.call_timeout;
+        let db = self.name.as_str();
+        let mut conn = match timeout_at(deadline, self.writer.acquire()).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(acquire_error(db, &e)),
+            Err(_) => return Err(DbError::Timeout { maybe_applied: false }),
+        };
+        let committing = AtomicBool::new(false);
+        let stage = |c: &AtomicBool| if c.load(Ordering::Acquire) { Stage::Committing } else { Stage::Open };
+        match timeout_at(deadline, self.transact_in(&mut conn, &ops, &committing)).await {
+            Ok(Ok(results)) => Ok(results),
+            Ok(Err(f)) => Err(f.into_db(db, stage(&committing))),
+            Err(_) => {
+                // The dropped transaction queued its rollback on the connection; close it
+                // anyway (a fresh one is opened for the next call).
+                conn.close_on_drop();
+                Err(DbError::Timeout { maybe_applied: stage(&committing).maybe_applied() })
+            }
+        }
+    }
+}
