@@ -54,8 +54,12 @@ pub enum MovePhase {
     /// Rows are being copied while writes continue at the source. Rolling back = forgetting.
     Copying,
     /// The source's guard is (being) removed: no writes to the shard anywhere until the map
-    /// switches. Rolling back = putting the source's guard back at the move's fence.
+    /// switches. Rolling back = putting the source's guard back at the move's fence + 1.
     Frozen,
+    /// A rollback from `Frozen` is under way (recorded before its first step, so that a
+    /// mover that dies half-way is followed by one that finishes the rollback rather than
+    /// resuming a move whose source guard is already back).
+    RollingBack,
 }
 
 /// A move in progress.
@@ -104,9 +108,10 @@ impl ShardMap {
         &self.shards[shard.0 as usize]
     }
 
-    /// True if writes to `shard` are refused at the moment (a move of it is frozen).
+    /// True if writes to `shard` may be refused at the moment (a move of it is frozen or
+    /// being rolled back).
     pub fn is_frozen(&self, shard: ShardId) -> bool {
-        self.moving.as_ref().is_some_and(|m| m.shard == shard && m.phase == MovePhase::Frozen)
+        self.moving.as_ref().is_some_and(|m| m.shard == shard && m.phase != MovePhase::Copying)
     }
 
     pub fn encode(&self) -> Vec<u8> {

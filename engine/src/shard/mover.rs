@@ -20,7 +20,9 @@
 //! stay there (unreachable: the guard is gone); copies at an aborted destination are harmless
 //! (a later move's `Restore` keeps whichever version is newer).
 //!
-//! **Rollback**: from `copying`, forget the record; from `frozen`, put the source's guard back
+//! **Rollback**: from `copying`, forget the record; from `frozen`, record `rolling_back` (so
+//! that a mover dying half-way is followed by one that finishes the rollback: resuming the
+//! move would find the source guard already back, fenced higher), put the source's guard back
 //! at `fence + 1`, delete the destination's at `fence + 1`, and publish `version = fence + 1`
 //! with the shard where it was. Either way the shard ends on exactly one instance. The extra
 //! fence step matters: the interrupted mover's guard delete (at `fence`) may still be on the
@@ -89,7 +91,7 @@ pub async fn move_shard(
     router.instance(to)?;
     let (map, stat) = load(router).await?;
     let record = match &map.moving {
-        Some(m) if m.shard == shard && m.to == to => m.clone(),
+        Some(m) if m.shard == shard && m.to == to && m.phase != MovePhase::RollingBack => m.clone(),
         Some(m) => return Err(ShardError::MoveInProgress(m.clone())),
         None if map.instance_of(shard) == to => {
             return Err(ShardError::InvalidArgument(format!("shard {shard} is already on {to}")));
@@ -111,22 +113,32 @@ pub async fn move_shard(
     run(router, record, opts).await
 }
 
-/// Finishes the recorded move, if any.
+/// Finishes the recorded move, if any (or the recorded rollback, if one was under way).
 pub async fn resume_move(router: &ShardRouter, opts: MoveOptions) -> Result<Option<MoveReport>, ShardError> {
     let (map, _) = load(router).await?;
     match map.moving.clone() {
         None => Ok(None),
+        Some(record) if record.phase == MovePhase::RollingBack => rollback_move(router).await,
         Some(record) => run(router, record, opts).await.map(Some),
     }
 }
 
 /// Undoes the recorded move, if any: the shard stays where it was.
 pub async fn rollback_move(router: &ShardRouter) -> Result<Option<MoveReport>, ShardError> {
-    let (map, stat) = load(router).await?;
-    let Some(record) = map.moving.clone() else { return Ok(None) };
+    let (mut map, mut stat) = load(router).await?;
+    let Some(mut record) = map.moving.clone() else { return Ok(None) };
+    if record.phase == MovePhase::Frozen {
+        record.phase = MovePhase::RollingBack;
+        let next = ShardMap { moving: Some(record.clone()), ..(*map).clone() };
+        cas(router, stat, &next).await?;
+        (map, stat) = load(router).await?;
+        if map.moving.as_ref() != Some(&record) {
+            return Err(ShardError::Conflict);
+        }
+    }
     let next = match record.phase {
         MovePhase::Copying => ShardMap { moving: None, ..(*map).clone() },
-        MovePhase::Frozen => {
+        MovePhase::Frozen | MovePhase::RollingBack => {
             // One fence above the move's: a guard delete or put the interrupted mover sent at
             // the move's fence may still arrive (a request stuck on a dead connection), and
             // must then be refused rather than undo the rollback.

@@ -258,9 +258,16 @@ fn a_frozen_shard_refuses_writes_until_the_move_resumes_or_rolls_back_and_other_
     assert!(write(&w, &r, "4", "x").is_ok(), "shard 0 is not frozen");
     assert_eq!(w.h.now(), t1, "and did not wait");
 
+    // A rollback that dies half-way (the source's guard is back, the destination is down) is
+    // finished by the next resume, not turned back into the move.
+    dst.set_reachable(false);
+    let r2 = r.clone();
+    assert!(w.h.block_on(async move { rollback_move(&r2).await }).is_err(), "db-0 is down");
+    assert_eq!(w.stored_map().moving.map(|m| m.phase), Some(MovePhase::RollingBack));
     dst.set_reachable(true);
     let r3 = r.clone();
-    let back = w.h.block_on(async move { rollback_move(&r3).await }).unwrap().unwrap();
+    let back = w.h.block_on(async move { resume_move(&r3, MoveOptions::default()).await }).unwrap().unwrap();
+    assert!(back.rolled_back);
     assert_eq!(back.version, 3, "a rollback from frozen publishes the move's fence + 1");
     let map = w.stored_map();
     assert_eq!((map.version, map.shards[1].as_str()), (3, "db-1"));
