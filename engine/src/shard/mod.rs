@@ -61,6 +61,11 @@ pub enum ShardError {
 }
 
 impl ShardError {
+    /// An error of opening or reaching an instance whose name the error does not carry.
+    pub fn from_db(error: DbError) -> ShardError {
+        ShardError::Db { instance: String::new(), error }
+    }
+
     /// True for failures of reaching something (retrying later may succeed as is).
     pub fn is_transient(&self) -> bool {
         match self {

@@ -1,5 +1,8 @@
 //! `sandtable-server --manifest FILE [--flavor NAME]`: one server of the reference game on
-//! real ZooKeeper and Redis.
+//! real ZooKeeper, Redis and SQL (SQLite files in `--data-dir` by default, or MariaDB).
+//!
+//! `sandtable-server --manifest FILE shard status|move N --to INSTANCE|resume|rollback`: the
+//! operator's shard commands against the same cluster (prints JSON; exit 1 on failure).
 //!
 //! Exit codes: 0 after a graceful stop (SIGTERM or SIGINT), 2 for a bad command line or
 //! manifest (the message names the key), 1 for a runtime failure.
@@ -8,8 +11,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use real::server::config::{plan_from_args, ServerArgs};
+use real::server::sql::{run_shard_command, ShardCommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -44,6 +48,36 @@ struct Cli {
     /// Check the manifest and print the plan, then exit.
     #[arg(long)]
     check: bool,
+    /// Directory of the SQLite files of relative `sqlite://` URLs (the embedded default).
+    #[arg(long, default_value = ".")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Operator commands on the shard map (moves run while the cluster serves).
+    #[command(subcommand)]
+    Shard(ShardCli),
+}
+
+#[derive(Debug, Subcommand)]
+enum ShardCli {
+    /// Print the shard map.
+    Status,
+    /// Move one logical shard to another instance (copy, brief freeze of that shard, switch).
+    Move {
+        /// The logical shard.
+        shard: u32,
+        /// The destination instance, as named in the manifest.
+        #[arg(long)]
+        to: String,
+    },
+    /// Finish the move recorded in the map (after a mover died).
+    Resume,
+    /// Undo the move recorded in the map.
+    Rollback,
 }
 
 fn main() -> ExitCode {
@@ -55,6 +89,7 @@ fn main() -> ExitCode {
         name: cli.name.clone(),
         advertise_ip: cli.advertise_ip,
         bind_ip: cli.bind_ip,
+        data_dir: cli.data_dir.clone(),
     };
     let plan = match plan_from_args(&args) {
         Ok(p) => p,
@@ -74,6 +109,34 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(Command::Shard(cmd)) = &cli.command {
+        let Some(cfg) = plan.sql.clone() else {
+            eprintln!("sandtable-server: {}: Object.enable_database is off: no shards", cli.manifest.display());
+            return ExitCode::from(2);
+        };
+        let cmd = match cmd {
+            ShardCli::Status => ShardCommand::Status,
+            ShardCli::Move { shard, to } => ShardCommand::Move { shard: *shard, to: to.clone() },
+            ShardCli::Resume => ShardCommand::Resume,
+            ShardCli::Rollback => ShardCommand::Rollback,
+        };
+        let app_id = plan.manifest.app_info.app_id.clone();
+        let session = plan.game.cluster.session;
+        let outcome = rt.block_on(async {
+            let env = real::env::real_env(&plan.env).map_err(|e| e.to_string())?;
+            run_shard_command(env, &app_id, &cfg, session, &cmd).await
+        });
+        return match outcome {
+            Ok(v) => {
+                println!("{v}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sandtable-server: shard: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match rt.block_on(real::server::run(plan, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

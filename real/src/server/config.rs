@@ -18,6 +18,7 @@ use engine::metrics::ApiConfig;
 use engine::rpc::RpcConfig;
 use engine::session::config::session_configs;
 use engine::session::{SessionConfig, Transport};
+use engine::shard::ShardConfig;
 use engine::storage::StorageConfig;
 use game::{Flavor, GameBugs, GameConfig, UnknownFlavor, GAME_TAG};
 
@@ -47,6 +48,9 @@ pub struct ServerArgs {
     /// The address to listen on (default: the advertised address). `0.0.0.0` listens on
     /// every interface.
     pub bind_ip: Option<IpAddr>,
+    /// Where relative SQLite paths of the SQL layout live (the embedded default's
+    /// `db-0.sqlite` among them).
+    pub data_dir: PathBuf,
 }
 
 /// A configured server, ready to start.
@@ -58,6 +62,9 @@ pub struct ServerPlan {
     pub game: GameConfig,
     /// The admin API (`ApiService`).
     pub api: ApiConfig,
+    /// The SQL layout (`Object.enable_database`, `Sharding`), with SQLite paths resolved
+    /// against `--data-dir`; `None` without a database.
+    pub sql: Option<ShardConfig>,
     pub manifest: Manifest,
 }
 
@@ -184,7 +191,13 @@ pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan,
         observer: None,
         metrics: None,
     };
-    Ok(ServerPlan { name, flavor, env, game, api, manifest: m.clone() })
+    let sql = ShardConfig::from_manifest(m)?.map(|mut cfg| {
+        for url in cfg.instances.values_mut() {
+            *url = super::sql::resolve_sqlite_url(url, &args.data_dir);
+        }
+        cfg
+    });
+    Ok(ServerPlan { name, flavor, env, game, api, sql, manifest: m.clone() })
 }
 
 fn nic_address(nic: &str) -> Result<IpAddr, ConfigError> {

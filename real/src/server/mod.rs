@@ -3,6 +3,7 @@
 //! and a graceful stop (stop accepting, log accounts out, drain sessions, deregister).
 
 pub mod config;
+pub mod sql;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use engine::env::Env;
 use engine::metrics::{HealthStatus, Metrics};
+use engine::shard::{ShardError, ShardRouter};
 use game::{GameError, GameServer};
 use tracing::{info, warn};
 
@@ -30,6 +32,8 @@ pub enum ServerError {
     Game(#[from] GameError),
     #[error("admin API: {0}")]
     Admin(String),
+    #[error("SQL: {0}")]
+    Sql(String),
 }
 
 /// What the health endpoint reports about the game server itself.
@@ -63,6 +67,43 @@ pub async fn run(plan: ServerPlan, shutdown: impl Future<Output = ()>) -> Result
     game.metrics = Some(metrics.clone());
 
     let mut shutdown = std::pin::pin!(shutdown);
+    // SQL first: the instances (the embedded SQLite files are created here) and the shard map
+    // (stored from the manifest's layout by the cluster's first server).
+    let (env, router) = match &plan.sql {
+        None => (env, None),
+        Some(cfg) => {
+            let started = loop {
+                let attempt = async {
+                    let env = sql::env_with_sql(env.clone(), cfg).await.map_err(ShardError::from_db)?;
+                    let session = plan.game.cluster.session;
+                    let router = ShardRouter::start(env.clone(), &plan.manifest.app_info.app_id, cfg.clone(), session).await?;
+                    Ok::<_, ShardError>((env, router))
+                };
+                tokio::select! {
+                    r = attempt => match r {
+                        Ok(ok) => break Some(ok),
+                        Err(e) if e.is_transient() => warn!(error = %e, "SQL start failed; retrying in {START_RETRY:?}"),
+                        Err(e) => {
+                            admin.shutdown().await;
+                            return Err(ServerError::Sql(e.to_string()));
+                        }
+                    },
+                    () = &mut shutdown => break None,
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(START_RETRY) => {}
+                    () = &mut shutdown => break None,
+                }
+            };
+            let Some((env, router)) = started else {
+                info!("stopped before the server started");
+                admin.shutdown().await;
+                return Ok(());
+            };
+            info!(instances = cfg.instances.len(), version = router.map().version, "SQL instances open, shard map loaded");
+            (env, Some(router))
+        }
+    };
     let started = loop {
         let attempt = GameServer::start(env.clone(), game.clone());
         tokio::select! {
@@ -96,6 +137,9 @@ pub async fn run(plan: ServerPlan, shutdown: impl Future<Output = ()>) -> Result
     state.store(STOPPING, Ordering::SeqCst);
     info!("shutting down: no new clients, logging accounts out, deregistering");
     server.stop().await;
+    if let Some(router) = router {
+        router.stop();
+    }
     admin.shutdown().await;
     info!("stopped");
     Ok(())
