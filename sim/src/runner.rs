@@ -539,7 +539,8 @@ async fn simulate(
         stop_ids.push(node.id());
     }
 
-    let mut injector = Injector::new(handle.clone(), clocks.clone(), ids.clone()).with_sql_nodes(topo.sql_names());
+    let mut injector =
+        Injector::new(handle.clone(), clocks.clone(), ids.clone()).with_sql_nodes(topo.sql_names());
     injector.run(&plan).await;
     madsim::time::sleep_until(
         madsim::time::Instant::now() + Duration::from_millis(plan.end_ms.saturating_sub(plan.heal_at_ms)),
@@ -551,7 +552,8 @@ async fn simulate(
     tracing::info!(target: "sim::runner", "run ended: servers and clients stopped, checking");
 
     let observer = handle.create_node().name("observer").ip(OBSERVER_IP).build();
-    let env = with_sql(node_env_with_rand("observer", OBSERVER_IP, &clocks, seeds.rand("observer")), sql_count);
+    let env =
+        with_sql(node_env_with_rand("observer", OBSERVER_IP, &clocks, seeds.rand("observer")), sql_count);
     let check = run.check(env, phases.clone());
     let report = observer
         .spawn(async move { madsim::time::timeout(CHECK_TIME_MAX, check).await })

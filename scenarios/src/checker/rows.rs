@@ -44,11 +44,26 @@ const STUCK_SHOWN: usize = 16;
 /// One operation of a recorded `transact` (all on one table).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RowWrite {
-    Put { key: String, value: String, expect: Expect, fence: u64 },
-    Delete { key: String, expect: Expect, fence: u64 },
-    RaiseFence { key: String, fence: u64 },
+    Put {
+        key: String,
+        value: String,
+        expect: Expect,
+        fence: u64,
+    },
+    Delete {
+        key: String,
+        expect: Expect,
+        fence: u64,
+    },
+    RaiseFence {
+        key: String,
+        fence: u64,
+    },
     /// A read-only condition: the row's fence is at most `fence` and the row exists.
-    Guard { key: String, fence: u64 },
+    Guard {
+        key: String,
+        fence: u64,
+    },
 }
 
 impl RowWrite {
@@ -211,7 +226,9 @@ impl fmt::Display for DbRes {
                     .iter()
                     .map(|w| match w {
                         WriteSeen::Put { version } => format!("v{version}"),
-                        WriteSeen::Delete { version, existed } => format!("deleted v{version} existed={existed}"),
+                        WriteSeen::Delete { version, existed } => {
+                            format!("deleted v{version} existed={existed}")
+                        }
                         WriteSeen::RaiseFence { row: Some(r), fence } => format!("raised {fence}: {r}"),
                         WriteSeen::RaiseFence { row: None, fence } => format!("raised {fence}: absent"),
                         WriteSeen::Guard { version } => format!("guard ok v{version}"),
@@ -384,8 +401,12 @@ impl Names {
                         RowWrite::Delete { key, expect, fence } => {
                             IWrite::Delete { slot: self.slot(key), expect: *expect, fence: *fence }
                         }
-                        RowWrite::RaiseFence { key, fence } => IWrite::Raise { slot: self.slot(key), fence: *fence },
-                        RowWrite::Guard { key, fence } => IWrite::Guard { slot: self.slot(key), fence: *fence },
+                        RowWrite::RaiseFence { key, fence } => {
+                            IWrite::Raise { slot: self.slot(key), fence: *fence }
+                        }
+                        RowWrite::Guard { key, fence } => {
+                            IWrite::Guard { slot: self.slot(key), fence: *fence }
+                        }
                     })
                     .collect(),
             ),

@@ -66,7 +66,9 @@ pub fn check_fencing<'h>(history: &'h H) -> Report {
             (DbCall::Transact(ops), DbRes::Written(results)) => {
                 for (w, r) in ops.iter().zip(results) {
                     match (w, r) {
-                        (RowWrite::RaiseFence { .. }, WriteSeen::RaiseFence { fence, .. }) => saw(w.key(), *fence),
+                        (RowWrite::RaiseFence { .. }, WriteSeen::RaiseFence { fence, .. }) => {
+                            saw(w.key(), *fence)
+                        }
                         (RowWrite::Put { .. } | RowWrite::Delete { .. }, _) => saw(w.key(), w.fence()),
                         _ => {}
                     }
@@ -131,7 +133,10 @@ pub fn check_fencing<'h>(history: &'h H) -> Report {
     if stale > FENCING_VIOLATIONS_SHOWN {
         report.violation(
             CHECKER,
-            format!("... and {} more operations accepted with a stale fence", stale - FENCING_VIOLATIONS_SHOWN),
+            format!(
+                "... and {} more operations accepted with a stale fence",
+                stale - FENCING_VIOLATIONS_SHOWN
+            ),
         );
     }
     report.count("fencing.accepted_ops_checked", checked);
@@ -162,9 +167,13 @@ pub fn check_atomicity(history: &H) -> Report {
             (DbCall::Transact(ops), DbRes::Written(results)) => {
                 for (w, r) in ops.iter().zip(results) {
                     let (version, value) = match (w, r) {
-                        (RowWrite::Put { value, .. }, WriteSeen::Put { version }) => (*version, Some(value.as_str())),
+                        (RowWrite::Put { value, .. }, WriteSeen::Put { version }) => {
+                            (*version, Some(value.as_str()))
+                        }
                         (RowWrite::Delete { .. }, WriteSeen::Delete { version, .. }) => (*version, None),
-                        (_, WriteSeen::RaiseFence { row: Some(row), .. }) => (row.version, Some(row.value.as_str())),
+                        (_, WriteSeen::RaiseFence { row: Some(row), .. }) => {
+                            (row.version, Some(row.value.as_str()))
+                        }
                         _ => continue,
                     };
                     at.entry((instance, w.key(), version)).or_default().insert(value);
@@ -186,7 +195,16 @@ pub fn check_atomicity(history: &H) -> Report {
                 let seen = at.get(&(o.op.instance.as_str(), w.key(), v + 1));
                 let shown = seen.map(|s| s.contains(&value));
                 let other = seen.is_some_and(|s| s.iter().any(|x| *x != value));
-                Some((w, if shown == Some(true) { Some(true) } else if other { Some(false) } else { None }))
+                Some((
+                    w,
+                    if shown == Some(true) {
+                        Some(true)
+                    } else if other {
+                        Some(false)
+                    } else {
+                        None
+                    },
+                ))
             })
             .collect();
         if parts.is_empty() {

@@ -24,7 +24,9 @@ pub fn write_op(table: &TableName, w: &RowWrite) -> WriteOp {
         }
         RowWrite::Delete { key, expect, fence } => WriteOp::delete(table, key.clone(), *expect, *fence),
         RowWrite::RaiseFence { key, fence } => WriteOp::raise_fence(table, key.clone(), *fence),
-        RowWrite::Guard { key, fence } => WriteOp::Guard { table: table.clone(), key: key.clone(), fence: *fence },
+        RowWrite::Guard { key, fence } => {
+            WriteOp::Guard { table: table.clone(), key: key.clone(), fence: *fence }
+        }
     }
 }
 
@@ -41,7 +43,9 @@ pub fn row_seen(r: &Row) -> RowSeen {
 pub fn write_seen(r: &WriteResult) -> WriteSeen {
     match r {
         WriteResult::Put { version } => WriteSeen::Put { version: *version },
-        WriteResult::Delete { version, existed } => WriteSeen::Delete { version: *version, existed: *existed },
+        WriteResult::Delete { version, existed } => {
+            WriteSeen::Delete { version: *version, existed: *existed }
+        }
         WriteResult::RaiseFence { row, fence } => {
             WriteSeen::RaiseFence { row: row.as_ref().map(row_seen), fence: *fence }
         }

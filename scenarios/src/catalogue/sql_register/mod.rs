@@ -59,8 +59,8 @@ use crate::checker::{DbCall, LinConfig, Report};
 use crate::faults::{FaultKind, FaultSpace};
 use crate::history::{Recorder, TimeSource};
 use crate::scenario::{
-    ClientCtx, Nodes, Phases, PlantedBug, Scenario, ScenarioMeta, ScenarioRun, ServerCtx, ServerSpec, SqlSpec,
-    Topology,
+    ClientCtx, Nodes, Phases, PlantedBug, Scenario, ScenarioMeta, ScenarioRun, ServerCtx, ServerSpec,
+    SqlSpec, Topology,
 };
 
 /// SQL instances `db-0..db-3`.
@@ -145,7 +145,8 @@ impl ScenarioRun for Run {
         let tasks: Vec<_> = (0..TASKS_PER_SERVER)
             .map(|t| {
                 let process = ctx.process * TASKS_PER_SERVER + t;
-                Task::new(ctx.env.clone(), process, self.rec.clone(), self.fences.clone()).run(ctx.phases.clone())
+                Task::new(ctx.env.clone(), process, self.rec.clone(), self.fences.clone())
+                    .run(ctx.phases.clone())
             })
             .collect();
         futures::future::join_all(tasks).map(|_| ()).boxed()

@@ -198,7 +198,9 @@ impl Task {
         tracing::info!(process = self.process, row = k, fence, "take over");
         match self.write(vec![RowWrite::RaiseFence { key: row_key(k), fence }]).await {
             // Raised (or maybe raised): act as the owner; the instance will say if not.
-            Ok(_) | Err(DbError::Timeout { .. } | DbError::ConnectionLoss { .. }) => self.fence[k] = Some(fence),
+            Ok(_) | Err(DbError::Timeout { .. } | DbError::ConnectionLoss { .. }) => {
+                self.fence[k] = Some(fence)
+            }
             // A newer owner came first, or the instance was unreachable: not the owner.
             Err(_) => self.fence[k] = None,
         }
@@ -236,7 +238,9 @@ impl Task {
                     self.fence[k] = None;
                 }
             }
-            Err(DbError::VersionMismatch { op_index, actual }) => self.version[rows[*op_index]] = Some(*actual),
+            Err(DbError::VersionMismatch { op_index, actual }) => {
+                self.version[rows[*op_index]] = Some(*actual)
+            }
             Err(DbError::NotFound { op_index }) => self.version[rows[*op_index]] = None,
             Err(_) => {}
         }

@@ -185,9 +185,11 @@ fn a_multi_row_transaction_seen_half_applied_is_not_linearizable() {
 #[test]
 fn an_unknown_transaction_may_have_applied_or_not() {
     let start = || {
-        B::default()
-            .ok(1, tx(vec![put("a", "a1", Expect::Absent, 1)]), 0, 10, written(vec![pv(1)]))
-            .info(1, tx(vec![put("a", "a2", Expect::Version(1), 1)]), 20)
+        B::default().ok(1, tx(vec![put("a", "a1", Expect::Absent, 1)]), 0, 10, written(vec![pv(1)])).info(
+            1,
+            tx(vec![put("a", "a2", Expect::Version(1), 1)]),
+            20,
+        )
     };
     assert_ok(&start().ok(2, get("a"), 100, 110, seen(Some(row("a2", 2, 1)))).build());
     assert_ok(&start().ok(2, get("a"), 100, 110, seen(Some(row("a1", 1, 1)))).build());

@@ -83,15 +83,16 @@ fn fencing_learns_the_fence_from_reads_refusals_and_guards_too() {
     assert!(!check_fencing(&h).ok());
     // A refusal named fence 6; a later write with 6 is fine, with 5 is not.
     let refused = |p| {
-        B::default().ok(
-            1,
-            tx(vec![put("a", "x", Expect::Any, 1)]),
-            0,
-            10,
-            DbRes::Refused(Refusal::Fenced { op_index: 0, row_fence: 6 }),
-        )
-        .ok(2, tx(vec![put("a", "y", Expect::Any, p)]), 20, 30, pv(&[2]))
-        .build()
+        B::default()
+            .ok(
+                1,
+                tx(vec![put("a", "x", Expect::Any, 1)]),
+                0,
+                10,
+                DbRes::Refused(Refusal::Fenced { op_index: 0, row_fence: 6 }),
+            )
+            .ok(2, tx(vec![put("a", "y", Expect::Any, p)]), 20, 30, pv(&[2]))
+            .build()
     };
     assert!(check_fencing(&refused(6)).ok());
     assert!(!check_fencing(&refused(5)).ok());
@@ -134,21 +135,31 @@ fn atomicity_flags_a_refused_transaction_that_took_effect() {
 fn atomicity_flags_an_unknown_transaction_seen_in_part() {
     let start = || {
         B::default()
-            .ok(1, tx(vec![put("a", "a1", Expect::Any, 1), put("b", "b1", Expect::Any, 1)]), 0, 10, pv(&[1, 1]))
-            .info(1, tx(vec![put("a", "a2", Expect::Version(1), 1), put("b", "b2", Expect::Version(1), 1)]), 20)
+            .ok(
+                1,
+                tx(vec![put("a", "a1", Expect::Any, 1), put("b", "b1", Expect::Any, 1)]),
+                0,
+                10,
+                pv(&[1, 1]),
+            )
+            .info(
+                1,
+                tx(vec![put("a", "a2", Expect::Version(1), 1), put("b", "b2", Expect::Version(1), 1)]),
+                20,
+            )
     };
-    let half = start().ok(2, get("a"), 40, 50, row("a2", 2, 1)).ok(2, get("b"), 60, 70, row("other", 2, 1)).build();
+    let half =
+        start().ok(2, get("a"), 40, 50, row("a2", 2, 1)).ok(2, get("b"), 60, 70, row("other", 2, 1)).build();
     let r = check_atomicity(&half);
     assert_eq!(r.violations.len(), 1, "{r:#?}");
     assert!(r.violations[0].message.contains("took effect in part"), "{r:#?}");
     assert_eq!(r.counter("atomicity.multi_row_unknown_resolved"), 1);
 
-    let whole = start().ok(2, get("a"), 40, 50, row("a2", 2, 1)).ok(2, get("b"), 60, 70, row("b2", 2, 1)).build();
+    let whole =
+        start().ok(2, get("a"), 40, 50, row("a2", 2, 1)).ok(2, get("b"), 60, 70, row("b2", 2, 1)).build();
     assert!(check_atomicity(&whole).ok());
-    let none = start()
-        .ok(2, get("a"), 40, 50, row("x", 2, 1))
-        .ok(2, get("b"), 60, 70, row("y", 2, 1))
-        .build();
+    let none =
+        start().ok(2, get("a"), 40, 50, row("x", 2, 1)).ok(2, get("b"), 60, 70, row("y", 2, 1)).build();
     assert!(check_atomicity(&none).ok());
 }
 
