@@ -78,7 +78,9 @@ impl Injector {
     fn hits_sql(&self, fault: &Fault) -> bool {
         let sql = |n: &String| self.sql_nodes.contains(n);
         match fault {
-            Fault::Partition { a, b } | Fault::PartitionOneWay { from: a, to: b } => a.iter().chain(b).any(sql),
+            Fault::Partition { a, b } | Fault::PartitionOneWay { from: a, to: b } => {
+                a.iter().chain(b).any(sql)
+            }
             Fault::CutLink { a, b } => sql(a) || sql(b),
             Fault::Kill { node }
             | Fault::Pause { node }

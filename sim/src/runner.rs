@@ -37,7 +37,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use crate::adapters::{ClockControl, NodeRand, SimClock, SimNet, SimRand, SimSpawn};
 use crate::faults::Injector;
 use crate::redis::{RedisOptions, RedisStore, SimKv};
-use crate::sql::{sql_addr, SimDb, SqlOptions, SqlStore, DB_CALL_TIMEOUT};
+pub use crate::sql::scenario::with_sql;
+use crate::sql::{sql_addr, SqlOptions, SqlStore};
 use crate::trace::{TraceCollector, TraceOutput};
 use crate::zk::{SimCoordConnector, ZkClientEnv, ZkOptions, ZkStore};
 
@@ -204,28 +205,6 @@ pub fn node_env_with_rand(name: &str, ip: IpAddr, clocks: &ClockControl, rand: A
     let kv = Arc::new(SimKv::new(net.clone(), clock.clone(), spawn.clone(), REDIS_ADDR, KV_COMMAND_TIMEOUT));
     let db = Arc::new(engine::env::DbInstances::empty());
     Env { node: name.into(), clock, rand, spawn, net, coord, kv, db }
-}
-
-/// `env` with a `Db` directory of the topology's SQL instances `db-0..db-{count-1}` (a
-/// [`SimDb`] client of each node at [`sql_addr`]); `env` unchanged when `count` is 0. Clients
-/// connect lazily, so a node that never calls one sends nothing.
-pub fn with_sql(mut env: Env, count: usize) -> Env {
-    if count == 0 {
-        return env;
-    }
-    let dir = (0..count).fold(engine::env::DbInstances::empty(), |dir, i| {
-        let db = SimDb::new(
-            Topology::sql_name(i),
-            env.net.clone(),
-            env.clock.clone(),
-            env.spawn.clone(),
-            sql_addr(i),
-            DB_CALL_TIMEOUT,
-        );
-        dir.with(Arc::new(db)).expect("instance names are distinct")
-    });
-    env.db = Arc::new(dir);
-    env
 }
 
 /// Where a node incarnation's randomness comes from: madsim's global generator (tests that
@@ -539,7 +518,8 @@ async fn simulate(
         stop_ids.push(node.id());
     }
 
-    let mut injector = Injector::new(handle.clone(), clocks.clone(), ids.clone()).with_sql_nodes(topo.sql_names());
+    let mut injector =
+        Injector::new(handle.clone(), clocks.clone(), ids.clone()).with_sql_nodes(topo.sql_names());
     injector.run(&plan).await;
     madsim::time::sleep_until(
         madsim::time::Instant::now() + Duration::from_millis(plan.end_ms.saturating_sub(plan.heal_at_ms)),
@@ -551,7 +531,8 @@ async fn simulate(
     tracing::info!(target: "sim::runner", "run ended: servers and clients stopped, checking");
 
     let observer = handle.create_node().name("observer").ip(OBSERVER_IP).build();
-    let env = with_sql(node_env_with_rand("observer", OBSERVER_IP, &clocks, seeds.rand("observer")), sql_count);
+    let env =
+        with_sql(node_env_with_rand("observer", OBSERVER_IP, &clocks, seeds.rand("observer")), sql_count);
     let check = run.check(env, phases.clone());
     let report = observer
         .spawn(async move { madsim::time::timeout(CHECK_TIME_MAX, check).await })

@@ -15,6 +15,7 @@
 
 pub mod client;
 pub mod proto;
+pub mod scenario;
 pub mod server;
 pub use engine::testing::sql_service as service;
 

@@ -262,7 +262,8 @@ async fn both_rows(db: &SimDb) -> &'static str {
     }
 }
 
-const SLOW_COMMIT: SqlOptions = SqlOptions { commit_latency: Duration::from_millis(200), no_fence_check: false };
+const SLOW_COMMIT: SqlOptions =
+    SqlOptions { commit_latency: Duration::from_millis(200), no_fence_check: false };
 
 fn two_row_update() -> Vec<WriteOp> {
     vec![put("a", "new", Expect::Version(1), 1), put("b", "new", Expect::Version(1), 1)]
