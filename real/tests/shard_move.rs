@@ -47,7 +47,11 @@ async fn append(router: &ShardRouter, user: &str, id: u64) -> Result<(), String>
     };
     ids.push(id);
     let value = Bytes::from(serde_json::to_vec(&ids).unwrap());
-    router.transact(user, vec![WriteOp::put(&logs(), key, value, expect, 0)]).await.map(drop).map_err(|e| e.to_string())
+    router
+        .transact(user, vec![WriteOp::put(&logs(), key, value, expect, 0)])
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -106,7 +110,9 @@ async fn a_shard_moves_between_sqlite_and_mariadb_while_written_without_losing_a
     for t in tasks {
         t.await.unwrap();
     }
-    let status = run_shard_command(env(&zk.connect_string()), APP, &cfg, session, &ShardCommand::Status).await.unwrap();
+    let status = run_shard_command(env(&zk.connect_string()), APP, &cfg, session, &ShardCommand::Status)
+        .await
+        .unwrap();
     assert_eq!(status["map"]["version"], 4);
     assert_eq!(status["map"]["shards"][3], "db-1");
     assert_eq!(status["map"]["shards"][4], "db-0");

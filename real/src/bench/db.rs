@@ -21,7 +21,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use engine::env::{Db, Expect, TableName, WriteOp};
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::Connection as _;
 
 use super::driver::{measure, runtime, tasks, throughput_rows, Sample};
@@ -49,13 +51,20 @@ struct Rows {
 }
 
 /// Rows of every task for one side (`e`ngine or `r`aw) of one case, all at version 1.
-async fn create_rows(db: &dyn Db, side: &str, case: &str, tasks: usize, per_task: usize) -> Result<Arc<Vec<Rows>>, BenchError> {
+async fn create_rows(
+    db: &dyn Db,
+    side: &str,
+    case: &str,
+    tasks: usize,
+    per_task: usize,
+) -> Result<Arc<Vec<Rows>>, BenchError> {
     let table = TableName::new(TABLE).map_err(|e| BenchError::setup(BENCH, e))?;
     let mut all = Vec::new();
     for t in 0..tasks {
         let keys: Vec<String> = (0..per_task).map(|i| format!("{side}/{case}/{tasks}/{t}/{i}")).collect();
         let ops = keys.iter().map(|k| WriteOp::put(&table, k, value(), Expect::Any, FENCE)).collect();
-        let results = db.transact(ops).await.map_err(|e| BenchError::setup(BENCH, format!("creating rows: {e}")))?;
+        let results =
+            db.transact(ops).await.map_err(|e| BenchError::setup(BENCH, format!("creating rows: {e}")))?;
         let versions = results
             .into_iter()
             .map(|r| match r {
@@ -102,7 +111,10 @@ impl Raw {
                     if hit == 1 {
                         Ok(())
                     } else {
-                        Err(BenchError::op(BENCH, format!("raw update of {} matched {hit} rows", rows.keys[i])))
+                        Err(BenchError::op(
+                            BENCH,
+                            format!("raw update of {} matched {hit} rows", rows.keys[i]),
+                        ))
                     }
                 };
                 if rows.keys.len() == 1 {
@@ -184,9 +196,17 @@ async fn measure_raw(
 }
 
 /// Every case of one engine into `report`, rows named `{engine} {case}, {n} tasks`.
-async fn engine_cases(ctx: &Ctx, report: &mut BenchReport, engine: &str, db: Arc<dyn Db>, raw: Raw) -> Result<(), BenchError> {
+async fn engine_cases(
+    ctx: &Ctx,
+    report: &mut BenchReport,
+    engine: &str,
+    db: Arc<dyn Db>,
+    raw: Raw,
+) -> Result<(), BenchError> {
     for c in CONCURRENCY {
-        for (case, per_task, general) in [("1-row", 1, false), ("2-row", 2, false), ("1-row general", 1, true)] {
+        for (case, per_task, general) in
+            [("1-row", 1, false), ("2-row", 2, false), ("1-row general", 1, true)]
+        {
             let e = measure_engine(ctx, &db, case, c, per_task, general).await?;
             let b = measure_raw(ctx, &db, &raw, case, c, per_task).await?;
             let name = format!("{engine} {case}, {}", tasks(c));

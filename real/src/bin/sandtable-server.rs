@@ -111,7 +111,10 @@ fn main() -> ExitCode {
     };
     if let Some(Command::Shard(cmd)) = &cli.command {
         let Some(cfg) = plan.sql.clone() else {
-            eprintln!("sandtable-server: {}: Object.enable_database is off: no shards", cli.manifest.display());
+            eprintln!(
+                "sandtable-server: {}: Object.enable_database is off: no shards",
+                cli.manifest.display()
+            );
             return ExitCode::from(2);
         };
         let cmd = match cmd {

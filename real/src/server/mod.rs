@@ -76,7 +76,9 @@ pub async fn run(plan: ServerPlan, shutdown: impl Future<Output = ()>) -> Result
                 let attempt = async {
                     let env = sql::env_with_sql(env.clone(), cfg).await.map_err(ShardError::from_db)?;
                     let session = plan.game.cluster.session;
-                    let router = ShardRouter::start(env.clone(), &plan.manifest.app_info.app_id, cfg.clone(), session).await?;
+                    let router =
+                        ShardRouter::start(env.clone(), &plan.manifest.app_info.app_id, cfg.clone(), session)
+                            .await?;
                     Ok::<_, ShardError>((env, router))
                 };
                 tokio::select! {
@@ -100,7 +102,11 @@ pub async fn run(plan: ServerPlan, shutdown: impl Future<Output = ()>) -> Result
                 admin.shutdown().await;
                 return Ok(());
             };
-            info!(instances = cfg.instances.len(), version = router.map().version, "SQL instances open, shard map loaded");
+            info!(
+                instances = cfg.instances.len(),
+                version = router.map().version,
+                "SQL instances open, shard map loaded"
+            );
             (env, Some(router))
         }
     };

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use engine::env::{DbError, DbInstances, Env, SessionOptions};
-use engine::shard::{move_shard, resume_move, rollback_move, MoveOptions, MoveReport, ShardConfig, ShardId, ShardRouter};
+use engine::shard::{
+    move_shard, resume_move, rollback_move, MoveOptions, MoveReport, ShardConfig, ShardId, ShardRouter,
+};
 use serde_json::{json, Value};
 
 use crate::adapters::db::open_db;
@@ -94,7 +96,10 @@ mod tests {
     #[test]
     fn relative_sqlite_paths_live_in_the_data_dir() {
         let dir = Path::new("/var/lib/sandtable");
-        assert_eq!(resolve_sqlite_url("sqlite://db-0.sqlite", dir), "sqlite:///var/lib/sandtable/db-0.sqlite");
+        assert_eq!(
+            resolve_sqlite_url("sqlite://db-0.sqlite", dir),
+            "sqlite:///var/lib/sandtable/db-0.sqlite"
+        );
         assert_eq!(resolve_sqlite_url("sqlite:///abs/x.db", dir), "sqlite:///abs/x.db");
         assert_eq!(resolve_sqlite_url("mysql://u:p@h:3306/d", dir), "mysql://u:p@h:3306/d");
     }
