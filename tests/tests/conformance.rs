@@ -46,7 +46,8 @@ fn generated_cases_agree_with_the_real_services() {
 
 fn sql_harness() -> Harness {
     let services = Services { sqlite: true, mariadb: true, ..Services::default() };
-    Harness::start_services(services).expect("a SQLite file and a private MariaDB (scripts/services.sh install)")
+    Harness::start_services(services)
+        .expect("a SQLite file and a private MariaDB (scripts/services.sh install)")
 }
 
 #[test]
@@ -68,5 +69,11 @@ fn generated_sql_cases_agree_on_sqlite_and_mariadb() {
         })
         .collect();
     let bad = divergences(&h, &cases);
-    assert!(bad.is_empty(), "{} of {} generated SQL cases diverge:\n{}", bad.len(), cases.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} of {} generated SQL cases diverge:\n{}",
+        bad.len(),
+        cases.len(),
+        bad.join("\n")
+    );
 }

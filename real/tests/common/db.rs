@@ -52,7 +52,10 @@ pub async fn export_all(db: &dyn Db, table: &TableName) -> Vec<RowState> {
 /// becomes the row's fence; the fence is checked before the version.
 pub async fn fences(db: &dyn Db) {
     let u = t("fence_users");
-    assert_eq!(db.transact(vec![put(&u, "u1", "a", Expect::Absent, 5)]).await, Ok(vec![WriteResult::Put { version: 1 }]));
+    assert_eq!(
+        db.transact(vec![put(&u, "u1", "a", Expect::Absent, 5)]).await,
+        Ok(vec![WriteResult::Put { version: 1 }])
+    );
     assert_eq!(
         db.transact(vec![put(&u, "u1", "stale", Expect::Any, 4)]).await,
         Err(DbError::Fenced { op_index: 0, row_fence: 5 })
@@ -62,8 +65,14 @@ pub async fn fences(db: &dyn Db) {
         Err(DbError::Fenced { op_index: 0, row_fence: 5 }),
         "the fence is checked before the version"
     );
-    assert_eq!(db.transact(vec![put(&u, "u1", "same", Expect::Version(1), 5)]).await, Ok(vec![WriteResult::Put { version: 2 }]));
-    assert_eq!(db.transact(vec![put(&u, "u1", "new", Expect::Any, 9)]).await, Ok(vec![WriteResult::Put { version: 3 }]));
+    assert_eq!(
+        db.transact(vec![put(&u, "u1", "same", Expect::Version(1), 5)]).await,
+        Ok(vec![WriteResult::Put { version: 2 }])
+    );
+    assert_eq!(
+        db.transact(vec![put(&u, "u1", "new", Expect::Any, 9)]).await,
+        Ok(vec![WriteResult::Put { version: 3 }])
+    );
     assert_eq!(db.get(&u, "u1").await, Ok(Some(row("u1", "new", 3, 9))));
     // RaiseFence reads the row and keeps its version; a lower one is refused.
     assert_eq!(
@@ -92,16 +101,26 @@ pub async fn versions(db: &dyn Db) {
     let u = t("version_users");
     db.transact(vec![put(&u, "a", "1", Expect::Any, 0), put(&u, "b", "1", Expect::Any, 0)]).await.unwrap();
     assert_eq!(
-        db.transact(vec![put(&u, "a", "2", Expect::Version(1), 0), put(&u, "b", "2", Expect::Version(9), 0)]).await,
+        db.transact(vec![put(&u, "a", "2", Expect::Version(1), 0), put(&u, "b", "2", Expect::Version(9), 0)])
+            .await,
         Err(DbError::VersionMismatch { op_index: 1, actual: 1 })
     );
     assert_eq!(
         db.transact(vec![put(&u, "a", "2", Expect::Absent, 0)]).await,
         Err(DbError::VersionMismatch { op_index: 0, actual: 1 })
     );
-    assert_eq!(db.transact(vec![put(&u, "c", "2", Expect::Version(1), 0)]).await, Err(DbError::NotFound { op_index: 0 }));
-    assert_eq!(db.transact(vec![put(&u, "c", "2", Expect::Present, 0)]).await, Err(DbError::NotFound { op_index: 0 }));
-    assert_eq!(db.transact(vec![put(&u, "a", "2", Expect::Present, 0)]).await, Ok(vec![WriteResult::Put { version: 2 }]));
+    assert_eq!(
+        db.transact(vec![put(&u, "c", "2", Expect::Version(1), 0)]).await,
+        Err(DbError::NotFound { op_index: 0 })
+    );
+    assert_eq!(
+        db.transact(vec![put(&u, "c", "2", Expect::Present, 0)]).await,
+        Err(DbError::NotFound { op_index: 0 })
+    );
+    assert_eq!(
+        db.transact(vec![put(&u, "a", "2", Expect::Present, 0)]).await,
+        Ok(vec![WriteResult::Put { version: 2 }])
+    );
     // Later ops see earlier ones.
     assert_eq!(
         db.transact(vec![
@@ -134,16 +153,28 @@ pub async fn placeholders(db: &dyn Db) {
     assert_eq!(db.get(&u, "a").await, Ok(None));
     assert_eq!(db.get_many(&u, &["a".into()]).await, Ok(vec![None]));
     assert_eq!(db.scan_prefix(&u, "", None, 10).await, Ok(vec![]));
-    assert_eq!(db.transact(vec![put(&u, "a", "late", Expect::Absent, 5)]).await, Err(DbError::Fenced { op_index: 0, row_fence: 6 }));
-    assert_eq!(db.transact(vec![put(&u, "a", "x", Expect::Version(2), 6)]).await, Err(DbError::NotFound { op_index: 0 }));
-    assert_eq!(db.transact(vec![put(&u, "a", "again", Expect::Absent, 6)]).await, Ok(vec![WriteResult::Put { version: 3 }]));
+    assert_eq!(
+        db.transact(vec![put(&u, "a", "late", Expect::Absent, 5)]).await,
+        Err(DbError::Fenced { op_index: 0, row_fence: 6 })
+    );
+    assert_eq!(
+        db.transact(vec![put(&u, "a", "x", Expect::Version(2), 6)]).await,
+        Err(DbError::NotFound { op_index: 0 })
+    );
+    assert_eq!(
+        db.transact(vec![put(&u, "a", "again", Expect::Absent, 6)]).await,
+        Ok(vec![WriteResult::Put { version: 3 }])
+    );
     // A fence raised on a key never written shuts the deposed owner out for good.
     assert_eq!(
         db.transact(vec![WriteOp::raise_fence(&u, "z", 7)]).await,
         Ok(vec![WriteResult::RaiseFence { row: None, fence: 7 }])
     );
     assert_eq!(db.get(&u, "z").await, Ok(None));
-    assert_eq!(db.transact(vec![put(&u, "z", "old", Expect::Absent, 6)]).await, Err(DbError::Fenced { op_index: 0, row_fence: 7 }));
+    assert_eq!(
+        db.transact(vec![put(&u, "z", "old", Expect::Absent, 6)]).await,
+        Err(DbError::Fenced { op_index: 0, row_fence: 7 })
+    );
     // Deleting an absent row is allowed and records the fence.
     assert_eq!(
         db.transact(vec![WriteOp::delete(&u, "q", Expect::Absent, 3)]).await,
@@ -178,9 +209,12 @@ pub async fn unique_indexes(db: &dyn Db) {
     assert_eq!(db.get_by_index(&u, "by_name", "ann").await, Ok(None));
     // A key moves between rows inside one transaction; tables are separate namespaces.
     db.transact(vec![ix(put(&u, "u3", "c", Expect::Any, 0), Some("cat"))]).await.unwrap();
-    db.transact(vec![ix(put(&u, "u3", "c", Expect::Any, 0), None), ix(put(&u, "u4", "d", Expect::Any, 0), Some("cat"))])
-        .await
-        .unwrap();
+    db.transact(vec![
+        ix(put(&u, "u3", "c", Expect::Any, 0), None),
+        ix(put(&u, "u4", "d", Expect::Any, 0), Some("cat")),
+    ])
+    .await
+    .unwrap();
     assert_eq!(db.get_by_index(&u, "by_name", "cat").await.unwrap().map(|r| r.key), Some("u4".into()));
     let g = t("ix_guilds");
     db.transact(vec![ix(put(&g, "u4", "guild", Expect::Any, 0), Some("cat"))]).await.unwrap();
@@ -191,7 +225,9 @@ pub async fn unique_indexes(db: &dyn Db) {
 /// A transaction refused at its last op changes nothing, whatever the earlier ops did.
 pub async fn all_or_nothing(db: &dyn Db) {
     let u = t("aon_users");
-    db.transact(vec![put(&u, "a", "1", Expect::Any, 1).with_index("by_name", Some("ann".into()))]).await.unwrap();
+    db.transact(vec![put(&u, "a", "1", Expect::Any, 1).with_index("by_name", Some("ann".into()))])
+        .await
+        .unwrap();
     let before = export_all(db, &u).await;
     let r = db
         .transact(vec![
@@ -210,7 +246,11 @@ pub async fn all_or_nothing(db: &dyn Db) {
     // The same through the fast path: the second update misses, the first is rolled back.
     db.transact(vec![put(&u, "f1", "1", Expect::Any, 1), put(&u, "f2", "1", Expect::Any, 1)]).await.unwrap();
     assert_eq!(
-        db.transact(vec![put(&u, "f1", "2", Expect::Version(1), 1), put(&u, "f2", "2", Expect::Version(7), 1)]).await,
+        db.transact(vec![
+            put(&u, "f1", "2", Expect::Version(1), 1),
+            put(&u, "f2", "2", Expect::Version(7), 1)
+        ])
+        .await,
         Err(DbError::VersionMismatch { op_index: 1, actual: 1 })
     );
     assert_eq!(db.get(&u, "f1").await.unwrap().map(|r| r.version), Some(1));
@@ -242,7 +282,10 @@ pub async fn scans(db: &dyn Db) {
     assert_eq!(names(db.scan_prefix(&u, "u/", Some("z"), 5).await.unwrap()), Vec::<String>::new());
     assert_eq!(names(db.scan_prefix(&u, "", None, 3).await.unwrap()), ["t/9", "u", "u/1"]);
     assert_eq!(db.scan_prefix(&t("scan_nothing"), "", None, 10).await, Ok(vec![]));
-    let got = db.get_many(&u, &["u/4".into(), "nope".into(), "u/2".into(), "u/1".into(), "u/4".into()]).await.unwrap();
+    let got = db
+        .get_many(&u, &["u/4".into(), "nope".into(), "u/2".into(), "u/1".into(), "u/4".into()])
+        .await
+        .unwrap();
     let got: Vec<Option<String>> = got.into_iter().map(|r| r.map(|r| r.key)).collect();
     let s = |k: &str| Some(k.to_string());
     assert_eq!(got, vec![s("u/4"), None, None, s("u/1"), s("u/4")]);
@@ -266,8 +309,15 @@ pub async fn guards_restores_exports(db: &dyn Db) {
     );
     assert_eq!(db.transact(vec![guard(&s, "shard/8", 9)]).await, Err(DbError::NotFound { op_index: 0 }));
     db.transact(vec![WriteOp::raise_fence(&s, "shard/9", 4)]).await.unwrap();
-    assert_eq!(db.transact(vec![guard(&s, "shard/9", 4)]).await, Err(DbError::NotFound { op_index: 0 }), "placeholder");
-    assert_eq!(db.transact(vec![guard(&s, "shard/9", 3)]).await, Err(DbError::Fenced { op_index: 0, row_fence: 4 }));
+    assert_eq!(
+        db.transact(vec![guard(&s, "shard/9", 4)]).await,
+        Err(DbError::NotFound { op_index: 0 }),
+        "placeholder"
+    );
+    assert_eq!(
+        db.transact(vec![guard(&s, "shard/9", 3)]).await,
+        Err(DbError::Fenced { op_index: 0, row_fence: 4 })
+    );
     // The fast path with a guard: versioned put + guard, hit and miss.
     assert_eq!(
         db.transact(vec![put(&u, "k", "w", Expect::Version(1), 1), guard(&s, "shard/7", 5)]).await,
@@ -280,7 +330,9 @@ pub async fn guards_restores_exports(db: &dyn Db) {
     assert_eq!(db.get(&u, "k").await.unwrap().map(|r| r.version), Some(2));
 
     // Restore: a max-merge by version, never an error, clears index entries when applied.
-    db.transact(vec![put(&u, "r", "mine", Expect::Any, 9).with_index("by_name", Some("rick".into()))]).await.unwrap();
+    db.transact(vec![put(&u, "r", "mine", Expect::Any, 9).with_index("by_name", Some("rick".into()))])
+        .await
+        .unwrap();
     assert_eq!(
         db.transact(vec![restore(&u, "r", Some("older"), 1, 5)]).await,
         Ok(vec![WriteResult::Restore { applied: false }])
@@ -298,7 +350,9 @@ pub async fn guards_restores_exports(db: &dyn Db) {
     );
     assert_eq!(db.get(&u, "r").await, Ok(Some(row("r", "moved", 4, 50))), "the fence never goes down");
     assert_eq!(db.get_by_index(&u, "by_name", "rick").await, Ok(None), "index entries cleared");
-    db.transact(vec![put(&u, "r2", "x", Expect::Any, 0).with_index("by_name", Some("rick".into()))]).await.unwrap();
+    db.transact(vec![put(&u, "r2", "x", Expect::Any, 0).with_index("by_name", Some("rick".into()))])
+        .await
+        .unwrap();
     assert_eq!(
         db.transact(vec![restore(&u, "gone", None, 3, 5), restore(&u, "new", Some("n"), 2, 1)]).await,
         Ok(vec![WriteResult::Restore { applied: true }, WriteResult::Restore { applied: true }])
@@ -309,7 +363,10 @@ pub async fn guards_restores_exports(db: &dyn Db) {
         "version 0 is not newer than an absent key, but its fence is kept (a fence-only placeholder)"
     );
     // Restoring a placeholder over a placeholder with a lower version.
-    assert_eq!(db.transact(vec![restore(&u, "gone", None, 4, 1)]).await, Ok(vec![WriteResult::Restore { applied: true }]));
+    assert_eq!(
+        db.transact(vec![restore(&u, "gone", None, 4, 1)]).await,
+        Ok(vec![WriteResult::Restore { applied: true }])
+    );
     // Exports: placeholders too, same order and paging as scans.
     let all = db.export_prefix(&u, "", None, 100).await.unwrap();
     assert_eq!(
@@ -337,7 +394,8 @@ pub async fn invalid_arguments(db: &dyn Db) {
     assert!(invalid(db.scan_prefix(&u, "", None, 0).await.map(drop)));
     assert!(invalid(db.export_prefix(&u, "", Some(""), 1).await.map(drop)));
     assert!(invalid(db.get_by_index(&u, "Bad", "x").await.map(drop)));
-    let too_big = WriteOp::put(&u, "k", Bytes::from(vec![0; engine::env::DB_VALUE_BYTES_MAX + 1]), Expect::Any, 0);
+    let too_big =
+        WriteOp::put(&u, "k", Bytes::from(vec![0; engine::env::DB_VALUE_BYTES_MAX + 1]), Expect::Any, 0);
     assert!(invalid(db.transact(vec![too_big]).await.map(drop)));
     assert_eq!(export_all(db, &u).await, vec![]);
     // The largest value and the longest key do fit.

@@ -12,8 +12,8 @@ use std::time::Duration;
 use real::services::{PrivateMariaDb, PrivateRedis, PrivateZk};
 
 pub mod client;
-pub mod db;
 pub mod cluster;
+pub mod db;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -125,11 +125,16 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let services = Only::services(args.only);
     let h = Harness::start_services(services)?;
-    let names: Vec<&str> = [(services.zk, "zookeeper"), (services.redis, "redis"), (services.sqlite, "sqlite"), (services.mariadb, "mariadb")]
-        .iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, n)| *n)
-        .collect();
+    let names: Vec<&str> = [
+        (services.zk, "zookeeper"),
+        (services.redis, "redis"),
+        (services.sqlite, "sqlite"),
+        (services.mariadb, "mariadb"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, n)| *n)
+    .collect();
     println!(
         "conformance: {} generated cases, seed {}, services: {} (started in {:.1}s)",
         args.cases,

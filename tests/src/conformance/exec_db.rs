@@ -48,7 +48,9 @@ pub fn prefixed(op: &WriteOp, prefix: &str) -> WriteOp {
         WriteOp::Put { table, key, value, expect, fence, index } => {
             WriteOp::Put { table: p(&table), key, value, expect, fence, index }
         }
-        WriteOp::Delete { table, key, expect, fence } => WriteOp::Delete { table: p(&table), key, expect, fence },
+        WriteOp::Delete { table, key, expect, fence } => {
+            WriteOp::Delete { table: p(&table), key, expect, fence }
+        }
         WriteOp::RaiseFence { table, key, fence } => WriteOp::RaiseFence { table: p(&table), key, fence },
         WriteOp::Guard { table, key, fence } => WriteOp::Guard { table: p(&table), key, fence },
         WriteOp::Restore { table, key, value, version, fence } => {
@@ -105,7 +107,10 @@ pub async fn run_db(world: &dyn DbWorld, case: &Case, prefix: &str) -> Transcrip
             match limited(world, db.export_prefix(&tbl, "", after.as_deref(), DB_SCAN_LIMIT_MAX)).await {
                 Some(Ok(page)) => {
                     for s in &page {
-                        t.push(format!("final {name}/{:?} = {:?} v{} f{}", s.key, s.value, s.version, s.fence));
+                        t.push(format!(
+                            "final {name}/{:?} = {:?} v{} f{}",
+                            s.key, s.value, s.version, s.fence
+                        ));
                     }
                     match page.last() {
                         Some(last) if page.len() == DB_SCAN_LIMIT_MAX => after = Some(last.key.clone()),
@@ -122,7 +127,10 @@ pub async fn run_db(world: &dyn DbWorld, case: &Case, prefix: &str) -> Transcrip
             for ikey in DB_INDEX_KEYS {
                 let r = limited(world, db.get_by_index(&tbl, index, ikey)).await;
                 if !matches!(r, Some(Ok(None))) {
-                    t.push(format!("final {name}.{index}={ikey:?} -> {}", show(r.map(|r| r.map(|r| r.map(|r| r.key))))));
+                    t.push(format!(
+                        "final {name}.{index}={ikey:?} -> {}",
+                        show(r.map(|r| r.map(|r| r.map(|r| r.key))))
+                    ));
                 }
             }
         }

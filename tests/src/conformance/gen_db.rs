@@ -22,9 +22,8 @@ pub const DB_TABLES: &[&str] = &["a", "b", "s"];
 pub const DB_INDEXES: &[&str] = &["by_name", "by_tag"];
 pub const DB_INDEX_KEYS: &[&str] = &["n1", "n2", "n3"];
 
-const KEYS: &[&str] = &[
-    "k1", "k1", "k2", "k2", "k3", "u", "u/1", "u/1", "u/2", "u/10", "u/a", "u/a ", "U/1", "u/é", "shard/7",
-];
+const KEYS: &[&str] =
+    &["k1", "k1", "k2", "k2", "k3", "u", "u/1", "u/1", "u/2", "u/10", "u/a", "u/a ", "U/1", "u/é", "shard/7"];
 const PREFIXES: &[&str] = &["", "", "u", "u/", "u/", "k", "U", "u/a", "z"];
 const AFTERS: &[&str] = &["k1", "u/1", "u/10", "u/a", "a", "u/1 ", "zz"];
 const VALUES: &[&str] = &["", "v", "w", "xyz", "é"];

@@ -353,7 +353,9 @@ pub fn write_op(op: &WriteOp) -> String {
             }
             s
         }
-        WriteOp::Delete { table, key, expect: e, fence } => format!("delete {} {} f{fence}", at(table, key), expect(e)),
+        WriteOp::Delete { table, key, expect: e, fence } => {
+            format!("delete {} {} f{fence}", at(table, key), expect(e))
+        }
         WriteOp::RaiseFence { table, key, fence } => format!("raise_fence {} f{fence}", at(table, key)),
         WriteOp::Guard { table, key, fence } => format!("guard {} f{fence}", at(table, key)),
         WriteOp::Restore { table, key, value, version, fence } => {
@@ -373,7 +375,9 @@ impl fmt::Display for DbOp {
             DbOp::Export { table, prefix, start_after, limit } => {
                 write!(f, "export {table} prefix={prefix:?} after={start_after:?} limit={limit}")
             }
-            DbOp::GetByIndex { table, index, index_key } => write!(f, "get_by_index {table}.{index}={index_key:?}"),
+            DbOp::GetByIndex { table, index, index_key } => {
+                write!(f, "get_by_index {table}.{index}={index_key:?}")
+            }
             DbOp::Transact(ops) => {
                 write!(f, "transact [")?;
                 for (i, op) in ops.iter().enumerate() {

@@ -50,8 +50,10 @@ pub(crate) fn is_lock_conflict(e: &sqlx::Error) -> bool {
 
 /// True if `e` says the connection itself is broken (so a fresh one may succeed).
 pub(crate) fn is_connection_error(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed | sqlx::Error::Tls(_))
-        || matches!(mysql_number(e), Some(ER_SERVER_SHUTDOWN | ER_CONNECTION_KILLED))
+    matches!(
+        e,
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed | sqlx::Error::Tls(_)
+    ) || matches!(mysql_number(e), Some(ER_SERVER_SHUTDOWN | ER_CONNECTION_KILLED))
 }
 
 /// No connection could be had: nothing was sent.

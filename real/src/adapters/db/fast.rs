@@ -57,7 +57,10 @@ pub(crate) fn plan(d: Dialect, ops: &[WriteOp]) -> Option<Vec<Step>> {
                         Param::U64(*fence),
                     ],
                 };
-                steps.push(((table.to_string(), key.to_string()), Step::Update { op_index, stmt, new_version }));
+                steps.push((
+                    (table.to_string(), key.to_string()),
+                    Step::Update { op_index, stmt, new_version },
+                ));
             }
             WriteOp::Guard { fence, .. } => {
                 let lock = match d {
@@ -110,7 +113,11 @@ mod tests {
         let t = TableName::new("t").unwrap();
         let put = |k: &str, e| WriteOp::put(&t, k, Bytes::new(), e, 1);
         let guard = WriteOp::Guard { table: TableName::new("s").unwrap(), key: "g".into(), fence: 1 };
-        let steps = plan(Dialect::MariaDb, &[put("b", Expect::Version(1)), guard.clone(), put("a", Expect::Version(2))]).unwrap();
+        let steps = plan(
+            Dialect::MariaDb,
+            &[put("b", Expect::Version(1)), guard.clone(), put("a", Expect::Version(2))],
+        )
+        .unwrap();
         let order: Vec<usize> = steps
             .iter()
             .map(|s| match s {
@@ -119,7 +126,9 @@ mod tests {
             .collect();
         assert_eq!(order, [1, 2, 0], "locked in key order");
         assert!(plan(Dialect::Sqlite, &[put("a", Expect::Any)]).is_none());
-        assert!(plan(Dialect::Sqlite, &[put("a", Expect::Version(1)), put("a", Expect::Version(2))]).is_none());
+        assert!(
+            plan(Dialect::Sqlite, &[put("a", Expect::Version(1)), put("a", Expect::Version(2))]).is_none()
+        );
         assert!(plan(Dialect::Sqlite, &[put("a", Expect::Version(u64::MAX))]).is_none());
         let indexed = put("a", Expect::Version(1)).with_index("i", None);
         assert!(plan(Dialect::Sqlite, &[indexed]).is_none());

@@ -14,10 +14,12 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use engine::env::{
-    lock, validate_get_many, validate_key, validate_name, validate_scan, validate_transact, Db,
-    DbError, Row, RowState, TableName, WriteOp, WriteResult,
+    lock, validate_get_many, validate_key, validate_name, validate_scan, validate_transact, Db, DbError, Row,
+    RowState, TableName, WriteOp, WriteResult,
 };
-use sqlx::mysql::{MySqlArguments, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::mysql::{
+    MySqlArguments, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow,
+};
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection as _, Executor as _, MySql, Row as _};
 use tokio::time::{sleep, timeout_at, Instant};
@@ -28,7 +30,9 @@ use super::fast::{self, Answers, Step};
 use super::plan::{self, IndexKey, Needs, RowKey, Snapshot, Stored};
 use super::schema;
 use super::sql::{self, Dialect, Lock, Param, Stmt};
-use super::{decode_entry, decode_stored, rows_in_order, DbOptions, LOCK_CONFLICT_BACKOFF, LOCK_CONFLICT_RETRIES};
+use super::{
+    decode_entry, decode_stored, rows_in_order, DbOptions, LOCK_CONFLICT_BACKOFF, LOCK_CONFLICT_RETRIES,
+};
 
 /// The `Db` port on one MariaDB database. Cheap to share behind an `Arc`.
 pub struct MariaDb {
@@ -73,12 +77,20 @@ fn entry_of(db: &str, r: &MySqlRow) -> Result<(IndexKey, String), Fail> {
     Ok(decode_entry(db, r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)?)
 }
 
-async fn fetch_stored(db: &str, conn: &mut MySqlConnection, stmt: &Stmt) -> Result<Vec<(RowKey, Stored)>, Fail> {
+async fn fetch_stored(
+    db: &str,
+    conn: &mut MySqlConnection,
+    stmt: &Stmt,
+) -> Result<Vec<(RowKey, Stored)>, Fail> {
     let rows = bind(sqlx::query(&stmt.sql), &stmt.params).fetch_all(&mut *conn).await?;
     rows.iter().map(|r| stored_of(db, r)).collect()
 }
 
-async fn fetch_entries(db: &str, conn: &mut MySqlConnection, stmt: &Stmt) -> Result<Vec<(IndexKey, String)>, Fail> {
+async fn fetch_entries(
+    db: &str,
+    conn: &mut MySqlConnection,
+    stmt: &Stmt,
+) -> Result<Vec<(IndexKey, String)>, Fail> {
     let rows = bind(sqlx::query(&stmt.sql), &stmt.params).fetch_all(&mut *conn).await?;
     rows.iter().map(|r| entry_of(db, r)).collect()
 }
@@ -116,7 +128,8 @@ impl MariaDb {
             .test_before_acquire(false)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    conn.execute(format!("SET SESSION innodb_lock_wait_timeout = {lock_wait}").as_str()).await?;
+                    conn.execute(format!("SET SESSION innodb_lock_wait_timeout = {lock_wait}").as_str())
+                        .await?;
                     Ok(())
                 })
             })
@@ -150,7 +163,11 @@ impl MariaDb {
 
     /// Runs one read statement within the call timeout (again once on a fresh connection if
     /// the first was broken: a read applies nothing).
-    async fn read<T>(&self, stmt: Stmt, decode: impl Fn(&MySqlRow) -> Result<T, Fail>) -> Result<Vec<T>, DbError> {
+    async fn read<T>(
+        &self,
+        stmt: Stmt,
+        decode: impl Fn(&MySqlRow) -> Result<T, Fail>,
+    ) -> Result<Vec<T>, DbError> {
         let deadline = Instant::now() + self.opts.call_timeout;
         let db = self.name.as_str();
         let mut retried = false;
@@ -332,7 +349,12 @@ impl Db for MariaDb {
         Ok(self.read(stmt, |r| stored_of(db, r)).await?.into_iter().map(super::row_state).collect())
     }
 
-    async fn get_by_index(&self, table: &TableName, index: &str, index_key: &str) -> Result<Option<Row>, DbError> {
+    async fn get_by_index(
+        &self,
+        table: &TableName,
+        index: &str,
+        index_key: &str,
+    ) -> Result<Option<Row>, DbError> {
         validate_name(index)?;
         validate_key(index_key)?;
         let db = self.name.as_str();

@@ -69,10 +69,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use engine::env::{Db, DbError, Row, RowState, TableName};
 
-pub use self::mariadb::MariaDb;
-pub use self::sqlite::SqliteDb;
 use self::errors::bad_data;
+pub use self::mariadb::MariaDb;
 use self::plan::{IndexKey, RowKey, Stored};
+pub use self::sqlite::SqliteDb;
 
 /// How long one `Db` call may take by default, waiting for a connection included.
 pub const DB_CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -227,10 +227,14 @@ mod tests {
     fn get_many_answers_in_the_order_asked() {
         let t = TableName::new("t").unwrap();
         let stored = |k: &str, v: Option<&str>| {
-            ((t.clone(), k.to_string()), Stored { value: v.map(|v| Bytes::from(v.to_string())), version: 1, fence: 0 })
+            (
+                (t.clone(), k.to_string()),
+                Stored { value: v.map(|v| Bytes::from(v.to_string())), version: 1, fence: 0 },
+            )
         };
         let keys: Vec<String> = ["b", "x", "a", "b", "p"].iter().map(|s| s.to_string()).collect();
-        let rows = rows_in_order(&keys, vec![stored("a", Some("1")), stored("b", Some("2")), stored("p", None)]);
+        let rows =
+            rows_in_order(&keys, vec![stored("a", Some("1")), stored("b", Some("2")), stored("p", None)]);
         let vals: Vec<Option<Bytes>> = rows.into_iter().map(|r| r.map(|r| r.value)).collect();
         let b = |s: &str| Some(Bytes::from(s.to_string()));
         assert_eq!(vals, vec![b("2"), None, b("1"), b("2"), None]);

@@ -71,7 +71,12 @@ impl Needs {
             }
         }
         let guarded_only = rows.difference(&written).cloned().collect();
-        Needs { rows: rows.into_iter().collect(), guarded_only, row_entries, claims: claims.into_iter().collect() }
+        Needs {
+            rows: rows.into_iter().collect(),
+            guarded_only,
+            row_entries,
+            claims: claims.into_iter().collect(),
+        }
     }
 }
 
@@ -300,7 +305,8 @@ mod tests {
         let mut snap = Snapshot::default();
         snap.rows.insert((u.clone(), "a".into()), stored(Some("x"), 3, 5));
         // Raising to the same fence changes nothing; an absent key gets a placeholder.
-        let out = evaluate(&[WriteOp::raise_fence(&u, "a", 5), WriteOp::raise_fence(&u, "b", 0)], &snap).unwrap();
+        let out =
+            evaluate(&[WriteOp::raise_fence(&u, "a", 5), WriteOp::raise_fence(&u, "b", 0)], &snap).unwrap();
         assert_eq!(out.rows, vec![((u.clone(), "b".to_string()), stored(None, 0, 0))]);
         let guard = WriteOp::Guard { table: u.clone(), key: "a".into(), fence: 6 };
         let out = evaluate(&[guard], &snap).unwrap();
@@ -326,7 +332,11 @@ mod tests {
         assert!(out.is_read_only());
         let out = evaluate(&[restore(3, 12)], &snap).unwrap();
         assert_eq!(out.results, vec![WriteResult::Restore { applied: false }]);
-        assert_eq!(out.rows, vec![((u.clone(), "a".to_string()), stored(Some("x"), 3, 12))], "only the fence rose");
+        assert_eq!(
+            out.rows,
+            vec![((u.clone(), "a".to_string()), stored(Some("x"), 3, 12))],
+            "only the fence rose"
+        );
         assert!(out.unindex.is_empty());
         let out = evaluate(&[restore(4, 1)], &snap).unwrap();
         assert_eq!(out.results, vec![WriteResult::Restore { applied: true }]);
@@ -353,7 +363,10 @@ mod tests {
         assert!(out.unindex.is_empty());
         assert_eq!(out.index, vec![((u.clone(), "by".to_string(), "n".to_string()), "b".to_string())]);
         let clash = WriteOp::put(&u, "c", Bytes::new(), Expect::Any, 0).with_index("by", Some("n".into()));
-        assert_eq!(evaluate(&[clash], &snap), Err(DbError::UniqueViolation { op_index: 0, index: "by".into() }));
+        assert_eq!(
+            evaluate(&[clash], &snap),
+            Err(DbError::UniqueViolation { op_index: 0, index: "by".into() })
+        );
     }
 
     #[test]

@@ -72,7 +72,9 @@ fn check_version(db: &str, found: Option<u64>) -> Result<(), DbError> {
             "instance {db}: schema version {v} is newer than this adapter's ({SCHEMA_VERSION})"
         ))),
         Some(_) => Ok(()),
-        None => Err(DbError::InvalidArgument(format!("instance {db}: no schema version row after migration"))),
+        None => {
+            Err(DbError::InvalidArgument(format!("instance {db}: no schema version row after migration")))
+        }
     }
 }
 
@@ -82,7 +84,8 @@ pub(crate) async fn ensure_sqlite(db: &str, conn: &mut SqliteConnection) -> Resu
     for stmt in SQLITE_DDL {
         sqlx::query(stmt).execute(&mut *conn).await.map_err(err)?;
     }
-    let row = sqlx::query("SELECT MAX(version) FROM sandtable_schema").fetch_one(&mut *conn).await.map_err(err)?;
+    let row =
+        sqlx::query("SELECT MAX(version) FROM sandtable_schema").fetch_one(&mut *conn).await.map_err(err)?;
     let found: Option<i64> = row.try_get(0).map_err(err)?;
     check_version(db, found.and_then(|v| u64::try_from(v).ok()))
 }
@@ -93,7 +96,8 @@ pub(crate) async fn ensure_mariadb(db: &str, conn: &mut MySqlConnection) -> Resu
     for stmt in MARIADB_DDL {
         sqlx::query(stmt).execute(&mut *conn).await.map_err(err)?;
     }
-    let row = sqlx::query("SELECT MAX(version) FROM sandtable_schema").fetch_one(&mut *conn).await.map_err(err)?;
+    let row =
+        sqlx::query("SELECT MAX(version) FROM sandtable_schema").fetch_one(&mut *conn).await.map_err(err)?;
     let found: Option<u64> = row.try_get(0).map_err(err)?;
     check_version(db, found)
 }

@@ -98,7 +98,10 @@ fn by_table(keys: &[&RowKey], col: &str) -> (String, Vec<Param>) {
 pub(crate) fn select_rows(d: Dialect, keys: &[&RowKey], lock: Lock) -> Stmt {
     let (cond, params) = by_table(keys, "k");
     Stmt {
-        sql: format!("SELECT {ROW_COLUMNS} FROM sandtable_rows WHERE {cond} ORDER BY tbl, k{}", lock.suffix(d)),
+        sql: format!(
+            "SELECT {ROW_COLUMNS} FROM sandtable_rows WHERE {cond} ORDER BY tbl, k{}",
+            lock.suffix(d)
+        ),
         params,
     }
 }
@@ -119,7 +122,11 @@ fn entry_cond(keys: &[IndexKey]) -> (String, Vec<Param>) {
     let mut sql = String::new();
     let mut params = Vec::with_capacity(keys.len() * 3);
     for (i, (t, idx, ikey)) in keys.iter().enumerate() {
-        sql.push_str(if i == 0 { "(tbl = ? AND idx = ? AND ikey = ?)" } else { " OR (tbl = ? AND idx = ? AND ikey = ?)" });
+        sql.push_str(if i == 0 {
+            "(tbl = ? AND idx = ? AND ikey = ?)"
+        } else {
+            " OR (tbl = ? AND idx = ? AND ikey = ?)"
+        });
         params.extend([Param::text(t.as_str()), Param::text(idx), Param::text(ikey)]);
     }
     (sql, params)
@@ -205,7 +212,13 @@ pub(crate) fn get_many(table: &TableName, keys: &[String]) -> Stmt {
 
 /// Up to `limit` keys of `table` starting with `prefix`, after `start_after`, in byte
 /// order; placeholders too unless `live_only`.
-pub(crate) fn scan(table: &TableName, prefix: &str, start_after: Option<&str>, limit: usize, live_only: bool) -> Stmt {
+pub(crate) fn scan(
+    table: &TableName,
+    prefix: &str,
+    start_after: Option<&str>,
+    limit: usize,
+    live_only: bool,
+) -> Stmt {
     let mut sql = format!("SELECT {ROW_COLUMNS} FROM sandtable_rows WHERE tbl = ? AND k >= ?");
     let mut params = vec![Param::text(table.as_str()), Param::text(prefix)];
     if let Some(after) = start_after {
@@ -258,7 +271,11 @@ mod tests {
     fn a_scan_bounds_the_prefix_and_pages() {
         let t = TableName::new("t").unwrap();
         let s = scan(&t, "u/", Some("u/3"), 10, true);
-        assert!(s.sql.contains("k >= ? AND k > ? AND k < ? AND v IS NOT NULL ORDER BY k LIMIT ?"), "{}", s.sql);
+        assert!(
+            s.sql.contains("k >= ? AND k > ? AND k < ? AND v IS NOT NULL ORDER BY k LIMIT ?"),
+            "{}",
+            s.sql
+        );
         assert_eq!(s.params[3], Param::Blob(b"u0".to_vec()));
         let s = scan(&t, "", None, 1, false);
         assert!(!s.sql.contains("k < ?") && !s.sql.contains("v IS NOT NULL"), "{}", s.sql);

@@ -14,21 +14,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use engine::env::{
-    validate_get_many, validate_key, validate_name, validate_scan, validate_transact, Db, DbError, Row, RowState,
-    TableName, WriteOp, WriteResult,
+    validate_get_many, validate_key, validate_name, validate_scan, validate_transact, Db, DbError, Row,
+    RowState, TableName, WriteOp, WriteResult,
 };
 use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Connection as _, Row as _, Sqlite};
 use tokio::time::{timeout_at, Instant};
 
 use super::errors::{acquire_error, Fail, Stage};
+use super::fast::{self, Answers, Step};
 use super::plan::{self, IndexKey, Needs, RowKey, Snapshot, Stored};
 use super::schema::{self, from_sqlite_u64, sqlite_u64};
 use super::sql::{self, Dialect, Lock, Param, Stmt};
-use super::fast::{self, Answers, Step};
 use super::{decode_entry, decode_stored, rows_in_order, DbOptions};
 
 /// The `Db` port on one SQLite file. Cheap to share behind an `Arc`.
@@ -62,19 +62,34 @@ fn bind<'q>(mut q: Query<'q>, params: &'q [Param]) -> Query<'q> {
 
 fn stored_of(db: &str, r: &SqliteRow) -> Result<(RowKey, Stored), Fail> {
     let (version, fence): (i64, i64) = (r.try_get(3)?, r.try_get(4)?);
-    Ok(decode_stored(db, r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, from_sqlite_u64(version), from_sqlite_u64(fence))?)
+    Ok(decode_stored(
+        db,
+        r.try_get(0)?,
+        r.try_get(1)?,
+        r.try_get(2)?,
+        from_sqlite_u64(version),
+        from_sqlite_u64(fence),
+    )?)
 }
 
 fn entry_of(db: &str, r: &SqliteRow) -> Result<(IndexKey, String), Fail> {
     Ok(decode_entry(db, r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)?)
 }
 
-async fn fetch_stored(db: &str, conn: &mut SqliteConnection, stmt: &Stmt) -> Result<Vec<(RowKey, Stored)>, Fail> {
+async fn fetch_stored(
+    db: &str,
+    conn: &mut SqliteConnection,
+    stmt: &Stmt,
+) -> Result<Vec<(RowKey, Stored)>, Fail> {
     let rows = bind(sqlx::query(&stmt.sql), &stmt.params).fetch_all(&mut *conn).await?;
     rows.iter().map(|r| stored_of(db, r)).collect()
 }
 
-async fn fetch_entries(db: &str, conn: &mut SqliteConnection, stmt: &Stmt) -> Result<Vec<(IndexKey, String)>, Fail> {
+async fn fetch_entries(
+    db: &str,
+    conn: &mut SqliteConnection,
+    stmt: &Stmt,
+) -> Result<Vec<(IndexKey, String)>, Fail> {
     let rows = bind(sqlx::query(&stmt.sql), &stmt.params).fetch_all(&mut *conn).await?;
     rows.iter().map(|r| entry_of(db, r)).collect()
 }
@@ -166,7 +181,8 @@ impl SqliteDb {
         let db = self.name.as_str();
         let keys: Vec<&RowKey> = needs.rows.iter().collect();
         let mut snap = Snapshot::default();
-        snap.rows.extend(fetch_stored(db, conn, &sql::select_rows(Dialect::Sqlite, &keys, Lock::None)).await?);
+        snap.rows
+            .extend(fetch_stored(db, conn, &sql::select_rows(Dialect::Sqlite, &keys, Lock::None)).await?);
         if needs.row_entries {
             let stmt = sql::select_entries_of(Dialect::Sqlite, &keys, Lock::None);
             snap.entries.extend(fetch_entries(db, conn, &stmt).await?);
@@ -310,7 +326,12 @@ impl Db for SqliteDb {
         Ok(self.read(stmt, |r| stored_of(db, r)).await?.into_iter().map(super::row_state).collect())
     }
 
-    async fn get_by_index(&self, table: &TableName, index: &str, index_key: &str) -> Result<Option<Row>, DbError> {
+    async fn get_by_index(
+        &self,
+        table: &TableName,
+        index: &str,
+        index_key: &str,
+    ) -> Result<Option<Row>, DbError> {
         validate_name(index)?;
         validate_key(index_key)?;
         let db = self.name.as_str();
