@@ -38,6 +38,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod rpc;
 pub mod session;
+pub mod shard;
 pub mod storage;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -78,6 +78,7 @@ pub const RAW_SECTIONS: &[&str] = &[
     "CrossServerStorage",
     "AccountManager",
     "Object",
+    "Sharding",
     "ApiService",
     "Timer",
     "Logging",
