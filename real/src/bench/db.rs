@@ -8,7 +8,9 @@
 //! | `1-row general` | one `Put` with `Expect::Present` (not the fast path: locking read, evaluate, upsert, commit) | the same single `UPDATE` as `1-row` |
 //!
 //! Each task updates rows of its own (no conflicts: the figures are the adapters' cost, not
-//! lock waits), tracking their versions. The baseline gets every advantage the adapter has:
+//! lock waits), tracking their versions. Engine and baseline run in alternating rounds
+//! (engine, raw, engine, raw, ...), each with its warm-up, so drift on the machine weighs on
+//! both alike. The baseline gets every advantage the adapter has:
 //! the same schema and rows (separate keys), the same connection settings (WAL and
 //! `synchronous = FULL` on SQLite, one writer connection there; a pool of the same size and no
 //! ping before use on MariaDB) and prepared statements (sqlx caches them per connection).
@@ -37,6 +39,8 @@ const BENCH: &str = "db";
 const CONCURRENCY: [usize; 2] = [1, 16];
 /// The fence every write carries (the rows' fence: never refused).
 const FENCE: u64 = 7;
+/// Alternating rounds per measured pair.
+const ROUNDS: u32 = 6;
 /// Bytes of each written value (a small JSON object's worth).
 const VALUE_BYTES: usize = 64;
 const TABLE: &str = "bench";
@@ -161,38 +165,39 @@ async fn engine_update(db: &dyn Db, rows: &Rows, general: bool) -> Result<(), Be
     Ok(())
 }
 
-async fn measure_engine(
-    ctx: &Ctx,
-    db: &Arc<dyn Db>,
-    case: &str,
-    concurrency: usize,
-    per_task: usize,
-    general: bool,
-) -> Result<Sample, BenchError> {
-    let rows = create_rows(&**db, "e", case, concurrency, per_task).await?;
-    let db = db.clone();
-    measure(BENCH, concurrency, ctx.settings.warmup(), ctx.settings.duration(), move |task, _| {
-        let (db, rows) = (db.clone(), rows.clone());
-        async move { engine_update(&*db, &rows[task], general).await }
-    })
-    .await
-}
-
-async fn measure_raw(
+/// Measures the adapter and the raw baseline on one case, in [`ROUNDS`] alternating rounds
+/// (engine, raw, engine, ...) of a sixth of the measurement each, so that drift on the
+/// machine (other load, the database's background flushing) weighs on both alike.
+async fn measure_pair(
     ctx: &Ctx,
     db: &Arc<dyn Db>,
     raw: &Raw,
-    case: &str,
+    (case, per_task, general): (&str, usize, bool),
     concurrency: usize,
-    per_task: usize,
-) -> Result<Sample, BenchError> {
-    let rows = create_rows(&**db, "r", case, concurrency, per_task).await?;
-    let raw = raw.clone();
-    measure(BENCH, concurrency, ctx.settings.warmup(), ctx.settings.duration(), move |task, _| {
-        let (raw, rows) = (raw.clone(), rows.clone());
-        async move { raw.update(&rows[task]).await }
-    })
-    .await
+) -> Result<(Sample, Sample), BenchError> {
+    let engine_rows = create_rows(&**db, "e", case, concurrency, per_task).await?;
+    let raw_rows = create_rows(&**db, "r", case, concurrency, per_task).await?;
+    let round = ctx.settings.duration() / ROUNDS;
+    let (mut engine, mut baseline) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let (db, rows) = (db.clone(), engine_rows.clone());
+        engine.push(
+            measure(BENCH, concurrency, ctx.settings.warmup(), round, move |task, _| {
+                let (db, rows) = (db.clone(), rows.clone());
+                async move { engine_update(&*db, &rows[task], general).await }
+            })
+            .await?,
+        );
+        let (raw, rows) = (raw.clone(), raw_rows.clone());
+        baseline.push(
+            measure(BENCH, concurrency, ctx.settings.warmup(), round, move |task, _| {
+                let (raw, rows) = (raw.clone(), rows.clone());
+                async move { raw.update(&rows[task]).await }
+            })
+            .await?,
+        );
+    }
+    Ok((Sample::merge(engine), Sample::merge(baseline)))
 }
 
 /// Every case of one engine into `report`, rows named `{engine} {case}, {n} tasks`.
@@ -207,8 +212,7 @@ async fn engine_cases(
         for (case, per_task, general) in
             [("1-row", 1, false), ("2-row", 2, false), ("1-row general", 1, true)]
         {
-            let e = measure_engine(ctx, &db, case, c, per_task, general).await?;
-            let b = measure_raw(ctx, &db, &raw, case, c, per_task).await?;
+            let (e, b) = measure_pair(ctx, &db, &raw, (case, per_task, general), c).await?;
             let name = format!("{engine} {case}, {}", tasks(c));
             report.rows.extend(throughput_rows(&name, "transact/s", &e, &b));
         }

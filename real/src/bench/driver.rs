@@ -42,6 +42,12 @@ impl Sample {
         Sample { elapsed, latencies_ns }
     }
 
+    /// Several measurements of the same thing as one: their operations, their times added.
+    pub fn merge(parts: Vec<Sample>) -> Sample {
+        let elapsed = parts.iter().map(|s| s.elapsed).sum();
+        Sample::new(elapsed, parts.into_iter().flat_map(|s| s.latencies_ns).collect())
+    }
+
     pub fn ops(&self) -> usize {
         self.latencies_ns.len()
     }
