@@ -24,11 +24,16 @@ async fn mariadb_gives_the_ports_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sixteen_concurrent_writers_lose_no_update() {
+async fn sixteen_concurrent_writers_lose_no_update_and_one_creator_wins() {
     let server = common::mariadb();
     let db: Arc<dyn Db> = open_db("db-0", &server.url()).await.unwrap();
-    let conflicts = checks::concurrent_increments(db, 16, 25).await;
+    let conflicts = checks::concurrent_increments(db.clone(), 16, 25).await;
     println!("version mismatches retried: {conflicts}");
+    checks::concurrent_creators(db, 16).await;
+    use sqlx::{Connection as _, Row as _};
+    let mut conn = sqlx::MySqlConnection::connect(&server.url()).await.unwrap();
+    let row = sqlx::query("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'").fetch_one(&mut conn).await.unwrap();
+    println!("InnoDB deadlocks (each run again by the adapter): {}", row.get::<String, _>(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,11 +40,12 @@ async fn committed_transactions_survive_a_reopen_without_close() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sixteen_concurrent_writers_lose_no_update() {
+async fn sixteen_concurrent_writers_lose_no_update_and_one_creator_wins() {
     let dir = tempfile::tempdir().unwrap();
     let db: Arc<dyn Db> = open_db("db-0", &url(&dir, "db.sqlite")).await.unwrap();
-    let conflicts = checks::concurrent_increments(db, 16, 25).await;
+    let conflicts = checks::concurrent_increments(db.clone(), 16, 25).await;
     println!("version mismatches retried: {conflicts}");
+    checks::concurrent_creators(db, 16).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

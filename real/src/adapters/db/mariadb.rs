@@ -1,9 +1,10 @@
 //! The `Db` port on a MariaDB server (InnoDB): see the module doc of [`super`] for the
 //! semantics and how fencing is atomic here.
 //!
-//! One `sqlx` pool of up to [`DbOptions::max_connections`] connections, REPEATABLE READ (the
-//! server's default): plain reads are consistent snapshots (one statement each), locking reads
-//! see the latest committed rows. Connections are not pinged before use (that would cost a
+//! One `sqlx` pool of up to [`DbOptions::max_connections`] connections, each set to
+//! REPEATABLE READ (InnoDB's default, set explicitly since the general path relies on its gap
+//! locks): plain reads are consistent snapshots (one statement each), locking reads see the
+//! latest committed rows. Connections are not pinged before use (that would cost a
 //! round trip per call); a call that finds its connection broken before anything could have
 //! committed runs again once on a fresh connection, and the pool is replaced after a broken
 //! connection so that connections to a server that has restarted are not tried one by one.
@@ -128,8 +129,13 @@ impl MariaDb {
             .test_before_acquire(false)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    conn.execute(format!("SET SESSION innodb_lock_wait_timeout = {lock_wait}").as_str())
-                        .await?;
+                    // REPEATABLE READ whatever the server's default: the general path relies
+                    // on its gap locks (a locking read of an absent key blocks its creation).
+                    let set = format!(
+                        "SET SESSION innodb_lock_wait_timeout = {lock_wait}, \
+                         SESSION tx_isolation = 'REPEATABLE-READ'"
+                    );
+                    conn.execute(set.as_str()).await?;
                     Ok(())
                 })
             })
@@ -377,7 +383,12 @@ impl Db for MariaDb {
                 Ok(Err(Fail::Sql(e))) if stage == Stage::Open && is_lock_conflict(&e) => {
                     // The server rolled the attempt (or its last statement) back; make sure
                     // nothing of it stays open on the connection, then run it again.
-                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    if !matches!(
+                        timeout_at(deadline, sqlx::query("ROLLBACK").execute(&mut *conn)).await,
+                        Ok(Ok(_))
+                    ) {
+                        conn.close_on_drop();
+                    }
                     if conflicts >= LOCK_CONFLICT_RETRIES {
                         return Err(call_error(db, &e, stage));
                     }
