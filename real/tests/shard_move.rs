@@ -117,7 +117,8 @@ async fn a_shard_moves_between_sqlite_and_mariadb_while_written_without_losing_a
     assert_eq!(status["map"]["shards"][3], "db-1");
     assert_eq!(status["map"]["shards"][4], "db-0");
 
-    for (user, ids) in acked.lock().unwrap().iter() {
+    let acked = acked.lock().unwrap().clone();
+    for (user, ids) in &acked {
         let key = router.user_key(user, "log");
         let row = router.get(user, &logs(), &key).await.unwrap().expect("row exists");
         let stored: Vec<u64> = serde_json::from_slice(&row.value).unwrap();

@@ -20,7 +20,8 @@ const MS: u64 = 1_000_000;
 /// The final content of each user's log row (`None`: the row could not be read).
 pub type FinalLogs = BTreeMap<String, Option<Vec<u64>>>;
 
-/// 1-3. Nothing acknowledged is lost, nothing is applied twice, nothing refused appears.
+/// Invariants 1-3: nothing acknowledged is lost, nothing is applied twice, nothing refused
+/// appears.
 pub fn check_final_logs(history: &ShardHistory, finals: &FinalLogs) -> Report {
     let mut report = Report::default();
     let mut outcome_of: BTreeMap<u64, (&str, Outcome<&ShardResult>)> = BTreeMap::new();
@@ -73,8 +74,8 @@ pub fn check_final_logs(history: &ShardHistory, finals: &FinalLogs) -> Report {
     report
 }
 
-/// 4. No write is accepted by an instance after a move took its shard away (until a later
-/// move brings the shard back).
+/// Invariant 4: no write is accepted by an instance after a move took its shard away (until
+/// a later move brings the shard back).
 pub fn check_owner(history: &ShardHistory) -> Report {
     let mut report = Report::default();
     let switches = switches(history);
@@ -113,7 +114,7 @@ pub fn check_owner(history: &ShardHistory) -> Report {
     report
 }
 
-/// 5-6. After the heal has settled, a move freezes its shard for at most
+/// Invariants 5-6: after the heal has settled, a move freezes its shard for at most
 /// [`FREEZE_BOUND_MS`], appends to it wait no longer than that, and appends to other shards
 /// do not wait at all (beyond [`OTHER_SHARD_WAIT_MAX_MS`]).
 pub fn check_freeze(history: &ShardHistory, heal_ns: u64) -> Report {
