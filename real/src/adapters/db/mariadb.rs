@@ -14,10 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use engine::env::{
-    lock, validate_get_many, validate_key, validate_name, validate_scan, validate_transact, Db, DbError, Row,
-    RowState, TableName, WriteOp, WriteResult,
-};
+use engine::env::{lock, validate_transact, Db, DbError, Row, RowState, TableName, WriteOp, WriteResult};
 use sqlx::mysql::{
     MySqlArguments, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow,
 };
@@ -32,7 +29,7 @@ use super::plan::{self, IndexKey, Needs, RowKey, Snapshot, Stored};
 use super::schema;
 use super::sql::{self, Dialect, Lock, Param, Stmt};
 use super::{
-    decode_entry, decode_stored, rows_in_order, DbOptions, LOCK_CONFLICT_BACKOFF, LOCK_CONFLICT_RETRIES,
+    decode_entry, decode_stored, reads, DbOptions, ReadStored, LOCK_CONFLICT_BACKOFF, LOCK_CONFLICT_RETRIES,
 };
 
 /// The `Db` port on one MariaDB database. Cheap to share behind an `Arc`.
@@ -308,25 +305,25 @@ impl MariaDb {
 }
 
 #[async_trait]
+impl ReadStored for MariaDb {
+    async fn read_stored(&self, stmt: Stmt) -> Result<Vec<(RowKey, Stored)>, DbError> {
+        let db = self.name.as_str();
+        self.read(stmt, |r| stored_of(db, r)).await
+    }
+}
+
+#[async_trait]
 impl Db for MariaDb {
     fn name(&self) -> &str {
         &self.name
     }
 
     async fn get(&self, table: &TableName, key: &str) -> Result<Option<Row>, DbError> {
-        validate_key(key)?;
-        let db = self.name.as_str();
-        Ok(self.read(sql::get(table, key), |r| stored_of(db, r)).await?.into_iter().find_map(super::live_row))
+        reads::get(self, table, key).await
     }
 
     async fn get_many(&self, table: &TableName, keys: &[String]) -> Result<Vec<Option<Row>>, DbError> {
-        validate_get_many(keys)?;
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let db = self.name.as_str();
-        let found = self.read(sql::get_many(table, keys), |r| stored_of(db, r)).await?;
-        Ok(rows_in_order(keys, found))
+        reads::get_many(self, table, keys).await
     }
 
     async fn scan_prefix(
@@ -336,10 +333,7 @@ impl Db for MariaDb {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Row>, DbError> {
-        validate_scan(prefix, start_after, limit)?;
-        let db = self.name.as_str();
-        let stmt = sql::scan(table, prefix, start_after, limit, true);
-        Ok(self.read(stmt, |r| stored_of(db, r)).await?.into_iter().filter_map(super::live_row).collect())
+        reads::scan_prefix(self, table, prefix, start_after, limit).await
     }
 
     async fn export_prefix(
@@ -349,10 +343,7 @@ impl Db for MariaDb {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<RowState>, DbError> {
-        validate_scan(prefix, start_after, limit)?;
-        let db = self.name.as_str();
-        let stmt = sql::scan(table, prefix, start_after, limit, false);
-        Ok(self.read(stmt, |r| stored_of(db, r)).await?.into_iter().map(super::row_state).collect())
+        reads::export_prefix(self, table, prefix, start_after, limit).await
     }
 
     async fn get_by_index(
@@ -361,11 +352,7 @@ impl Db for MariaDb {
         index: &str,
         index_key: &str,
     ) -> Result<Option<Row>, DbError> {
-        validate_name(index)?;
-        validate_key(index_key)?;
-        let db = self.name.as_str();
-        let stmt = sql::get_by_index(table, index, index_key);
-        Ok(self.read(stmt, |r| stored_of(db, r)).await?.into_iter().find_map(super::live_row))
+        reads::get_by_index(self, table, index, index_key).await
     }
 
     async fn transact(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, DbError> {

@@ -187,6 +187,78 @@ pub(crate) fn decode_entry(
     Ok(((table, text(db, "an index name", idx)?, text(db, "an index key", ikey)?), text(db, "a key", k)?))
 }
 
+/// One engine's way to run a read statement and decode its rows; the port's five reads are
+/// written once over it ([`reads`]), so both engines answer them alike by construction.
+#[async_trait::async_trait]
+pub(crate) trait ReadStored: Sync {
+    async fn read_stored(&self, stmt: sql::Stmt) -> Result<Vec<(RowKey, Stored)>, DbError>;
+}
+
+/// The `Db` port's reads over [`ReadStored`] (validation, statement, decoding of the answer).
+pub(crate) mod reads {
+    use engine::env::{
+        validate_get_many, validate_key, validate_name, validate_scan, DbError, Row, RowState, TableName,
+    };
+
+    use super::{live_row, row_state, rows_in_order, sql, ReadStored};
+
+    pub(crate) async fn get(
+        e: &impl ReadStored,
+        table: &TableName,
+        key: &str,
+    ) -> Result<Option<Row>, DbError> {
+        validate_key(key)?;
+        Ok(e.read_stored(sql::get(table, key)).await?.into_iter().find_map(live_row))
+    }
+
+    pub(crate) async fn get_many(
+        e: &impl ReadStored,
+        table: &TableName,
+        keys: &[String],
+    ) -> Result<Vec<Option<Row>>, DbError> {
+        validate_get_many(keys)?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(rows_in_order(keys, e.read_stored(sql::get_many(table, keys)).await?))
+    }
+
+    pub(crate) async fn scan_prefix(
+        e: &impl ReadStored,
+        table: &TableName,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Row>, DbError> {
+        validate_scan(prefix, start_after, limit)?;
+        let stmt = sql::scan(table, prefix, start_after, limit, true);
+        Ok(e.read_stored(stmt).await?.into_iter().filter_map(live_row).collect())
+    }
+
+    pub(crate) async fn export_prefix(
+        e: &impl ReadStored,
+        table: &TableName,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RowState>, DbError> {
+        validate_scan(prefix, start_after, limit)?;
+        let stmt = sql::scan(table, prefix, start_after, limit, false);
+        Ok(e.read_stored(stmt).await?.into_iter().map(row_state).collect())
+    }
+
+    pub(crate) async fn get_by_index(
+        e: &impl ReadStored,
+        table: &TableName,
+        index: &str,
+        index_key: &str,
+    ) -> Result<Option<Row>, DbError> {
+        validate_name(index)?;
+        validate_key(index_key)?;
+        Ok(e.read_stored(sql::get_by_index(table, index, index_key)).await?.into_iter().find_map(live_row))
+    }
+}
+
 /// The port's row, if `s` is live (not a placeholder).
 pub(crate) fn live_row(((_, key), s): (RowKey, Stored)) -> Option<Row> {
     let value = s.value?;
