@@ -36,6 +36,7 @@ pub mod cluster;
 pub mod env;
 pub mod manifest;
 pub mod metrics;
+pub mod orm;
 pub mod rpc;
 pub mod session;
 pub mod shard;

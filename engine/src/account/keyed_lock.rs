@@ -37,6 +37,18 @@ impl KeyedLocks {
         KeyGuard { locks: self, key: key.to_string(), lock, guard: Some(guard) }
     }
 
+    /// Takes `key`'s lock if nobody holds it; `None` (and nothing waits) otherwise.
+    pub(crate) fn try_lock(&self, key: &str) -> Option<KeyGuard<'_>> {
+        let lock = {
+            let mut map = lock(&self.map);
+            map.entry(key.to_string()).or_default().clone()
+        };
+        let guard = lock.try_lock_owned();
+        let guard = KeyGuard { locks: self, key: key.to_string(), lock, guard };
+        // A failed attempt drops its guard at once, forgetting an entry it alone created.
+        guard.guard.is_some().then_some(guard)
+    }
+
     /// Keys with a lock entry (held or awaited).
     #[cfg(test)]
     fn len(&self) -> usize {

@@ -12,6 +12,8 @@ use super::metrics::AccountMetrics;
 use super::record::{located, Claim, LoginRecord};
 use super::{validate_account, AccountError, AccountManager, LinkRef, LoginOutcome, LOG_TARGET};
 use crate::cluster::PeerId;
+use std::sync::Arc;
+use crate::env::Coord;
 
 impl AccountManager {
     /// Logs `account` in on `link`, cluster-wide (iFun's `CheckAndSetLoggedIn`).
@@ -156,6 +158,23 @@ impl AccountManager {
     /// True while this server holds its coordination lease (may act for accounts).
     pub fn holds_lease(&self) -> bool {
         self.shared.st().lease.is_valid(self.shared.now())
+    }
+
+    /// The coordination session this server acts on and its epoch (which grows each time the
+    /// session is replaced after an expiry), once the lease is held — renewed on demand with
+    /// one read. Components whose right to act must end with this server's (the object
+    /// store's owner records) create their ephemerals on this session and check
+    /// [`acting_on`](Self::acting_on) before each act: the lease argument of the module docs
+    /// then covers them too.
+    pub async fn coordination(&self) -> Result<(Arc<dyn Coord>, u64), AccountError> {
+        self.shared.ensure_lease().await
+    }
+
+    /// True while session `epoch` is still the current one and its lease is held. Planted
+    /// bugs of the account manager do not change this answer.
+    pub fn acting_on(&self, epoch: u64) -> bool {
+        let st = self.shared.st();
+        st.epoch == epoch && st.lease.is_valid(self.shared.now())
     }
 
     /// Which server `account` is logged in on (iFun's `Locate`), read from ZooKeeper.

@@ -153,7 +153,7 @@
 
 mod config;
 mod error;
-mod keyed_lock;
+pub(crate) mod keyed_lock;
 pub mod lease;
 mod links;
 mod login;

@@ -55,6 +55,10 @@ pub enum ShardError {
     /// Another move is recorded; resume or roll it back first.
     #[error("a move of shard {} to {} is in progress", .0.shard, .0.to)]
     MoveInProgress(MoveRecord),
+    /// A write's users are on several instances ([`ShardRouter::transact_users`]); nothing
+    /// was sent.
+    #[error("the users are on several db instances: {instances:?}")]
+    Spread { instances: Vec<String> },
     /// The map changed under the mover (another mover, or a rollback).
     #[error("the shard map changed during the move; re-run to resume")]
     Conflict,

@@ -190,10 +190,39 @@ impl ShardRouter {
     ) -> Result<(Vec<WriteResult>, Route), ShardError> {
         validate_user(user).map_err(ShardError::InvalidArgument)?;
         let shard = self.shard_of(user);
+        let (results, mut routes) = self.transact_in(&[shard], ops).await?;
+        Ok((results, routes.remove(0)))
+    }
+
+    /// Applies `ops`, whose keys belong to the shards of `users`, all-or-nothing, when those
+    /// shards are on one instance (one `transact`, one guard per shard). If the map puts them
+    /// on several instances the call fails with [`ShardError::Spread`] before anything is
+    /// sent: atomicity across instances is the caller's (the object store's intent records).
+    pub async fn transact_users(&self, users: &[&str], ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ShardError> {
+        let mut shards = BTreeSet::new();
+        for user in users {
+            validate_user(user).map_err(ShardError::InvalidArgument)?;
+            shards.insert(self.shard_of(user));
+        }
+        let shards: Vec<ShardId> = shards.into_iter().collect();
+        self.transact_in(&shards, ops).await.map(|(results, _)| results)
+    }
+
+    /// The instance the cached map puts `user`'s shard on.
+    pub fn instance_of_user(&self, user: &str) -> String {
+        self.map().instance_of(self.shard_of(user)).to_string()
+    }
+
+    /// The guarded write behind `transact*`: `shards` sorted and distinct.
+    async fn transact_in(
+        &self,
+        shards: &[ShardId],
+        ops: Vec<WriteOp>,
+    ) -> Result<(Vec<WriteResult>, Vec<Route>), ShardError> {
         for op in &ops {
-            if key_shard(op.key()) != Some(shard) {
+            if !key_shard(op.key()).is_some_and(|s| shards.contains(&s)) {
                 return Err(ShardError::InvalidArgument(format!(
-                    "key {:?} is not in shard {shard}",
+                    "key {:?} is not in shard(s) {shards:?}",
                     op.key()
                 )));
             }
@@ -207,15 +236,19 @@ impl ShardRouter {
         let deadline = self.inner.env.clock.now() + FREEZE_WAIT_MAX;
         loop {
             let map = self.map();
-            let name = map.instance_of(shard).to_string();
+            let names: BTreeSet<&str> = shards.iter().map(|s| map.instance_of(*s)).collect();
+            if names.len() != 1 {
+                return Err(ShardError::Spread { instances: names.into_iter().map(str::to_string).collect() });
+            }
+            let name = map.instance_of(shards[0]).to_string();
             let db = self.instance(&name)?;
             let tables: BTreeSet<TableName> = ops.iter().map(|op| op.table().clone()).collect();
             let unregistered: Vec<TableName> = {
                 let done = lock(&self.inner.registered);
                 tables.into_iter().filter(|t| !done.contains(&(name.clone(), t.clone()))).collect()
             };
-            let mut full = Vec::with_capacity(ops.len() + 1 + unregistered.len());
-            full.push(WriteOp::guard(&guard_table(), guard_key(shard), map.version));
+            let mut full = Vec::with_capacity(ops.len() + shards.len() + unregistered.len());
+            full.extend(shards.iter().map(|s| WriteOp::guard(&guard_table(), guard_key(*s), map.version)));
             full.extend(
                 unregistered.iter().map(|t| WriteOp::raise_fence(&guard_table(), registry_key(t), 0)),
             );
@@ -224,10 +257,14 @@ impl ShardRouter {
             match db.transact(full).await {
                 Ok(mut results) => {
                     lock(&self.inner.registered).extend(unregistered.into_iter().map(|t| (name.clone(), t)));
-                    let route = Route { shard, instance: name, map_version: map.version };
-                    return Ok((results.split_off(skip), route));
+                    let routes = shards
+                        .iter()
+                        .map(|s| Route { shard: *s, instance: name.clone(), map_version: map.version })
+                        .collect();
+                    return Ok((results.split_off(skip), routes));
                 }
-                Err(DbError::Fenced { op_index: 0, .. } | DbError::NotFound { op_index: 0 }) => {
+                Err(DbError::Fenced { op_index, .. } | DbError::NotFound { op_index }) if op_index < shards.len() => {
+                    let shard = shards[op_index];
                     debug!(%shard, version = map.version, instance = %name, "write refused by the shard guard");
                     self.await_newer_map(shard, map.version, deadline).await?;
                 }

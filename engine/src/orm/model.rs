@@ -1,0 +1,130 @@
+//! Object models: what game code declares, and how an object is named.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::env::{validate_name, TableName, DB_KEY_BYTES_MAX};
+use crate::shard::key::validate_user;
+
+/// Longest object key, in bytes (it is a znode name and part of a row key).
+pub const OBJECT_KEY_BYTES_MAX: usize = 128;
+
+/// A game object type stored by the object store (iFun's object model).
+///
+/// One object is one row of table [`Model::MODEL`], JSON-encoded, on the SQL instance of the
+/// shard of [`Model::shard_user`] (by default the key itself: a user's objects live with the
+/// user). Several objects of one transaction may be on several instances; the store makes the
+/// transaction atomic anyway.
+///
+/// ```
+/// use engine::orm::Model;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, Serialize, Deserialize)]
+/// struct Inventory {
+///     user: String,
+///     gold: i64,
+/// }
+///
+/// impl Model for Inventory {
+///     const MODEL: &'static str = "inventory";
+///     fn key(&self) -> String {
+///         self.user.clone()
+///     }
+/// }
+/// ```
+pub trait Model: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The model's name: its table, `[a-z][a-z0-9_]*`, at most 64 bytes.
+    const MODEL: &'static str;
+    /// This object's key (unique within the model).
+    fn key(&self) -> String;
+    /// The user whose shard holds the object with `key`: the key itself unless overridden.
+    fn shard_user(key: &str) -> String {
+        key.to_string()
+    }
+}
+
+/// Names one object: its model and key. Compared and ordered by `(model, key)` only (the shard
+/// user follows from them): the global order in which transactions take objects.
+#[derive(Debug, Clone)]
+pub struct ObjectRef {
+    pub model: String,
+    pub key: String,
+    /// The user whose shard holds it.
+    pub shard_user: String,
+}
+
+impl ObjectRef {
+    /// The object of model `M` with `key`.
+    pub fn of<M: Model>(key: &str) -> ObjectRef {
+        ObjectRef { model: M::MODEL.to_string(), key: key.to_string(), shard_user: M::shard_user(key) }
+    }
+
+    /// Checks the names (model, key, shard user); the error names the bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_name(&self.model).map_err(|e| e.to_string())?;
+        if self.key.is_empty()
+            || self.key.len() > OBJECT_KEY_BYTES_MAX
+            || self.key.contains(['/', '\0'])
+            || self.key == "."
+            || self.key == ".."
+        {
+            return Err(format!(
+                "object key {:?}: 1 to {OBJECT_KEY_BYTES_MAX} bytes, no '/' or NUL, not . or ..",
+                self.key
+            ));
+        }
+        validate_user(&self.shard_user)?;
+        let row_key = self.row_key_len();
+        if row_key > DB_KEY_BYTES_MAX {
+            return Err(format!(
+                "object {self}: its row key would be {row_key} bytes, at most {DB_KEY_BYTES_MAX} (shorten the key or model)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The suffix of the object's row key under its shard user (`{model}.{key}`).
+    pub(crate) fn row_suffix(&self) -> String {
+        format!("{}.{}", self.model, self.key)
+    }
+
+    fn row_key_len(&self) -> usize {
+        crate::shard::key::user_key(crate::shard::ShardId(0), &self.shard_user, &self.row_suffix()).len()
+    }
+
+    pub(crate) fn table(&self) -> TableName {
+        TableName::new(self.model.clone()).expect("validated model name")
+    }
+
+    /// `model/key`, for logs and lock names.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.model, self.key)
+    }
+}
+
+impl PartialEq for ObjectRef {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.model, &self.key) == (&other.model, &other.key)
+    }
+}
+
+impl Eq for ObjectRef {}
+
+impl PartialOrd for ObjectRef {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ObjectRef {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (&self.model, &self.key).cmp(&(&other.model, &other.key))
+    }
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.model, self.key)
+    }
+}

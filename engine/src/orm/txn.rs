@@ -1,0 +1,157 @@
+//! [`Transaction`]: objects locked in the global order, changed in memory, written at commit;
+//! effects queued until the commit succeeded.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde_json::Value;
+
+use super::{Model, ObjectRef, Orm, OrmError, Owned};
+use crate::account::keyed_lock::KeyGuard;
+use crate::env::MonoTime;
+
+/// Most objects one transaction may hold (each is one row of one `transact`).
+pub const TXN_OBJECTS_MAX: usize = 32;
+
+/// One object held by a transaction.
+pub(super) struct Held<'a> {
+    _guard: KeyGuard<'a>,
+    /// The owner's state when the transaction took it.
+    pub base: Owned,
+    /// The transaction's change: `Some(state)` once written (`Some(None)`: deleted).
+    pub change: Option<Option<Value>>,
+}
+
+impl Held<'_> {
+    /// The object's state as this transaction sees it.
+    fn current(&self) -> Option<&Value> {
+        match &self.change {
+            Some(v) => v.as_ref(),
+            None => self.base.value.as_ref(),
+        }
+    }
+}
+
+/// A transaction of one server's object store; see the [module docs](super). Dropping it
+/// without [`commit`](Self::commit) aborts it: nothing is written, no effect runs.
+pub struct Transaction<'a> {
+    pub(super) orm: &'a Orm,
+    pub(super) held: BTreeMap<ObjectRef, Held<'a>>,
+    pub(super) effects: Vec<BoxFuture<'static, ()>>,
+    deadline: MonoTime,
+}
+
+impl<'a> Transaction<'a> {
+    pub(super) fn new(orm: &'a Orm) -> Transaction<'a> {
+        let deadline = orm.inner.now() + orm.inner.cfg.acquire_timeout;
+        Transaction { orm, held: BTreeMap::new(), effects: Vec::new(), deadline }
+    }
+
+    /// Takes the objects `keys` of model `M` (see [`lock`](Self::lock)).
+    pub async fn lock_all<M: Model>(&mut self, keys: &[&str]) -> Result<(), OrmError> {
+        let objects: Vec<ObjectRef> = keys.iter().map(|k| ObjectRef::of::<M>(k)).collect();
+        self.lock(&objects).await
+    }
+
+    /// Takes `objects` (of any models) for this transaction, in the global order: borrows each
+    /// from its owner if need be, waiting for the transactions that hold it here. Every object
+    /// must sort after the ones already held ([`OrmError::LockOrder`] otherwise), so take all
+    /// of a transaction's objects in one call when you can.
+    pub async fn lock(&mut self, objects: &[ObjectRef]) -> Result<(), OrmError> {
+        let inner = &self.orm.inner;
+        let mut todo: Vec<ObjectRef> = objects.iter().filter(|o| !self.held.contains_key(*o)).cloned().collect();
+        for o in &todo {
+            o.validate().map_err(OrmError::InvalidArgument)?;
+        }
+        if !inner.cfg.bugs.unordered_locks {
+            todo.sort();
+            todo.dedup();
+            if let (Some(first), Some((held, _))) = (todo.first(), self.held.last_key_value()) {
+                if first < held {
+                    return Err(OrmError::LockOrder { object: first.to_string(), held: held.to_string() });
+                }
+            }
+        }
+        if self.held.len() + todo.len() > TXN_OBJECTS_MAX {
+            return Err(OrmError::InvalidArgument(format!(
+                "{} objects in one transaction: at most {TXN_OBJECTS_MAX}",
+                self.held.len() + todo.len()
+            )));
+        }
+        for obj in todo {
+            if self.held.contains_key(&obj) {
+                continue;
+            }
+            let guard = inner.locks.lock(&obj.name()).await;
+            let base = inner.ensure_owned(&obj, self.deadline).await?;
+            self.held.insert(obj, Held { _guard: guard, base, change: None });
+        }
+        Ok(())
+    }
+
+    /// Takes the object `key` of model `M` and returns its state (`None`: it does not exist).
+    /// iFun's `Fetch`.
+    pub async fn fetch<M: Model>(&mut self, key: &str) -> Result<Option<M>, OrmError> {
+        let obj = ObjectRef::of::<M>(key);
+        self.lock(std::slice::from_ref(&obj)).await?;
+        self.get::<M>(key)
+    }
+
+    /// The state of a held object of model `M` (`None`: it does not exist).
+    pub fn get<M: Model>(&self, key: &str) -> Result<Option<M>, OrmError> {
+        let obj = ObjectRef::of::<M>(key);
+        let held = self.held.get(&obj).ok_or_else(|| OrmError::NotLocked(obj.to_string()))?;
+        held.current()
+            .map(|v| {
+                serde_json::from_value::<M>(v.clone())
+                    .map_err(|e| OrmError::Codec { object: obj.to_string(), why: e.to_string() })
+            })
+            .transpose()
+    }
+
+    /// Writes `value` as the state of its (held) object, creating it if absent.
+    pub fn put<M: Model>(&mut self, value: &M) -> Result<(), OrmError> {
+        let obj = ObjectRef::of::<M>(&value.key());
+        let json = serde_json::to_value(value)
+            .map_err(|e| OrmError::Codec { object: obj.to_string(), why: e.to_string() })?;
+        let held = self.held.get_mut(&obj).ok_or_else(|| OrmError::NotLocked(obj.to_string()))?;
+        held.change = Some(Some(json));
+        Ok(())
+    }
+
+    /// Creates the (held) object `value`; [`OrmError::Exists`] if it exists. iFun's `Create`.
+    pub fn create<M: Model>(&mut self, value: &M) -> Result<(), OrmError> {
+        let obj = ObjectRef::of::<M>(&value.key());
+        let held = self.held.get(&obj).ok_or_else(|| OrmError::NotLocked(obj.to_string()))?;
+        if held.current().is_some() {
+            return Err(OrmError::Exists(obj.to_string()));
+        }
+        self.put(value)
+    }
+
+    /// Deletes the (held) object `key` of model `M`; false if it did not exist.
+    pub fn delete<M: Model>(&mut self, key: &str) -> Result<bool, OrmError> {
+        let obj = ObjectRef::of::<M>(key);
+        let held = self.held.get_mut(&obj).ok_or_else(|| OrmError::NotLocked(obj.to_string()))?;
+        let existed = held.current().is_some();
+        held.change = Some(None);
+        Ok(existed)
+    }
+
+    /// Queues `effect` (a client message, a send, an RPC, a timer) to run after the commit
+    /// succeeds, in queue order, in one task; an aborted transaction drops it unrun.
+    pub fn after_commit(&mut self, effect: impl Future<Output = ()> + Send + 'static) {
+        if self.orm.inner.cfg.bugs.effects_before_commit {
+            drop(self.orm.inner.env.spawn.spawn("orm-effect", effect.boxed()));
+            return;
+        }
+        self.effects.push(effect.boxed());
+    }
+
+    /// The objects this transaction holds (sorted).
+    pub fn held(&self) -> Vec<ObjectRef> {
+        self.held.keys().cloned().collect()
+    }
+}
