@@ -136,6 +136,9 @@ mod owner;
 mod stored;
 mod txn;
 
+#[cfg(test)]
+mod tests;
+
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
