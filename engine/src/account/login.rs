@@ -12,8 +12,8 @@ use super::metrics::AccountMetrics;
 use super::record::{located, Claim, LoginRecord};
 use super::{validate_account, AccountError, AccountManager, LinkRef, LoginOutcome, LOG_TARGET};
 use crate::cluster::PeerId;
-use std::sync::Arc;
 use crate::env::Coord;
+use std::sync::Arc;
 
 impl AccountManager {
     /// Logs `account` in on `link`, cluster-wide (iFun's `CheckAndSetLoggedIn`).

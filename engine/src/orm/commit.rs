@@ -91,9 +91,14 @@ impl Inner {
             groups.entry(self.router.instance_of_user(&w.obj.shard_user)).or_default().push(i);
         }
         if groups.len() == 1 {
-            let idx: Vec<usize> = (0..writes.len()).collect();
-            let ops = idx.iter().map(|&i| self.final_op(&writes[i], writes[i].base.version)).collect();
-            let results = self.transact_group(writes, &idx, ops).await.map_err(|e| commit_error(writes, &e))?;
+            let ops = writes.iter().map(|w| self.final_op(w, w.base.version)).collect();
+            let instance = groups.into_keys().next().expect("one group");
+            let users: BTreeSet<String> = writes.iter().map(|w| w.obj.shard_user.clone()).collect();
+            let results = self
+                .group
+                .submit(&instance, users.into_iter().collect(), ops)
+                .await
+                .map_err(|e| commit_error(writes, &e))?;
             return Ok(put_versions(&results).into_iter().map(Some).collect());
         }
         if self.cfg.bugs.no_intent {
@@ -130,9 +135,16 @@ impl Inner {
                 .iter()
                 .map(|&i| {
                     let w = &writes[i];
-                    let pending = Pending { txn: txn.clone(), primary: primary_user.clone(), value: w.value.clone() };
+                    let pending =
+                        Pending { txn: txn.clone(), primary: primary_user.clone(), value: w.value.clone() };
                     let stored = StoredObject { value: w.base.value.clone(), pending: Some(pending) };
-                    WriteOp::put(&w.obj.table(), self.row_key(&w.obj), stored.encode(), expect(&w.base), w.base.fence)
+                    WriteOp::put(
+                        &w.obj.table(),
+                        self.row_key(&w.obj),
+                        stored.encode(),
+                        expect(&w.base),
+                        w.base.fence,
+                    )
                 })
                 .collect();
             match self.transact_group(writes, idx, ops).await {
@@ -230,7 +242,9 @@ fn commit_error(writes: &[Write], e: &ShardError) -> OrmError {
     let object = |i: usize| writes.get(i).map_or_else(String::new, |w| w.obj.to_string());
     match e {
         ShardError::Db { error, .. } if error.maybe_applied() => OrmError::Unknown(e.to_string()),
-        ShardError::Db { error: DbError::Fenced { op_index, .. }, .. } => OrmError::OwnershipLost(object(*op_index)),
+        ShardError::Db { error: DbError::Fenced { op_index, .. }, .. } => {
+            OrmError::OwnershipLost(object(*op_index))
+        }
         ShardError::Db { error: DbError::VersionMismatch { .. } | DbError::NotFound { .. }, .. }
         | ShardError::Spread { .. }
         | ShardError::Frozen { .. } => OrmError::Conflict(e.to_string()),

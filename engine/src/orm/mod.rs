@@ -102,6 +102,10 @@
 //!   (so the transaction can no longer commit), reads the decision, and writes the row's final
 //!   state. A crash anywhere leaves all of the transaction or none of it.
 //!
+//! One-instance commits are batched (group commit, `batch.rs`): commits that arrive while a
+//! write to their instance is in flight go together in its next `transact`, and one commit's
+//! refused check does not fail the others.
+//!
 //! A commit is acknowledged only once its writes are durable. An abort (dropping the
 //! transaction, a game error, a fence, a timeout) leaves no trace: a failed or uncertain
 //! commit evicts its objects from the cache, so their next use reloads them from SQL.
@@ -129,7 +133,9 @@
 //! | `owner.rs` | taking ownership (claim, load, completing pending writes), releasing, lending |
 //! | `txn.rs` | [`Transaction`] |
 //! | `commit.rs` | the one-instance and cross-instance commits |
+//! | `batch.rs` | group commit of one-instance commits |
 
+mod batch;
 mod commit;
 mod model;
 mod owner;
@@ -138,7 +144,6 @@ mod txn;
 
 #[cfg(test)]
 mod tests;
-
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -305,6 +310,8 @@ pub(crate) struct Inner {
     txn_prefix: String,
     txn_seq: AtomicU64,
     observer: Option<Arc<dyn OrmObserver>>,
+    /// Batches concurrent one-instance commits.
+    group: Arc<batch::GroupCommit>,
     tasks: Mutex<Vec<TaskHandle>>,
     stopped: std::sync::atomic::AtomicBool,
 }
@@ -324,7 +331,9 @@ impl Orm {
     ) -> Result<Orm, OrmError> {
         crate::env::validate_app_id(&cfg.app_id).map_err(|e| OrmError::InvalidArgument(e.to_string()))?;
         let txn_prefix = format!("{:016x}", env.rand.next_u64());
+        let group = batch::GroupCommit::new(router.clone(), env.spawn.clone());
         let inner = Arc::new(Inner {
+            group,
             root: format!("/{}/objects", cfg.app_id),
             env,
             cfg,

@@ -16,7 +16,9 @@ use super::{
     LOG_TARGET, OWNER_POLL, RPC_LEND,
 };
 use crate::cluster::PeerId;
-use crate::env::{ensure_path, parent_path, Backoff, Coord, CoordError, CreateMode, DbError, Expect, MonoTime};
+use crate::env::{
+    ensure_path, parent_path, Backoff, Coord, CoordError, CreateMode, DbError, Expect, MonoTime,
+};
 use crate::env::{Row, WriteOp, WriteResult};
 use crate::rpc::{CallOptions, HandlerError, Rpc};
 use crate::shard::ShardError;
@@ -109,7 +111,9 @@ impl Inner {
         let data = Bytes::copy_from_slice(self.id.as_bytes());
         loop {
             match coord.create(&path, data.clone(), CreateMode::Ephemeral).await {
-                Ok(_) | Err(CoordError::NodeExists) | Err(CoordError::ConnectionLoss { maybe_applied: true }) => {}
+                Ok(_)
+                | Err(CoordError::NodeExists)
+                | Err(CoordError::ConnectionLoss { maybe_applied: true }) => {}
                 Err(CoordError::NoNode) => {
                     let parent = parent_path(&path).unwrap_or("/");
                     ensure_path(coord, parent).await.map_err(|e| coord_unavailable(obj, &e))?;
@@ -123,8 +127,10 @@ impl Inner {
                 Err(e) => return Err(coord_unavailable(obj, &e)),
             };
             if stat.ephemeral_owner == coord.session_id() {
-                return u64::try_from(stat.czxid)
-                    .map_err(|_| OrmError::Unavailable { object: obj.to_string(), why: "negative czxid".into() });
+                return u64::try_from(stat.czxid).map_err(|_| OrmError::Unavailable {
+                    object: obj.to_string(),
+                    why: "negative czxid".into(),
+                });
             }
             let owner = PeerId::from_slice(&owner_data);
             let released = match owner {
@@ -183,7 +189,8 @@ impl Inner {
     /// Raises the row's fence to `fence` and reads it; completes a pending write.
     async fn load(&self, obj: &ObjectRef, epoch: u64, fence: u64) -> Result<Owned, OrmError> {
         let (table, key) = (obj.table(), self.row_key(obj));
-        let raised = self.router.transact(&obj.shard_user, vec![WriteOp::raise_fence(&table, key, fence)]).await;
+        let raised =
+            self.router.transact(&obj.shard_user, vec![WriteOp::raise_fence(&table, key, fence)]).await;
         let row = match raised {
             Ok(mut r) => match r.pop() {
                 Some(WriteResult::RaiseFence { row, .. }) => row,
@@ -198,7 +205,13 @@ impl Inner {
         let stored = StoredObject::decode(&row.value)
             .map_err(|why| OrmError::Codec { object: obj.to_string(), why })?;
         if stored.pending.is_none() {
-            return Ok(Owned { epoch, fence, version: Some(row.version), value: stored.value, last_used: now });
+            return Ok(Owned {
+                epoch,
+                fence,
+                version: Some(row.version),
+                value: stored.value,
+                last_used: now,
+            });
         }
         let (version, value) = self.complete_pending(obj, &row, stored, fence).await?;
         Ok(Owned { epoch, fence, version: Some(version), value, last_used: now })
@@ -229,7 +242,13 @@ impl Inner {
             Decision::Aborted => stored.value,
         };
         let settled = StoredObject { value: value.clone(), pending: None };
-        let op = WriteOp::put(&obj.table(), row.key.clone(), settled.encode(), Expect::Version(row.version), fence);
+        let op = WriteOp::put(
+            &obj.table(),
+            row.key.clone(),
+            settled.encode(),
+            Expect::Version(row.version),
+            fence,
+        );
         match self.router.transact(&obj.shard_user, vec![op]).await {
             Ok(r) => match r.first() {
                 Some(WriteResult::Put { version }) => Ok((*version, value)),
@@ -259,7 +278,9 @@ impl Inner {
             Ok(Some(row)) => {
                 Decision::decode(&row.value).map_err(|why| OrmError::Codec { object: obj.to_string(), why })
             }
-            Ok(None) => Err(OrmError::Unavailable { object: obj.to_string(), why: "decision row vanished".into() }),
+            Ok(None) => {
+                Err(OrmError::Unavailable { object: obj.to_string(), why: "decision row vanished".into() })
+            }
             Err(e) => Err(shard_unavailable(obj, &e)),
         }
     }
@@ -316,7 +337,8 @@ pub(super) fn register_rpc(rpc: &Rpc, weak: Weak<Inner>) {
             if crate::env::validate_name(&obj.model).is_err() || obj.key.is_empty() || obj.key.contains('/') {
                 return Err(HandlerError::new("bad object name"));
             }
-            let owned = super::lock(&inner.cache).keys().find(|k| k.model == obj.model && k.key == obj.key).cloned();
+            let owned =
+                super::lock(&inner.cache).keys().find(|k| k.model == obj.model && k.key == obj.key).cloned();
             let obj = owned.unwrap_or(obj);
             Ok(inner.lend(obj).await)
         }

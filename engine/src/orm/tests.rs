@@ -72,10 +72,12 @@ impl World {
         ocfg.bugs = bugs;
         self.h.block_on(async move {
             let cluster = Cluster::join(env.clone(), ccfg).await.expect("join");
-            let rpc = Rpc::start(env.clone(), cluster.id(), Arc::new(cluster.clone()), RpcConfig::new(rpc_addr))
-                .await
-                .expect("rpc");
-            let accounts = AccountManager::start(env.clone(), cluster.clone(), rpc.clone(), acfg).await.unwrap();
+            let rpc =
+                Rpc::start(env.clone(), cluster.id(), Arc::new(cluster.clone()), RpcConfig::new(rpc_addr))
+                    .await
+                    .expect("rpc");
+            let accounts =
+                AccountManager::start(env.clone(), cluster.clone(), rpc.clone(), acfg).await.unwrap();
             let router = ShardRouter::start(env.clone(), APP, shards, session).await.unwrap();
             Orm::start(env, ocfg, accounts, router, rpc, cluster.id(), observer).await.unwrap()
         })
@@ -166,7 +168,11 @@ fn a_transfer_across_two_instances_commits_both_objects_and_records_the_decision
     assert_eq!((s0.value.unwrap()["gold"].clone(), s0.pending), (json!(70), None));
     assert_eq!((s1.value.unwrap()["gold"].clone(), s1.pending), (json!(130), None), "pending write applied");
     let decisions = w.dbs[0].with(|i| i.rows(&decision_table()));
-    assert_eq!(decisions.len(), 2, "one decision per cross-instance transaction (the create and the transfer)");
+    assert_eq!(
+        decisions.len(),
+        2,
+        "one decision per cross-instance transaction (the create and the transfer)"
+    );
     assert!(decisions.iter().all(|r| &r.value[..] == b"committed"));
     assert_eq!((gold(&w, &a, "0"), gold(&w, &a, "1")), (Some(70), Some(130)));
 }
@@ -188,12 +194,18 @@ fn plant_pending(w: &World, decision: Option<Decision>) {
     let key = crate::shard::key::user_key(crate::shard::ShardId(1), "1", "purse.1");
     let stored = StoredObject {
         value: Some(json!({"user": "1", "gold": 100})),
-        pending: Some(Pending { txn: "t1".into(), primary: "0".into(), value: Some(json!({"user": "1", "gold": 999})) }),
+        pending: Some(Pending {
+            txn: "t1".into(),
+            primary: "0".into(),
+            value: Some(json!({"user": "1", "gold": 999})),
+        }),
     };
     w.dbs[1].with(|i| i.transact(&[WriteOp::put(&table, key, stored.encode(), Expect::Absent, 1)]).unwrap());
     if let Some(d) = decision {
         let key = crate::shard::key::user_key(crate::shard::ShardId(0), "0", &decision_suffix("t1"));
-        w.dbs[0].with(|i| i.transact(&[WriteOp::put(&decision_table(), key, d.encode(), Expect::Absent, 0)]).unwrap());
+        w.dbs[0].with(|i| {
+            i.transact(&[WriteOp::put(&decision_table(), key, d.encode(), Expect::Absent, 0)]).unwrap()
+        });
     }
 }
 
@@ -301,7 +313,10 @@ fn a_cut_off_owner_is_waited_out_and_then_fenced_at_the_database() {
     let b = w.server(2, OrmBugs::default(), Some(acts.clone()));
     let started = w.h.now();
     assert_eq!(gold(&w, &b, "0"), Some(100), "taken after the wait");
-    assert!(w.h.now().saturating_since(started) >= Duration::from_secs(5), "waited for the session to expire");
+    assert!(
+        w.h.now().saturating_since(started) >= Duration::from_secs(5),
+        "waited for the session to expire"
+    );
     let new_fence = w.owner_czxid("0").unwrap();
     assert!(new_fence > old_fence, "a new owner, a newer fence");
     assert_eq!(w.row("0").unwrap().2, new_fence, "the row's fence was raised before the read");
@@ -317,7 +332,8 @@ fn a_cut_off_owner_is_waited_out_and_then_fenced_at_the_database() {
     let table = TableName::new("purse").unwrap();
     let key = crate::shard::key::user_key(crate::shard::ShardId(0), "0", "purse.0");
     let stale = StoredObject { value: Some(json!({"user": "0", "gold": 1_000_000})), pending: None };
-    let refused = w.dbs[0].with(|i| i.transact(&[WriteOp::put(&table, key, stale.encode(), Expect::Any, old_fence)]));
+    let refused =
+        w.dbs[0].with(|i| i.transact(&[WriteOp::put(&table, key, stale.encode(), Expect::Any, old_fence)]));
     assert!(matches!(refused, Err(crate::env::DbError::Fenced { .. })), "{refused:?}");
     // Acts by fence never interleave: every act of the old fence comes before the new fence's.
     let acts = crate::env::lock(&acts.0).clone();
@@ -331,4 +347,58 @@ fn the_no_fence_bug_lets_a_deposed_owner_write() {
     let a = w.server(1, OrmBugs { no_fence: true, ..OrmBugs::default() }, None);
     create(&w, &a, &[("0", 100)]);
     assert_eq!(w.row("0").unwrap().2, 0, "rows carry fence 0");
+}
+
+/// Adds `amount` to each of `users`' purses, one transaction per user, all at once.
+fn add_concurrently(w: &World, orm: &Orm, users: &[&str], amount: i64) -> Vec<Result<(), OrmError>> {
+    let users: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+    w.run(orm, move |orm| {
+        Box::pin(async move {
+            let txns = users.iter().map(|u| {
+                let orm = orm.clone();
+                async move {
+                    let mut tx = orm.begin();
+                    let mut p = tx.fetch::<Purse>(u).await?.expect("exists");
+                    p.gold += amount;
+                    tx.put(&p)?;
+                    tx.commit().await
+                }
+            });
+            futures::future::join_all(txns).await
+        })
+    })
+}
+
+#[test]
+fn concurrent_commits_to_one_instance_share_transactions_and_a_refused_one_fails_alone() {
+    let w = World::new(11);
+    let a = w.server(1, OrmBugs::default(), None);
+    let users = ["0", "2", "4", "6", "8", "10", "12", "14"];
+    create(&w, &a, &users.map(|u| (u, 10)));
+    let before = w.dbs[0].with(|i| i.commits());
+    let results = add_concurrently(&w, &a, &users, 1);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let used = w.dbs[0].with(|i| i.commits()) - before;
+    assert!(used < users.len() as u64, "8 commits in {used} transactions");
+    for u in users {
+        assert_eq!(gold(&w, &a, u), Some(11));
+    }
+
+    // Someone bumps user 4's row behind the owner's back (same fence: as a bug would): its
+    // next commit is refused, the others in its batch are not.
+    let table = TableName::new("purse").unwrap();
+    let key = crate::shard::key::user_key(crate::shard::ShardId(0), "4", "purse.4");
+    let fence = w.row("4").unwrap().2;
+    let stale = StoredObject { value: Some(json!({"user": "4", "gold": 0})), pending: None };
+    w.dbs[0].with(|i| i.transact(&[WriteOp::put(&table, key, stale.encode(), Expect::Any, fence)]).unwrap());
+    let results = add_concurrently(&w, &a, &users, 1);
+    for (u, r) in users.iter().zip(&results) {
+        if *u == "4" {
+            assert!(matches!(r, Err(OrmError::Conflict(_))), "{r:?}");
+        } else {
+            assert!(r.is_ok(), "{u}: {r:?}");
+        }
+    }
+    assert_eq!(gold(&w, &a, "4"), Some(0), "evicted, reloaded from SQL");
+    assert_eq!(gold(&w, &a, "6"), Some(12));
 }

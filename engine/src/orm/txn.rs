@@ -13,7 +13,7 @@ use crate::account::keyed_lock::KeyGuard;
 use crate::env::MonoTime;
 
 /// Most objects one transaction may hold (each is one row of one `transact`).
-pub const TXN_OBJECTS_MAX: usize = 32;
+pub const TXN_OBJECTS_MAX: usize = 24;
 
 /// One object held by a transaction.
 pub(super) struct Held<'a> {
@@ -61,7 +61,8 @@ impl<'a> Transaction<'a> {
     /// of a transaction's objects in one call when you can.
     pub async fn lock(&mut self, objects: &[ObjectRef]) -> Result<(), OrmError> {
         let inner = &self.orm.inner;
-        let mut todo: Vec<ObjectRef> = objects.iter().filter(|o| !self.held.contains_key(*o)).cloned().collect();
+        let mut todo: Vec<ObjectRef> =
+            objects.iter().filter(|o| !self.held.contains_key(*o)).cloned().collect();
         for o in &todo {
             o.validate().map_err(OrmError::InvalidArgument)?;
         }

@@ -198,7 +198,11 @@ impl ShardRouter {
     /// shards are on one instance (one `transact`, one guard per shard). If the map puts them
     /// on several instances the call fails with [`ShardError::Spread`] before anything is
     /// sent: atomicity across instances is the caller's (the object store's intent records).
-    pub async fn transact_users(&self, users: &[&str], ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ShardError> {
+    pub async fn transact_users(
+        &self,
+        users: &[&str],
+        ops: Vec<WriteOp>,
+    ) -> Result<Vec<WriteResult>, ShardError> {
         let mut shards = BTreeSet::new();
         for user in users {
             validate_user(user).map_err(ShardError::InvalidArgument)?;
@@ -238,7 +242,9 @@ impl ShardRouter {
             let map = self.map();
             let names: BTreeSet<&str> = shards.iter().map(|s| map.instance_of(*s)).collect();
             if names.len() != 1 {
-                return Err(ShardError::Spread { instances: names.into_iter().map(str::to_string).collect() });
+                return Err(ShardError::Spread {
+                    instances: names.into_iter().map(str::to_string).collect(),
+                });
             }
             let name = map.instance_of(shards[0]).to_string();
             let db = self.instance(&name)?;
@@ -263,7 +269,9 @@ impl ShardRouter {
                         .collect();
                     return Ok((results.split_off(skip), routes));
                 }
-                Err(DbError::Fenced { op_index, .. } | DbError::NotFound { op_index }) if op_index < shards.len() => {
+                Err(DbError::Fenced { op_index, .. } | DbError::NotFound { op_index })
+                    if op_index < shards.len() =>
+                {
                     let shard = shards[op_index];
                     debug!(%shard, version = map.version, instance = %name, "write refused by the shard guard");
                     self.await_newer_map(shard, map.version, deadline).await?;
