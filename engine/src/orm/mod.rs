@@ -9,6 +9,7 @@
 //! | object model (JSON/IDL) | a serde struct implementing [`Model`] |
 //! | `Create` | [`Transaction::create`] |
 //! | `Fetch(key)` | [`Transaction::fetch`] (in a transaction), [`Orm::fetch`] (a one-object read) |
+//! | `FetchBy<field>(value)` | [`Transaction::fetch_by`] on a field [`Model::unique_fields`] declares |
 //! | setters / `Delete` | [`Transaction::put`] / [`Transaction::delete`] |
 //! | cross-server object fetch | lending: `fetch` on a non-owner borrows the object from its owner |
 //! | `Object.cache_expiration_in_ms` | [`OrmConfig::cache_expiration`]: an owned object unused this long is released |
@@ -83,7 +84,7 @@
 //! # Transactions
 //!
 //! A [`Transaction`] takes its objects' locks (one async lock per object on each server) in
-//! one global order, `(model, key)`: [`Transaction::lock_all`] sorts, and taking an object that
+//! one global order (unique-field index entries first, then `(model, key)`, see [`ObjectRef`]): [`Transaction::lock_all`] sorts, and taking an object that
 //! sorts before one already held fails with [`OrmError::LockOrder`] (declare it up front).
 //! Waits only ever go from a smaller object to a larger one, on one server or across servers
 //! (a lend waits for the holders of the one object it asks for, which hold nothing smaller
@@ -153,7 +154,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tracing::debug;
 
-pub use self::model::{Model, ObjectRef, OBJECT_KEY_BYTES_MAX};
+pub use self::model::{Model, ObjectRef, OBJECT_KEY_BYTES_MAX, UNIQUE_MODEL};
 pub use self::stored::DECISION_TABLE;
 pub use self::txn::Transaction;
 use crate::account::keyed_lock::KeyedLocks;
@@ -229,6 +230,9 @@ pub enum OrmError {
     /// `create` of an object that exists.
     #[error("object {0} already exists")]
     Exists(String),
+    /// A unique field's value (`model.field.value`) is held by another object.
+    #[error("unique value {0} is taken")]
+    UniqueTaken(String),
     /// The object could not be taken in time (its owner did not lend it and its session did
     /// not expire, or coordination or SQL was unreachable). Nothing was written; retry later.
     #[error("object {object} unavailable: {why}")]

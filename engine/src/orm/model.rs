@@ -42,10 +42,26 @@ pub trait Model: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn shard_user(key: &str) -> String {
         key.to_string()
     }
+    /// This object's unique fields, as `(field, value)` pairs: each value names at most one
+    /// object of the model (e.g. a display name), and [`Transaction::fetch_by`] finds it.
+    /// None by default.
+    ///
+    /// [`Transaction::fetch_by`]: super::Transaction::fetch_by
+    fn unique_fields(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
 }
 
-/// Names one object: its model and key. Compared and ordered by `(model, key)` only (the shard
-/// user follows from them): the global order in which transactions take objects.
+/// The model name of the unique-field index entries: one object per `(model, field, value)`,
+/// whose state is the key of the object holding that value.
+pub const UNIQUE_MODEL: &str = "orm_unique";
+
+/// Names one object: its model and key. Compared by `(model, key)` only (the shard user follows
+/// from them). Ordered by the global order in which transactions take objects: unique-field
+/// index entries first (so [`Transaction::fetch_by`] can take an entry, then the object it
+/// names), then by `(model, key)`.
+///
+/// [`Transaction::fetch_by`]: super::Transaction::fetch_by
 #[derive(Debug, Clone)]
 pub struct ObjectRef {
     pub model: String,
@@ -58,6 +74,15 @@ impl ObjectRef {
     /// The object of model `M` with `key`.
     pub fn of<M: Model>(key: &str) -> ObjectRef {
         ObjectRef { model: M::MODEL.to_string(), key: key.to_string(), shard_user: M::shard_user(key) }
+    }
+
+    /// The index entry of unique field `field` = `value` of model `M` (an object of model
+    /// [`UNIQUE_MODEL`], in the shard of its own key). A transaction that sets, changes or
+    /// clears a unique field must hold the entries of the old and new values, taken in the
+    /// global order like any object.
+    pub fn unique<M: Model>(field: &str, value: &str) -> ObjectRef {
+        let key = format!("{}.{field}.{value}", M::MODEL);
+        ObjectRef { model: UNIQUE_MODEL.to_string(), shard_user: key.clone(), key }
     }
 
     /// Checks the names (model, key, shard user); the error names the bad one.
@@ -97,6 +122,10 @@ impl ObjectRef {
         TableName::new(self.model.clone()).expect("validated model name")
     }
 
+    fn order_key(&self) -> (bool, &str, &str) {
+        (self.model != UNIQUE_MODEL, &self.model, &self.key)
+    }
+
     /// `model/key`, for logs and lock names.
     pub fn name(&self) -> String {
         format!("{}/{}", self.model, self.key)
@@ -119,7 +148,7 @@ impl PartialOrd for ObjectRef {
 
 impl Ord for ObjectRef {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (&self.model, &self.key).cmp(&(&other.model, &other.key))
+        self.order_key().cmp(&other.order_key())
     }
 }
 

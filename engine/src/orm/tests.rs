@@ -402,3 +402,69 @@ fn concurrent_commits_to_one_instance_share_transactions_and_a_refused_one_fails
     assert_eq!(gold(&w, &a, "4"), Some(0), "evicted, reloaded from SQL");
     assert_eq!(gold(&w, &a, "6"), Some(12));
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Hero {
+    id: String,
+    name: String,
+}
+
+impl Model for Hero {
+    const MODEL: &'static str = "hero";
+    fn key(&self) -> String {
+        self.id.clone()
+    }
+    fn unique_fields(&self) -> Vec<(&'static str, String)> {
+        vec![("name", self.name.clone())]
+    }
+}
+
+/// Creates (or renames to `name`) hero `id`, holding the entries of its old and new names.
+fn name_hero(w: &World, orm: &Orm, id: &str, old: Option<&str>, name: &str) -> Result<(), OrmError> {
+    let (id, old, name) = (id.to_string(), old.map(str::to_string), name.to_string());
+    w.run(orm, move |orm| {
+        Box::pin(async move {
+            let mut tx = orm.begin();
+            let mut objs = vec![ObjectRef::of::<Hero>(&id), ObjectRef::unique::<Hero>("name", &name)];
+            objs.extend(old.iter().map(|o| ObjectRef::unique::<Hero>("name", o)));
+            tx.lock(&objs).await?;
+            tx.put(&Hero { id: id.clone(), name: name.clone() })?;
+            tx.commit().await
+        })
+    })
+}
+
+fn hero_named(w: &World, orm: &Orm, name: &str) -> Option<String> {
+    let name = name.to_string();
+    w.run(orm, move |orm| {
+        Box::pin(async move {
+            let mut tx = orm.begin();
+            tx.fetch_by::<Hero>("name", &name).await.unwrap().map(|h| h.id)
+        })
+    })
+}
+
+#[test]
+fn a_unique_field_finds_its_object_and_a_taken_value_is_refused_atomically() {
+    let w = World::new(12);
+    let a = w.server(1, OrmBugs::default(), None);
+    name_hero(&w, &a, "1", None, "kim").unwrap();
+    assert_eq!(hero_named(&w, &a, "kim").as_deref(), Some("1"));
+    assert_eq!(hero_named(&w, &a, "lee"), None);
+
+    let err = name_hero(&w, &a, "2", None, "kim").unwrap_err();
+    assert_eq!(err, OrmError::UniqueTaken("hero.name.kim".into()));
+    let absent = w.run(&a, |orm| Box::pin(async move { orm.fetch::<Hero>("2").await.unwrap() }));
+    assert_eq!(absent, None, "the refused create wrote nothing");
+
+    // A rename frees the old value in the same transaction.
+    name_hero(&w, &a, "1", Some("kim"), "lee").unwrap();
+    assert_eq!(hero_named(&w, &a, "lee").as_deref(), Some("1"));
+    assert_eq!(hero_named(&w, &a, "kim"), None);
+    name_hero(&w, &a, "2", None, "kim").unwrap();
+    assert_eq!(hero_named(&w, &a, "kim").as_deref(), Some("2"));
+
+    // Changing a unique field without holding the old value's entry is refused.
+    let err = name_hero(&w, &a, "2", None, "park").unwrap_err();
+    assert!(matches!(err, OrmError::NotLocked(ref e) if e.contains("hero.name.kim")), "{err:?}");
+}

@@ -112,11 +112,16 @@ impl<'a> Transaction<'a> {
             .transpose()
     }
 
-    /// Writes `value` as the state of its (held) object, creating it if absent.
+    /// Writes `value` as the state of its (held) object, creating it if absent. If its unique
+    /// fields change, the index entries of the old and new values must be held too
+    /// ([`ObjectRef::unique`]); a value another object holds is [`OrmError::UniqueTaken`].
     pub fn put<M: Model>(&mut self, value: &M) -> Result<(), OrmError> {
-        let obj = ObjectRef::of::<M>(&value.key());
+        let key = value.key();
+        let obj = ObjectRef::of::<M>(&key);
         let json = serde_json::to_value(value)
             .map_err(|e| OrmError::Codec { object: obj.to_string(), why: e.to_string() })?;
+        let old = self.get::<M>(&key)?;
+        self.reindex::<M>(&key, old.as_ref().map(M::unique_fields), Some(value.unique_fields()))?;
         let held = self.held.get_mut(&obj).ok_or_else(|| OrmError::NotLocked(obj.to_string()))?;
         held.change = Some(Some(json));
         Ok(())
@@ -132,13 +137,76 @@ impl<'a> Transaction<'a> {
         self.put(value)
     }
 
-    /// Deletes the (held) object `key` of model `M`; false if it did not exist.
+    /// Deletes the (held) object `key` of model `M` (and its unique-field entries, which must
+    /// be held); false if it did not exist.
     pub fn delete<M: Model>(&mut self, key: &str) -> Result<bool, OrmError> {
         let obj = ObjectRef::of::<M>(key);
+        let old = self.get::<M>(key)?;
+        self.reindex::<M>(key, old.as_ref().map(M::unique_fields), None)?;
         let held = self.held.get_mut(&obj).ok_or_else(|| OrmError::NotLocked(obj.to_string()))?;
-        let existed = held.current().is_some();
         held.change = Some(None);
-        Ok(existed)
+        Ok(old.is_some())
+    }
+
+    /// Takes the unique-field entry `field` = `value` of model `M`, then the object it names,
+    /// and returns that object (`None` if no object holds the value). The object must sort
+    /// after everything held, like any [`lock`](Self::lock).
+    pub async fn fetch_by<M: Model>(&mut self, field: &str, value: &str) -> Result<Option<M>, OrmError> {
+        let entry = ObjectRef::unique::<M>(field, value);
+        self.lock(std::slice::from_ref(&entry)).await?;
+        let Some(key) = self.entry_holder(&entry)? else { return Ok(None) };
+        let found = self.fetch::<M>(&key).await?;
+        Ok(found.filter(|m| m.unique_fields().iter().any(|(f, v)| *f == field && v == value)))
+    }
+
+    /// The key an index entry names, if any.
+    fn entry_holder(&self, entry: &ObjectRef) -> Result<Option<String>, OrmError> {
+        let held = self.held.get(entry).ok_or_else(|| OrmError::NotLocked(entry.to_string()))?;
+        match held.current() {
+            None => Ok(None),
+            Some(Value::String(k)) => Ok(Some(k.clone())),
+            Some(other) => {
+                Err(OrmError::Codec { object: entry.to_string(), why: format!("entry holds {other}") })
+            }
+        }
+    }
+
+    /// Moves object `key`'s unique-field entries from `old` to `new` (checked first, then
+    /// changed, so a refusal changes nothing).
+    fn reindex<M: Model>(
+        &mut self,
+        key: &str,
+        old: Option<Vec<(&'static str, String)>>,
+        new: Option<Vec<(&'static str, String)>>,
+    ) -> Result<(), OrmError> {
+        let (old, new) = (old.unwrap_or_default(), new.unwrap_or_default());
+        let gone: Vec<ObjectRef> =
+            old.iter().filter(|p| !new.contains(p)).map(|(f, v)| ObjectRef::unique::<M>(f, v)).collect();
+        let added: Vec<ObjectRef> =
+            new.iter().filter(|p| !old.contains(p)).map(|(f, v)| ObjectRef::unique::<M>(f, v)).collect();
+        for entry in gone.iter().chain(&added) {
+            entry.validate().map_err(OrmError::InvalidArgument)?;
+        }
+        for entry in &added {
+            match self.entry_holder(entry)? {
+                Some(holder) if holder != key => return Err(OrmError::UniqueTaken(entry.key.clone())),
+                _ => {}
+            }
+        }
+        for entry in &gone {
+            self.entry_holder(entry)?;
+        }
+        for entry in gone {
+            if let Some(h) = self.held.get_mut(&entry) {
+                h.change = Some(None);
+            }
+        }
+        for entry in added {
+            if let Some(h) = self.held.get_mut(&entry) {
+                h.change = Some(Some(Value::String(key.to_string())));
+            }
+        }
+        Ok(())
     }
 
     /// Queues `effect` (a client message, a send, an RPC, a timer) to run after the commit
