@@ -2,11 +2,13 @@
 //! flight wait, and go together as one `transact` when it returns.
 //!
 //! Inputs: [`GroupCommit::submit`] calls (a commit's users and operations); the instances'
-//! answers. Per instance there is a queue and at most one flusher task (spawned by the first
-//! submit that finds none; a task, so that a cancelled committer cannot strand the queue). The
-//! flusher takes the longest prefix of the queue that fits one `transact`
+//! answers. Per instance there is a queue and up to [`GROUP_COMMIT_FLUSHERS_MAX`] flusher tasks
+//! (spawned by submits that find fewer; tasks, so that a cancelled committer cannot strand the
+//! queue). A flusher takes the longest prefix of the queue that fits one `transact`
 //! ([`GROUP_COMMIT_OPS_MAX`] operations and shard guards together), sends it, and answers each
-//! commit with its own slice of the results — until the queue is empty.
+//! commit with its own slice of the results — until the queue is empty. Several flushers keep
+//! a server-class instance (MariaDB, many connections) busy; on SQLite (one writer) the
+//! batches simply queue at the file.
 //!
 //! A batch is all-or-nothing at the instance, but commits are independent, so one commit's
 //! definite refusal (a version or fence check of *its* operation) must not fail the others:
@@ -28,6 +30,8 @@ use crate::shard::{ShardError, ShardRouter};
 /// Most operations plus shard guards in one batched `transact` (the port allows 64; the rest
 /// is room for the router's table registrations).
 pub const GROUP_COMMIT_OPS_MAX: usize = 56;
+/// Most batches in flight to one instance at once.
+pub const GROUP_COMMIT_FLUSHERS_MAX: usize = 4;
 /// Most commits waiting for one instance.
 pub const GROUP_COMMIT_QUEUE_MAX: usize = 1024;
 
@@ -42,7 +46,8 @@ struct Entry {
 #[derive(Default)]
 struct Queue {
     waiting: VecDeque<Entry>,
-    flushing: bool,
+    /// Flusher tasks running.
+    flushers: usize,
 }
 
 /// The group-commit queues of one object store.
@@ -73,7 +78,9 @@ impl GroupCommit {
                 return Err(ShardError::Db { instance: instance.to_string(), error: DbError::Unavailable });
             }
             q.waiting.push_back(Entry { users, ops, reply });
-            !std::mem::replace(&mut q.flushing, true)
+            let start = q.flushers < GROUP_COMMIT_FLUSHERS_MAX;
+            q.flushers += usize::from(start);
+            start
         };
         if start_flusher {
             let weak = Arc::downgrade(self);
@@ -86,12 +93,13 @@ impl GroupCommit {
         }))
     }
 
-    /// The next batch of `instance`'s queue; `None` (and the queue marked idle) if empty.
+    /// The next batch of `instance`'s queue; `None` (and one flusher fewer) if empty.
     fn take(&self, instance: &str) -> Option<Vec<Entry>> {
         let mut queues = lock(&self.queues);
         let q = queues.get_mut(instance)?;
         if q.waiting.is_empty() {
-            q.flushing = false;
+            debug_assert!(q.flushers > 0, "only a running flusher takes");
+            q.flushers -= 1;
             return None;
         }
         let mut batch = Vec::new();

@@ -287,8 +287,19 @@ impl Inner {
 
     /// With `obj`'s lock held: forgets it and deletes its owner record if it is ours.
     pub(super) async fn release(&self, obj: &ObjectRef) -> bool {
-        self.evict([obj]);
-        let Ok((coord, _)) = self.accounts.coordination().await else { return false };
+        let owned = super::lock(&self.cache).remove(obj);
+        let Ok((coord, epoch)) = self.accounts.coordination().await else { return false };
+        if owned.is_some_and(|o| o.epoch == epoch) {
+            // Our record on the live session (the lease is held on it): nobody else deletes
+            // another server's record, and it cannot have expired, so it is ours — no read.
+            return match coord.delete(&self.owner_path(obj), None).await {
+                Ok(()) | Err(CoordError::NoNode) => true,
+                Err(e) => {
+                    debug!(target: LOG_TARGET, node = %self.env.node, object = %obj, error = %e, "owner record not deleted");
+                    false
+                }
+            };
+        }
         self.delete_own_record(obj, coord.as_ref()).await.unwrap_or(false)
     }
 

@@ -49,13 +49,13 @@ const RAW_UPDATE: &str = "UPDATE sandtable_rows SET v = ?, version = ?, fence = 
                           WHERE tbl = ? AND k = ? AND version = ? AND fence <= ? AND v IS NOT NULL";
 
 /// What a measured operation writes: the rows of one task, with their current versions.
-struct Rows {
+pub(super) struct Rows {
     keys: Vec<String>,
     versions: Vec<AtomicU64>,
 }
 
 /// Rows of every task for one side (`e`ngine or `r`aw) of one case, all at version 1.
-async fn create_rows(
+pub(super) async fn create_rows(
     db: &dyn Db,
     side: &str,
     case: &str,
@@ -87,14 +87,44 @@ fn value() -> Bytes {
 
 /// The two raw databases a case runs its baseline on.
 #[derive(Clone)]
-enum Raw {
+pub(super) enum Raw {
     Sqlite(SqlitePool),
     MariaDb(MySqlPool),
 }
 
 impl Raw {
+    /// Raw sqlx on the SQLite file at `path`, with the adapter's file settings and one writer.
+    pub(super) async fn sqlite(path: &std::path::Path, opts: DbOptions) -> Result<Raw, sqlx::Error> {
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(opts.sqlite_busy_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false)
+            .connect_with(connect)
+            .await?;
+        Ok(Raw::Sqlite(pool))
+    }
+
+    /// Raw sqlx on MariaDB at `url`: a pool of the adapter's size, without pings.
+    pub(super) async fn mariadb(
+        url: &str,
+        opts: DbOptions,
+        acquire: std::time::Duration,
+    ) -> Result<Raw, sqlx::Error> {
+        let pool = MySqlPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(acquire)
+            .test_before_acquire(false)
+            .connect(url)
+            .await?;
+        Ok(Raw::MariaDb(pool))
+    }
+
     /// One fenced, versioned update of each of `rows` (`BEGIN`/`COMMIT` around two or more).
-    async fn update(&self, rows: &Rows) -> Result<(), BenchError> {
+    pub(super) async fn update(&self, rows: &Rows) -> Result<(), BenchError> {
         let op = |e: sqlx::Error| BenchError::op(BENCH, format!("raw sqlx: {e}"));
         let v = value();
         let next: Vec<u64> = rows.versions.iter().map(|x| x.load(Ordering::Relaxed) + 1).collect();
@@ -235,29 +265,13 @@ pub(super) fn run(ctx: &Ctx) -> Result<BenchReport, BenchError> {
         let db = open_db_with("bench-sqlite", &format!("sqlite://{}", sqlite_path.display()), opts)
             .await
             .map_err(|e| setup(&e))?;
-        let connect = SqliteConnectOptions::new()
-            .filename(&sqlite_path)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(opts.sqlite_busy_timeout);
-        let raw = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .connect_with(connect)
-            .await
-            .map_err(|e| setup(&e))?;
-        engine_cases(ctx, &mut report, "sqlite", db, Raw::Sqlite(raw)).await?;
+        let raw = Raw::sqlite(&sqlite_path, opts).await.map_err(|e| setup(&e))?;
+        engine_cases(ctx, &mut report, "sqlite", db, raw).await?;
 
         // MariaDB: the adapter, and a raw pool of the same size without pings.
         let db = open_db_with("bench-mariadb", &mariadb.url(), opts).await.map_err(|e| setup(&e))?;
-        let raw = MySqlPoolOptions::new()
-            .max_connections(opts.max_connections)
-            .acquire_timeout(DB_CONNECT_TIMEOUT)
-            .test_before_acquire(false)
-            .connect(&mariadb.url())
-            .await
-            .map_err(|e| setup(&e))?;
-        engine_cases(ctx, &mut report, "mariadb", db, Raw::MariaDb(raw)).await?;
+        let raw = Raw::mariadb(&mariadb.url(), opts, DB_CONNECT_TIMEOUT).await.map_err(|e| setup(&e))?;
+        engine_cases(ctx, &mut report, "mariadb", db, raw).await?;
         Ok::<_, BenchError>(())
     })?;
     report.notes.push(format!(

@@ -7,6 +7,7 @@
 //! | `storage` | `CrossServerStorage` create + read, 1 and 16 tasks | the `redis` crate: `SET key value PX` + `GET` on one multiplexed connection, same tasks |
 //! | `login` | `AccountManager::check_and_set_logged_in` + `set_logged_out`, 1 and 16 tasks | `zookeeper-client`: ephemeral create + delete on one session, same tasks |
 //! | `sessions` | N idle TCP JSON sessions of one `SessionService`: resident memory and heap per session, time until every client got one `broadcast_locally` | N raw tokio stream pairs with a read task each; the same frame written to every stream |
+//! | `objects` | `engine::orm` on two servers: a gift whose two objects are borrowed from the other server (lending hand-off), and a two-object transaction on one server, 1 and 16 tasks, SQLite and MariaDB | the same gift with both objects owned locally; raw `sqlx` `BEGIN` + two fenced `UPDATE`s + `COMMIT` |
 //! | `db` | `Db::transact` of one fenced, versioned row update and of a 2-row transaction on SQLite and a private MariaDB, 1 and 16 tasks | raw `sqlx` statements doing the same work (conditional `UPDATE`s, `BEGIN`/`COMMIT` around two) on the same database |
 //!
 //! Every figure is printed with its baseline and the ratio engine / baseline. Nothing here
@@ -24,7 +25,7 @@
 //! - this file: [`BenchArgs`], [`run`], the report ([`Report`], [`BenchReport`], [`Row`]);
 //! - `driver`: runtimes, the closed-loop load driver, latency samples;
 //! - `machine`: the machine context and the fd limit;
-//! - `rpc`, `storage`, `login`, `sessions`, `db`: one bench each.
+//! - `rpc`, `storage`, `login`, `sessions`, `db`, `objects`: one bench each.
 //!
 //! Redis and ZooKeeper are started only when a bench that needs them runs; `db` starts its
 //! own MariaDB and SQLite file.
@@ -33,6 +34,7 @@ mod db;
 mod driver;
 mod login;
 mod machine;
+mod objects;
 mod rpc;
 mod sessions;
 mod storage;
@@ -47,9 +49,9 @@ pub use self::machine::{FdLimit, Machine};
 use crate::services::{PrivateRedis, PrivateZk, ServiceError};
 
 /// The benchmarks, in the order they run.
-pub const BENCHES: [&str; 5] = ["rpc", "storage", "login", "sessions", "db"];
+pub const BENCHES: [&str; 6] = ["rpc", "storage", "login", "sessions", "db", "objects"];
 /// The benches that run on private Redis and ZooKeeper.
-const NEEDS_REDIS_AND_ZK: [&str; 4] = ["rpc", "storage", "login", "sessions"];
+const NEEDS_REDIS_AND_ZK: [&str; 5] = ["rpc", "storage", "login", "sessions", "objects"];
 
 /// Length of each measurement by default, and with `--quick`.
 pub const DURATION_DEFAULT: Duration = Duration::from_secs(3);
@@ -66,7 +68,7 @@ const WARMUP_MAX: Duration = Duration::from_millis(500);
 /// Command-line arguments of `real bench`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct BenchArgs {
-    /// Benchmarks to run: rpc, storage, login, sessions, db (all when none is named).
+    /// Benchmarks to run: rpc, storage, login, sessions, db, objects (all when none is named).
     #[arg(value_name = "NAME")]
     pub names: Vec<String>,
     /// Short run: 1 s per measurement and 10 000 sessions.
@@ -88,7 +90,7 @@ pub struct BenchArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     /// A name that is not in [`BENCHES`].
-    #[error("unknown benchmark {0:?} (known: rpc, storage, login, sessions, db)")]
+    #[error("unknown benchmark {0:?} (known: rpc, storage, login, sessions, db, objects)")]
     UnknownBench(String),
     /// The private Redis or ZooKeeper could not be started.
     #[error(transparent)]
@@ -347,6 +349,7 @@ pub fn run(args: BenchArgs) -> Result<Report, BenchError> {
             "login" => login::run(&ctx)?,
             "sessions" => sessions::run(&ctx)?,
             "db" => db::run(&ctx)?,
+            "objects" => objects::run(&ctx)?,
             other => return Err(BenchError::UnknownBench(other.to_string())),
         };
         report.wall_secs = start.elapsed().as_secs_f64();
