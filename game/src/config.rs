@@ -6,6 +6,8 @@ use std::time::Duration;
 use engine::account::{AccountConfig, AccountError};
 use engine::cluster::ClusterConfig;
 use engine::metrics::Metrics;
+use engine::orm::{OrmConfig, OrmError, OrmObserver};
+use engine::shard::{ShardConfig, ShardError};
 use engine::rpc::RpcConfig;
 use engine::session::{ClientListeners, SessionConfig};
 use engine::storage::{StorageConfig, StorageError};
@@ -26,6 +28,27 @@ pub trait GameObserver: Send + Sync {
     fn logged_in(&self, account: &str, link: &str);
     /// This server just sent `account` a tick on `link`: it acted for the account.
     fn acted(&self, account: &str, link: &str);
+}
+
+/// The object store of a game-flavor server (the inventory messages need it).
+#[derive(Clone)]
+pub struct ObjectsConfig {
+    /// Where the objects' rows live: the SQL instances and the user -> shard -> instance map.
+    /// The router runs on the account manager's session options.
+    pub shard: ShardConfig,
+    pub orm: OrmConfig,
+    /// Told of every act on an object (the `object_lending` scenario's single-owner evidence).
+    pub observer: Option<Arc<dyn OrmObserver>>,
+}
+
+impl std::fmt::Debug for ObjectsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectsConfig")
+            .field("shard", &self.shard)
+            .field("orm", &self.orm)
+            .field("observer", &self.observer.as_ref().map(|_| "set"))
+            .finish()
+    }
 }
 
 /// Everything one reference-game server needs.
@@ -51,6 +74,9 @@ pub struct GameConfig {
     /// Send `sc_tick` to every logged-in account at this period (game flavor).
     pub tick_period: Option<Duration>,
     pub observer: Option<Arc<dyn GameObserver>>,
+    /// The object store (game flavor): `None` runs the game without the inventory messages,
+    /// and with no SQL at all.
+    pub objects: Option<ObjectsConfig>,
     /// Where storage, account and session figures go (the admin API's registry); RPC takes
     /// its own from `rpc.metrics`. `None`: not measured.
     pub metrics: Option<Metrics>,
@@ -65,6 +91,7 @@ impl std::fmt::Debug for GameConfig {
             .field("cluster", &self.cluster)
             .field("account", &self.account)
             .field("tick_period", &self.tick_period)
+            .field("objects", &self.objects)
             .finish_non_exhaustive()
     }
 }
@@ -83,4 +110,8 @@ pub enum GameError {
     Rpc(#[from] engine::rpc::RpcError),
     #[error("account manager: {0}")]
     Account(#[from] AccountError),
+    #[error("shard router: {0}")]
+    Shard(#[from] ShardError),
+    #[error("object store: {0}")]
+    Objects(#[from] OrmError),
 }

@@ -18,6 +18,9 @@
 //! | `cs_send {to, message}` | game | [`send`] | `sc_send {error, delivered}`; the addressee gets `sc_message` |
 //! | `cs_broadcast {scope, message}` | game | [`broadcast`] | `sc_broadcast {error, delivered}`; accounts get `sc_broadcast_message` |
 //! | `cs_logout {}` | game | [`logout`] | `sc_logout {error}` |
+//! | `cs_inventory {}` | game + objects | [`inventory`] | `sc_inventory {error, user_name, gold, items}` |
+//! | `cs_gift {to, item, count}` | game + objects | [`gift`] | `sc_gift {error \| error_message}`; after commit the recipient gets `sc_gift_received {from, item, count}` |
+//! | `cs_trade {with, give, take}` | game + objects | [`trade`] | `sc_trade {error, gold, items \| error_message}` |
 //! | `cs_transfer_pvp_server {auth_key}` | pvp | [`transfer`] | `sc_transfer_pvp_server {error, user_name, level \| error_message}` |
 //! | (timer) | game | [`tick`] | `sc_tick {seq}` to every account this server may act for |
 //! | (timer) | both | [`status`] | the cluster status `{user_count}` (game) or `{room_count}` (pvp) |
@@ -25,7 +28,10 @@
 //! The rest:
 //! - [`server`]: [`GameServer`] — start (ports, cluster, RPC, account manager, handlers) and
 //!   graceful stop.
-//! - [`config`]: [`GameConfig`], the planted [`GameBugs`], the [`GameObserver`] hook and
+//! - The inventory messages exist only on servers started with an object store
+//!   ([`GameConfig::objects`]); [`inventory`] also holds the [`inventory::Inventory`] model,
+//!   its creation at login and the bounded retry of inventory transactions.
+//! - [`config`]: [`GameConfig`], [`ObjectsConfig`], the planted [`GameBugs`], the [`GameObserver`] hook and
 //!   [`GameError`]; [`flavor`]: [`Flavor`].
 //! - [`state`]: what the handlers of each flavor share, and the one place that says which
 //!   account a session is logged in as ([`state::GameState::account_of`]).
@@ -37,7 +43,7 @@
 //!   refusal with a message naming the field, then the session is closed, as in the seed.
 //! - Game-flavor messages other than the login need a logged-in session: `Not logged in`.
 //! - Login is cluster-unique (`AccountManager::check_and_set_logged_in`); the user is
-//!   created at level 1 in the KV if absent.
+//!   created at level 1 in the KV if absent (and, with objects, given the starting inventory).
 //! - Pushes (`sc_message`, `sc_broadcast_message`, `sc_tick`) go out only while the server
 //!   may act for the account (the account manager's lease); a [`GameObserver`] sees each
 //!   login and each tick sent, the "acting" evidence of the `login_unique` checker.
@@ -46,6 +52,8 @@ pub mod broadcast;
 pub mod config;
 pub mod enter_pvp;
 pub mod flavor;
+pub mod gift;
+pub mod inventory;
 pub mod login;
 pub mod logout;
 pub mod redirect;
@@ -54,12 +62,13 @@ pub mod server;
 pub mod state;
 pub mod status;
 pub mod tick;
+pub mod trade;
 pub mod transfer;
 pub mod wire;
 
 use std::time::Duration;
 
-pub use config::{GameBugs, GameConfig, GameError, GameObserver};
+pub use config::{GameBugs, GameConfig, GameError, GameObserver, ObjectsConfig};
 pub use flavor::{Flavor, UnknownFlavor};
 pub use server::GameServer;
 

@@ -2,8 +2,9 @@
 //!
 //! The login is cluster-unique (`AccountManager::check_and_set_logged_in`): a user logged in
 //! anywhere in the cluster (or on another session here) is refused `Already logged in`. A new
-//! user starts at level 1. Refusals: `Already logged in`, `Server error` (the KV or the
-//! coordination service failed; nothing is left logged in); malformed: a `user_name` that is
+//! user starts at level 1; with the object store, a new user also gets the starting inventory
+//! ([`crate::inventory::ensure_created`]). Refusals: `Already logged in`, `Server error` (the KV, the
+//! coordination service or the object store failed; nothing is left logged in); malformed: a `user_name` that is
 //! not a valid account id.
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use engine::account::{self, LoginOutcome};
 use engine::session::Session;
 use serde::{Deserialize, Serialize};
 
+use crate::inventory;
 use crate::state::GameState;
 use crate::wire::{self, non_empty, Request};
 use crate::LOG_TARGET;
@@ -49,6 +51,10 @@ pub(crate) async fn handle(game: Arc<GameState>, s: Session, req: CsGameServerLo
     let Some(level) = game.load_level(&user).await else {
         return wire::refuse(&s, REPLY, "Server error");
     };
+    // The inventory (with objects): created before the login, so a logged-in user always has one.
+    if game.orm.is_some() && !inventory::ensure_created(&game, &user).await {
+        return wire::refuse(&s, REPLY, "Server error");
+    }
     match game.accounts.check_and_set_logged_in(&user, account::link(&s)).await {
         Ok(LoginOutcome::LoggedIn) => {}
         Ok(LoginOutcome::AlreadyLoggedIn { .. }) => return wire::refuse(&s, REPLY, "Already logged in"),

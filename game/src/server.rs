@@ -7,14 +7,16 @@ use std::sync::{Arc, Mutex};
 use engine::account::AccountManager;
 use engine::cluster::Cluster;
 use engine::env::{Env, TaskHandle};
+use engine::orm::Orm;
 use engine::rpc::Rpc;
 use engine::session::{GlobalSessions, NetClientListeners, SessionService};
+use engine::shard::ShardRouter;
 use engine::storage::CrossServerStorage;
 use futures::FutureExt;
 
 use crate::state::{GameState, PvpState};
 use crate::wire::register;
-use crate::{broadcast, enter_pvp, login, logout, redirect, send, status, tick, transfer};
+use crate::{broadcast, enter_pvp, gift, inventory, login, logout, redirect, send, status, tick, trade, transfer};
 use crate::{Flavor, GameConfig, GameError};
 
 /// One running server of the reference game.
@@ -24,6 +26,8 @@ pub struct GameServer {
     cluster: Cluster,
     rpc: Rpc,
     accounts: Option<AccountManager>,
+    /// The object store and its shard router (game flavor with `objects` configured).
+    objects: Option<(Orm, ShardRouter)>,
     /// The status publisher and (game flavor, if configured) the ticker; aborted on stop.
     tasks: Mutex<Vec<TaskHandle>>,
 }
@@ -31,7 +35,8 @@ pub struct GameServer {
 impl GameServer {
     /// Binds the client ports (a bind failure is reported before anything else starts), joins
     /// the cluster (announcing the bound ports), starts RPC and (game flavor) the account
-    /// manager, registers the flavor's handlers, and only then serves the client ports: a
+    /// manager and (if configured) the shard router and object store, registers the flavor's
+    /// handlers, and only then serves the client ports: a
     /// client never reaches a server that would answer its messages with `unknown_type`. On
     /// error everything started is stopped.
     pub async fn start(env: Env, cfg: GameConfig) -> Result<GameServer, GameError> {
@@ -70,6 +75,7 @@ impl GameServer {
                     return Err(e.into());
                 }
             };
+        let account_session = cfg.account.session;
         let accounts = match cfg.flavor {
             Flavor::Game => {
                 match AccountManager::start(env.clone(), cluster.clone(), rpc.clone(), cfg.account).await {
@@ -84,8 +90,28 @@ impl GameServer {
             }
             Flavor::Pvp => None,
         };
-        let server =
-            GameServer { flavor: cfg.flavor, sessions, cluster, rpc, accounts, tasks: Default::default() };
+        let objects = match (&accounts, &cfg.objects) {
+            (Some(a), Some(o)) => match start_objects(&env, &cluster, &rpc, a, o, account_session).await {
+                Ok(started) => Some(started),
+                Err(e) => {
+                    a.stop().await;
+                    rpc.shutdown().await;
+                    cluster.leave().await;
+                    sessions.shutdown().await;
+                    return Err(e);
+                }
+            },
+            _ => None,
+        };
+        let server = GameServer {
+            flavor: cfg.flavor,
+            sessions,
+            cluster,
+            rpc,
+            accounts,
+            objects,
+            tasks: Default::default(),
+        };
         if let Some(m) = &cfg.metrics {
             if let Some(a) = &server.accounts {
                 a.attach_metrics(m);
@@ -105,6 +131,8 @@ impl GameServer {
                     kv: env.kv.clone(),
                     storage,
                     observer: cfg.observer,
+                    orm: server.objects.as_ref().map(|(orm, _)| orm.clone()),
+                    clock: env.clock.clone(),
                 };
                 server.start_game(&env, Arc::new(game), cfg.tick_period);
             }
@@ -136,6 +164,11 @@ impl GameServer {
         for t in tasks {
             t.abort();
         }
+        // Objects first: the store releases its owner records on the account manager's session.
+        if let Some((orm, router)) = &self.objects {
+            orm.stop().await;
+            router.stop();
+        }
         if let Some(a) = &self.accounts {
             a.stop().await;
         }
@@ -160,6 +193,11 @@ impl GameServer {
         game.register_logged_in(service, send::handle);
         game.register_logged_in(service, broadcast::handle);
         game.register_logged_in(service, logout::handle);
+        if game.orm.is_some() {
+            game.register_logged_in(service, inventory::handle);
+            game.register_logged_in(service, gift::handle);
+            game.register_logged_in(service, trade::handle);
+        }
         self.spawn(env, "game-status", status::run_game(game.clone(), env.clock.clone()).boxed());
         if let Some(period) = tick_period {
             self.spawn(env, "game-ticks", tick::run(game, env.clock.clone(), period).boxed());
@@ -173,8 +211,42 @@ impl GameServer {
         self.spawn(env, "pvp-status", publisher.boxed());
     }
 
+    /// The game's shard router and object store.
+    pub fn orm(&self) -> Option<&Orm> {
+        self.objects.as_ref().map(|(orm, _)| orm)
+    }
+
     fn spawn(&self, env: &Env, name: &str, task: futures::future::BoxFuture<'static, ()>) {
         let handle = env.spawn.spawn(name, task);
         self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(handle);
+    }
+}
+
+/// Starts the shard router (on the account manager's session options) and the object store.
+async fn start_objects(
+    env: &Env,
+    cluster: &Cluster,
+    rpc: &Rpc,
+    accounts: &AccountManager,
+    objects: &crate::config::ObjectsConfig,
+    session: engine::env::SessionOptions,
+) -> Result<(Orm, ShardRouter), GameError> {
+    let router = ShardRouter::start(env.clone(), &objects.orm.app_id, objects.shard.clone(), session).await?;
+    let started = Orm::start(
+        env.clone(),
+        objects.orm.clone(),
+        accounts.clone(),
+        router.clone(),
+        rpc.clone(),
+        cluster.id(),
+        objects.observer.clone(),
+    )
+    .await;
+    match started {
+        Ok(orm) => Ok((orm, router)),
+        Err(e) => {
+            router.stop();
+            Err(e.into())
+        }
     }
 }

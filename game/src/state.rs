@@ -13,7 +13,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use engine::account::AccountManager;
 use engine::cluster::Cluster;
-use engine::env::{Kv, SetCondition, SetOptions};
+use engine::env::{Clock, Kv, SetCondition, SetOptions};
+use engine::orm::Orm;
 use engine::session::{Session, SessionService};
 use engine::storage::CrossServerStorage;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,10 @@ pub struct GameState {
     /// Where `cs_enter_pvp` leaves auth keys for the pvp servers.
     pub(crate) storage: Arc<CrossServerStorage>,
     pub(crate) observer: Option<Arc<dyn GameObserver>>,
+    /// The object store (inventories); `None` when the server runs without objects.
+    pub(crate) orm: Option<Orm>,
+    /// Paces the inventory handlers' retries.
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 /// What the pvp flavor's handler may use.

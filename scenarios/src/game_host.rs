@@ -12,7 +12,9 @@ use engine::env::Env;
 use engine::rpc::RpcConfig;
 use engine::session::{SessionConfig, Transport};
 use engine::storage::StorageConfig;
-use game::{Flavor, GameBugs, GameConfig, GameObserver, GameServer, UnknownFlavor, GAME_TAG, LOG_TARGET};
+use game::{
+    Flavor, GameBugs, GameConfig, GameObserver, GameServer, ObjectsConfig, UnknownFlavor, GAME_TAG, LOG_TARGET,
+};
 
 use crate::catalogue::membership::cluster_config;
 use crate::scenario::{ServerCtx, ServerSpec};
@@ -47,6 +49,9 @@ pub struct SimGameOptions {
     pub observer: Option<Arc<dyn GameObserver>>,
     /// Overrides the account manager's `redirect_token_ttl`.
     pub redirect_token_ttl: Option<Duration>,
+    /// The object store (game flavor); `None`: none, as in every scenario before
+    /// `object_lending`.
+    pub objects: Option<ObjectsConfig>,
 }
 
 /// The session configuration of the simulated game's client port (one TCP JSON port): short
@@ -85,6 +90,7 @@ pub fn sim_config(ctx: &ServerCtx, opts: &SimGameOptions) -> Result<GameConfig, 
         bugs: opts.bugs,
         tick_period: opts.tick_period,
         observer: opts.observer.clone(),
+        objects: opts.objects.clone(),
         metrics: None,
     })
 }

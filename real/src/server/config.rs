@@ -189,6 +189,8 @@ pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan,
         bugs: GameBugs::default(),
         tick_period: None,
         observer: None,
+        // The real server hosts the inventory game later (issue 14, item 8).
+        objects: None,
         metrics: None,
     };
     let sql = ShardConfig::from_manifest(m)?.map(|mut cfg| {
