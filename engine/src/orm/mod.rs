@@ -161,7 +161,10 @@ use crate::account::keyed_lock::KeyedLocks;
 use crate::account::{AccountError, AccountManager};
 use crate::cluster::PeerId;
 use crate::env::{lock, CoordError, DbError, Env, MonoTime, TaskHandle};
+use crate::manifest::reader::Fields;
+use crate::manifest::{Manifest, ManifestError};
 use crate::rpc::Rpc;
+use crate::shard::config::{OBJECT_KEYS, OBJECT_SECTION};
 use crate::shard::{ShardError, ShardRouter};
 
 /// Messages the object stores of a cluster exchange.
@@ -202,6 +205,20 @@ impl OrmConfig {
             lend_timeout: Duration::from_secs(2),
             bugs: OrmBugs::default(),
         }
+    }
+}
+
+impl OrmConfig {
+    /// The store's settings from the manifest: iFun's `Object.cache_expiration_in_ms`
+    /// (default 3000; `copy_cache_expiration_in_ms` is accepted and unused: no read-only
+    /// copies are kept, see docs/objects.md), the app id from `AppInfo`.
+    pub fn from_manifest(m: &Manifest) -> Result<OrmConfig, ManifestError> {
+        let empty = serde_json::Value::Object(Default::default());
+        let object = Fields::new(OBJECT_SECTION, m.section(OBJECT_SECTION).unwrap_or(&empty), OBJECT_KEYS)?;
+        let expiry = object.uint("cache_expiration_in_ms", 0..=86_400_000, 3000)?;
+        let mut cfg = OrmConfig::new(m.app_info.app_id.clone());
+        cfg.cache_expiration = Duration::from_millis(expiry);
+        Ok(cfg)
     }
 }
 

@@ -45,7 +45,7 @@ pub const INSTANCE_NAME_BYTES_MAX: usize = 64;
 /// The instance name used when one instance holds everything.
 pub const SINGLE_INSTANCE_NAME: &str = "db-0";
 
-const OBJECT_KEYS: &[&str] = &[
+pub(crate) const OBJECT_KEYS: &[&str] = &[
     "enable_database",
     "db_mysql_server_address",
     "db_mysql_id",

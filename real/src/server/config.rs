@@ -15,11 +15,13 @@ use engine::env::SessionOptions;
 use engine::manifest::redis::RedisSection;
 use engine::manifest::{Manifest, ManifestError};
 use engine::metrics::ApiConfig;
+use engine::orm::OrmConfig;
 use engine::rpc::RpcConfig;
 use engine::session::config::session_configs;
 use engine::session::{SessionConfig, Transport};
 use engine::shard::ShardConfig;
 use engine::storage::StorageConfig;
+use game::config::ObjectsConfig;
 use game::{Flavor, GameBugs, GameConfig, UnknownFlavor, GAME_TAG};
 
 use crate::adapters::{RealClientListeners, RedisKvOptions};
@@ -189,7 +191,6 @@ pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan,
         bugs: GameBugs::default(),
         tick_period: None,
         observer: None,
-        // The real server hosts the inventory game later (issue 14, item 8).
         objects: None,
         metrics: None,
     };
@@ -199,6 +200,12 @@ pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan,
         }
         cfg
     });
+    // With SQL on, a game server hosts the object store and the inventory messages.
+    let mut game = game;
+    if let (Some(shard), Flavor::Game) = (&sql, flavor) {
+        game.objects =
+            Some(ObjectsConfig { shard: shard.clone(), orm: OrmConfig::from_manifest(m)?, observer: None });
+    }
     Ok(ServerPlan { name, flavor, env, game, api, sql, manifest: m.clone() })
 }
 

@@ -157,10 +157,14 @@ fn retryable(e: &GameError) -> bool {
     use engine::account::AccountError;
     use engine::session::SessionError;
     use engine::storage::StorageError;
+    if let GameError::Shard(s) = e {
+        return s.is_transient();
+    }
     !matches!(
         e,
         GameError::Storage(StorageError::Disabled | StorageError::InvalidConfig(_))
             | GameError::Session(SessionError::Config(_))
             | GameError::Account(AccountError::Config(_))
+            | GameError::Objects(engine::orm::OrmError::InvalidArgument(_))
     )
 }

@@ -226,6 +226,9 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     /// The ZooKeeper session timeout written into the manifests of servers spawned next.
     pub zk_session_secs: u64,
+    /// Sections added to (or replacing those of) the manifests of servers spawned next, e.g.
+    /// `Object` and `Sharding` for SQL.
+    pub extra_sections: serde_json::Map<String, Value>,
 }
 
 impl Cluster {
@@ -238,6 +241,7 @@ impl Cluster {
             redis,
             dir: tempfile::tempdir().expect("tempdir"),
             zk_session_secs: ZK_SESSION_SECS,
+            extra_sections: serde_json::Map::new(),
         }
     }
 
@@ -248,7 +252,10 @@ impl Cluster {
         let dir = self.dir.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("MANIFEST.{flavor}.json"));
-        let m = manifest(&ports, flavor, &self.zk, &self.redis, self.zk_session_secs);
+        let mut m = manifest(&ports, flavor, &self.zk, &self.redis, self.zk_session_secs);
+        for (k, v) in &self.extra_sections {
+            m[k] = v.clone();
+        }
         std::fs::write(&path, serde_json::to_string_pretty(&m).unwrap()).unwrap();
         let stdout = dir.join("stdout.log");
         let stderr = dir.join("stderr.log");
@@ -257,6 +264,8 @@ impl Cluster {
             .arg(&path)
             .arg("--name")
             .arg(name)
+            .arg("--data-dir")
+            .arg(&dir)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).unwrap())
@@ -265,6 +274,12 @@ impl Cluster {
             .expect("spawn sandtable-server");
         self.servers.push(Server { name: name.to_owned(), ports, child, stdout, stderr });
         self.servers.len() - 1
+    }
+
+    /// The cluster's temporary directory (each server's files are in a subdirectory).
+    #[allow(dead_code)]
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Waits until server `i` answers `GET /v1/health` with 200.
