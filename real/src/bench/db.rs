@@ -233,47 +233,62 @@ async fn measure_pair(
 /// Every case of one engine into `report`, rows named `{engine} {case}, {n} tasks`.
 async fn engine_cases(
     ctx: &Ctx,
-    report: &mut BenchReport,
     engine: &str,
     db: Arc<dyn Db>,
     raw: Raw,
-) -> Result<(), BenchError> {
+) -> Result<Vec<super::Row>, BenchError> {
+    let mut rows = Vec::new();
     for c in CONCURRENCY {
         for (case, per_task, general) in
             [("1-row", 1, false), ("2-row", 2, false), ("1-row general", 1, true)]
         {
             let (e, b) = measure_pair(ctx, &db, &raw, (case, per_task, general), c).await?;
             let name = format!("{engine} {case}, {}", tasks(c));
-            report.rows.extend(throughput_rows(&name, "transact/s", &e, &b));
+            rows.extend(throughput_rows(&name, "transact/s", &e, &b));
         }
     }
-    Ok(())
+    Ok(rows)
+}
+
+/// Runs `cases` on a fresh SQLite file and then on a private MariaDB: each time with the
+/// engine's adapter (instance `instance`) and its raw twin (same file settings and one writer
+/// on SQLite; a pool of the same size without pings on MariaDB), both on the same database.
+/// Returns every row `cases` produced.
+pub(super) fn on_both_engines<F, Fut>(
+    bench: &'static str,
+    instance: &str,
+    mut cases: F,
+) -> Result<Vec<super::Row>, BenchError>
+where
+    F: FnMut(&'static str, Arc<dyn Db>, Raw) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<super::Row>, BenchError>>,
+{
+    let mariadb = PrivateMariaDb::start()?;
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("sandtable-bench-{bench}-"))
+        .tempdir()
+        .map_err(BenchError::io("creating a temporary directory"))?;
+    let sqlite_path = dir.path().join(format!("{bench}.sqlite"));
+    let opts = DbOptions::default();
+    let rows = runtime()?.block_on(async {
+        let setup = |e: &dyn std::fmt::Display| BenchError::setup(bench, e);
+        let url = format!("sqlite://{}", sqlite_path.display());
+        let db = open_db_with(instance, &url, opts).await.map_err(|e| setup(&e))?;
+        let raw = Raw::sqlite(&sqlite_path, opts).await.map_err(|e| setup(&e))?;
+        let mut rows = cases("sqlite", db, raw).await?;
+        let db = open_db_with(instance, &mariadb.url(), opts).await.map_err(|e| setup(&e))?;
+        let raw = Raw::mariadb(&mariadb.url(), opts, DB_CONNECT_TIMEOUT).await.map_err(|e| setup(&e))?;
+        rows.extend(cases("mariadb", db, raw).await?);
+        Ok::<_, BenchError>(rows)
+    })?;
+    drop(mariadb);
+    Ok(rows)
 }
 
 pub(super) fn run(ctx: &Ctx) -> Result<BenchReport, BenchError> {
-    let mariadb = PrivateMariaDb::start()?;
-    let dir = tempfile::Builder::new()
-        .prefix("sandtable-bench-db-")
-        .tempdir()
-        .map_err(BenchError::io("creating a temporary directory"))?;
-    let sqlite_path = dir.path().join("bench.sqlite");
     let opts = DbOptions::default();
     let mut report = BenchReport::new(BENCH);
-    runtime()?.block_on(async {
-        let setup = |e: &dyn std::fmt::Display| BenchError::setup(BENCH, e);
-        // SQLite: the adapter, and raw sqlx with the same file settings and one writer.
-        let db = open_db_with("bench-sqlite", &format!("sqlite://{}", sqlite_path.display()), opts)
-            .await
-            .map_err(|e| setup(&e))?;
-        let raw = Raw::sqlite(&sqlite_path, opts).await.map_err(|e| setup(&e))?;
-        engine_cases(ctx, &mut report, "sqlite", db, raw).await?;
-
-        // MariaDB: the adapter, and a raw pool of the same size without pings.
-        let db = open_db_with("bench-mariadb", &mariadb.url(), opts).await.map_err(|e| setup(&e))?;
-        let raw = Raw::mariadb(&mariadb.url(), opts, DB_CONNECT_TIMEOUT).await.map_err(|e| setup(&e))?;
-        engine_cases(ctx, &mut report, "mariadb", db, raw).await?;
-        Ok::<_, BenchError>(())
-    })?;
+    report.rows = on_both_engines(BENCH, "bench-db", |engine, db, raw| engine_cases(ctx, engine, db, raw))?;
     report.notes.push(format!(
         "values of {VALUE_BYTES} bytes; every write fenced ({FENCE}) and versioned; each task its own rows. \
          sqlite: WAL, synchronous=FULL, one writer connection on both sides. mariadb: private mariadbd \
@@ -282,6 +297,5 @@ pub(super) fn run(ctx: &Ctx) -> Result<BenchReport, BenchError> {
          commit) against the same single raw UPDATE",
         opts.max_connections
     ));
-    drop(mariadb);
     Ok(report)
 }

@@ -22,12 +22,10 @@ use engine::rpc::{Rpc, RpcConfig};
 use engine::shard::{ShardConfig, ShardRouter};
 use serde::{Deserialize, Serialize};
 
-use super::db::{create_rows, Raw};
-use super::driver::{free_port, measure, runtime, tasks, throughput_rows, Sample};
-use super::{BenchError, BenchReport, Ctx};
-use crate::adapters::{open_db_with, DbOptions, DB_CONNECT_TIMEOUT};
+use super::db::{create_rows, on_both_engines, Raw};
+use super::driver::{free_port, measure, tasks, throughput_rows, Sample};
+use super::{BenchError, BenchReport, Ctx, Row};
 use crate::env::real_env;
-use crate::services::PrivateMariaDb;
 
 const BENCH: &str = "objects";
 const CONCURRENCY: [usize; 2] = [1, 16];
@@ -234,13 +232,8 @@ async fn raw_txns(ctx: &Ctx, db: &dyn Db, raw: &Raw, concurrency: usize) -> Resu
 }
 
 /// Every case on one SQL engine (`db` and its raw twin), rows named `{engine} {case}, {n} tasks`.
-async fn engine_cases(
-    ctx: &Ctx,
-    report: &mut BenchReport,
-    engine: &str,
-    db: Arc<dyn Db>,
-    raw: Raw,
-) -> Result<(), BenchError> {
+async fn engine_cases(ctx: &Ctx, engine: &str, db: Arc<dyn Db>, raw: Raw) -> Result<Vec<Row>, BenchError> {
+    let mut rows = Vec::new();
     let dir = DbInstances::empty().with(db.clone()).map_err(|e| BenchError::setup(BENCH, e))?;
     let shards = ShardConfig::single("db-0", "", engine::shard::LOGICAL_SHARDS_DEFAULT);
     let app = format!("{APP_ID}_{engine}");
@@ -252,7 +245,7 @@ async fn engine_cases(
         for c in CONCURRENCY {
             let moving = handoff_reads(ctx, &servers, c, true).await?;
             let staying = handoff_reads(ctx, &servers, c, false).await?;
-            report.rows.extend(throughput_rows(
+            rows.extend(throughput_rows(
                 &format!("{engine} hand-off, {}", tasks(c)),
                 "fetch/s",
                 &moving,
@@ -260,7 +253,7 @@ async fn engine_cases(
             ));
             let handoff = handoffs(ctx, &servers, c).await?;
             let local = local_gifts(ctx, &servers, c, "l").await?;
-            report.rows.extend(throughput_rows(
+            rows.extend(throughput_rows(
                 &format!("{engine} gift hand-off, {}", tasks(c)),
                 "gift/s",
                 &handoff,
@@ -268,7 +261,7 @@ async fn engine_cases(
             ));
             let txn = local_gifts(ctx, &servers, c, "t").await?;
             let raw_sample = raw_txns(ctx, &*db, &raw, c).await?;
-            report.rows.extend(throughput_rows(
+            rows.extend(throughput_rows(
                 &format!("{engine} 2-object txn, {}", tasks(c)),
                 "txn/s",
                 &txn,
@@ -281,35 +274,17 @@ async fn engine_cases(
     for s in servers.iter() {
         s.stop().await;
     }
-    result
+    result.map(|()| rows)
 }
 
 pub(super) fn run(ctx: &Ctx) -> Result<BenchReport, BenchError> {
-    let mariadb = PrivateMariaDb::start()?;
-    let dir = tempfile::Builder::new()
-        .prefix("sandtable-bench-objects-")
-        .tempdir()
-        .map_err(BenchError::io("creating a temporary directory"))?;
-    let sqlite_path = dir.path().join("objects.sqlite");
-    let opts = DbOptions::default();
     let mut report = BenchReport::new(BENCH);
-    runtime()?.block_on(async {
-        let setup = |e: &dyn std::fmt::Display| BenchError::setup(BENCH, e);
-        let url = format!("sqlite://{}", sqlite_path.display());
-        let db = open_db_with("db-0", &url, opts).await.map_err(|e| setup(&e))?;
-        let raw = Raw::sqlite(&sqlite_path, opts).await.map_err(|e| setup(&e))?;
-        engine_cases(ctx, &mut report, "sqlite", db, raw).await?;
-        let db = open_db_with("db-0", &mariadb.url(), opts).await.map_err(|e| setup(&e))?;
-        let raw = Raw::mariadb(&mariadb.url(), opts, DB_CONNECT_TIMEOUT).await.map_err(|e| setup(&e))?;
-        engine_cases(ctx, &mut report, "mariadb", db, raw).await?;
-        Ok::<_, BenchError>(())
-    })?;
+    report.rows = on_both_engines(BENCH, "db-0", |engine, db, raw| engine_cases(ctx, engine, db, raw))?;
     report.notes.push(
         "two servers in one process (RPC over loopback, a private ZooKeeper), every shard on one instance; \
          'hand-off': each read borrows the wallet from the other server (baseline: a read of a wallet owned locally); 'gift hand-off': each gift borrows both wallets from the other server (baseline: the same gift with \
          both owned locally); '2-object txn': a local gift against raw BEGIN + 2 fenced versioned UPDATEs + COMMIT"
             .to_string(),
     );
-    drop(mariadb);
     Ok(report)
 }
