@@ -109,21 +109,29 @@ impl Inner {
     async fn claim(&self, obj: &ObjectRef, coord: &dyn Coord, deadline: MonoTime) -> Result<u64, OrmError> {
         let path = self.owner_path(obj);
         let data = Bytes::copy_from_slice(self.id.as_bytes());
+        // Read first: when another server owns the object (the lending path), a create would
+        // only fail, and a failed create costs ZooKeeper a logged write where a read is cheap.
+        let mut create = false;
         loop {
-            match coord.create(&path, data.clone(), CreateMode::Ephemeral).await {
-                Ok(_)
-                | Err(CoordError::NodeExists)
-                | Err(CoordError::ConnectionLoss { maybe_applied: true }) => {}
-                Err(CoordError::NoNode) => {
-                    let parent = parent_path(&path).unwrap_or("/");
-                    ensure_path(coord, parent).await.map_err(|e| coord_unavailable(obj, &e))?;
-                    continue;
+            if create {
+                match coord.create(&path, data.clone(), CreateMode::Ephemeral).await {
+                    Ok(_)
+                    | Err(CoordError::NodeExists)
+                    | Err(CoordError::ConnectionLoss { maybe_applied: true }) => {}
+                    Err(CoordError::NoNode) => {
+                        let parent = parent_path(&path).unwrap_or("/");
+                        ensure_path(coord, parent).await.map_err(|e| coord_unavailable(obj, &e))?;
+                        continue;
+                    }
+                    Err(e) => return Err(coord_unavailable(obj, &e)),
                 }
-                Err(e) => return Err(coord_unavailable(obj, &e)),
             }
             let (owner_data, stat) = match coord.get_data(&path).await {
                 Ok(v) => v,
-                Err(CoordError::NoNode) => continue,
+                Err(CoordError::NoNode) => {
+                    create = true;
+                    continue;
+                }
                 Err(e) => return Err(coord_unavailable(obj, &e)),
             };
             if stat.ephemeral_owner == coord.session_id() {
@@ -139,6 +147,7 @@ impl Inner {
                 // for it to expire), or an unreadable one: only expiry removes it.
                 _ => false,
             };
+            create = released;
             if released {
                 continue;
             }
