@@ -173,7 +173,10 @@ fn object_lending_exercises_its_fault_paths() {
         "faults.pause",
         "faults.partition_sql",
     ] {
-        assert!(total.get(counter).copied().unwrap_or(0) > 0, "{counter} never happened in 20 seeds: {total:#?}");
+        assert!(
+            total.get(counter).copied().unwrap_or(0) > 0,
+            "{counter} never happened in 20 seeds: {total:#?}"
+        );
     }
     // Inventories change owner far more often than once per user.
     assert!(total["object_lending.owner_instances"] > 20 * 12 * 5, "{total:#?}");

@@ -77,7 +77,10 @@ pub fn check_conservation(history: &InvHistory, finals: &Finals) -> Report {
         if got != want {
             report.violation(
                 "conservation",
-                format!("{item}: {got} over {} inventories after the run, {want} at the start", present.len()),
+                format!(
+                    "{item}: {got} over {} inventories after the run, {want} at the start",
+                    present.len()
+                ),
             );
         }
     }
@@ -89,7 +92,8 @@ pub fn check_conservation(history: &InvHistory, finals: &Finals) -> Report {
         }
     }
     for op in &history.ops {
-        if let (InvOp::Inventory { user }, Outcome::Ok(InvRes::Read { gold, items })) = (&op.op, op.outcome()) {
+        if let (InvOp::Inventory { user }, Outcome::Ok(InvRes::Read { gold, items })) = (&op.op, op.outcome())
+        {
             if *gold < 0 || items.values().any(|n| *n < 0) {
                 report.violation("conservation", format!("user {user}: read {gold} gold and {items:?}"));
             }
@@ -113,7 +117,10 @@ pub fn check_exactly_once(history: &InvHistory, finals: &Finals) -> Report {
             Outcome::Ok(InvRes::Applied) => {
                 for (k, d) in deltas(&op.op) {
                     if finals.get(&k.0) == Some(&None) {
-                        report.violation("exactly_once", format!("op {} ({:?}) applied, but user {} has no inventory", op.id, op.op, k.0));
+                        report.violation(
+                            "exactly_once",
+                            format!("op {} ({:?}) applied, but user {} has no inventory", op.id, op.op, k.0),
+                        );
                     }
                     *applied.entry(k).or_insert(0) += d;
                 }
@@ -129,7 +136,8 @@ pub fn check_exactly_once(history: &InvHistory, finals: &Finals) -> Report {
     for (user, h) in finals {
         let Some(h) = h else { continue };
         let items: BTreeSet<&String> = h.keys().chain(start.keys()).collect();
-        let mut keys: BTreeSet<(String, String)> = items.into_iter().map(|i| (user.clone(), i.clone())).collect();
+        let mut keys: BTreeSet<(String, String)> =
+            items.into_iter().map(|i| (user.clone(), i.clone())).collect();
         keys.extend(applied.keys().chain(unknown.keys()).filter(|k| &k.0 == user).cloned());
         for key in keys {
             let got = h.get(&key.1).copied().unwrap_or(0);
@@ -256,7 +264,9 @@ pub fn check_settled(history: &InvHistory, phases: &Phases) -> Report {
     let end = phases.end_at.as_nanos() as u64;
     let mut flagged = 0;
     // Ops invoked less than the bound before the end had no time to complete: not judged.
-    for op in history.ops.iter().filter(|o| is_change(&o.op) && o.invoke_ns >= from && o.invoke_ns + bound <= end) {
+    for op in
+        history.ops.iter().filter(|o| is_change(&o.op) && o.invoke_ns >= from && o.invoke_ns + bound <= end)
+    {
         let late = match &op.completion {
             Some((t, Outcome::Ok(_))) => *t > op.invoke_ns + bound,
             _ => true,
@@ -337,13 +347,19 @@ mod tests {
     fn overlapping_owners_are_caught_and_successive_ones_pass() {
         let span = |s, e| ActSpan { start_ns: s, end_ns: e, acts: 1 };
         let mut acts = BTreeMap::new();
-        acts.insert("inventory/0".to_string(), BTreeMap::from([((1, 5), span(0, 10)), ((2, 9), span(11, 20))]));
+        acts.insert(
+            "inventory/0".to_string(),
+            BTreeMap::from([((1, 5), span(0, 10)), ((2, 9), span(11, 20))]),
+        );
         assert!(check_single_owner(&acts).ok());
         acts.get_mut("inventory/0").unwrap().insert((3, 12), span(15, 16));
         assert_eq!(check_single_owner(&acts).violations.len(), 1);
         // Owners taking turns under one fence (no fence at all).
         let mut acts = BTreeMap::new();
-        acts.insert("inventory/1".to_string(), BTreeMap::from([((1, 0), span(0, 10)), ((2, 0), span(11, 20))]));
+        acts.insert(
+            "inventory/1".to_string(),
+            BTreeMap::from([((1, 0), span(0, 10)), ((2, 0), span(11, 20))]),
+        );
         let r = check_single_owner(&acts);
         assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
         assert!(r.violations[0].message.contains("not above fence 0"));
@@ -354,10 +370,20 @@ mod tests {
         let h = InvHistory {
             ops: vec![
                 op(0, gift("0", "1", "gold", 10), Some(Outcome::Ok(InvRes::Applied))),
-                op(1, gift("0", "1", "sword", 1), Some(Outcome::Ok(InvRes::Refused("not enough items".into())))),
+                op(
+                    1,
+                    gift("0", "1", "sword", 1),
+                    Some(Outcome::Ok(InvRes::Refused("not enough items".into()))),
+                ),
             ],
         };
-        let r = |item: &str, count| Received { user: "1".into(), from: "0".into(), item: item.into(), count, at_ns: 5 };
+        let r = |item: &str, count| Received {
+            user: "1".into(),
+            from: "0".into(),
+            item: item.into(),
+            count,
+            at_ns: 5,
+        };
         assert!(check_effects(&h, &[r("gold", 10)]).ok());
         assert!(!check_effects(&h, &[r("gold", 10), r("gold", 10)]).ok());
         assert!(!check_effects(&h, &[r("sword", 1)]).ok());

@@ -37,7 +37,10 @@ pub enum InvRes {
     /// Refused by the game's rules; nothing changed.
     Refused(String),
     /// An inventory read.
-    Read { gold: i64, items: BTreeMap<String, i64> },
+    Read {
+        gold: i64,
+        items: BTreeMap<String, i64>,
+    },
     LoggedIn,
 }
 
@@ -85,11 +88,11 @@ pub struct ObjectActs(Arc<Mutex<BTreeMap<String, BTreeMap<Owner, ActSpan>>>>);
 impl ObjectActs {
     pub fn record(&self, object: &str, owner: Owner, t_ns: u64) {
         let mut m = lock(&self.0);
-        let span = m
-            .entry(object.to_string())
-            .or_default()
-            .entry(owner)
-            .or_insert(ActSpan { start_ns: t_ns, end_ns: t_ns, acts: 0 });
+        let span = m.entry(object.to_string()).or_default().entry(owner).or_insert(ActSpan {
+            start_ns: t_ns,
+            end_ns: t_ns,
+            acts: 0,
+        });
         span.start_ns = span.start_ns.min(t_ns);
         span.end_ns = span.end_ns.max(t_ns);
         span.acts += 1;

@@ -53,7 +53,8 @@ use game::ObjectsConfig;
 use serde_json::Value;
 
 use self::check::{
-    check_conservation, check_effects, check_exactly_once, check_settled, check_single_owner, Finals, Holdings,
+    check_conservation, check_effects, check_exactly_once, check_settled, check_single_owner, Finals,
+    Holdings,
 };
 use self::history::{Inbox, InvOp, InvRes, ObjectActs, Rec};
 use self::workload::{Client, Whereabouts};
@@ -98,7 +99,8 @@ const BUGS: &[PlantedBug] = &[
     },
     PlantedBug {
         name: "no-intent",
-        description: "a cross-instance commit writes each instance in turn, with no pending writes or decision",
+        description:
+            "a cross-instance commit writes each instance in turn, with no pending writes or decision",
         caught_within_seeds: 200,
     },
 ];
@@ -176,8 +178,12 @@ struct Run {
 
 impl ScenarioRun for Run {
     fn client(&self, ctx: ClientCtx) -> BoxFuture<'static, ()> {
-        let client =
-            Client { ctx, rec: self.rec.clone(), inbox: self.inbox.clone(), whereabouts: self.whereabouts.clone() };
+        let client = Client {
+            ctx,
+            rec: self.rec.clone(),
+            inbox: self.inbox.clone(),
+            whereabouts: self.whereabouts.clone(),
+        };
         client.run().boxed()
     }
 
@@ -204,7 +210,8 @@ impl ScenarioRun for Run {
             report.merge(check_exactly_once(&history, &finals));
             report.merge(check_single_owner(&acts.snapshot()));
             report.merge(check_effects(&history, &inbox.snapshot()));
-            let changes = |p| history.ops.iter().any(|o| o.process == p && !matches!(o.op, InvOp::Login { .. }));
+            let changes =
+                |p| history.ops.iter().any(|o| o.process == p && !matches!(o.op, InvOp::Login { .. }));
             report.merge(crate::checker::liveness_after_heal(&history, &phases, changes));
             report.merge(check_settled(&history, &phases));
             for op in &history.ops {

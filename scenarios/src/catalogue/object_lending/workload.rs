@@ -48,7 +48,11 @@ impl Whereabouts {
         };
     }
     fn on(&self, server: usize, except: &str) -> Vec<String> {
-        lock(&self.0).iter().filter(|(u, s)| **s == server && u.as_str() != except).map(|(u, _)| u.clone()).collect()
+        lock(&self.0)
+            .iter()
+            .filter(|(u, s)| **s == server && u.as_str() != except)
+            .map(|(u, _)| u.clone())
+            .collect()
     }
 }
 
@@ -84,7 +88,12 @@ impl Client {
         let (env, phases) = (&self.ctx.env, &self.ctx.phases);
         let mut c = GameClient::connect(env, phases.now.clone(), self.ctx.servers.addr(server)).await?;
         let h = self.rec.invoke(self.ctx.process, InvOp::Login { user: user.to_string(), server });
-        let reply = self.request(&mut c, "cs_game_server_login", json!({ "user_name": user }), "sc_game_server_login");
+        let reply = self.request(
+            &mut c,
+            "cs_game_server_login",
+            json!({ "user_name": user }),
+            "sc_game_server_login",
+        );
         match reply.await {
             Ok(v) if !is_error(&v) => {
                 self.rec.ok(h, InvRes::LoggedIn);
@@ -152,7 +161,11 @@ impl Client {
             let (gi, gc) = self.some_items();
             let (ti, tc) = self.some_items();
             let give = BTreeMap::from([(gi, gc)]);
-            let take = if ti == *give.keys().next().expect("one") { BTreeMap::new() } else { BTreeMap::from([(ti, tc)]) };
+            let take = if ti == *give.keys().next().expect("one") {
+                BTreeMap::new()
+            } else {
+                BTreeMap::from([(ti, tc)])
+            };
             let body = json!({"with": other, "give": give, "take": take});
             (InvOp::Trade { user: user.into(), with: other, give, take }, "cs_trade", body, "sc_trade")
         } else {
@@ -184,7 +197,9 @@ impl Client {
             }
         };
         if !is_error(&v) {
-            match serde_json::from_value::<BTreeMap<String, i64>>(v.get("items").cloned().unwrap_or(Value::Null)) {
+            match serde_json::from_value::<BTreeMap<String, i64>>(
+                v.get("items").cloned().unwrap_or(Value::Null),
+            ) {
                 Ok(items) if v.get("user_name").is_some() => {
                     let gold = v.get("gold").and_then(Value::as_i64).unwrap_or(-1);
                     self.rec.ok(h, InvRes::Read { gold, items });
@@ -202,7 +217,13 @@ impl Client {
         true
     }
 
-    async fn request(&self, c: &mut GameClient, msg: &str, body: Value, reply: &str) -> Result<Value, ReqError> {
+    async fn request(
+        &self,
+        c: &mut GameClient,
+        msg: &str,
+        body: Value,
+        reply: &str,
+    ) -> Result<Value, ReqError> {
         c.send(msg, &body).await?;
         c.wait_for(&[reply], REPLY_TIMEOUT).await.map(|(_, v)| v)
     }
