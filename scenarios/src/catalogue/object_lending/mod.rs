@@ -15,9 +15,9 @@
 //! 1. **conservation**: after the heal, over the users that have an inventory, every item's
 //!    total (gold included) is the starting one; no count is ever negative (final state and
 //!    every `sc_inventory`);
-//! 2. **exactly once**: for every user and item, final = start + every committed op's delta
-//!    + the deltas of some subset of the unknown (`info`) ops; failed and refused ops add
-//!    nothing;
+//! 2. **exactly once**: for every user and item, the final count is the start, plus every
+//!    committed op's delta, plus the deltas of some subset of the unknown (`info`) ops; failed
+//!    and refused ops add nothing;
 //! 3. **single owner**: the servers report every act on an object
 //!    (`OrmObserver::acted(object, fence)`); per object, the acting spans of different
 //!    (server incarnation, fence) pairs never overlap in true time;
