@@ -7,9 +7,9 @@ use engine::account::{AccountConfig, AccountError};
 use engine::cluster::ClusterConfig;
 use engine::metrics::Metrics;
 use engine::orm::{OrmConfig, OrmError, OrmObserver};
-use engine::shard::{ShardConfig, ShardError};
 use engine::rpc::RpcConfig;
 use engine::session::{ClientListeners, SessionConfig};
+use engine::shard::{ShardConfig, ShardError};
 use engine::storage::{StorageConfig, StorageError};
 
 use crate::Flavor;

@@ -16,7 +16,9 @@ use futures::FutureExt;
 
 use crate::state::{GameState, PvpState};
 use crate::wire::register;
-use crate::{broadcast, enter_pvp, gift, inventory, login, logout, redirect, send, status, tick, trade, transfer};
+use crate::{
+    broadcast, enter_pvp, gift, inventory, login, logout, redirect, send, status, tick, trade, transfer,
+};
 use crate::{Flavor, GameConfig, GameError};
 
 /// One running server of the reference game.

@@ -13,7 +13,8 @@ use engine::rpc::RpcConfig;
 use engine::session::{SessionConfig, Transport};
 use engine::storage::StorageConfig;
 use game::{
-    Flavor, GameBugs, GameConfig, GameObserver, GameServer, ObjectsConfig, UnknownFlavor, GAME_TAG, LOG_TARGET,
+    Flavor, GameBugs, GameConfig, GameObserver, GameServer, ObjectsConfig, UnknownFlavor, GAME_TAG,
+    LOG_TARGET,
 };
 
 use crate::catalogue::membership::cluster_config;

@@ -16,6 +16,7 @@ pub mod coord_lock;
 pub mod kv_register;
 pub mod login_unique;
 pub mod membership;
+pub mod object_lending;
 pub mod pvp_transfer;
 pub mod redirect;
 pub mod rpc;
@@ -35,5 +36,6 @@ pub fn all() -> Vec<Arc<dyn Scenario>> {
         Arc::new(login_unique::LoginUnique),
         Arc::new(sql_register::SqlRegister),
         Arc::new(shard_move::ShardMove),
+        Arc::new(object_lending::ObjectLending),
     ]
 }

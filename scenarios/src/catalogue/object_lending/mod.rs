@@ -1,0 +1,298 @@
+//! `object_lending`: the inventory game (`game::inventory`, `gift`, `trade`) on the object
+//! store (`engine::orm`): users' inventories lent between four game servers, gifts and trades
+//! across SQL instances, under kills, long pauses, partitions and clock faults.
+//!
+//! Topology: ZooKeeper, Redis (user levels; not faulted), SQL instances `db-0..db-2` with 8
+//! logical shards round-robin over them, game servers `game-0..game-3` with the object store,
+//! and [`CLIENTS`] clients. Users are numeric ids `0..USERS` (so `id % 8` spreads them over
+//! every shard); client `i` owns users `i`, `i + CLIENTS`, and logs in as them in turn, each
+//! time on a random server (the login takes the user's inventory there, creating it the first
+//! time). Logged in, it sends `cs_gift`, `cs_trade` and `cs_inventory` in rounds of
+//! [`workload::ROUND`] shared by all clients, often to a user logged in on the same server,
+//! so opposite gifts between two users of one server race (`workload`).
+//!
+//! Invariants (from the users' side), checked in `check.rs`:
+//! 1. **conservation**: after the heal, over the users that have an inventory, every item's
+//!    total (gold included) is the starting one; no count is ever negative (final state and
+//!    every `sc_inventory`);
+//! 2. **exactly once**: for every user and item, the final count is the start, plus every
+//!    committed op's delta, plus the deltas of some subset of the unknown (`info`) ops; failed
+//!    and refused ops add nothing;
+//! 3. **single owner**: the servers report every act on an object
+//!    (`OrmObserver::acted(object, fence)`); per object, the acting spans of different
+//!    (server incarnation, fence) pairs never overlap in true time;
+//! 4. **effects after commit**: every `sc_gift_received` matches a gift that committed or may
+//!    have (not a failed one, not one refused by the game's rules), at most once each;
+//! 5. **liveness**: after the heal every client completes operations, and every gift or trade
+//!    invoked [`check::SETTLE_MS`] after the heal completes definitely within the bound.
+//!
+//! The final state is read from the SQL rows after the run: an object row carries its
+//! committed state and, between the two phases of a cross-instance commit, a pending write;
+//! the check completes a pending write with its transaction's decision row, as the next owner
+//! would (`engine::orm`'s stored format, `stored.rs`).
+//!
+//! Planted bugs (`engine::orm::OrmBugs`): `no-fence` (owners write without the fence and
+//! ignore their lease: 3), `effects-before-commit` (4), `unordered-locks` (two opposite gifts on
+//! one server deadlock: 5), `no-intent` (a cross-instance commit without pending writes and
+//! decision: a failure between the instances breaks 1 and 2).
+
+mod check;
+mod history;
+mod workload;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::env::{Env, SessionOptions, TableName};
+use engine::orm::{Model, OrmBugs, OrmConfig, DECISION_TABLE};
+use engine::shard::{ShardConfig, ShardRouter};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use game::inventory::Inventory;
+use game::ObjectsConfig;
+use serde_json::Value;
+
+use self::check::{
+    check_conservation, check_effects, check_exactly_once, check_settled, check_single_owner, Finals,
+    Holdings,
+};
+use self::history::{Inbox, InvOp, InvRes, ObjectActs, Rec};
+use self::workload::{Client, Whereabouts};
+use crate::catalogue::membership::APP_ID;
+use crate::checker::Report;
+use crate::faults::{FaultKind, FaultSpace};
+use crate::game_host::{self, SimGameOptions};
+use crate::history::{Outcome, Recorder, TimeSource};
+use crate::scenario::{
+    ClientCtx, Nodes, Phases, PlantedBug, RedisSpec, Scenario, ScenarioMeta, ScenarioRun, ServerCtx, SqlSpec,
+    Topology,
+};
+
+const SERVERS: usize = 4;
+const INSTANCES: usize = 3;
+/// Logical shards, round-robin over the instances.
+const LOGICAL_SHARDS: u32 = 8;
+const CLIENTS: usize = 6;
+/// Users `0..USERS`, `USERS / CLIENTS` per client.
+const USERS: usize = 12;
+/// The object store's cache expiry: short, so inventories are often taken afresh (and lent
+/// while a transaction is taking another).
+const CACHE_EXPIRATION: Duration = Duration::from_secs(1);
+/// Attempts of the final read of one row.
+const FINAL_READ_ATTEMPTS: u32 = 10;
+
+const BUGS: &[PlantedBug] = &[
+    PlantedBug {
+        name: "no-fence",
+        description: "object owners write with fence 0 and ignore their lease: a deposed owner keeps acting",
+        caught_within_seeds: 200,
+    },
+    PlantedBug {
+        name: "effects-before-commit",
+        description: "a transaction's effects (sc_gift_received) run when queued, before the commit",
+        caught_within_seeds: 200,
+    },
+    PlantedBug {
+        name: "unordered-locks",
+        description: "transactions lock objects in the caller's order: opposite gifts deadlock",
+        caught_within_seeds: 200,
+    },
+    PlantedBug {
+        name: "no-intent",
+        description:
+            "a cross-instance commit writes each instance in turn, with no pending writes or decision",
+        caught_within_seeds: 200,
+    },
+];
+
+/// Simulator only: the live-cluster runner starts no SQL instances yet.
+const META: ScenarioMeta = ScenarioMeta {
+    name: "object_lending",
+    description: "gifts and trades between inventories lent across 4 servers and 3 SQL instances, under kills, long pauses, partitions, clock faults",
+    bugs: BUGS,
+    runs_live: false,
+};
+
+pub struct ObjectLending;
+
+fn shard_config() -> ShardConfig {
+    let names: Vec<String> = (0..INSTANCES).map(Topology::sql_name).collect();
+    ShardConfig::round_robin(&names, LOGICAL_SHARDS)
+}
+
+fn orm_bugs(bug: Option<&str>) -> OrmBugs {
+    OrmBugs {
+        no_fence: bug == Some("no-fence"),
+        effects_before_commit: bug == Some("effects-before-commit"),
+        unordered_locks: bug == Some("unordered-locks"),
+        no_intent: bug == Some("no-intent"),
+    }
+}
+
+impl Scenario for ObjectLending {
+    fn meta(&self) -> &'static ScenarioMeta {
+        &META
+    }
+    fn topology(&self, _bug: Option<&str>) -> Topology {
+        Topology {
+            zookeeper: true,
+            redis: Some(RedisSpec { persistent: true, stale_read_probability: 0.0 }),
+            sql: Some(SqlSpec::new(INSTANCES)),
+            servers: game_host::game_servers(SERVERS),
+            clients: CLIENTS,
+        }
+    }
+    fn fault_space(&self, topology: &Topology) -> FaultSpace {
+        FaultSpace::builder(topology, 15_000, 25_000)
+            .liveness_bound_ms(10_000)
+            // Up to 10 s: pauses and partitions longer than the 6 s session timeout.
+            .faults(2, 8, 10_000)
+            .kill(&[Nodes::Servers, Nodes::Sql])
+            .pause(&[Nodes::Servers, Nodes::Sql])
+            // server <-> ZooKeeper, server <-> SQL, server <-> server.
+            .partition(&[Nodes::Servers, Nodes::Zk, Nodes::Sql])
+            .clock(&[Nodes::Servers, Nodes::Clients], 10_000, 20_000)
+            .network()
+            .weight(FaultKind::Kill, 2)
+            .weight(FaultKind::CutLink, 3)
+            .build()
+    }
+    fn start(&self, bug: Option<&str>, now: TimeSource) -> Arc<dyn ScenarioRun> {
+        Arc::new(Run {
+            bugs: orm_bugs(bug),
+            rec: Recorder::new(now),
+            inbox: Inbox::default(),
+            acts: ObjectActs::default(),
+            whereabouts: Whereabouts::default(),
+        })
+    }
+}
+
+struct Run {
+    bugs: OrmBugs,
+    rec: Rec,
+    inbox: Inbox,
+    acts: ObjectActs,
+    whereabouts: Whereabouts,
+}
+
+impl ScenarioRun for Run {
+    fn client(&self, ctx: ClientCtx) -> BoxFuture<'static, ()> {
+        let client = Client {
+            ctx,
+            rec: self.rec.clone(),
+            inbox: self.inbox.clone(),
+            whereabouts: self.whereabouts.clone(),
+        };
+        client.run().boxed()
+    }
+
+    fn server(&self, ctx: ServerCtx) -> BoxFuture<'static, ()> {
+        let mut orm = OrmConfig::new(APP_ID);
+        orm.cache_expiration = CACHE_EXPIRATION;
+        orm.bugs = self.bugs;
+        let objects = ObjectsConfig {
+            shard: shard_config(),
+            orm,
+            observer: Some(self.acts.observer(ctx.process, ctx.phases.now.clone())),
+        };
+        let opts = SimGameOptions { objects: Some(objects), ..Default::default() };
+        game_host::run_server(ctx, opts).boxed()
+    }
+
+    fn check(&self, env: Env, phases: Phases) -> BoxFuture<'static, Report> {
+        let (rec, inbox, acts) = (self.rec.clone(), self.inbox.clone(), self.acts.clone());
+        async move {
+            let mut report = Report::default();
+            let finals = final_inventories(&env, &phases, &mut report).await;
+            let history = rec.snapshot();
+            report.merge(check_conservation(&history, &finals));
+            report.merge(check_exactly_once(&history, &finals));
+            report.merge(check_single_owner(&acts.snapshot()));
+            report.merge(check_effects(&history, &inbox.snapshot()));
+            let changes =
+                |p| history.ops.iter().any(|o| o.process == p && !matches!(o.op, InvOp::Login { .. }));
+            report.merge(crate::checker::liveness_after_heal(&history, &phases, changes));
+            report.merge(check_settled(&history, &phases));
+            for op in &history.ops {
+                let kind = match &op.op {
+                    InvOp::Login { .. } => "logins",
+                    InvOp::Gift { .. } => "gifts",
+                    InvOp::Trade { .. } => "trades",
+                    InvOp::Inventory { .. } => "reads",
+                };
+                let outcome = match op.outcome() {
+                    Outcome::Ok(InvRes::Refused(_)) => "refused",
+                    Outcome::Ok(_) => "ok",
+                    Outcome::Fail => "failed",
+                    Outcome::Info => "unknown",
+                };
+                report.count(&format!("object_lending.{kind}_{outcome}"), 1);
+            }
+            report
+        }
+        .boxed()
+    }
+}
+
+/// Every user's inventory after the run, read from its SQL row through a fresh router; a
+/// pending write is completed with its transaction's decision (committed: the pending state;
+/// aborted or undecided: the committed one), as the object's next owner would.
+async fn final_inventories(env: &Env, phases: &Phases, report: &mut Report) -> Finals {
+    let mut finals = Finals::new();
+    let router = loop {
+        match ShardRouter::start(env.clone(), APP_ID, shard_config(), SessionOptions::default()).await {
+            Ok(r) => break r,
+            Err(e) => tracing::debug!(error = %e, "final read: shard router start failed; retrying"),
+        }
+        if phases.elapsed() > phases.end_at + Duration::from_secs(30) {
+            report.liveness_violation("final_read", "no shard router could start after the run");
+            return finals;
+        }
+        env.clock.sleep(Duration::from_millis(200)).await;
+    };
+    let table = TableName::new(Inventory::MODEL).expect("valid");
+    let decisions = TableName::new(DECISION_TABLE).expect("valid");
+    'users: for u in 0..USERS {
+        let user = u.to_string();
+        let key = router.user_key(&user, &format!("{}.{user}", Inventory::MODEL));
+        for _ in 0..FINAL_READ_ATTEMPTS {
+            let Ok(row) = router.get(&user, &table, &key).await else {
+                env.clock.sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let Some(row) = row else {
+                finals.insert(user, None);
+                continue 'users;
+            };
+            let stored: Value = serde_json::from_slice(&row.value).unwrap_or(Value::Null);
+            let mut state = stored.get("v").cloned().unwrap_or(Value::Null);
+            if let Some(p) = stored.get("p") {
+                report.count("object_lending.final_pending_writes", 1);
+                let (txn, primary) = (p["txn"].as_str().unwrap_or(""), p["primary"].as_str().unwrap_or(""));
+                let dkey = router.user_key(primary, &format!("txn.{txn}"));
+                match router.get(primary, &decisions, &dkey).await {
+                    Ok(Some(d)) if &d.value[..] == b"committed" => state = p["value"].clone(),
+                    Ok(_) => {}
+                    Err(_) => {
+                        env.clock.sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+            }
+            finals.insert(user, holdings(&state));
+            continue 'users;
+        }
+        report.liveness_violation("final_read", format!("user {user}: the inventory row could not be read"));
+    }
+    router.stop();
+    finals
+}
+
+/// An inventory's holdings (gold under `"gold"`); `None` for no object.
+fn holdings(state: &Value) -> Option<Holdings> {
+    let inv: Inventory = serde_json::from_value(state.clone()).ok()?;
+    let mut h: Holdings = inv.items;
+    h.insert(game::inventory::GOLD.to_string(), inv.gold);
+    Some(h)
+}
