@@ -143,7 +143,7 @@ impl Inner {
                         self.row_key(&w.obj),
                         stored.encode(),
                         expect(&w.base),
-                        w.base.fence,
+                        self.db_fence(w.base.fence),
                     )
                 })
                 .collect();
@@ -206,7 +206,13 @@ impl Inner {
     fn final_op(&self, w: &Write, version: Option<u64>) -> WriteOp {
         let stored = StoredObject { value: w.value.clone(), pending: None };
         let expect = version.map_or(Expect::Absent, Expect::Version);
-        WriteOp::put(&w.obj.table(), self.row_key(&w.obj), stored.encode(), expect, w.base.fence)
+        WriteOp::put(
+            &w.obj.table(),
+            self.row_key(&w.obj),
+            stored.encode(),
+            expect,
+            self.db_fence(w.base.fence),
+        )
     }
 
     /// One `transact` over the shards of `writes[idx]`.

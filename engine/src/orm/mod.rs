@@ -118,7 +118,8 @@
 //! otherwise.
 //!
 //! # Planted bugs ([`OrmBugs`]), each caught by the `object_lending` scenario
-//! - `no_fence`: writes and loads carry fence 0 and the lease is not checked;
+//! - `no_fence`: writes and loads carry fence 0 and the lease is not checked (acts are still
+//!   reported with the owner record's fence, so overlapping owners are visible);
 //! - `effects_before_commit`: effects run when queued;
 //! - `unordered_locks`: objects are locked in the caller's order, with no order check;
 //! - `no_intent`: a cross-instance commit writes each instance in turn, with no pending writes
@@ -404,9 +405,15 @@ impl Orm {
             t.abort();
         }
         for obj in self.owned() {
-            let guard = self.inner.locks.lock(&obj.name()).await;
-            self.inner.release(&obj).await;
-            drop(guard);
+            // A transaction still holding it past its own deadline is not waited for: the
+            // record then goes with the session.
+            let clock = self.inner.env.clock.clone();
+            let name = obj.name();
+            let lock = self.inner.locks.lock(&name);
+            if let Ok(guard) = crate::env::timeout(&*clock, self.inner.cfg.acquire_timeout, lock).await {
+                self.inner.release(&obj).await;
+                drop(guard);
+            }
         }
     }
 }
@@ -426,6 +433,16 @@ impl Inner {
     /// True if this server may act on an object owned on session `epoch` now.
     fn acting(&self, epoch: u64) -> bool {
         self.cfg.bugs.no_fence || self.accounts.acting_on(epoch)
+    }
+
+    /// The fence a write of an object owned under `fence` carries (0 under the planted bug
+    /// `no_fence`; acts are still reported with the owner record's fence).
+    fn db_fence(&self, fence: u64) -> u64 {
+        if self.cfg.bugs.no_fence {
+            0
+        } else {
+            fence
+        }
     }
 
     /// Reports an act to the observer.

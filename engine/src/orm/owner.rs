@@ -87,7 +87,6 @@ impl Inner {
     async fn take(&self, obj: &ObjectRef, deadline: MonoTime) -> Result<Owned, OrmError> {
         let (coord, epoch) = self.accounts.coordination().await.map_err(|e| account_unavailable(obj, &e))?;
         let fence = self.claim(obj, coord.as_ref(), deadline).await?;
-        let fence = if self.cfg.bugs.no_fence { 0 } else { fence };
         match self.load(obj, epoch, fence).await {
             Ok(owned) => {
                 info!(target: LOG_TARGET, node = %self.env.node, object = %obj, fence, version = ?owned.version, "object taken");
@@ -198,8 +197,10 @@ impl Inner {
     /// Raises the row's fence to `fence` and reads it; completes a pending write.
     async fn load(&self, obj: &ObjectRef, epoch: u64, fence: u64) -> Result<Owned, OrmError> {
         let (table, key) = (obj.table(), self.row_key(obj));
-        let raised =
-            self.router.transact(&obj.shard_user, vec![WriteOp::raise_fence(&table, key, fence)]).await;
+        let raised = self
+            .router
+            .transact(&obj.shard_user, vec![WriteOp::raise_fence(&table, key, self.db_fence(fence))])
+            .await;
         let row = match raised {
             Ok(mut r) => match r.pop() {
                 Some(WriteResult::RaiseFence { row, .. }) => row,
@@ -256,7 +257,7 @@ impl Inner {
             row.key.clone(),
             settled.encode(),
             Expect::Version(row.version),
-            fence,
+            self.db_fence(fence),
         );
         match self.router.transact(&obj.shard_user, vec![op]).await {
             Ok(r) => match r.first() {
@@ -334,9 +335,14 @@ impl Inner {
         }
     }
 
-    /// The lend handler's work: waits for the transactions holding `obj`, releases it.
+    /// The lend handler's work: waits for the transactions holding `obj` (at most
+    /// `lend_timeout`: the borrower has given up by then), releases it.
     async fn lend(&self, obj: ObjectRef) -> LendObjectReply {
-        let guard = self.locks.lock(&obj.name()).await;
+        let name = obj.name();
+        let wait = crate::env::timeout(&*self.env.clock, self.cfg.lend_timeout, self.locks.lock(&name));
+        let Ok(guard) = wait.await else {
+            return LendObjectReply { released: false, reason: "the object is busy here".into() };
+        };
         let released = self.release(&obj).await;
         drop(guard);
         LendObjectReply {

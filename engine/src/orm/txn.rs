@@ -85,7 +85,14 @@ impl<'a> Transaction<'a> {
             if self.held.contains_key(&obj) {
                 continue;
             }
-            let guard = inner.locks.lock(&obj.name()).await;
+            let (left, name) = (self.deadline.saturating_since(inner.now()), obj.name());
+            let Ok(guard) = crate::env::timeout(&*inner.env.clock, left, inner.locks.lock(&name)).await
+            else {
+                return Err(OrmError::Unavailable {
+                    object: obj.to_string(),
+                    why: "held by other transactions here past this one's deadline".into(),
+                });
+            };
             let base = inner.ensure_owned(&obj, self.deadline).await?;
             self.held.insert(obj, Held { _guard: guard, base, change: None });
         }
