@@ -363,9 +363,7 @@ pub(super) fn register_rpc(rpc: &Rpc, weak: Weak<Inner>) {
             if crate::env::validate_name(&obj.model).is_err() || obj.key.is_empty() || obj.key.contains('/') {
                 return Err(HandlerError::new("bad object name"));
             }
-            let owned =
-                super::lock(&inner.cache).keys().find(|k| k.model == obj.model && k.key == obj.key).cloned();
-            let obj = owned.unwrap_or(obj);
+            // `ObjectRef` compares by model and key only, so this finds the cache entry as is.
             Ok(inner.lend(obj).await)
         }
     });
