@@ -33,6 +33,7 @@
 
 pub mod account;
 pub mod cluster;
+pub mod commands;
 pub mod env;
 pub mod manifest;
 pub mod metrics;

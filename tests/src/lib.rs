@@ -4,10 +4,11 @@
 use scenarios::Scenario;
 use sim::runner::{replay_command, run_seed, RunOptions, SeedResult};
 
-/// Seeds per scenario that `cargo test` sweeps (the CLI sweeps far more: see README).
-/// Override with `SANDTABLE_TEST_SEEDS` for a longer local run.
+/// Seeds per scenario that `cargo test` sweeps: 100, a quick window in a debug build (the
+/// CI's release sweep runs 0..1000 of every scenario right after, so a longer window here
+/// only repeated its first seeds slowly). Override with `SANDTABLE_TEST_SEEDS`.
 pub fn seed_window() -> std::ops::Range<u64> {
-    let n = std::env::var("SANDTABLE_TEST_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+    let n = std::env::var("SANDTABLE_TEST_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
     0..n
 }
 

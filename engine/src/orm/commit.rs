@@ -42,12 +42,13 @@ impl Transaction<'_> {
                 h.change.take().map(|value| Write { obj: obj.clone(), base: h.base.clone(), value })
             })
             .collect();
-        if !writes.is_empty() {
+        let rows = std::mem::take(&mut self.rows);
+        if !writes.is_empty() || !rows.is_empty() {
             // The acts: every written object's state goes out under its fence, now.
             for w in &writes {
                 inner.acted(&w.obj, w.base.fence);
             }
-            match inner.commit_writes(&writes).await {
+            match inner.commit_writes(&writes, rows).await {
                 Ok(versions) => {
                     let mut cache = super::lock(&inner.cache);
                     for (w, version) in writes.iter().zip(versions) {
@@ -85,21 +86,40 @@ impl Transaction<'_> {
 impl Inner {
     /// Writes `writes`; returns each object's new row version (`None`: written, but the
     /// cache must reload it).
-    async fn commit_writes(&self, writes: &[Write]) -> Result<Vec<Option<u64>>, OrmError> {
+    async fn commit_writes(
+        &self,
+        writes: &[Write],
+        rows: Vec<(String, WriteOp)>,
+    ) -> Result<Vec<Option<u64>>, OrmError> {
         let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, w) in writes.iter().enumerate() {
             groups.entry(self.router.instance_of_user(&w.obj.shard_user)).or_default().push(i);
         }
+        let row_instances: BTreeSet<String> =
+            rows.iter().map(|(u, _)| self.router.instance_of_user(u)).collect();
+        for instance in &row_instances {
+            groups.entry(instance.clone()).or_default();
+        }
         if groups.len() == 1 {
-            let ops = writes.iter().map(|w| self.final_op(w, w.base.version)).collect();
+            let mut ops: Vec<WriteOp> = writes.iter().map(|w| self.final_op(w, w.base.version)).collect();
             let instance = groups.into_keys().next().expect("one group");
-            let users: BTreeSet<String> = writes.iter().map(|w| w.obj.shard_user.clone()).collect();
+            let mut users: BTreeSet<String> = writes.iter().map(|w| w.obj.shard_user.clone()).collect();
+            for (user, op) in rows {
+                users.insert(user);
+                ops.push(op);
+            }
             let results = self
                 .group
                 .submit(&instance, users.into_iter().collect(), ops)
                 .await
                 .map_err(|e| commit_error(writes, &e))?;
-            return Ok(put_versions(&results).into_iter().map(Some).collect());
+            return Ok(put_versions(&results[..writes.len()]).into_iter().map(Some).collect());
+        }
+        if !rows.is_empty() {
+            return Err(OrmError::InvalidArgument(format!(
+                "plain rows in a transaction spanning SQL instances {:?}",
+                groups.keys().collect::<Vec<_>>()
+            )));
         }
         if self.cfg.bugs.no_intent {
             let mut versions = vec![None; writes.len()];

@@ -157,7 +157,7 @@ use tracing::debug;
 
 pub use self::model::{Model, ObjectRef, OBJECT_KEY_BYTES_MAX, UNIQUE_MODEL};
 pub use self::stored::DECISION_TABLE;
-pub use self::txn::Transaction;
+pub use self::txn::{Transaction, TXN_OBJECTS_MAX, TXN_ROWS_MAX};
 use crate::account::keyed_lock::KeyedLocks;
 use crate::account::{AccountError, AccountManager};
 use crate::cluster::PeerId;
@@ -390,6 +390,32 @@ impl Orm {
         let value = tx.fetch::<M>(key).await?;
         tx.commit().await?;
         Ok(value)
+    }
+
+    /// The shard router the store writes through (for plain rows:
+    /// [`Transaction::write_row`]).
+    pub fn router(&self) -> &ShardRouter {
+        &self.inner.router
+    }
+
+    /// This server's id.
+    pub fn id(&self) -> PeerId {
+        self.inner.id
+    }
+
+    /// The server that owns `obj` now, as its owner record says (`None`: nobody). A read, not
+    /// a claim: the answer may be stale by the time it is used.
+    pub async fn owner_of(&self, obj: &ObjectRef) -> Result<Option<PeerId>, OrmError> {
+        if lock(&self.inner.cache).contains_key(obj) {
+            return Ok(Some(self.inner.id));
+        }
+        let (coord, _) =
+            self.inner.accounts.coordination().await.map_err(|e| account_unavailable(obj, &e))?;
+        match coord.get_data(&self.inner.owner_path(obj)).await {
+            Ok((data, _)) => Ok(PeerId::from_slice(&data)),
+            Err(CoordError::NoNode) => Ok(None),
+            Err(e) => Err(coord_unavailable(obj, &e)),
+        }
     }
 
     /// Objects this server owns now (sorted), whatever the lease says.

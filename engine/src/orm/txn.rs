@@ -10,10 +10,13 @@ use serde_json::Value;
 
 use super::{Model, ObjectRef, Orm, OrmError, Owned};
 use crate::account::keyed_lock::KeyGuard;
-use crate::env::MonoTime;
+use crate::env::{MonoTime, Row, TableName, WriteOp};
 
 /// Most objects one transaction may hold (each is one row of one `transact`).
 pub const TXN_OBJECTS_MAX: usize = 24;
+/// Most plain rows ([`Transaction::write_row`]) one transaction may write: with
+/// [`TXN_OBJECTS_MAX`] objects and the shard guards it stays within one `transact`.
+pub const TXN_ROWS_MAX: usize = 8;
 
 /// One object held by a transaction.
 pub(super) struct Held<'a> {
@@ -40,13 +43,15 @@ pub struct Transaction<'a> {
     pub(super) orm: &'a Orm,
     pub(super) held: BTreeMap<ObjectRef, Held<'a>>,
     pub(super) effects: Vec<BoxFuture<'static, ()>>,
+    /// Plain rows written with the objects at commit: (the user whose shard holds it, op).
+    pub(super) rows: Vec<(String, WriteOp)>,
     deadline: MonoTime,
 }
 
 impl<'a> Transaction<'a> {
     pub(super) fn new(orm: &'a Orm) -> Transaction<'a> {
         let deadline = orm.inner.now() + orm.inner.cfg.acquire_timeout;
-        Transaction { orm, held: BTreeMap::new(), effects: Vec::new(), deadline }
+        Transaction { orm, held: BTreeMap::new(), effects: Vec::new(), rows: Vec::new(), deadline }
     }
 
     /// Takes the objects `keys` of model `M` (see [`lock`](Self::lock)).
@@ -224,6 +229,43 @@ impl<'a> Transaction<'a> {
             return;
         }
         self.effects.push(effect.boxed());
+    }
+
+    /// Adds a write of a plain row (not an object) of `user`'s shard to this transaction's
+    /// commit: it goes in the same `transact` as the objects' writes, so it happens exactly when
+    /// they do (a journal entry, an idempotency record, an index row). The row key must be in
+    /// `user`'s shard (`Orm::router().user_key`). Carry fence 0: the held objects' fences
+    /// already fence the whole `transact`. Only for transactions whose writes all go to one SQL
+    /// instance (the commit fails with [`OrmError::InvalidArgument`] otherwise); at most
+    /// [`TXN_ROWS_MAX`] rows.
+    pub fn write_row(&mut self, user: &str, op: WriteOp) -> Result<(), OrmError> {
+        if self.rows.len() >= TXN_ROWS_MAX {
+            return Err(OrmError::InvalidArgument(format!(
+                "more than {TXN_ROWS_MAX} plain rows in one transaction"
+            )));
+        }
+        crate::shard::key::validate_user(user).map_err(OrmError::InvalidArgument)?;
+        self.rows.push((user.to_string(), op));
+        Ok(())
+    }
+
+    /// Reads the committed plain row `key` of `table` in `user`'s shard (not locked: a row
+    /// this transaction's objects guard — written only in transactions holding them — cannot
+    /// change under it). The future does not borrow the transaction.
+    pub fn read_row(
+        &self,
+        user: &str,
+        table: &TableName,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Row>, OrmError>> + Send + 'static {
+        let router = self.orm.inner.router.clone();
+        let (user, table, key) = (user.to_string(), table.clone(), key.to_string());
+        async move {
+            router.get(&user, &table, &key).await.map_err(|e| OrmError::Unavailable {
+                object: format!("{}/{key}", table.as_str()),
+                why: e.to_string(),
+            })
+        }
     }
 
     /// The objects this transaction holds (sorted).

@@ -315,6 +315,26 @@ impl ShardRouter {
         .await
     }
 
+    /// Up to `limit` rows of `table` in logical shard `shard` (every user's), in key order,
+    /// after the full key `start_after` when given: for sweeps over a shard's index rows.
+    pub async fn scan_shard(
+        &self,
+        shard: ShardId,
+        table: &TableName,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Row>, ShardError> {
+        if shard.0 >= self.config().logical_shards {
+            return Err(ShardError::InvalidArgument(format!("no shard {}", shard.0)));
+        }
+        let prefix = crate::shard::key::shard_prefix(shard);
+        self.guarded_read(shard, |db| {
+            let (table, prefix, after) = (table.clone(), prefix.clone(), start_after.map(str::to_string));
+            async move { db.scan_prefix(&table, &prefix, after.as_deref(), limit).await }
+        })
+        .await
+    }
+
     /// Runs `read` on the instance of `shard`, then checks the instance still held the shard.
     async fn guarded_read<T, F, Fut>(&self, shard: ShardId, read: F) -> Result<T, ShardError>
     where
