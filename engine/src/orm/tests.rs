@@ -20,7 +20,7 @@ use crate::shard::{ShardConfig, ShardRouter};
 use crate::testing::{FakeDb, Harness};
 
 const APP: &str = "app";
-const SESSION: Duration = Duration::from_secs(10);
+pub(crate) const SESSION: Duration = Duration::from_secs(10);
 /// 4 shards over 2 instances: users "0" and "2" on db-0, "1" and "3" on db-1.
 const SHARDS: u32 = 4;
 
@@ -41,17 +41,17 @@ fn purse(user: &str, gold: i64) -> Purse {
     Purse { user: user.to_string(), gold }
 }
 
-struct World {
-    h: Harness,
-    dbs: Vec<FakeDb>,
+pub(crate) struct World {
+    pub h: Harness,
+    pub dbs: Vec<FakeDb>,
 }
 
 impl World {
-    fn new(seed: u64) -> World {
+    pub fn new(seed: u64) -> World {
         World { h: Harness::new(seed), dbs: vec![FakeDb::new("db-0"), FakeDb::new("db-1")] }
     }
 
-    fn env(&self, node: &str) -> Env {
+    pub fn env(&self, node: &str) -> Env {
         let mut env = self.h.env(node);
         let dir = self.dbs.iter().fold(DbInstances::empty(), |d, db| d.with(Arc::new(db.clone())).unwrap());
         env.db = Arc::new(dir);
@@ -59,7 +59,7 @@ impl World {
     }
 
     /// Server `game-n`: cluster member, RPC, account manager, shard router, object store.
-    fn server(&self, n: u8, bugs: OrmBugs, observer: Option<Arc<dyn OrmObserver>>) -> Orm {
+    pub fn server(&self, n: u8, bugs: OrmBugs, observer: Option<Arc<dyn OrmObserver>>) -> Orm {
         let env = self.env(&format!("game-{n}"));
         let session = SessionOptions { session_timeout: SESSION, connect_timeout: Duration::from_secs(2) };
         let rpc_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 1, n)), 8015);
@@ -83,7 +83,7 @@ impl World {
         })
     }
 
-    fn run<T: Send + 'static>(
+    pub fn run<T: Send + 'static>(
         &self,
         orm: &Orm,
         f: impl FnOnce(Orm) -> futures::future::BoxFuture<'static, T> + Send + 'static,
