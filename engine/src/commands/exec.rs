@@ -347,11 +347,11 @@ impl<S: Model + Clone> Inner<S> {
     }
 
     /// Starts workers while some are free and users wait.
-    fn pump(self: &Arc<Self>) {
+    pub(super) fn pump(self: &Arc<Self>) {
         loop {
             let user = {
                 let mut busy = lock(&self.busy);
-                if *busy >= self.cfg.workers {
+                if *busy >= self.workers.load(std::sync::atomic::Ordering::SeqCst) {
                     return;
                 }
                 let Some(user) = lock(&self.sched).take() else { return };

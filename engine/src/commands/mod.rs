@@ -257,6 +257,8 @@ pub(crate) struct Inner<S: Model + Clone> {
     sched: Mutex<scheduler::Scheduler>,
     /// Workers running now.
     busy: Mutex<usize>,
+    /// Most workers allowed now ([`Commands::set_workers`]; starts at `cfg.workers`).
+    workers: std::sync::atomic::AtomicUsize,
     /// Failed turns in a row per user (for the retry pacing).
     failures: Mutex<BTreeMap<String, u32>>,
     /// Recent pack execution time, microseconds (exponentially weighted, 1/8 per sample).
@@ -285,6 +287,7 @@ impl<S: Model + Clone> Commands<S> {
         if cfg.workers == 0 {
             return Err(CommandsError::InvalidArgument("workers must be at least 1".into()));
         }
+        let workers = cfg.workers;
         let inner = Arc::new(Inner {
             sched: Mutex::new(scheduler::Scheduler::new(cfg.bugs.parallel_user)),
             env,
@@ -293,6 +296,7 @@ impl<S: Model + Clone> Commands<S> {
             cfg,
             observer,
             busy: Mutex::new(0),
+            workers: std::sync::atomic::AtomicUsize::new(workers),
             failures: Mutex::default(),
             pack_time_us: AtomicU64::new(PACK_TIME_INITIAL.as_micros() as u64),
             tasks: Mutex::default(),
@@ -335,6 +339,14 @@ impl<S: Model + Clone> Commands<S> {
         self.inner.schedule(user);
     }
 
+    /// Resizes the worker pool: `0` pauses execution (packs are still accepted, stored and
+    /// acknowledged while their queues have room; they run when workers are back), e.g. for
+    /// maintenance. Turns in flight finish.
+    pub fn set_workers(&self, workers: usize) {
+        self.inner.workers.store(workers, Ordering::SeqCst);
+        self.inner.pump();
+    }
+
     /// Users waiting for a worker and users being executed on this server now.
     pub fn load(&self) -> (usize, usize) {
         let s = lock(&self.inner.sched);
@@ -362,7 +374,7 @@ impl<S: Model + Clone> Inner<S> {
     /// its packs at the recent execution time, slowed by the users ahead of it per worker.
     fn retry_after(&self, waiting: u64) -> Duration {
         let per_pack = Duration::from_micros(self.pack_time_us.load(Ordering::Relaxed));
-        let ahead = lock(&self.sched).ready_len() as u32 / self.cfg.workers.max(1) as u32;
+        let ahead = lock(&self.sched).ready_len() as u32 / self.workers.load(Ordering::Relaxed).max(1) as u32;
         per_pack
             .saturating_mul((waiting as u32).saturating_mul(1 + ahead))
             .clamp(RETRY_AFTER_MIN, RETRY_AFTER_MAX)

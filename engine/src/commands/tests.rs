@@ -289,6 +289,21 @@ fn malformed_packs_get_typed_errors_and_are_never_stored() {
 }
 
 #[test]
+fn paused_workers_leave_packs_stored_and_resumed_ones_drain_them() {
+    let w = World::new(13);
+    let (_orm, c) = start(&w, 1, CommandsBugs::default(), None);
+    c.set_workers(0);
+    for id in 1..=3 {
+        submit(&w, &c, "0", pack(&c, id, 0, json!([{"op": "earn", "amount": 1}]))).unwrap();
+    }
+    w.h.advance(Duration::from_secs(5));
+    assert!(matches!(read(&w, &c, "0"), StateRead::RetryAfter { waiting: 3, .. }));
+    assert_eq!(outcome(&w, "0", 1), None, "nothing executed while paused");
+    c.set_workers(2);
+    assert_eq!(drained(&w, &c, "0").0.gold, 103);
+}
+
+#[test]
 fn a_gap_in_pack_ids_is_refused_with_the_expected_id() {
     let w = World::new(5);
     let (_orm, c) = start(&w, 1, CommandsBugs::default(), None);
