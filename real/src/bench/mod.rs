@@ -8,6 +8,7 @@
 //! | `login` | `AccountManager::check_and_set_logged_in` + `set_logged_out`, 1 and 16 tasks | `zookeeper-client`: ephemeral create + delete on one session, same tasks |
 //! | `sessions` | N idle TCP JSON sessions of one `SessionService`: resident memory and heap per session, time until every client got one `broadcast_locally` | N raw tokio stream pairs with a read task each; the same frame written to every stream |
 //! | `objects` | `engine::orm` on two servers: a gift whose two objects are borrowed from the other server (lending hand-off), and a two-object transaction on one server, 1 and 16 tasks, SQLite and MariaDB | the same gift with both objects owned locally; raw `sqlx` `BEGIN` + two fenced `UPDATE`s + `COMMIT` |
+//! | `commands` | `engine::commands`: durable pack acks (packs of 10 commands) at 100 and 1,000 clients with execution paused, then the worker pool draining them, SQLite and MariaDB | raw `sqlx` `BEGIN` + two fenced `UPDATE`s + `COMMIT` per ack; `BEGIN` + three + `COMMIT` per executed pack |
 //! | `db` | `Db::transact` of one fenced, versioned row update and of a 2-row transaction on SQLite and a private MariaDB, 1 and 16 tasks | raw `sqlx` statements doing the same work (conditional `UPDATE`s, `BEGIN`/`COMMIT` around two) on the same database |
 //!
 //! Every figure is printed with its baseline and the ratio engine / baseline. Nothing here
@@ -25,11 +26,12 @@
 //! - this file: [`BenchArgs`], [`run`], the report ([`Report`], [`BenchReport`], [`Row`]);
 //! - `driver`: runtimes, the closed-loop load driver, latency samples;
 //! - `machine`: the machine context and the fd limit;
-//! - `rpc`, `storage`, `login`, `sessions`, `db`, `objects`: one bench each.
+//! - `rpc`, `storage`, `login`, `sessions`, `db`, `objects`, `commands`: one bench each.
 //!
 //! Redis and ZooKeeper are started only when a bench that needs them runs; `db` starts its
 //! own MariaDB and SQLite file.
 
+mod commands;
 mod db;
 mod driver;
 mod login;
@@ -49,9 +51,9 @@ pub use self::machine::{FdLimit, Machine};
 use crate::services::{PrivateRedis, PrivateZk, ServiceError};
 
 /// The benchmarks, in the order they run.
-pub const BENCHES: [&str; 6] = ["rpc", "storage", "login", "sessions", "db", "objects"];
+pub const BENCHES: [&str; 7] = ["rpc", "storage", "login", "sessions", "db", "objects", "commands"];
 /// The benches that run on private Redis and ZooKeeper.
-const NEEDS_REDIS_AND_ZK: [&str; 5] = ["rpc", "storage", "login", "sessions", "objects"];
+const NEEDS_REDIS_AND_ZK: [&str; 6] = ["rpc", "storage", "login", "sessions", "objects", "commands"];
 
 /// Length of each measurement by default, and with `--quick`.
 pub const DURATION_DEFAULT: Duration = Duration::from_secs(3);
@@ -68,7 +70,7 @@ const WARMUP_MAX: Duration = Duration::from_millis(500);
 /// Command-line arguments of `real bench`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct BenchArgs {
-    /// Benchmarks to run: rpc, storage, login, sessions, db, objects (all when none is named).
+    /// Benchmarks to run: rpc, storage, login, sessions, db, objects, commands (all when none is named).
     #[arg(value_name = "NAME")]
     pub names: Vec<String>,
     /// Short run: 1 s per measurement and 10 000 sessions.
@@ -90,7 +92,7 @@ pub struct BenchArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     /// A name that is not in [`BENCHES`].
-    #[error("unknown benchmark {0:?} (known: rpc, storage, login, sessions, db, objects)")]
+    #[error("unknown benchmark {0:?} (known: rpc, storage, login, sessions, db, objects, commands)")]
     UnknownBench(String),
     /// The private Redis or ZooKeeper could not be started.
     #[error(transparent)]
@@ -350,6 +352,7 @@ pub fn run(args: BenchArgs) -> Result<Report, BenchError> {
             "sessions" => sessions::run(&ctx)?,
             "db" => db::run(&ctx)?,
             "objects" => objects::run(&ctx)?,
+            "commands" => commands::run(&ctx)?,
             other => return Err(BenchError::UnknownBench(other.to_string())),
         };
         report.wall_secs = start.elapsed().as_secs_f64();

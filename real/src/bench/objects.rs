@@ -50,16 +50,17 @@ impl Model for Wallet {
 }
 
 /// One server: cluster member, RPC, account manager, shard router, object store.
-struct Server {
+pub(super) struct Server {
+    pub env: Env,
     cluster: Cluster,
     rpc: Rpc,
     accounts: AccountManager,
     router: ShardRouter,
-    orm: Orm,
+    pub orm: Orm,
 }
 
 impl Server {
-    async fn start(
+    pub(super) async fn start(
         ctx: &Ctx,
         app: &str,
         name: &str,
@@ -86,7 +87,7 @@ impl Server {
             .await
             .map_err(|e| setup("shard router", &e))?;
         let orm = Orm::start(
-            env,
+            env.clone(),
             OrmConfig::new(app),
             accounts.clone(),
             router.clone(),
@@ -96,10 +97,10 @@ impl Server {
         )
         .await
         .map_err(|e| setup("object store", &e))?;
-        Ok(Server { cluster, rpc, accounts, router, orm })
+        Ok(Server { env, cluster, rpc, accounts, router, orm })
     }
 
-    async fn stop(&self) {
+    pub(super) async fn stop(&self) {
         self.orm.stop().await;
         self.router.stop();
         self.accounts.stop().await;

@@ -1,0 +1,213 @@
+//! `commands`: deferred command packs (`engine::commands`) on a real ZooKeeper and a real SQL
+//! instance (SQLite file, private MariaDB), one server in this process.
+//!
+//! | case | engine | baseline (same run) |
+//! |---|---|---|
+//! | `ack` | clients submit packs of [`PACK_COMMANDS`] commands in a closed loop (`Commands::submit`: one transaction holding the user's queue record and state, the pack row, group commit), 100 and 1,000 clients, execution paused | raw `sqlx`: `BEGIN`, two fenced versioned `UPDATE`s (the queue row and a pack row), `COMMIT`, same number of tasks |
+//! | `execute` | the packs the `ack` case stored, drained by the worker pool ([`WORKERS`] workers): executed commands/s | raw `sqlx`: `BEGIN`, three fenced versioned `UPDATE`s (state, queue, pack outcome), `COMMIT` on [`WORKERS`] tasks, counted as [`PACK_COMMANDS`] commands each |
+//!
+//! Each client rotates over [`USERS_PER_CLIENT`] users (so a client's packs never wait for its
+//! own queue's room). Every shard is on the one instance, so every commit is one `transact`.
+//! The baselines leave out reads (the engine reads the pack row before executing it): they
+//! are the durable writes alone, a strict bar.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::commands::{
+    Command, CommandSet, Commands, CommandsConfig, CommandsError, Pack, StateRead, Submitted,
+};
+use engine::env::{Db, DbInstances};
+use engine::orm::Model;
+use engine::shard::ShardConfig;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::db::{create_rows, on_both_engines, Raw};
+use super::driver::{measure, tasks, throughput_rows, Sample};
+use super::objects::Server;
+use super::{BenchError, BenchReport, Ctx, Row};
+
+const BENCH: &str = "commands";
+/// Concurrent clients of the `ack` case.
+const CLIENTS: [usize; 2] = [100, 1000];
+/// Commands per pack.
+const PACK_COMMANDS: usize = 10;
+/// Users each client rotates over.
+const USERS_PER_CLIENT: usize = 8;
+/// The worker pool of the `execute` case.
+const WORKERS: usize = 8;
+const APP_ID: &str = "bench_commands";
+/// Longest the `execute` case waits for the stored packs to drain.
+const DRAIN_MAX: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Tally {
+    user: String,
+    n: i64,
+}
+
+impl Model for Tally {
+    const MODEL: &'static str = "bench_tally";
+    fn key(&self) -> String {
+        self.user.clone()
+    }
+}
+
+#[derive(Deserialize)]
+struct Add {
+    n: i64,
+}
+
+impl Command<Tally> for Add {
+    const NAME: &'static str = "add";
+    fn apply(&self, t: &mut Tally) -> Result<(), String> {
+        t.n += self.n;
+        Ok(())
+    }
+}
+
+fn set() -> CommandSet<Tally> {
+    CommandSet::new(|u| Tally { user: u.to_string(), n: 0 }).queued::<Add>()
+}
+
+fn pack(c: &Commands<Tally>, pack_id: u64) -> Result<Pack, BenchError> {
+    let commands: Vec<_> = (0..PACK_COMMANDS).map(|_| json!({"op": "add", "n": 1})).collect();
+    c.parse(&json!({"pack_id": pack_id, "basis": 0, "commands": commands}))
+        .map_err(|e| BenchError::op(BENCH, format!("pack: {e}")))
+}
+
+/// Users of client `t` among `clients`.
+fn user(clients: usize, t: usize, k: usize) -> String {
+    format!("c{clients}t{t}u{k}")
+}
+
+/// Measures acks with execution paused; returns the sample and the packs stored.
+async fn acks(ctx: &Ctx, c: &Commands<Tally>, clients: usize) -> Result<(Sample, u64), BenchError> {
+    c.set_workers(0);
+    let next: Arc<Vec<AtomicU64>> =
+        Arc::new((0..clients * USERS_PER_CLIENT).map(|_| AtomicU64::new(1)).collect());
+    let stored = Arc::new(AtomicU64::new(0));
+    let (c2, next2, stored2) = (c.clone(), next.clone(), stored.clone());
+    let sample = measure(BENCH, clients, ctx.settings.warmup(), ctx.settings.duration(), move |t, i| {
+        let (c, next, stored) = (c2.clone(), next2.clone(), stored2.clone());
+        async move {
+            let k = (i as usize) % USERS_PER_CLIENT;
+            let slot = &next[t * USERS_PER_CLIENT + k];
+            let id = slot.load(Ordering::Relaxed);
+            let u = user(clients, t, k);
+            match c.submit(&u, pack(&c, id)?).await {
+                Ok(Submitted::Stored) => {
+                    slot.store(id + 1, Ordering::Relaxed);
+                    stored.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                other => Err(BenchError::op(BENCH, format!("submit {u} pack {id}: {other:?}"))),
+            }
+        }
+    })
+    .await?;
+    Ok((sample, stored.load(Ordering::Relaxed)))
+}
+
+/// Resumes the workers and waits until every client's users are drained; executed packs/s.
+async fn drain(c: &Commands<Tally>, clients: usize, packs: u64) -> Result<Sample, BenchError> {
+    let start = Instant::now();
+    c.set_workers(WORKERS);
+    for t in 0..clients {
+        for k in 0..USERS_PER_CLIENT {
+            let u = user(clients, t, k);
+            loop {
+                if start.elapsed() > DRAIN_MAX {
+                    return Err(BenchError::op(BENCH, format!("{u}'s queue not drained in {DRAIN_MAX:?}")));
+                }
+                match c.read(&u).await {
+                    Ok(StateRead::State { .. }) => break,
+                    Ok(StateRead::RetryAfter { after, .. }) => {
+                        tokio::time::sleep(after.min(Duration::from_millis(20))).await
+                    }
+                    Err(e @ CommandsError::Orm(_)) => {
+                        return Err(BenchError::op(BENCH, format!("reading {u}: {e}")));
+                    }
+                    Err(e) => return Err(BenchError::op(BENCH, format!("reading {u}: {e}"))),
+                }
+            }
+        }
+    }
+    // One latency entry per pack, each the mean: only throughput is reported for this case.
+    let elapsed = start.elapsed();
+    let each = u64::try_from((elapsed / packs.max(1) as u32).as_nanos()).unwrap_or(u64::MAX);
+    Ok(Sample::new(elapsed, vec![each; packs as usize]))
+}
+
+/// Raw versioned updates of `per_task` rows per transaction on `concurrency` tasks.
+async fn raw_txns(
+    ctx: &Ctx,
+    db: &dyn Db,
+    raw: &Raw,
+    case: &str,
+    concurrency: usize,
+    per_task: usize,
+) -> Result<Sample, BenchError> {
+    let rows = create_rows(db, "commands-raw", case, concurrency, per_task).await?;
+    let raw = raw.clone();
+    measure(BENCH, concurrency, ctx.settings.warmup(), ctx.settings.duration(), move |task, _| {
+        let (raw, rows) = (raw.clone(), rows.clone());
+        async move { raw.update(&rows[task]).await }
+    })
+    .await
+}
+
+/// Scales a sample of packs to one of commands (same time, `PACK_COMMANDS`× the operations).
+fn as_commands(s: &Sample) -> Sample {
+    let per = s.percentile_us(0.5);
+    let each = (per * 1000.0 / PACK_COMMANDS as f64) as u64;
+    Sample::new(s.elapsed, vec![each; s.ops() * PACK_COMMANDS])
+}
+
+async fn engine_cases(ctx: &Ctx, engine: &str, db: Arc<dyn Db>, raw: Raw) -> Result<Vec<Row>, BenchError> {
+    let mut rows = Vec::new();
+    let dir = DbInstances::empty().with(db.clone()).map_err(|e| BenchError::setup(BENCH, e))?;
+    let shards = ShardConfig::single("db-0", "", engine::shard::LOGICAL_SHARDS_DEFAULT);
+    let app = format!("{APP_ID}_{engine}");
+    let server = Server::start(ctx, &app, &format!("{engine}-commands-0"), &dir, &shards).await?;
+    let cfg = CommandsConfig { workers: WORKERS, ..CommandsConfig::default() };
+    let c = Commands::start(server.env.clone(), server.orm.clone(), set(), cfg, None)
+        .map_err(|e| BenchError::setup(BENCH, e))?;
+    let result = async {
+        for clients in CLIENTS {
+            let (ack, stored) = acks(ctx, &c, clients).await?;
+            let raw_ack = raw_txns(ctx, &*db, &raw, "ack", clients, 2).await?;
+            rows.extend(throughput_rows(
+                &format!("{engine} ack, {} clients", clients),
+                "ack/s",
+                &ack,
+                &raw_ack,
+            ));
+            let exec = drain(&c, clients, stored).await?;
+            let raw_exec = raw_txns(ctx, &*db, &raw, "exec", WORKERS, 3).await?;
+            let (e, b) = (as_commands(&exec), as_commands(&raw_exec));
+            let name = format!("{engine} execute, {} ({stored} packs)", tasks(WORKERS));
+            rows.extend(throughput_rows(&name, "command/s", &e, &b).into_iter().take(1));
+        }
+        Ok::<_, BenchError>(())
+    }
+    .await;
+    c.stop();
+    server.stop().await;
+    result.map(|()| rows)
+}
+
+pub(super) fn run(ctx: &Ctx) -> Result<BenchReport, BenchError> {
+    let mut report = BenchReport::new(BENCH);
+    report.rows = on_both_engines(BENCH, "db-0", |engine, db, raw| engine_cases(ctx, engine, db, raw))?;
+    report.notes.push(format!(
+        "one server (a private ZooKeeper), every shard on one instance; packs of {PACK_COMMANDS} commands; \
+         'ack': clients submit in a closed loop with execution paused (each over {USERS_PER_CLIENT} users) against raw \
+         BEGIN + 2 fenced versioned UPDATEs + COMMIT on as many tasks; 'execute': the stored packs drained by \
+         {WORKERS} workers against raw BEGIN + 3 fenced versioned UPDATEs + COMMIT on {WORKERS} tasks, \
+         {PACK_COMMANDS} commands per transaction"
+    ));
+    Ok(report)
+}
