@@ -69,7 +69,7 @@ impl ActLog {
                 self.record(account, (*server, link.clone()), *t_ns, *tick);
                 true
             }
-            Evidence::WallRead { .. } => false,
+            Evidence::WallRead { .. } | Evidence::ObjectAct { .. } => false,
         }
     }
 

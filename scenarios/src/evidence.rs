@@ -24,6 +24,9 @@ pub enum Evidence {
     Act { account: String, server: ProcessId, link: String, t_ns: u64, tick: bool },
     /// A server read the wall clock: `wall_ms` (ms since the Unix epoch) at true time `t_ns`.
     WallRead { wall_ms: i64, t_ns: u64 },
+    /// Server incarnation `server` acted as the owner of `object` under `fence` at `t_ns`
+    /// (`engine::orm::OrmObserver::acted`).
+    ObjectAct { object: String, server: ProcessId, fence: u64, t_ns: u64 },
 }
 
 /// Where a server's evidence also goes, synchronously, at the instant of the report.
@@ -38,6 +41,7 @@ mod tests {
         let evs = [
             Evidence::Act { account: "a".into(), server: 3, link: "l-1".into(), t_ns: 42, tick: true },
             Evidence::WallRead { wall_ms: 1_700_000_000_000, t_ns: 7 },
+            Evidence::ObjectAct { object: "inventory/7".into(), server: 2, fence: 99, t_ns: 8 },
         ];
         for ev in evs {
             let line = serde_json::to_string(&ev).expect("serializes");

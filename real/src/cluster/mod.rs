@@ -12,8 +12,12 @@
 //! servers are up. Then the scenario's heal phase runs without faults, and the scenario's checkers run on the recorded history and the servers'
 //! evidence ([`evidence_file`]).
 //!
-//! Topologies with SQL instances ([`scenarios::SqlSpec`]) are refused for now: the runner
-//! starts no SQL servers and gives the servers no `Db` directory.
+//! SQL instances ([`scenarios::SqlSpec`]) are SQLite files in the run's directory
+//! (`db-0.sqlite`, ...), opened by every server process and by the runner (its clients and
+//! checkers read the final rows through them); SQLite's locking makes one file safe to share
+//! between processes. Faults on them are those of the processes using them (a server killed
+//! mid-transaction); the simulator's SQL node kills and partitions are not reproduced, and a
+//! topology planting `no_fence_check` (a bug of the SQL service itself) is refused.
 //!
 //! What differs from the simulator, by nature: the faults are process kills and pauses only
 //! (no partitions, loss or clock faults: those need the simulator or network namespaces), the
@@ -181,6 +185,27 @@ fn loopback_ips(n: usize, rng: &mut impl Rng) -> Result<Vec<IpAddr>, ClusterErro
     Err(ClusterError::Io("no free loopback /24 for the servers after 64 tries".into()))
 }
 
+/// The `NAME=URL` of each of a run's `n` SQL instances: SQLite files `db-{i}.sqlite` in `dir`
+/// (the instance names the simulator gives them).
+fn sql_urls(n: usize, dir: &std::path::Path) -> Vec<String> {
+    (0..n).map(|i| format!("db-{i}=sqlite://{}/db-{i}.sqlite", dir.display())).collect()
+}
+
+/// Opens `NAME=URL` instances (creating SQLite files) as a `Db` directory.
+pub(crate) async fn open_sql(specs: &[String]) -> Result<engine::env::DbInstances, ClusterError> {
+    let mut dir = engine::env::DbInstances::empty();
+    for spec in specs {
+        let (name, url) = spec
+            .split_once('=')
+            .ok_or_else(|| ClusterError::Args(format!("--sql {spec:?}: expected NAME=URL")))?;
+        let db = crate::adapters::db::open_db(name, url)
+            .await
+            .map_err(|e| ClusterError::Io(format!("SQL instance {name} at {url}: {e}")))?;
+        dir = dir.with(db).map_err(|e| ClusterError::Args(e.to_string()))?;
+    }
+    Ok(dir)
+}
+
 /// Runs `args` to completion. Must be called inside a multi-threaded tokio runtime.
 pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
     let started = std::time::Instant::now();
@@ -197,13 +222,11 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
         )));
     }
     let topo = scenario.topology(bug);
-    // SQL instances are not started here yet (no private SQL servers per run, no `Db`
-    // directory in the servers' environment): such a topology runs in the simulator only.
-    if let Some(sql) = &topo.sql {
+    if topo.sql.as_ref().is_some_and(|s| s.no_fence_check) {
         return Err(ClusterError::Args(format!(
-            "{}: its topology has {} SQL instances, which the live-cluster runner does not start \
-             yet; run it in the simulator",
-            args.scenario, sql.instances
+            "{}: this bug is planted in the simulated SQL service (no fence check), which SQLite \
+             cannot have; run it in the simulator",
+            args.scenario
         )));
     }
     if let Some(n) = args.servers {
@@ -288,7 +311,11 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
         end_ms: millis(phases.end_at),
         liveness_ms: millis(phases.liveness_bound),
         evidence: PathBuf::new(),
+        sql: sql_urls(topo.sql.as_ref().map_or(0, |s| s.instances), &dir),
     };
+    // The runner's own handles on the SQL instances (creating the files before any server
+    // starts), shared by its clients and checkers.
+    let sql = Arc::new(open_sql(&template.sql).await?);
     let mut procs = ServerProcs::new(exe, dir.clone(), template, ips, topo.server_names());
     let mut next_process = 0u64;
     for i in 0..procs.len() {
@@ -312,6 +339,7 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
             redis: RedisKvOptions::default(),
         })
         .map_err(|e| ClusterError::Args(format!("redis URL {redis_url}: {e}")))?;
+        let env = engine::env::Env { db: sql.clone(), ..env };
         let ctx = ClientCtx {
             env,
             index: i,
@@ -460,6 +488,7 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
         redis: RedisKvOptions::default(),
     })
     .map_err(|e| ClusterError::Args(format!("redis URL {redis_url}: {e}")))?;
+    let observer = engine::env::Env { db: sql, ..observer };
     let mut report = run.check(observer, phases).await;
     report.merge(runner);
     report.count("cluster.clients", clients as u64);

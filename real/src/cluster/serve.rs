@@ -8,6 +8,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use scenarios::{Phases, ServerCtx};
@@ -50,6 +51,9 @@ pub struct ServeArgs {
     /// Where this incarnation appends its evidence (JSON lines).
     #[arg(long)]
     pub evidence: PathBuf,
+    /// The run's SQL instances, `NAME=URL` (`db-0=sqlite:///run/db-0.sqlite`), repeated.
+    #[arg(long = "sql", value_name = "NAME=URL")]
+    pub sql: Vec<String>,
 }
 
 impl ServeArgs {
@@ -84,6 +88,9 @@ impl ServeArgs {
         if let Some(b) = &self.bug {
             v.extend(["--bug".into(), b.clone()]);
         }
+        for s in &self.sql {
+            v.extend(["--sql".into(), s.clone()]);
+        }
         v
     }
 }
@@ -106,7 +113,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ClusterError> {
     };
     // This process's own run state: only its evidence, through the tap, leaves the process.
     let run = scenario.start(args.bug.as_deref(), clock.source());
-    let env = real_env(&RealEnvConfig {
+    let mut env = real_env(&RealEnvConfig {
         node: spec.name.clone(),
         ip: args.ip,
         zookeeper: args.zookeeper.clone(),
@@ -114,6 +121,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ClusterError> {
         redis: RedisKvOptions::default(),
     })
     .map_err(|e| ClusterError::Args(format!("redis URL {}: {e}", args.redis)))?;
+    env.db = Arc::new(super::open_sql(&args.sql).await?);
     let tap = file_tap(&args.evidence)?;
     tracing::info!(server = %spec.name, process = args.process, ip = %args.ip, "server incarnation starts");
     run.server(ServerCtx { env, index: args.index, spec, process: args.process, phases, tap: Some(tap) })

@@ -2,6 +2,7 @@
 //! reads) with their outcomes, every `sc_gift_received` a client got, and the servers' acts
 //! on objects (the single-owner evidence, reported through [`engine::orm::OrmObserver`]).
 
+use crate::evidence::{Evidence, EvidenceTap};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -102,9 +103,26 @@ impl ObjectActs {
         lock(&self.0).clone()
     }
 
-    /// The observer server incarnation `server` reports through.
-    pub fn observer(&self, server: ProcessId, now: TimeSource) -> Arc<dyn OrmObserver> {
-        Arc::new(ActObserver { acts: self.clone(), server, now })
+    /// The observer server incarnation `server` reports through (also to `tap`, when the
+    /// server runs in its own process).
+    pub fn observer(
+        &self,
+        server: ProcessId,
+        now: TimeSource,
+        tap: Option<EvidenceTap>,
+    ) -> Arc<dyn OrmObserver> {
+        Arc::new(ActObserver { acts: self.clone(), server, now, tap })
+    }
+
+    /// Takes an act another process reported; false for other evidence.
+    pub fn absorb(&self, evidence: &Evidence) -> bool {
+        match evidence {
+            Evidence::ObjectAct { object, server, fence, t_ns } => {
+                self.record(object, (*server, *fence), *t_ns);
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -112,10 +130,15 @@ struct ActObserver {
     acts: ObjectActs,
     server: ProcessId,
     now: TimeSource,
+    tap: Option<EvidenceTap>,
 }
 
 impl OrmObserver for ActObserver {
     fn acted(&self, object: &ObjectRef, fence: u64) {
-        self.acts.record(&object.name(), (self.server, fence), (self.now)());
+        let (object, t_ns) = (object.name(), (self.now)());
+        if let Some(tap) = &self.tap {
+            tap(&Evidence::ObjectAct { object: object.clone(), server: self.server, fence, t_ns });
+        }
+        self.acts.record(&object, (self.server, fence), t_ns);
     }
 }

@@ -110,7 +110,7 @@ const META: ScenarioMeta = ScenarioMeta {
     name: "object_lending",
     description: "gifts and trades between inventories lent across 4 servers and 3 SQL instances, under kills, long pauses, partitions, clock faults",
     bugs: BUGS,
-    runs_live: false,
+    runs_live: true,
 };
 
 pub struct ObjectLending;
@@ -194,10 +194,14 @@ impl ScenarioRun for Run {
         let objects = ObjectsConfig {
             shard: shard_config(),
             orm,
-            observer: Some(self.acts.observer(ctx.process, ctx.phases.now.clone())),
+            observer: Some(self.acts.observer(ctx.process, ctx.phases.now.clone(), ctx.tap.clone())),
         };
         let opts = SimGameOptions { objects: Some(objects), ..Default::default() };
         game_host::run_server(ctx, opts).boxed()
+    }
+
+    fn absorb(&self, evidence: crate::evidence::Evidence) -> bool {
+        self.acts.absorb(&evidence)
     }
 
     fn check(&self, env: Env, phases: Phases) -> BoxFuture<'static, Report> {

@@ -234,7 +234,7 @@ impl ScenarioRun for Run {
                 self.walls.record(wall_ms, t_ns);
                 true
             }
-            act @ Evidence::Act { .. } => self.acts.absorb(&act),
+            other => self.acts.absorb(&other),
         }
     }
 
