@@ -1,10 +1,12 @@
 //! The fast path of `transact`: the common fenced update, in as few statements as the raw SQL
 //! for it would take.
 //!
-//! A transaction qualifies when every op is a `Put` with `Expect::Version(v)` and no index
-//! updates, or a `Guard`, on distinct keys. Each `Put` becomes one conditional `UPDATE`
-//! (`WHERE version = v AND fence <= f AND v IS NOT NULL`: the fence check, the version
-//! check and the presence check at once) and each `Guard` one conditional read. If every
+//! A transaction qualifies when every op is a `Put` with `Expect::Version(v)` or
+//! `Expect::Absent` and no index updates, or a `Guard`, on distinct keys. Each versioned `Put`
+//! becomes one conditional `UPDATE` (`WHERE version = v AND fence <= f AND v IS NOT NULL`: the
+//! fence check, the version check and the presence check at once), each creating `Put` one
+//! `INSERT` that ignores an existing key (a row or a placeholder: then the general path
+//! decides, continuing the placeholder's version), and each `Guard` one conditional read. If every
 //! statement hit (one row updated; one row read), the answers are known without reading
 //! anything else (`Put` -> `v + 1`, `Guard` -> the version read) and the transaction commits.
 //! If any missed, the engine rolls back (nothing of it is kept) and runs the general path,
@@ -60,6 +62,32 @@ pub(crate) fn plan(d: Dialect, ops: &[WriteOp]) -> Option<Vec<Step>> {
                 steps.push((
                     (table.to_string(), key.to_string()),
                     Step::Update { op_index, stmt, new_version },
+                ));
+            }
+            WriteOp::Put { value, expect: Expect::Absent, fence, index, .. } if index.is_empty() => {
+                // A create: one `INSERT` that does nothing if the key has a row or a
+                // placeholder (then the general path decides: a placeholder's version and
+                // fence carry on). Unlike a locking read of the absent key, it holds no gap
+                // lock, so concurrent creates of neighbouring keys never deadlock.
+                let ignore = match d {
+                    Dialect::Sqlite => "INSERT OR IGNORE",
+                    Dialect::MariaDb => "INSERT IGNORE",
+                };
+                let stmt = Stmt {
+                    sql: format!(
+                        "{ignore} INTO sandtable_rows (tbl, k, v, version, fence) VALUES (?, ?, ?, ?, ?)"
+                    ),
+                    params: vec![
+                        Param::text(table),
+                        Param::text(key),
+                        Param::Value(Some(value.clone())),
+                        Param::U64(1),
+                        Param::U64(*fence),
+                    ],
+                };
+                steps.push((
+                    (table.to_string(), key.to_string()),
+                    Step::Update { op_index, stmt, new_version: 1 },
                 ));
             }
             WriteOp::Guard { fence, .. } => {
@@ -126,6 +154,11 @@ mod tests {
             .collect();
         assert_eq!(order, [1, 2, 0], "locked in key order");
         assert!(plan(Dialect::Sqlite, &[put("a", Expect::Any)]).is_none());
+        let create = plan(Dialect::MariaDb, &[put("a", Expect::Absent)]).unwrap();
+        assert!(
+            matches!(&create[..], [Step::Update { op_index: 0, stmt, new_version: 1 }] if stmt.sql.starts_with("INSERT IGNORE")),
+            "{create:?}"
+        );
         assert!(
             plan(Dialect::Sqlite, &[put("a", Expect::Version(1)), put("a", Expect::Version(2))]).is_none()
         );

@@ -26,7 +26,7 @@
 //!   evaluates, writes and commits. A deadlock (1213) or lock-wait timeout (1205) rolls the
 //!   attempt back and it is run again, at most [`LOCK_CONFLICT_RETRIES`] times.
 //!
-//! Both first try a **fast path** ([`fast`]) for the common shapes (versioned `Put`s and
+//! Both first try a **fast path** ([`fast`]) for the common shapes (versioned and creating `Put`s and
 //! `Guard`s): conditional `UPDATE`s whose `WHERE` holds the fence, version and presence checks
 //! (each row locked by its own `UPDATE`), committed only if every one hit; otherwise rolled
 //! back and the general path decides.
