@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use engine::account::{AccountConfig, AccountError};
 use engine::cluster::ClusterConfig;
+use engine::commands::CommandsError;
 use engine::metrics::Metrics;
 use engine::orm::{OrmConfig, OrmError, OrmObserver};
 use engine::rpc::RpcConfig;
@@ -114,4 +115,7 @@ pub enum GameError {
     Shard(#[from] ShardError),
     #[error("object store: {0}")]
     Objects(#[from] OrmError),
+    /// The farm's command queues could not start (a configuration error: see the message).
+    #[error("command queues: {0}")]
+    Commands(#[from] CommandsError),
 }

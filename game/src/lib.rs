@@ -21,6 +21,9 @@
 //! | `cs_inventory {}` | game + objects | [`inventory`] | `sc_inventory {error, user_name, gold, items}` |
 //! | `cs_gift {to, item, count}` | game + objects | [`gift`] | `sc_gift {error \| error_message}`; after commit the recipient gets `sc_gift_received {from, item, count}` |
 //! | `cs_trade {with, give, take}` | game + objects | [`trade`] | `sc_trade {error, gold, items \| error_message}` |
+//! | `cs_state {}` | game + farm | [`farm::cs_state`] | `sc_state {error, state: {gold, buildings, epoch, next_pack}}` or `sc_retry_after {error, ms, waiting}` |
+//! | `cs_commands {pack_id, basis, commands}` | game + farm | [`farm::cs_commands`] | `sc_commands_ack {error, pack_id, resent}`, `sc_reload {error, pack_id, epoch}` or `sc_commands {error, code, error_message}` |
+//! | `cs_buy_now {purchase_id, gold}` | game + farm | [`farm::cs_buy_now`] | `sc_buy_now {error, gold, epoch, duplicate \| code, error_message}` |
 //! | `cs_transfer_pvp_server {auth_key}` | pvp | [`transfer`] | `sc_transfer_pvp_server {error, user_name, level \| error_message}` |
 //! | (timer) | game | [`tick`] | `sc_tick {seq}` to every account this server may act for |
 //! | (timer) | both | [`status`] | the cluster status `{user_count}` (game) or `{room_count}` (pvp) |
@@ -31,6 +34,9 @@
 //! - The inventory messages exist only on servers started with an object store
 //!   ([`GameConfig::objects`]); [`inventory`] also holds the [`inventory::Inventory`] model,
 //!   its creation at login and the bounded retry of inventory transactions.
+//! - The farm messages exist only on servers started with an object store and a
+//!   [`farm::FarmConfig`] ([`GameServer::start_with`]); [`farm`] holds the [`farm::Farm`]
+//!   model and its commands (one file each) over [`engine::commands`].
 //! - [`config`]: [`GameConfig`], [`ObjectsConfig`], the planted [`GameBugs`], the [`GameObserver`] hook and
 //!   [`GameError`]; [`flavor`]: [`Flavor`].
 //! - [`state`]: what the handlers of each flavor share, and the one place that says which
@@ -51,6 +57,7 @@
 pub mod broadcast;
 pub mod config;
 pub mod enter_pvp;
+pub mod farm;
 pub mod flavor;
 pub mod gift;
 pub mod inventory;
@@ -69,6 +76,7 @@ pub mod wire;
 use std::time::Duration;
 
 pub use config::{GameBugs, GameConfig, GameError, GameObserver, ObjectsConfig};
+pub use farm::FarmConfig;
 pub use flavor::{Flavor, UnknownFlavor};
 pub use server::GameServer;
 

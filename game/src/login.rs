@@ -3,7 +3,8 @@
 //! The login is cluster-unique (`AccountManager::check_and_set_logged_in`): a user logged in
 //! anywhere in the cluster (or on another session here) is refused `Already logged in`. A new
 //! user starts at level 1; with the object store, a new user also gets the starting inventory
-//! ([`crate::inventory::ensure_created`]). Refusals: `Already logged in`, `Server error` (the KV, the
+//! ([`crate::inventory::ensure_created`]); with the farm, the user's waiting command packs are
+//! scheduled on this server ([`crate::farm`]). Refusals: `Already logged in`, `Server error` (the KV, the
 //! coordination service or the object store failed; nothing is left logged in); malformed: a `user_name` that is
 //! not a valid account id.
 
@@ -62,6 +63,10 @@ pub(crate) async fn handle(game: Arc<GameState>, s: Session, req: CsGameServerLo
             tracing::info!(target: LOG_TARGET, user, error = %e, "login failed");
             return wire::refuse(&s, REPLY, "Server error");
         }
+    }
+    // The user plays here now: its waiting packs (if any) run here.
+    if let Some(farm) = &game.farm {
+        farm.schedule(&user);
     }
     game.observe_login(&user, &s.id().to_string());
     wire::reply(&s, REPLY, &ScGameServerLogin { error: false, level });

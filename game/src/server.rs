@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use engine::account::AccountManager;
 use engine::cluster::Cluster;
+use engine::commands::Commands;
 use engine::env::{Env, TaskHandle};
 use engine::orm::Orm;
 use engine::rpc::Rpc;
@@ -14,6 +15,7 @@ use engine::shard::ShardRouter;
 use engine::storage::CrossServerStorage;
 use futures::FutureExt;
 
+use crate::farm::{self, Farm, FarmConfig};
 use crate::state::{GameState, PvpState};
 use crate::wire::register;
 use crate::{
@@ -30,6 +32,8 @@ pub struct GameServer {
     accounts: Option<AccountManager>,
     /// The object store and its shard router (game flavor with `objects` configured).
     objects: Option<(Orm, ShardRouter)>,
+    /// The farm's command queues (with objects and a [`FarmConfig`]).
+    commands: Option<Commands<Farm>>,
     /// The status publisher and (game flavor, if configured) the ticker; aborted on stop.
     tasks: Mutex<Vec<TaskHandle>>,
 }
@@ -42,6 +46,17 @@ impl GameServer {
     /// client never reaches a server that would answer its messages with `unknown_type`. On
     /// error everything started is stopped.
     pub async fn start(env: Env, cfg: GameConfig) -> Result<GameServer, GameError> {
+        GameServer::start_with(env, cfg, None).await
+    }
+
+    /// [`start`](Self::start), plus the farm ([`crate::farm`]) when `farm` is given and the
+    /// object store is configured: its command queues start on the object store (stopped
+    /// before it) and its messages are registered.
+    ///
+    /// The farm's settings are an argument rather than a [`GameConfig`] field so that the
+    /// configurations built field by field elsewhere (the real server's manifest reader) keep
+    /// compiling; it can move into `GameConfig` when the real server serves the farm.
+    pub async fn start_with(env: Env, cfg: GameConfig, farm: Option<FarmConfig>) -> Result<GameServer, GameError> {
         let mut storage = CrossServerStorage::from_env(&env, cfg.storage.clone())?;
         if let Some(m) = &cfg.metrics {
             storage = storage.with_metrics(m);
@@ -105,6 +120,27 @@ impl GameServer {
             },
             _ => None,
         };
+        let commands = match (&objects, farm) {
+            (Some((orm, _)), Some(f)) => {
+                match Commands::start(env.clone(), orm.clone(), farm::command_set(), f.commands, f.observer) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        if let Some((orm, router)) = &objects {
+                            orm.stop().await;
+                            router.stop();
+                        }
+                        if let Some(a) = &accounts {
+                            a.stop().await;
+                        }
+                        rpc.shutdown().await;
+                        cluster.leave().await;
+                        sessions.shutdown().await;
+                        return Err(e.into());
+                    }
+                }
+            }
+            _ => None,
+        };
         let server = GameServer {
             flavor: cfg.flavor,
             sessions,
@@ -112,6 +148,7 @@ impl GameServer {
             rpc,
             accounts,
             objects,
+            commands,
             tasks: Default::default(),
         };
         if let Some(m) = &cfg.metrics {
@@ -135,6 +172,7 @@ impl GameServer {
                     observer: cfg.observer,
                     orm: server.objects.as_ref().map(|(orm, _)| orm.clone()),
                     clock: env.clock.clone(),
+                    farm: server.commands.clone(),
                 };
                 server.start_game(&env, Arc::new(game), cfg.tick_period);
             }
@@ -166,7 +204,11 @@ impl GameServer {
         for t in tasks {
             t.abort();
         }
-        // Objects first: the store releases its owner records on the account manager's session.
+        // The command queues first (no new turns), then the objects they run on: the store
+        // releases its owner records on the account manager's session.
+        if let Some(c) = &self.commands {
+            c.stop();
+        }
         if let Some((orm, router)) = &self.objects {
             orm.stop().await;
             router.stop();
@@ -200,6 +242,11 @@ impl GameServer {
             game.register_logged_in(service, gift::handle);
             game.register_logged_in(service, trade::handle);
         }
+        if game.farm.is_some() {
+            game.register_logged_in(service, farm::cs_state::handle);
+            game.register_logged_in(service, farm::cs_commands::handle);
+            game.register_logged_in(service, farm::cs_buy_now::handle);
+        }
         self.spawn(env, "game-status", status::run_game(game.clone(), env.clock.clone()).boxed());
         if let Some(period) = tick_period {
             self.spawn(env, "game-ticks", tick::run(game, env.clock.clone(), period).boxed());
@@ -216,6 +263,11 @@ impl GameServer {
     /// The game's shard router and object store.
     pub fn orm(&self) -> Option<&Orm> {
         self.objects.as_ref().map(|(orm, _)| orm)
+    }
+
+    /// The farm's command queues (started with [`start_with`](Self::start_with)).
+    pub fn commands(&self) -> Option<&Commands<Farm>> {
+        self.commands.as_ref()
     }
 
     fn spawn(&self, env: &Env, name: &str, task: futures::future::BoxFuture<'static, ()>) {

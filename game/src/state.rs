@@ -13,12 +13,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use engine::account::AccountManager;
 use engine::cluster::Cluster;
+use engine::commands::Commands;
 use engine::env::{Clock, Kv, SetCondition, SetOptions};
 use engine::orm::Orm;
 use engine::session::{Session, SessionService};
 use engine::storage::CrossServerStorage;
 use serde::{Deserialize, Serialize};
 
+use crate::farm::Farm;
 use crate::wire::{self, Request};
 use crate::{GameBugs, GameObserver};
 
@@ -35,6 +37,8 @@ pub struct GameState {
     pub(crate) orm: Option<Orm>,
     /// Paces the inventory handlers' retries.
     pub(crate) clock: Arc<dyn Clock>,
+    /// The farm's command queues; `None` when the server runs without the farm.
+    pub(crate) farm: Option<Commands<Farm>>,
 }
 
 /// What the pvp flavor's handler may use.

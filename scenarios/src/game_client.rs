@@ -103,6 +103,26 @@ impl GameClient {
         }
     }
 
+    /// Sends several messages in one write (no reply expected): they reach the server
+    /// together, so it handles them back to back (a pipelined burst).
+    pub async fn send_many(&mut self, messages: &[(&str, Value)]) -> Result<(), ReqError> {
+        if self.closed {
+            return Err(ReqError::Closed);
+        }
+        for (msg_type, body) in messages {
+            let frame = codec::encode_json_message(Transport::TcpJson, msg_type, body);
+            if self.conn.sink.feed(frame).await.is_err() {
+                self.closed = true;
+                return Err(ReqError::Lost);
+            }
+        }
+        if self.conn.sink.flush().await.is_err() {
+            self.closed = true;
+            return Err(ReqError::Lost);
+        }
+        Ok(())
+    }
+
     /// Reads one frame within `left`: `Ok(Some)` a message (pings answered and skipped are
     /// not returned), `Ok(None)` the time ran out, `Err(Closed)` the connection ended.
     async fn next_message(&mut self, left: Duration) -> Result<Option<(String, Value)>, ReqError> {

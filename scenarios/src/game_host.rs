@@ -13,8 +13,8 @@ use engine::rpc::RpcConfig;
 use engine::session::{SessionConfig, Transport};
 use engine::storage::StorageConfig;
 use game::{
-    Flavor, GameBugs, GameConfig, GameObserver, GameServer, ObjectsConfig, UnknownFlavor, GAME_TAG,
-    LOG_TARGET,
+    FarmConfig, Flavor, GameBugs, GameConfig, GameObserver, GameServer, ObjectsConfig, UnknownFlavor,
+    GAME_TAG, LOG_TARGET,
 };
 
 use crate::catalogue::membership::cluster_config;
@@ -53,6 +53,9 @@ pub struct SimGameOptions {
     /// The object store (game flavor); `None`: none, as in every scenario before
     /// `object_lending`.
     pub objects: Option<ObjectsConfig>,
+    /// The farm's command queues (with `objects`); `None`: no farm, as in every scenario
+    /// before `deferred_commands`.
+    pub farm: Option<FarmConfig>,
 }
 
 /// The session configuration of the simulated game's client port (one TCP JSON port): short
@@ -111,7 +114,7 @@ pub async fn run_server(ctx: ServerCtx, opts: SimGameOptions) {
         if ctx.phases.finished() {
             return;
         }
-        match GameServer::start(ctx.env.clone(), cfg.clone()).await {
+        match GameServer::start_with(ctx.env.clone(), cfg.clone(), opts.farm.clone()).await {
             Ok(s) => break s,
             Err(e) => {
                 tracing::info!(target: LOG_TARGET, error = %e, "game server start failed; retrying");

@@ -13,6 +13,7 @@ use crate::scenario::Scenario;
 
 pub mod broadcast;
 pub mod coord_lock;
+pub mod deferred_commands;
 pub mod kv_register;
 pub mod login_unique;
 pub mod membership;
@@ -37,5 +38,6 @@ pub fn all() -> Vec<Arc<dyn Scenario>> {
         Arc::new(sql_register::SqlRegister),
         Arc::new(shard_move::ShardMove),
         Arc::new(object_lending::ObjectLending),
+        Arc::new(deferred_commands::DeferredCommands),
     ]
 }

@@ -1,0 +1,136 @@
+//! What `deferred_commands` records: the clients' operations (logins, state reads, packs,
+//! purchases) with what the servers answered, and every pack execution the servers report
+//! through [`engine::commands::CommandsObserver`] (the evidence that one user's packs never
+//! run at once on a server).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use engine::commands::{CommandsObserver, Outcome};
+use engine::env::lock;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::history::{History, ProcessId, Recorder, TimeSource};
+
+/// One recorded client operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CmdOp {
+    /// `cs_game_server_login` as `user` on `server`.
+    Login { user: String, server: usize },
+    /// `cs_state` of `user`.
+    State { user: String },
+    /// `cs_commands` of `user`; `resend`: the same pack was sent before.
+    Pack { user: String, pack_id: u64, basis: u64, commands: Vec<Value>, resend: bool },
+    /// `cs_buy_now` of `user`; `retry`: the same purchase was sent before.
+    BuyNow { user: String, purchase_id: String, gold: i64, retry: bool },
+}
+
+impl CmdOp {
+    pub fn user(&self) -> &str {
+        match self {
+            CmdOp::Login { user, .. }
+            | CmdOp::State { user }
+            | CmdOp::Pack { user, .. }
+            | CmdOp::BuyNow { user, .. } => user,
+        }
+    }
+}
+
+/// The farm as an `sc_state` showed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateSeen {
+    pub gold: i64,
+    pub buildings: BTreeMap<String, u32>,
+    pub epoch: u64,
+    pub next_pack: u64,
+}
+
+/// What a completed operation answered.
+///
+/// How answers map to outcomes: every definite answer is `Ok` (an ack, a reload, a refusal
+/// that stored nothing: `malformed`, `gap`, `future_basis`, `full`, `invalid`, `id_reused`);
+/// `Not logged in` and `cs_state`'s `try again` are `Fail`; a `server` refusal (the object
+/// store failed: it may have stored or applied), a timeout, a closed connection or an `_error`
+/// frame are `Info`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CmdRes {
+    LoggedIn,
+    /// `sc_state`.
+    State(StateSeen),
+    /// `sc_retry_after`.
+    RetryAfter { ms: u64 },
+    /// `sc_commands_ack`.
+    Acked { resent: bool },
+    /// `sc_reload`: not stored; the state is at `epoch`.
+    Reload { epoch: u64 },
+    /// A definite refusal (nothing stored or applied); `expected` for a `gap`.
+    Refused { code: String, expected: Option<u64> },
+    /// `sc_buy_now {error: false}`.
+    Bought { gold: i64, epoch: u64, duplicate: bool },
+}
+
+pub type CmdHistory = History<CmdOp, CmdRes>;
+pub type Rec = Recorder<CmdOp, CmdRes>;
+
+/// One pack execution a server reported: `executing` at `start_ns`, `executed` at `end_ns`
+/// (`None`: never reported, e.g. the server was killed), committed or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Execution {
+    /// The server incarnation.
+    pub server: ProcessId,
+    pub user: String,
+    pub pack_id: u64,
+    pub start_ns: u64,
+    pub end_ns: Option<u64>,
+    /// `Some((outcome, epoch))` if its commit succeeded.
+    pub committed: Option<(Outcome, u64)>,
+}
+
+/// Every pack execution of a run, in start order. Shared by every server of a run.
+#[derive(Clone, Default)]
+pub struct Executions(Arc<Mutex<Vec<Execution>>>);
+
+impl Executions {
+    pub fn snapshot(&self) -> Vec<Execution> {
+        lock(&self.0).clone()
+    }
+
+    /// The observer server incarnation `server` reports through.
+    pub fn observer(&self, server: ProcessId, now: TimeSource) -> Arc<dyn CommandsObserver> {
+        Arc::new(ExecObserver { log: self.clone(), server, now })
+    }
+}
+
+struct ExecObserver {
+    log: Executions,
+    server: ProcessId,
+    now: TimeSource,
+}
+
+impl CommandsObserver for ExecObserver {
+    fn executing(&self, user: &str, pack_id: u64) {
+        let start_ns = (self.now)();
+        lock(&self.log.0).push(Execution {
+            server: self.server,
+            user: user.to_string(),
+            pack_id,
+            start_ns,
+            end_ns: None,
+            committed: None,
+        });
+    }
+
+    fn executed(&self, user: &str, pack_id: u64, committed: Option<(Outcome, u64)>) {
+        let end_ns = (self.now)();
+        let mut log = lock(&self.log.0);
+        // The oldest open execution of this pack on this server.
+        if let Some(e) = log
+            .iter_mut()
+            .find(|e| e.server == self.server && e.user == user && e.pack_id == pack_id && e.end_ns.is_none())
+        {
+            e.end_ns = Some(end_ns);
+            e.committed = committed;
+        }
+    }
+}

@@ -1,0 +1,720 @@
+//! `deferred_commands`' clients: each plays the farms of its users in turn, one login at a
+//! time on a random server, sending packs, purchases and state reads as its [`Kind`] says,
+//! and keeping per user what a real client keeps: the last state loaded (its epoch is the
+//! basis of new packs), the next pack id, its own copy of the farm played ahead, and the pack
+//! and purchase it has sent without an answer yet.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use engine::env::RandExt;
+use game::farm::{self, Farm, COST_MAX};
+use serde_json::{json, Value};
+
+use super::history::{CmdOp, CmdRes, Rec, StateSeen};
+use super::{CLIENTS, SERVERS, USERS};
+use crate::game_client::{GameClient, ReqError};
+use crate::history::OpHandle;
+use crate::scenario::ClientCtx;
+
+/// How long a client waits for an answer (a borrow from an owner that must be waited out
+/// takes up to the session timeout, 6 s, and more).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a resender waits for a pack's answer before sending it again on the same
+/// connection: shorter than an execution under faults, so resends race the original.
+pub const RESEND_TIMEOUT: Duration = Duration::from_millis(700);
+/// Most sends of one pack or purchase on one connection.
+const SENDS_PER_CONNECTION_MAX: u32 = 3;
+/// Most `cs_state` requests of one load (each `sc_retry_after` is obeyed).
+const STATE_POLLS_MAX: u32 = 40;
+/// Longest `sc_retry_after` wait obeyed as given (longer ones are cut to this).
+const RETRY_AFTER_OBEYED_MAX: Duration = Duration::from_secs(2);
+/// Requests per login, drawn from this range.
+const OPS_PER_LOGIN: std::ops::Range<u64> = 4..16;
+/// Pause between two requests, ms, drawn from this range.
+const THINK_MS: std::ops::Range<u64> = 30..300;
+/// Pause after a failed connect or login, or a `try again`.
+const RETRY_PAUSE: Duration = Duration::from_millis(300);
+/// In the last this-long of the run clients only read states (no new packs or purchases), so
+/// every queue can drain before the final read.
+pub const QUIET: Duration = Duration::from_secs(5);
+/// Most packs of a burst.
+const BURST_PACKS_MAX: u64 = 4;
+/// The building names clients use.
+const BUILDINGS: [&str; 4] = ["barn", "mill", "coop", "silo"];
+
+/// How a client plays.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Kind {
+    pub name: &'static str,
+    /// Probability that a pack holds a `build` the farm cannot afford (a logical failure).
+    pub cheat: f64,
+    /// Resends unanswered packs quickly ([`RESEND_TIMEOUT`]) and after reconnecting, and
+    /// sometimes resends an acknowledged pack; other clients reload the state instead and
+    /// reuse the pack id.
+    pub resender: bool,
+    /// Probability that a request is a purchase.
+    pub buy: f64,
+    /// Probability that packs go in a burst, sent back to back without waiting (they queue
+    /// up behind each other, so a failure makes the later ones stale).
+    pub burst: f64,
+}
+
+/// The kind of client `i`: honest, cheating, resender, buyer, then mixes.
+pub fn kind_of(i: usize) -> Kind {
+    const KINDS: [Kind; 6] = [
+        Kind { name: "honest", cheat: 0.0, resender: false, buy: 0.03, burst: 0.2 },
+        Kind { name: "cheating", cheat: 0.3, resender: false, buy: 0.03, burst: 0.8 },
+        Kind { name: "resender", cheat: 0.05, resender: true, buy: 0.05, burst: 0.3 },
+        Kind { name: "buyer", cheat: 0.0, resender: false, buy: 0.4, burst: 0.3 },
+        Kind { name: "cheating-resender", cheat: 0.2, resender: true, buy: 0.1, burst: 0.7 },
+        Kind { name: "cheating-buyer", cheat: 0.2, resender: false, buy: 0.3, burst: 0.6 },
+    ];
+    KINDS[i % KINDS.len()]
+}
+
+/// The users of client `i`: `i`, `i + CLIENTS`, ... (numeric ids, spread over the shards).
+pub fn users_of(client: usize) -> Vec<String> {
+    (client..USERS).step_by(CLIENTS).map(|u| u.to_string()).collect()
+}
+
+/// A pack as the client sent it, and the farm it believes it has after it.
+#[derive(Debug, Clone)]
+struct SentPack {
+    pack_id: u64,
+    basis: u64,
+    commands: Vec<Value>,
+    after: Farm,
+}
+
+/// What a client knows of one of its users.
+#[derive(Debug, Clone, Default)]
+struct Book {
+    /// Its copy of the farm: the last state loaded, played ahead (`None`: none loaded yet).
+    local: Option<Farm>,
+    /// The epoch of the last state loaded.
+    basis: u64,
+    /// The id of the next new pack.
+    next_pack: u64,
+    /// Sent, not answered (resent until it is).
+    unacked: Option<SentPack>,
+    /// The last acknowledged pack (a resender sends it again now and then).
+    last_acked: Option<SentPack>,
+    /// A purchase sent and not answered: `(id, gold)`.
+    unacked_buy: Option<(String, i64)>,
+    /// The last purchase answered.
+    last_bought: Option<(String, i64)>,
+    /// The state must be loaded before the next pack (after a reload, a refusal, a dropped
+    /// pack).
+    needs_state: bool,
+}
+
+/// What a `cs_state` answered.
+enum StateAnswer {
+    Loaded,
+    RetryAfter(u64),
+    TryAgain,
+    Refused,
+}
+
+/// Whether the connection can be used further.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conn {
+    Usable,
+    Done,
+}
+
+/// One client process.
+pub struct Client {
+    pub ctx: ClientCtx,
+    pub rec: Rec,
+}
+
+impl Client {
+    fn kind(&self) -> Kind {
+        kind_of(self.ctx.index)
+    }
+
+    pub async fn run(self) {
+        let env = self.ctx.env.clone();
+        let users = users_of(self.ctx.index);
+        let mut books: BTreeMap<String, Book> = users.iter().map(|u| (u.clone(), Book::default())).collect();
+        let mut purchases = 0u64;
+        let mut turn = env.rand.gen_range(0..users.len() as u64) as usize;
+        while !self.ctx.phases.finished() {
+            turn = (turn + 1) % users.len();
+            let user = users[turn].clone();
+            let server = env.rand.gen_range(0..SERVERS as u64) as usize;
+            let book = books.get_mut(&user).expect("a book per user");
+            match self.login(&user, server).await {
+                Some(mut c) => self.session(&mut c, &user, book, &mut purchases).await,
+                None => env.clock.sleep(RETRY_PAUSE).await,
+            }
+        }
+    }
+
+    fn quiet(&self) -> bool {
+        self.ctx.phases.elapsed() + QUIET >= self.ctx.phases.end_at
+    }
+
+    async fn login(&self, user: &str, server: usize) -> Option<GameClient> {
+        let (env, phases) = (&self.ctx.env, &self.ctx.phases);
+        let mut c = GameClient::connect(env, phases.now.clone(), self.ctx.servers.addr(server)).await?;
+        let h = self.rec.invoke(self.ctx.process, CmdOp::Login { user: user.to_string(), server });
+        let reply = self.request(
+            &mut c,
+            "cs_game_server_login",
+            json!({ "user_name": user }),
+            &["sc_game_server_login"],
+            REPLY_TIMEOUT,
+        );
+        match reply.await {
+            Ok((_, v)) if !is_error(&v) => {
+                self.rec.ok(h, CmdRes::LoggedIn);
+                Some(c)
+            }
+            Ok(_) => {
+                self.rec.fail(h);
+                None
+            }
+            Err(_) => {
+                self.rec.info(h);
+                None
+            }
+        }
+    }
+
+    /// Requests on one login until the count is done, the connection fails, or the run ends;
+    /// then a logout or just a disconnect.
+    async fn session(&self, c: &mut GameClient, user: &str, book: &mut Book, purchases: &mut u64) {
+        let env = &self.ctx.env;
+        let kind = self.kind();
+        if !self.quiet() {
+            if let Some((id, gold)) = book.unacked_buy.clone() {
+                if self.buy(c, user, book, &id, gold, true).await == Conn::Done {
+                    return;
+                }
+            }
+            if book.unacked.is_some() {
+                if kind.resender {
+                    if self.send_pack(c, user, book, true).await == Conn::Done {
+                        return;
+                    }
+                } else {
+                    // Not resent: the state says whether it was stored (then it shows in the
+                    // state), and its id is used again for the next pack if not.
+                    book.unacked = None;
+                    book.needs_state = true;
+                }
+            }
+        } else if book.unacked.is_some() {
+            book.unacked = None;
+            book.needs_state = true;
+        }
+        if (book.needs_state || book.local.is_none()) && self.load_state(c, user, book).await == Conn::Done {
+            return;
+        }
+        let ops = env.rand.gen_range(OPS_PER_LOGIN);
+        for _ in 0..ops {
+            if self.ctx.phases.finished() {
+                return;
+            }
+            let think = Duration::from_millis(env.rand.gen_range(THINK_MS));
+            if !c.pump(think).await {
+                return;
+            }
+            let _ = c.take_inbox();
+            let pick = env.rand.gen_range(0..1_000_000) as f64 / 1e6;
+            let conn = if self.quiet() || book.needs_state || pick < 0.12 {
+                self.load_state(c, user, book).await
+            } else if pick < 0.12 + kind.buy {
+                if kind.resender && env.rand.gen_bool(0.2) && book.last_bought.is_some() {
+                    let (id, gold) = book.last_bought.clone().expect("checked");
+                    self.buy(c, user, book, &id, gold, true).await
+                } else {
+                    let id = format!("c{}-{}", self.ctx.index, *purchases);
+                    *purchases += 1;
+                    let gold = if env.rand.gen_bool(0.1) {
+                        env.rand.gen_range(200..1001) as i64
+                    } else {
+                        env.rand.gen_range(1..121) as i64
+                    };
+                    book.unacked_buy = Some((id.clone(), gold));
+                    self.buy(c, user, book, &id, gold, false).await
+                }
+            } else if kind.resender && env.rand.gen_bool(0.15) && book.last_acked.is_some() {
+                self.resend_acked(c, user, book).await
+            } else {
+                self.play(c, user, book).await
+            };
+            if conn == Conn::Done {
+                return;
+            }
+        }
+        if env.rand.gen_bool(0.5) {
+            let _ = self.request(c, "cs_logout", json!({}), &["sc_logout"], REPLY_TIMEOUT).await;
+        }
+    }
+
+    /// Plays new packs and sends them: one, or (a burst) two to four sent back to back without
+    /// waiting, so they queue behind each other on the server, maybe with a state read right
+    /// behind them.
+    async fn play(&self, c: &mut GameClient, user: &str, book: &mut Book) -> Conn {
+        let env = &self.ctx.env;
+        let kind = self.kind();
+        let Some(mut local) = book.local.clone() else { return self.load_state(c, user, book).await };
+        let n = if env.rand.gen_bool(kind.burst) { env.rand.gen_range(2..BURST_PACKS_MAX + 1) } else { 1 };
+        let mut packs = Vec::new();
+        for i in 0..n {
+            let (commands, after) = self.make_pack(&local, env.rand.gen_bool(kind.cheat));
+            packs.push(SentPack { pack_id: book.next_pack + i, basis: book.basis, commands, after: after.clone() });
+            local = after;
+        }
+        if n == 1 {
+            book.unacked = packs.pop();
+            return self.send_pack(c, user, book, false).await;
+        }
+        self.send_burst(c, user, book, packs).await
+    }
+
+    /// Sends `packs` (consecutive ids) back to back, and maybe a `cs_state` behind them, then
+    /// collects the answers. The acknowledged prefix counts; anything else makes the client
+    /// load the state again (a pack after a refused one is refused as a gap).
+    async fn send_burst(&self, c: &mut GameClient, user: &str, book: &mut Book, packs: Vec<SentPack>) -> Conn {
+        let env = &self.ctx.env;
+        let first = packs[0].pack_id;
+        let mut handles = Vec::new();
+        let mut messages = Vec::new();
+        for p in &packs {
+            let op = CmdOp::Pack {
+                user: user.to_string(),
+                pack_id: p.pack_id,
+                basis: p.basis,
+                commands: p.commands.clone(),
+                resend: false,
+            };
+            handles.push(Some(self.rec.invoke(self.ctx.process, op)));
+            messages.push(("cs_commands", json!({"pack_id": p.pack_id, "basis": p.basis, "commands": p.commands})));
+        }
+        let read = env.rand.gen_bool(0.5).then(|| {
+            messages.push(("cs_state", json!({})));
+            self.rec.invoke(self.ctx.process, CmdOp::State { user: user.to_string() })
+        });
+        let sent = c.send_many(&messages).await.is_ok();
+        let mut answers: Vec<Option<(String, Value)>> = vec![None; packs.len()];
+        let mut state_answer: Option<(String, Value)> = None;
+        let deadline = env.clock.now() + REPLY_TIMEOUT;
+        let types = ["sc_commands_ack", "sc_reload", "sc_commands", "sc_state", "sc_retry_after"];
+        while sent && (answers.iter().any(Option::is_none) || (read.is_some() && state_answer.is_none())) {
+            let left = deadline.saturating_since(env.clock.now());
+            let Ok((t, v)) = c.wait_for(&types, left).await else { break };
+            if t == "sc_state" || t == "sc_retry_after" {
+                state_answer = Some((t, v));
+                continue;
+            }
+            let Some(id) = v.get("pack_id").and_then(Value::as_u64) else { continue };
+            if let Some(slot) = id.checked_sub(first).and_then(|i| answers.get_mut(i as usize)) {
+                slot.get_or_insert((t, v));
+            }
+        }
+        let mut acked_prefix = 0;
+        let mut all_acked = true;
+        for (i, h) in handles.iter_mut().enumerate() {
+            let h = h.take().expect("each handle completed once");
+            match &answers[i] {
+                Some((t, v)) if t == "sc_commands_ack" => {
+                    let resent = v.get("resent").and_then(Value::as_bool).unwrap_or(false);
+                    self.rec.ok(h, CmdRes::Acked { resent });
+                    if all_acked {
+                        acked_prefix = i + 1;
+                    }
+                }
+                Some((t, v)) if t == "sc_reload" => {
+                    all_acked = false;
+                    let epoch = v.get("epoch").and_then(Value::as_u64).unwrap_or(0);
+                    self.rec.ok(h, CmdRes::Reload { epoch });
+                }
+                Some((_, v)) => {
+                    all_acked = false;
+                    match v.get("code").and_then(Value::as_str) {
+                        Some("server") => self.rec.info(h),
+                        Some(code) => {
+                            let expected = v.get("expected").and_then(Value::as_u64);
+                            self.rec.ok(h, CmdRes::Refused { code: code.to_string(), expected });
+                        }
+                        None => self.rec.fail(h),
+                    }
+                }
+                None => {
+                    all_acked = false;
+                    self.rec.info(h);
+                }
+            }
+        }
+        if let Some(p) = acked_prefix.checked_sub(1).map(|i| &packs[i]) {
+            book.next_pack = p.pack_id + 1;
+            book.local = Some(p.after.clone());
+            book.last_acked = Some(p.clone());
+        }
+        book.unacked = None;
+        if acked_prefix < packs.len() {
+            book.needs_state = true;
+        }
+        if let Some(h) = read {
+            match state_answer {
+                Some((t, v)) => {
+                    let _ = self.record_state(h, &t, &v, user, book);
+                }
+                None => self.rec.info(h),
+            }
+        }
+        let answered = answers.iter().all(Option::is_some);
+        if !answered {
+            return Conn::Done;
+        }
+        if book.needs_state {
+            return self.load_state(c, user, book).await;
+        }
+        Conn::Usable
+    }
+
+    /// 1 to 4 commands the client's copy of the farm allows (and, if `cheat`, one `build` it
+    /// cannot afford, which the client believes it could), and the farm it believes it has
+    /// after them.
+    fn make_pack(&self, local: &Farm, cheat: bool) -> (Vec<Value>, Farm) {
+        let env = &self.ctx.env;
+        let set = farm::command_set();
+        let n = env.rand.gen_range(1..5);
+        let cheat_at = cheat.then(|| env.rand.gen_range(0..n));
+        let mut l = local.clone();
+        let mut commands = Vec::new();
+        for i in 0..n {
+            let building = BUILDINGS[env.rand.gen_range(0..BUILDINGS.len() as u64) as usize];
+            if cheat_at == Some(i) {
+                if l.gold < COST_MAX {
+                    let cost = (l.gold + env.rand.gen_range(1..81) as i64).clamp(1, COST_MAX);
+                    commands.push(json!({"op": "build", "building": building, "cost": cost}));
+                    // The cheater "threw money to himself": it believes it built it.
+                    l.gold = 0;
+                    *l.buildings.entry(building.to_string()).or_insert(0) += 1;
+                } else {
+                    commands.push(json!({"op": "sell", "building": "ghost"}));
+                    l.gold += farm::SELL_REFUND;
+                }
+                continue;
+            }
+            let owned: Vec<String> = l.buildings.keys().cloned().collect();
+            let pick = env.rand.gen_range(0..10);
+            let cost = env.rand.gen_range(5..61) as i64;
+            let command = if pick < 4 && l.gold >= cost {
+                json!({"op": "build", "building": building, "cost": cost})
+            } else if pick < 7 && !owned.is_empty() {
+                let b = &owned[env.rand.gen_range(0..owned.len() as u64) as usize];
+                json!({"op": "collect", "building": b})
+            } else if pick < 8 && !owned.is_empty() {
+                let b = &owned[env.rand.gen_range(0..owned.len() as u64) as usize];
+                json!({"op": "sell", "building": b})
+            } else {
+                json!({"op": "earn", "amount": env.rand.gen_range(1..farm::EARN_MAX as u64 + 1)})
+            };
+            if set.apply(&command, &mut l).is_ok() {
+                commands.push(command);
+            }
+        }
+        if commands.is_empty() {
+            let command = json!({"op": "earn", "amount": 1});
+            let _ = set.apply(&command, &mut l);
+            commands.push(command);
+        }
+        (commands, l)
+    }
+
+    /// Sends `book.unacked` until it is answered definitely, the connection is given up, or
+    /// (not a resender) its one wait ends.
+    async fn send_pack(&self, c: &mut GameClient, user: &str, book: &mut Book, mut resend: bool) -> Conn {
+        let kind = self.kind();
+        let wait = if kind.resender { RESEND_TIMEOUT } else { REPLY_TIMEOUT };
+        for _ in 0..SENDS_PER_CONNECTION_MAX {
+            let p = book.unacked.clone().expect("a pack to send");
+            let op = CmdOp::Pack {
+                user: user.to_string(),
+                pack_id: p.pack_id,
+                basis: p.basis,
+                commands: p.commands.clone(),
+                resend,
+            };
+            let h = self.rec.invoke(self.ctx.process, op);
+            resend = true;
+            let body = json!({"pack_id": p.pack_id, "basis": p.basis, "commands": p.commands});
+            let reply = self
+                .request_matching(c, "cs_commands", body, &["sc_commands_ack", "sc_reload", "sc_commands"], wait, |v| {
+                    v.get("pack_id").and_then(Value::as_u64).is_none_or(|id| id == p.pack_id)
+                })
+                .await;
+            let (t, v) = match reply {
+                Ok(r) => r,
+                Err(ReqError::Lost) if kind.resender => {
+                    // Maybe slow, maybe lost: send it again on this connection.
+                    self.rec.info(h);
+                    continue;
+                }
+                Err(_) => {
+                    self.rec.info(h);
+                    return Conn::Done;
+                }
+            };
+            match t.as_str() {
+                "sc_commands_ack" => {
+                    let resent = v.get("resent").and_then(Value::as_bool).unwrap_or(false);
+                    self.rec.ok(h, CmdRes::Acked { resent });
+                    book.next_pack = p.pack_id + 1;
+                    book.local = Some(p.after.clone());
+                    book.last_acked = Some(p);
+                    book.unacked = None;
+                    return Conn::Usable;
+                }
+                "sc_reload" => {
+                    let epoch = v.get("epoch").and_then(Value::as_u64).unwrap_or(0);
+                    self.rec.ok(h, CmdRes::Reload { epoch });
+                    book.unacked = None;
+                    return self.load_state(c, user, book).await;
+                }
+                _ => {}
+            }
+            let code = v.get("code").and_then(Value::as_str).unwrap_or("").to_string();
+            match code.as_str() {
+                "server" => {
+                    // The store failed: maybe stored. Resend after a pause.
+                    self.rec.info(h);
+                    if !c.pump(RETRY_PAUSE).await {
+                        return Conn::Done;
+                    }
+                }
+                "full" => {
+                    self.rec.ok(h, CmdRes::Refused { code, expected: None });
+                    let ms = v.get("retry_after_ms").and_then(Value::as_u64).unwrap_or(100);
+                    let wait = Duration::from_millis(ms).min(RETRY_AFTER_OBEYED_MAX);
+                    if !c.pump(wait).await {
+                        return Conn::Done;
+                    }
+                }
+                "" => {
+                    // `Not logged in`: nothing was stored; log in again.
+                    self.rec.fail(h);
+                    return Conn::Done;
+                }
+                _ => {
+                    // gap, future_basis, malformed: not stored; start again from the state.
+                    let expected = v.get("expected").and_then(Value::as_u64);
+                    self.rec.ok(h, CmdRes::Refused { code, expected });
+                    book.unacked = None;
+                    book.needs_state = true;
+                    return self.load_state(c, user, book).await;
+                }
+            }
+        }
+        Conn::Done
+    }
+
+    /// A resender sends its last acknowledged pack again: it must be acknowledged again
+    /// (`resent`), never stored twice.
+    async fn resend_acked(&self, c: &mut GameClient, user: &str, book: &mut Book) -> Conn {
+        let p = book.last_acked.clone().expect("checked by the caller");
+        let op = CmdOp::Pack {
+            user: user.to_string(),
+            pack_id: p.pack_id,
+            basis: p.basis,
+            commands: p.commands.clone(),
+            resend: true,
+        };
+        let h = self.rec.invoke(self.ctx.process, op);
+        let body = json!({"pack_id": p.pack_id, "basis": p.basis, "commands": p.commands});
+        let reply = self
+            .request_matching(c, "cs_commands", body, &["sc_commands_ack", "sc_reload", "sc_commands"], REPLY_TIMEOUT, |v| {
+                v.get("pack_id").and_then(Value::as_u64).is_none_or(|id| id == p.pack_id)
+            })
+            .await;
+        match reply {
+            Ok((t, v)) if t == "sc_commands_ack" => {
+                let resent = v.get("resent").and_then(Value::as_bool).unwrap_or(false);
+                self.rec.ok(h, CmdRes::Acked { resent });
+                Conn::Usable
+            }
+            Ok((t, v)) if t == "sc_reload" => {
+                let epoch = v.get("epoch").and_then(Value::as_u64).unwrap_or(0);
+                self.rec.ok(h, CmdRes::Reload { epoch });
+                Conn::Usable
+            }
+            Ok((_, v)) => match v.get("code").and_then(Value::as_str) {
+                Some("server") => {
+                    self.rec.info(h);
+                    Conn::Usable
+                }
+                Some(code) => {
+                    let expected = v.get("expected").and_then(Value::as_u64);
+                    self.rec.ok(h, CmdRes::Refused { code: code.to_string(), expected });
+                    Conn::Usable
+                }
+                None => {
+                    self.rec.fail(h);
+                    Conn::Done
+                }
+            },
+            Err(_) => {
+                self.rec.info(h);
+                Conn::Done
+            }
+        }
+    }
+
+    /// Sends a purchase (again, if `retry`) until it is answered definitely or the connection
+    /// is given up.
+    async fn buy(&self, c: &mut GameClient, user: &str, book: &mut Book, id: &str, gold: i64, mut retry: bool) -> Conn {
+        for _ in 0..SENDS_PER_CONNECTION_MAX {
+            let op = CmdOp::BuyNow { user: user.to_string(), purchase_id: id.to_string(), gold, retry };
+            let h = self.rec.invoke(self.ctx.process, op);
+            retry = true;
+            let reply = self
+                .request_matching(c, "cs_buy_now", json!({"purchase_id": id, "gold": gold}), &["sc_buy_now"], REPLY_TIMEOUT, |v| {
+                    v.get("purchase_id").and_then(Value::as_str).is_none_or(|p| p == id)
+                })
+                .await;
+            let v = match reply {
+                Ok((_, v)) => v,
+                Err(_) => {
+                    self.rec.info(h);
+                    return Conn::Done;
+                }
+            };
+            if !is_error(&v) {
+                let balance = v.get("gold").and_then(Value::as_i64).unwrap_or(i64::MIN);
+                let epoch = v.get("epoch").and_then(Value::as_u64).unwrap_or(0);
+                let duplicate = v.get("duplicate").and_then(Value::as_bool).unwrap_or(false);
+                self.rec.ok(h, CmdRes::Bought { gold: balance, epoch, duplicate });
+                // The purchase is in the server's state from now on; it is news to this
+                // client's copy unless it had been answered before.
+                let known = book.last_bought.as_ref().is_some_and(|(p, _)| p == id);
+                if book.unacked_buy.as_ref().is_some_and(|(p, _)| p == id) {
+                    book.unacked_buy = None;
+                }
+                if !known {
+                    if let Some(l) = &mut book.local {
+                        l.gold += gold;
+                    }
+                    book.last_bought = Some((id.to_string(), gold));
+                }
+                return Conn::Usable;
+            }
+            match v.get("code").and_then(Value::as_str) {
+                Some("server") => {
+                    self.rec.info(h);
+                    if !c.pump(RETRY_PAUSE).await {
+                        return Conn::Done;
+                    }
+                }
+                Some(code) => {
+                    self.rec.ok(h, CmdRes::Refused { code: code.to_string(), expected: None });
+                    book.unacked_buy = None;
+                    return Conn::Usable;
+                }
+                None => {
+                    self.rec.fail(h);
+                    return Conn::Done;
+                }
+            }
+        }
+        Conn::Done
+    }
+
+    /// Loads the user's state (`cs_state`, obeying `sc_retry_after`): the client's copy, the
+    /// basis of its next packs and the next pack id come from it.
+    async fn load_state(&self, c: &mut GameClient, user: &str, book: &mut Book) -> Conn {
+        for _ in 0..STATE_POLLS_MAX {
+            let h = self.rec.invoke(self.ctx.process, CmdOp::State { user: user.to_string() });
+            let reply =
+                self.request(c, "cs_state", json!({}), &["sc_state", "sc_retry_after"], REPLY_TIMEOUT).await;
+            let Ok((t, v)) = reply else {
+                self.rec.info(h);
+                return Conn::Done;
+            };
+            let wait = match self.record_state(h, &t, &v, user, book) {
+                StateAnswer::Loaded => return Conn::Usable,
+                StateAnswer::RetryAfter(ms) => Duration::from_millis(ms).min(RETRY_AFTER_OBEYED_MAX),
+                StateAnswer::TryAgain => RETRY_PAUSE,
+                StateAnswer::Refused => return Conn::Done,
+            };
+            if !c.pump(wait).await {
+                return Conn::Done;
+            }
+        }
+        Conn::Done
+    }
+
+    /// Records a `cs_state` answer (`t`, `v`) and, if it is a state, takes it into the book.
+    fn record_state(&self, h: OpHandle, t: &str, v: &Value, user: &str, book: &mut Book) -> StateAnswer {
+        if t == "sc_retry_after" {
+            let ms = v.get("ms").and_then(Value::as_u64).unwrap_or(100);
+            self.rec.ok(h, CmdRes::RetryAfter { ms });
+            return StateAnswer::RetryAfter(ms);
+        }
+        let state = v.get("state").cloned().map(serde_json::from_value::<StateSeen>);
+        match state {
+            Some(Ok(s)) if !is_error(v) => {
+                self.rec.ok(h, CmdRes::State(s.clone()));
+                book.local = Some(Farm { user: user.to_string(), gold: s.gold, buildings: s.buildings });
+                book.basis = s.epoch;
+                book.next_pack = s.next_pack;
+                book.needs_state = false;
+                book.unacked = None;
+                StateAnswer::Loaded
+            }
+            _ => {
+                // `try again` or `Not logged in`: nothing read.
+                self.rec.fail(h);
+                if v.get("error_message").and_then(Value::as_str) == Some("try again") {
+                    StateAnswer::TryAgain
+                } else {
+                    StateAnswer::Refused
+                }
+            }
+        }
+    }
+
+    async fn request(
+        &self,
+        c: &mut GameClient,
+        msg: &str,
+        body: Value,
+        replies: &[&str],
+        wait: Duration,
+    ) -> Result<(String, Value), ReqError> {
+        self.request_matching(c, msg, body, replies, wait, |_| true).await
+    }
+
+    /// Sends and waits for a reply of one of `replies` that `matches` (others — late answers
+    /// to an earlier send — are skipped).
+    async fn request_matching(
+        &self,
+        c: &mut GameClient,
+        msg: &str,
+        body: Value,
+        replies: &[&str],
+        wait: Duration,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Result<(String, Value), ReqError> {
+        c.send(msg, &body).await?;
+        let deadline = self.ctx.env.clock.now() + wait;
+        loop {
+            let left = deadline.saturating_since(self.ctx.env.clock.now());
+            let (t, v) = c.wait_for(replies, left).await?;
+            if matches(&v) {
+                return Ok((t, v));
+            }
+        }
+    }
+}
+
+/// `true` unless the reply says `"error": false`.
+fn is_error(v: &Value) -> bool {
+    crate::game_client::is_error(v)
+}
