@@ -56,7 +56,11 @@ impl GameServer {
     /// The farm's settings are an argument rather than a [`GameConfig`] field so that the
     /// configurations built field by field elsewhere (the real server's manifest reader) keep
     /// compiling; it can move into `GameConfig` when the real server serves the farm.
-    pub async fn start_with(env: Env, cfg: GameConfig, farm: Option<FarmConfig>) -> Result<GameServer, GameError> {
+    pub async fn start_with(
+        env: Env,
+        cfg: GameConfig,
+        farm: Option<FarmConfig>,
+    ) -> Result<GameServer, GameError> {
         let mut storage = CrossServerStorage::from_env(&env, cfg.storage.clone())?;
         if let Some(m) = &cfg.metrics {
             storage = storage.with_metrics(m);

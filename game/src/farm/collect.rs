@@ -45,7 +45,10 @@ mod tests {
     #[test]
     fn collecting_from_a_building_the_farm_lacks_fails() {
         let mut farm = Farm::new_user("1");
-        assert_eq!(Collect { building: "barn".into() }.apply(&mut farm), Err("no barn to collect from".into()));
+        assert_eq!(
+            Collect { building: "barn".into() }.apply(&mut farm),
+            Err("no barn to collect from".into())
+        );
         assert_eq!(farm, Farm::new_user("1"));
     }
 

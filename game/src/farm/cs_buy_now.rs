@@ -79,7 +79,12 @@ pub(crate) async fn handle(game: Arc<GameState>, s: Session, user: String, req: 
             Err(why) => wire::reply(
                 &s,
                 REPLY,
-                &ScBuyNowError { error: true, purchase_id: req.purchase_id, code: "refused", error_message: why },
+                &ScBuyNowError {
+                    error: true,
+                    purchase_id: req.purchase_id,
+                    code: "refused",
+                    error_message: why,
+                },
             ),
         },
         Err(e) => {
@@ -92,7 +97,12 @@ pub(crate) async fn handle(game: Arc<GameState>, s: Session, user: String, req: 
             wire::reply(
                 &s,
                 REPLY,
-                &ScBuyNowError { error: true, purchase_id: req.purchase_id, code, error_message: e.to_string() },
+                &ScBuyNowError {
+                    error: true,
+                    purchase_id: req.purchase_id,
+                    code,
+                    error_message: e.to_string(),
+                },
             );
         }
     }

@@ -115,7 +115,9 @@ pub fn command_set() -> CommandSet<Farm> {
 
 /// Checks a building name: 1 to [`BUILDING_NAME_BYTES_MAX`] lowercase ASCII letters.
 pub fn valid_building(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > BUILDING_NAME_BYTES_MAX || !name.bytes().all(|b| b.is_ascii_lowercase())
+    if name.is_empty()
+        || name.len() > BUILDING_NAME_BYTES_MAX
+        || !name.bytes().all(|b| b.is_ascii_lowercase())
     {
         return Err(format!("building must be 1 to {BUILDING_NAME_BYTES_MAX} letters a-z"));
     }
@@ -188,7 +190,8 @@ mod tests {
         ];
         let after = set.apply_all(&pack, &farm).unwrap();
         assert_eq!((after.gold, after.count("barn")), (100 - 60 + 5 + 10, 1));
-        let cheat = [json!({"op": "earn", "amount": 10}), json!({"op": "build", "building": "mill", "cost": 500})];
+        let cheat =
+            [json!({"op": "earn", "amount": 10}), json!({"op": "build", "building": "mill", "cost": 500})];
         let (index, why) = set.apply_all(&cheat, &farm).unwrap_err();
         assert_eq!(index, 1);
         assert!(why.contains("not enough gold"), "{why}");

@@ -67,6 +67,9 @@ pub struct ServerPlan {
     /// The SQL layout (`Object.enable_database`, `Sharding`), with SQLite paths resolved
     /// against `--data-dir`; `None` without a database.
     pub sql: Option<ShardConfig>,
+    /// The farm (`game::farm`, command packs): hosted by a game server with SQL on, with the
+    /// default command-queue settings (8 workers, a 2 s sweep).
+    pub farm: Option<game::farm::FarmConfig>,
     pub manifest: Manifest,
 }
 
@@ -200,13 +203,15 @@ pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan,
         }
         cfg
     });
-    // With SQL on, a game server hosts the object store and the inventory messages.
+    // With SQL on, a game server hosts the object store, the inventory messages and the farm.
     let mut game = game;
+    let mut farm = None;
     if let (Some(shard), Flavor::Game) = (&sql, flavor) {
         game.objects =
             Some(ObjectsConfig { shard: shard.clone(), orm: OrmConfig::from_manifest(m)?, observer: None });
+        farm = Some(game::farm::FarmConfig::default());
     }
-    Ok(ServerPlan { name, flavor, env, game, api, sql, manifest: m.clone() })
+    Ok(ServerPlan { name, flavor, env, game, api, sql, farm, manifest: m.clone() })
 }
 
 fn nic_address(nic: &str) -> Result<IpAddr, ConfigError> {

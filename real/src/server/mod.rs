@@ -111,7 +111,7 @@ pub async fn run(plan: ServerPlan, shutdown: impl Future<Output = ()>) -> Result
         }
     };
     let started = loop {
-        let attempt = GameServer::start(env.clone(), game.clone());
+        let attempt = GameServer::start_with(env.clone(), game.clone(), plan.farm.clone());
         tokio::select! {
             r = attempt => match r {
                 Ok(s) => break Some(s),

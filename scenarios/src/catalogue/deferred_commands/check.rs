@@ -63,7 +63,10 @@ pub fn check_acked_executed(history: &CmdHistory, finals: &Finals) -> Report {
         match f.packs.get(pack_id) {
             None => report.violation(
                 "exactly_once",
-                format!("user {user}: pack {pack_id} was acknowledged (op {op_id} at {:.3}s) but is not stored", secs(*t)),
+                format!(
+                    "user {user}: pack {pack_id} was acknowledged (op {op_id} at {:.3}s) but is not stored",
+                    secs(*t)
+                ),
             ),
             Some(row) if row.executed.is_none() => report.liveness_violation(
                 "exactly_once",
@@ -78,7 +81,10 @@ pub fn check_acked_executed(history: &CmdHistory, finals: &Finals) -> Report {
             if !versions.iter().any(|(b, c)| *b == row.basis && **c == row.commands) {
                 report.violation(
                     "exactly_once",
-                    format!("user {user}: stored pack {id} (basis {}) is no pack a client sent with that id", row.basis),
+                    format!(
+                        "user {user}: stored pack {id} (basis {}) is no pack a client sent with that id",
+                        row.basis
+                    ),
                 );
             }
         }
@@ -142,7 +148,10 @@ fn replay_user(user: &str, f: &UserFinal, set: &CommandSet<Farm>) -> (Report, Re
                 if *id != done + 1 {
                     report.violation(
                         "order",
-                        format!("user {user}: pack {id} executed (epoch {}) right after pack {done}", ex.epoch),
+                        format!(
+                            "user {user}: pack {id} executed (epoch {}) right after pack {done}",
+                            ex.epoch
+                        ),
                     );
                 }
                 done = done.max(*id);
@@ -201,7 +210,10 @@ fn replay_user(user: &str, f: &UserFinal, set: &CommandSet<Farm>) -> (Report, Re
                 if ex.epoch != epoch {
                     report.violation(
                         "order",
-                        format!("user {user}: pack {id} ({:?}) recorded epoch {}, the replay is at epoch {epoch}", ex.outcome, ex.epoch),
+                        format!(
+                            "user {user}: pack {id} ({:?}) recorded epoch {}, the replay is at epoch {epoch}",
+                            ex.outcome, ex.epoch
+                        ),
                     );
                 }
                 if ex.outcome != PackOutcome::Skipped {
@@ -211,13 +223,17 @@ fn replay_user(user: &str, f: &UserFinal, set: &CommandSet<Farm>) -> (Report, Re
             Step::Purchase(pid, row) => {
                 match set.apply(&row.command, &mut state) {
                     Ok(()) => {}
-                    Err(why) => report.violation("replay", format!("user {user}: purchase {pid} does not apply: {why}")),
+                    Err(why) => report
+                        .violation("replay", format!("user {user}: purchase {pid} does not apply: {why}")),
                 }
                 epoch += 1;
                 if row.result != Ok(epoch) {
                     report.violation(
                         "order",
-                        format!("user {user}: purchase {pid} recorded epoch {:?}, the replay is at epoch {epoch}", row.result),
+                        format!(
+                            "user {user}: purchase {pid} recorded epoch {:?}, the replay is at epoch {epoch}",
+                            row.result
+                        ),
                     );
                 }
                 replay.states.insert(epoch, state.clone());
@@ -270,7 +286,10 @@ fn replay_user(user: &str, f: &UserFinal, set: &CommandSet<Farm>) -> (Report, Re
             report.count(name, 1);
         }
     }
-    report.count("deferred_commands.purchases_applied", f.realtime.values().filter(|r| r.result.is_ok()).count() as u64);
+    report.count(
+        "deferred_commands.purchases_applied",
+        f.realtime.values().filter(|r| r.result.is_ok()).count() as u64,
+    );
     (report, replay)
 }
 
@@ -360,7 +379,8 @@ pub fn check_purchases(history: &CmdHistory, finals: &Finals, replays: &Replays)
     for op in &history.ops {
         let CmdOp::BuyNow { user, purchase_id, gold, .. } = &op.op else { continue };
         sent.insert((user, purchase_id));
-        let Some((_, Outcome::Ok(CmdRes::Bought { gold: balance, epoch, duplicate }))) = &op.completion else {
+        let Some((_, Outcome::Ok(CmdRes::Bought { gold: balance, epoch, duplicate }))) = &op.completion
+        else {
             continue;
         };
         report.count("deferred_commands.purchases_acked", 1);
@@ -399,7 +419,10 @@ pub fn check_purchases(history: &CmdHistory, finals: &Finals, replays: &Replays)
     for (user, f) in finals {
         for pid in f.realtime.keys() {
             if !sent.contains(&(user.as_str(), pid.as_str())) {
-                report.violation("purchases", format!("user {user}: a row for purchase {pid}, which no client sent"));
+                report.violation(
+                    "purchases",
+                    format!("user {user}: a row for purchase {pid}, which no client sent"),
+                );
             }
         }
     }
@@ -456,7 +479,10 @@ pub fn check_drained(finals: &Finals) -> Report {
     let mut report = Report::default();
     for (user, f) in finals {
         if f.pending {
-            report.liveness_violation("drained", format!("user {user}: a pending-index row is left after the run"));
+            report.liveness_violation(
+                "drained",
+                format!("user {user}: a pending-index row is left after the run"),
+            );
         }
         if let Some(q) = &f.queue {
             if q.done != q.last_pack {
@@ -625,7 +651,10 @@ mod tests {
         f.queue = Some(queue(3, 3, 3, 2));
         f.farm = Some(farm(210, 0));
         let r = all_checks(&good_history(), &finals(f));
-        assert!(r.violations.iter().any(|v| v.checker == "exactly_once" && v.message.contains("not stored")), "{r:#?}");
+        assert!(
+            r.violations.iter().any(|v| v.checker == "exactly_once" && v.message.contains("not stored")),
+            "{r:#?}"
+        );
         assert!(checkers(&r).contains("reads"), "the read after the ack counted pack 4: {r:#?}");
     }
 
@@ -656,7 +685,10 @@ mod tests {
         f.packs.get_mut(&1).unwrap().executed.as_mut().unwrap().epoch = 2;
         f.packs.get_mut(&2).unwrap().executed.as_mut().unwrap().epoch = 1;
         let r = all_checks(&good_history(), &finals(f));
-        assert!(r.violations.iter().any(|v| v.checker == "order" && v.message.contains("right after")), "{r:#?}");
+        assert!(
+            r.violations.iter().any(|v| v.checker == "order" && v.message.contains("right after")),
+            "{r:#?}"
+        );
     }
 
     #[test]
@@ -675,7 +707,8 @@ mod tests {
     #[test]
     fn a_skipped_pack_that_was_not_stale_is_caught() {
         let mut f = good_final();
-        f.packs.get_mut(&4).unwrap().executed = Some(Executed { outcome: PackOutcome::Skipped, epoch: 3, error: None });
+        f.packs.get_mut(&4).unwrap().executed =
+            Some(Executed { outcome: PackOutcome::Skipped, epoch: 3, error: None });
         f.queue = Some(queue(4, 4, 3, 2));
         f.farm = Some(farm(210, 0));
         let (r, _) = check_replay(&finals(f), &set());
@@ -689,13 +722,19 @@ mod tests {
             s.next_pack = 4;
         }
         let r = all_checks(&h, &finals(good_final()));
-        assert!(r.violations.iter().any(|v| v.checker == "reads" && v.message.contains("had been acknowledged")), "{r:#?}");
+        assert!(
+            r.violations.iter().any(|v| v.checker == "reads" && v.message.contains("had been acknowledged")),
+            "{r:#?}"
+        );
         let mut h = good_history();
         if let Some((_, Outcome::Ok(CmdRes::State(s)))) = &mut h.ops[5].completion {
             s.gold = 11;
         }
         let r = all_checks(&h, &finals(good_final()));
-        assert!(r.violations.iter().any(|v| v.checker == "reads" && v.message.contains("the replay has")), "{r:#?}");
+        assert!(
+            r.violations.iter().any(|v| v.checker == "reads" && v.message.contains("the replay has")),
+            "{r:#?}"
+        );
     }
 
     #[test]
@@ -726,11 +765,7 @@ mod tests {
         let mut f = good_final();
         f.farm = Some(farm(110, 1));
         let r = all_checks(&h, &finals(f));
-        assert_eq!(
-            checkers(&r),
-            BTreeSet::from(["purchases".to_string(), "replay".to_string()]),
-            "{r:#?}"
-        );
+        assert_eq!(checkers(&r), BTreeSet::from(["purchases".to_string(), "replay".to_string()]), "{r:#?}");
     }
 
     #[test]
@@ -768,16 +803,32 @@ mod tests {
             end_at: Duration::from_secs(30),
             liveness_bound: Duration::from_secs(5),
         };
-        let read = |id, at: u64, res| op(id, at * 1_000_000_000, CmdOp::State { user: "u".into() }, Some((at * 1_000_000_000 + 1, Outcome::Ok(res))));
-        let h = History { ops: vec![read(0, 11, CmdRes::RetryAfter { ms: 100 }), read(1, 12, CmdRes::RetryAfter { ms: 100 })] };
+        let read = |id, at: u64, res| {
+            op(
+                id,
+                at * 1_000_000_000,
+                CmdOp::State { user: "u".into() },
+                Some((at * 1_000_000_000 + 1, Outcome::Ok(res))),
+            )
+        };
+        let h = History {
+            ops: vec![
+                read(0, 11, CmdRes::RetryAfter { ms: 100 }),
+                read(1, 12, CmdRes::RetryAfter { ms: 100 }),
+            ],
+        };
         assert!(!check_states_answered(&h, &phases).ok());
         let mut h2 = h.clone();
-        h2.ops.push(read(2, 13, CmdRes::State(super::super::history::StateSeen {
-            gold: 100,
-            buildings: BTreeMap::new(),
-            epoch: 0,
-            next_pack: 1,
-        })));
+        h2.ops.push(read(
+            2,
+            13,
+            CmdRes::State(super::super::history::StateSeen {
+                gold: 100,
+                buildings: BTreeMap::new(),
+                epoch: 0,
+                next_pack: 1,
+            }),
+        ));
         assert!(check_states_answered(&h2, &phases).ok());
     }
 }

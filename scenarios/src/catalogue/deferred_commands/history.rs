@@ -59,15 +59,28 @@ pub enum CmdRes {
     /// `sc_state`.
     State(StateSeen),
     /// `sc_retry_after`.
-    RetryAfter { ms: u64 },
+    RetryAfter {
+        ms: u64,
+    },
     /// `sc_commands_ack`.
-    Acked { resent: bool },
+    Acked {
+        resent: bool,
+    },
     /// `sc_reload`: not stored; the state is at `epoch`.
-    Reload { epoch: u64 },
+    Reload {
+        epoch: u64,
+    },
     /// A definite refusal (nothing stored or applied); `expected` for a `gap`.
-    Refused { code: String, expected: Option<u64> },
+    Refused {
+        code: String,
+        expected: Option<u64>,
+    },
     /// `sc_buy_now {error: false}`.
-    Bought { gold: i64, epoch: u64, duplicate: bool },
+    Bought {
+        gold: i64,
+        epoch: u64,
+        duplicate: bool,
+    },
 }
 
 pub type CmdHistory = History<CmdOp, CmdRes>;

@@ -297,7 +297,9 @@ async fn read_user(router: &ShardRouter, user: &str, report: &mut Report) -> Res
             Ok(p) => {
                 packs.insert(p.pack_id, p);
             }
-            Err(e) => report.violation("final_read", format!("user {user}: pack row {} unreadable: {e}", row.key)),
+            Err(e) => {
+                report.violation("final_read", format!("user {user}: pack row {} unreadable: {e}", row.key))
+            }
         }
     }
     let mut realtime = std::collections::BTreeMap::new();
@@ -308,7 +310,9 @@ async fn read_user(router: &ShardRouter, user: &str, report: &mut Report) -> Res
             Ok(r) => {
                 realtime.insert(id, r);
             }
-            Err(e) => report.violation("final_read", format!("user {user}: real-time row {id} unreadable: {e}")),
+            Err(e) => {
+                report.violation("final_read", format!("user {user}: real-time row {id} unreadable: {e}"))
+            }
         }
     }
     let pending_table = table(PENDING_TABLE);

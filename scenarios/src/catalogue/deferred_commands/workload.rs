@@ -267,7 +267,12 @@ impl Client {
         let mut packs = Vec::new();
         for i in 0..n {
             let (commands, after) = self.make_pack(&local, env.rand.gen_bool(kind.cheat));
-            packs.push(SentPack { pack_id: book.next_pack + i, basis: book.basis, commands, after: after.clone() });
+            packs.push(SentPack {
+                pack_id: book.next_pack + i,
+                basis: book.basis,
+                commands,
+                after: after.clone(),
+            });
             local = after;
         }
         if n == 1 {
@@ -280,7 +285,13 @@ impl Client {
     /// Sends `packs` (consecutive ids) back to back, and maybe a `cs_state` behind them, then
     /// collects the answers. The acknowledged prefix counts; anything else makes the client
     /// load the state again (a pack after a refused one is refused as a gap).
-    async fn send_burst(&self, c: &mut GameClient, user: &str, book: &mut Book, packs: Vec<SentPack>) -> Conn {
+    async fn send_burst(
+        &self,
+        c: &mut GameClient,
+        user: &str,
+        book: &mut Book,
+        packs: Vec<SentPack>,
+    ) -> Conn {
         let env = &self.ctx.env;
         let first = packs[0].pack_id;
         let mut handles = Vec::new();
@@ -294,7 +305,10 @@ impl Client {
                 resend: false,
             };
             handles.push(Some(self.rec.invoke(self.ctx.process, op)));
-            messages.push(("cs_commands", json!({"pack_id": p.pack_id, "basis": p.basis, "commands": p.commands})));
+            messages.push((
+                "cs_commands",
+                json!({"pack_id": p.pack_id, "basis": p.basis, "commands": p.commands}),
+            ));
         }
         let read = env.rand.gen_bool(0.5).then(|| {
             messages.push(("cs_state", json!({})));
@@ -447,9 +461,14 @@ impl Client {
             resend = true;
             let body = json!({"pack_id": p.pack_id, "basis": p.basis, "commands": p.commands});
             let reply = self
-                .request_matching(c, "cs_commands", body, &["sc_commands_ack", "sc_reload", "sc_commands"], wait, |v| {
-                    v.get("pack_id").and_then(Value::as_u64).is_none_or(|id| id == p.pack_id)
-                })
+                .request_matching(
+                    c,
+                    "cs_commands",
+                    body,
+                    &["sc_commands_ack", "sc_reload", "sc_commands"],
+                    wait,
+                    |v| v.get("pack_id").and_then(Value::as_u64).is_none_or(|id| id == p.pack_id),
+                )
                 .await;
             let (t, v) = match reply {
                 Ok(r) => r,
@@ -530,9 +549,14 @@ impl Client {
         let h = self.rec.invoke(self.ctx.process, op);
         let body = json!({"pack_id": p.pack_id, "basis": p.basis, "commands": p.commands});
         let reply = self
-            .request_matching(c, "cs_commands", body, &["sc_commands_ack", "sc_reload", "sc_commands"], REPLY_TIMEOUT, |v| {
-                v.get("pack_id").and_then(Value::as_u64).is_none_or(|id| id == p.pack_id)
-            })
+            .request_matching(
+                c,
+                "cs_commands",
+                body,
+                &["sc_commands_ack", "sc_reload", "sc_commands"],
+                REPLY_TIMEOUT,
+                |v| v.get("pack_id").and_then(Value::as_u64).is_none_or(|id| id == p.pack_id),
+            )
             .await;
         match reply {
             Ok((t, v)) if t == "sc_commands_ack" => {
@@ -569,15 +593,28 @@ impl Client {
 
     /// Sends a purchase (again, if `retry`) until it is answered definitely or the connection
     /// is given up.
-    async fn buy(&self, c: &mut GameClient, user: &str, book: &mut Book, id: &str, gold: i64, mut retry: bool) -> Conn {
+    async fn buy(
+        &self,
+        c: &mut GameClient,
+        user: &str,
+        book: &mut Book,
+        id: &str,
+        gold: i64,
+        mut retry: bool,
+    ) -> Conn {
         for _ in 0..SENDS_PER_CONNECTION_MAX {
             let op = CmdOp::BuyNow { user: user.to_string(), purchase_id: id.to_string(), gold, retry };
             let h = self.rec.invoke(self.ctx.process, op);
             retry = true;
             let reply = self
-                .request_matching(c, "cs_buy_now", json!({"purchase_id": id, "gold": gold}), &["sc_buy_now"], REPLY_TIMEOUT, |v| {
-                    v.get("purchase_id").and_then(Value::as_str).is_none_or(|p| p == id)
-                })
+                .request_matching(
+                    c,
+                    "cs_buy_now",
+                    json!({"purchase_id": id, "gold": gold}),
+                    &["sc_buy_now"],
+                    REPLY_TIMEOUT,
+                    |v| v.get("purchase_id").and_then(Value::as_str).is_none_or(|p| p == id),
+                )
                 .await;
             let v = match reply {
                 Ok((_, v)) => v,
