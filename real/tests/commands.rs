@@ -62,16 +62,7 @@ async fn logged_in(addr: SocketAddr, user: &str) -> Client {
 async fn packs_run_once_in_order_across_a_kill_and_stale_packs_skip() {
     let maria = common::mariadb();
     let mut c = Cluster::new();
-    let sqlite = format!("sqlite://{}/db-1.sqlite", c.dir().display());
-    c.extra_sections.insert("Object".into(), json!({ "enable_database": true }));
-    c.extra_sections.insert(
-        "Sharding".into(),
-        json!({
-            "logical_shards": 8,
-            "instances": { "db-0": maria.url(), "db-1": sqlite },
-            "shards": { "db-0": "0-3", "db-1": "4-7" }
-        }),
-    );
+    c.with_mariadb_and_sqlite(&maria.url(), json!({}));
     c.start(&[("game-a", "game"), ("game-b", "game")]).await;
     let (a, b) = (c.servers[0].addr(T), c.servers[1].addr(T));
 

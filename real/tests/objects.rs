@@ -31,17 +31,7 @@ fn count(items: &Value, item: &str) -> i64 {
 async fn gifts_and_trades_between_two_server_processes_borrow_objects_and_conserve_totals() {
     let maria = common::mariadb();
     let mut c = Cluster::new();
-    let sqlite = format!("sqlite://{}/db-1.sqlite", c.dir().display());
-    c.extra_sections
-        .insert("Object".into(), json!({ "enable_database": true, "cache_expiration_in_ms": 60_000 }));
-    c.extra_sections.insert(
-        "Sharding".into(),
-        json!({
-            "logical_shards": 8,
-            "instances": { "db-0": maria.url(), "db-1": sqlite },
-            "shards": { "db-0": "0-3", "db-1": "4-7" }
-        }),
-    );
+    c.with_mariadb_and_sqlite(&maria.url(), json!({ "cache_expiration_in_ms": 60_000 }));
     c.start(&[("game-a", "game"), ("game-b", "game")]).await;
     let (a, b) = (c.servers[0].addr(T), c.servers[1].addr(T));
 

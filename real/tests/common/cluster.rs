@@ -245,6 +245,23 @@ impl Cluster {
         }
     }
 
+    /// Turns SQL on for the servers spawned next: 8 logical shards, 0-3 on `db-0` at
+    /// `mariadb_url`, 4-7 on `db-1`, a SQLite file in the cluster's directory; `object` goes
+    /// into the manifest's `Object` section (with `enable_database: true`).
+    pub fn with_mariadb_and_sqlite(&mut self, mariadb_url: &str, mut object: Value) {
+        let sqlite = format!("sqlite://{}/db-1.sqlite", self.dir().display());
+        object["enable_database"] = json!(true);
+        self.extra_sections.insert("Object".into(), object);
+        self.extra_sections.insert(
+            "Sharding".into(),
+            json!({
+                "logical_shards": 8,
+                "instances": { "db-0": mariadb_url, "db-1": sqlite },
+                "shards": { "db-0": "0-3", "db-1": "4-7" }
+            }),
+        );
+    }
+
     /// Spawns a server named `name` (file `MANIFEST.<flavor>.json` in its own directory) and
     /// returns its index. Does not wait for it.
     pub fn spawn(&mut self, name: &str, flavor: &str) -> usize {
