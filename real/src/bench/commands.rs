@@ -7,7 +7,7 @@
 //! | `execute` | the packs the `ack` case stored, drained by the worker pool ([`WORKERS`] workers): executed commands/s | raw `sqlx`: `BEGIN`, three fenced versioned `UPDATE`s (state, queue, pack outcome), `COMMIT` on [`WORKERS`] tasks, counted as [`PACK_COMMANDS`] commands each |
 //!
 //! Each client rotates over [`USERS_PER_CLIENT`] users (so a client's packs never wait for its
-//! own queue's room). Every shard is on the one instance, so every commit is one `transact`.
+//! own queue's room); the users log in (one state read each) before the measurement. Every shard is on the one instance, so every commit is one `transact`.
 //! The baselines leave out reads (the engine reads the pack row before executing it): they
 //! are the durable writes alone, a strict bar.
 
@@ -35,7 +35,9 @@ const CLIENTS: [usize; 2] = [100, 1000];
 /// Commands per pack.
 const PACK_COMMANDS: usize = 10;
 /// Users each client rotates over.
-const USERS_PER_CLIENT: usize = 8;
+const USERS_PER_CLIENT: usize = 4;
+/// Users taken at once while the clients log in (each read claims the user's two objects).
+const LOGIN_CONCURRENCY: usize = 32;
 /// The worker pool of the `execute` case.
 const WORKERS: usize = 8;
 const APP_ID: &str = "bench_commands";
@@ -83,8 +85,26 @@ fn user(clients: usize, t: usize, k: usize) -> String {
     format!("c{clients}t{t}u{k}")
 }
 
+/// The clients log in: every user's state is read once (which makes this server the owner of
+/// its queue record and state), [`LOGIN_CONCURRENCY`] at a time.
+async fn log_in(c: &Commands<Tally>, clients: usize) -> Result<(), BenchError> {
+    use futures::StreamExt;
+    let users: Vec<String> =
+        (0..clients).flat_map(|t| (0..USERS_PER_CLIENT).map(move |k| user(clients, t, k))).collect();
+    let mut reads = futures::stream::iter(users.into_iter().map(|u| {
+        let c = c.clone();
+        async move { c.read(&u).await.map_err(|e| BenchError::setup(BENCH, format!("logging {u} in: {e}"))) }
+    }))
+    .buffer_unordered(LOGIN_CONCURRENCY);
+    while let Some(r) = reads.next().await {
+        r?;
+    }
+    Ok(())
+}
+
 /// Measures acks with execution paused; returns the sample and the packs stored.
 async fn acks(ctx: &Ctx, c: &Commands<Tally>, clients: usize) -> Result<(Sample, u64), BenchError> {
+    log_in(c, clients).await?;
     c.set_workers(0);
     let next: Arc<Vec<AtomicU64>> =
         Arc::new((0..clients * USERS_PER_CLIENT).map(|_| AtomicU64::new(1)).collect());
