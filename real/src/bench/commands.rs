@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::commands::{
-    Command, CommandSet, Commands, CommandsConfig, CommandsError, Pack, StateRead, Submitted,
+    Command, CommandSet, Commands, CommandsConfig, CommandsObserver, Outcome, Pack, Submitted,
 };
 use engine::env::{Db, DbInstances};
-use engine::orm::Model;
+use engine::orm::{Model, OrmConfig};
 use engine::shard::ShardConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -41,6 +41,8 @@ const LOGIN_CONCURRENCY: usize = 32;
 /// The worker pool of the `execute` case.
 const WORKERS: usize = 8;
 const APP_ID: &str = "bench_commands";
+/// The object store's cache expiry in this bench: longer than the run.
+const CACHE_EXPIRATION: Duration = Duration::from_secs(3600);
 /// Longest the `execute` case waits for the stored packs to drain.
 const DRAIN_MAX: Duration = Duration::from_secs(600);
 
@@ -91,11 +93,16 @@ async fn log_in(c: &Commands<Tally>, clients: usize) -> Result<(), BenchError> {
     use futures::StreamExt;
     let users: Vec<String> =
         (0..clients).flat_map(|t| (0..USERS_PER_CLIENT).map(move |k| user(clients, t, k))).collect();
-    let mut reads = futures::stream::iter(users.into_iter().map(|u| {
-        let c = c.clone();
-        async move { c.read(&u).await.map_err(|e| BenchError::setup(BENCH, format!("logging {u} in: {e}"))) }
-    }))
-    .buffer_unordered(LOGIN_CONCURRENCY);
+    let mut reads =
+        futures::stream::iter(
+            users.into_iter().map(|u| {
+                let c = c.clone();
+                async move {
+                    c.read(&u).await.map_err(|e| BenchError::setup(BENCH, format!("logging {u} in: {e}")))
+                }
+            }),
+        )
+        .buffer_unordered(LOGIN_CONCURRENCY);
     while let Some(r) = reads.next().await {
         r?;
     }
@@ -131,29 +138,29 @@ async fn acks(ctx: &Ctx, c: &Commands<Tally>, clients: usize) -> Result<(Sample,
     Ok((sample, stored.load(Ordering::Relaxed)))
 }
 
-/// Resumes the workers and waits until every client's users are drained; executed packs/s.
-async fn drain(c: &Commands<Tally>, clients: usize, packs: u64) -> Result<Sample, BenchError> {
-    let start = Instant::now();
-    c.set_workers(WORKERS);
-    for t in 0..clients {
-        for k in 0..USERS_PER_CLIENT {
-            let u = user(clients, t, k);
-            loop {
-                if start.elapsed() > DRAIN_MAX {
-                    return Err(BenchError::op(BENCH, format!("{u}'s queue not drained in {DRAIN_MAX:?}")));
-                }
-                match c.read(&u).await {
-                    Ok(StateRead::State { .. }) => break,
-                    Ok(StateRead::RetryAfter { after, .. }) => {
-                        tokio::time::sleep(after.min(Duration::from_millis(20))).await
-                    }
-                    Err(e @ CommandsError::Orm(_)) => {
-                        return Err(BenchError::op(BENCH, format!("reading {u}: {e}")));
-                    }
-                    Err(e) => return Err(BenchError::op(BENCH, format!("reading {u}: {e}"))),
-                }
-            }
+/// Counts the packs executed (committed).
+#[derive(Default)]
+struct Executed(AtomicU64);
+
+impl CommandsObserver for Executed {
+    fn executing(&self, _: &str, _: u64) {}
+    fn executed(&self, _: &str, _: u64, committed: Option<(Outcome, u64)>) {
+        if committed.is_some() {
+            self.0.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// Resumes the workers and waits until `packs` more packs executed; executed packs/s.
+async fn drain(c: &Commands<Tally>, executed: &Executed, packs: u64) -> Result<Sample, BenchError> {
+    let start = Instant::now();
+    let target = executed.0.load(Ordering::Relaxed) + packs;
+    c.set_workers(WORKERS);
+    while executed.0.load(Ordering::Relaxed) < target {
+        if start.elapsed() > DRAIN_MAX {
+            return Err(BenchError::op(BENCH, format!("{packs} packs not drained in {DRAIN_MAX:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     // One latency entry per pack, each the mean: only throughput is reported for this case.
     let elapsed = start.elapsed();
@@ -191,9 +198,14 @@ async fn engine_cases(ctx: &Ctx, engine: &str, db: Arc<dyn Db>, raw: Raw) -> Res
     let dir = DbInstances::empty().with(db.clone()).map_err(|e| BenchError::setup(BENCH, e))?;
     let shards = ShardConfig::single("db-0", "", engine::shard::LOGICAL_SHARDS_DEFAULT);
     let app = format!("{APP_ID}_{engine}");
-    let server = Server::start(ctx, &app, &format!("{engine}-commands-0"), &dir, &shards).await?;
+    // Logged-in users' objects stay owned for the whole run (as a game sets
+    // `cache_expiration_in_ms` above its players' idle times).
+    let mut orm = OrmConfig::new(&app);
+    orm.cache_expiration = CACHE_EXPIRATION;
+    let server = Server::start_with(ctx, &format!("{engine}-commands-0"), &dir, &shards, orm).await?;
     let cfg = CommandsConfig { workers: WORKERS, ..CommandsConfig::default() };
-    let c = Commands::start(server.env.clone(), server.orm.clone(), set(), cfg, None)
+    let executed = Arc::new(Executed::default());
+    let c = Commands::start(server.env.clone(), server.orm.clone(), set(), cfg, Some(executed.clone()))
         .map_err(|e| BenchError::setup(BENCH, e))?;
     let result = async {
         for clients in CLIENTS {
@@ -205,7 +217,7 @@ async fn engine_cases(ctx: &Ctx, engine: &str, db: Arc<dyn Db>, raw: Raw) -> Res
                 &ack,
                 &raw_ack,
             ));
-            let exec = drain(&c, clients, stored).await?;
+            let exec = drain(&c, &executed, stored).await?;
             let raw_exec = raw_txns(ctx, &*db, &raw, "exec", WORKERS, 3).await?;
             let (e, b) = (as_commands(&exec), as_commands(&raw_exec));
             let name = format!("{engine} execute, {} ({stored} packs)", tasks(WORKERS));

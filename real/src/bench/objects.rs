@@ -67,6 +67,19 @@ impl Server {
         db: &DbInstances,
         shards: &ShardConfig,
     ) -> Result<Server, BenchError> {
+        Server::start_with(ctx, name, db, shards, OrmConfig::new(app)).await
+    }
+
+    /// [`start`](Self::start) with the object store's settings `orm` (its app id included).
+    pub(super) async fn start_with(
+        ctx: &Ctx,
+        name: &str,
+        db: &DbInstances,
+        shards: &ShardConfig,
+        orm: OrmConfig,
+    ) -> Result<Server, BenchError> {
+        let app = orm.app_id.clone();
+        let app = app.as_str();
         let setup =
             |what: &str, e: &dyn std::fmt::Display| BenchError::setup(BENCH, format!("{name}: {what}: {e}"));
         let mut env: Env = real_env(&ctx.env_config(name)).map_err(|e| BenchError::setup(BENCH, e))?;
@@ -86,17 +99,10 @@ impl Server {
         let router = ShardRouter::start(env.clone(), app, shards.clone(), ccfg.session)
             .await
             .map_err(|e| setup("shard router", &e))?;
-        let orm = Orm::start(
-            env.clone(),
-            OrmConfig::new(app),
-            accounts.clone(),
-            router.clone(),
-            rpc.clone(),
-            cluster.id(),
-            None,
-        )
-        .await
-        .map_err(|e| setup("object store", &e))?;
+        let orm =
+            Orm::start(env.clone(), orm, accounts.clone(), router.clone(), rpc.clone(), cluster.id(), None)
+                .await
+                .map_err(|e| setup("object store", &e))?;
         Ok(Server { env, cluster, rpc, accounts, router, orm })
     }
 
