@@ -293,14 +293,29 @@ fn replay_user(user: &str, f: &UserFinal, set: &CommandSet<Farm>) -> (Report, Re
     (report, replay)
 }
 
-/// The per-user (ack time, pack id) of every acknowledged pack, by user.
-fn acks(history: &CmdHistory) -> BTreeMap<&str, Vec<(u64, u64)>> {
-    let mut acks: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+/// One acknowledged pack: when the ack came, the pack id, and the connection its request was
+/// sent on and the request's place in invocation order (the op id: requests invoked at one
+/// instant keep their order).
+struct Ack {
+    at_ns: u64,
+    pack_id: u64,
+    conn: u64,
+    op_id: usize,
+}
+
+/// Every acknowledged pack, by user.
+fn acks(history: &CmdHistory) -> BTreeMap<&str, Vec<Ack>> {
+    let mut acks: BTreeMap<&str, Vec<Ack>> = BTreeMap::new();
     for op in &history.ops {
-        if let (CmdOp::Pack { user, pack_id, .. }, Some((t, Outcome::Ok(CmdRes::Acked { .. })))) =
+        if let (CmdOp::Pack { user, pack_id, conn, .. }, Some((t, Outcome::Ok(CmdRes::Acked { .. })))) =
             (&op.op, &op.completion)
         {
-            acks.entry(user).or_default().push((*t, *pack_id));
+            acks.entry(user).or_default().push(Ack {
+                at_ns: *t,
+                pack_id: *pack_id,
+                conn: *conn,
+                op_id: op.id,
+            });
         }
     }
     acks
@@ -308,19 +323,22 @@ fn acks(history: &CmdHistory) -> BTreeMap<&str, Vec<(u64, u64)>> {
 
 /// Invariant 6, **no state while an acknowledged pack waits**: every `sc_state` answer (and
 /// every `gap` refusal, which also reveals the queue's last pack) counts every pack
-/// acknowledged to that user before the request was sent: `next_pack - 1` (`expected - 1`)
-/// is at least the highest such pack id; and the state it shows is the replay's state at its
-/// epoch.
+/// acknowledged to that user before the request was sent, or acknowledged in answer to a
+/// request sent before it on the same connection (the server handled that one first):
+/// `next_pack - 1` (`expected - 1`) is at least the highest such pack id; and the state it
+/// shows is the replay's state at its epoch.
 pub fn check_reads(history: &CmdHistory, replays: &Replays) -> Report {
     let mut report = Report::default();
     let acks = acks(history);
     for op in &history.ops {
         let Some((_, Outcome::Ok(res))) = &op.completion else { continue };
         let user = op.op.user();
-        let (last, what) = match (&op.op, res) {
-            (CmdOp::State { .. }, CmdRes::State(s)) => (s.next_pack.saturating_sub(1), "sc_state"),
-            (CmdOp::Pack { .. }, CmdRes::Refused { code, expected: Some(e) }) if code == "gap" => {
-                (e.saturating_sub(1), "a gap refusal")
+        let (last, what, conn) = match (&op.op, res) {
+            (CmdOp::State { conn, .. }, CmdRes::State(s)) => {
+                (s.next_pack.saturating_sub(1), "sc_state", *conn)
+            }
+            (CmdOp::Pack { conn, .. }, CmdRes::Refused { code, expected: Some(e) }) if code == "gap" => {
+                (e.saturating_sub(1), "a gap refusal", *conn)
             }
             _ => continue,
         };
@@ -328,8 +346,8 @@ pub fn check_reads(history: &CmdHistory, replays: &Replays) -> Report {
             .get(user)
             .into_iter()
             .flatten()
-            .filter(|(t, _)| *t < op.invoke_ns)
-            .map(|(_, id)| *id)
+            .filter(|a| a.at_ns < op.invoke_ns || (a.conn == conn && a.op_id < op.id))
+            .map(|a| a.pack_id)
             .max()
             .unwrap_or(0);
         if last < acked_before {
@@ -585,7 +603,7 @@ mod tests {
     }
 
     fn sent(id: u64, basis: u64, commands: Vec<Value>) -> CmdOp {
-        CmdOp::Pack { user: "u".into(), pack_id: id, basis, commands, resend: false }
+        CmdOp::Pack { user: "u".into(), conn: 1, pack_id: id, basis, commands, resend: false }
     }
 
     fn acked() -> Outcome<CmdRes> {
@@ -608,7 +626,7 @@ mod tests {
                 op(
                     5,
                     11,
-                    CmdOp::State { user: "u".into() },
+                    CmdOp::State { user: "u".into(), conn: 1 },
                     Some((
                         12,
                         Outcome::Ok(CmdRes::State(super::super::history::StateSeen {
@@ -751,6 +769,23 @@ mod tests {
     }
 
     #[test]
+    fn a_pipelined_request_must_see_the_packs_acknowledged_before_it_on_its_connection() {
+        // Packs 5 and 6 sent back to back on connection 1: 5 acknowledged, 6 refused as a gap
+        // expecting 5, although the server handled 6 after acknowledging 5.
+        let mut h = good_history();
+        h.ops.push(op(6, 20, sent(5, 4, vec![earn(1)]), Some((23, acked()))));
+        let gap = Outcome::Ok(CmdRes::Refused { code: "gap".into(), expected: Some(5) });
+        h.ops.push(op(7, 20, sent(6, 4, vec![earn(1)]), Some((24, gap))));
+        let r = check_reads(&h, &Replays::new());
+        assert_eq!(r.violations.len(), 1, "{r:#?}");
+        // The same answers on two connections prove nothing.
+        if let CmdOp::Pack { conn, .. } = &mut h.ops[7].op {
+            *conn = 2;
+        }
+        assert!(check_reads(&h, &Replays::new()).ok());
+    }
+
+    #[test]
     fn a_purchase_without_its_row_or_applied_twice_is_caught() {
         let mut f = good_final();
         f.realtime.clear();
@@ -807,7 +842,7 @@ mod tests {
             op(
                 id,
                 at * 1_000_000_000,
-                CmdOp::State { user: "u".into() },
+                CmdOp::State { user: "u".into(), conn: 1 },
                 Some((at * 1_000_000_000 + 1, Outcome::Ok(res))),
             )
         };

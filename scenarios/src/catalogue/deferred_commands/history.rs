@@ -13,15 +13,17 @@ use serde_json::Value;
 
 use crate::history::{History, ProcessId, Recorder, TimeSource};
 
-/// One recorded client operation.
+/// One recorded client operation. `conn` numbers a client's connections (unique in the run):
+/// a server handles one connection's requests one at a time in the order sent, so a request
+/// sent after another on one connection sees what the other's answer promised.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CmdOp {
     /// `cs_game_server_login` as `user` on `server`.
     Login { user: String, server: usize },
-    /// `cs_state` of `user`.
-    State { user: String },
-    /// `cs_commands` of `user`; `resend`: the same pack was sent before.
-    Pack { user: String, pack_id: u64, basis: u64, commands: Vec<Value>, resend: bool },
+    /// `cs_state` of `user`, sent on connection `conn`.
+    State { user: String, conn: u64 },
+    /// `cs_commands` of `user` on connection `conn`; `resend`: the same pack was sent before.
+    Pack { user: String, conn: u64, pack_id: u64, basis: u64, commands: Vec<Value>, resend: bool },
     /// `cs_buy_now` of `user`; `retry`: the same purchase was sent before.
     BuyNow { user: String, purchase_id: String, gold: i64, retry: bool },
 }
@@ -30,7 +32,7 @@ impl CmdOp {
     pub fn user(&self) -> &str {
         match self {
             CmdOp::Login { user, .. }
-            | CmdOp::State { user }
+            | CmdOp::State { user, .. }
             | CmdOp::Pack { user, .. }
             | CmdOp::BuyNow { user, .. } => user,
         }

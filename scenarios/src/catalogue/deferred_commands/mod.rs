@@ -165,17 +165,20 @@ impl Scenario for DeferredCommands {
         }
     }
     fn fault_space(&self, topology: &Topology) -> FaultSpace {
-        FaultSpace::builder(topology, 15_000, 20_000)
+        FaultSpace::builder(topology, 12_000, 16_000)
             .liveness_bound_ms(12_000)
-            // Up to 10 s: pauses and partitions longer than the 6 s session timeout.
-            .faults(2, 8, 10_000)
+            // Up to 8 s: pauses and partitions longer than the 6 s session timeout.
+            .faults(3, 10, 8_000)
             .kill(&[Nodes::Servers, Nodes::Sql])
             .pause(&[Nodes::Servers, Nodes::Sql])
             // server <-> ZooKeeper, server <-> SQL, server <-> server.
             .partition(&[Nodes::Servers, Nodes::Zk, Nodes::Sql])
             .clock(&[Nodes::Servers, Nodes::Clients], 10_000, 20_000)
             .network()
-            .weight(FaultKind::Kill, 3)
+            // Kills mid-pack (between a turn's commits, for `applied-outside-txn`) and SQL
+            // pauses (commits of unknown outcome).
+            .weight(FaultKind::Kill, 5)
+            .weight(FaultKind::Pause, 3)
             .weight(FaultKind::CutLink, 2)
             .build()
     }
@@ -192,7 +195,7 @@ struct Run {
 
 impl ScenarioRun for Run {
     fn client(&self, ctx: ClientCtx) -> BoxFuture<'static, ()> {
-        Client { ctx, rec: self.rec.clone() }.run().boxed()
+        Client { ctx, rec: self.rec.clone(), conns: Default::default() }.run().boxed()
     }
 
     fn server(&self, ctx: ServerCtx) -> BoxFuture<'static, ()> {

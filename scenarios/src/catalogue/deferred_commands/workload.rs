@@ -5,6 +5,7 @@
 //! and purchase it has sent without an answer yet.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use engine::env::RandExt;
@@ -30,14 +31,22 @@ const STATE_POLLS_MAX: u32 = 40;
 /// Longest `sc_retry_after` wait obeyed as given (longer ones are cut to this).
 const RETRY_AFTER_OBEYED_MAX: Duration = Duration::from_secs(2);
 /// Requests per login, drawn from this range.
-const OPS_PER_LOGIN: std::ops::Range<u64> = 4..16;
+const OPS_PER_LOGIN: std::ops::Range<u64> = 6..20;
 /// Pause between two requests, ms, drawn from this range.
-const THINK_MS: std::ops::Range<u64> = 30..300;
+const THINK_MS: std::ops::Range<u64> = 60..400;
 /// Pause after a failed connect or login, or a `try again`.
 const RETRY_PAUSE: Duration = Duration::from_millis(300);
 /// In the last this-long of the run clients only read states (no new packs or purchases), so
 /// every queue can drain before the final read.
 pub const QUIET: Duration = Duration::from_secs(5);
+/// Probability that a client closes the game right after sending a burst and launches it
+/// again at once on another server (the seed's "closed the game and immediately launched
+/// again": the user's state object is lent while its packs are executing).
+const RELAUNCH_PROBABILITY: f64 = 0.2;
+/// Logins tried after a relaunch before giving up on the user for now.
+const RELAUNCH_LOGINS_MAX: u32 = 5;
+/// Pause between those logins.
+const RELAUNCH_PAUSE: Duration = Duration::from_millis(50);
 /// Most packs of a burst.
 const BURST_PACKS_MAX: u64 = 4;
 /// The building names clients use.
@@ -117,20 +126,40 @@ enum StateAnswer {
     Refused,
 }
 
+/// What an `sc_buy_now` answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BuyAnswer {
+    /// Bought, or refused for good.
+    Done,
+    /// The store failed: maybe applied; send it again.
+    Server,
+    NotLoggedIn,
+}
+
 /// Whether the connection can be used further.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Conn {
     Usable,
     Done,
+    /// The client closed the connection on purpose right after sending: it logs in again
+    /// at once as the same user, on another server.
+    Relaunch,
 }
 
 /// One client process.
 pub struct Client {
     pub ctx: ClientCtx,
     pub rec: Rec,
+    /// Connections made so far (the current one's number, see [`CmdOp`]).
+    pub conns: AtomicU64,
 }
 
 impl Client {
+    /// The current connection's number: unique in the run.
+    fn conn(&self) -> u64 {
+        (self.ctx.process << 32) | self.conns.load(Ordering::Relaxed)
+    }
+
     fn kind(&self) -> Kind {
         kind_of(self.ctx.index)
     }
@@ -144,11 +173,29 @@ impl Client {
         while !self.ctx.phases.finished() {
             turn = (turn + 1) % users.len();
             let user = users[turn].clone();
-            let server = env.rand.gen_range(0..SERVERS as u64) as usize;
+            let mut server = env.rand.gen_range(0..SERVERS as u64) as usize;
             let book = books.get_mut(&user).expect("a book per user");
-            match self.login(&user, server).await {
-                Some(mut c) => self.session(&mut c, &user, book, &mut purchases).await,
-                None => env.clock.sleep(RETRY_PAUSE).await,
+            let mut relaunches = None;
+            loop {
+                match self.login(&user, server).await {
+                    Some(mut c) => {
+                        if self.session(&mut c, &user, book, &mut purchases).await != Conn::Relaunch {
+                            break;
+                        }
+                        // Closed right after sending packs: launched again at once, elsewhere.
+                        server = (server + 1 + env.rand.gen_range(0..SERVERS as u64 - 1) as usize) % SERVERS;
+                        relaunches = Some(0);
+                    }
+                    // The old session may still hold the login for a moment.
+                    None if relaunches.is_some_and(|n| n < RELAUNCH_LOGINS_MAX) => {
+                        relaunches = relaunches.map(|n| n + 1);
+                        env.clock.sleep(RELAUNCH_PAUSE).await;
+                    }
+                    None => {
+                        env.clock.sleep(RETRY_PAUSE).await;
+                        break;
+                    }
+                }
             }
         }
     }
@@ -160,6 +207,7 @@ impl Client {
     async fn login(&self, user: &str, server: usize) -> Option<GameClient> {
         let (env, phases) = (&self.ctx.env, &self.ctx.phases);
         let mut c = GameClient::connect(env, phases.now.clone(), self.ctx.servers.addr(server)).await?;
+        self.conns.fetch_add(1, Ordering::Relaxed);
         let h = self.rec.invoke(self.ctx.process, CmdOp::Login { user: user.to_string(), server });
         let reply = self.request(
             &mut c,
@@ -185,20 +233,21 @@ impl Client {
     }
 
     /// Requests on one login until the count is done, the connection fails, or the run ends;
-    /// then a logout or just a disconnect.
-    async fn session(&self, c: &mut GameClient, user: &str, book: &mut Book, purchases: &mut u64) {
+    /// then a logout or just a disconnect. [`Conn::Relaunch`]: the client closed the game right
+    /// after sending packs and launches it again at once.
+    async fn session(&self, c: &mut GameClient, user: &str, book: &mut Book, purchases: &mut u64) -> Conn {
         let env = &self.ctx.env;
         let kind = self.kind();
         if !self.quiet() {
             if let Some((id, gold)) = book.unacked_buy.clone() {
-                if self.buy(c, user, book, &id, gold, true).await == Conn::Done {
-                    return;
+                if self.buy(c, user, book, &id, gold, true).await != Conn::Usable {
+                    return Conn::Done;
                 }
             }
             if book.unacked.is_some() {
                 if kind.resender {
-                    if self.send_pack(c, user, book, true).await == Conn::Done {
-                        return;
+                    if self.send_pack(c, user, book, true).await != Conn::Usable {
+                        return Conn::Done;
                     }
                 } else {
                     // Not resent: the state says whether it was stored (then it shows in the
@@ -211,17 +260,18 @@ impl Client {
             book.unacked = None;
             book.needs_state = true;
         }
-        if (book.needs_state || book.local.is_none()) && self.load_state(c, user, book).await == Conn::Done {
-            return;
+        if (book.needs_state || book.local.is_none()) && self.load_state(c, user, book).await != Conn::Usable
+        {
+            return Conn::Done;
         }
         let ops = env.rand.gen_range(OPS_PER_LOGIN);
         for _ in 0..ops {
             if self.ctx.phases.finished() {
-                return;
+                return Conn::Done;
             }
             let think = Duration::from_millis(env.rand.gen_range(THINK_MS));
             if !c.pump(think).await {
-                return;
+                return Conn::Done;
             }
             let _ = c.take_inbox();
             let pick = env.rand.gen_range(0..1_000_000) as f64 / 1e6;
@@ -245,21 +295,22 @@ impl Client {
             } else if kind.resender && env.rand.gen_bool(0.15) && book.last_acked.is_some() {
                 self.resend_acked(c, user, book).await
             } else {
-                self.play(c, user, book).await
+                self.play(c, user, book, purchases).await
             };
-            if conn == Conn::Done {
-                return;
+            if conn != Conn::Usable {
+                return conn;
             }
         }
         if env.rand.gen_bool(0.5) {
             let _ = self.request(c, "cs_logout", json!({}), &["sc_logout"], REPLY_TIMEOUT).await;
         }
+        Conn::Done
     }
 
     /// Plays new packs and sends them: one, or (a burst) two to four sent back to back without
     /// waiting, so they queue behind each other on the server, maybe with a state read right
     /// behind them.
-    async fn play(&self, c: &mut GameClient, user: &str, book: &mut Book) -> Conn {
+    async fn play(&self, c: &mut GameClient, user: &str, book: &mut Book, purchases: &mut u64) -> Conn {
         let env = &self.ctx.env;
         let kind = self.kind();
         let Some(mut local) = book.local.clone() else { return self.load_state(c, user, book).await };
@@ -279,7 +330,7 @@ impl Client {
             book.unacked = packs.pop();
             return self.send_pack(c, user, book, false).await;
         }
-        self.send_burst(c, user, book, packs).await
+        self.send_burst(c, user, book, packs, purchases).await
     }
 
     /// Sends `packs` (consecutive ids) back to back, and maybe a `cs_state` behind them, then
@@ -291,14 +342,17 @@ impl Client {
         user: &str,
         book: &mut Book,
         packs: Vec<SentPack>,
+        purchases: &mut u64,
     ) -> Conn {
         let env = &self.ctx.env;
+        let kind_buy = self.kind().buy;
         let first = packs[0].pack_id;
         let mut handles = Vec::new();
         let mut messages = Vec::new();
         for p in &packs {
             let op = CmdOp::Pack {
                 user: user.to_string(),
+                conn: self.conn(),
                 pack_id: p.pack_id,
                 basis: p.basis,
                 commands: p.commands.clone(),
@@ -310,20 +364,60 @@ impl Client {
                 json!({"pack_id": p.pack_id, "basis": p.basis, "commands": p.commands}),
             ));
         }
+        // A purchase among the packs (after the first): it commits while they wait or run.
+        let purchase = (book.unacked_buy.is_none() && env.rand.gen_bool(kind_buy)).then(|| {
+            let id = format!("c{}-{}", self.ctx.index, *purchases);
+            *purchases += 1;
+            let gold = env.rand.gen_range(1..121) as i64;
+            let at = env.rand.gen_range(1..messages.len() as u64 + 1) as usize;
+            messages.insert(at, ("cs_buy_now", json!({"purchase_id": id, "gold": gold})));
+            book.unacked_buy = Some((id.clone(), gold));
+            let op = CmdOp::BuyNow { user: user.to_string(), purchase_id: id.clone(), gold, retry: false };
+            (self.rec.invoke(self.ctx.process, op), id, gold)
+        });
         let read = env.rand.gen_bool(0.5).then(|| {
             messages.push(("cs_state", json!({})));
-            self.rec.invoke(self.ctx.process, CmdOp::State { user: user.to_string() })
+            self.rec.invoke(self.ctx.process, CmdOp::State { user: user.to_string(), conn: self.conn() })
         });
         let sent = c.send_many(&messages).await.is_ok();
+        if sent && !self.quiet() && env.rand.gen_bool(RELAUNCH_PROBABILITY) {
+            for h in handles.into_iter().flatten() {
+                self.rec.info(h);
+            }
+            if let Some((h, _, _)) = purchase {
+                self.rec.info(h);
+            }
+            if let Some(h) = read {
+                self.rec.info(h);
+            }
+            book.unacked = None;
+            book.needs_state = true;
+            return Conn::Relaunch;
+        }
         let mut answers: Vec<Option<(String, Value)>> = vec![None; packs.len()];
         let mut state_answer: Option<(String, Value)> = None;
+        let mut buy_answer: Option<Value> = None;
         let deadline = env.clock.now() + REPLY_TIMEOUT;
-        let types = ["sc_commands_ack", "sc_reload", "sc_commands", "sc_state", "sc_retry_after"];
-        while sent && (answers.iter().any(Option::is_none) || (read.is_some() && state_answer.is_none())) {
+        let types =
+            ["sc_commands_ack", "sc_reload", "sc_commands", "sc_state", "sc_retry_after", "sc_buy_now"];
+        while sent
+            && (answers.iter().any(Option::is_none)
+                || (read.is_some() && state_answer.is_none())
+                || (purchase.is_some() && buy_answer.is_none()))
+        {
             let left = deadline.saturating_since(env.clock.now());
             let Ok((t, v)) = c.wait_for(&types, left).await else { break };
             if t == "sc_state" || t == "sc_retry_after" {
                 state_answer = Some((t, v));
+                continue;
+            }
+            if t == "sc_buy_now" {
+                let ours = purchase.as_ref().is_some_and(|(_, id, _)| {
+                    v.get("purchase_id").and_then(Value::as_str).is_none_or(|p| p == id)
+                });
+                if ours {
+                    buy_answer = Some(v);
+                }
                 continue;
             }
             let Some(id) = v.get("pack_id").and_then(Value::as_u64) else { continue };
@@ -374,6 +468,16 @@ impl Client {
         if acked_prefix < packs.len() {
             book.needs_state = true;
         }
+        let mut bought = true;
+        if let Some((h, id, gold)) = purchase {
+            bought = match buy_answer {
+                Some(v) => self.record_buy(h, &v, &id, gold, book) == BuyAnswer::Done,
+                None => {
+                    self.rec.info(h);
+                    false
+                }
+            };
+        }
         if let Some(h) = read {
             match state_answer {
                 Some((t, v)) => {
@@ -382,7 +486,7 @@ impl Client {
                 None => self.rec.info(h),
             }
         }
-        let answered = answers.iter().all(Option::is_some);
+        let answered = answers.iter().all(Option::is_some) && bought;
         if !answered {
             return Conn::Done;
         }
@@ -452,6 +556,7 @@ impl Client {
             let p = book.unacked.clone().expect("a pack to send");
             let op = CmdOp::Pack {
                 user: user.to_string(),
+                conn: self.conn(),
                 pack_id: p.pack_id,
                 basis: p.basis,
                 commands: p.commands.clone(),
@@ -541,6 +646,7 @@ impl Client {
         let p = book.last_acked.clone().expect("checked by the caller");
         let op = CmdOp::Pack {
             user: user.to_string(),
+            conn: self.conn(),
             pack_id: p.pack_id,
             basis: p.basis,
             commands: p.commands.clone(),
@@ -623,51 +729,63 @@ impl Client {
                     return Conn::Done;
                 }
             };
-            if !is_error(&v) {
-                let balance = v.get("gold").and_then(Value::as_i64).unwrap_or(i64::MIN);
-                let epoch = v.get("epoch").and_then(Value::as_u64).unwrap_or(0);
-                let duplicate = v.get("duplicate").and_then(Value::as_bool).unwrap_or(false);
-                self.rec.ok(h, CmdRes::Bought { gold: balance, epoch, duplicate });
-                // The purchase is in the server's state from now on; it is news to this
-                // client's copy unless it had been answered before.
-                let known = book.last_bought.as_ref().is_some_and(|(p, _)| p == id);
-                if book.unacked_buy.as_ref().is_some_and(|(p, _)| p == id) {
-                    book.unacked_buy = None;
-                }
-                if !known {
-                    if let Some(l) = &mut book.local {
-                        l.gold += gold;
-                    }
-                    book.last_bought = Some((id.to_string(), gold));
-                }
-                return Conn::Usable;
-            }
-            match v.get("code").and_then(Value::as_str) {
-                Some("server") => {
-                    self.rec.info(h);
+            match self.record_buy(h, &v, id, gold, book) {
+                BuyAnswer::Done => return Conn::Usable,
+                BuyAnswer::Server => {
                     if !c.pump(RETRY_PAUSE).await {
                         return Conn::Done;
                     }
                 }
-                Some(code) => {
-                    self.rec.ok(h, CmdRes::Refused { code: code.to_string(), expected: None });
-                    book.unacked_buy = None;
-                    return Conn::Usable;
-                }
-                None => {
-                    self.rec.fail(h);
-                    return Conn::Done;
-                }
+                BuyAnswer::NotLoggedIn => return Conn::Done,
             }
         }
         Conn::Done
+    }
+
+    /// Records an `sc_buy_now` answer to purchase `id` and takes it into the book.
+    fn record_buy(&self, h: OpHandle, v: &Value, id: &str, gold: i64, book: &mut Book) -> BuyAnswer {
+        if !is_error(v) {
+            let balance = v.get("gold").and_then(Value::as_i64).unwrap_or(i64::MIN);
+            let epoch = v.get("epoch").and_then(Value::as_u64).unwrap_or(0);
+            let duplicate = v.get("duplicate").and_then(Value::as_bool).unwrap_or(false);
+            self.rec.ok(h, CmdRes::Bought { gold: balance, epoch, duplicate });
+            // The purchase is in the server's state from now on; it is news to this client's
+            // copy unless it had been answered before.
+            let known = book.last_bought.as_ref().is_some_and(|(p, _)| p == id);
+            if book.unacked_buy.as_ref().is_some_and(|(p, _)| p == id) {
+                book.unacked_buy = None;
+            }
+            if !known {
+                if let Some(l) = &mut book.local {
+                    l.gold += gold;
+                }
+                book.last_bought = Some((id.to_string(), gold));
+            }
+            return BuyAnswer::Done;
+        }
+        match v.get("code").and_then(Value::as_str) {
+            Some("server") => {
+                self.rec.info(h);
+                BuyAnswer::Server
+            }
+            Some(code) => {
+                self.rec.ok(h, CmdRes::Refused { code: code.to_string(), expected: None });
+                book.unacked_buy = None;
+                BuyAnswer::Done
+            }
+            None => {
+                self.rec.fail(h);
+                BuyAnswer::NotLoggedIn
+            }
+        }
     }
 
     /// Loads the user's state (`cs_state`, obeying `sc_retry_after`): the client's copy, the
     /// basis of its next packs and the next pack id come from it.
     async fn load_state(&self, c: &mut GameClient, user: &str, book: &mut Book) -> Conn {
         for _ in 0..STATE_POLLS_MAX {
-            let h = self.rec.invoke(self.ctx.process, CmdOp::State { user: user.to_string() });
+            let h =
+                self.rec.invoke(self.ctx.process, CmdOp::State { user: user.to_string(), conn: self.conn() });
             let reply =
                 self.request(c, "cs_state", json!({}), &["sc_state", "sc_retry_after"], REPLY_TIMEOUT).await;
             let Ok((t, v)) = reply else {
