@@ -13,9 +13,15 @@
 //! more packs behind it (which must be skipped), then reload on `sc_reload`; resenders resend
 //! unanswered packs after a short timeout on the same connection and after reconnecting to
 //! another server, and resend acknowledged ones; buyers send `cs_buy_now`, retried with the
-//! same id. Every client loads its state with `cs_state` (obeying `sc_retry_after`) after
-//! reconnecting, after a reload and now and then; in the last [`workload::QUIET`] of the run
-//! clients only read, so every queue can drain.
+//! same id. Packs often go in *bursts*: two to four written at once (maybe with a purchase
+//! among them and a `cs_state` behind them), so the server handles them back to back and they
+//! queue behind each other — a failure among them makes the later ones stale, and the read
+//! finds packs waiting (`sc_retry_after`). Now and then a client closes the game right after
+//! sending a burst and logs in again at once on another server (the seed's "closed the game
+//! and immediately launched again"): the user's objects are lent while its packs run. Every
+//! client loads its state with `cs_state` (obeying `sc_retry_after`) after reconnecting,
+//! after a reload and now and then; in the last [`workload::QUIET`] of the run clients only
+//! read, so every queue can drain.
 //!
 //! Invariants (from the users' side), checked in `check.rs` on the client histories, the
 //! servers' execution reports and the database after the heal:
