@@ -49,7 +49,9 @@ fn secs(ns: u64) -> f64 {
 /// basis and commands). A pack executed twice shows in the replay (3).
 pub fn check_acked_executed(history: &CmdHistory, finals: &Finals) -> Report {
     let mut report = Report::default();
-    let mut sent: BTreeMap<(&str, u64), Vec<(u64, &Vec<Value>)>> = BTreeMap::new();
+    // (user, pack id) -> every (basis, commands) sent under it.
+    type Sent<'a> = BTreeMap<(&'a str, u64), Vec<(u64, &'a Vec<Value>)>>;
+    let mut sent: Sent = BTreeMap::new();
     let mut acked: BTreeMap<(&str, u64), (usize, u64)> = BTreeMap::new();
     for op in &history.ops {
         let CmdOp::Pack { user, pack_id, basis, commands, .. } = &op.op else { continue };
@@ -451,7 +453,8 @@ pub fn check_purchases(history: &CmdHistory, finals: &Finals, replays: &Replays)
 /// the executions of one user whose commit succeeded never overlap in true time.
 pub fn check_exclusive(executions: &[Execution]) -> Report {
     let mut report = Report::default();
-    let mut by: BTreeMap<(u64, &str), Vec<(u64, u64, u64)>> = BTreeMap::new();
+    type Spans<'a> = BTreeMap<(u64, &'a str), Vec<(u64, u64, u64)>>;
+    let mut by: Spans = BTreeMap::new();
     for e in executions {
         if let (Some(end), Some(_)) = (e.end_ns, e.committed) {
             by.entry((e.server, &e.user)).or_default().push((e.start_ns, end, e.pack_id));
