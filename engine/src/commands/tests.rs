@@ -86,9 +86,12 @@ fn set() -> CommandSet<Farm> {
         .realtime::<BuyNow>()
 }
 
-/// Records executions (user, pack, start or end).
+/// One recorded execution event: (user, pack, `None` at the start of an execution, `Some(committed)` at its end).
+type ExecEvent = (String, u64, Option<Option<(Outcome, u64)>>);
+
+/// Records executions.
 #[derive(Default)]
-struct Execs(Mutex<Vec<(String, u64, Option<Option<(Outcome, u64)>>)>>);
+struct Execs(Mutex<Vec<ExecEvent>>);
 
 impl CommandsObserver for Execs {
     fn executing(&self, user: &str, pack_id: u64) {
@@ -437,7 +440,7 @@ fn the_applied_outside_txn_bug_applies_a_pack_twice_when_a_commit_answer_is_lost
 }
 
 /// How many times an execution of `user` started while another was running.
-fn overlaps(log: &[(String, u64, Option<Option<(Outcome, u64)>>)], user: &str) -> usize {
+fn overlaps(log: &[ExecEvent], user: &str) -> usize {
     let (mut running, mut overlaps) = (0usize, 0);
     for (_, _, end) in log.iter().filter(|(u, ..)| u == user) {
         match end {

@@ -43,19 +43,15 @@ fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
-/// A user's pack: (user, pack id).
-type PackKey<'a> = (&'a str, u64);
-/// An execution's (start ns, end ns, pack id).
-type Span = (u64, u64, u64);
-
 /// Invariant 1, **every acknowledged pack is executed exactly once, none lost**: each pack a
 /// client got `sc_commands_ack` for has a stored row (a row is written once: `Absent`) whose
 /// outcome is recorded after the heal; and every stored pack is one a client sent (same id,
 /// basis and commands). A pack executed twice shows in the replay (3).
 pub fn check_acked_executed(history: &CmdHistory, finals: &Finals) -> Report {
     let mut report = Report::default();
-    // (user, pack id) -> every (basis, commands) sent with that id.
-    let mut sent: BTreeMap<PackKey<'_>, Vec<(u64, &Vec<Value>)>> = BTreeMap::new();
+    // (user, pack id) -> every (basis, commands) sent under it.
+    type Sent<'a> = BTreeMap<(&'a str, u64), Vec<(u64, &'a Vec<Value>)>>;
+    let mut sent: Sent = BTreeMap::new();
     let mut acked: BTreeMap<(&str, u64), (usize, u64)> = BTreeMap::new();
     for op in &history.ops {
         let CmdOp::Pack { user, pack_id, basis, commands, .. } = &op.op else { continue };
@@ -457,8 +453,8 @@ pub fn check_purchases(history: &CmdHistory, finals: &Finals, replays: &Replays)
 /// the executions of one user whose commit succeeded never overlap in true time.
 pub fn check_exclusive(executions: &[Execution]) -> Report {
     let mut report = Report::default();
-    // (server, user) -> (start, end, pack id) of each committed execution.
-    let mut by: BTreeMap<(u64, &str), Vec<Span>> = BTreeMap::new();
+    type Spans<'a> = BTreeMap<(u64, &'a str), Vec<(u64, u64, u64)>>;
+    let mut by: Spans = BTreeMap::new();
     for e in executions {
         if let (Some(end), Some(_)) = (e.end_ns, e.committed) {
             by.entry((e.server, &e.user)).or_default().push((e.start_ns, end, e.pack_id));
