@@ -38,6 +38,7 @@ pub mod game_host;
 pub mod history;
 pub mod scenario;
 pub mod seed_rng;
+pub mod sql_rig;
 
 use std::sync::Arc;
 

@@ -22,6 +22,28 @@ fn sweep(name: &str) {
     );
 }
 
+/// Every counter of `name`'s runs over seeds `0..seeds`, summed.
+fn counters_over(name: &str, seeds: u64) -> BTreeMap<String, u64> {
+    let s = scenarios::lookup(name, None).expect("scenario exists");
+    let mut total: BTreeMap<String, u64> = BTreeMap::new();
+    for seed in 0..seeds {
+        for (k, v) in run_seed(&*s, seed, None, RunOptions::default()).counters {
+            *total.entry(k).or_insert(0) += v;
+        }
+    }
+    total
+}
+
+/// Each of `counters` happened (is positive in `total`, summed over `seeds` seeds).
+fn assert_happened(total: &BTreeMap<String, u64>, seeds: u64, counters: &[&str]) {
+    for counter in counters {
+        assert!(
+            total.get(*counter).copied().unwrap_or(0) > 0,
+            "{counter} never happened in {seeds} seeds: {total:#?}"
+        );
+    }
+}
+
 #[test]
 fn coord_lock_seed_window_passes() {
     sweep("coord_lock");
@@ -106,31 +128,24 @@ fn sql_register_seed_window_passes() {
 /// an unknown multi-row transact is later seen wholly applied or not at all.
 #[test]
 fn sql_register_exercises_its_fault_paths() {
-    let s = scenarios::lookup("sql_register", None).expect("scenario exists");
-    let mut total: BTreeMap<String, u64> = BTreeMap::new();
-    for seed in 0..20 {
-        for (k, v) in run_seed(&*s, seed, None, RunOptions::default()).counters {
-            *total.entry(k).or_insert(0) += v;
-        }
-    }
-    for counter in [
-        "sql_register.fenced",
-        "sql_register.version_mismatch",
-        "sql_register.not_found",
-        "sql_register.maybe_applied",
-        "sql_register.multi_row_committed",
-        "sql_register.guards_committed",
-        "sql_register.takeovers",
-        "atomicity.multi_row_unknown_resolved",
-        "faults.kill_sql",
-        "faults.pause_sql",
-        "faults.partition_sql",
-    ] {
-        assert!(
-            total.get(counter).copied().unwrap_or(0) > 0,
-            "{counter} never happened in 20 seeds: {total:#?}"
-        );
-    }
+    let total = counters_over("sql_register", 20);
+    assert_happened(
+        &total,
+        20,
+        &[
+            "sql_register.fenced",
+            "sql_register.version_mismatch",
+            "sql_register.not_found",
+            "sql_register.maybe_applied",
+            "sql_register.multi_row_committed",
+            "sql_register.guards_committed",
+            "sql_register.takeovers",
+            "atomicity.multi_row_unknown_resolved",
+            "faults.kill_sql",
+            "faults.pause_sql",
+            "faults.partition_sql",
+        ],
+    );
     assert_eq!(total.get("linearizability.inconclusive_keys"), Some(&0), "{total:#?}");
 }
 
@@ -153,31 +168,24 @@ fn object_lending_seed_window_passes() {
 /// times, and SQL nodes and servers are killed, paused and cut off.
 #[test]
 fn object_lending_exercises_its_fault_paths() {
-    let s = scenarios::lookup("object_lending", None).expect("scenario exists");
-    let mut total: BTreeMap<String, u64> = BTreeMap::new();
-    for seed in 0..20 {
-        for (k, v) in run_seed(&*s, seed, None, RunOptions::default()).counters {
-            *total.entry(k).or_insert(0) += v;
-        }
-    }
-    for counter in [
-        "object_lending.gifts_ok",
-        "object_lending.gifts_refused",
-        "object_lending.gifts_unknown",
-        "object_lending.trades_ok",
-        "object_lending.trades_refused",
-        "object_lending.reads_ok",
-        "object_lending.gifts_received",
-        "faults.kill",
-        "faults.kill_sql",
-        "faults.pause",
-        "faults.partition_sql",
-    ] {
-        assert!(
-            total.get(counter).copied().unwrap_or(0) > 0,
-            "{counter} never happened in 20 seeds: {total:#?}"
-        );
-    }
+    let total = counters_over("object_lending", 20);
+    assert_happened(
+        &total,
+        20,
+        &[
+            "object_lending.gifts_ok",
+            "object_lending.gifts_refused",
+            "object_lending.gifts_unknown",
+            "object_lending.trades_ok",
+            "object_lending.trades_refused",
+            "object_lending.reads_ok",
+            "object_lending.gifts_received",
+            "faults.kill",
+            "faults.kill_sql",
+            "faults.pause",
+            "faults.partition_sql",
+        ],
+    );
     // Inventories change owner far more often than once per user.
     assert!(total["object_lending.owner_instances"] > 20 * 12 * 5, "{total:#?}");
     assert_eq!(total.get("object_lending.subset_skipped"), None, "{total:#?}");
@@ -206,33 +214,26 @@ fn deferred_commands_seed_window_passes() {
 /// and cut off.
 #[test]
 fn deferred_commands_exercises_its_fault_paths() {
-    let s = scenarios::lookup("deferred_commands", None).expect("scenario exists");
-    let mut total: BTreeMap<String, u64> = BTreeMap::new();
-    for seed in 0..10 {
-        for (k, v) in run_seed(&*s, seed, None, RunOptions::default()).counters {
-            *total.entry(k).or_insert(0) += v;
-        }
-    }
-    for counter in [
-        "deferred_commands.packs_applied",
-        "deferred_commands.packs_failed",
-        "deferred_commands.packs_skipped",
-        "deferred_commands.packs_reload",
-        "deferred_commands.packs_unknown",
-        "deferred_commands.resends_ok_resent",
-        "deferred_commands.purchases_ok",
-        "deferred_commands.purchases_ok_duplicate",
-        "deferred_commands.states_retry_after",
-        "faults.kill",
-        "faults.kill_sql",
-        "faults.pause",
-        "faults.partition_sql",
-    ] {
-        assert!(
-            total.get(counter).copied().unwrap_or(0) > 0,
-            "{counter} never happened in 10 seeds: {total:#?}"
-        );
-    }
+    let total = counters_over("deferred_commands", 10);
+    assert_happened(
+        &total,
+        10,
+        &[
+            "deferred_commands.packs_applied",
+            "deferred_commands.packs_failed",
+            "deferred_commands.packs_skipped",
+            "deferred_commands.packs_reload",
+            "deferred_commands.packs_unknown",
+            "deferred_commands.resends_ok_resent",
+            "deferred_commands.purchases_ok",
+            "deferred_commands.purchases_ok_duplicate",
+            "deferred_commands.states_retry_after",
+            "faults.kill",
+            "faults.kill_sql",
+            "faults.pause",
+            "faults.partition_sql",
+        ],
+    );
     // Every execution the servers report is one of a pack, and most commit.
     assert!(total["deferred_commands.executions_committed"] > 10 * 200, "{total:#?}");
 }

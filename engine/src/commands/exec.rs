@@ -459,8 +459,7 @@ impl<S: Model + Clone> Inner<S> {
 
 /// The user of a pending row key `s{shard}/{user}/q`.
 fn pending_user(key: &str) -> Option<&str> {
-    let rest = key.split_once('/')?.1;
-    rest.strip_suffix(&format!("/{PENDING_SUFFIX}"))
+    key.split_once('/')?.1.strip_suffix(PENDING_SUFFIX)?.strip_suffix('/')
 }
 
 pub(super) async fn sweep_loop<S: Model + Clone>(weak: Weak<Inner<S>>) {

@@ -118,7 +118,8 @@ pub use self::pack::{Pack, PackError, PACK_BYTES_MAX, PACK_COMMANDS_MAX};
 pub use self::queue::{Outcome, QueueRecord, SubmitDecision, QUEUE_MODEL, QUEUE_PACKS_MAX};
 pub use self::registry::{Command, CommandSet};
 pub use self::stored::{
-    Executed, PackRow, RealtimeRow, PACK_TABLE, PENDING_TABLE, REALTIME_ID_BYTES_MAX, REALTIME_TABLE,
+    pack_suffix, realtime_suffix, Executed, PackRow, RealtimeRow, PACK_PREFIX, PACK_TABLE, PENDING_SUFFIX,
+    PENDING_TABLE, REALTIME_ID_BYTES_MAX, REALTIME_PREFIX, REALTIME_TABLE,
 };
 use crate::env::{lock, Env, TaskHandle};
 use crate::orm::{Model, Orm, OrmError};

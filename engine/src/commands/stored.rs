@@ -28,15 +28,21 @@ pub fn table(name: &str) -> TableName {
     TableName::new(name).expect("valid table name")
 }
 
-/// A pack row's key suffix (zero-padded: key order is pack order).
-pub fn pack_suffix(pack_id: u64) -> String {
-    format!("p{pack_id:020}")
-}
-
+/// What every pack row's key suffix starts with (a scan of a user's packs).
+pub const PACK_PREFIX: &str = "p";
+/// What every real-time row's key suffix starts with.
+pub const REALTIME_PREFIX: &str = "r.";
+/// The pending row's key suffix.
 pub const PENDING_SUFFIX: &str = "q";
 
+/// A pack row's key suffix (zero-padded: key order is pack order).
+pub fn pack_suffix(pack_id: u64) -> String {
+    format!("{PACK_PREFIX}{pack_id:020}")
+}
+
+/// A real-time row's key suffix.
 pub fn realtime_suffix(id: &str) -> String {
-    format!("r.{id}")
+    format!("{REALTIME_PREFIX}{id}")
 }
 
 /// Checks a real-time command id: 1 to 64 bytes of `[A-Za-z0-9_.-]`.

@@ -156,7 +156,7 @@ use serde_json::Value;
 use tracing::debug;
 
 pub use self::model::{Model, ObjectRef, OBJECT_KEY_BYTES_MAX, UNIQUE_MODEL};
-pub use self::stored::DECISION_TABLE;
+pub use self::stored::{read_committed, CommittedRead, DECISION_TABLE};
 pub use self::txn::{Transaction, TXN_OBJECTS_MAX, TXN_ROWS_MAX};
 use crate::account::keyed_lock::KeyedLocks;
 use crate::account::{AccountError, AccountManager};

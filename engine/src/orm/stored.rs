@@ -16,7 +16,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::ObjectRef;
 use crate::env::TableName;
+use crate::shard::{ShardError, ShardRouter};
 
 /// The table of transaction decisions.
 pub const DECISION_TABLE: &str = "orm_txn";
@@ -85,6 +87,38 @@ pub(crate) fn decision_table() -> TableName {
 /// The suffix of a decision row's key under its primary user.
 pub(crate) fn decision_suffix(txn: &str) -> String {
     format!("txn.{txn}")
+}
+
+/// An object's committed state as its row says, read from outside the object store (a checker
+/// after a run, an operator's tool): the row's state, or — when it carries a pending write —
+/// the state the transaction's decision gives it (committed: the pending state; aborted or
+/// undecided: the committed one), as the object's next owner would complete it. Nothing is
+/// written: an undecided transaction stays undecided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommittedRead {
+    /// The state; `None` if the object does not exist (no row, a deleted object, or a row
+    /// that is not a stored object).
+    pub value: Option<Value>,
+    /// True if the row carried a pending write.
+    pub had_pending: bool,
+}
+
+/// Reads `obj`'s committed state through `router` (see [`CommittedRead`]).
+pub async fn read_committed(router: &ShardRouter, obj: &ObjectRef) -> Result<CommittedRead, ShardError> {
+    let key = router.user_key(&obj.shard_user, &obj.row_suffix());
+    let Some(row) = router.get(&obj.shard_user, &obj.table(), &key).await? else {
+        return Ok(CommittedRead { value: None, had_pending: false });
+    };
+    let Ok(stored) = StoredObject::decode(&row.value) else {
+        return Ok(CommittedRead { value: None, had_pending: false });
+    };
+    let Some(p) = stored.pending else {
+        return Ok(CommittedRead { value: stored.value, had_pending: false });
+    };
+    let dkey = router.user_key(&p.primary, &decision_suffix(&p.txn));
+    let decided = router.get(&p.primary, &decision_table(), &dkey).await?;
+    let committed = decided.is_some_and(|d| Decision::decode(&d.value) == Ok(Decision::Committed));
+    Ok(CommittedRead { value: if committed { p.value } else { stored.value }, had_pending: true })
 }
 
 #[cfg(test)]

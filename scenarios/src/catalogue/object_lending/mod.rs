@@ -43,9 +43,9 @@ mod workload;
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::env::{Env, SessionOptions, TableName};
-use engine::orm::{Model, OrmBugs, OrmConfig, DECISION_TABLE};
-use engine::shard::{ShardConfig, ShardRouter};
+use engine::env::Env;
+use engine::orm::{read_committed, ObjectRef, OrmBugs, OrmConfig};
+use engine::shard::ShardConfig;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use game::inventory::Inventory;
@@ -105,7 +105,7 @@ const BUGS: &[PlantedBug] = &[
     },
 ];
 
-/// Simulator only: the live-cluster runner starts no SQL instances yet.
+/// Runs live too: SQL instances are SQLite files there, and owner acts travel as evidence.
 const META: ScenarioMeta = ScenarioMeta {
     name: "object_lending",
     description: "gifts and trades between inventories lent across 4 servers and 3 SQL instances, under kills, long pauses, partitions, clock faults",
@@ -116,8 +116,7 @@ const META: ScenarioMeta = ScenarioMeta {
 pub struct ObjectLending;
 
 fn shard_config() -> ShardConfig {
-    let names: Vec<String> = (0..INSTANCES).map(Topology::sql_name).collect();
-    ShardConfig::round_robin(&names, LOGICAL_SHARDS)
+    crate::sql_rig::round_robin_shards(INSTANCES, LOGICAL_SHARDS)
 }
 
 fn orm_bugs(bug: Option<&str>) -> OrmBugs {
@@ -244,47 +243,20 @@ impl ScenarioRun for Run {
 /// aborted or undecided: the committed one), as the object's next owner would.
 async fn final_inventories(env: &Env, phases: &Phases, report: &mut Report) -> Finals {
     let mut finals = Finals::new();
-    let router = loop {
-        match ShardRouter::start(env.clone(), APP_ID, shard_config(), SessionOptions::default()).await {
-            Ok(r) => break r,
-            Err(e) => tracing::debug!(error = %e, "final read: shard router start failed; retrying"),
-        }
-        if phases.elapsed() > phases.end_at + Duration::from_secs(30) {
-            report.liveness_violation("final_read", "no shard router could start after the run");
-            return finals;
-        }
-        env.clock.sleep(Duration::from_millis(200)).await;
+    let Some(router) = crate::sql_rig::final_router(env, APP_ID, shard_config(), phases, report).await else {
+        return finals;
     };
-    let table = TableName::new(Inventory::MODEL).expect("valid");
-    let decisions = TableName::new(DECISION_TABLE).expect("valid");
     'users: for u in 0..USERS {
         let user = u.to_string();
-        let key = router.user_key(&user, &format!("{}.{user}", Inventory::MODEL));
         for _ in 0..FINAL_READ_ATTEMPTS {
-            let Ok(row) = router.get(&user, &table, &key).await else {
+            let Ok(read) = read_committed(&router, &ObjectRef::of::<Inventory>(&user)).await else {
                 env.clock.sleep(Duration::from_millis(200)).await;
                 continue;
             };
-            let Some(row) = row else {
-                finals.insert(user, None);
-                continue 'users;
-            };
-            let stored: Value = serde_json::from_slice(&row.value).unwrap_or(Value::Null);
-            let mut state = stored.get("v").cloned().unwrap_or(Value::Null);
-            if let Some(p) = stored.get("p") {
+            if read.had_pending {
                 report.count("object_lending.final_pending_writes", 1);
-                let (txn, primary) = (p["txn"].as_str().unwrap_or(""), p["primary"].as_str().unwrap_or(""));
-                let dkey = router.user_key(primary, &format!("txn.{txn}"));
-                match router.get(primary, &decisions, &dkey).await {
-                    Ok(Some(d)) if &d.value[..] == b"committed" => state = p["value"].clone(),
-                    Ok(_) => {}
-                    Err(_) => {
-                        env.clock.sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                }
             }
-            finals.insert(user, holdings(&state));
+            finals.insert(user, read.value.as_ref().and_then(holdings));
             continue 'users;
         }
         report.liveness_violation("final_read", format!("user {user}: the inventory row could not be read"));
