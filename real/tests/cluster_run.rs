@@ -77,6 +77,33 @@ fn redirect_passes_under_kills_and_its_planted_bug_fails() {
     assert!(text.contains("violation [single_use]"), "{text}");
 }
 
+/// Command packs on SQLite files: every acknowledged pack executes exactly once, in order,
+/// across kill -9 and SIGSTOP of the servers executing them (final rows checked).
+#[test]
+fn deferred_commands_passes_under_kills_and_pauses() {
+    let text = assert_passed(&[
+        "deferred_commands",
+        "--duration",
+        "12s",
+        "--kill-every",
+        "4s",
+        "--pause-every",
+        "5s",
+        "--pause-max",
+        "7s",
+        "--seed",
+        "1",
+    ]);
+    assert!(counter(&text, "cluster.server_kills") >= 2, "{text}");
+    assert!(counter(&text, "cluster.server_pauses") >= 1, "{text}");
+    assert!(counter(&text, "deferred_commands.packs_applied") > 0, "{text}");
+    assert!(
+        counter(&text, "deferred_commands.executions_committed") > 0,
+        "executions came back as evidence:\n{text}"
+    );
+    assert_eq!(counter(&text, "deferred_commands.users_read"), 12, "{text}");
+}
+
 #[test]
 fn bad_arguments_exit_2_with_a_reason() {
     let cases: [(&[&str], &str); 5] = [

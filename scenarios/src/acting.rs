@@ -69,7 +69,10 @@ impl ActLog {
                 self.record(account, (*server, link.clone()), *t_ns, *tick);
                 true
             }
-            Evidence::WallRead { .. } | Evidence::ObjectAct { .. } => false,
+            Evidence::WallRead { .. }
+            | Evidence::ObjectAct { .. }
+            | Evidence::PackExecuting { .. }
+            | Evidence::PackExecuted { .. } => false,
         }
     }
 

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use engine::commands::Outcome;
 use serde::{Deserialize, Serialize};
 
 use crate::history::ProcessId;
@@ -27,6 +28,18 @@ pub enum Evidence {
     /// Server incarnation `server` acted as the owner of `object` under `fence` at `t_ns`
     /// (`engine::orm::OrmObserver::acted`).
     ObjectAct { object: String, server: ProcessId, fence: u64, t_ns: u64 },
+    /// Server incarnation `server` started executing `user`'s pack `pack_id` at `t_ns`
+    /// (`engine::commands::CommandsObserver::executing`).
+    PackExecuting { user: String, pack_id: u64, server: ProcessId, t_ns: u64 },
+    /// ... and finished it at `t_ns`; `committed`: its outcome and epoch if its commit
+    /// succeeded (`CommandsObserver::executed`).
+    PackExecuted {
+        user: String,
+        pack_id: u64,
+        server: ProcessId,
+        t_ns: u64,
+        committed: Option<(Outcome, u64)>,
+    },
 }
 
 /// Where a server's evidence also goes, synchronously, at the instant of the report.
@@ -42,6 +55,15 @@ mod tests {
             Evidence::Act { account: "a".into(), server: 3, link: "l-1".into(), t_ns: 42, tick: true },
             Evidence::WallRead { wall_ms: 1_700_000_000_000, t_ns: 7 },
             Evidence::ObjectAct { object: "inventory/7".into(), server: 2, fence: 99, t_ns: 8 },
+            Evidence::PackExecuting { user: "3".into(), pack_id: 4, server: 1, t_ns: 9 },
+            Evidence::PackExecuted {
+                user: "3".into(),
+                pack_id: 4,
+                server: 1,
+                t_ns: 10,
+                committed: Some((Outcome::Skipped, 6)),
+            },
+            Evidence::PackExecuted { user: "3".into(), pack_id: 5, server: 1, t_ns: 11, committed: None },
         ];
         for ev in evs {
             let line = serde_json::to_string(&ev).expect("serializes");

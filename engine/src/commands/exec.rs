@@ -164,7 +164,7 @@ impl<S: Model + Clone> Inner<S> {
     }
 
     pub(super) async fn realtime(
-        &self,
+        self: &Arc<Self>,
         user: &str,
         id: &str,
         command: &Value,
@@ -182,6 +182,9 @@ impl<S: Model + Clone> Inner<S> {
                 return Err(CommandsError::IdReused(id.to_string()));
             }
             tx.commit().await?;
+            if q.waiting() > 0 {
+                self.schedule(user);
+            }
             return Ok(RealtimeDone { result: done.result, state, duplicate: true });
         }
         let (result, after) = match self.set.apply_all(std::slice::from_ref(command), &state) {
@@ -196,6 +199,11 @@ impl<S: Model + Clone> Inner<S> {
         let row = RealtimeRow { command: command.clone(), result: result.clone() };
         tx.write_row(user, WriteOp::put(&table, key, stored::encode(&row), Expect::Absent, 0))?;
         tx.commit().await?;
+        if q.waiting() > 0 {
+            // This server now owns the user's queue: its packs run here, not only at the
+            // next sweep.
+            self.schedule(user);
+        }
         Ok(RealtimeDone { result, state: after, duplicate: false })
     }
 

@@ -404,6 +404,34 @@ fn a_crashed_servers_queue_is_adopted_and_each_pack_executes_once() {
     assert_eq!(pending, None, "a drained queue leaves no pending row");
 }
 
+#[test]
+fn a_real_time_command_on_a_new_owner_starts_the_users_waiting_packs() {
+    let w = World::new(10);
+    let (_a_orm, a) = start(&w, 1, CommandsBugs::default(), None);
+    a.set_workers(0);
+    for id in 1..=2 {
+        submit(&w, &a, "1", pack(&a, id, 0, json!([{"op": "earn", "amount": 1}]))).unwrap();
+    }
+    a.stop();
+    let sid = w.h.zk.get("/app/objects/cmd_queue/1").unwrap().1.ephemeral_owner;
+    w.h.zk.disconnect(sid);
+    // Server 2's sweep never runs in this test: only the purchase can start the packs.
+    let orm = w.server(2, OrmBugs::default(), None);
+    let cfg =
+        CommandsConfig { workers: 2, sweep_period: Duration::from_secs(3600), bugs: CommandsBugs::default() };
+    let b = Commands::start(w.env("game-2"), orm, set(), cfg, None).unwrap();
+    let b2 = b.clone();
+    let done =
+        w.h.block_on(async move { b2.realtime("1", "p-1", &json!({"op": "buy_now", "gold": 5})).await });
+    assert_eq!(done.map(|d| d.state.gold), Ok(105), "the purchase applies before the packs");
+    w.h.advance(Duration::from_secs(2));
+    assert_eq!(
+        (outcome(&w, "1", 1), outcome(&w, "1", 2)),
+        (Some(Outcome::Applied), Some(Outcome::Applied)),
+        "the new owner ran the waiting packs without a sweep or a read"
+    );
+}
+
 /// Loses the answer of the first commit of a pack execution (it applies; the worker hears
 /// nothing): what a crash right after the commit, or a cut link, looks like to the worker.
 struct LoseFirstCommitAnswer(crate::testing::FakeDb, std::sync::atomic::AtomicBool);

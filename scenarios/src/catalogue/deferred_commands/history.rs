@@ -11,6 +11,7 @@ use engine::env::lock;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::evidence::{Evidence, EvidenceTap};
 use crate::history::{History, ProcessId, Recorder, TimeSource};
 
 /// One recorded client operation. `conn` numbers a client's connections (unique in the run):
@@ -111,23 +112,20 @@ impl Executions {
         lock(&self.0).clone()
     }
 
-    /// The observer server incarnation `server` reports through.
-    pub fn observer(&self, server: ProcessId, now: TimeSource) -> Arc<dyn CommandsObserver> {
-        Arc::new(ExecObserver { log: self.clone(), server, now })
+    /// The observer server incarnation `server` reports through (also to `tap`, when the
+    /// server runs in its own process).
+    pub fn observer(
+        &self,
+        server: ProcessId,
+        now: TimeSource,
+        tap: Option<EvidenceTap>,
+    ) -> Arc<dyn CommandsObserver> {
+        Arc::new(ExecObserver { log: self.clone(), server, now, tap })
     }
-}
 
-struct ExecObserver {
-    log: Executions,
-    server: ProcessId,
-    now: TimeSource,
-}
-
-impl CommandsObserver for ExecObserver {
-    fn executing(&self, user: &str, pack_id: u64) {
-        let start_ns = (self.now)();
-        lock(&self.log.0).push(Execution {
-            server: self.server,
+    fn start(&self, server: ProcessId, user: &str, pack_id: u64, start_ns: u64) {
+        lock(&self.0).push(Execution {
+            server,
             user: user.to_string(),
             pack_id,
             start_ns,
@@ -136,16 +134,67 @@ impl CommandsObserver for ExecObserver {
         });
     }
 
-    fn executed(&self, user: &str, pack_id: u64, committed: Option<(Outcome, u64)>) {
-        let end_ns = (self.now)();
-        let mut log = lock(&self.log.0);
+    fn end(
+        &self,
+        server: ProcessId,
+        user: &str,
+        pack_id: u64,
+        end_ns: u64,
+        committed: Option<(Outcome, u64)>,
+    ) {
+        let mut log = lock(&self.0);
         // The oldest open execution of this pack on this server.
         if let Some(e) = log
             .iter_mut()
-            .find(|e| e.server == self.server && e.user == user && e.pack_id == pack_id && e.end_ns.is_none())
+            .find(|e| e.server == server && e.user == user && e.pack_id == pack_id && e.end_ns.is_none())
         {
             e.end_ns = Some(end_ns);
             e.committed = committed;
         }
+    }
+
+    /// Takes an execution report another process made; false for other evidence.
+    pub fn absorb(&self, evidence: &Evidence) -> bool {
+        match evidence {
+            Evidence::PackExecuting { user, pack_id, server, t_ns } => {
+                self.start(*server, user, *pack_id, *t_ns)
+            }
+            Evidence::PackExecuted { user, pack_id, server, t_ns, committed } => {
+                self.end(*server, user, *pack_id, *t_ns, *committed)
+            }
+            _ => return false,
+        }
+        true
+    }
+}
+
+struct ExecObserver {
+    log: Executions,
+    server: ProcessId,
+    now: TimeSource,
+    tap: Option<EvidenceTap>,
+}
+
+impl CommandsObserver for ExecObserver {
+    fn executing(&self, user: &str, pack_id: u64) {
+        let t_ns = (self.now)();
+        if let Some(tap) = &self.tap {
+            tap(&Evidence::PackExecuting { user: user.to_string(), pack_id, server: self.server, t_ns });
+        }
+        self.log.start(self.server, user, pack_id, t_ns);
+    }
+
+    fn executed(&self, user: &str, pack_id: u64, committed: Option<(Outcome, u64)>) {
+        let t_ns = (self.now)();
+        if let Some(tap) = &self.tap {
+            tap(&Evidence::PackExecuted {
+                user: user.to_string(),
+                pack_id,
+                server: self.server,
+                t_ns,
+                committed,
+            });
+        }
+        self.log.end(self.server, user, pack_id, t_ns, committed);
     }
 }

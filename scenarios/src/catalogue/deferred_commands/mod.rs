@@ -131,13 +131,12 @@ const BUGS: &[PlantedBug] = &[
     },
 ];
 
-/// Simulator only: the servers' pack executions (invariant 7) are not reported as `Evidence`
-/// yet, so a live run could not check them.
+/// Runs live too: the servers report their pack executions (invariant 7) as `Evidence`.
 const META: ScenarioMeta = ScenarioMeta {
     name: "deferred_commands",
     description: "farm command packs stored, acknowledged and executed per user in order on 3 servers and 2 SQL instances, with cheats, resends and purchases, under kills, long pauses, partitions, clock faults",
     bugs: BUGS,
-    runs_live: false,
+    runs_live: true,
 };
 
 pub struct DeferredCommands;
@@ -209,10 +208,14 @@ impl ScenarioRun for Run {
         let commands = CommandsConfig { workers: WORKERS, bugs: self.bugs, ..CommandsConfig::default() };
         let farm = FarmConfig {
             commands,
-            observer: Some(self.executions.observer(ctx.process, ctx.phases.now.clone())),
+            observer: Some(self.executions.observer(ctx.process, ctx.phases.now.clone(), ctx.tap.clone())),
         };
         let opts = SimGameOptions { objects: Some(objects), farm: Some(farm), ..Default::default() };
         game_host::run_server(ctx, opts).boxed()
+    }
+
+    fn absorb(&self, evidence: crate::evidence::Evidence) -> bool {
+        self.executions.absorb(&evidence)
     }
 
     fn check(&self, env: Env, phases: Phases) -> BoxFuture<'static, Report> {
