@@ -4,6 +4,7 @@
 //! | case | engine | baseline (same run) |
 //! |---|---|---|
 //! | `ack` | clients submit packs of [`PACK_COMMANDS`] commands in a closed loop (`Commands::submit`: one transaction holding the user's queue record and state, the pack row, group commit), 100 and 1,000 clients, execution paused | raw `sqlx`: `BEGIN`, two fenced versioned `UPDATE`s (the queue row and a pack row), `COMMIT`, same number of tasks |
+//! | `ack paced` | each client sends a pack every [`PACED_INTERVAL`] (open loop, latency counted from the instant a pack was due) while the workers execute: the latency a player sees below saturation | the raw 2-UPDATE transaction on as many tasks, paced alike |
 //! | `execute` | the packs the `ack` case stored, drained by the worker pool ([`WORKERS`] workers): executed commands/s | raw `sqlx`: `BEGIN`, three fenced versioned `UPDATE`s (state, queue, pack outcome), `COMMIT` on [`WORKERS`] tasks, counted as [`PACK_COMMANDS`] commands each |
 //!
 //! Each client rotates over [`USERS_PER_CLIENT`] users (so a client's packs never wait for its
@@ -25,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::db::{create_rows, on_both_engines, Raw};
-use super::driver::{measure, tasks, throughput_rows, Sample};
+use super::driver::{measure, paced, tasks, throughput_rows, Sample};
 use super::objects::Server;
 use super::{BenchError, BenchReport, Ctx, Row};
 
@@ -110,15 +111,40 @@ async fn log_in(c: &Commands<Tally>, clients: usize) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// Measures acks with execution paused; returns the sample and the packs stored.
-async fn acks(ctx: &Ctx, c: &Commands<Tally>, clients: usize) -> Result<(Sample, u64), BenchError> {
-    log_in(c, clients).await?;
-    c.set_workers(0);
-    let next: Arc<Vec<AtomicU64>> =
-        Arc::new((0..clients * USERS_PER_CLIENT).map(|_| AtomicU64::new(1)).collect());
+/// How the `ack` case's clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Load {
+    /// Each client sends its next pack as soon as the last one was acknowledged, with
+    /// execution paused: the most acks/s, latency = clients / throughput (Little's law).
+    Closed,
+    /// Each client sends a pack every [`PACED_INTERVAL`] while the workers execute: the
+    /// latency a player sees at a steady rate below saturation.
+    Paced,
+}
+
+/// How often each client sends a pack in the paced `ack` case.
+const PACED_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The next pack id of every user of one client level.
+struct NextIds(Arc<Vec<AtomicU64>>);
+
+impl NextIds {
+    fn new(clients: usize) -> NextIds {
+        NextIds(Arc::new((0..clients * USERS_PER_CLIENT).map(|_| AtomicU64::new(1)).collect()))
+    }
+}
+
+/// Measures acks under `load`; returns the sample and the packs stored.
+async fn acks(
+    ctx: &Ctx,
+    c: &Commands<Tally>,
+    clients: usize,
+    ids: &NextIds,
+    load: Load,
+) -> Result<(Sample, u64), BenchError> {
     let stored = Arc::new(AtomicU64::new(0));
-    let (c2, next2, stored2) = (c.clone(), next.clone(), stored.clone());
-    let sample = measure(BENCH, clients, ctx.settings.warmup(), ctx.settings.duration(), move |t, i| {
+    let (c2, next2, stored2) = (c.clone(), ids.0.clone(), stored.clone());
+    let op = move |t: usize, i: u64| {
         let (c, next, stored) = (c2.clone(), next2.clone(), stored2.clone());
         async move {
             let k = (i as usize) % USERS_PER_CLIENT;
@@ -134,9 +160,24 @@ async fn acks(ctx: &Ctx, c: &Commands<Tally>, clients: usize) -> Result<(Sample,
                 other => Err(BenchError::op(BENCH, format!("submit {u} pack {id}: {other:?}"))),
             }
         }
-    })
-    .await?;
+    };
+    let sample = match load {
+        Load::Closed => {
+            c.set_workers(0);
+            measure(BENCH, clients, ctx.settings.warmup(), ctx.settings.duration(), op).await?
+        }
+        Load::Paced => {
+            c.set_workers(WORKERS);
+            let rate = clients as f64 / PACED_INTERVAL.as_secs_f64();
+            paced(BENCH, clients, rate, paced_duration(ctx), 0, op).await?
+        }
+    };
     Ok((sample, stored.load(Ordering::Relaxed)))
+}
+
+/// The paced case runs at least two sending intervals, so that every client sends twice.
+fn paced_duration(ctx: &Ctx) -> Duration {
+    ctx.settings.duration().max(2 * PACED_INTERVAL)
 }
 
 /// Counts the packs executed (committed).
@@ -152,24 +193,32 @@ impl CommandsObserver for Executed {
     }
 }
 
+/// Waits until `target` packs executed in all.
+async fn executed_reach(executed: &Executed, target: u64) -> Result<(), BenchError> {
+    let start = Instant::now();
+    while executed.0.load(Ordering::Relaxed) < target {
+        if start.elapsed() > DRAIN_MAX {
+            return Err(BenchError::op(BENCH, format!("packs not drained in {DRAIN_MAX:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
 /// Resumes the workers and waits until `packs` more packs executed; executed packs/s.
 async fn drain(c: &Commands<Tally>, executed: &Executed, packs: u64) -> Result<Sample, BenchError> {
     let start = Instant::now();
     let target = executed.0.load(Ordering::Relaxed) + packs;
     c.set_workers(WORKERS);
-    while executed.0.load(Ordering::Relaxed) < target {
-        if start.elapsed() > DRAIN_MAX {
-            return Err(BenchError::op(BENCH, format!("{packs} packs not drained in {DRAIN_MAX:?}")));
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    executed_reach(executed, target).await?;
     // One latency entry per pack, each the mean: only throughput is reported for this case.
     let elapsed = start.elapsed();
     let each = u64::try_from((elapsed / packs.max(1) as u32).as_nanos()).unwrap_or(u64::MAX);
     Ok(Sample::new(elapsed, vec![each; packs as usize]))
 }
 
-/// Raw versioned updates of `per_task` rows per transaction on `concurrency` tasks.
+/// Raw versioned updates of `per_task` rows per transaction on `concurrency` tasks, in a
+/// closed loop or paced like the engine's case.
 async fn raw_txns(
     ctx: &Ctx,
     db: &dyn Db,
@@ -177,14 +226,21 @@ async fn raw_txns(
     case: &str,
     concurrency: usize,
     per_task: usize,
+    load: Load,
 ) -> Result<Sample, BenchError> {
     let rows = create_rows(db, "commands-raw", case, concurrency, per_task).await?;
     let raw = raw.clone();
-    measure(BENCH, concurrency, ctx.settings.warmup(), ctx.settings.duration(), move |task, _| {
+    let op = move |task: usize, _| {
         let (raw, rows) = (raw.clone(), rows.clone());
         async move { raw.update(&rows[task]).await }
-    })
-    .await
+    };
+    match load {
+        Load::Closed => measure(BENCH, concurrency, ctx.settings.warmup(), ctx.settings.duration(), op).await,
+        Load::Paced => {
+            let rate = concurrency as f64 / PACED_INTERVAL.as_secs_f64();
+            paced(BENCH, concurrency, rate, paced_duration(ctx), 0, op).await
+        }
+    }
 }
 
 /// Scales a sample of packs to one of commands (same time, `PACK_COMMANDS`× the operations).
@@ -212,8 +268,10 @@ async fn engine_cases(ctx: &Ctx, engine: &str, db: Arc<dyn Db>, raw: Raw) -> Res
         let mut levels: Vec<usize> = CLIENTS.iter().map(|&c| c.min(ctx.settings.sessions.max(1))).collect();
         levels.dedup();
         for clients in levels {
-            let (ack, stored) = acks(ctx, &c, clients).await?;
-            let raw_ack = raw_txns(ctx, &*db, &raw, "ack", clients, 2).await?;
+            log_in(&c, clients).await?;
+            let ids = NextIds::new(clients);
+            let (ack, stored) = acks(ctx, &c, clients, &ids, Load::Closed).await?;
+            let raw_ack = raw_txns(ctx, &*db, &raw, "ack", clients, 2, Load::Closed).await?;
             rows.extend(throughput_rows(
                 &format!("{engine} ack, {} clients", clients),
                 "ack/s",
@@ -221,10 +279,22 @@ async fn engine_cases(ctx: &Ctx, engine: &str, db: Arc<dyn Db>, raw: Raw) -> Res
                 &raw_ack,
             ));
             let exec = drain(&c, &executed, stored).await?;
-            let raw_exec = raw_txns(ctx, &*db, &raw, "exec", WORKERS, 3).await?;
+            let raw_exec = raw_txns(ctx, &*db, &raw, "exec", WORKERS, 3, Load::Closed).await?;
             let (e, b) = (as_commands(&exec), as_commands(&raw_exec));
             let name = format!("{engine} execute, {} ({stored} packs)", tasks(WORKERS));
             rows.extend(throughput_rows(&name, "command/s", &e, &b).into_iter().take(1));
+            // Paced: acks while the workers execute what comes in.
+            let before = executed.0.load(Ordering::Relaxed);
+            let (ack, stored) = acks(ctx, &c, clients, &ids, Load::Paced).await?;
+            let raw_ack = raw_txns(ctx, &*db, &raw, "ack-paced", clients, 2, Load::Paced).await?;
+            let rate = clients as f64 / PACED_INTERVAL.as_secs_f64();
+            rows.extend(throughput_rows(
+                &format!("{engine} ack paced, {clients} clients at {rate:.0}/s"),
+                "ack/s",
+                &ack,
+                &raw_ack,
+            ));
+            executed_reach(&executed, before + stored).await?;
         }
         Ok::<_, BenchError>(())
     }
@@ -242,7 +312,9 @@ pub(super) fn run(ctx: &Ctx) -> Result<BenchReport, BenchError> {
          'ack': clients submit in a closed loop with execution paused (each over {USERS_PER_CLIENT} users) against raw \
          BEGIN + 2 fenced versioned UPDATEs + COMMIT on as many tasks; 'execute': the stored packs drained by \
          {WORKERS} workers against raw BEGIN + 3 fenced versioned UPDATEs + COMMIT on {WORKERS} tasks, \
-         {PACK_COMMANDS} commands per transaction"
+         {PACK_COMMANDS} commands per transaction; 'ack paced': each client sends a pack every {PACED_INTERVAL:?} \
+         while the workers execute (open loop: latency from the instant a pack was due) against the raw \
+         2-UPDATE transaction paced alike"
     ));
     Ok(report)
 }

@@ -1,4 +1,4 @@
-//! What the benches share: a runtime per bench, a closed-loop load driver, latency samples,
+//! What the benches share: a runtime per bench, closed- and open-loop load drivers, latency samples,
 //! a countdown that wakes a waiter when it reaches its target, and free loopback ports.
 
 use std::future::Future;
@@ -138,6 +138,58 @@ where
                     op(task, i).await?;
                     lat.push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
                     i += 1;
+                }
+                Ok::<_, BenchError>(lat)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        let lat = t.await.map_err(|e| BenchError::op(bench, format!("load task: {e}")))??;
+        all.extend(lat);
+    }
+    Ok(Sample::new(start.elapsed(), all))
+}
+
+/// Runs `op` in an open loop on `concurrency` tasks for `duration`: together they start
+/// `rate` operations per second, each task one every `concurrency / rate` seconds at fixed
+/// instants (task `t` offset by `t / rate`), whether or not its previous one finished late.
+/// A latency counts from the instant the operation was due, not from when it started, so an
+/// overloaded system is not flattered by the load it held back (coordinated omission).
+/// `op(task, i)` as in [`measure`]; operation numbers start at `first`. No warm-up: run
+/// [`measure`] or another paced run before it.
+pub(crate) async fn paced<F, Fut>(
+    bench: &'static str,
+    concurrency: usize,
+    rate: f64,
+    duration: Duration,
+    first: u64,
+    op: F,
+) -> Result<Sample, BenchError>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BenchError>> + Send + 'static,
+{
+    let concurrency = concurrency.max(1);
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(BenchError::op(bench, format!("paced rate {rate} is not a positive number")));
+    }
+    let period = Duration::from_secs_f64(concurrency as f64 / rate);
+    let start = Instant::now();
+    let deadline = start + duration;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|task| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut due = start + Duration::from_secs_f64(task as f64 / rate);
+                let mut i = first;
+                while due < deadline {
+                    tokio::time::sleep_until(due.into()).await;
+                    op(task, i).await?;
+                    lat.push(u64::try_from(due.elapsed().as_nanos()).unwrap_or(u64::MAX));
+                    i += 1;
+                    due += period;
                 }
                 Ok::<_, BenchError>(lat)
             })
