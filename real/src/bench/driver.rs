@@ -143,12 +143,7 @@ where
             })
         })
         .collect();
-    let mut all = Vec::new();
-    for t in tasks {
-        let lat = t.await.map_err(|e| BenchError::op(bench, format!("load task: {e}")))??;
-        all.extend(lat);
-    }
-    Ok(Sample::new(start.elapsed(), all))
+    collect(bench, start, tasks).await
 }
 
 /// Runs `op` in an open loop on `concurrency` tasks for `duration`: together they start
@@ -195,6 +190,16 @@ where
             })
         })
         .collect();
+    collect(bench, start, tasks).await
+}
+
+/// Waits for every load task; their latencies as one sample timed from `start`. The first
+/// failing operation (or a panicked task) fails the measurement.
+async fn collect(
+    bench: &'static str,
+    start: Instant,
+    tasks: Vec<tokio::task::JoinHandle<Result<Vec<u64>, BenchError>>>,
+) -> Result<Sample, BenchError> {
     let mut all = Vec::new();
     for t in tasks {
         let lat = t.await.map_err(|e| BenchError::op(bench, format!("load task: {e}")))??;
