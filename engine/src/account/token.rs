@@ -30,7 +30,7 @@ use super::config::SECRET_BYTES;
 use super::error::{AccountError, TokenError};
 use crate::cluster::PeerId;
 use crate::env::WallTime;
-use crate::signed::{self, Fields, Kind, OpenError, Payload};
+use crate::signed::{self, Fields, Kind, Payload};
 pub use crate::signed::{to_hex, ACCOUNT_BYTES_MAX, CLOCK_SKEW_ALLOWANCE, MAC_BYTES};
 
 /// Format version in the first payload byte.
@@ -106,10 +106,7 @@ pub fn issue(secret: &[u8; SECRET_BYTES], claims: &TokenClaims) -> Result<String
 
 /// Checks the structure and signature of `token`; never panics on any input.
 pub fn verify(secret: &[u8; SECRET_BYTES], token: &str) -> Result<TokenClaims, TokenError> {
-    let payload = signed::open(secret, token, TOKEN_CHARS_MIN..=TOKEN_CHARS_MAX).map_err(|e| match e {
-        OpenError::Malformed => TokenError::Malformed,
-        OpenError::BadSignature => TokenError::BadSignature,
-    })?;
+    let payload = signed::open(secret, token, TOKEN_CHARS_MIN..=TOKEN_CHARS_MAX)?;
     parse_payload(&payload).ok_or(TokenError::Malformed)
 }
 

@@ -1,6 +1,6 @@
 //! Typed errors of session keys and of the gate configuration.
 
-use crate::signed::BadSecret;
+use crate::signed::{BadSecret, OpenError};
 
 /// Why a session key was refused. Every reason is final for that key: the client must log in
 /// on a login server again for a new one.
@@ -20,6 +20,15 @@ pub enum SessionKeyError {
     /// A valid key, but for another user than the one the client claims to be.
     #[error("issued for another user")]
     WrongUser,
+}
+
+impl From<OpenError> for SessionKeyError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Malformed => SessionKeyError::Malformed,
+            OpenError::BadSignature => SessionKeyError::BadSignature,
+        }
+    }
 }
 
 /// Why a session key could not be issued.

@@ -37,7 +37,7 @@
 use super::error::{IssueError, SessionKeyError};
 use crate::account::validate_account;
 use crate::env::{Rand, WallTime};
-use crate::signed::{self, Fields, Kind, OpenError, Payload, SECRET_BYTES};
+use crate::signed::{self, Fields, Kind, Payload, SECRET_BYTES};
 pub use crate::signed::{ACCOUNT_BYTES_MAX, CLOCK_SKEW_ALLOWANCE, MAC_BYTES};
 
 /// Bytes of a key's nonce.
@@ -116,11 +116,7 @@ pub fn verify_for(
 
 /// Structure and signature only.
 fn open(secret: &[u8; SECRET_BYTES], key: &str) -> Result<SessionKeyClaims, SessionKeyError> {
-    let payload =
-        signed::open(secret, key, SESSION_KEY_CHARS_MIN..=SESSION_KEY_CHARS_MAX).map_err(|e| match e {
-            OpenError::Malformed => SessionKeyError::Malformed,
-            OpenError::BadSignature => SessionKeyError::BadSignature,
-        })?;
+    let payload = signed::open(secret, key, SESSION_KEY_CHARS_MIN..=SESSION_KEY_CHARS_MAX)?;
     parse_payload(&payload).ok_or(SessionKeyError::Malformed)
 }
 
