@@ -211,8 +211,9 @@ mod tests {
     }
 
     /// The format is frozen: tokens issued by any version of the engine verify on any other
-    /// (a rolling upgrade redirects between old and new servers). This string was issued by
-    /// the code before the signing machinery moved to `crate::signed`.
+    /// (a rolling upgrade redirects between old and new servers). This string was computed
+    /// from the format above outside this code (HMAC-SHA256 of the hand-built payload), when
+    /// the signing machinery moved to `crate::signed`.
     #[test]
     fn a_token_is_byte_for_byte_what_earlier_versions_issued() {
         const ISSUED: &str = concat!(
