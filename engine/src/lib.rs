@@ -14,6 +14,8 @@
 //!   says when it is stale and survives session expiry under the same `PeerId`.
 //! - [`env`]: the ports (`Clock`, `Rand`, `Spawn`, `Net`, `Coord`, `Kv`) and their typed errors.
 //!   Each method's doc states the semantics both backends promise.
+//! - [`gate`]: gateways (seeds 003/004): signed session keys issued by login servers and
+//!   checked by gates, the gate tag and load field a login server lists gates by.
 //! - [`manifest`]: the per-server JSON config (iFun's `MANIFEST.json` sections and parameter
 //!   names, plus flavors), parsed into typed, validated structs.
 //! - [`metrics`]: a deterministic metrics registry (counters, gauges, latency histograms,
@@ -24,6 +26,8 @@
 //! - [`session`]: client sessions (iFun's `SessionService`): the client wire protocol (TCP JSON
 //!   and protobuf envelopes), handlers run in order per session, `_error` frames with stable
 //!   codes, heartbeats and idle timeouts, bounded send queues, local broadcast.
+//! - [`signed`]: the HMAC-SHA256 + lowercase-hex signed strings shared by redirect tokens
+//!   and session keys: kind byte, length-prefixed fields, length caps, clock-skew allowance.
 //! - [`storage`]: cross-server storage (iFun's `CrossServerStorage`): JSON values in Redis
 //!   under random UUID keys with expiry; versioned `compare_and_write` and one-shot `take`.
 //! - [`timer`]: one-shot and repeating timers on the `Clock` and `Spawn` ports (iFun's `Timer`).
@@ -35,12 +39,14 @@ pub mod account;
 pub mod cluster;
 pub mod commands;
 pub mod env;
+pub mod gate;
 pub mod manifest;
 pub mod metrics;
 pub mod orm;
 pub mod rpc;
 pub mod session;
 pub mod shard;
+pub mod signed;
 pub mod storage;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use engine::account::{AccountConfig, AccountError};
 use engine::cluster::ClusterConfig;
 use engine::commands::CommandsError;
+use engine::gate::{GateConfig, GateConfigError};
 use engine::metrics::Metrics;
 use engine::orm::{OrmConfig, OrmError, OrmObserver};
 use engine::rpc::RpcConfig;
@@ -70,6 +71,8 @@ pub struct GameConfig {
     pub rpc: RpcConfig,
     /// Game flavor only.
     pub account: AccountConfig,
+    /// Login flavor: the session-key secret and TTL (`Gate` section); it must have a secret.
+    pub gate: GateConfig,
     pub storage: StorageConfig,
     pub bugs: GameBugs,
     /// Send `sc_tick` to every logged-in account at this period (game flavor).
@@ -91,6 +94,7 @@ impl std::fmt::Debug for GameConfig {
             .field("listeners", &self.listeners.as_ref().map(|_| "custom"))
             .field("cluster", &self.cluster)
             .field("account", &self.account)
+            .field("gate", &self.gate)
             .field("tick_period", &self.tick_period)
             .field("objects", &self.objects)
             .finish_non_exhaustive()
@@ -111,6 +115,10 @@ pub enum GameError {
     Rpc(#[from] engine::rpc::RpcError),
     #[error("account manager: {0}")]
     Account(#[from] AccountError),
+    /// A login server's `Gate` configuration is unusable (no or a bad `session_key_secret`):
+    /// a configuration error, not retried.
+    #[error("gate config: {0}")]
+    Gate(#[from] GateConfigError),
     #[error("shard router: {0}")]
     Shard(#[from] ShardError),
     #[error("object store: {0}")]

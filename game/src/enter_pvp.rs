@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use engine::session::{Session, Transport};
+use engine::session::Session;
 use serde::{Deserialize, Serialize};
 
 use crate::state::{GameState, LoggedInRequest, NotLoggedIn};
@@ -57,11 +57,7 @@ pub(crate) async fn handle(game: Arc<GameState>, s: Session, user: String, _req:
         return wire::refuse(&s, REPLY, "No pvp server");
     };
     // The pvp port of the client's own transport, else its TCP JSON port.
-    let ports = cluster.peer_external_ports(pvp);
-    let port = ports
-        .as_ref()
-        .and_then(|p| p.get(s.transport().name()).or_else(|| p.get(Transport::TcpJson.name())).copied());
-    let (Some(ip), Some(port)) = (cluster.peer_external_ip(pvp), port) else {
+    let Some(addr) = cluster.peer_client_addr(pvp, s.transport().name()) else {
         return wire::refuse(&s, REPLY, "No pvp server");
     };
     let Some(data) = wire::to_body("auth key", &AuthKeyData { user_name: user, level }) else {
@@ -76,8 +72,8 @@ pub(crate) async fn handle(game: Arc<GameState>, s: Session, user: String, _req:
     };
     let reply = ScEnterPvp {
         error: false,
-        pvp_server_ip: ip.to_string(),
-        pvp_server_port: port,
+        pvp_server_ip: addr.ip().to_string(),
+        pvp_server_port: addr.port(),
         auth_key: key.to_string(),
     };
     wire::reply(&s, REPLY, &reply);

@@ -1,4 +1,4 @@
-//! The two kinds of server of the reference game. A manifest names the flavor as a string
+//! The kinds of server of the reference game. A manifest names the flavor as a string
 //! (`--flavor`, `MANIFEST.<flavor>.json`, a topology's server spec); it is parsed once, at
 //! the edge, into [`Flavor`].
 
@@ -13,22 +13,27 @@ pub enum Flavor {
     Game,
     /// Transfers with an auth key; publishes its `room_count`. No account manager.
     Pvp,
+    /// Issues session keys (`cs_login`) and names the gates to show them to, least loaded
+    /// first (seed 004's LoginServer): sessions + cluster + RPC, a `Gate` secret. No account
+    /// manager: the gate logs the player in.
+    Login,
 }
 
-/// A flavor name that is neither `game` nor `pvp`.
+/// A flavor name that is not one of [`Flavor::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("flavor {0:?} is neither game nor pvp")]
+#[error("flavor {0:?} is not one of game, pvp, login")]
 pub struct UnknownFlavor(pub String);
 
 impl Flavor {
     /// Every flavor, in the order the manifest documentation lists them.
-    pub const ALL: [Flavor; 2] = [Flavor::Game, Flavor::Pvp];
+    pub const ALL: [Flavor; 3] = [Flavor::Game, Flavor::Pvp, Flavor::Login];
 
     /// The manifest's (and the cluster's) name of the flavor.
     pub const fn as_str(self) -> &'static str {
         match self {
             Flavor::Game => "game",
             Flavor::Pvp => "pvp",
+            Flavor::Login => "login",
         }
     }
 }
@@ -61,10 +66,10 @@ mod tests {
 
     #[test]
     fn other_names_are_a_typed_error_naming_the_input() {
-        for bad in ["lobby", "", "Game", " pvp"] {
+        for bad in ["lobby", "", "Game", " pvp", "gate"] {
             let e = bad.parse::<Flavor>().unwrap_err();
             assert_eq!(e, UnknownFlavor(bad.to_owned()));
-            assert_eq!(e.to_string(), format!("flavor {bad:?} is neither game nor pvp"));
+            assert_eq!(e.to_string(), format!("flavor {bad:?} is not one of game, pvp, login"));
         }
     }
 }

@@ -25,6 +25,7 @@
 //! | `cs_commands {pack_id, basis, commands}` | game + farm | [`farm::cs_commands`] | `sc_commands_ack {error, pack_id, resent}`, `sc_reload {error, pack_id, epoch}` or `sc_commands {error, code, error_message}` |
 //! | `cs_buy_now {purchase_id, gold}` | game + farm | [`farm::cs_buy_now`] | `sc_buy_now {error, gold, epoch, duplicate \| code, error_message}` |
 //! | `cs_transfer_pvp_server {auth_key}` | pvp | [`transfer`] | `sc_transfer_pvp_server {error, user_name, level \| error_message}` |
+//! | `cs_login {user_name}` | login | [`login_server`] | `sc_login {error, session_key, gates: [{host, port}] \| error_message}` |
 //! | (timer) | game | [`tick`] | `sc_tick {seq}` to every account this server may act for |
 //! | (timer) | both | [`status`] | the cluster status `{user_count}` (game) or `{room_count}` (pvp) |
 //!
@@ -62,6 +63,7 @@ pub mod flavor;
 pub mod gift;
 pub mod inventory;
 pub mod login;
+pub mod login_server;
 pub mod logout;
 pub mod redirect;
 pub mod send;

@@ -16,10 +16,11 @@ use engine::storage::CrossServerStorage;
 use futures::FutureExt;
 
 use crate::farm::{self, Farm, FarmConfig};
-use crate::state::{GameState, PvpState};
+use crate::state::{GameState, LoginState, PvpState};
 use crate::wire::register;
 use crate::{
-    broadcast, enter_pvp, gift, inventory, login, logout, redirect, send, status, tick, trade, transfer,
+    broadcast, enter_pvp, gift, inventory, login, login_server, logout, redirect, send, status, tick, trade,
+    transfer,
 };
 use crate::{Flavor, GameConfig, GameError};
 
@@ -39,12 +40,13 @@ pub struct GameServer {
 }
 
 impl GameServer {
-    /// Binds the client ports (a bind failure is reported before anything else starts), joins
-    /// the cluster (announcing the bound ports), starts RPC and (game flavor) the account
-    /// manager and (if configured) the shard router and object store, registers the flavor's
-    /// handlers, and only then serves the client ports: a
-    /// client never reaches a server that would answer its messages with `unknown_type`. On
-    /// error everything started is stopped.
+    /// Checks the login flavor's `Gate` configuration (a missing or bad `session_key_secret`
+    /// is [`GameError::Gate`], before anything starts), binds the client ports (a bind failure
+    /// is reported before anything else starts), joins the cluster (announcing the bound
+    /// ports), starts RPC and (game flavor) the account manager and (if configured) the shard
+    /// router and object store, registers the flavor's handlers, and only then serves the
+    /// client ports: a client never reaches a server that would answer its messages with
+    /// `unknown_type`. On error everything started is stopped.
     pub async fn start(env: Env, cfg: GameConfig) -> Result<GameServer, GameError> {
         GameServer::start_with(env, cfg, None).await
     }
@@ -61,6 +63,11 @@ impl GameServer {
         cfg: GameConfig,
         farm: Option<FarmConfig>,
     ) -> Result<GameServer, GameError> {
+        // The login flavor's keys: a configuration error is reported before anything starts.
+        let login_keys = match cfg.flavor {
+            Flavor::Login => Some(cfg.gate.session_keys()?),
+            Flavor::Game | Flavor::Pvp => None,
+        };
         let mut storage = CrossServerStorage::from_env(&env, cfg.storage.clone())?;
         if let Some(m) = &cfg.metrics {
             storage = storage.with_metrics(m);
@@ -109,7 +116,7 @@ impl GameServer {
                     }
                 }
             }
-            Flavor::Pvp => None,
+            Flavor::Pvp | Flavor::Login => None,
         };
         let objects = match (&accounts, &cfg.objects) {
             (Some(a), Some(o)) => match start_objects(&env, &cluster, &rpc, a, o, account_session).await {
@@ -165,9 +172,16 @@ impl GameServer {
                 service.sessions().len() as f64
             });
         }
-        match &server.accounts {
-            None => server.start_pvp(&env, PvpState { storage, bugs: cfg.bugs }),
-            Some(accounts) => {
+        // One of three per flavor: login keys (login), an account manager (game), neither (pvp).
+        match (&server.accounts, login_keys) {
+            (None, Some(keys)) => server.start_login(LoginState {
+                cluster: server.cluster.clone(),
+                keys,
+                clock: env.clock.clone(),
+                rand: env.rand.clone(),
+            }),
+            (None, None) => server.start_pvp(&env, PvpState { storage, bugs: cfg.bugs }),
+            (Some(accounts), _) => {
                 let game = GameState {
                     accounts: accounts.clone(),
                     cluster: server.cluster.clone(),
@@ -262,6 +276,11 @@ impl GameServer {
         register(&self.sessions, &Arc::new(pvp), transfer::handle);
         let publisher = status::run_pvp(self.cluster.clone(), self.sessions.clone(), env.clock.clone());
         self.spawn(env, "pvp-status", publisher.boxed());
+    }
+
+    /// The login flavor's handler: `cs_login` only (no account manager, no task).
+    fn start_login(&self, login: LoginState) {
+        register(&self.sessions, &Arc::new(login), login_server::handle);
     }
 
     /// The game's shard router and object store.

@@ -1,4 +1,4 @@
-//! What the handlers of each flavor share ([`GameState`], [`PvpState`]), and the one place
+//! What the handlers of each flavor share ([`GameState`], [`PvpState`], [`LoginState`]), and the one place
 //! that says which account a session is logged in as.
 //!
 //! # Which account is on a session
@@ -14,7 +14,8 @@ use bytes::Bytes;
 use engine::account::AccountManager;
 use engine::cluster::Cluster;
 use engine::commands::Commands;
-use engine::env::{Clock, Kv, SetCondition, SetOptions};
+use engine::env::{Clock, Kv, Rand, SetCondition, SetOptions};
+use engine::gate::SessionKeys;
 use engine::orm::Orm;
 use engine::session::{Session, SessionService};
 use engine::storage::CrossServerStorage;
@@ -45,6 +46,18 @@ pub struct GameState {
 pub struct PvpState {
     pub(crate) storage: Arc<CrossServerStorage>,
     pub(crate) bugs: GameBugs,
+}
+
+/// What the login flavor's handler may use.
+pub struct LoginState {
+    /// Where the gates are found (members tagged `gate`) and how loaded they are.
+    pub(crate) cluster: Cluster,
+    /// Signs session keys (the `Gate` section's secret and TTL).
+    pub(crate) keys: SessionKeys,
+    /// The issuer's wall clock: a key expires at `wall_now + session_key_ttl`.
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The keys' nonces.
+    pub(crate) rand: Arc<dyn Rand>,
 }
 
 /// A user's record in the KV, under `user:<name>`.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use engine::account::{AccountBugs, AccountConfig};
 use engine::env::Env;
+use engine::gate::GateConfig;
 use engine::rpc::RpcConfig;
 use engine::session::{SessionConfig, Transport};
 use engine::storage::StorageConfig;
@@ -26,6 +27,9 @@ pub const TCP_JSON_PORT: u16 = 8012;
 pub const RPC_PORT: u16 = 8015;
 /// The `redirection_secret` of the simulated cluster (64 hex characters).
 pub const SIM_REDIRECTION_SECRET: &str = "5a4e4454414245c52d73696d756c61746f722d7265646972656374696f6e2d31";
+/// The `session_key_secret` of the simulated cluster's login servers and gates (64 hex
+/// characters; not the redirection secret).
+pub const SIM_SESSION_KEY_SECRET: &str = "5a4e4454414245c52d73696d2d73657373696f6e2d6b65792d7365637265742d";
 /// How often [`run_server`] checks whether the run has ended.
 const FINISHED_POLL: Duration = Duration::from_millis(500);
 
@@ -68,7 +72,7 @@ fn sim_session_config(env: &Env) -> SessionConfig {
 }
 
 /// The configuration of one simulated server of the reference game. The spec's flavor
-/// defaults to `game`; any other name than `game` or `pvp` is an error.
+/// defaults to `game`; any other name than `game`, `pvp` or `login` is an error.
 pub fn sim_config(ctx: &ServerCtx, opts: &SimGameOptions) -> Result<GameConfig, UnknownFlavor> {
     let env = &ctx.env;
     let flavor: Flavor = ctx.spec.flavor.as_deref().map_or(Ok(Flavor::Game), str::parse)?;
@@ -90,6 +94,10 @@ pub fn sim_config(ctx: &ServerCtx, opts: &SimGameOptions) -> Result<GameConfig, 
         rpc: RpcConfig::new(cluster.rpc_addr),
         cluster,
         account,
+        gate: GateConfig {
+            session_key_secret: Some(SIM_SESSION_KEY_SECRET.to_string()),
+            ..GateConfig::default()
+        },
         storage: StorageConfig::enabled(),
         bugs: opts.bugs,
         tick_period: opts.tick_period,

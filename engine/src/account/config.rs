@@ -17,7 +17,7 @@ pub const DRIFT_PPM_MAX_DEFAULT: u64 = 50_000;
 /// a session timeout, the renewal period is a sixth).
 pub const DRIFT_PPM_LIMIT: u64 = 500_000;
 /// Bytes of a `redirection_secret` (64 hex characters in the manifest).
-pub const SECRET_BYTES: usize = 32;
+pub use crate::signed::SECRET_BYTES;
 
 /// Deliberately broken behaviours, **for the simulator only**. With all false the buggy
 /// code paths never run.
@@ -93,35 +93,10 @@ impl AccountConfig {
     }
 }
 
-/// Decodes a `redirection_secret`: exactly 64 hex digits (either case).
+/// Decodes a `redirection_secret`: exactly 64 hex digits (either case); the shared parser
+/// of every signing secret ([`crate::signed::parse_secret`]).
 pub fn parse_secret(s: &str) -> Result<[u8; SECRET_BYTES], AccountError> {
-    let bad = || {
-        AccountError::Config(format!(
-            "redirection_secret must be {} hex characters ({SECRET_BYTES} bytes), got {} characters",
-            SECRET_BYTES * 2,
-            s.chars().count()
-        ))
-    };
-    let s = s.trim();
-    if s.len() != SECRET_BYTES * 2 {
-        return Err(bad());
-    }
-    let mut out = [0u8; SECRET_BYTES];
-    for (i, pair) in s.as_bytes().chunks(2).enumerate() {
-        let hi = hex_val(pair[0]).ok_or_else(bad)?;
-        let lo = hex_val(pair[1]).ok_or_else(bad)?;
-        out[i] = hi << 4 | lo;
-    }
-    Ok(out)
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    crate::signed::parse_secret(s).map_err(|e| AccountError::Config(format!("redirection_secret {e}")))
 }
 
 #[cfg(test)]

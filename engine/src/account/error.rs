@@ -3,6 +3,7 @@
 use crate::cluster::PeerId;
 use crate::env::CoordError;
 use crate::rpc::RpcError;
+use crate::signed::OpenError;
 
 /// Why a redirect token was refused ([`AccountError::BadToken`]). Every reason is final for
 /// that token: the client must go back to a server that can issue a new one.
@@ -23,6 +24,15 @@ pub enum TokenError {
     /// Already used once, on this or another server.
     #[error("already used")]
     Replayed,
+}
+
+impl From<OpenError> for TokenError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Malformed => TokenError::Malformed,
+            OpenError::BadSignature => TokenError::BadSignature,
+        }
+    }
 }
 
 /// Errors of [`AccountManager`](super::AccountManager) calls.

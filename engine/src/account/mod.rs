@@ -144,7 +144,7 @@
 //! | `login.rs` | login, logout, and the queries |
 //! | `remote.rs` | local delivery, `send_message`, broadcasts, their RPC handlers |
 //! | `redirect.rs` | redirect out, accept in, nonce consumption and sweep |
-//! | [`token`] (`token.rs`) | the redirect token format (pure) |
+//! | [`token`] (`token.rs`) | the redirect token format (pure), on the signing machinery of [`crate::signed`] |
 //! | `metrics.rs` | counters and gauges |
 //! | `keyed_lock`, `config`, `error`, `sessions` | the per-account lock, configuration, errors, the session-service wiring |
 //!

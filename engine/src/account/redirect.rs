@@ -28,8 +28,9 @@ use crate::env::{CoordError, CreateMode, MonoTime, WallTime};
 /// Message type of the redirect instruction sent to the client.
 pub const SC_REDIRECT: &str = "_sc_redirect";
 /// The external port (by protocol name) a redirected client is sent to when the target has
-/// no port of the client's own transport.
-pub const REDIRECT_PORT_NAME: &str = "tcp_json";
+/// no port of the client's own transport: the cluster's
+/// [`CLIENT_PORT_FALLBACK`](crate::cluster::CLIENT_PORT_FALLBACK).
+pub const REDIRECT_PORT_NAME: &str = crate::cluster::CLIENT_PORT_FALLBACK;
 /// How long a used nonce's znode is kept after its token expired.
 pub const NONCE_RETENTION: Duration = Duration::from_secs(600);
 /// Least time between two sweeps of old nonce znodes by one server.
@@ -94,12 +95,8 @@ impl AccountManager {
                 AccountError::NotLoggedInHere(account.to_string())
             });
         };
-        let host = s.cluster.peer_external_ip(target).ok_or(AccountError::UnknownPeer(target))?;
-        let port = s
-            .cluster
-            .peer_external_ports(target)
-            .and_then(|p| p.get(link.port_name()).or_else(|| p.get(REDIRECT_PORT_NAME)).copied())
-            .ok_or(AccountError::UnknownPeer(target))?;
+        let addr =
+            s.cluster.peer_client_addr(target, link.port_name()).ok_or(AccountError::UnknownPeer(target))?;
         let flavor = s.cluster.peers(true).get(&target).and_then(|i| i.flavor.clone());
         let mut nonce = [0u8; NONCE_BYTES];
         s.env.rand.fill_bytes(&mut nonce);
@@ -109,8 +106,8 @@ impl AccountManager {
         if !self.set_logged_out(account).await? {
             return Err(AccountError::NotLoggedInHere(account.to_string()));
         }
-        let body =
-            serde_json::json!({ "host": host.to_string(), "port": port, "flavor": flavor, "token": token });
+        let (host, port) = (addr.ip().to_string(), addr.port());
+        let body = serde_json::json!({ "host": host, "port": port, "flavor": flavor, "token": token });
         link.send_json(SC_REDIRECT, body);
         link.close("redirected");
         info!(target: LOG_TARGET, node = %s.node(), account, ?target, "client redirected");

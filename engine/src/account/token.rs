@@ -2,11 +2,11 @@
 //!
 //! # Format
 //!
-//! A token is lowercase hex of `payload ‖ mac`, where `mac = HMAC-SHA256(secret, payload)`
-//! and `payload` is
+//! A token is a signed string ([`crate::signed`]): lowercase hex of `payload ‖ mac`, where
+//! `mac = HMAC-SHA256(secret, payload)` and `payload` is
 //!
 //! ```text
-//! version      u8        = 1
+//! version      u8        = 1 (Kind::RedirectToken)
 //! account_len  u16 BE    1..=ACCOUNT_BYTES_MAX
 //! account      UTF-8
 //! target       16 bytes  the PeerId the token is for
@@ -15,9 +15,8 @@
 //! extra_data   the rest: compact JSON text, at most EXTRA_DATA_BYTES_MAX
 //! ```
 //!
-//! Hex (not base64) because the engine already needs no codec for it and a token is only a
-//! few hundred characters; lowercase only, so that every distinct string is a distinct token
-//! (accepting `A` for `a` would let a "tampered" copy verify).
+//! Hex, lowercase only, and the order of the checks: see [`crate::signed`], shared with the
+//! gate's session keys (whose first byte differs, so neither verifies as the other).
 //!
 //! Checking is split in two: [`verify`] (pure: structure and signature, constant-time MAC
 //! comparison via `hmac`'s `verify_slice`) and [`check_claims`] (target server and expiry,
@@ -27,26 +26,17 @@
 //! `extra_data` travels through the client: it is signed (tamper-evident) but **not
 //! encrypted**; do not put secrets in it (iFun gives the same warning).
 
-use std::time::Duration;
-
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 use super::config::SECRET_BYTES;
 use super::error::{AccountError, TokenError};
 use crate::cluster::PeerId;
 use crate::env::WallTime;
-
-type HmacSha256 = Hmac<Sha256>;
+use crate::signed::{self, Fields, Kind, Payload};
+pub use crate::signed::{to_hex, ACCOUNT_BYTES_MAX, CLOCK_SKEW_ALLOWANCE, MAC_BYTES};
 
 /// Format version in the first payload byte.
-pub const TOKEN_VERSION: u8 = 1;
+pub const TOKEN_VERSION: u8 = Kind::RedirectToken.byte();
 /// Bytes of the single-use nonce.
 pub const NONCE_BYTES: usize = 16;
-/// Bytes of the HMAC-SHA256 tag.
-pub const MAC_BYTES: usize = 32;
-/// Longest account id (bytes); longer ids are refused at login, so never appear in tokens.
-pub const ACCOUNT_BYTES_MAX: usize = 128;
 /// Longest `extra_data` (bytes of compact JSON). Larger data is refused when issuing with
 /// [`AccountError::Payload`]: send it between servers by RPC instead.
 pub const EXTRA_DATA_BYTES_MAX: usize = 16 * 1024;
@@ -54,10 +44,8 @@ pub const EXTRA_DATA_BYTES_MAX: usize = 16 * 1024;
 const FIXED_BYTES: usize = 1 + 2 + 16 + 8 + NONCE_BYTES;
 /// Longest token string accepted; longer input is `Malformed` before any decoding work.
 pub const TOKEN_CHARS_MAX: usize = 2 * (FIXED_BYTES + ACCOUNT_BYTES_MAX + EXTRA_DATA_BYTES_MAX + MAC_BYTES);
-/// How far the verifier's wall clock may lag or lead the issuer's: a token is refused as
-/// expired only once the verifier's clock is this far past `expires_at`. Wall clocks of
-/// servers are NTP-synchronised to well under a second; 5 s covers a step in progress.
-pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(5);
+/// Shortest token string accepted (a one-byte account, no extra_data).
+const TOKEN_CHARS_MIN: usize = 2 * (FIXED_BYTES + 1 + MAC_BYTES);
 
 /// What a token says.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,9 +79,10 @@ pub fn nonce_node_expiry(name: &str) -> Option<i64> {
 
 /// Signs `claims` into a token string.
 pub fn issue(secret: &[u8; SECRET_BYTES], claims: &TokenClaims) -> Result<String, AccountError> {
+    let invalid = || AccountError::InvalidAccount(claims.account.clone());
     let account = claims.account.as_bytes();
     if account.is_empty() || account.len() > ACCOUNT_BYTES_MAX {
-        return Err(AccountError::InvalidAccount(claims.account.clone()));
+        return Err(invalid());
     }
     let extra = serde_json::to_vec(&claims.extra_data).map_err(|e| AccountError::Payload(e.to_string()))?;
     if extra.len() > EXTRA_DATA_BYTES_MAX {
@@ -102,30 +91,23 @@ pub fn issue(secret: &[u8; SECRET_BYTES], claims: &TokenClaims) -> Result<String
             extra.len()
         )));
     }
-    let mut payload = Vec::with_capacity(FIXED_BYTES + account.len() + extra.len() + MAC_BYTES);
-    payload.push(TOKEN_VERSION);
-    payload.extend_from_slice(&(account.len() as u16).to_be_bytes());
-    payload.extend_from_slice(account);
-    payload.extend_from_slice(claims.target.as_bytes());
-    payload.extend_from_slice(&claims.expires_at.as_millis().to_be_bytes());
-    payload.extend_from_slice(&claims.nonce);
-    payload.extend_from_slice(&extra);
-    let mac = mac(secret).chain_update(&payload).finalize().into_bytes();
-    payload.extend_from_slice(&mac);
-    let token = to_hex(&payload);
+    let mut payload = Payload::new(Kind::RedirectToken, FIXED_BYTES + account.len() + extra.len());
+    payload
+        .put_str(&claims.account, ACCOUNT_BYTES_MAX)
+        .ok_or_else(invalid)?
+        .put_bytes(claims.target.as_bytes())
+        .put_i64(claims.expires_at.as_millis())
+        .put_bytes(&claims.nonce)
+        .put_bytes(&extra);
+    let token = payload.seal(secret);
     debug_assert!(token.len() <= TOKEN_CHARS_MAX);
     Ok(token)
 }
 
 /// Checks the structure and signature of `token`; never panics on any input.
 pub fn verify(secret: &[u8; SECRET_BYTES], token: &str) -> Result<TokenClaims, TokenError> {
-    if token.len() > TOKEN_CHARS_MAX || token.len() < 2 * (FIXED_BYTES + 1 + MAC_BYTES) {
-        return Err(TokenError::Malformed);
-    }
-    let bytes = from_hex(token).ok_or(TokenError::Malformed)?;
-    let (payload, tag) = bytes.split_at(bytes.len() - MAC_BYTES);
-    mac(secret).chain_update(payload).verify_slice(tag).map_err(|_| TokenError::BadSignature)?;
-    parse_payload(payload).ok_or(TokenError::Malformed)
+    let payload = signed::open(secret, token, TOKEN_CHARS_MIN..=TOKEN_CHARS_MAX)?;
+    parse_payload(&payload).ok_or(TokenError::Malformed)
 }
 
 /// Checks what needs the verifier's identity and clock: target and expiry.
@@ -133,76 +115,24 @@ pub fn check_claims(claims: &TokenClaims, me: PeerId, strict: bool, now: WallTim
     if strict && claims.target != me {
         return Err(TokenError::WrongServer);
     }
-    if now > claims.expires_at.saturating_add(CLOCK_SKEW_ALLOWANCE) {
+    if signed::expired(claims.expires_at, now) {
         return Err(TokenError::Expired);
     }
     Ok(())
 }
 
-fn mac(secret: &[u8; SECRET_BYTES]) -> HmacSha256 {
-    // HMAC takes keys of any length; 32 bytes cannot fail.
-    HmacSha256::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
-}
-
 fn parse_payload(p: &[u8]) -> Option<TokenClaims> {
-    let mut r = Reader(p);
-    if r.take(1)?[0] != TOKEN_VERSION {
+    let mut f = Fields::new(p, Kind::RedirectToken)?;
+    let account = f.str(ACCOUNT_BYTES_MAX)?.to_string();
+    let target = PeerId::from_slice(f.take(16)?)?;
+    let expires_at = WallTime(f.i64()?);
+    let nonce: [u8; NONCE_BYTES] = f.array()?;
+    let extra = f.rest();
+    if extra.len() > EXTRA_DATA_BYTES_MAX {
         return None;
     }
-    let len = u16::from_be_bytes(r.take(2)?.try_into().ok()?) as usize;
-    if len == 0 || len > ACCOUNT_BYTES_MAX {
-        return None;
-    }
-    let account = std::str::from_utf8(r.take(len)?).ok()?.to_string();
-    let target = PeerId::from_slice(r.take(16)?)?;
-    let expires_at = WallTime(i64::from_be_bytes(r.take(8)?.try_into().ok()?));
-    let nonce: [u8; NONCE_BYTES] = r.take(NONCE_BYTES)?.try_into().ok()?;
-    if r.0.len() > EXTRA_DATA_BYTES_MAX {
-        return None;
-    }
-    let extra_data = serde_json::from_slice(r.0).ok()?;
+    let extra_data = serde_json::from_slice(extra).ok()?;
     Some(TokenClaims { account, target, expires_at, nonce, extra_data })
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Some(head)
-    }
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// Lowercase hex.
-pub fn to_hex(b: &[u8]) -> String {
-    let mut s = String::with_capacity(b.len() * 2);
-    for &x in b {
-        s.push(HEX[usize::from(x >> 4)] as char);
-        s.push(HEX[usize::from(x & 15)] as char);
-    }
-    s
-}
-
-/// Strict lowercase hex decoding; `None` on odd length or any other character.
-fn from_hex(s: &str) -> Option<Vec<u8>> {
-    fn val(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    }
-    let s = s.as_bytes();
-    if s.len() & 1 == 1 {
-        return None;
-    }
-    s.chunks(2).map(|p| Some(val(p[0])? << 4 | val(p[1])?)).collect()
 }
 
 #[cfg(test)]
@@ -278,6 +208,21 @@ mod tests {
         assert!(matches!(issue(&SECRET, &c), Err(AccountError::InvalidAccount(_))));
         c.account = "a".repeat(ACCOUNT_BYTES_MAX);
         assert_eq!(verify(&SECRET, &issue(&SECRET, &c).unwrap()).unwrap().account.len(), ACCOUNT_BYTES_MAX);
+    }
+
+    /// The format is frozen: tokens issued by any version of the engine verify on any other
+    /// (a rolling upgrade redirects between old and new servers). This string was computed
+    /// from the format above outside this code (HMAC-SHA256 of the hand-built payload), when
+    /// the signing machinery moved to `crate::signed`.
+    #[test]
+    fn a_token_is_byte_for_byte_what_earlier_versions_issued() {
+        const ISSUED: &str = concat!(
+            "010005616c696365020202020202020202020202020202020000018bcfe5dd300909090909090909",
+            "09090909090909097b22726f6f6d223a372c22776879223a226d6174636820666f756e64227d61",
+            "d6ec436096ea14b0acbc5dd85edecc01bbdbb4cda16598dfe6fdb00d43ee18",
+        );
+        assert_eq!(issue(&SECRET, &claims()).unwrap(), ISSUED);
+        assert_eq!(verify(&SECRET, ISSUED).unwrap(), claims());
     }
 
     proptest! {

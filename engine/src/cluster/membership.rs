@@ -8,7 +8,8 @@
 //! - **queries** (sync, answered from the cached view, never block): [`Cluster::peers`],
 //!   [`Cluster::peers_with_tag`], [`Cluster::peer_tags`], [`Cluster::peer_status`],
 //!   [`Cluster::peer_external_ip`], [`Cluster::peer_external_ports`],
-//!   [`Cluster::least_loaded`], [`Cluster::view_state`];
+//!   [`Cluster::peer_client_addr`], [`Cluster::least_loaded`], [`Cluster::peers_by_load`],
+//!   [`Cluster::view_state`];
 //! - **outputs**: [`Cluster::changes`], a bounded stream of [`ViewChange`]s (see
 //!   [`CHANGES_QUEUED_MAX`](super::CHANGES_QUEUED_MAX)).
 //!
@@ -235,6 +236,14 @@ impl Cluster {
         self.with_peer(peer, |i| i.external_ports.clone())
     }
 
+    /// Where a client of the transport named `port_name` reaches a member: its external IP
+    /// and its port of that name, else its [`CLIENT_PORT_FALLBACK`](super::CLIENT_PORT_FALLBACK)
+    /// (`tcp_json`) port. `None` if not a member or it publishes neither. See
+    /// [`PeerInfo::client_addr`].
+    pub fn peer_client_addr(&self, peer: PeerId, port_name: &str) -> Option<SocketAddr> {
+        self.with_peer(peer, |i| i.client_addr(port_name)).flatten()
+    }
+
     /// A member's shared status (iFun's `Rpc::GetPeerStatus`); `null` until it sets one,
     /// `None` if not a member.
     pub fn peer_status(&self, peer: PeerId) -> Option<serde_json::Value> {
@@ -246,6 +255,13 @@ impl Cluster {
     /// smallest peer id. See [`select::least_loaded`].
     pub fn least_loaded(&self, tag: &str, field: &str, include_self: bool) -> Option<PeerId> {
         select::least_loaded(&self.peers_with_tag(tag, include_self), field)
+    }
+
+    /// Every member with `tag`, least loaded first by the integer `status[field]`; members
+    /// without a usable value come last; ties (and those last) in peer-id order, so every
+    /// server ordering the same view gets the same list. See [`select::by_load`].
+    pub fn peers_by_load(&self, tag: &str, field: &str, include_self: bool) -> Vec<PeerId> {
+        select::by_load(&self.peers_with_tag(tag, include_self), field)
     }
 
     /// Whether the view is live, or stale (and since when, and why).

@@ -90,6 +90,6 @@ const LOG_TARGET: &str = "engine::cluster::membership";
 pub use self::config::{validate_app_id, ClusterBugs, ClusterConfig};
 pub use self::error::ClusterError;
 pub use self::membership::Cluster;
-pub use self::peer::{PeerDirectory, PeerId, PeerInfo};
+pub use self::peer::{PeerDirectory, PeerId, PeerInfo, CLIENT_PORT_FALLBACK};
 pub use self::shared::CHANGES_QUEUED_MAX;
 pub use self::view::{StaleReason, ViewChange, ViewState};

@@ -73,6 +73,22 @@ pub struct PeerInfo {
     pub registered_zxid: i64,
 }
 
+/// The client port a server is reached on when it has no port of the client's own transport:
+/// every server of the reference game listens for TCP JSON.
+pub const CLIENT_PORT_FALLBACK: &str = "tcp_json";
+
+impl PeerInfo {
+    /// Where a client of the transport named `port_name` reaches this server: its
+    /// `external_ip` and its port of that name, else its [`CLIENT_PORT_FALLBACK`] port;
+    /// `None` if it publishes neither. What redirects, `cs_enter_pvp` and the login server's
+    /// gate list hand to clients.
+    pub fn client_addr(&self, port_name: &str) -> Option<SocketAddr> {
+        let ports = &self.external_ports;
+        let port = ports.get(port_name).or_else(|| ports.get(CLIENT_PORT_FALLBACK))?;
+        Some(SocketAddr::new(self.external_ip, *port))
+    }
+}
+
 /// Resolves peers to RPC addresses; the cluster view implements it, tests may use a map.
 pub trait PeerDirectory: Send + Sync {
     /// The RPC address of `peer`, if it is a known live member.
@@ -94,5 +110,22 @@ impl<T: PeerDirectory + ?Sized> PeerDirectory for std::sync::Arc<T> {
 impl<T: PeerDirectory> PeerDirectory for std::sync::Mutex<T> {
     fn rpc_addr(&self, peer: PeerId) -> Option<SocketAddr> {
         self.lock().ok().and_then(|g| g.rpc_addr(peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::view::tests::info;
+
+    #[test]
+    fn a_client_gets_the_port_of_its_transport_else_the_tcp_json_port() {
+        let mut i = info(3, &["gate"], serde_json::Value::Null);
+        i.external_ports.insert("websocket_json".into(), 8032);
+        let at = |port| Some(SocketAddr::new("10.0.1.3".parse().unwrap(), port));
+        assert_eq!(i.client_addr("websocket_json"), at(8032));
+        assert_eq!(i.client_addr("tcp_protobuf"), at(8012), "no such port: the fallback");
+        i.external_ports.remove(CLIENT_PORT_FALLBACK);
+        assert_eq!(i.client_addr("tcp_protobuf"), None);
     }
 }

@@ -60,6 +60,29 @@ pub fn least_loaded<'a>(
     best.map(|(_, id)| id)
 }
 
+/// Every peer of `peers`, ordered least loaded first by the integer `status[field]`. Peers
+/// without a usable value (no status yet, malformed) come after all others; ties, and the
+/// peers without a value, go in `PeerId` order, so every server ordering the same view gets
+/// the same list. Unusable statuses are logged at DEBUG only: unlike [`least_loaded`], this
+/// is meant for per-request answers (a login server's gate list), which must not flood the
+/// log with one line per request.
+pub fn by_load<'a>(peers: impl IntoIterator<Item = (&'a PeerId, &'a PeerInfo)>, field: &str) -> Vec<PeerId> {
+    let mut keyed: Vec<(Option<i128>, PeerId)> = peers
+        .into_iter()
+        .map(|(id, info)| {
+            let load = status_integer(&info.status, field)
+                .map_err(|problem| {
+                    tracing::debug!(peer = ?id, field, ?problem, "by_load: no usable status; ordered last");
+                })
+                .ok();
+            (load, *id)
+        })
+        .collect();
+    // `None` sorts before `Some`: put the unusable ones last by sorting on (is_none, load, id).
+    keyed.sort_by_key(|&(load, id)| (load.is_none(), load, id));
+    keyed.into_iter().map(|(_, id)| id).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +129,21 @@ mod tests {
             (6, json!({"room_count": 2})),
         ]);
         assert_eq!(least_loaded(&v, "room_count"), Some(peer(4)));
+    }
+
+    #[test]
+    fn by_load_orders_least_loaded_first_then_peers_without_status_by_id() {
+        let v = view(vec![
+            (5, json!(null)),
+            (1, json!({"room_count": 7})),
+            (9, json!({"room_count": 2})),
+            (4, json!({"room_count": 2})),
+            (3, json!({"room_count": "x"})),
+            (2, json!({"room_count": -1})),
+        ]);
+        assert_eq!(by_load(&v, "room_count"), [peer(2), peer(4), peer(9), peer(1), peer(3), peer(5)]);
+        assert_eq!(by_load(&v, "room_count").first().copied(), least_loaded(&v, "room_count"));
+        assert!(by_load(&BTreeMap::new(), "room_count").is_empty());
     }
 
     #[test]

@@ -21,11 +21,11 @@
 //! - Typed and fully validated now: [`AppInfo`] (required), [`RpcService`],
 //!   [`ZookeeperClient`]. Absent sections and keys take iFun's documented defaults.
 //! - Accepted as raw JSON objects for the modules that will own them ([`RAW_SECTIONS`]:
-//!   `SessionService`, `Redis`, `CrossServerStorage`, `AccountManager`, `Object`,
-//!   `ApiService`, `Timer`, `Logging`), kept in [`Manifest::extra`]. Their contents are not
+//!   `SessionService`, `Redis`, `CrossServerStorage`, `AccountManager`, `Object`, `Sharding`,
+//!   `Gate`, `ApiService`, `Timer`, `Logging`), kept in [`Manifest::extra`]. Their contents are not
 //!   checked here; each owning module parses its own section with the same error type:
 //!   [`crate::session::config::session_configs`], [`crate::account::AccountConfig::from_manifest`],
-//!   [`crate::storage::StorageConfig::from_manifest`].
+//!   [`crate::storage::StorageConfig::from_manifest`], [`crate::gate::GateConfig::from_manifest`].
 //! - Any other top-level key, and any unknown key inside a typed section, is an error
 //!   naming its full path with a "did you mean" suggestion for near misses: a typo never
 //!   silently falls back to a default.
@@ -79,6 +79,7 @@ pub const RAW_SECTIONS: &[&str] = &[
     "AccountManager",
     "Object",
     "Sharding",
+    "Gate",
     "ApiService",
     "Timer",
     "Logging",

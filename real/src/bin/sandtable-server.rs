@@ -22,14 +22,14 @@ enum LogFormat {
     Json,
 }
 
-/// One server of Sandtable's reference game (flavors `game` and `pvp`).
+/// One server of Sandtable's reference game (flavors `game`, `pvp` and `login`).
 #[derive(Debug, Parser)]
 #[command(name = "sandtable-server", version)]
 struct Cli {
     /// The iFun-style manifest (see examples/MANIFEST.game.json).
     #[arg(long)]
     manifest: PathBuf,
-    /// `game` or `pvp` (default: from a MANIFEST.<flavor>.json file name, else game).
+    /// `game`, `pvp` or `login` (default: from a MANIFEST.<flavor>.json file name, else game).
     #[arg(long)]
     flavor: Option<String>,
     /// Name of this server in the cluster (default `<flavor>-<host>-<rpc_port>`).

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use engine::account::AccountConfig;
 use engine::cluster::ClusterConfig;
 use engine::env::SessionOptions;
+use engine::gate::GateConfig;
 use engine::manifest::redis::RedisSection;
 use engine::manifest::{Manifest, ManifestError};
 use engine::metrics::ApiConfig;
@@ -40,7 +41,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct ServerArgs {
     pub manifest: PathBuf,
-    /// `game` or `pvp`; the flavor overlay of the manifest to apply, if it has one.
+    /// `game`, `pvp` or `login`; the flavor overlay of the manifest to apply, if it has one.
     pub flavor: Option<String>,
     /// This server's name in the cluster (default `<flavor>-<host>-<rpc_port>`).
     pub name: Option<String>,
@@ -101,7 +102,9 @@ fn flavor_from_file_name(p: &Path) -> Option<String> {
 /// Plans a `flavor` server from a loaded manifest.
 pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan, ConfigError> {
     let flavor: Flavor = flavor.parse().map_err(|UnknownFlavor(name)| {
-        ConfigError::Invalid(format!("--flavor {name:?}: the reference game has the flavors game and pvp"))
+        ConfigError::Invalid(format!(
+            "--flavor {name:?}: the reference game has the flavors game, pvp and login"
+        ))
     })?;
     if !m.rpc.rpc_enabled {
         return Err(ConfigError::Invalid(
@@ -158,6 +161,13 @@ pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan,
     if flavor == Flavor::Game && account.redirection_secret.is_none() {
         tracing::warn!("AccountManager.redirection_secret is not set: client redirection is off");
     }
+    let gate = GateConfig::from_manifest(m)?;
+    if flavor == Flavor::Login && gate.session_key_secret.is_none() {
+        return Err(ConfigError::Invalid(
+            "Gate.session_key_secret: a login server signs session keys with it; set 64 hex characters"
+                .into(),
+        ));
+    }
     let storage = StorageConfig::from_manifest(m)?;
     if !storage.enabled {
         return Err(ConfigError::Invalid(
@@ -190,6 +200,7 @@ pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan,
         cluster,
         rpc,
         account,
+        gate,
         storage,
         bugs: GameBugs::default(),
         tick_period: None,
