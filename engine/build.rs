@@ -2,10 +2,18 @@
 //! pure-Rust protobuf compiler, so building the engine needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    const PROTOS: [&str; 6] =
-        ["account.proto", "client.proto", "orm.proto", "rpc.proto", "rpc_messages.proto", "session.proto"];
+    const PROTOS: [&str; 7] = [
+        "account.proto",
+        "client.proto",
+        "gate.proto",
+        "orm.proto",
+        "rpc.proto",
+        "rpc_messages.proto",
+        "session.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(PROTOS, ["proto"])?;
-    prost_build::Config::new().btree_map(["."]).compile_fds(descriptors)?;
+    // Gate frames pass through untouched: `bytes` fields are `Bytes` there (no copies).
+    prost_build::Config::new().btree_map(["."]).bytes([".sandtable.gate"]).compile_fds(descriptors)?;
     Ok(())
 }

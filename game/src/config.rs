@@ -6,7 +6,7 @@ use std::time::Duration;
 use engine::account::{AccountConfig, AccountError};
 use engine::cluster::ClusterConfig;
 use engine::commands::CommandsError;
-use engine::gate::{GateConfig, GateConfigError};
+use engine::gate::{GateConfig, GateConfigError, GatewayConfig};
 use engine::metrics::Metrics;
 use engine::orm::{OrmConfig, OrmError, OrmObserver};
 use engine::rpc::RpcConfig;
@@ -30,6 +30,8 @@ pub trait GameObserver: Send + Sync {
     fn logged_in(&self, account: &str, link: &str);
     /// This server just sent `account` a tick on `link`: it acted for the account.
     fn acted(&self, account: &str, link: &str);
+    /// This server just applied `cs_counter_add {n, seq}` of `account` (committed).
+    fn counter_applied(&self, _account: &str, _seq: u64, _n: i64) {}
 }
 
 /// The object store of a game-flavor server (the inventory messages need it).
@@ -71,8 +73,11 @@ pub struct GameConfig {
     pub rpc: RpcConfig,
     /// Game flavor only.
     pub account: AccountConfig,
-    /// Login flavor: the session-key secret and TTL (`Gate` section); it must have a secret.
+    /// Login and gate flavors: the session-key secret and TTL (`Gate` section); it must have a secret.
     pub gate: GateConfig,
+    /// Gate flavor: how players are routed to backends; its planted bugs also apply to the
+    /// backend side of game servers.
+    pub gateway: GatewayConfig,
     pub storage: StorageConfig,
     pub bugs: GameBugs,
     /// Send `sc_tick` to every logged-in account at this period (game flavor).

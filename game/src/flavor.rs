@@ -17,16 +17,21 @@ pub enum Flavor {
     /// first (seed 004's LoginServer): sessions + cluster + RPC, a `Gate` secret. No account
     /// manager: the gate logs the player in.
     Login,
+    /// A gateway (seeds 003/004's GameGate): holds client sessions, checks session keys on
+    /// `cs_gate_login`, logs players in cluster-wide and forwards their messages to the
+    /// `game` backends (`engine::gate::Gateway`): sessions + cluster + RPC + account manager,
+    /// a `Gate` secret. No game handlers.
+    Gate,
 }
 
 /// A flavor name that is not one of [`Flavor::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("flavor {0:?} is not one of game, pvp, login")]
+#[error("flavor {0:?} is not one of game, pvp, login, gate")]
 pub struct UnknownFlavor(pub String);
 
 impl Flavor {
     /// Every flavor, in the order the manifest documentation lists them.
-    pub const ALL: [Flavor; 3] = [Flavor::Game, Flavor::Pvp, Flavor::Login];
+    pub const ALL: [Flavor; 4] = [Flavor::Game, Flavor::Pvp, Flavor::Login, Flavor::Gate];
 
     /// The manifest's (and the cluster's) name of the flavor.
     pub const fn as_str(self) -> &'static str {
@@ -34,6 +39,7 @@ impl Flavor {
             Flavor::Game => "game",
             Flavor::Pvp => "pvp",
             Flavor::Login => "login",
+            Flavor::Gate => "gate",
         }
     }
 }
@@ -66,10 +72,10 @@ mod tests {
 
     #[test]
     fn other_names_are_a_typed_error_naming_the_input() {
-        for bad in ["lobby", "", "Game", " pvp", "gate"] {
+        for bad in ["lobby", "", "Game", " pvp", "gateway"] {
             let e = bad.parse::<Flavor>().unwrap_err();
             assert_eq!(e, UnknownFlavor(bad.to_owned()));
-            assert_eq!(e.to_string(), format!("flavor {bad:?} is not one of game, pvp, login"));
+            assert_eq!(e.to_string(), format!("flavor {bad:?} is not one of game, pvp, login, gate"));
         }
     }
 }

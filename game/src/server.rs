@@ -8,6 +8,7 @@ use engine::account::AccountManager;
 use engine::cluster::Cluster;
 use engine::commands::Commands;
 use engine::env::{Env, TaskHandle};
+use engine::gate::{GateHost, Gateway, GatewayConfig};
 use engine::orm::Orm;
 use engine::rpc::Rpc;
 use engine::session::{GlobalSessions, NetClientListeners, SessionService};
@@ -19,8 +20,8 @@ use crate::farm::{self, Farm, FarmConfig};
 use crate::state::{GameState, LoginState, PvpState};
 use crate::wire::register;
 use crate::{
-    broadcast, enter_pvp, gift, inventory, login, login_server, logout, redirect, send, status, tick, trade,
-    transfer,
+    broadcast, counter, enter_pvp, gift, inventory, login, login_server, logout, moving, redirect, send,
+    status, tick, trade, transfer,
 };
 use crate::{Flavor, GameConfig, GameError};
 
@@ -35,6 +36,10 @@ pub struct GameServer {
     objects: Option<(Orm, ShardRouter)>,
     /// The farm's command queues (with objects and a [`FarmConfig`]).
     commands: Option<Commands<Farm>>,
+    /// Game flavor with objects: hosts players behind gates.
+    gate_host: Option<GateHost>,
+    /// Gate flavor: set once started.
+    gateway: Mutex<Option<Gateway>>,
     /// The status publisher and (game flavor, if configured) the ticker; aborted on stop.
     tasks: Mutex<Vec<TaskHandle>>,
 }
@@ -65,7 +70,7 @@ impl GameServer {
     ) -> Result<GameServer, GameError> {
         // The login flavor's keys: a configuration error is reported before anything starts.
         let login_keys = match cfg.flavor {
-            Flavor::Login => Some(cfg.gate.session_keys()?),
+            Flavor::Login | Flavor::Gate => Some(cfg.gate.session_keys()?),
             Flavor::Game | Flavor::Pvp => None,
         };
         let mut storage = CrossServerStorage::from_env(&env, cfg.storage.clone())?;
@@ -105,7 +110,7 @@ impl GameServer {
             };
         let account_session = cfg.account.session;
         let accounts = match cfg.flavor {
-            Flavor::Game => {
+            Flavor::Game | Flavor::Gate => {
                 match AccountManager::start(env.clone(), cluster.clone(), rpc.clone(), cfg.account).await {
                     Ok(a) => Some(a),
                     Err(e) => {
@@ -119,16 +124,18 @@ impl GameServer {
             Flavor::Pvp | Flavor::Login => None,
         };
         let objects = match (&accounts, &cfg.objects) {
-            (Some(a), Some(o)) => match start_objects(&env, &cluster, &rpc, a, o, account_session).await {
-                Ok(started) => Some(started),
-                Err(e) => {
-                    a.stop().await;
-                    rpc.shutdown().await;
-                    cluster.leave().await;
-                    sessions.shutdown().await;
-                    return Err(e);
+            (Some(a), Some(o)) if cfg.flavor == Flavor::Game => {
+                match start_objects(&env, &cluster, &rpc, a, o, account_session).await {
+                    Ok(started) => Some(started),
+                    Err(e) => {
+                        a.stop().await;
+                        rpc.shutdown().await;
+                        cluster.leave().await;
+                        sessions.shutdown().await;
+                        return Err(e);
+                    }
                 }
-            },
+            }
             _ => None,
         };
         let commands = match (&objects, farm) {
@@ -152,6 +159,18 @@ impl GameServer {
             }
             _ => None,
         };
+        let gate_host = objects.as_ref().map(|(orm, _)| {
+            let accounts = accounts.clone().expect("objects run only with an account manager");
+            GateHost::start(
+                env.clone(),
+                rpc.clone(),
+                orm.clone(),
+                accounts,
+                sessions.clone(),
+                cluster.clone(),
+                cfg.gateway.bugs,
+            )
+        });
         let server = GameServer {
             flavor: cfg.flavor,
             sessions,
@@ -160,6 +179,8 @@ impl GameServer {
             accounts,
             objects,
             commands,
+            gate_host,
+            gateway: Mutex::new(None),
             tasks: Default::default(),
         };
         if let Some(m) = &cfg.metrics {
@@ -174,6 +195,7 @@ impl GameServer {
         }
         // One of three per flavor: login keys (login), an account manager (game), neither (pvp).
         match (&server.accounts, login_keys) {
+            (Some(accounts), Some(keys)) => server.start_gate(&env, accounts.clone(), keys, cfg.gateway),
             (None, Some(keys)) => server.start_login(LoginState {
                 cluster: server.cluster.clone(),
                 keys,
@@ -181,7 +203,7 @@ impl GameServer {
                 rand: env.rand.clone(),
             }),
             (None, None) => server.start_pvp(&env, PvpState { storage, bugs: cfg.bugs }),
-            (Some(accounts), _) => {
+            (Some(accounts), None) => {
                 let game = GameState {
                     accounts: accounts.clone(),
                     cluster: server.cluster.clone(),
@@ -191,6 +213,8 @@ impl GameServer {
                     orm: server.objects.as_ref().map(|(orm, _)| orm.clone()),
                     clock: env.clock.clone(),
                     farm: server.commands.clone(),
+                    gates: server.gate_host.clone(),
+                    server_name: cfg.cluster.name.clone(),
                 };
                 server.start_game(&env, Arc::new(game), cfg.tick_period);
             }
@@ -227,6 +251,13 @@ impl GameServer {
         if let Some(c) = &self.commands {
             c.stop();
         }
+        let gateway = self.gateway.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(g) = gateway {
+            g.stop();
+        }
+        if let Some(h) = &self.gate_host {
+            h.stop().await;
+        }
         if let Some((orm, router)) = &self.objects {
             orm.stop().await;
             router.stop();
@@ -260,6 +291,10 @@ impl GameServer {
             game.register_logged_in(service, gift::handle);
             game.register_logged_in(service, trade::handle);
         }
+        if game.orm.is_some() {
+            game.register_logged_in(service, counter::handle);
+            game.register_logged_in(service, moving::handle);
+        }
         if game.farm.is_some() {
             game.register_logged_in(service, farm::cs_state::handle);
             game.register_logged_in(service, farm::cs_commands::handle);
@@ -279,6 +314,37 @@ impl GameServer {
     }
 
     /// The login flavor's handler: `cs_login` only (no account manager, no task).
+    fn start_gate(
+        &self,
+        env: &Env,
+        accounts: AccountManager,
+        keys: engine::gate::SessionKeys,
+        cfg: GatewayConfig,
+    ) {
+        accounts.attach_sessions(&self.sessions);
+        let gateway = Gateway::start(
+            env.clone(),
+            self.rpc.clone(),
+            accounts,
+            self.sessions.clone(),
+            self.cluster.clone(),
+            keys,
+            cfg,
+            None,
+        );
+        *self.gateway.lock().unwrap_or_else(|e| e.into_inner()) = Some(gateway);
+    }
+
+    /// The gateway of a gate-flavor server.
+    pub fn gateway(&self) -> Option<Gateway> {
+        self.gateway.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The backend side of gateways (game flavor with objects).
+    pub fn gate_host(&self) -> Option<&GateHost> {
+        self.gate_host.as_ref()
+    }
+
     fn start_login(&self, login: LoginState) {
         register(&self.sessions, &Arc::new(login), login_server::handle);
     }

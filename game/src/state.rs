@@ -15,7 +15,7 @@ use engine::account::AccountManager;
 use engine::cluster::Cluster;
 use engine::commands::Commands;
 use engine::env::{Clock, Kv, Rand, SetCondition, SetOptions};
-use engine::gate::SessionKeys;
+use engine::gate::{GateHost, SessionKeys};
 use engine::orm::Orm;
 use engine::session::{Session, SessionService};
 use engine::storage::CrossServerStorage;
@@ -40,6 +40,10 @@ pub struct GameState {
     pub(crate) clock: Arc<dyn Clock>,
     /// The farm's command queues; `None` when the server runs without the farm.
     pub(crate) farm: Option<Commands<Farm>>,
+    /// The backend side of gateways (players behind gates); `None` without the object store.
+    pub(crate) gates: Option<GateHost>,
+    /// This server's name in the cluster (what `sc_counter.backend` and `cs_move` name).
+    pub(crate) server_name: String,
 }
 
 /// What the pvp flavor's handler may use.
@@ -94,6 +98,13 @@ impl GameState {
     pub(crate) fn observe_login(&self, account: &str, link: &str) {
         if let Some(o) = &self.observer {
             o.logged_in(account, link);
+        }
+    }
+
+    /// Tells the observer (if any) that `account`'s counter add `seq` was applied here.
+    pub(crate) fn observe_counter(&self, account: &str, seq: u64, n: i64) {
+        if let Some(o) = &self.observer {
+            o.counter_applied(account, seq, n);
         }
     }
 

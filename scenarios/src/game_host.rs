@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use engine::account::{AccountBugs, AccountConfig};
 use engine::env::Env;
-use engine::gate::GateConfig;
+use engine::gate::{GateConfig, GatewayConfig};
 use engine::rpc::RpcConfig;
 use engine::session::{SessionConfig, Transport};
 use engine::storage::StorageConfig;
@@ -60,6 +60,9 @@ pub struct SimGameOptions {
     /// The farm's command queues (with `objects`); `None`: no farm, as in every scenario
     /// before `deferred_commands`.
     pub farm: Option<FarmConfig>,
+    /// Gate flavor: routing settings and the gate's planted bugs (their backend-side ones
+    /// apply to game servers).
+    pub gateway: GatewayConfig,
 }
 
 /// The session configuration of the simulated game's client port (one TCP JSON port): short
@@ -77,8 +80,14 @@ pub fn sim_config(ctx: &ServerCtx, opts: &SimGameOptions) -> Result<GameConfig, 
     let env = &ctx.env;
     let flavor: Flavor = ctx.spec.flavor.as_deref().map_or(Ok(Flavor::Game), str::parse)?;
     let mut cluster = cluster_config(ctx, RPC_PORT, Default::default());
-    if flavor == Flavor::Game {
-        cluster.tags.insert(GAME_TAG.to_string());
+    match flavor {
+        Flavor::Game => {
+            cluster.tags.insert(GAME_TAG.to_string());
+        }
+        Flavor::Gate => {
+            cluster.tags.insert(engine::gate::GATE_TAG.to_string());
+        }
+        Flavor::Pvp | Flavor::Login => {}
     }
     let mut account = AccountConfig::new(cluster.app_id.clone());
     account.session = cluster.session;
@@ -98,6 +107,7 @@ pub fn sim_config(ctx: &ServerCtx, opts: &SimGameOptions) -> Result<GameConfig, 
             session_key_secret: Some(SIM_SESSION_KEY_SECRET.to_string()),
             ..GateConfig::default()
         },
+        gateway: opts.gateway.clone(),
         storage: StorageConfig::enabled(),
         bugs: opts.bugs,
         tick_period: opts.tick_period,

@@ -119,6 +119,7 @@ fn login_config(env: &Env) -> GameConfig {
         cluster,
         account,
         gate: GateConfig { session_key_secret: Some(SECRET.into()), ..GateConfig::default() },
+        gateway: Default::default(),
         storage: StorageConfig::default(),
         bugs: Default::default(),
         tick_period: None,

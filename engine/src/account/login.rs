@@ -96,6 +96,34 @@ impl AccountManager {
         Ok(LoginOutcome::LoggedIn)
     }
 
+    /// Logs `account` in *on this server only*, on a gated `link`: a player whose gate holds
+    /// the account's cluster-wide login (its znode) and whose frames this server handles. The
+    /// link table gets it, so [`account_of`](Self::account_of), `local_accounts`, local
+    /// deliveries and broadcasts see it, and a lapsed lease drops it like any link; no znode
+    /// is written (the gate's stays the one that says where the account is, so sends from
+    /// other servers reach the client through its gate). An older link of the account here
+    /// is replaced (closing it is the caller's business). Fails with `CoordinationLost` while
+    /// the lease is not held, `LinkInUse` if `link` carries another account.
+    pub async fn adopt_gated(&self, account: &str, link: LinkRef) -> Result<(), AccountError> {
+        validate_account(account)?;
+        let s = &self.shared;
+        let _g = s.ops.lock(account).await;
+        let epoch = if s.cfg.bugs.no_fencing { s.current()?.1 } else { s.ensure_lease().await?.1 };
+        let mut st = s.st();
+        if st.epoch != epoch || !(s.cfg.bugs.no_fencing || s.acting(&st.lease, s.now())) {
+            return Err(AccountError::CoordinationLost);
+        }
+        if let Some(other) = st.links.account_of(link.link_id()).filter(|a| *a != account) {
+            return Err(AccountError::LinkInUse { account: other.to_string() });
+        }
+        st.links.remove(account);
+        if let Err(in_use) = st.links.insert(account, link) {
+            return Err(AccountError::LinkInUse { account: in_use.account });
+        }
+        debug!(target: LOG_TARGET, node = %s.node(), account, "gated player adopted");
+        Ok(())
+    }
+
     /// Logs `account` out of this server (iFun's `SetLoggedOut`): forgets its link (without
     /// closing it) and deletes its znode. False if it was not logged in here. If the delete
     /// cannot be confirmed now, it is retried once the session answers again.

@@ -25,11 +25,66 @@
 
 mod config;
 mod error;
+pub mod gateway;
+pub mod host;
+pub mod route;
 pub mod session_key;
 
 pub use self::config::{GateConfig, SessionKeys, SECTION, SESSION_KEY_TTL_DEFAULT, SESSION_KEY_TTL_MAX};
 pub use self::error::{GateConfigError, IssueError, SessionKeyError};
+pub use self::gateway::{Gateway, GatewayConfig, GatewayObserver, CS_GATE_LOGIN, SC_GATE_LOGIN, SC_MOVED};
+pub use self::host::{GateHost, GatedPlayer, MoveError};
 pub use self::session_key::{issue, verify, verify_for, SessionKeyClaims};
+
+use crate::session::Transport;
+
+/// Messages gates and backends exchange (`proto/gate.proto`).
+#[allow(clippy::all, missing_docs)]
+pub mod messages {
+    include!(concat!(env!("OUT_DIR"), "/sandtable.gate.rs"));
+}
+
+/// The `tracing` target of the gate and the backend side.
+pub const LOG_TARGET: &str = "engine::gate";
+/// RPC types: gate -> backend.
+pub const RPC_BIND: &str = "_gate.bind";
+pub const RPC_FORWARD: &str = "_gate.forward";
+pub const RPC_RELEASE: &str = "_gate.release";
+/// RPC types: backend -> gate.
+pub const RPC_DELIVER: &str = "_gate.deliver";
+pub const RPC_MOVE: &str = "_gate.move";
+
+/// Planted bugs, each caught by the `gate_route` scenario.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GateBugs {
+    /// The gate does not hold a player's frames during a move: they keep going to the old
+    /// backend, and the target is bound without waiting for the old one to finish.
+    pub forward_during_move: bool,
+    /// A backend handles a gated player's frames without checking that it still hosts the
+    /// player (no binding check, no anchor check, hosting never swept).
+    pub no_player_fence: bool,
+    /// The gate logs a player in without checking the session key.
+    pub unchecked_session_key: bool,
+}
+
+/// A client transport as `BindPlayer.transport` carries it.
+pub fn transport_to_wire(t: Transport) -> u32 {
+    match t {
+        Transport::TcpJson => 0,
+        Transport::TcpProtobuf => 1,
+        Transport::WebSocketJson => 2,
+    }
+}
+
+/// The inverse of [`transport_to_wire`]; `None` for an unknown number.
+pub fn transport_from_wire(n: u32) -> Option<Transport> {
+    match n {
+        0 => Some(Transport::TcpJson),
+        1 => Some(Transport::TcpProtobuf),
+        2 => Some(Transport::WebSocketJson),
+        _ => None,
+    }
+}
 
 /// The cluster tag of gate servers: a login server lists the members carrying it.
 pub const GATE_TAG: &str = "gate";

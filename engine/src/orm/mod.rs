@@ -328,6 +328,8 @@ pub(crate) struct Inner {
     locks: KeyedLocks,
     /// Objects owned here. An entry is only read or changed by the holder of its lock.
     cache: Mutex<BTreeMap<ObjectRef, Owned>>,
+    /// Objects the expiry sweep leaves alone ([`Orm::pin`]).
+    pinned: Mutex<std::collections::BTreeSet<ObjectRef>>,
     /// Prefix of this store's transaction ids (random per start) and the counter after it.
     txn_prefix: String,
     txn_seq: AtomicU64,
@@ -365,6 +367,7 @@ impl Orm {
             rpc,
             locks: KeyedLocks::default(),
             cache: Mutex::default(),
+            pinned: Mutex::default(),
             txn_prefix,
             txn_seq: AtomicU64::new(0),
             observer,
@@ -416,6 +419,26 @@ impl Orm {
             Err(CoordError::NoNode) => Ok(None),
             Err(e) => Err(coord_unavailable(obj, &e)),
         }
+    }
+
+    /// Keeps `obj` cached while this server owns it: the expiry sweep skips it (a lend still
+    /// releases it, so a pinned object moves when another server needs it). A gate's backend
+    /// pins the anchors of the players it hosts.
+    pub fn pin(&self, obj: &ObjectRef) {
+        lock(&self.inner.pinned).insert(obj.clone());
+    }
+
+    /// Undoes [`pin`](Self::pin): the object expires as usual from now on.
+    pub fn unpin(&self, obj: &ObjectRef) {
+        lock(&self.inner.pinned).remove(obj);
+    }
+
+    /// The fence under which this server owns `obj` and may act on it *now* (owned, and the
+    /// lease its owner record lives under is held), without I/O; `None` otherwise. Check it
+    /// immediately before the act it guards.
+    pub fn holds(&self, obj: &ObjectRef) -> Option<u64> {
+        let owned = lock(&self.inner.cache).get(obj).map(|o| (o.epoch, o.fence));
+        owned.filter(|(epoch, _)| self.inner.acting(*epoch)).map(|(_, fence)| fence)
     }
 
     /// Objects this server owns now (sorted), whatever the lease says.
@@ -500,11 +523,16 @@ async fn expiry_loop(weak: Weak<Inner>) {
         let period = (inner.cfg.cache_expiration / 2).max(SWEEP_PERIOD_MIN);
         let clock = inner.env.clock.clone();
         let now = inner.now();
-        let due: Vec<ObjectRef> = lock(&inner.cache)
-            .iter()
-            .filter(|(_, o)| now.saturating_since(o.last_used) >= inner.cfg.cache_expiration)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let due: Vec<ObjectRef> = {
+            let pinned = lock(&inner.pinned);
+            let cache = lock(&inner.cache);
+            cache
+                .iter()
+                .filter(|(k, _)| !pinned.contains(*k))
+                .filter(|(_, o)| now.saturating_since(o.last_used) >= inner.cfg.cache_expiration)
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
         for obj in due {
             let Some(guard) = inner.locks.try_lock(&obj.name()) else { continue };
             let still_due = lock(&inner.cache)

@@ -46,6 +46,15 @@ pub enum ProtocolError {
     /// normally or go back for a new token. `reason` says which check failed.
     #[error("redirect refused: {0}")]
     RedirectRejected(String),
+    /// A gate refused `cs_gate_login`'s session key (malformed, forged or altered, expired,
+    /// or issued for another user). The session stays open: the client may get a new key
+    /// from a login server and try again. `reason` says which check failed.
+    #[error("session key refused: {0}")]
+    SessionKeyRejected(String),
+    /// A gate got a frame for the backend from a client that has not logged in on it
+    /// (`cs_gate_login` first). The session stays open.
+    #[error("log in on the gate first (cs_gate_login)")]
+    GateLoginRequired,
 }
 
 fn too_large_text(len: usize, max: usize) -> String {
@@ -67,6 +76,8 @@ impl ProtocolError {
             ProtocolError::ReservedType(_) => "reserved_type",
             ProtocolError::BadBody { .. } => "bad_body",
             ProtocolError::RedirectRejected(_) => "redirect_rejected",
+            ProtocolError::SessionKeyRejected(_) => "session_key_rejected",
+            ProtocolError::GateLoginRequired => "gate_login_required",
         }
     }
 
@@ -80,7 +91,9 @@ impl ProtocolError {
             ProtocolError::UnknownType(_)
             | ProtocolError::ReservedType(_)
             | ProtocolError::BadBody { .. }
-            | ProtocolError::RedirectRejected(_) => false,
+            | ProtocolError::RedirectRejected(_)
+            | ProtocolError::SessionKeyRejected(_)
+            | ProtocolError::GateLoginRequired => false,
         }
     }
 }

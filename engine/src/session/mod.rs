@@ -77,6 +77,7 @@
 pub mod codec;
 pub mod config;
 mod error;
+mod gated;
 pub mod global;
 mod handle;
 mod listeners;
@@ -99,6 +100,7 @@ use tracing::{info, warn};
 use crate::env::{timeout, Env, Listener, TaskHandle};
 
 pub use self::error::{CloseReason, ProtocolError, SessionError};
+pub use self::gated::{GatedSession, Guard, GATED_INPUT_MAX, GATED_OUTPUT_MAX, NOT_HOSTED};
 pub use self::global::{BroadcastReport, GlobalSessions};
 use self::handle::lock;
 pub use self::handle::{Session, SessionId};
@@ -211,6 +213,8 @@ impl SessionConfig {
 
 type OpenedFn = dyn Fn(Session) -> BoxFuture<'static, ()> + Send + Sync;
 type ClosedFn = dyn Fn(Session, CloseReason) -> BoxFuture<'static, ()> + Send + Sync;
+/// Takes a client frame of a type no handler is registered for: its type and raw payload.
+type UnhandledFn = dyn Fn(Session, String, Bytes) -> BoxFuture<'static, ()> + Send + Sync;
 
 /// A live session and its task.
 struct Entry {
@@ -235,6 +239,8 @@ struct Inner {
     registry: HandlerRegistry,
     opened: Mutex<Vec<Arc<OpenedFn>>>,
     closed: Mutex<Vec<Arc<ClosedFn>>>,
+    /// Set by [`SessionService::on_unhandled`].
+    unhandled: Mutex<Option<Arc<UnhandledFn>>>,
     /// Live sessions of every port, by id (so every listing is in a deterministic order).
     sessions: Mutex<BTreeMap<SessionId, Entry>>,
     shut: AtomicBool,
@@ -318,6 +324,7 @@ impl SessionService {
                 registry: HandlerRegistry::default(),
                 opened: Mutex::new(Vec::new()),
                 closed: Mutex::new(Vec::new()),
+                unhandled: Mutex::new(None),
                 sessions: Mutex::new(BTreeMap::new()),
                 shut: AtomicBool::new(false),
                 accept: Mutex::new(Vec::new()),
@@ -429,6 +436,18 @@ impl SessionService {
         Fut: Future<Output = ()> + Send + 'static,
     {
         lock(&self.inner.opened).push(Arc::new(move |s| f(s).boxed()));
+    }
+
+    /// Sets the taker of client frames whose type has no handler (a gate forwards them to the
+    /// player's backend): it gets the session, the type and the frame's raw payload, and is
+    /// awaited like a handler (the session's next frame waits for it). Without one such a
+    /// frame is answered `_error unknown_type`. `_pong` and refused reserved types never reach it.
+    pub fn on_unhandled<F, Fut>(&self, f: F)
+    where
+        F: Fn(Session, String, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        *lock(&self.inner.unhandled) = Some(Arc::new(move |s, t, b| f(s, t, b).boxed()));
     }
 
     /// Adds a callback run once when a session has closed, after its last handler returned

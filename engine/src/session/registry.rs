@@ -81,6 +81,11 @@ impl HandlerRegistry {
         }
     }
 
+    /// True if a handler is registered for `msg_type`.
+    pub(super) fn has(&self, msg_type: &str) -> bool {
+        lock(&self.handlers).contains_key(msg_type)
+    }
+
     /// The future that handles `msg` on `session`, or why there is none. `msg` has passed
     /// [`codec::route`] already.
     pub(super) fn dispatch(

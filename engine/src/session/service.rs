@@ -27,6 +27,7 @@ use super::error::{CloseReason, ProtocolError};
 use super::handle::{lock, Session, SessionId};
 use super::{Entry, Inner, SessionConfig, ACCEPT_RETRY_DELAY, CLOSE_DRAIN_TIMEOUT};
 use crate::env::{Connection, FrameSink, FrameStream, Listener, NetError};
+use crate::session::gated::Rules;
 
 /// Accepts the connections of port `port` (an index into `inner.ports`).
 pub(super) async fn accept_loop(inner: Arc<Inner>, port: usize, mut listener: Box<dyn Listener>) {
@@ -51,16 +52,28 @@ fn start_session(inner: &Arc<Inner>, port: usize, conn: Connection) {
     let cfg = &inner.ports[port].cfg;
     let session = Session::new(id, conn.peer, cfg.transport, cfg.max_frame_bytes, cfg.send_queue_max);
     lock(&inner.sessions).insert(id, Entry { session: session.clone(), task: None });
-    let task = inner.env.spawn.spawn("session", run_session(inner.clone(), port, session, conn).boxed());
+    let cfg = cfg.clone();
+    let task = inner
+        .env
+        .spawn
+        .spawn("session", run_session(inner.clone(), cfg, session, conn, Rules::DIRECT).boxed());
     // The task may already have finished (and removed its entry): then the handle is dropped.
     if let Some(e) = lock(&inner.sessions).get_mut(&id) {
         e.task = Some(task);
     }
 }
 
-async fn run_session(inner: Arc<Inner>, port: usize, session: Session, conn: Connection) {
+/// Runs one session to its end: `cfg` holds its limits, `rules` what differs for a gated
+/// session (see [`super::gated`]).
+pub(super) async fn run_session(
+    inner: Arc<Inner>,
+    cfg: SessionConfig,
+    session: Session,
+    conn: Connection,
+    rules: Rules,
+) {
     let Connection { sink, stream, peer } = conn;
-    let cfg = &inner.ports[port].cfg;
+    let cfg = &cfg;
     let id = session.id();
     info!(session = %id, %peer, transport = ?session.transport(), "session opened");
     let reader = async {
@@ -68,7 +81,7 @@ async fn run_session(inner: Arc<Inner>, port: usize, session: Session, conn: Con
         for cb in opened {
             cb(session.clone()).await;
         }
-        read_loop(&inner, cfg, &session, stream).await;
+        read_loop(&inner, cfg, &session, stream, &rules).await;
     };
     let writer = write_loop(&inner, cfg, &session, sink);
     future::join(reader, writer).await;
@@ -91,7 +104,13 @@ enum ReadEvent {
 }
 
 /// `cfg` is the session's port's configuration (its limits).
-async fn read_loop(inner: &Inner, cfg: &SessionConfig, session: &Session, mut stream: FrameStream) {
+async fn read_loop(
+    inner: &Inner,
+    cfg: &SessionConfig,
+    session: &Session,
+    mut stream: FrameStream,
+    rules: &Rules,
+) {
     let clock = &inner.env.clock;
     let id = session.id();
     let mut alive_at = clock.now();
@@ -124,7 +143,9 @@ async fn read_loop(inner: &Inner, cfg: &SessionConfig, session: &Session, mut st
                 return;
             }
             ReadEvent::Frame(None) => {
-                session.close_with(CloseReason::ClosedByPeer, false);
+                // A gated session's input ends when its gate releases the player: what is
+                // queued for the client still goes out (to the gate).
+                session.close_with(CloseReason::ClosedByPeer, rules.drain_at_end);
                 return;
             }
             ReadEvent::Frame(Some(Err(NetError::FrameTooLarge { len, .. }))) => {
@@ -155,6 +176,23 @@ async fn read_loop(inner: &Inner, cfg: &SessionConfig, session: &Session, mut st
             Ok(Route::Dispatch) => {}
             Err(e) => {
                 reject(session, e);
+                continue;
+            }
+        }
+        if let Some(guard) = &rules.guard {
+            // Checked right before the handler starts: a gated session is handled only while
+            // this server still hosts its player.
+            if !guard() {
+                debug!(session = %id, msg_type = %msg.msg_type, "gated session no longer hosted: frame dropped");
+                session.close_with(CloseReason::Server(super::gated::NOT_HOSTED.into()), true);
+                return;
+            }
+        }
+        if !inner.registry.has(&msg.msg_type) {
+            let unhandled = lock(&inner.unhandled).clone();
+            if let Some(f) = unhandled {
+                f(session.clone(), msg.msg_type, payload).await;
+                alive_at = clock.now();
                 continue;
             }
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use engine::account::AccountConfig;
 use engine::cluster::ClusterConfig;
 use engine::env::SessionOptions;
-use engine::gate::GateConfig;
+use engine::gate::{GateConfig, GatewayConfig};
 use engine::manifest::redis::RedisSection;
 use engine::manifest::{Manifest, ManifestError};
 use engine::metrics::ApiConfig;
@@ -201,6 +201,7 @@ pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan,
         rpc,
         account,
         gate,
+        gateway: GatewayConfig::default(),
         storage,
         bugs: GameBugs::default(),
         tick_period: None,

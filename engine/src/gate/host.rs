@@ -1,0 +1,434 @@
+//! The backend side of gateways: hosting gated players ([`GateHost`]).
+//!
+//! A backend *hosts* a player for one binding (the gate that asked, and the gate's epoch for
+//! the player) from a successful bind until the binding is released, replaced, or fenced:
+//!
+//! - **bind** (`_gate.bind`, on the player's order key): take the player's anchor object
+//!   ([`GatedPlayer`], through the object store: borrowed from the previous host, or its dead
+//!   owner waited out — never bypassed) and pin it; open a gated session
+//!   ([`SessionService::open_gated`]) and log the player in on it *locally*
+//!   ([`AccountManager::adopt_gated`]); then frames flow;
+//! - **forward** (`_gate.forward`): a client frame of the binding goes into the gated
+//!   session's input (waiting while it is full: backpressure to the gate); refused if the
+//!   binding is not hosted here or the anchor is not held;
+//! - **deliver**: what the game queues on the gated session goes back to the gate in order
+//!   (`_gate.deliver` on the player's order key, in batches);
+//! - **release** (`_gate.release`, on the order key, so after every forward): the input ends,
+//!   the session handles what it has, delivers its replies and closes; then the answer.
+//!
+//! **Fencing.** Each frame is handled only if, right before its handler starts, the binding
+//! is still hosted here and the object store *holds* the anchor ([`Orm::holds`]: owned, and
+//! the coordination lease held). The anchor moves only by lending (which happens after this
+//! server stopped hosting, or it is not hosting any more by the time it answers) or by this
+//! server's session expiring (after its lease ended): so two backends never handle one
+//! player's frames in overlapping intervals, and a backend cut off from ZooKeeper stops before
+//! its session can expire. A sweep every [`HOST_SWEEP_PERIOD`] ends hosting whose anchor is
+//! gone or whose gate left the cluster (its clients are gone: DESIGN.md §10).
+//!
+//! Game code moves a player with [`GateHost::move_player`]: the gate does the switch.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::channel::mpsc;
+use futures::future::{self, BoxFuture, FutureExt, Shared};
+use futures::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+use super::messages::{
+    BindPlayer, BindPlayerReply, DeliverFrames, DeliverFramesReply, ForwardFrame, ForwardFrameReply,
+    MovePlayer, MovePlayerReply, ReleasePlayer, ReleasePlayerReply,
+};
+use super::{
+    transport_from_wire, GateBugs, LOG_TARGET, RPC_BIND, RPC_DELIVER, RPC_FORWARD, RPC_MOVE, RPC_RELEASE,
+};
+use crate::account::keyed_lock::KeyedLocks;
+use crate::account::{self, AccountManager};
+use crate::cluster::{Cluster, PeerId, ViewState};
+use crate::env::{lock, timeout, Env, TaskHandle};
+use crate::orm::{Model, ObjectRef, Orm};
+use crate::rpc::{CallOptions, HandlerError, Rpc};
+use crate::session::{Guard, Session, SessionService};
+
+/// Most frames in one delivery to the gate.
+pub const DELIVER_BATCH_MAX: usize = 64;
+/// Deadline of one delivery to the gate.
+pub const DELIVER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest a release waits for the player's queued frames to be handled and their replies
+/// delivered (then it answers anyway; what is left is dropped with the session).
+pub const RELEASE_WAIT_MAX: Duration = Duration::from_secs(5);
+/// Period of the sweep that ends hosting whose anchor is gone or whose gate left.
+pub const HOST_SWEEP_PERIOD: Duration = Duration::from_millis(250);
+/// Deadline of a move request to the player's gate.
+pub const MOVE_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A gated player's anchor object: whoever owns it hosts the player. Written at each bind
+/// (so the row says which gate and binding it was last bound for).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatedPlayer {
+    pub player: String,
+    /// The gate of the last bind (a `PeerId`'s text).
+    pub gate: String,
+    /// The gate's epoch of the last bind.
+    pub epoch: u64,
+    /// Binds so far.
+    pub binds: u64,
+}
+
+impl Model for GatedPlayer {
+    const MODEL: &'static str = "gate_player";
+    fn key(&self) -> String {
+        self.player.clone()
+    }
+}
+
+/// Why [`GateHost::move_player`] did not start a move.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoveError {
+    #[error("the player is not hosted here")]
+    NotHosted,
+    #[error("the gate refused: {0}")]
+    Refused(String),
+    #[error("the gate did not answer: {0}")]
+    Unreachable(String),
+}
+
+/// One hosted binding.
+struct Hosted {
+    gate: PeerId,
+    epoch: u64,
+    session: Session,
+    /// Dropped to end the session's input (the release).
+    input: Option<mpsc::Sender<Bytes>>,
+    /// Completes when every frame the session queued was delivered (or dropped).
+    delivered: Shared<BoxFuture<'static, ()>>,
+}
+
+/// The backend side of gateways. Cheap to clone.
+#[derive(Clone)]
+pub struct GateHost {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    env: Env,
+    rpc: Rpc,
+    orm: Orm,
+    accounts: AccountManager,
+    sessions: SessionService,
+    cluster: Cluster,
+    bugs: GateBugs,
+    hosted: Mutex<BTreeMap<String, Hosted>>,
+    /// Serialises binds and releases of one player.
+    ops: KeyedLocks,
+    tasks: Mutex<Vec<TaskHandle>>,
+}
+
+impl GateHost {
+    /// Registers the gate handlers on `rpc` (the sweep starts with the first bind). All parts belong to this
+    /// backend; `sessions` is the service whose handlers gated players reach.
+    pub fn start(
+        env: Env,
+        rpc: Rpc,
+        orm: Orm,
+        accounts: AccountManager,
+        sessions: SessionService,
+        cluster: Cluster,
+        bugs: GateBugs,
+    ) -> GateHost {
+        let inner = Arc::new(Inner {
+            env,
+            rpc,
+            orm,
+            accounts,
+            sessions,
+            cluster,
+            bugs,
+            hosted: Mutex::default(),
+            ops: KeyedLocks::default(),
+            tasks: Mutex::default(),
+        });
+        register(&inner);
+        GateHost { inner }
+    }
+
+    /// Players hosted here now (sorted).
+    pub fn hosted(&self) -> Vec<String> {
+        lock(&self.inner.hosted).keys().cloned().collect()
+    }
+
+    /// True if `session` is a gated session hosted here.
+    pub fn is_gated(&self, session: &Session) -> bool {
+        lock(&self.inner.hosted).values().any(|h| h.session == *session)
+    }
+
+    /// Asks `player`'s gate to move the player to backend `target`. Returns once the switch
+    /// has *started* (the gate holds the player's frames); the gate finishes it after this
+    /// backend handled every frame it already has, and tells the client `sc_moved`. So a
+    /// handler may call it and return: its own reply still reaches the client, before
+    /// `sc_moved`.
+    pub async fn move_player(&self, player: &str, target: PeerId) -> Result<(), MoveError> {
+        let binding = lock(&self.inner.hosted).get(player).map(|h| (h.gate, h.epoch));
+        let Some((gate, epoch)) = binding else { return Err(MoveError::NotHosted) };
+        let req = MovePlayer {
+            player: player.to_string(),
+            epoch,
+            target: Bytes::copy_from_slice(target.as_bytes()),
+        };
+        let opts = CallOptions::default().with_timeout(MOVE_CALL_TIMEOUT);
+        match self.inner.rpc.call::<_, MovePlayerReply>(gate, RPC_MOVE, &req, opts).await {
+            Ok(r) if r.started => Ok(()),
+            Ok(r) => Err(MoveError::Refused(r.reason)),
+            Err(e) => Err(MoveError::Unreachable(e.to_string())),
+        }
+    }
+
+    /// Stops the sweep and ends every hosted binding (their sessions close).
+    pub async fn stop(&self) {
+        for t in lock(&self.inner.tasks).drain(..) {
+            t.abort();
+        }
+        let all = std::mem::take(&mut *lock(&self.inner.hosted));
+        for (player, h) in all {
+            self.inner.orm.unpin(&anchor(&player));
+            h.session.close("backend stopping");
+        }
+    }
+}
+
+fn anchor(player: &str) -> ObjectRef {
+    ObjectRef::of::<GatedPlayer>(player)
+}
+
+impl Inner {
+    /// Starts the sweep at the first bind (a server no gate ever used runs no extra task).
+    fn ensure_sweep(self: &Arc<Self>) {
+        let mut tasks = lock(&self.tasks);
+        if tasks.is_empty() {
+            tasks.push(self.env.spawn.spawn("gate-host-sweep", sweep_loop(Arc::downgrade(self)).boxed()));
+        }
+    }
+
+    /// May a frame of `player` under (`gate`, `epoch`) be handled here now?
+    fn may_handle(&self, player: &str, gate: PeerId, epoch: u64) -> bool {
+        if self.bugs.no_player_fence {
+            return true;
+        }
+        let hosted = lock(&self.hosted).get(player).is_some_and(|h| h.gate == gate && h.epoch == epoch);
+        hosted && self.orm.holds(&anchor(player)).is_some()
+    }
+
+    /// Removes `player`'s binding if it is (`gate`, `epoch`) (any binding with `None`).
+    fn take_hosted(&self, player: &str, binding: Option<(PeerId, u64)>) -> Option<Hosted> {
+        let mut hosted = lock(&self.hosted);
+        let matches =
+            hosted.get(player).is_some_and(|h| binding.is_none_or(|(g, e)| h.gate == g && h.epoch == e));
+        if !matches {
+            return None;
+        }
+        let h = hosted.remove(player);
+        drop(hosted);
+        self.orm.unpin(&anchor(player));
+        h
+    }
+
+    async fn bind(self: &Arc<Self>, gate: PeerId, req: BindPlayer) -> BindPlayerReply {
+        let refuse = |reason: String| BindPlayerReply { bound: false, reason };
+        let player = req.player;
+        if account::validate_account(&player).is_err() {
+            return refuse("invalid player name".into());
+        }
+        let Some(transport) = transport_from_wire(req.transport) else {
+            return refuse(format!("unknown transport {}", req.transport));
+        };
+        let client: SocketAddr =
+            req.client_addr.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let _g = self.ops.lock(&player).await;
+        if lock(&self.hosted).get(&player).is_some_and(|h| h.gate == gate && h.epoch == req.epoch) {
+            return BindPlayerReply { bound: true, reason: String::new() }; // a retransmission
+        }
+        // An older binding of this player here (another gate's, or an earlier epoch) ends.
+        if let Some(old) = self.take_hosted(&player, None) {
+            old.session.close("rebound");
+        }
+        // Take the anchor: owning it is hosting the player.
+        if let Err(e) = self.take_anchor(&player, gate, req.epoch).await {
+            return refuse(format!("anchor not taken: {e}"));
+        }
+        self.orm.pin(&anchor(&player));
+        let guard: Guard = {
+            let weak = Arc::downgrade(self);
+            let (player, epoch) = (player.clone(), req.epoch);
+            Arc::new(move || weak.upgrade().is_some_and(|i| i.may_handle(&player, gate, epoch)))
+        };
+        let gated = match self.sessions.open_gated(transport, client, guard) {
+            Ok(g) => g,
+            Err(e) => {
+                self.orm.unpin(&anchor(&player));
+                return refuse(format!("no gated session: {e}"));
+            }
+        };
+        if let Err(e) = self.accounts.adopt_gated(&player, account::link(&gated.session)).await {
+            self.orm.unpin(&anchor(&player));
+            gated.session.close("not adopted");
+            return refuse(format!("not logged in here: {e}"));
+        }
+        let delivered = {
+            let task = deliver_loop(self.rpc.clone(), gate, player.clone(), req.epoch, gated.output);
+            let (tx, rx) = futures::channel::oneshot::channel::<()>();
+            let _detached = self.env.spawn.spawn(
+                "gate-deliver",
+                async move {
+                    task.await;
+                    let _ = tx.send(());
+                }
+                .boxed(),
+            );
+            rx.map(|_| ()).boxed().shared()
+        };
+        let hosted =
+            Hosted { gate, epoch: req.epoch, session: gated.session, input: Some(gated.input), delivered };
+        lock(&self.hosted).insert(player.clone(), hosted);
+        self.ensure_sweep();
+        info!(target: LOG_TARGET, node = %self.env.node, player, gate = ?gate, epoch = req.epoch, "player hosted");
+        BindPlayerReply { bound: true, reason: String::new() }
+    }
+
+    /// One transaction on the anchor: borrows it (or waits out its dead owner) and records
+    /// the binding.
+    async fn take_anchor(&self, player: &str, gate: PeerId, epoch: u64) -> Result<(), crate::orm::OrmError> {
+        let mut tx = self.orm.begin();
+        let prev = tx.fetch::<GatedPlayer>(player).await?;
+        let binds = prev.as_ref().map_or(0, |p| p.binds) + 1;
+        let row = GatedPlayer { player: player.to_string(), gate: gate.to_string(), epoch, binds };
+        if prev.is_some() {
+            tx.put(&row)?;
+        } else {
+            tx.create(&row)?;
+        }
+        tx.commit().await
+    }
+
+    async fn forward(&self, gate: PeerId, req: ForwardFrame) -> ForwardFrameReply {
+        let refuse = |reason: &str| ForwardFrameReply { accepted: false, reason: reason.into() };
+        let input = lock(&self.hosted)
+            .get(&req.player)
+            .filter(|h| self.bugs.no_player_fence || (h.gate == gate && h.epoch == req.epoch))
+            .and_then(|h| h.input.clone());
+        let Some(mut input) = input else { return refuse("not hosted here") };
+        if !self.bugs.no_player_fence && self.orm.holds(&anchor(&req.player)).is_none() {
+            return refuse("anchor not held");
+        }
+        match input.send(req.frame).await {
+            Ok(()) => ForwardFrameReply { accepted: true, reason: String::new() },
+            Err(_) => refuse("session closed"),
+        }
+    }
+
+    async fn release(&self, gate: PeerId, req: ReleasePlayer) -> ReleasePlayerReply {
+        let _g = self.ops.lock(&req.player).await;
+        let Some(mut h) = self.take_hosted(&req.player, Some((gate, req.epoch))) else {
+            return ReleasePlayerReply { released: true };
+        };
+        // Ends the input: the session handles what it has, drains, closes.
+        drop(h.input.take());
+        if req.client_gone {
+            h.session.close("client gone");
+        }
+        let done = future::join(h.session.done(), h.delivered.clone());
+        if timeout(&*self.env.clock, RELEASE_WAIT_MAX, done).await.is_err() {
+            warn!(target: LOG_TARGET, node = %self.env.node, player = req.player, "release: the session did not finish in time");
+            h.session.close("release timed out");
+        }
+        info!(target: LOG_TARGET, node = %self.env.node, player = req.player, epoch = req.epoch, "player released");
+        ReleasePlayerReply { released: true }
+    }
+
+    /// Ends hosting whose anchor is no longer held or whose gate left the cluster.
+    fn sweep(&self) {
+        let live_view = self.cluster.view_state() == ViewState::Live;
+        let ended: Vec<(String, Hosted)> = {
+            let mut hosted = lock(&self.hosted);
+            let gone: Vec<String> = hosted
+                .iter()
+                .filter(|(p, h)| {
+                    let anchor_lost = !self.bugs.no_player_fence && self.orm.holds(&anchor(p)).is_none();
+                    let gate_left = live_view && self.cluster.peer_tags(h.gate).is_none();
+                    anchor_lost || gate_left
+                })
+                .map(|(p, _)| p.clone())
+                .collect();
+            gone.into_iter().filter_map(|p| hosted.remove(&p).map(|h| (p, h))).collect()
+        };
+        for (player, h) in ended {
+            self.orm.unpin(&anchor(&player));
+            debug!(target: LOG_TARGET, node = %self.env.node, player, "hosting ended by the sweep");
+            h.session.close(crate::session::NOT_HOSTED);
+        }
+    }
+}
+
+/// Delivers what a gated session queues to its gate, in order, in batches.
+async fn deliver_loop(rpc: Rpc, gate: PeerId, player: String, epoch: u64, mut output: mpsc::Receiver<Bytes>) {
+    while let Some(first) = output.next().await {
+        let mut frames = vec![first];
+        while frames.len() < DELIVER_BATCH_MAX {
+            match output.try_recv() {
+                Ok(f) => frames.push(f),
+                _ => break,
+            }
+        }
+        let n = frames.len();
+        let req = DeliverFrames { player: player.clone(), epoch, frames };
+        let opts = CallOptions::default().with_timeout(DELIVER_TIMEOUT).ordered(player.clone());
+        match rpc.call::<_, DeliverFramesReply>(gate, RPC_DELIVER, &req, opts).await {
+            Ok(r) if r.delivered => {}
+            Ok(_) => {
+                debug!(target: LOG_TARGET, player, frames = n, "delivery refused: the gate routes the player elsewhere")
+            }
+            Err(e) => debug!(target: LOG_TARGET, player, frames = n, error = %e, "delivery failed"),
+        }
+    }
+}
+
+async fn sweep_loop(weak: Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        inner.sweep();
+        let clock = inner.env.clock.clone();
+        drop(inner);
+        clock.sleep(HOST_SWEEP_PERIOD).await;
+    }
+}
+
+fn register(inner: &Arc<Inner>) {
+    let rpc = &inner.rpc;
+    let w = Arc::downgrade(inner);
+    rpc.register_handler(RPC_BIND, move |info, req: BindPlayer| {
+        let inner = w.upgrade();
+        async move {
+            let inner = inner.ok_or_else(|| HandlerError::new("gate host stopped"))?;
+            Ok(inner.bind(info.sender, req).await)
+        }
+    });
+    let w = Arc::downgrade(inner);
+    rpc.register_handler(RPC_FORWARD, move |info, req: ForwardFrame| {
+        let inner = w.upgrade();
+        async move {
+            let inner = inner.ok_or_else(|| HandlerError::new("gate host stopped"))?;
+            Ok(inner.forward(info.sender, req).await)
+        }
+    });
+    let w = Arc::downgrade(inner);
+    rpc.register_handler(RPC_RELEASE, move |info, req: ReleasePlayer| {
+        let inner = w.upgrade();
+        async move {
+            let inner = inner.ok_or_else(|| HandlerError::new("gate host stopped"))?;
+            Ok(inner.release(info.sender, req).await)
+        }
+    });
+}
