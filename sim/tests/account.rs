@@ -12,7 +12,7 @@
 //! Client links are fakes that record what they were sent and when they were closed
 //! (simulated milliseconds). Each simulation runs on a fresh OS thread.
 
-use sim::testkit::node_env;
+use sim::testkit::{eventually, node_env, now_ms, sleep_ms};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -29,7 +29,7 @@ use engine::rpc::{Rpc, RpcConfig};
 use futures::channel::{mpsc, oneshot};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use madsim::runtime::{Handle, Runtime};
+use madsim::runtime::Handle;
 use madsim::task::NodeId;
 use serde_json::{json, Value};
 use sim::adapters::ClockControl;
@@ -47,28 +47,6 @@ use engine::env::lock;
 
 fn server_ip(n: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 1, n))
-}
-
-fn now_ms() -> u64 {
-    madsim::time::TimeHandle::current().elapsed().as_millis() as u64
-}
-
-fn sleep_ms(ms: u64) -> impl Future<Output = ()> {
-    madsim::time::sleep(Duration::from_millis(ms))
-}
-
-/// Polls `cond` every 50 ms for at most `within`; true once it holds.
-async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = madsim::time::Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if madsim::time::Instant::now() >= deadline {
-            return false;
-        }
-        sleep_ms(50).await;
-    }
 }
 
 /// What a fake client link saw.
@@ -313,21 +291,13 @@ impl World {
     }
 }
 
-/// Runs one simulation on a fresh thread and returns its result.
-fn simulate<T, F, Fut>(seed: u64, knobs: Knobs, f: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce(World) -> Fut + Send + 'static,
-    Fut: Future<Output = T>,
-{
-    sim::testkit::on_fresh_thread(seed, move || {
-        let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
-        let world = World::new(rt.handle().clone(), knobs);
-        rt.block_on(async move {
-            sleep_ms(10).await; // let the zk node bind its port
-            f(world).await
-        })
-    })
+/// Runs one simulation of `seed` with `knobs` (see `sim::testkit::simulate`).
+fn simulate<T: Send + 'static, Fut: Future<Output = T>>(
+    seed: u64,
+    knobs: Knobs,
+    f: impl FnOnce(World) -> Fut + Send + 'static,
+) -> T {
+    sim::testkit::simulate(seed, move |handle| World::new(handle, knobs), f)
 }
 
 #[test]

@@ -11,7 +11,7 @@
 //! Each simulation runs on a fresh OS thread (std's `HashMap` seeding must happen on a thread
 //! that has not built one yet, or two runs of one seed could differ).
 
-use sim::testkit::node_env;
+use sim::testkit::{node_env, now_ms, sleep_ms};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -25,7 +25,7 @@ use engine::env::SessionOptions;
 use futures::channel::{mpsc, oneshot};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use madsim::runtime::{Handle, Runtime};
+use madsim::runtime::Handle;
 use madsim::task::NodeId;
 use serde_json::json;
 use sim::adapters::ClockControl;
@@ -183,43 +183,17 @@ impl Server {
     }
 }
 
-fn sleep_ms(ms: u64) -> impl Future<Output = ()> {
-    madsim::time::sleep(Duration::from_millis(ms))
-}
-
-fn now_ms() -> u128 {
-    madsim::time::TimeHandle::current().elapsed().as_millis()
-}
-
 /// Polls `cond` every 100 ms for at most `within`; true once it holds.
-async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = madsim::time::Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if madsim::time::Instant::now() >= deadline {
-            return false;
-        }
-        sleep_ms(100).await;
-    }
+async fn eventually(within: Duration, cond: impl FnMut() -> bool) -> bool {
+    sim::testkit::eventually_every(Duration::from_millis(100), within, cond).await
 }
 
-/// Runs one simulation on a fresh thread and returns its result.
-fn simulate<T, F, Fut>(seed: u64, f: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce(World) -> Fut + Send + 'static,
-    Fut: Future<Output = T>,
-{
-    sim::testkit::on_fresh_thread(seed, move || {
-        let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
-        let world = World::new(rt.handle().clone());
-        rt.block_on(async move {
-            sleep_ms(10).await; // let the zk node bind its port
-            f(world).await
-        })
-    })
+/// Runs one simulation of `seed` (see `sim::testkit::simulate`).
+fn simulate<T: Send + 'static, Fut: Future<Output = T>>(
+    seed: u64,
+    f: impl FnOnce(World) -> Fut + Send + 'static,
+) -> T {
+    sim::testkit::simulate(seed, World::new, f)
 }
 
 fn tags(ts: &[&str]) -> BTreeSet<String> {
@@ -377,7 +351,10 @@ fn killed_server_disappears_after_the_session_timeout() {
         assert!(a.others().contains(&dead) && b.others().contains(&dead), "gone before the session timeout");
         assert!(eventually(EXPIRY_MAX, || !a.others().contains(&dead) && !b.others().contains(&dead)).await);
         let gone_after = now_ms() - killed_at;
-        assert!(gone_after >= SESSION_TIMEOUT.as_millis() - 1_000, "removed after {gone_after} ms");
+        assert!(
+            u128::from(gone_after) >= SESSION_TIMEOUT.as_millis() - 1_000,
+            "removed after {gone_after} ms"
+        );
         assert_eq!(a.others(), [b.cluster.id()].into());
         assert_eq!(a.cluster.view_state(), ViewState::Live);
     });
@@ -388,9 +365,9 @@ fn killed_server_disappears_after_the_session_timeout() {
 struct PartitionReport {
     game1: PeerId,
     ids: Vec<PeerId>,
-    stale_at_ms: u128,
-    dropped_by_others_at_ms: u128,
-    back_at_ms: u128,
+    stale_at_ms: u64,
+    dropped_by_others_at_ms: u64,
+    back_at_ms: u64,
     changes_seen_by_game2: Vec<String>,
 }
 
@@ -465,8 +442,8 @@ async fn partition_and_heal(mut w: World) -> PartitionReport {
 #[test]
 fn partitioned_server_goes_stale_and_reregisters_under_the_same_id() {
     let r = simulate(5, partition_and_heal);
-    assert!(r.stale_at_ms <= SESSION_TIMEOUT.as_millis(), "{r:?}");
-    assert!(r.dropped_by_others_at_ms >= SESSION_TIMEOUT.as_millis() - 1_000, "{r:?}");
+    assert!(u128::from(r.stale_at_ms) <= SESSION_TIMEOUT.as_millis(), "{r:?}");
+    assert!(u128::from(r.dropped_by_others_at_ms) >= SESSION_TIMEOUT.as_millis() - 1_000, "{r:?}");
     // game-2 saw game-1 go and come back under the same id.
     let removed = r.changes_seen_by_game2.iter().position(|c| *c == format!("Removed({:?})", r.game1));
     let added = r.changes_seen_by_game2.iter().position(|c| *c == format!("Added({:?})", r.game1));

@@ -32,11 +32,11 @@ use engine::storage::StorageConfig;
 use game::login_server::{CsLogin, NO_GATE};
 use game::wire::Request;
 use game::{Flavor, GameConfig, GameServer};
-use madsim::runtime::{Handle, NodeHandle, Runtime};
+use madsim::runtime::{Handle, NodeHandle};
 use scenarios::game_client::{GameClient, ReqError};
 use serde_json::{json, Value};
 use sim::adapters::ClockControl;
-use sim::testkit::node_env;
+use sim::testkit::{eventually, node_env, sleep_ms};
 
 const APP: &str = "sandtable_test";
 /// The login server's `Gate.session_key_secret`: the gates would check keys with it.
@@ -63,24 +63,6 @@ fn gate_client_addr(n: u8) -> SocketAddr {
 
 fn session() -> SessionOptions {
     SessionOptions { session_timeout: SESSION_TIMEOUT, connect_timeout: Duration::from_secs(3) }
-}
-
-fn sleep_ms(ms: u64) -> impl Future<Output = ()> {
-    madsim::time::sleep(Duration::from_millis(ms))
-}
-
-/// Polls `cond` every 50 ms for at most `within`; true once it holds.
-async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = madsim::time::Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if madsim::time::Instant::now() >= deadline {
-            return false;
-        }
-        sleep_ms(50).await;
-    }
 }
 
 /// A fake member: its id once joined, and the status it should publish (`None`: none yet).
@@ -130,6 +112,14 @@ fn login_config(env: &Env) -> GameConfig {
 }
 
 impl World {
+    /// Starts the zk node and the `client` node (nothing else yet).
+    fn new(handle: Handle) -> World {
+        let clocks = ClockControl::new();
+        sim::testkit::start_zk(&handle, &clocks);
+        let client = handle.create_node().name("client").ip(client_ip()).build();
+        World { handle, clocks, client, login: Default::default(), members: Default::default() }
+    }
+
     /// Starts `login-1` and waits until it serves.
     async fn start_login(&self) -> Cluster {
         let (clocks, slot) = (self.clocks.clone(), self.login.clone());
@@ -211,25 +201,12 @@ impl World {
     }
 }
 
-/// Runs one simulation on a fresh thread and returns its result.
-fn simulate<T, F, Fut>(seed: u64, f: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce(World) -> Fut + Send + 'static,
-    Fut: Future<Output = T>,
-{
-    sim::testkit::on_fresh_thread(seed, move || {
-        let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
-        let handle = rt.handle().clone();
-        let clocks = ClockControl::new();
-        sim::testkit::start_zk(&handle, &clocks);
-        let client = handle.create_node().name("client").ip(client_ip()).build();
-        let world = World { handle, clocks, client, login: Default::default(), members: Default::default() };
-        rt.block_on(async move {
-            sleep_ms(10).await; // let the zk node bind its port
-            f(world).await
-        })
-    })
+/// Runs one simulation of `seed` (see `sim::testkit::simulate`).
+fn simulate<T: Send + 'static, Fut: Future<Output = T>>(
+    seed: u64,
+    f: impl FnOnce(World) -> Fut + Send + 'static,
+) -> T {
+    sim::testkit::simulate(seed, World::new, f)
 }
 
 async fn connect(env: &Env) -> GameClient {

@@ -21,11 +21,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use engine::env::{Clock, Kv, SetOptions, Ttl};
 use engine::storage::{CrossServerStorage, Key, StorageConfig, StorageError, TTL_MAX};
-use madsim::runtime::{Handle, NodeHandle, Runtime};
+use madsim::runtime::{Handle, NodeHandle};
 use serde_json::{json, Value};
 use sim::adapters::{ClockControl, SimClock, SimNet, SimRand, SimSpawn};
 use sim::redis::{RedisOptions, SimKv};
 use sim::runner::{KV_COMMAND_TIMEOUT, REDIS_ADDR};
+use sim::testkit::sleep_ms;
 
 const GAME: (&str, [u8; 4]) = ("game-1", [10, 0, 1, 1]);
 const PVP: (&str, [u8; 4]) = ("pvp-1", [10, 0, 1, 2]);
@@ -86,25 +87,12 @@ impl World {
     }
 }
 
-/// Runs one simulation on a fresh thread and returns its result.
-fn simulate<T, F, Fut>(seed: u64, f: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce(World) -> Fut + Send + 'static,
-    Fut: Future<Output = T>,
-{
-    sim::testkit::on_fresh_thread(seed, move || {
-        let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
-        let world = World::new(rt.handle().clone());
-        rt.block_on(async move {
-            sleep_ms(10).await; // let the redis node bind its port
-            f(world).await
-        })
-    })
-}
-
-fn sleep_ms(ms: u64) -> impl Future<Output = ()> {
-    madsim::time::sleep(Duration::from_millis(ms))
+/// Runs one simulation of `seed` (see `sim::testkit::simulate`).
+fn simulate<T: Send + 'static, Fut: Future<Output = T>>(
+    seed: u64,
+    f: impl FnOnce(World) -> Fut + Send + 'static,
+) -> T {
+    sim::testkit::simulate(seed, World::new, f)
 }
 
 fn user() -> Value {
