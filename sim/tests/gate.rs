@@ -28,11 +28,11 @@ use engine::session::{SessionConfig, Transport};
 use engine::signed::parse_secret;
 use engine::storage::StorageConfig;
 use game::{Flavor, GameConfig, GameServer, ObjectsConfig, GAME_TAG};
-use madsim::runtime::{Handle, NodeHandle, Runtime};
+use madsim::runtime::{Handle, NodeHandle};
 use scenarios::game_client::{GameClient, ReqError};
 use serde_json::{json, Value};
 use sim::adapters::ClockControl;
-use sim::testkit::{node_env, sql_directory, start_sql};
+use sim::testkit::{node_env, sleep_ms, sql_directory, start_sql};
 
 const APP: &str = "sandtable_test";
 const SECRET: &str = "6761746521746573742d7365637265742d2d2d2d2d2d2d2d2d2d2d2d2d303031";
@@ -52,10 +52,6 @@ fn client_ip() -> IpAddr {
 
 fn session() -> SessionOptions {
     SessionOptions { session_timeout: SESSION_TIMEOUT, connect_timeout: Duration::from_secs(3) }
-}
-
-fn sleep_ms(ms: u64) -> impl Future<Output = ()> {
-    madsim::time::sleep(Duration::from_millis(ms))
 }
 
 /// One server's configuration: `flavor` on server number `n`.
@@ -97,6 +93,14 @@ struct World {
 }
 
 impl World {
+    fn new(handle: Handle) -> World {
+        let clocks = ClockControl::new();
+        sim::testkit::start_zk(&handle, &clocks);
+        start_sql(&handle, &clocks, 0, Default::default());
+        let client = handle.create_node().name("client").ip(client_ip()).build();
+        World { handle, clocks, client }
+    }
+
     fn start(&self, flavor: Flavor, name: &'static str, n: u8) {
         let clocks = self.clocks.clone();
         self.handle
@@ -133,25 +137,15 @@ impl World {
     }
 }
 
+/// One simulation (`sim::testkit::simulate`): ZooKeeper, `sql-0` and the client node exist;
+/// the test starts the servers.
 fn simulate<T, F, Fut>(seed: u64, f: F) -> T
 where
     T: Send + 'static,
     F: FnOnce(World) -> Fut + Send + 'static,
     Fut: Future<Output = T>,
 {
-    sim::testkit::on_fresh_thread(seed, move || {
-        let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
-        let handle = rt.handle().clone();
-        let clocks = ClockControl::new();
-        sim::testkit::start_zk(&handle, &clocks);
-        start_sql(&handle, &clocks, 0, Default::default());
-        let client = handle.create_node().name("client").ip(client_ip()).build();
-        let world = World { handle, clocks, client };
-        rt.block_on(async move {
-            sleep_ms(10).await;
-            f(world).await
-        })
-    })
+    sim::testkit::simulate(seed, World::new, f)
 }
 
 /// A valid session key for `user`, as a login server would issue it.
