@@ -405,30 +405,26 @@ async fn sweep_loop(weak: Weak<Inner>) {
     }
 }
 
+/// Registers one handler that runs `f` on the host while it exists.
+fn handle<Req, Rep, F, Fut>(inner: &Arc<Inner>, msg_type: &str, f: F)
+where
+    Req: prost::Message + Default + 'static,
+    Rep: prost::Message + 'static,
+    F: Fn(Arc<Inner>, PeerId, Req) -> Fut + Send + Sync + Copy + 'static,
+    Fut: std::future::Future<Output = Rep> + Send + 'static,
+{
+    let w = Arc::downgrade(inner);
+    inner.rpc.register_handler(msg_type, move |info, req: Req| {
+        let inner = w.upgrade();
+        async move {
+            let inner = inner.ok_or_else(|| HandlerError::new("gate host stopped"))?;
+            Ok(f(inner, info.sender, req).await)
+        }
+    });
+}
+
 fn register(inner: &Arc<Inner>) {
-    let rpc = &inner.rpc;
-    let w = Arc::downgrade(inner);
-    rpc.register_handler(RPC_BIND, move |info, req: BindPlayer| {
-        let inner = w.upgrade();
-        async move {
-            let inner = inner.ok_or_else(|| HandlerError::new("gate host stopped"))?;
-            Ok(inner.bind(info.sender, req).await)
-        }
-    });
-    let w = Arc::downgrade(inner);
-    rpc.register_handler(RPC_FORWARD, move |info, req: ForwardFrame| {
-        let inner = w.upgrade();
-        async move {
-            let inner = inner.ok_or_else(|| HandlerError::new("gate host stopped"))?;
-            Ok(inner.forward(info.sender, req).await)
-        }
-    });
-    let w = Arc::downgrade(inner);
-    rpc.register_handler(RPC_RELEASE, move |info, req: ReleasePlayer| {
-        let inner = w.upgrade();
-        async move {
-            let inner = inner.ok_or_else(|| HandlerError::new("gate host stopped"))?;
-            Ok(inner.release(info.sender, req).await)
-        }
-    });
+    handle(inner, RPC_BIND, |i, gate, req: BindPlayer| async move { i.bind(gate, req).await });
+    handle(inner, RPC_FORWARD, |i, gate, req: ForwardFrame| async move { i.forward(gate, req).await });
+    handle(inner, RPC_RELEASE, |i, gate, req: ReleasePlayer| async move { i.release(gate, req).await });
 }
