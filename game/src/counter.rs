@@ -6,7 +6,7 @@
 //! `duplicate: true` and not applied twice. `backend` is the name of the server that
 //! handled it.
 //!
-//! Refusals: `{error: true, error_message: "gap", expected}` when `seq` skips ahead (an
+//! Refusals: `{error: true, error_message: "gap", seq, expected}` when `seq` skips ahead (an
 //! earlier message never arrived: the client sends again from `expected`), `try again`,
 //! `outcome unknown`, `Not logged in`; malformed: `n` or `seq` missing or not an integer, `seq < 1`.
 
@@ -67,6 +67,8 @@ pub struct ScCounter {
 pub struct ScCounterGap {
     pub error: bool,
     pub error_message: &'static str,
+    /// The `seq` refused.
+    pub seq: u64,
     pub expected: u64,
 }
 
@@ -124,7 +126,7 @@ pub(crate) async fn handle(game: Arc<GameState>, s: Session, user: String, req: 
             );
         }
         Ok(Ok(Outcome::Gap(expected))) => {
-            wire::reply(&s, REPLY, &ScCounterGap { error: true, error_message: GAP, expected });
+            wire::reply(&s, REPLY, &ScCounterGap { error: true, error_message: GAP, seq: req.seq, expected });
         }
         Ok(Err(refusal)) => wire::refuse(&s, REPLY, refusal),
         Err(e) => {
@@ -154,10 +156,10 @@ mod tests {
             serde_json::to_value(ok).unwrap(),
             json!({"error": false, "value": 5, "seq": 3, "backend": "game-1", "duplicate": false})
         );
-        let gap = ScCounterGap { error: true, error_message: GAP, expected: 4 };
+        let gap = ScCounterGap { error: true, error_message: GAP, seq: 6, expected: 4 };
         assert_eq!(
             serde_json::to_value(gap).unwrap(),
-            json!({"error": true, "error_message": "gap", "expected": 4})
+            json!({"error": true, "error_message": "gap", "seq": 6, "expected": 4})
         );
     }
 }

@@ -24,7 +24,7 @@
 //! | `cs_state {}` | game + farm | [`farm::cs_state`] | `sc_state {error, state: {gold, buildings, epoch, next_pack}}` or `sc_retry_after {error, ms, waiting}` |
 //! | `cs_commands {pack_id, basis, commands}` | game + farm | [`farm::cs_commands`] | `sc_commands_ack {error, pack_id, resent}`, `sc_reload {error, pack_id, epoch}` or `sc_commands {error, code, error_message}` |
 //! | `cs_buy_now {purchase_id, gold}` | game + farm | [`farm::cs_buy_now`] | `sc_buy_now {error, gold, epoch, duplicate \| code, error_message}` |
-//! | `cs_counter_add {n, seq}` | game + objects | [`counter`] | `sc_counter {error, value, seq, backend, duplicate}` or `{error: true, error_message: "gap", expected}` |
+//! | `cs_counter_add {n, seq}` | game + objects | [`counter`] | `sc_counter {error, value, seq, backend, duplicate}` or `{error: true, error_message: "gap", seq, expected}` |
 //! | `cs_move {backend}` | game + objects, behind a gate | [`moving`] | `sc_move {error \| error_message}`, then from the gate `sc_moved {backend, recovered}` |
 //! | `cs_gate_login {user_name, session_key}` | gate | `engine::gate::Gateway` | `sc_gate_login {error, backend \| error_message}`; other frames go to the player's backend |
 //! | `cs_transfer_pvp_server {auth_key}` | pvp | [`transfer`] | `sc_transfer_pvp_server {error, user_name, level \| error_message}` |

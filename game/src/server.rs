@@ -169,6 +169,7 @@ impl GameServer {
                 sessions.clone(),
                 cluster.clone(),
                 cfg.gateway.bugs,
+                cfg.gateway.host_observer.clone(),
             )
         });
         let server = GameServer {

@@ -72,7 +72,8 @@ impl ActLog {
             Evidence::WallRead { .. }
             | Evidence::ObjectAct { .. }
             | Evidence::PackExecuting { .. }
-            | Evidence::PackExecuted { .. } => false,
+            | Evidence::PackExecuted { .. }
+            | Evidence::GateHandling { .. } => false,
         }
     }
 

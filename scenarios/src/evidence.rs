@@ -40,6 +40,9 @@ pub enum Evidence {
         t_ns: u64,
         committed: Option<(Outcome, u64)>,
     },
+    /// Server incarnation `server` was about to handle a gated frame of `player` under
+    /// `binding` (`gate/epoch`) at `t_ns` (`engine::gate::HostObserver::handling`).
+    GateHandling { player: String, binding: String, server: ProcessId, t_ns: u64 },
 }
 
 /// Where a server's evidence also goes, synchronously, at the instant of the report.
@@ -64,6 +67,7 @@ mod tests {
                 committed: Some((Outcome::Skipped, 6)),
             },
             Evidence::PackExecuted { user: "3".into(), pack_id: 5, server: 1, t_ns: 11, committed: None },
+            Evidence::GateHandling { player: "p1".into(), binding: "g/2".into(), server: 4, t_ns: 12 },
         ];
         for ev in evs {
             let line = serde_json::to_string(&ev).expect("serializes");

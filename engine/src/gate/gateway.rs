@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
+use super::host::HostObserver;
 use super::messages::{
     BindPlayer, BindPlayerReply, DeliverFrames, DeliverFramesReply, ForwardFrame, ForwardFrameReply,
     MovePlayer, MovePlayerReply, ReleasePlayer, ReleasePlayerReply,
@@ -69,7 +70,7 @@ pub const REBIND_PAUSE: Duration = Duration::from_millis(200);
 pub const LOAD_PUBLISH_PERIOD: Duration = Duration::from_secs(1);
 
 /// Settings of a gate.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GatewayConfig {
     /// Players are bound to members with this tag.
     pub backend_tag: String,
@@ -83,6 +84,22 @@ pub struct GatewayConfig {
     /// Longest a player's frames are held during a switch before its session is closed.
     pub hold_max: Duration,
     pub bugs: GateBugs,
+    /// Backend side: told of each gated frame about to be handled (the scenario's evidence).
+    pub host_observer: Option<Arc<dyn HostObserver>>,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("backend_tag", &self.backend_tag)
+            .field("backend_load_field", &self.backend_load_field)
+            .field("bind_timeout", &self.bind_timeout)
+            .field("call_timeout", &self.call_timeout)
+            .field("hold_max", &self.hold_max)
+            .field("bugs", &self.bugs)
+            .field("host_observer", &self.host_observer.as_ref().map(|_| "set"))
+            .finish()
+    }
 }
 
 impl Default for GatewayConfig {
@@ -94,6 +111,7 @@ impl Default for GatewayConfig {
             call_timeout: Duration::from_secs(2),
             hold_max: Duration::from_secs(30),
             bugs: GateBugs::default(),
+            host_observer: None,
         }
     }
 }
@@ -141,6 +159,8 @@ struct Inner {
     cfg: GatewayConfig,
     observer: Option<Arc<dyn GatewayObserver>>,
     players: Mutex<BTreeMap<String, Player>>,
+    /// Logins so far: the high half of their routes' epochs.
+    logins: std::sync::atomic::AtomicU64,
     tasks: Mutex<Vec<TaskHandle>>,
 }
 
@@ -171,6 +191,7 @@ impl Gateway {
             cfg,
             observer,
             players: Mutex::default(),
+            logins: Default::default(),
             tasks: Mutex::default(),
         });
         register(&inner);
@@ -251,7 +272,9 @@ impl Inner {
             let _ = self.accounts.set_logged_out(&user).await;
             return refuse("no backend");
         };
-        let (route, _) = Route::new(backend, self.now());
+        // Each login's epochs start above every earlier login's (module `route`).
+        let base = self.logins.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 32;
+        let (route, _) = Route::new(backend, base, self.now());
         let waiter = {
             let mut players = lock(&self.players);
             let (tx, rx) = oneshot::channel();

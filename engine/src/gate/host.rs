@@ -86,6 +86,13 @@ impl Model for GatedPlayer {
     }
 }
 
+/// Told by a backend each time a gated frame passed the fence and is about to be handled
+/// (right after the check, as the object store's observer is told of acts).
+pub trait HostObserver: Send + Sync {
+    /// `binding` names the binding (`gate/epoch`) the frame is handled under.
+    fn handling(&self, player: &str, binding: &str);
+}
+
 /// Why [`GateHost::move_player`] did not start a move.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoveError {
@@ -122,6 +129,7 @@ struct Inner {
     sessions: SessionService,
     cluster: Cluster,
     bugs: GateBugs,
+    observer: Option<Arc<dyn HostObserver>>,
     hosted: Mutex<BTreeMap<String, Hosted>>,
     /// Serialises binds and releases of one player.
     ops: KeyedLocks,
@@ -129,8 +137,9 @@ struct Inner {
 }
 
 impl GateHost {
-    /// Registers the gate handlers on `rpc` (the sweep starts with the first bind). All parts belong to this
-    /// backend; `sessions` is the service whose handlers gated players reach.
+    /// Registers the gate handlers on `rpc` (the sweep starts with the first bind). All parts
+    /// belong to this backend; `sessions` is the service whose handlers gated players reach.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         env: Env,
         rpc: Rpc,
@@ -139,6 +148,7 @@ impl GateHost {
         sessions: SessionService,
         cluster: Cluster,
         bugs: GateBugs,
+        observer: Option<Arc<dyn HostObserver>>,
     ) -> GateHost {
         let inner = Arc::new(Inner {
             env,
@@ -148,6 +158,7 @@ impl GateHost {
             sessions,
             cluster,
             bugs,
+            observer,
             hosted: Mutex::default(),
             ops: KeyedLocks::default(),
             tasks: Mutex::default(),
@@ -215,11 +226,16 @@ impl Inner {
 
     /// May a frame of `player` under (`gate`, `epoch`) be handled here now?
     fn may_handle(&self, player: &str, gate: PeerId, epoch: u64) -> bool {
-        if self.bugs.no_player_fence {
-            return true;
+        let yes = self.bugs.no_player_fence || {
+            let hosted = lock(&self.hosted).get(player).is_some_and(|h| h.gate == gate && h.epoch == epoch);
+            hosted && self.orm.holds(&anchor(player)).is_some()
+        };
+        if yes {
+            if let Some(o) = &self.observer {
+                o.handling(player, &format!("{gate}/{epoch}"));
+            }
         }
-        let hosted = lock(&self.hosted).get(player).is_some_and(|h| h.gate == gate && h.epoch == epoch);
-        hosted && self.orm.holds(&anchor(player)).is_some()
+        yes
     }
 
     /// Removes `player`'s binding if it is (`gate`, `epoch`) (any binding with `None`).
@@ -255,9 +271,11 @@ impl Inner {
         if let Some(old) = self.take_hosted(&player, None) {
             old.session.close("rebound");
         }
-        // Take the anchor: owning it is hosting the player.
-        if let Err(e) = self.take_anchor(&player, gate, req.epoch).await {
-            return refuse(format!("anchor not taken: {e}"));
+        // Take the anchor: owning it is hosting the player (the planted bug skips it).
+        if !self.bugs.no_player_fence {
+            if let Err(e) = self.take_anchor(&player, gate, req.epoch).await {
+                return refuse(format!("anchor not taken: {e}"));
+            }
         }
         self.orm.pin(&anchor(&player));
         let guard: Guard = {

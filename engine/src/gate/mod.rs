@@ -33,7 +33,7 @@ pub mod session_key;
 pub use self::config::{GateConfig, SessionKeys, SECTION, SESSION_KEY_TTL_DEFAULT, SESSION_KEY_TTL_MAX};
 pub use self::error::{GateConfigError, IssueError, SessionKeyError};
 pub use self::gateway::{Gateway, GatewayConfig, GatewayObserver, CS_GATE_LOGIN, SC_GATE_LOGIN, SC_MOVED};
-pub use self::host::{GateHost, GatedPlayer, MoveError};
+pub use self::host::{GateHost, GatedPlayer, HostObserver, MoveError};
 pub use self::session_key::{issue, verify, verify_for, SessionKeyClaims};
 
 use crate::session::Transport;
@@ -60,8 +60,10 @@ pub struct GateBugs {
     /// The gate does not hold a player's frames during a move: they keep going to the old
     /// backend, and the target is bound without waiting for the old one to finish.
     pub forward_during_move: bool,
-    /// A backend handles a gated player's frames without checking that it still hosts the
-    /// player (no binding check, no anchor check, hosting never swept).
+    /// A backend hosts a player without owning its anchor object, and handles its frames
+    /// without checking that it still hosts it (no anchor taken at bind, no binding or anchor
+    /// check per frame, hosting never swept): an old backend keeps handling after losing the
+    /// player.
     pub no_player_fence: bool,
     /// The gate logs a player in without checking the session key.
     pub unchecked_session_key: bool,

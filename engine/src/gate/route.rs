@@ -94,16 +94,19 @@ pub struct Route {
 }
 
 impl Route {
-    /// The route of a player just logged in on this gate, first bound to `to`.
-    pub fn new(to: PeerId, now: MonoTime) -> (Route, Bind) {
+    /// The route of a player just logged in on this gate, first bound to `to`. Its epochs are
+    /// `base + 1`, `base + 2`, ...: the gate gives each login a `base` no earlier login's
+    /// epochs reach, so a binding's (gate, epoch) names it for the gate's whole life.
+    pub fn new(to: PeerId, base: u64, now: MonoTime) -> (Route, Bind) {
+        let epoch = base + 1;
         let route = Route {
             phase: Phase::Binding { to, recovered: false },
-            epoch: 1,
+            epoch,
             held_since: Some(now),
             switches: 0,
             ever_bound: false,
         };
-        (route, Bind { to, epoch: 1 })
+        (route, Bind { to, epoch })
     }
 
     pub fn phase(&self) -> Phase {
@@ -231,14 +234,14 @@ mod tests {
         MonoTime::from_nanos(ms * 1_000_000)
     }
     fn bound_to(b: PeerId) -> Route {
-        let (mut r, bind) = Route::new(b, at(0));
+        let (mut r, bind) = Route::new(b, 0, at(0));
         assert!(r.on_bound(bind.epoch, at(1)).is_some());
         r
     }
 
     #[test]
     fn a_first_bind_holds_frames_until_bound_and_is_not_a_move() {
-        let (mut r, bind) = Route::new(peer(1), at(0));
+        let (mut r, bind) = Route::new(peer(1), 0, at(0));
         assert_eq!(bind, Bind { to: peer(1), epoch: 1 });
         assert_eq!(r.target(), None);
         let s = r.on_bound(1, at(5)).unwrap();
@@ -327,12 +330,21 @@ mod tests {
 
     #[test]
     fn a_failed_bind_is_recovered_and_the_pause_counts_from_the_first_hold() {
-        let (mut r, b) = Route::new(peer(1), at(0));
+        let (mut r, b) = Route::new(peer(1), 0, at(0));
         assert!(r.on_bind_failed(b.epoch, at(50)));
         assert_eq!(r.begin_rebind(peer(1)).unwrap().epoch, 2, "the only backend may be tried again");
         let s = r.on_bound(2, at(70)).unwrap();
         assert_eq!(s.pause, Duration::from_millis(70));
         assert!(!s.moved, "never bound before: the client gets its login answer, not sc_moved");
+    }
+
+    #[test]
+    fn epochs_start_after_the_logins_base() {
+        let (mut r, b) = Route::new(peer(1), 7 << 32, at(0));
+        assert_eq!(b.epoch, (7 << 32) + 1);
+        r.on_bound(b.epoch, at(1)).unwrap();
+        r.begin_move(peer(2), b.epoch, at(2)).unwrap();
+        assert_eq!(r.on_released(b.epoch).unwrap().epoch, (7 << 32) + 2);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::scenario::Scenario;
 pub mod broadcast;
 pub mod coord_lock;
 pub mod deferred_commands;
+pub mod gate_route;
 pub mod kv_register;
 pub mod login_unique;
 pub mod membership;
@@ -39,5 +40,6 @@ pub fn all() -> Vec<Arc<dyn Scenario>> {
         Arc::new(shard_move::ShardMove),
         Arc::new(object_lending::ObjectLending),
         Arc::new(deferred_commands::DeferredCommands),
+        Arc::new(gate_route::GateRoute),
     ]
 }
