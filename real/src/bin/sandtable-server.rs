@@ -22,14 +22,15 @@ enum LogFormat {
     Json,
 }
 
-/// One server of Sandtable's reference game (flavors `game`, `pvp` and `login`).
+/// One server of Sandtable's reference game (flavors `game`, `pvp`, `login` and `gate`).
 #[derive(Debug, Parser)]
 #[command(name = "sandtable-server", version)]
 struct Cli {
     /// The iFun-style manifest (see examples/MANIFEST.game.json).
     #[arg(long)]
     manifest: PathBuf,
-    /// `game`, `pvp` or `login` (default: from a MANIFEST.<flavor>.json file name, else game).
+    /// `game`, `pvp`, `login` or `gate` (default: from a MANIFEST.<flavor>.json file name, else
+    /// game).
     #[arg(long)]
     flavor: Option<String>,
     /// Name of this server in the cluster (default `<flavor>-<host>-<rpc_port>`).

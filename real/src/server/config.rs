@@ -3,6 +3,19 @@
 //! iFun runs one manifest per flavor (`MANIFEST.game.json`, `MANIFEST.pvp.json`); Sandtable
 //! also accepts one manifest with a `"flavors"` overlay and `--flavor`. The server's flavor
 //! is `--flavor`, else the manifest's file name (`MANIFEST.<flavor>.json`), else `game`.
+//!
+//! What each flavor adds to the plan:
+//!
+//! | flavor | cluster tag | account manager | `Gate.session_key_secret` | SQL (`Object.enable_database`) |
+//! |---|---|---|---|---|
+//! | `game` | [`GAME_TAG`] (gates bind players to these) | yes | not used | object store, inventory, farm, and hosting gated players (`engine::gate::GateHost`) |
+//! | `pvp` | none | no | not used | opened, not used |
+//! | `login` | none | no | required: signs session keys | opened, not used |
+//! | `gate` | [`GATE_TAG`] (login servers list these) | yes: logs players in cluster-wide | required: checks session keys | opened, not used |
+//!
+//! A gate's routing settings ([`GatewayConfig`]) are not read from the manifest: the
+//! defaults bind players to `game` servers by their `user_count`, which is what the reference
+//! game's servers publish.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -12,7 +25,7 @@ use std::sync::Arc;
 use engine::account::AccountConfig;
 use engine::cluster::ClusterConfig;
 use engine::env::SessionOptions;
-use engine::gate::{GateConfig, GatewayConfig};
+use engine::gate::{GateConfig, GatewayConfig, GATE_TAG};
 use engine::manifest::redis::RedisSection;
 use engine::manifest::{Manifest, ManifestError};
 use engine::metrics::ApiConfig;
@@ -33,6 +46,14 @@ use crate::env::RealEnvConfig;
 pub enum ConfigError {
     #[error("manifest: {0}")]
     Manifest(#[from] ManifestError),
+    /// A `login` or `gate` server without `Gate.session_key_secret`: a login server signs
+    /// session keys with it, a gate checks them. Set the same 64 hex characters on both.
+    #[error("Gate.session_key_secret: {uses} with it; set 64 hex characters")]
+    NoSessionKeySecret {
+        flavor: Flavor,
+        /// What the server would do with the secret.
+        uses: &'static str,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -41,7 +62,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct ServerArgs {
     pub manifest: PathBuf,
-    /// `game`, `pvp` or `login`; the flavor overlay of the manifest to apply, if it has one.
+    /// `game`, `pvp`, `login` or `gate`; the flavor overlay of the manifest to apply, if it has one.
     pub flavor: Option<String>,
     /// This server's name in the cluster (default `<flavor>-<host>-<rpc_port>`).
     pub name: Option<String>,
@@ -103,7 +124,7 @@ fn flavor_from_file_name(p: &Path) -> Option<String> {
 pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan, ConfigError> {
     let flavor: Flavor = flavor.parse().map_err(|UnknownFlavor(name)| {
         ConfigError::Invalid(format!(
-            "--flavor {name:?}: the reference game has the flavors game, pvp and login"
+            "--flavor {name:?}: the reference game has the flavors game, pvp, login and gate"
         ))
     })?;
     if !m.rpc.rpc_enabled {
@@ -138,8 +159,8 @@ pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan,
     let name = args.name.clone().unwrap_or_else(|| format!("{flavor}-{}-{rpc_port}", host_name()));
 
     let mut tags: BTreeSet<String> = m.rpc.rpc_tags.iter().cloned().collect();
-    if flavor == Flavor::Game {
-        tags.insert(GAME_TAG.to_owned());
+    if let Some(tag) = flavor_tag(flavor) {
+        tags.insert(tag.to_owned());
     }
     let session = SessionOptions {
         session_timeout: m.zookeeper.session_timeout(),
@@ -162,11 +183,8 @@ pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan,
         tracing::warn!("AccountManager.redirection_secret is not set: client redirection is off");
     }
     let gate = GateConfig::from_manifest(m)?;
-    if flavor == Flavor::Login && gate.session_key_secret.is_none() {
-        return Err(ConfigError::Invalid(
-            "Gate.session_key_secret: a login server signs session keys with it; set 64 hex characters"
-                .into(),
-        ));
+    if let (Some(uses), None) = (secret_use(flavor), &gate.session_key_secret) {
+        return Err(ConfigError::NoSessionKeySecret { flavor, uses });
     }
     let storage = StorageConfig::from_manifest(m)?;
     if !storage.enabled {
@@ -201,6 +219,7 @@ pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan,
         rpc,
         account,
         gate,
+        // Not from the manifest: see the module doc.
         gateway: GatewayConfig::default(),
         storage,
         bugs: GameBugs::default(),
@@ -226,6 +245,26 @@ pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan,
     Ok(ServerPlan { name, flavor, env, game, api, sql, farm, manifest: m.clone() })
 }
 
+/// The cluster tag a `flavor` server always carries (beside `RpcService.rpc_tags`): what other
+/// servers find it by. Login servers list [`GATE_TAG`] members; gates bind players to
+/// [`GAME_TAG`] members. Nobody looks up pvp or login servers by tag.
+pub fn flavor_tag(flavor: Flavor) -> Option<&'static str> {
+    match flavor {
+        Flavor::Game => Some(GAME_TAG),
+        Flavor::Gate => Some(GATE_TAG),
+        Flavor::Pvp | Flavor::Login => None,
+    }
+}
+
+/// What a `flavor` server does with `Gate.session_key_secret` (`None`: it has no use for it).
+fn secret_use(flavor: Flavor) -> Option<&'static str> {
+    match flavor {
+        Flavor::Login => Some("a login server signs session keys"),
+        Flavor::Gate => Some("a gate checks session keys"),
+        Flavor::Game | Flavor::Pvp => None,
+    }
+}
+
 fn nic_address(nic: &str) -> Result<IpAddr, ConfigError> {
     let addrs = if_addrs::get_if_addrs()
         .map_err(|e| ConfigError::Invalid(format!("RpcService.rpc_nic_name: cannot list interfaces: {e}")))?;
@@ -246,4 +285,148 @@ fn host_name() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "host".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::Value;
+
+    use super::*;
+
+    const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+
+    fn args(manifest: PathBuf, flavor: Option<&str>) -> ServerArgs {
+        ServerArgs {
+            manifest,
+            flavor: flavor.map(str::to_owned),
+            name: None,
+            advertise_ip: None,
+            bind_ip: None,
+            data_dir: PathBuf::from("/var/lib/sandtable"),
+        }
+    }
+
+    /// Every `examples/MANIFEST.*.json`, with its plan (flavor from the file name).
+    fn example_plans() -> Vec<(String, ServerPlan)> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(EXAMPLES).expect("examples/") {
+            let path = entry.expect("entry").path();
+            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+            if !(file.starts_with("MANIFEST.") && file.ends_with(".json")) {
+                continue;
+            }
+            let plan = plan_from_args(&args(path, None)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            out.push((file, plan));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn example(file: &str) -> Value {
+        let text = std::fs::read_to_string(format!("{EXAMPLES}/{file}")).expect("example manifest");
+        serde_json::from_str(&text).expect("JSON")
+    }
+
+    fn plan_json(m: &Value, flavor: &str) -> Result<ServerPlan, ConfigError> {
+        let m = Manifest::load(&m.to_string(), None).expect("loads");
+        plan(&m, flavor, &args(PathBuf::from("MANIFEST.json"), Some(flavor)))
+    }
+
+    #[test]
+    fn every_example_manifest_plans_as_the_flavor_of_its_file_name() {
+        let plans = example_plans();
+        let files: Vec<&str> = plans.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            files,
+            [
+                "MANIFEST.game.json",
+                "MANIFEST.game.mariadb.json",
+                "MANIFEST.gate.json",
+                "MANIFEST.login.json",
+                "MANIFEST.pvp.json"
+            ]
+        );
+        for (file, p) in &plans {
+            // `MANIFEST.game.mariadb.json` names no flavor: the default, game.
+            let mid = &file["MANIFEST.".len()..file.len() - ".json".len()];
+            let expected = if mid.contains('.') { Flavor::Game } else { mid.parse().expect("a flavor") };
+            assert_eq!(p.flavor, expected, "{file}");
+            if let Some(tag) = flavor_tag(p.flavor) {
+                assert!(p.game.cluster.tags.contains(tag), "{file}: {:?}", p.game.cluster.tags);
+            }
+        }
+    }
+
+    #[test]
+    fn the_example_deployment_is_login_gate_and_game_backends_sharing_one_secret() {
+        let plans: BTreeMap<String, ServerPlan> = example_plans().into_iter().collect();
+        let (login, gate) = (&plans["MANIFEST.login.json"], &plans["MANIFEST.gate.json"]);
+        assert_eq!(login.flavor, Flavor::Login);
+        assert_eq!(gate.flavor, Flavor::Gate);
+        let secret = login.game.gate.session_key_secret.as_deref().expect("login secret");
+        assert_eq!(gate.game.gate.session_key_secret.as_deref(), Some(secret), "one secret");
+        assert!(login.game.gate.session_keys().is_ok() && gate.game.gate.session_keys().is_ok());
+        assert!(gate.game.cluster.tags.contains(GATE_TAG), "login servers find the gate by its tag");
+        let transports: BTreeSet<Transport> = gate.game.sessions.iter().map(|s| s.transport).collect();
+        assert!(transports.contains(&Transport::TcpJson) && transports.contains(&Transport::WebSocketJson));
+        assert_eq!(gate.game.gateway.backend_tag, GAME_TAG, "gates bind players to game servers");
+        for file in ["MANIFEST.game.json", "MANIFEST.game.mariadb.json"] {
+            let game = &plans[file];
+            assert!(game.game.cluster.tags.contains(GAME_TAG), "{file}");
+            assert!(game.game.objects.is_some(), "{file}: SQL on: hosts gated players");
+        }
+        // Every server of the deployment has its own ports.
+        let mut ports = BTreeSet::new();
+        for (file, p) in &plans {
+            if file == "MANIFEST.game.mariadb.json" {
+                continue; // an alternative to MANIFEST.game.json, on the same ports
+            }
+            for s in &p.game.sessions {
+                assert!(ports.insert(s.listen.port()), "{file}: port {} used twice", s.listen.port());
+            }
+            assert!(ports.insert(p.game.cluster.rpc_addr.port()), "{file}: rpc port used twice");
+            assert!(ports.insert(p.api.api_service_port), "{file}: api port used twice");
+        }
+    }
+
+    #[test]
+    fn a_login_server_or_gate_without_a_session_key_secret_is_refused_by_name() {
+        for (file, flavor, uses) in [
+            ("MANIFEST.login.json", Flavor::Login, "a login server signs session keys"),
+            ("MANIFEST.gate.json", Flavor::Gate, "a gate checks session keys"),
+        ] {
+            let mut m = example(file);
+            m.as_object_mut().unwrap().remove("Gate");
+            let e = plan_json(&m, flavor.as_str()).unwrap_err();
+            assert!(
+                matches!(e, ConfigError::NoSessionKeySecret { flavor: f, uses: u } if f == flavor && u == uses),
+                "{e:?}"
+            );
+            assert_eq!(
+                e.to_string(),
+                format!("Gate.session_key_secret: {uses} with it; set 64 hex characters")
+            );
+            // A game server has no use for it.
+            assert!(plan_json(&m, "game").is_ok());
+        }
+        let mut m = example("MANIFEST.gate.json");
+        m["Gate"]["session_key_secret"] = "abc".into();
+        let e = plan_json(&m, "gate").unwrap_err().to_string();
+        assert!(e.contains("Gate.session_key_secret"), "{e}");
+    }
+
+    #[test]
+    fn a_gate_is_tagged_gate_whatever_its_rpc_tags() {
+        let mut m = example("MANIFEST.gate.json");
+        m["RpcService"]["rpc_tags"] = serde_json::json!([]);
+        let p = plan_json(&m, "gate").unwrap();
+        assert_eq!(p.game.cluster.tags, BTreeSet::from([GATE_TAG.to_owned()]));
+        assert_eq!(p.game.cluster.flavor.as_deref(), Some("gate"));
+        let p = plan_json(&m, "login").unwrap();
+        assert!(p.game.cluster.tags.is_empty());
+        let e = plan_json(&m, "gateway").unwrap_err().to_string();
+        assert!(e.contains("game, pvp, login and gate"), "{e}");
+    }
 }

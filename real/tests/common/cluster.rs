@@ -229,6 +229,9 @@ pub struct Cluster {
     /// Sections added to (or replacing those of) the manifests of servers spawned next, e.g.
     /// `Object` and `Sharding` for SQL.
     pub extra_sections: serde_json::Map<String, Value>,
+    /// The `--data-dir` of the servers spawned next (where relative `sqlite://` URLs, such as
+    /// the embedded default `db-0.sqlite`, live); `None`: each server's own directory.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -242,6 +245,7 @@ impl Cluster {
             dir: tempfile::tempdir().expect("tempdir"),
             zk_session_secs: ZK_SESSION_SECS,
             extra_sections: serde_json::Map::new(),
+            data_dir: None,
         }
     }
 
@@ -282,7 +286,7 @@ impl Cluster {
             .arg("--name")
             .arg(name)
             .arg("--data-dir")
-            .arg(&dir)
+            .arg(self.data_dir.as_ref().unwrap_or(&dir))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).unwrap())
