@@ -494,6 +494,47 @@ fn malformed_frames_drop_only_that_connection() {
     });
 }
 
+/// A connection the sender already abandoned can say Hello after its current one (connects
+/// queued while the server was paused arrive in any order), take the reply route, then
+/// close. The reply of a call still running must then go out on the live connection: the
+/// sender does not retransmit on a connection it sees as healthy.
+#[test]
+fn a_late_stale_connection_closing_does_not_swallow_replies() {
+    use engine::rpc::wire::{self, ReplyStatus, RequestFrame, WireFrame};
+    use prost::Message as _;
+    run(75, RpcBugs::default(), |ctx| async move {
+        let addr = SocketAddr::new(ip(SERVER_IP), RPC_PORT);
+        let sender = PeerId::new_random(&*ctx.env.rand);
+        let hello = wire::encode(&WireFrame::Hello { sender, receiver: ctx.target });
+        let mut live = ctx.env.net.connect(addr, MAX_PEER_FRAME_BYTES).await.expect("connects");
+        live.sink.send(hello.clone()).await.expect("hello");
+        let body = Bytes::from(EchoRequest { message: "late".into() }.encode_to_vec());
+        let req = RequestFrame { xid: 1, msg_type: "slow".into(), body, order: None, floor: 1 };
+        live.sink.send(wire::encode(&WireFrame::Request(req))).await.expect("request");
+        ctx.sleep_ms(100).await;
+        // The stale connection: Hello after the live one, then gone while `slow` runs.
+        let mut stale = ctx.env.net.connect(addr, MAX_PEER_FRAME_BYTES).await.expect("connects");
+        stale.sink.send(hello).await.expect("hello");
+        ctx.sleep_ms(100).await;
+        drop(stale);
+        let wait = SLOW_HANDLER + Duration::from_secs(1);
+        let reply = engine::env::timeout(&*ctx.env.clock, wait, async {
+            while let Some(Ok(frame)) = live.stream.next().await {
+                if let Ok(WireFrame::Reply(r)) = wire::decode(&frame) {
+                    return Some(r);
+                }
+            }
+            None
+        })
+        .await;
+        let r = reply.expect("the reply came on the live connection in time").expect("a reply frame");
+        assert_eq!(r.xid, 1);
+        let ReplyStatus::Ok(body) = r.status else { panic!("{:?}", r.status) };
+        assert_eq!(EchoReply::decode(body).expect("echo reply").message, "late");
+        assert_eq!(ctx.w.execs().len(), 1, "handled once");
+    });
+}
+
 #[test]
 fn same_seed_same_results() {
     let once = || {

@@ -540,8 +540,8 @@ impl Inner {
                     }
                 }
                 let next =
-                    lock(&me.players).get_mut(&player).and_then(|p| p.route.on_released(release.epoch));
-                if next.is_some() {
+                    lock(&me.players).get_mut(&player).is_some_and(|p| p.route.on_released(release.epoch));
+                if next {
                     me.drive(&player);
                 }
             }

@@ -4,10 +4,15 @@
 //! ```text
 //!             bound                    begin_move            released / release_failed
 //! Binding ───────────▶ Bound ─────────────────────▶ Releasing ───────────────────────▶ Binding (to the target)
-//!    ▲                   │ backend_lost / refused        │ backend_lost (from)
+//!    ▲                   │ backend_lost / refused        │ backend_lost (from); released after the target was lost
 //!    │ begin_rebind      ▼                               ▼
 //!    └──────────────── Recovering ◀──────────────────────┘   (also from Binding on bind_failed)
 //! ```
+//!
+//! Losing the *target* of a move does not end the release: the old backend is alive and
+//! still handling the frames it has, and its replies must still go out, so the route stays
+//! `Releasing` (the target marked lost) until the release is over, and only then needs a new
+//! backend.
 //!
 //! Frames flow only in `Bound`; in every other phase the gate holds them (its reader waits,
 //! so they stay in the client's connection, bounded by TCP). A binding is named by its
@@ -37,7 +42,8 @@ pub enum Phase {
     /// Frames go to `backend`.
     Bound { backend: PeerId },
     /// `from` is finishing the player's frames before the player goes to `to`; frames are held.
-    Releasing { from: PeerId, to: PeerId },
+    /// `to_lost`: the target left meanwhile; once released, another backend is chosen.
+    Releasing { from: PeerId, to: PeerId, to_lost: bool },
     /// `lost` is gone or refused the player; a new backend must be chosen; frames are held.
     Recovering { lost: PeerId },
 }
@@ -180,29 +186,42 @@ impl Route {
         if backend == to {
             return Err(MoveRefused::AlreadyThere);
         }
-        self.phase = Phase::Releasing { from: backend, to };
+        self.phase = Phase::Releasing { from: backend, to, to_lost: false };
         self.held_since = Some(now);
         Ok(Release { from: backend, epoch })
     }
 
     /// The release of `epoch` is over: answered, or failed (then the target's take of the
-    /// anchor waits the old backend out). Send the returned bind. `None` if stale.
-    pub fn on_released(&mut self, epoch: u64) -> Option<Bind> {
-        let Phase::Releasing { to, .. } = self.phase else { return None };
+    /// anchor waits the old backend out). Returns whether the route changed: it is then
+    /// `Binding` the target, or `Recovering` if the target was lost during the release (choose
+    /// another with [`Route::begin_rebind`]). False if stale.
+    pub fn on_released(&mut self, epoch: u64) -> bool {
+        let Phase::Releasing { to, to_lost, .. } = self.phase else { return false };
         if epoch != self.epoch {
-            return None;
+            return false;
         }
-        self.epoch += 1;
-        self.phase = Phase::Binding { to, recovered: false };
-        Some(Bind { to, epoch: self.epoch })
+        if to_lost {
+            self.phase = Phase::Recovering { lost: to };
+        } else {
+            self.epoch += 1;
+            self.phase = Phase::Binding { to, recovered: false };
+        }
+        true
     }
 
     /// `peer` left the cluster, or refused a frame of the current binding: if the route
-    /// depends on it, it now needs a new backend. Returns whether the route changed.
+    /// depends on it, it now needs a new backend. Returns whether it does now (the route is
+    /// `Recovering`). The target of a move in progress being lost only marks it: the release
+    /// goes on, and [`Route::on_released`] then asks for another backend.
     pub fn on_backend_lost(&mut self, peer: PeerId, now: MonoTime) -> bool {
         let depends = match self.phase {
             Phase::Bound { backend } => backend == peer,
-            Phase::Releasing { from, to } => from == peer || to == peer,
+            Phase::Releasing { from, .. } if from == peer => true,
+            Phase::Releasing { from, to, .. } if to == peer => {
+                self.phase = Phase::Releasing { from, to, to_lost: true };
+                false
+            }
+            Phase::Releasing { .. } => false,
             Phase::Binding { to, .. } => to == peer,
             Phase::Recovering { .. } => false,
         };
@@ -260,8 +279,9 @@ mod tests {
         assert_eq!(rel, Release { from: peer(1), epoch: 1 });
         assert_eq!(r.target(), None, "held while the old backend finishes");
         assert!(r.delivers(peer(1), 1), "the old backend's replies still go out during the release");
-        let bind = r.on_released(1).unwrap();
-        assert_eq!(bind, Bind { to: peer(2), epoch: 2 });
+        assert!(r.on_released(1));
+        assert_eq!(r.phase(), Phase::Binding { to: peer(2), recovered: false });
+        assert_eq!(r.epoch(), 2);
         assert!(!r.delivers(peer(1), 1), "after the release the old binding's frames are stale");
         assert_eq!(r.target(), None, "still held until the target owns the player");
         let s = r.on_bound(2, at(25)).unwrap();
@@ -286,8 +306,8 @@ mod tests {
     fn a_move_asked_under_an_older_binding_is_refused() {
         let mut r = bound_to(peer(1));
         r.begin_move(peer(2), 1, at(2)).unwrap();
-        let b = r.on_released(1).unwrap();
-        r.on_bound(b.epoch, at(3)).unwrap();
+        assert!(r.on_released(1));
+        r.on_bound(r.epoch(), at(3)).unwrap();
         assert_eq!(r.begin_move(peer(3), 1, at(4)), Err(MoveRefused::StaleBinding));
         assert_eq!(r.target(), Some((peer(2), 2)));
     }
@@ -297,9 +317,9 @@ mod tests {
         let mut r = bound_to(peer(1));
         assert_eq!(r.on_bound(1, at(2)), None, "a repeated bind answer");
         r.begin_move(peer(2), 1, at(3)).unwrap();
-        let b = r.on_released(1).unwrap();
-        assert_eq!(r.on_released(1), None, "a repeated release answer");
-        assert!(!r.on_bind_failed(b.epoch - 1, at(4)));
+        assert!(r.on_released(1));
+        assert!(!r.on_released(1), "a repeated release answer");
+        assert!(!r.on_bind_failed(r.epoch() - 1, at(4)));
         assert_eq!(r.phase(), Phase::Binding { to: peer(2), recovered: false });
     }
 
@@ -318,14 +338,31 @@ mod tests {
     }
 
     #[test]
-    fn losing_either_side_of_a_move_turns_it_into_a_recovery() {
-        for lost in [peer(1), peer(2)] {
-            let mut r = bound_to(peer(1));
-            r.begin_move(peer(2), 1, at(2)).unwrap();
-            assert!(r.on_backend_lost(lost, at(3)));
-            assert_eq!(r.on_released(1), None, "the release answer no longer matters");
-            assert_eq!(r.begin_rebind(peer(3)).unwrap().epoch, 2);
-        }
+    fn losing_the_old_backend_of_a_move_turns_it_into_a_recovery() {
+        let mut r = bound_to(peer(1));
+        r.begin_move(peer(2), 1, at(2)).unwrap();
+        assert!(r.on_backend_lost(peer(1), at(3)));
+        assert_eq!(r.phase(), Phase::Recovering { lost: peer(1) });
+        assert!(!r.on_released(1), "the release answer no longer matters");
+        assert_eq!(r.begin_rebind(peer(3)).unwrap().epoch, 2);
+    }
+
+    #[test]
+    fn losing_the_target_of_a_move_lets_the_release_finish_before_choosing_again() {
+        let mut r = bound_to(peer(1));
+        r.begin_move(peer(2), 1, at(2)).unwrap();
+        assert!(!r.on_backend_lost(peer(2), at(3)), "nothing to rebind while the old backend finishes");
+        assert_eq!(r.phase(), Phase::Releasing { from: peer(1), to: peer(2), to_lost: true });
+        assert!(r.delivers(peer(1), 1), "the old backend's replies still go out");
+        assert_eq!(r.begin_rebind(peer(3)), None, "no rebind before the release is over");
+        assert!(r.on_released(1));
+        assert_eq!(r.phase(), Phase::Recovering { lost: peer(2) });
+        assert!(!r.delivers(peer(1), 1), "after the release the old binding's frames are stale");
+        let b = r.begin_rebind(peer(3)).unwrap();
+        assert_eq!(b, Bind { to: peer(3), epoch: 2 });
+        let s = r.on_bound(2, at(9)).unwrap();
+        assert!(s.moved && s.recovered);
+        assert_eq!(s.pause, Duration::from_millis(7), "held from the start of the move");
     }
 
     #[test]
@@ -344,7 +381,8 @@ mod tests {
         assert_eq!(b.epoch, (7 << 32) + 1);
         r.on_bound(b.epoch, at(1)).unwrap();
         r.begin_move(peer(2), b.epoch, at(2)).unwrap();
-        assert_eq!(r.on_released(b.epoch).unwrap().epoch, (7 << 32) + 2);
+        assert!(r.on_released(b.epoch));
+        assert_eq!(r.epoch(), (7 << 32) + 2);
     }
 
     #[test]

@@ -112,6 +112,14 @@ impl<R: Clone> DedupeWindow<R> {
         }
     }
 
+    /// The cached replies of finished xids, in xid order.
+    pub fn done_replies(&self) -> impl Iterator<Item = &R> {
+        self.entries.values().filter_map(|e| match e {
+            Entry::Done(r) => Some(r),
+            Entry::InProgress => None,
+        })
+    }
+
     /// Records the reply of an admitted xid. A no-op if it was forgotten meanwhile (the
     /// caller abandoned it; nobody will ask again).
     pub fn finish(&mut self, xid: u64, reply: R) {
@@ -125,6 +133,19 @@ impl<R: Clone> DedupeWindow<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn done_replies_lists_the_finished_xids_only_in_order() {
+        let mut w = DedupeWindow::<&str>::new(8);
+        for x in [3, 1, 2] {
+            assert_eq!(w.admit(x), Admit::New);
+        }
+        w.finish(3, "three");
+        w.finish(1, "one");
+        assert_eq!(w.done_replies().copied().collect::<Vec<_>>(), ["one", "three"]);
+        w.advance_floor(2);
+        assert_eq!(w.done_replies().copied().collect::<Vec<_>>(), ["three"], "forgotten below the floor");
+    }
 
     #[test]
     fn a_duplicate_never_runs_twice() {

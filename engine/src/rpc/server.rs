@@ -1,10 +1,18 @@
 //! The receiving side: accept loop, per-connection reader, dedupe, ordering, handler tasks.
 //!
 //! State per sender incarnation ([`SenderState`]): its xid window ([`DedupeWindow`]), its
-//! order keys ([`KeyOrder`]), and the route for replies — the newest connection from it
-//! (a reply to a retransmitted call goes wherever the sender is connected *now*). Replies
-//! finished while the sender has no connection stay cached in the window; the sender's
-//! retransmission after it reconnects picks them up.
+//! order keys ([`KeyOrder`]), and its live connections in the order their Hellos arrived.
+//! Replies go to the newest of them (a reply to a retransmitted call goes wherever the sender
+//! is connected *now*). Replies finished while the sender has no connection stay cached in
+//! the window; the sender's retransmission after it reconnects picks them up.
+//!
+//! Connections do not always arrive in the order the sender opened them: one the sender
+//! already abandoned (it stalled, e.g. while this server was paused) can say Hello after the
+//! sender's current one, take the route, and then close. Replies routed to it are lost with
+//! it, and the sender will not retransmit them: its own connection is healthy. So when a
+//! connection closes while another from the same sender is live, the route falls back to the
+//! newest remaining one and every cached reply of the sender is sent on it again (the caller
+//! ignores replies it no longer waits for).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,17 +60,41 @@ pub(super) struct ServerState {
 struct SenderState {
     dedupe: DedupeWindow<Bytes>,
     orders: BTreeMap<String, KeyOrder<Job>>,
-    route: Option<(u64, OutboxTx)>,
+    /// Live connections from the sender, oldest Hello first: replies go to the last.
+    conns: Vec<(u64, OutboxTx)>,
     last_seen: MonoTime,
 }
 
 impl SenderState {
     fn new(now: MonoTime) -> Self {
-        SenderState { dedupe: DedupeWindow::default(), orders: BTreeMap::new(), route: None, last_seen: now }
+        SenderState {
+            dedupe: DedupeWindow::default(),
+            orders: BTreeMap::new(),
+            conns: Vec::new(),
+            last_seen: now,
+        }
+    }
+
+    /// Where replies go now.
+    fn route(&self) -> Option<&OutboxTx> {
+        self.conns.last().map(|(_, tx)| tx)
+    }
+
+    /// Connection `id` ended. If it was the route and another connection is live, the
+    /// replies it may have swallowed are sent again on the new route.
+    fn conn_closed(&mut self, id: u64) {
+        let Some(at) = self.conns.iter().position(|(c, _)| *c == id) else { return };
+        let was_route = at + 1 == self.conns.len();
+        self.conns.remove(at);
+        if let (true, Some(tx)) = (was_route, self.route()) {
+            for reply in self.dedupe.done_replies() {
+                send_or_close(tx, reply.clone());
+            }
+        }
     }
 
     fn is_idle(&self) -> bool {
-        self.route.is_none() && !self.dedupe.has_in_progress() && self.orders.values().all(|k| k.is_idle())
+        self.conns.is_empty() && !self.dedupe.has_in_progress() && self.orders.values().all(|k| k.is_idle())
     }
 }
 
@@ -89,7 +121,7 @@ impl ServerState {
         }
         let mut senders = lock(&self.senders);
         for s in senders.values_mut() {
-            s.route = None;
+            s.conns.clear();
             for k in s.orders.values_mut() {
                 k.drain();
             }
@@ -164,7 +196,8 @@ async fn serve_conn(inner: Arc<Inner>, id: u64, conn: Connection) {
         let now = clock.now();
         let mut senders = lock(&inner.server.senders);
         let s = senders.entry(sender).or_insert_with(|| SenderState::new(now));
-        s.route = Some((id, tx.clone()));
+        debug_assert!(s.conns.iter().all(|(c, _)| *c != id), "a connection says Hello once");
+        s.conns.push((id, tx.clone()));
         s.last_seen = now;
     }
     info!(%addr, ?sender, conn = id, "rpc connection established (incoming)");
@@ -205,9 +238,7 @@ async fn serve_conn(inner: Arc<Inner>, id: u64, conn: Connection) {
     {
         let mut senders = lock(&inner.server.senders);
         if let Some(s) = senders.get_mut(&sender) {
-            if s.route.as_ref().is_some_and(|(c, _)| *c == id) {
-                s.route = None;
-            }
+            s.conn_closed(id);
         }
     }
     lock(&inner.server.conns).remove(&id);
@@ -377,13 +408,13 @@ impl Inner {
                 (Some((key, _)), true) => s.orders.get_mut(key).and_then(|k| k.finish(now)),
                 _ => None,
             };
-            (s.route.clone(), next)
+            (s.route().cloned(), next)
         };
         if let Some((_, next)) = next {
             self.spawn_job(next);
         }
         match route {
-            Some((_, tx)) => send_or_close(&tx, reply),
+            Some(tx) => send_or_close(&tx, reply),
             None => debug!(%xid, "rpc reply cached: the sender has no connection now"),
         }
     }

@@ -100,7 +100,7 @@ const META: ScenarioMeta = ScenarioMeta {
     name: "gate_route",
     description: "players behind 3 gates moved between 3 backends without reconnecting, under gate and backend kills, pauses, partitions, loss, clock faults",
     bugs: BUGS,
-    runs_live: false,
+    runs_live: true,
 };
 
 pub struct GateRoute;
