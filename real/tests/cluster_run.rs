@@ -104,6 +104,33 @@ fn deferred_commands_passes_under_kills_and_pauses() {
     assert_eq!(counter(&text, "deferred_commands.users_read"), 12, "{text}");
 }
 
+/// Players behind gates on real processes: kill -9 and SIGSTOP of gates and backends (and
+/// the login server) while clients add, move between backends and reconnect; every add is
+/// applied once and in order (final rows checked), and no backend handles a player it does
+/// not hold (its handling evidence).
+#[test]
+fn gate_route_passes_under_kills_and_pauses() {
+    let text = assert_passed(&[
+        "gate_route",
+        "--duration",
+        "14s",
+        "--kill-every",
+        "4s",
+        "--pause-every",
+        "5s",
+        "--pause-max",
+        "8s",
+        "--seed",
+        "1",
+    ]);
+    assert!(counter(&text, "cluster.server_kills") >= 2, "{text}");
+    assert!(counter(&text, "cluster.server_pauses") >= 1, "{text}");
+    assert!(counter(&text, "gate_route.adds_ok") > 0, "{text}");
+    assert!(counter(&text, "gate_route.switches_seen") > 0, "players moved without reconnecting:\n{text}");
+    assert!(counter(&text, "gate_route.handled_frames") > 0, "handlings came back as evidence:\n{text}");
+    assert_eq!(counter(&text, "gate_route.bad_keys"), counter(&text, "gate_route.bad_keys_key_rejected"), "{text}");
+}
+
 #[test]
 fn bad_arguments_exit_2_with_a_reason() {
     let cases: [(&[&str], &str); 5] = [
