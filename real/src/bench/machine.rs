@@ -54,7 +54,16 @@ pub(crate) fn open_fds() -> u64 {
 
 /// Resident memory of this process (`VmRSS` of `/proc/self/status`), in KiB.
 pub(crate) fn rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    vm_rss_kib("/proc/self/status")
+}
+
+/// Resident memory of process `pid` (`VmRSS` of `/proc/<pid>/status`), in KiB.
+pub(crate) fn rss_kib_of(pid: u32) -> Option<u64> {
+    vm_rss_kib(&format!("/proc/{pid}/status"))
+}
+
+fn vm_rss_kib(status_file: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(status_file).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
@@ -190,5 +199,6 @@ mod tests {
         assert!(fd.soft == fd.hard || fd.hard == libc::RLIM_INFINITY, "{fd:?}");
         assert!(open_fds() > 0);
         assert!(rss_kib().is_some_and(|k| k > 0));
+        assert_eq!(rss_kib_of(std::process::id()).map(|k| k > 0), Some(true));
     }
 }
