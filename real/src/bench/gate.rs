@@ -20,8 +20,12 @@
 //! 1,000 and 10,000), each player one every `PLAYERS / R` s at fixed instants, one message
 //! in flight per player; a latency is counted from the instant its message was due, not from
 //! when it was sent (no coordinated omission), until its reply was read. "throughput" is the
-//! replies read per second of the measurement (below R when the path cannot keep up). Each
-//! measurement follows a warm-up at the same rate on the same path. The added latency of the
+//! replies read per second of the measurement (below R when the path cannot keep up).
+//! "server CPU per message" is the CPU time (user + system, `/proc/<pid>/stat`, 10 ms ticks)
+//! the backend and the gate processes together used during the measurement, per reply: what
+//! the hop costs in CPU, and why a path saturates (the gate process is idle on the direct
+//! path, so its baseline is the backend's alone). Each measurement follows a warm-up at the
+//! same rate on the same path. The added latency of the
 //! hop (gated − direct, p50 and p99) is printed in the notes against the issue's targets
 //! (≤ [`ADDED_P50_TARGET_US`] µs p50, ≤ [`ADDED_P99_TARGET_US`] µs p99).
 //!
@@ -54,7 +58,7 @@ use tokio::sync::Mutex;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use super::driver::{paced, runtime, throughput_rows, Sample};
-use super::machine::{open_fds, rss_kib_of};
+use super::machine::{cpu_time_of, open_fds, rss_kib_of};
 use super::{fmt_num, BenchError, BenchReport, Better, Ctx, Row};
 use crate::adapters::OsRand;
 
@@ -173,12 +177,26 @@ async fn latency(ctx: &Ctx, env: &ProcEnv, report: &mut BenchReport) -> Result<(
         }
         let warmup = ctx.settings.warmup();
         let duration = ctx.settings.duration();
+        let pids = [game.child.id(), gate.child.id()];
         for rate in RATES {
             for msg in [Msg::Add, Msg::Repeat] {
-                let d = measure_path(&direct, rate, msg, warmup, duration).await?;
-                let g = measure_path(&gated, rate, msg, warmup, duration).await?;
+                let (d, d_cpu) = measure_path(&direct, pids, rate, msg, warmup, duration).await?;
+                let (g, g_cpu) = measure_path(&gated, pids, rate, msg, warmup, duration).await?;
                 let case = format!("{} msg/s, {}", fmt_num(rate), msg.label());
                 report.rows.extend(throughput_rows(&case, "msg/s", &g, &d));
+                let per_msg = |cpu: Duration, s: &Sample| cpu.as_secs_f64() * 1e6 / s.ops().max(1) as f64;
+                let (g_us, d_us) = (per_msg(g_cpu, &g), per_msg(d_cpu, &d));
+                if g_us > 0.0 && d_us > 0.0 {
+                    let metric = "server CPU per message";
+                    report.rows.push(Row::new(&case, metric, "us", Better::Lower, g_us, d_us));
+                } else {
+                    report.notes.push(format!(
+                        "{case}: server CPU per message not reported: below the clock-tick resolution (gated {} \
+                         ms, direct {} ms in all)",
+                        g_cpu.as_millis(),
+                        d_cpu.as_millis()
+                    ));
+                }
                 report.notes.push(added_note(&case, &g, &d));
             }
         }
@@ -188,14 +206,16 @@ async fn latency(ctx: &Ctx, env: &ProcEnv, report: &mut BenchReport) -> Result<(
     result.map_err(|e| with_logs(e, &servers))
 }
 
-/// One measurement on one path: a warm-up (discarded) then `duration`, both paced at `rate`.
+/// One measurement on one path: a warm-up (discarded) then `duration`, both paced at `rate`;
+/// with the CPU time the server processes `pids` (backend and gate) used during the latter.
 async fn measure_path(
     players: &Arc<[Player]>,
+    pids: [u32; 2],
     rate: f64,
     msg: Msg,
     warmup: Duration,
     duration: Duration,
-) -> Result<Sample, BenchError> {
+) -> Result<(Sample, Duration), BenchError> {
     let op = {
         let players = players.clone();
         move |task: usize, _i: u64| {
@@ -206,7 +226,17 @@ async fn measure_path(
     if !warmup.is_zero() {
         paced(BENCH, players.len(), rate, warmup, 0, op.clone()).await?;
     }
-    paced(BENCH, players.len(), rate, duration, 0, op).await
+    let cpu = || -> Result<Duration, BenchError> {
+        pids.iter()
+            .map(|p| {
+                cpu_time_of(*p)
+                    .ok_or_else(|| BenchError::op(BENCH, format!("cannot read the CPU time of pid {p}")))
+            })
+            .sum()
+    };
+    let before = cpu()?;
+    let sample = paced(BENCH, players.len(), rate, duration, 0, op).await?;
+    Ok((sample, cpu()?.saturating_sub(before)))
 }
 
 /// The note on what the hop added in one case, against the targets.
