@@ -32,8 +32,9 @@
 //! Memory: every process is fresh for it. The gated side (a gate and its one backend, in a
 //! cluster of their own) and the direct side (one game server, in another cluster) each get
 //! N clients that connect and log in ([`LOGINS_IN_FLIGHT`] at a time), then sit idle; each
-//! process's `VmRSS` is read after it became healthy and again once every login was answered
-//! (after [`SETTLE`]); growth / N. A gated player also costs its backend a gated session and
+//! process's `VmRSS` is read after it became healthy (the gated side: after one first player
+//! was bound, so the gate has seen its backend) and again once every login was answered
+//! (each read after [`SETTLE`]); growth / N. A gated player also costs its backend a gated session and
 //! its pinned anchor object, reported as a row of its own (and gate + backend together).
 //! Players per gate are bounded by file descriptors: a gate holds one per player (the
 //! backend none: gated sessions are in-memory queues), and so does this process for its
