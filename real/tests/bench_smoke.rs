@@ -1,5 +1,6 @@
-//! Every benchmark of `real bench`, in a tiny mode (200 ms measurements, 200 sessions), on
-//! private Redis and ZooKeeper. Proves the bench code works end to end; judges no figure's
+//! Every benchmark of `real bench`, in a tiny mode (200 ms measurements, 200 sessions, 200
+//! gate players), on private Redis and ZooKeeper (the gate bench on `sandtable-server`
+//! processes). Proves the bench code works end to end; judges no figure's
 //! size (DESIGN.md §9: benchmarks are benchmarks, never timed asserts).
 
 use real::bench::{run, BenchArgs, BENCHES};
@@ -13,6 +14,8 @@ fn every_bench_produces_positive_finite_figures_and_a_ratio() {
         quick: true,
         duration_ms: Some(200),
         sessions: Some(200),
+        players: Some(200),
+        server_exe: Some(env!("CARGO_BIN_EXE_sandtable-server").into()),
         json: Some(json.clone()),
     };
     let report = run(args).unwrap_or_else(|e| panic!("bench run failed: {e}"));
@@ -54,6 +57,41 @@ fn every_bench_produces_positive_finite_figures_and_a_ratio() {
             sessions.notes
         );
     }
+
+    // Gate: per rate (1k, 10k msg/s) and message (applied add, repeated add), gated against
+    // direct: throughput, p50, p99 and max latency, server CPU per message; the added latency of each case in the notes;
+    // the memory rows (or the note saying why VmRSS is not reported).
+    let gate = by_name("gate");
+    let mut cpu_rows = 0;
+    for rate in ["1000", "10000"] {
+        for msg in ["cs_counter_add", "cs_counter_add repeat"] {
+            let case = format!("{rate} msg/s, {msg}");
+            let metrics: Vec<&str> =
+                gate.rows.iter().filter(|r| r.case == case).map(|r| r.metric.as_str()).collect();
+            assert_eq!(metrics[..4], ["throughput", "p50 latency", "p99 latency", "max latency"], "{case}");
+            // CPU time has a 10 ms resolution: a tiny run may not show it, and then says so.
+            if metrics.len() == 4 {
+                let missing = format!("{case}: server CPU per message not reported");
+                assert!(gate.notes.iter().any(|n| n.starts_with(&missing)), "{:?}", gate.notes);
+            } else {
+                assert_eq!(metrics[4..], ["server CPU per message"], "{case}");
+            }
+            cpu_rows += metrics.len() - 4;
+            assert!(
+                gate.notes.iter().any(|n| n.starts_with(&format!("{case}: the gate hop added p50"))),
+                "{case}: {:?}",
+                gate.notes
+            );
+        }
+    }
+    let memory: Vec<&str> =
+        gate.rows.iter().filter(|r| r.case == "200 idle players").map(|r| r.metric.as_str()).collect();
+    if memory.is_empty() {
+        assert!(gate.notes.iter().any(|n| n.contains("resident memory not reported")), "{:?}", gate.notes);
+    } else {
+        assert_eq!(memory[0], "gate memory per player", "{memory:?}");
+    }
+    assert_eq!(gate.rows.len(), 16 + cpu_rows + memory.len(), "{:?}", gate.rows);
 
     let table = report.table();
     for name in BENCHES {

@@ -54,7 +54,30 @@ pub(crate) fn open_fds() -> u64 {
 
 /// Resident memory of this process (`VmRSS` of `/proc/self/status`), in KiB.
 pub(crate) fn rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    vm_rss_kib("/proc/self/status")
+}
+
+/// Resident memory of process `pid` (`VmRSS` of `/proc/<pid>/status`), in KiB.
+pub(crate) fn rss_kib_of(pid: u32) -> Option<u64> {
+    vm_rss_kib(&format!("/proc/{pid}/status"))
+}
+
+/// CPU time process `pid` has used so far (user + system, from `/proc/<pid>/stat`), at the
+/// kernel's clock-tick resolution (usually 10 ms).
+pub(crate) fn cpu_time_of(pid: u32) -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces): state is
+    // field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_sec = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|t| *t > 0)?;
+    Some(std::time::Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / per_sec))
+}
+
+fn vm_rss_kib(status_file: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(status_file).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
@@ -190,5 +213,13 @@ mod tests {
         assert!(fd.soft == fd.hard || fd.hard == libc::RLIM_INFINITY, "{fd:?}");
         assert!(open_fds() > 0);
         assert!(rss_kib().is_some_and(|k| k > 0));
+        assert_eq!(rss_kib_of(std::process::id()).map(|k| k > 0), Some(true));
+        // CPU time grows while this thread spins (tick resolution: spin until it shows).
+        let spin = std::time::Instant::now();
+        let start = cpu_time_of(std::process::id()).expect("own CPU time");
+        while cpu_time_of(std::process::id()).expect("own CPU time") < start + Duration::from_millis(20) {
+            assert!(spin.elapsed() < Duration::from_secs(30), "CPU time did not grow");
+            std::hint::black_box(0);
+        }
     }
 }

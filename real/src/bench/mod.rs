@@ -10,6 +10,7 @@
 //! | `objects` | `engine::orm` on two servers: a gift whose two objects are borrowed from the other server (lending hand-off), and a two-object transaction on one server, 1 and 16 tasks, SQLite and MariaDB | the same gift with both objects owned locally; raw `sqlx` `BEGIN` + two fenced `UPDATE`s + `COMMIT` |
 //! | `commands` | `engine::commands`: durable pack acks (packs of 10 commands) at 100 and 1,000 clients with execution paused, then the worker pool draining them, SQLite and MariaDB | raw `sqlx` `BEGIN` + two fenced `UPDATE`s + `COMMIT` per ack; `BEGIN` + three + `COMMIT` per executed pack |
 //! | `db` | `Db::transact` of one fenced, versioned row update and of a 2-row transaction on SQLite and a private MariaDB, 1 and 16 tasks | raw `sqlx` statements doing the same work (conditional `UPDATE`s, `BEGIN`/`COMMIT` around two) on the same database |
+//! | `gate` | the gate hop on `sandtable-server` processes: 100 players through a gate sending `cs_counter_add` (applied: one SQLite commit; and repeated: no SQL) open-loop at 1,000 and 10,000 msg/s: msg/s, p50, p99, max latency from the due instant; resident memory of the gate process per idle player (and of its backend) | the same players' twins logged in on the same backend directly, same messages and rates; resident memory of a game server process per idle direct session |
 //!
 //! Every figure is printed with its baseline and the ratio engine / baseline. Nothing here
 //! asserts on time (DESIGN.md §9: benchmarks are benchmarks): `tests/bench_smoke.rs` only
@@ -26,14 +27,16 @@
 //! - this file: [`BenchArgs`], [`run`], the report ([`Report`], [`BenchReport`], [`Row`]);
 //! - `driver`: runtimes, the closed-loop load driver, latency samples;
 //! - `machine`: the machine context and the fd limit;
-//! - `rpc`, `storage`, `login`, `sessions`, `db`, `objects`, `commands`: one bench each.
+//! - `rpc`, `storage`, `login`, `sessions`, `db`, `objects`, `commands`, `gate`: one bench each.
 //!
 //! Redis and ZooKeeper are started only when a bench that needs them runs; `db` starts its
-//! own MariaDB and SQLite file.
+//! own MariaDB and SQLite file; `gate` starts `sandtable-server` processes (`--server-exe`,
+//! else the one next to this executable).
 
 mod commands;
 mod db;
 mod driver;
+mod gate;
 mod login;
 mod machine;
 mod objects;
@@ -51,9 +54,9 @@ pub use self::machine::{FdLimit, Machine};
 use crate::services::{PrivateRedis, PrivateZk, ServiceError};
 
 /// The benchmarks, in the order they run.
-pub const BENCHES: [&str; 7] = ["rpc", "storage", "login", "sessions", "db", "objects", "commands"];
+pub const BENCHES: [&str; 8] = ["rpc", "storage", "login", "sessions", "db", "objects", "commands", "gate"];
 /// The benches that run on private Redis and ZooKeeper.
-const NEEDS_REDIS_AND_ZK: [&str; 6] = ["rpc", "storage", "login", "sessions", "objects", "commands"];
+const NEEDS_REDIS_AND_ZK: [&str; 7] = ["rpc", "storage", "login", "sessions", "objects", "commands", "gate"];
 
 /// Length of each measurement by default, and with `--quick`.
 pub const DURATION_DEFAULT: Duration = Duration::from_secs(3);
@@ -62,6 +65,10 @@ pub const DURATION_QUICK: Duration = Duration::from_secs(1);
 /// limit does not allow as many).
 pub const SESSIONS_DEFAULT: usize = 100_000;
 pub const SESSIONS_QUICK: usize = 10_000;
+/// Idle players the `gate` bench logs in through a gate (and directly, for the baseline) by
+/// default, and with `--quick` (fewer if the fd limit does not allow as many).
+pub const PLAYERS_DEFAULT: usize = 5_000;
+pub const PLAYERS_QUICK: usize = 1_000;
 /// Warm-up before each measurement, as a fraction of its length (connections opened, caches
 /// and allocator pools filled), capped at [`WARMUP_MAX`].
 const WARMUP_FRACTION: u32 = 5;
@@ -70,10 +77,10 @@ const WARMUP_MAX: Duration = Duration::from_millis(500);
 /// Command-line arguments of `real bench`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct BenchArgs {
-    /// Benchmarks to run: rpc, storage, login, sessions, db, objects, commands (all when none is named).
+    /// Benchmarks to run: rpc, storage, login, sessions, db, objects, commands, gate (all when none is named).
     #[arg(value_name = "NAME")]
     pub names: Vec<String>,
-    /// Short run: 1 s per measurement and 10 000 sessions.
+    /// Short run: 1 s per measurement, 10 000 sessions and 1 000 gate players.
     #[arg(long)]
     pub quick: bool,
     /// Length of each measurement in milliseconds (default 3000; 1000 with --quick).
@@ -83,6 +90,14 @@ pub struct BenchArgs {
     /// what the file-descriptor limit allows (2 descriptors per session).
     #[arg(long, value_name = "N")]
     pub sessions: Option<usize>,
+    /// Idle players of the gate bench (default 5000; 1000 with --quick). Reduced, with a
+    /// note, to what the file-descriptor limit allows (1 descriptor per player on the gate).
+    #[arg(long, value_name = "N")]
+    pub players: Option<usize>,
+    /// The `sandtable-server` executable the gate bench starts (default: the one next to
+    /// this executable).
+    #[arg(long, value_name = "PATH")]
+    pub server_exe: Option<PathBuf>,
     /// Also write every figure as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -92,7 +107,7 @@ pub struct BenchArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     /// A name that is not in [`BENCHES`].
-    #[error("unknown benchmark {0:?} (known: rpc, storage, login, sessions, db, objects, commands)")]
+    #[error("unknown benchmark {0:?} (known: rpc, storage, login, sessions, db, objects, commands, gate)")]
     UnknownBench(String),
     /// The private Redis or ZooKeeper could not be started.
     #[error(transparent)]
@@ -270,6 +285,8 @@ pub struct Settings {
     pub warmup_ms: u64,
     /// Sessions asked for (the `sessions` bench may open fewer; it says so in its notes).
     pub sessions: usize,
+    /// Idle players asked for (the `gate` bench may open fewer; it says so in its notes).
+    pub players: usize,
 }
 
 impl Settings {
@@ -280,8 +297,14 @@ impl Settings {
             None => DURATION_DEFAULT,
         };
         let sessions = args.sessions.unwrap_or(if args.quick { SESSIONS_QUICK } else { SESSIONS_DEFAULT });
+        let players = args.players.unwrap_or(if args.quick { PLAYERS_QUICK } else { PLAYERS_DEFAULT });
         let warmup = (duration / WARMUP_FRACTION).min(WARMUP_MAX);
-        Settings { duration_ms: ms(duration), warmup_ms: ms(warmup), sessions: sessions.max(1) }
+        Settings {
+            duration_ms: ms(duration),
+            warmup_ms: ms(warmup),
+            sessions: sessions.max(1),
+            players: players.max(1),
+        }
     }
     fn duration(&self) -> Duration {
         Duration::from_millis(self.duration_ms)
@@ -301,6 +324,8 @@ pub(crate) struct Ctx {
     pub redis_url: String,
     pub settings: Settings,
     pub fd: FdLimit,
+    /// `--server-exe`.
+    pub server_exe: Option<PathBuf>,
 }
 
 impl Ctx {
@@ -341,6 +366,7 @@ pub fn run(args: BenchArgs) -> Result<Report, BenchError> {
         redis_url: redis.as_ref().map(PrivateRedis::url).unwrap_or_default(),
         settings: settings.clone(),
         fd,
+        server_exe: args.server_exe.clone(),
     };
     let mut benches = Vec::new();
     for name in names {
@@ -353,6 +379,7 @@ pub fn run(args: BenchArgs) -> Result<Report, BenchError> {
             "db" => db::run(&ctx)?,
             "objects" => objects::run(&ctx)?,
             "commands" => commands::run(&ctx)?,
+            "gate" => gate::run(&ctx)?,
             other => return Err(BenchError::UnknownBench(other.to_string())),
         };
         report.wall_secs = start.elapsed().as_secs_f64();
@@ -409,16 +436,23 @@ mod tests {
     #[test]
     fn settings_follow_quick_and_explicit_options() {
         let s = Settings::from_args(&BenchArgs::default());
-        assert_eq!((s.duration_ms, s.warmup_ms, s.sessions), (3000, 500, SESSIONS_DEFAULT));
+        assert_eq!(
+            (s.duration_ms, s.warmup_ms, s.sessions, s.players),
+            (3000, 500, SESSIONS_DEFAULT, PLAYERS_DEFAULT)
+        );
         let s = Settings::from_args(&BenchArgs { quick: true, ..Default::default() });
-        assert_eq!((s.duration_ms, s.warmup_ms, s.sessions), (1000, 200, SESSIONS_QUICK));
+        assert_eq!(
+            (s.duration_ms, s.warmup_ms, s.sessions, s.players),
+            (1000, 200, SESSIONS_QUICK, PLAYERS_QUICK)
+        );
         let s = Settings::from_args(&BenchArgs {
             quick: true,
             duration_ms: Some(200),
             sessions: Some(50),
+            players: Some(20),
             ..Default::default()
         });
-        assert_eq!((s.duration_ms, s.warmup_ms, s.sessions), (200, 40, 50));
+        assert_eq!((s.duration_ms, s.warmup_ms, s.sessions, s.players), (200, 40, 50, 20));
     }
 
     #[test]
@@ -429,7 +463,7 @@ mod tests {
         b.notes.push("a note".into());
         let report = Report {
             machine: Machine::default(),
-            settings: Settings { duration_ms: 1, warmup_ms: 0, sessions: 1 },
+            settings: Settings { duration_ms: 1, warmup_ms: 0, sessions: 1, players: 1 },
             benches: vec![b.clone()],
         };
         let table = report.table();
