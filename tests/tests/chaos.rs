@@ -242,20 +242,29 @@ fn deferred_commands_exercises_its_fault_paths() {
 /// only by a side effect), within a few seeds.
 #[test]
 fn deferred_commands_bugs_are_caught_by_their_own_invariants() {
-    for (bug, checkers, within) in [
-        ("ack-before-store", &["exactly_once", "reads"][..], 10),
-        ("parallel-user", &["exclusive"][..], 10),
-        ("applied-outside-txn", &["replay", "order"][..], 40),
-        ("no-stale-skip", &["stale_skip"][..], 10),
-    ] {
-        let s = scenarios::lookup("deferred_commands", Some(bug)).expect("scenario and bug exist");
+    caught_by_their_own_invariants(
+        "deferred_commands",
+        &[
+            ("ack-before-store", &["exactly_once", "reads"], 10),
+            ("parallel-user", &["exclusive"], 10),
+            ("applied-outside-txn", &["replay", "order"], 40),
+            ("no-stale-skip", &["stale_skip"], 10),
+        ],
+    );
+}
+
+/// For each `(bug, checkers, within)`: some seed below `within` fails `scenario --bug bug`
+/// with a violation of one of `checkers` (not only by a side effect).
+fn caught_by_their_own_invariants(scenario: &str, cases: &[(&str, &[&str], u64)]) {
+    for &(bug, checkers, within) in cases {
+        let s = scenarios::lookup(scenario, Some(bug)).expect("scenario and bug exist");
         let r = (0..within)
             .map(|seed| run_seed(&*s, seed, Some(bug), RunOptions::default()))
             .find(|r| r.verdict.is_violation())
-            .unwrap_or_else(|| panic!("--bug {bug} not caught within {within} seeds"));
+            .unwrap_or_else(|| panic!("{scenario} --bug {bug} not caught within {within} seeds"));
         assert!(
             r.violations.iter().any(|v| checkers.iter().any(|c| v.starts_with(&format!("[{c}]")))),
-            "--bug {bug} seed {}: {:#?}",
+            "{scenario} --bug {bug} seed {}: {:#?}",
             r.seed,
             r.violations
         );
@@ -301,21 +310,12 @@ fn gate_route_exercises_its_fault_paths() {
 /// the player, and an unchecked key lets a bad session key log in.
 #[test]
 fn gate_route_bugs_are_caught_by_their_own_invariants() {
-    for (bug, checkers, within) in [
-        ("forward-during-move", &["nothing_lost", "exactly_once", "transcripts"][..], 20),
-        ("no-player-fence", &["one_backend"][..], 20),
-        ("unchecked-session-key", &["session_keys"][..], 5),
-    ] {
-        let s = scenarios::lookup("gate_route", Some(bug)).expect("scenario and bug exist");
-        let r = (0..within)
-            .map(|seed| run_seed(&*s, seed, Some(bug), RunOptions::default()))
-            .find(|r| r.verdict.is_violation())
-            .unwrap_or_else(|| panic!("--bug {bug} not caught within {within} seeds"));
-        assert!(
-            r.violations.iter().any(|v| checkers.iter().any(|c| v.starts_with(&format!("[{c}]")))),
-            "--bug {bug} seed {}: {:#?}",
-            r.seed,
-            r.violations
-        );
-    }
+    caught_by_their_own_invariants(
+        "gate_route",
+        &[
+            ("forward-during-move", &["nothing_lost", "exactly_once", "transcripts"], 20),
+            ("no-player-fence", &["one_backend"], 20),
+            ("unchecked-session-key", &["session_keys"], 5),
+        ],
+    );
 }
