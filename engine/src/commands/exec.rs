@@ -1,4 +1,4 @@
-//! The operations on a user's queue (submit, execute one pack, read, real-time) and the
+//! The operations on a user's queue (submit, execute a turn of packs, read, real-time) and the
 //! worker pool and sweep that drive execution. Each operation is one object-store transaction
 //! holding the user's queue record and state.
 
@@ -10,13 +10,14 @@ use futures::FutureExt;
 use serde_json::Value;
 use tracing::{debug, warn};
 
+use super::cache::PACK_ROW_VERSION_STORED;
 use super::queue::{Outcome, QueueRecord, SubmitDecision};
 use super::stored::{
     self, Executed, PackRow, RealtimeRow, PACK_TABLE, PENDING_SUFFIX, PENDING_TABLE, REALTIME_TABLE,
 };
 use super::{CommandsError, Inner, Pack, RealtimeDone, StateRead, Submitted, LOG_TARGET};
-use crate::env::{lock, Backoff, Expect, WriteOp};
-use crate::orm::{Model, ObjectRef, OrmError, Transaction};
+use crate::env::{lock, Backoff, Expect, Row, WriteOp};
+use crate::orm::{Model, ObjectRef, OrmError, Transaction, TXN_ROWS_MAX};
 use crate::shard::key::validate_user;
 use crate::shard::ShardId;
 
@@ -27,12 +28,15 @@ const TURN_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::f
 const TURN_FAILURES_MAX: u32 = 12;
 /// Most pending rows one sweep pass reads per shard page.
 const SWEEP_PAGE: usize = 128;
+/// Most packs of one user a worker executes in one turn (one transaction): a transaction's
+/// plain-row budget less the pending row. The user then goes to the back of the round-robin.
+pub const PACKS_PER_TURN_MAX: usize = TXN_ROWS_MAX - 1;
 
 /// How a worker's turn on a user ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Turn {
-    /// One pack executed; `more`: packs still wait.
-    Executed { more: bool },
+    /// `packs` packs executed; `more`: packs still wait.
+    Executed { packs: usize, more: bool },
     /// Nothing waits.
     Idle,
     /// Another server owns the user's queue: it executes it.
@@ -94,11 +98,13 @@ impl<S: Model + Clone> Inner<S> {
             let store = async move {
                 if let Ok(mut tx) = me.hold(&user).await {
                     if let Ok(mut q) = Self::record(&tx, &user) {
-                        if q.on_submit(pack.pack_id, pack.basis, true) == SubmitDecision::Store
-                            && me.stage_store(&mut tx, &user, &q, &pack).is_ok()
-                            && tx.commit().await.is_ok()
-                        {
-                            me.schedule(&user);
+                        if q.on_submit(pack.pack_id, pack.basis, true) == SubmitDecision::Store {
+                            if let Ok((row, bytes)) = me.stage_store(&mut tx, &user, &q, &pack) {
+                                if tx.commit().await.is_ok() {
+                                    lock(&me.packs).stored(&user, row, bytes);
+                                    me.schedule(&user);
+                                }
+                            }
                         }
                     }
                 }
@@ -106,21 +112,22 @@ impl<S: Model + Clone> Inner<S> {
             drop(self.env.spawn.spawn("cmd-store", store.boxed()));
             return Ok(Submitted::Stored);
         }
-        self.stage_store(&mut tx, user, &q, &pack)?;
+        let (row, bytes) = self.stage_store(&mut tx, user, &q, &pack)?;
         tx.commit().await?;
+        lock(&self.packs).stored(user, row, bytes);
         self.schedule(user);
         Ok(Submitted::Stored)
     }
 
     /// Stages a pack's storage in `tx`: the record `q` (already counting it), the pack row,
-    /// and the pending row if the queue was empty.
+    /// and the pending row if the queue was empty. Returns the row and its encoded size.
     fn stage_store(
         &self,
         tx: &mut Transaction<'_>,
         user: &str,
         q: &QueueRecord,
         pack: &Pack,
-    ) -> Result<(), CommandsError> {
+    ) -> Result<(PackRow, usize), CommandsError> {
         tx.put(q)?;
         let row = PackRow {
             pack_id: pack.pack_id,
@@ -129,10 +136,9 @@ impl<S: Model + Clone> Inner<S> {
             executed: None,
         };
         let key = self.key(user, &stored::pack_suffix(pack.pack_id));
-        tx.write_row(
-            user,
-            WriteOp::put(&stored::table(PACK_TABLE), key, stored::encode(&row), Expect::Absent, 0),
-        )?;
+        let value = stored::encode(&row);
+        let bytes = value.len();
+        tx.write_row(user, WriteOp::put(&stored::table(PACK_TABLE), key, value, Expect::Absent, 0))?;
         if q.waiting() == 1 {
             let key = self.key(user, PENDING_SUFFIX);
             tx.write_row(
@@ -146,7 +152,7 @@ impl<S: Model + Clone> Inner<S> {
                 ),
             )?;
         }
-        Ok(())
+        Ok((row, bytes))
     }
 
     pub(super) async fn read(self: &Arc<Self>, user: &str) -> Result<StateRead<S>, CommandsError> {
@@ -207,58 +213,130 @@ impl<S: Model + Clone> Inner<S> {
         Ok(RealtimeDone { result, state: after, duplicate: false })
     }
 
-    /// Executes `user`'s head pack, if this server may.
-    async fn execute_one(&self, user: &str) -> Result<Turn, CommandsError> {
+    /// Executes `user`'s next waiting packs (at most [`PACKS_PER_TURN_MAX`], in pack order) in
+    /// one fenced transaction, if this server may.
+    async fn execute_turn(&self, user: &str) -> Result<Turn, CommandsError> {
         let [qref, _] = Self::refs(user);
         if self.orm.owner_of(&qref).await?.is_some_and(|o| o != self.orm.id()) {
             return Ok(Turn::Elsewhere);
         }
         let mut tx = self.hold(user).await?;
         let mut q = Self::record(&tx, user)?;
-        let Some(pack_id) = q.next_pack() else { return Ok(Turn::Idle) };
+        let Some(first) = q.next_pack() else { return Ok(Turn::Idle) };
+        if self.cfg.bugs.applied_outside_txn {
+            return self.execute_outside_txn(tx, user, q, first).await;
+        }
+        let want = usize::try_from(q.waiting()).unwrap_or(usize::MAX).min(PACKS_PER_TURN_MAX);
+        let cached = lock(&self.packs).run(user, first, want);
+        let packs = if cached.is_empty() {
+            let after = self.key(user, &stored::pack_suffix(first - 1));
+            let scan =
+                tx.scan_rows(user, &stored::table(PACK_TABLE), stored::PACK_PREFIX, Some(&after), want);
+            Self::waiting_packs(user, first, scan.await?)?
+        } else {
+            cached.into_iter().map(|p| (p, PACK_ROW_VERSION_STORED)).collect()
+        };
+        let pack_table = stored::table(PACK_TABLE);
+        let mut state = self.state(&tx, user)?;
+        let mut changed = false;
+        let mut done = Vec::with_capacity(packs.len());
+        self.executing(user, first);
+        for (mut pack, version) in packs {
+            let (outcome, next, error) = self.run_pack(&q, &pack, &state);
+            if let Some(next) = next {
+                state = next;
+                changed = true;
+            }
+            let epoch = q.on_executed(outcome);
+            pack.executed = Some(Executed { outcome, epoch, error });
+            let key = self.key(user, &stored::pack_suffix(pack.pack_id));
+            tx.write_row(
+                user,
+                WriteOp::put(&pack_table, key, stored::encode(&pack), Expect::Version(version), 0),
+            )?;
+            done.push((pack.pack_id, outcome, epoch));
+        }
+        tx.put(&q)?;
+        if changed {
+            tx.put(&state)?;
+        }
+        if q.waiting() == 0 {
+            let key = self.key(user, PENDING_SUFFIX);
+            tx.write_row(user, WriteOp::delete(&stored::table(PENDING_TABLE), key, Expect::Present, 0))?;
+        }
+        let result = tx.commit().await.map_err(CommandsError::from);
+        match &result {
+            Ok(()) => lock(&self.packs).executed(user, q.done),
+            Err(_) => lock(&self.packs).forget(user),
+        }
+        // One turn is one execution span: the first pack's covers the transaction, the others
+        // are reported in order at its end.
+        for (i, &(pack_id, outcome, epoch)) in done.iter().enumerate() {
+            if i > 0 {
+                self.executing(user, pack_id);
+            }
+            self.executed(user, pack_id, result.as_ref().ok().map(|()| (outcome, epoch)));
+        }
+        result?;
+        Ok(Turn::Executed { packs: done.len(), more: q.waiting() > 0 })
+    }
+
+    /// The scanned rows of `user`'s packs `first`, `first + 1`, ... with their versions (at
+    /// least one; the run stops at a gap). Each must be waiting.
+    fn waiting_packs(user: &str, first: u64, rows: Vec<Row>) -> Result<Vec<(PackRow, u64)>, CommandsError> {
+        let mut packs = Vec::with_capacity(rows.len());
+        for (row, id) in rows.into_iter().zip(first..) {
+            let pack: PackRow = stored::decode(&row.value).map_err(CommandsError::Corrupt)?;
+            if pack.pack_id != id {
+                break;
+            }
+            if pack.executed.is_some() {
+                return Err(CommandsError::Corrupt(format!(
+                    "{user}: pack {id} is waiting but has an outcome"
+                )));
+            }
+            packs.push((pack, row.version));
+        }
+        if packs.is_empty() {
+            return Err(CommandsError::Corrupt(format!("{user}: pack {first} is counted but has no row")));
+        }
+        Ok(packs)
+    }
+
+    /// The planted bug `applied_outside_txn`'s turn: one pack, its new state and outcome
+    /// committed first, the record's `done` in a second transaction.
+    async fn execute_outside_txn(
+        &self,
+        mut tx: Transaction<'_>,
+        user: &str,
+        mut q: QueueRecord,
+        pack_id: u64,
+    ) -> Result<Turn, CommandsError> {
         let pack_table = stored::table(PACK_TABLE);
         let pack_key = self.key(user, &stored::pack_suffix(pack_id));
         let row = tx.read_row(user, &pack_table, &pack_key).await?.ok_or_else(|| {
             CommandsError::Corrupt(format!("{user}: pack {pack_id} is counted but has no row"))
         })?;
         let mut pack: PackRow = stored::decode(&row.value).map_err(CommandsError::Corrupt)?;
-        if pack.executed.is_some() && !self.cfg.bugs.applied_outside_txn {
-            return Err(CommandsError::Corrupt(format!(
-                "{user}: pack {pack_id} is waiting but has an outcome"
-            )));
-        }
         let state = self.state(&tx, user)?;
         self.executing(user, pack_id);
         let (outcome, next, error) = self.run_pack(&q, &pack, &state);
         let epoch = q.on_executed(outcome);
         pack.executed = Some(Executed { outcome, epoch, error });
-        let pack_op =
-            WriteOp::put(&pack_table, pack_key, stored::encode(&pack), Expect::Version(row.version), 0);
-        let result = if self.cfg.bugs.applied_outside_txn {
-            // The bug: the new state and the outcome first, the record's `done` afterwards.
-            tx.write_row(user, pack_op)?;
-            if let Some(next) = &next {
-                tx.put(next)?;
-            }
-            match tx.commit().await {
-                Ok(()) => self.mark_done(user, pack_id, outcome).await,
-                Err(e) => Err(e.into()),
-            }
-        } else {
-            tx.put(&q)?;
-            if let Some(next) = &next {
-                tx.put(next)?;
-            }
-            tx.write_row(user, pack_op)?;
-            if q.waiting() == 0 {
-                let key = self.key(user, PENDING_SUFFIX);
-                tx.write_row(user, WriteOp::delete(&stored::table(PENDING_TABLE), key, Expect::Present, 0))?;
-            }
-            tx.commit().await.map_err(CommandsError::from)
+        tx.write_row(
+            user,
+            WriteOp::put(&pack_table, pack_key, stored::encode(&pack), Expect::Version(row.version), 0),
+        )?;
+        if let Some(next) = &next {
+            tx.put(next)?;
+        }
+        let result = match tx.commit().await {
+            Ok(()) => self.mark_done(user, pack_id, outcome).await,
+            Err(e) => Err(e.into()),
         };
         self.executed(user, pack_id, result.as_ref().ok().map(|()| (outcome, epoch)));
         result?;
-        Ok(Turn::Executed { more: q.waiting() > 0 })
+        Ok(Turn::Executed { packs: 1, more: q.waiting() > 0 })
     }
 
     /// Runs a pack on `state` under the staleness rule: its outcome, the new state if it
@@ -328,7 +406,7 @@ impl<S: Model + Clone> Inner<S> {
         .await;
         self.executed(user, pack_id, result.as_ref().ok().map(|()| (outcome, epoch)));
         result?;
-        Ok(Turn::Executed { more: q.waiting() > 0 })
+        Ok(Turn::Executed { packs: 1, more: q.waiting() > 0 })
     }
 
     fn executing(&self, user: &str, pack_id: u64) {
@@ -371,18 +449,19 @@ impl<S: Model + Clone> Inner<S> {
         }
     }
 
-    /// One worker turn on `user`: one pack, then back to the pool.
+    /// One worker turn on `user`: up to [`PACKS_PER_TURN_MAX`] packs, then back to the pool.
     async fn turn(self: Arc<Self>, user: String) {
         let started = self.env.clock.now();
         let result = if self.cfg.bugs.parallel_user {
             self.execute_unlocked(&user).await
         } else {
-            self.execute_one(&user).await
+            self.execute_turn(&user).await
         };
         let mut retry = None;
         let more = match result {
-            Ok(Turn::Executed { more }) => {
-                self.record_pack_time(self.env.clock.now().saturating_since(started));
+            Ok(Turn::Executed { packs, more }) => {
+                let took = self.env.clock.now().saturating_since(started);
+                self.record_pack_time(took / u32::try_from(packs.max(1)).unwrap_or(u32::MAX));
                 lock(&self.failures).remove(&user);
                 more
             }

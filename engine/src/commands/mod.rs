@@ -50,15 +50,19 @@
 //!   last_pack` *is* a resend).
 //! - **In order, one at a time, exactly once.** Only the owner of the user's objects executes
 //!   the user's packs: a worker takes the record and the state in one transaction, applies the
-//!   head pack (`done + 1`), and commits the new state, the record's `done + 1` and the pack
-//!   row's outcome in **one** fenced `transact`. A crashed worker committed all of it or none;
-//!   a paused or partitioned old owner's commit is refused at the database by the fence. The
-//!   record's `done` only ever moves by one, from the pack it names, so packs execute in id
-//!   order, each once. On one server, the [`scheduler`] gives a user to one worker at a time;
-//!   across servers, the object store's single owner does.
-//! - **No head-of-line blocking.** A worker executes one pack of a user per turn, then the
-//!   user goes to the back of the round-robin; a bounded pool ([`CommandsConfig::workers`])
-//!   serves all users of the server.
+//!   waiting packs `done + 1, done + 2, ...` in order (at most [`PACKS_PER_TURN_MAX`], each on
+//!   the state the previous one left, each under the stale rule as the previous ones left the
+//!   record), and commits the new state, the record's `done + k` and each pack row's outcome
+//!   in **one** fenced `transact`. A crashed worker committed all of it or none; a paused or
+//!   partitioned old owner's commit is refused at the database by the fence. The record's
+//!   `done` only ever moves past the packs whose outcomes that same commit writes, from the
+//!   version the worker read, so packs execute in id order, each once. On one server, the
+//!   [`scheduler`] gives a user to one worker at a time; across servers, the object store's
+//!   single owner does. The pack contents come from an in-memory cache of the packs this
+//!   server stored (`cache.rs`; a stored pack never changes), else from one scan of the rows.
+//! - **No head-of-line blocking.** A worker executes at most [`PACKS_PER_TURN_MAX`] packs of a
+//!   user per turn, then the user goes to the back of the round-robin; a bounded pool
+//!   ([`CommandsConfig::workers`]) serves all users of the server.
 //! - **Stale packs skip, without clocks.** The record's `epoch` counts state changes; every
 //!   state handed out carries it; a pack names its `basis`. A failed pack sets `error_epoch`
 //!   to the new epoch; a pack with `basis < error_epoch` is skipped (recorded as skipped, never
@@ -94,9 +98,11 @@
 //! | `pack.rs` | [`Pack`], its format checks and limits |
 //! | `queue.rs` | [`QueueRecord`]: the per-user state machine (submit, execute, epochs) |
 //! | `scheduler.rs` | which user a free worker takes |
+//! | `cache.rs` | the packs stored here and not yet executed, so workers need not read them back |
 //! | `stored.rs` | the plain rows: packs and outcomes, the pending index, real-time results |
 //! | `exec.rs` | submit, execute, read, real-time, the sweep |
 
+mod cache;
 mod exec;
 mod pack;
 mod queue;
@@ -114,6 +120,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use self::cache::{PACK_CACHE_BYTES_MAX, PACK_ROW_VERSION_STORED};
+pub use self::exec::PACKS_PER_TURN_MAX;
 pub use self::pack::{Pack, PackError, PACK_BYTES_MAX, PACK_COMMANDS_MAX};
 pub use self::queue::{Outcome, QueueRecord, SubmitDecision, QUEUE_MODEL, QUEUE_PACKS_MAX};
 pub use self::registry::{Command, CommandSet};
@@ -226,7 +234,9 @@ pub struct RealtimeDone<S> {
 /// Told about each pack execution on this server. The `deferred_commands` scenario checks
 /// that one user's executions never overlap on a server.
 pub trait CommandsObserver: Send + Sync {
-    /// A worker starts executing `user`'s pack `pack_id` (it holds the user's objects).
+    /// A worker starts executing `user`'s pack `pack_id` (it holds the user's objects). A turn
+    /// that executes several packs in one transaction reports the first at its start and
+    /// each further one, in order, right before its `executed` at the turn's end.
     fn executing(&self, user: &str, pack_id: u64);
     /// That execution ended: `Some((outcome, epoch))` if its commit succeeded.
     fn executed(&self, user: &str, pack_id: u64, committed: Option<(Outcome, u64)>);
@@ -256,6 +266,8 @@ pub(crate) struct Inner<S: Model + Clone> {
     cfg: CommandsConfig,
     observer: Option<Arc<dyn CommandsObserver>>,
     sched: Mutex<scheduler::Scheduler>,
+    /// Packs stored here and not yet executed (so workers need not read them back).
+    packs: Mutex<cache::PackCache>,
     /// Workers running now.
     busy: Mutex<usize>,
     /// Most workers allowed now ([`Commands::set_workers`]; starts at `cfg.workers`).
@@ -291,6 +303,7 @@ impl<S: Model + Clone> Commands<S> {
         let workers = cfg.workers;
         let inner = Arc::new(Inner {
             sched: Mutex::new(scheduler::Scheduler::new(cfg.bugs.parallel_user)),
+            packs: Mutex::default(),
             env,
             orm,
             set,

@@ -1,6 +1,7 @@
 //! Which users a server's workers execute next: a round-robin of users with waiting packs,
-//! each user on at most one worker at a time, one pack per turn (a user with a long queue goes
-//! to the back after each pack, so it never delays another user's: no head-of-line blocking).
+//! each user on at most one worker at a time, a bounded number of packs per turn (a user with a
+//! long queue goes to the back after each turn, so it never delays another user's: no
+//! head-of-line blocking).
 //! I/O-free.
 //!
 //! Inputs: [`Scheduler::schedule`] (a user may have waiting packs), [`Scheduler::take`] (a

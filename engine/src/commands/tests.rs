@@ -547,3 +547,68 @@ fn one_users_executions_never_overlap_and_other_users_are_not_held_up() {
     let pos = |u: &str, id: u64| log.iter().position(|(x, i, e)| x == u && *i == id && e.is_some()).unwrap();
     assert!(pos("2", 1) < pos("0", 10), "user 2's only pack did not wait for user 0's ten");
 }
+
+/// Records executions, and loses the answer of the first execution commit.
+struct LoseFirstExecution(crate::testing::FakeDb, std::sync::atomic::AtomicBool, Execs);
+
+impl CommandsObserver for LoseFirstExecution {
+    fn executing(&self, user: &str, pack_id: u64) {
+        if !self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.0.lose_next_answer();
+        }
+        self.2.executing(user, pack_id);
+    }
+    fn executed(&self, user: &str, pack_id: u64, committed: Option<(Outcome, u64)>) {
+        self.2.executed(user, pack_id, committed);
+    }
+}
+
+#[test]
+fn a_turn_executes_the_waiting_packs_in_order_in_one_commit_and_a_lost_answer_applies_none_twice() {
+    let w = World::new(14);
+    let orm = w.server(1, OrmBugs::default(), None);
+    let obs = Arc::new(LoseFirstExecution(w.dbs[0].clone(), Default::default(), Execs::default()));
+    let cfg =
+        CommandsConfig { workers: 2, sweep_period: Duration::from_secs(3600), ..CommandsConfig::default() };
+    let c = Commands::start(w.env("game-1"), orm, set(), cfg, Some(obs.clone() as Arc<dyn CommandsObserver>))
+        .unwrap();
+    c.set_workers(0);
+    let packs = [
+        json!([{"op": "earn", "amount": 10}]),
+        json!([{"op": "build", "cost": 500}]),
+        json!([{"op": "earn", "amount": 1}]),
+    ];
+    for (i, p) in packs.into_iter().enumerate() {
+        assert_eq!(submit(&w, &c, "0", pack(&c, i as u64 + 1, 0, p)), Ok(Submitted::Stored));
+    }
+    c.set_workers(2);
+    let (farm, epoch, next) = drained(&w, &c, "0");
+    let outcomes: Vec<_> = (1..=3).map(|i| outcome(&w, "0", i).unwrap()).collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::Applied, Outcome::Failed, Outcome::Skipped],
+        "in order, the stale rule within the turn"
+    );
+    assert_eq!((farm.gold, epoch, next), (110, 2, 4), "pack 1 applied once");
+    let log = crate::env::lock(&obs.2 .0).clone();
+    let ends: Vec<(u64, bool)> =
+        log.iter().filter_map(|(_, id, end)| end.map(|c| (*id, c.is_some()))).collect();
+    assert_eq!(ends, [(1, false), (2, false), (3, false)], "one commit held all three; its answer was lost");
+    assert_eq!(overlaps(&log, "0"), 0);
+}
+
+#[test]
+fn packs_stored_by_another_server_are_read_back_and_executed_once() {
+    let w = World::new(15);
+    let (_orm0, c0) = start(&w, 0, CommandsBugs::default(), None);
+    c0.set_workers(0);
+    for id in 1..=3 {
+        let p = pack(&c0, id, 0, json!([{"op": "earn", "amount": 2}]));
+        assert_eq!(submit(&w, &c0, "0", p), Ok(Submitted::Stored));
+    }
+    // Server 1 has none of them cached: it reads the rows (its read claims the objects).
+    let (_orm1, c1) = start(&w, 1, CommandsBugs::default(), None);
+    let (farm, epoch, next) = drained(&w, &c1, "0");
+    assert_eq!((farm.gold, epoch, next), (106, 3, 4));
+    assert!((1..=3).all(|i| outcome(&w, "0", i) == Some(Outcome::Applied)));
+}

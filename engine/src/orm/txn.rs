@@ -268,6 +268,31 @@ impl<'a> Transaction<'a> {
         }
     }
 
+    /// Reads up to `limit` committed plain rows of `table` in `user`'s shard whose key suffix
+    /// starts with `suffix_prefix`, in key order, after the full key `start_after` when given
+    /// (not locked, like [`read_row`](Self::read_row)): several rows these objects guard in
+    /// one round trip.
+    pub fn scan_rows(
+        &self,
+        user: &str,
+        table: &TableName,
+        suffix_prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Row>, OrmError>> + Send + 'static {
+        let router = self.orm.inner.router.clone();
+        let (user, table, prefix) = (user.to_string(), table.clone(), suffix_prefix.to_string());
+        let after = start_after.map(str::to_string);
+        async move {
+            router.scan_user(&user, &table, &prefix, after.as_deref(), limit).await.map_err(|e| {
+                OrmError::Unavailable {
+                    object: format!("{}/{user}/{prefix}*", table.as_str()),
+                    why: e.to_string(),
+                }
+            })
+        }
+    }
+
     /// The objects this transaction holds (sorted).
     pub fn held(&self) -> Vec<ObjectRef> {
         self.held.keys().cloned().collect()

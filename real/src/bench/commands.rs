@@ -36,8 +36,10 @@ const BENCH: &str = "commands";
 const CLIENTS: [usize; 2] = [100, 1000];
 /// Commands per pack.
 const PACK_COMMANDS: usize = 10;
-/// Users each client rotates over.
-const USERS_PER_CLIENT: usize = 4;
+/// Users each client rotates over: enough that no user's queue fills
+/// ([`engine::commands::QUEUE_PACKS_MAX`]) while execution is paused, at up to
+/// `QUEUE_PACKS_MAX * USERS_PER_CLIENT / 3.5 s` (about 73) acks/s per client.
+const USERS_PER_CLIENT: usize = 8;
 /// Users taken at once while the clients log in (each read claims the user's two objects).
 const LOGIN_CONCURRENCY: usize = 32;
 /// The worker pool of the `execute` case.
@@ -250,8 +252,15 @@ fn as_commands(s: &Sample) -> Sample {
     Sample::new(s.elapsed, vec![each; s.ops() * PACK_COMMANDS])
 }
 
-async fn engine_cases(ctx: &Ctx, engine: &str, db: Arc<dyn Db>, raw: Raw) -> Result<Vec<Row>, BenchError> {
+async fn engine_cases(
+    ctx: &Ctx,
+    engine: &str,
+    db: Arc<dyn Db>,
+    raw: Raw,
+    notes: &std::sync::Mutex<Vec<String>>,
+) -> Result<Vec<Row>, BenchError> {
     let mut rows = Vec::new();
+    let deadlocks_before = raw.deadlocks().await;
     let dir = DbInstances::empty().with(db.clone()).map_err(|e| BenchError::setup(BENCH, e))?;
     let shards = ShardConfig::single("db-0", "", engine::shard::LOGICAL_SHARDS_DEFAULT);
     let app = format!("{APP_ID}_{engine}");
@@ -301,12 +310,20 @@ async fn engine_cases(ctx: &Ctx, engine: &str, db: Arc<dyn Db>, raw: Raw) -> Res
     .await;
     c.stop();
     server.stop().await;
+    if let (Some(before), Some(after)) = (deadlocks_before, raw.deadlocks().await) {
+        engine::env::lock(notes).push(format!(
+            "{engine}: {} deadlocks (error 1213, each rolled back and run again by the adapter) during this engine's cases",
+            after.saturating_sub(before)
+        ));
+    }
     result.map(|()| rows)
 }
 
 pub(super) fn run(ctx: &Ctx) -> Result<BenchReport, BenchError> {
     let mut report = BenchReport::new(BENCH);
-    report.rows = on_both_engines(BENCH, "db-0", |engine, db, raw| engine_cases(ctx, engine, db, raw))?;
+    let notes = std::sync::Mutex::new(Vec::new());
+    report.rows =
+        on_both_engines(BENCH, "db-0", |engine, db, raw| engine_cases(ctx, engine, db, raw, &notes))?;
     report.notes.push(format!(
         "one server (a private ZooKeeper), every shard on one instance; packs of {PACK_COMMANDS} commands; \
          'ack': clients submit in a closed loop with execution paused (each over {USERS_PER_CLIENT} users) against raw \
@@ -316,5 +333,6 @@ pub(super) fn run(ctx: &Ctx) -> Result<BenchReport, BenchError> {
          while the workers execute (open loop: latency from the instant a pack was due) against the raw \
          2-UPDATE transaction paced alike"
     ));
+    report.notes.extend(notes.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner));
     Ok(report)
 }

@@ -123,6 +123,15 @@ impl Raw {
         Ok(Raw::MariaDb(pool))
     }
 
+    /// The deadlocks (error 1213) the MariaDB server has detected since it started
+    /// (`Innodb_deadlocks`); `None` on SQLite, which has none.
+    pub(super) async fn deadlocks(&self) -> Option<u64> {
+        let Raw::MariaDb(pool) = self else { return None };
+        let row: (String, String) =
+            sqlx::query_as("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'").fetch_one(pool).await.ok()?;
+        row.1.parse().ok()
+    }
+
     /// One fenced, versioned update of each of `rows` (`BEGIN`/`COMMIT` around two or more).
     pub(super) async fn update(&self, rows: &Rows) -> Result<(), BenchError> {
         let op = |e: sqlx::Error| BenchError::op(BENCH, format!("raw sqlx: {e}"));

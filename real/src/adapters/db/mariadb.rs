@@ -9,6 +9,7 @@
 //! committed runs again once on a fresh connection, and the pool is replaced after a broken
 //! connection so that connections to a server that has restarted are not tried one by one.
 
+use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -282,8 +283,28 @@ impl MariaDb {
                 return Ok(results);
             }
         }
+        let needs = Needs::of(ops);
         let mut tx = conn.begin().await?;
-        let snap = self.load(&mut tx, &Needs::of(ops)).await?;
+        let mut snap = self.load(&mut tx, &needs).await?;
+        let absent: Vec<&RowKey> = needs
+            .rows
+            .iter()
+            .filter(|k| !needs.guarded_only.contains(*k) && !snap.rows.contains_key(*k))
+            .collect();
+        if !absent.is_empty() {
+            // The locking read of an absent key locked the gap it would go in. Holding that
+            // while inserting deadlocks with any other transaction doing the same in the same
+            // gap (both hold the gap, each waits to insert: error 1213). So let go, create the
+            // absent keys as placeholders first, and lock records only (see `create_placeholders`).
+            tx.rollback().await?;
+            tx = conn.begin().await?;
+            execute(&mut tx, &sql::create_placeholders(&absent)).await?;
+            snap = self.load(&mut tx, &needs).await?;
+            // A placeholder with version 0 and fence 0 is how the port stores nothing: evaluate
+            // from "absent", so the outcome writes these keys as it would have.
+            let created: BTreeSet<&RowKey> = absent.into_iter().collect();
+            snap.rows.retain(|k, s| !(created.contains(k) && *s == Stored::NOTHING));
+        }
         let out = match plan::evaluate(ops, &snap) {
             Ok(out) => out,
             Err(e) => {

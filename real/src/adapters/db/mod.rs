@@ -18,13 +18,18 @@
 //!   net changes and commits, or rolls back on the first refused operation. Readers (WAL) see
 //!   the last commit and never block the writer.
 //! - **MariaDB** (InnoDB): one transaction reads the touched rows with `SELECT ... FOR UPDATE`
-//!   (exclusive row locks, taken in key order to limit deadlocks; for a key that does not
-//!   exist yet InnoDB locks the gap, so a concurrent creator waits too), the rows only
+//!   (exclusive row locks, taken in key order to limit deadlocks), the rows only
 //!   `Guard`ed with `LOCK IN SHARE MODE` (writers of one shard do not serialise on its guard
 //!   row, but a mover's update of the guard row waits for them and they for it), the index
 //!   entries of the touched rows and the holders of claimed index keys `FOR UPDATE`; then
-//!   evaluates, writes and commits. A deadlock (1213) or lock-wait timeout (1205) rolls the
-//!   attempt back and it is run again, at most [`LOCK_CONFLICT_RETRIES`] times.
+//!   evaluates, writes and commits. A key to be written that does not exist yet would be
+//!   locked by its *gap*, and two transactions holding one gap while each inserts into it
+//!   deadlock (what a login burst of new users' ownership claims did, hundreds of times a
+//!   run); so if the read finds such keys, the attempt lets go (rollback), creates them first
+//!   as placeholders with `INSERT IGNORE` (an insert takes no gap lock that blocks another
+//!   insert), and reads again, locking records only; a concurrent creator of the same key
+//!   waits on that record. A deadlock (1213) or lock-wait timeout (1205) rolls the attempt
+//!   back and it is run again, at most [`LOCK_CONFLICT_RETRIES`] times.
 //!
 //! Both first try a **fast path** ([`fast`]) for the common shapes (versioned and creating `Put`s and
 //! `Guard`s): conditional `UPDATE`s whose `WHERE` holds the fence, version and presence checks

@@ -25,6 +25,12 @@ pub(crate) struct Stored {
     pub fence: u64,
 }
 
+impl Stored {
+    /// A placeholder at version 0 and fence 0: reads, checks and writes exactly as a key with
+    /// nothing stored.
+    pub const NOTHING: Stored = Stored { value: None, version: 0, fence: 0 };
+}
+
 /// What a backend must load, under its locks, before [`evaluate`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Needs {

@@ -106,6 +106,27 @@ pub(crate) fn select_rows(d: Dialect, keys: &[&RowKey], lock: Lock) -> Stmt {
     }
 }
 
+/// Creates each of `keys` (sorted, absent when looked at) as a placeholder (`v` NULL,
+/// version 0, fence 0: what the port reads as absent) unless it exists by now (MariaDB).
+/// Inserting an absent key takes only an insert-intention lock on its gap and then the new
+/// record's lock, so a following locking read of it locks that record, not the gap: two
+/// transactions creating keys in one gap no longer both hold the gap while inserting into it.
+pub(crate) fn create_placeholders(keys: &[&RowKey]) -> Stmt {
+    let mut sql = format!("INSERT IGNORE INTO sandtable_rows ({ROW_COLUMNS}) VALUES ");
+    let mut params = Vec::with_capacity(keys.len() * 5);
+    for (i, (t, k)) in keys.iter().enumerate() {
+        sql.push_str(if i == 0 { "(?,?,?,?,?)" } else { ",(?,?,?,?,?)" });
+        params.extend([
+            Param::text(t.as_str()),
+            Param::text(k),
+            Param::Value(None),
+            Param::U64(0),
+            Param::U64(0),
+        ]);
+    }
+    Stmt { sql, params }
+}
+
 /// The index entries of the rows `keys` (sorted).
 pub(crate) fn select_entries_of(d: Dialect, keys: &[&RowKey], lock: Lock) -> Stmt {
     let (cond, params) = by_table(keys, "k");
