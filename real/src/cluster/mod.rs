@@ -36,7 +36,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use scenarios::checker::Report;
 use scenarios::{ClientCtx, LookupError, Phases, Scenario, ServerDirectory};
 
@@ -250,7 +250,6 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
     let clients = args.clients.unwrap_or(topo.clients);
     let space = scenario.fault_space(&topo);
     let seed = args.seed.unwrap_or_else(rand::random);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
     let (dir, tmp) = match &args.dir {
         Some(d) => {
@@ -296,7 +295,9 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
         liveness_bound: Duration::from_millis(space.liveness_bound_ms),
     };
     let run = scenario.start(bug, clock.source());
-    let ips = loopback_ips(topo.servers.len(), &mut rng)?;
+    // Not from `seed`: two runs with the same seed at once (tests run in parallel) would
+    // pick the same /24, and the free-port probe cannot see a run that has not bound yet.
+    let ips = loopback_ips(topo.servers.len(), &mut rand::thread_rng())?;
     let exe = std::env::current_exe().map_err(|e| ClusterError::Io(format!("own executable: {e}")))?;
     let template = ServeArgs {
         scenario: args.scenario.clone(),
