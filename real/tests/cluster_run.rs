@@ -128,7 +128,11 @@ fn gate_route_passes_under_kills_and_pauses() {
     assert!(counter(&text, "gate_route.adds_ok") > 0, "{text}");
     assert!(counter(&text, "gate_route.switches_seen") > 0, "players moved without reconnecting:\n{text}");
     assert!(counter(&text, "gate_route.handled_frames") > 0, "handlings came back as evidence:\n{text}");
-    assert_eq!(counter(&text, "gate_route.bad_keys"), counter(&text, "gate_route.bad_keys_key_rejected"), "{text}");
+    assert_eq!(
+        counter(&text, "gate_route.bad_keys"),
+        counter(&text, "gate_route.bad_keys_key_rejected"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -56,8 +56,11 @@ macro_rules! process_controls {
         }
 
         /// Freezes the process (SIGSTOP): connections stay open but nothing is answered.
+        /// Returns once every thread of it is stopped (a signal is delivered asynchronously:
+        /// a busy machine can let a thread answer one more request after `kill` returns).
         pub fn pause(&self) {
             self.proc.signal("STOP");
+            self.proc.wait_stopped();
         }
 
         /// Resumes a paused process (SIGCONT).
@@ -66,6 +69,9 @@ macro_rules! process_controls {
         }
     };
 }
+
+/// Longest [`Proc::wait_stopped`] waits for a SIGSTOP to take hold of every thread.
+const STOP_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 mod mariadb;
 mod redis;
@@ -257,6 +263,26 @@ impl Proc {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// Waits (at most [`STOP_WAIT_MAX`]) until every thread of the process is in state `T`
+    /// (stopped) in `/proc/<pid>/task/*/stat`.
+    fn wait_stopped(&self) {
+        let Some(pid) = self.pid() else { return };
+        let deadline = std::time::Instant::now() + STOP_WAIT_MAX;
+        while std::time::Instant::now() < deadline {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return };
+            let all_stopped = tasks.flatten().all(|t| {
+                std::fs::read_to_string(t.path().join("stat")).is_ok_and(|st| {
+                    // `pid (comm) S ...`: the state follows the last ')'.
+                    st.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
+                })
+            });
+            if all_stopped {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 
