@@ -48,7 +48,8 @@ pub use self::db::{
 pub use self::kv::{Kv, KvError, SetCondition, SetOptions, Ttl};
 pub use self::name::{validate_app_id, validate_segment, NameError, APP_ID_CHARS_MAX};
 pub use self::net::{
-    Connection, FrameSink, FrameStream, Listener, MapErrSink, Net, NetError, MAX_PEER_FRAME_BYTES,
+    send_batch, Connection, FrameSink, FrameStream, Listener, MapErrSink, Net, NetError,
+    MAX_PEER_FRAME_BYTES, WRITE_BATCH_FRAMES_MAX,
 };
 pub use self::rand::{Rand, RandExt};
 pub use self::spawn::{Spawn, TaskHandle};

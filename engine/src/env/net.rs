@@ -77,6 +77,30 @@ pub trait Net: Send + Sync {
     fn local_ip(&self) -> std::net::IpAddr;
 }
 
+/// Most frames a connection's writer hands to the transport before it flushes once
+/// ([`send_batch`]): bounds how long one batch holds the writer.
+pub const WRITE_BATCH_FRAMES_MAX: usize = 64;
+
+/// Sends `first`, then the frames `next_ready` has at once (at most [`WRITE_BATCH_FRAMES_MAX`]
+/// in all), then flushes once: frames queued while the writer was busy reach the transport in
+/// one write instead of one write each. Order is kept. `next_ready` must not wait; `None` ends
+/// the batch. On error the connection is unusable, as after any failed send.
+pub async fn send_batch(
+    sink: &mut FrameSink,
+    first: Bytes,
+    mut next_ready: impl FnMut() -> Option<Bytes>,
+) -> Result<(), NetError> {
+    use futures::SinkExt;
+    sink.feed(first).await?;
+    for _ in 1..WRITE_BATCH_FRAMES_MAX {
+        match next_ready() {
+            Some(frame) => sink.feed(frame).await?,
+            None => break,
+        }
+    }
+    sink.flush().await
+}
+
 /// A sink whose every error is mapped by `f`. Adapters use it instead of futures'
 /// `sink_map_err`, which maps only the *first* error and panics ("polled MapErr after
 /// completion") if the sink is used again: a caller that keeps sending on a broken
@@ -158,6 +182,76 @@ mod tests {
             _: &mut std::task::Context<'_>,
         ) -> std::task::Poll<Result<(), Self::Error>> {
             std::task::Poll::Ready(Err("broken"))
+        }
+    }
+
+    /// What a [`SharedSink`] was given, and after how many frames each flush came.
+    #[derive(Default)]
+    struct Recording {
+        sent: Vec<Bytes>,
+        flushes_after: Vec<usize>,
+    }
+
+    fn frames(n: usize) -> std::collections::VecDeque<Bytes> {
+        (0..n).map(|i| Bytes::from(i.to_string())).collect()
+    }
+
+    #[test]
+    fn a_batch_sends_what_is_ready_in_order_and_flushes_once() {
+        let rec = std::sync::Arc::new(std::sync::Mutex::new(Recording::default()));
+        let mut sink: FrameSink = Box::pin(SharedSink(rec.clone()));
+        let mut ready = frames(3);
+        futures::executor::block_on(send_batch(&mut sink, Bytes::from_static(b"first"), || {
+            ready.pop_front()
+        }))
+        .unwrap();
+        let r = rec.lock().unwrap();
+        let expected: Vec<Bytes> = std::iter::once(Bytes::from_static(b"first")).chain(frames(3)).collect();
+        assert_eq!(r.sent, expected);
+        assert_eq!(r.flushes_after, vec![4], "one flush, after the last frame");
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_bound_and_leaves_the_rest_queued() {
+        let rec = std::sync::Arc::new(std::sync::Mutex::new(Recording::default()));
+        let mut sink: FrameSink = Box::pin(SharedSink(rec.clone()));
+        let mut ready = frames(WRITE_BATCH_FRAMES_MAX + 5);
+        futures::executor::block_on(send_batch(&mut sink, Bytes::from_static(b"first"), || {
+            ready.pop_front()
+        }))
+        .unwrap();
+        assert_eq!(rec.lock().unwrap().flushes_after, vec![WRITE_BATCH_FRAMES_MAX]);
+        assert_eq!(ready.len(), 6, "the bound counts the first frame: 5 + 1 left for the next batch");
+    }
+
+    /// A sink that records into a [`Recording`] a test can read while a `FrameSink` owns it.
+    struct SharedSink(std::sync::Arc<std::sync::Mutex<Recording>>);
+    impl Sink<Bytes> for SharedSink {
+        type Error = NetError;
+        fn poll_ready(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn start_send(self: Pin<&mut Self>, item: Bytes) -> Result<(), Self::Error> {
+            self.0.lock().unwrap().sent.push(item);
+            Ok(())
+        }
+        fn poll_flush(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            let mut r = self.0.lock().unwrap();
+            let n = r.sent.len();
+            r.flushes_after.push(n);
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_close(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
         }
     }
 

@@ -19,14 +19,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::future::{select_all, BoxFuture, FutureExt};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tracing::{debug, info, warn};
 
 use super::outbox::{outbox, OutboxRx, OutboxTx};
 use super::wire::{self, ReplyFrame, ReplyStatus, RequestFrame, WireFrame};
 use super::{lock, CallOptions, Inner, RpcError, Xid, MAX_CALL_TIMEOUT};
 use crate::cluster::PeerId;
-use crate::env::{timeout, Backoff, Connection, FrameSink, FrameStream, TaskHandle, MAX_PEER_FRAME_BYTES};
+use crate::env::{
+    send_batch, timeout, Backoff, Connection, FrameSink, FrameStream, TaskHandle, MAX_PEER_FRAME_BYTES,
+};
 
 /// A connect attempt taking longer than this counts as failed (the real backend's TCP
 /// connect can hang on a blackholed route; the simulated one fails at once).
@@ -377,7 +379,7 @@ async fn drive(
     let ping_since = AtomicU64::new(0);
     let writer = async {
         while let Some(frame) = rx.next().await {
-            if let Err(e) = sink.send(frame).await {
+            if let Err(e) = send_batch(&mut sink, frame, || rx.try_next()).await {
                 return End::Closed(format!("send failed: {e}"));
             }
         }

@@ -75,6 +75,16 @@ impl OutboxRx {
         }
         frame
     }
+
+    /// The next frame if one is queued now; never waits (a writer batching what is ready).
+    pub(super) fn try_next(&mut self) -> Option<Bytes> {
+        let frame = self.rx.try_recv().ok();
+        if frame.is_some() {
+            let before = self.queued.fetch_sub(1, Ordering::AcqRel);
+            debug_assert!(before > 0, "a frame was taken that was never counted");
+        }
+        frame
+    }
 }
 
 #[cfg(test)]
@@ -95,5 +105,18 @@ mod tests {
         assert_eq!(rx.next().now_or_never(), Some(Some(Bytes::from_static(b"2"))));
         assert_eq!(rx.next().now_or_never(), Some(Some(Bytes::from_static(b"3"))));
         assert_eq!(rx.next().now_or_never(), Some(None));
+    }
+
+    #[test]
+    fn taking_what_is_ready_never_waits_and_frees_room_like_next() {
+        let (tx, mut rx) = outbox(1);
+        assert_eq!(rx.try_next(), None, "nothing queued: no frame, no wait");
+        assert_eq!(tx.push(Bytes::from_static(b"1")), Ok(()));
+        assert_eq!(tx.push(Bytes::from_static(b"2")), Err(PushError::Full));
+        assert_eq!(rx.try_next(), Some(Bytes::from_static(b"1")));
+        assert_eq!(tx.push(Bytes::from_static(b"2")), Ok(()), "the frame taken freed its room");
+        tx.close();
+        assert_eq!(rx.try_next(), Some(Bytes::from_static(b"2")));
+        assert_eq!(rx.try_next(), None);
     }
 }

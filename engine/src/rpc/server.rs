@@ -32,7 +32,7 @@ use super::sem::Semaphore;
 use super::wire::{self, ReplyFrame, ReplyStatus, RequestFrame, WireFrame};
 use super::{lock, CallInfo, Inner, Xid, MAX_CALL_TIMEOUT};
 use crate::cluster::PeerId;
-use crate::env::{timeout, Connection, Listener, MonoTime, TaskHandle};
+use crate::env::{send_batch, timeout, Connection, Listener, MonoTime, TaskHandle};
 
 /// A sender silent this long (no frame, no connection, nothing running or queued) is
 /// forgotten with its xid window and order keys; so is an idle order key. Twice the longest
@@ -204,7 +204,7 @@ async fn serve_conn(inner: Arc<Inner>, id: u64, conn: Connection) {
 
     let writer = async {
         while let Some(frame) = rx.next().await {
-            if let Err(e) = sink.send(frame).await {
+            if let Err(e) = send_batch(&mut sink, frame, || rx.try_next()).await {
                 return format!("send failed: {e}");
             }
         }
