@@ -25,6 +25,12 @@
 //! # `cs_inventory`
 //! A one-object read through the object store (borrowing the inventory if another server owns
 //! it). Refusals: `try again`, `no inventory`, `Not logged in`.
+//!
+//! # Body forms
+//! The inventory messages (`cs_inventory`, `cs_gift`, `cs_trade`, their replies and
+//! `sc_gift_received`) are JSON objects on JSON ports and the messages of
+//! `game/proto/inventory.proto` ([`crate::pb::inventory`]) on the protobuf port; each file
+//! holds its messages' conversions ([`crate::wire`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -32,11 +38,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::orm::{Model, Orm, OrmError};
-use engine::session::Session;
+use engine::session::{DualReply, DualRequest, Session};
 use serde::{Deserialize, Serialize};
 
+use crate::pb::inventory as pb;
 use crate::state::{GameState, LoggedInRequest};
-use crate::wire::{self, Request};
+use crate::wire::{self, BothForms, RefusalForm, Request};
 use crate::LOG_TARGET;
 
 /// Gold a new user starts with.
@@ -179,12 +186,42 @@ impl Request for CsInventory {
 
 impl LoggedInRequest for CsInventory {}
 
+impl DualRequest for CsInventory {
+    type Proto = pb::CsInventory;
+    fn from_proto(_msg: pb::CsInventory) -> Result<Self, String> {
+        Ok(CsInventory {})
+    }
+}
+
+impl BothForms for CsInventory {
+    type ReplyProto = pb::ScInventory;
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ScInventory {
     pub error: bool,
     pub user_name: String,
     pub gold: i64,
     pub items: BTreeMap<String, i64>,
+}
+
+impl DualReply for ScInventory {
+    type Proto = pb::ScInventory;
+    fn to_proto(&self) -> pb::ScInventory {
+        pb::ScInventory {
+            error: self.error,
+            error_message: String::new(),
+            user_name: self.user_name.clone(),
+            gold: self.gold,
+            items: self.items.clone(),
+        }
+    }
+}
+
+impl RefusalForm for pb::ScInventory {
+    fn refusal(message: &str) -> Self {
+        pb::ScInventory { error: true, error_message: message.to_string(), ..Default::default() }
+    }
 }
 
 pub(crate) async fn handle(game: Arc<GameState>, s: Session, user: String, _req: CsInventory) {
@@ -194,15 +231,15 @@ pub(crate) async fn handle(game: Arc<GameState>, s: Session, user: String, _req:
         retrying(&game, move || async move { Ok(orm.fetch::<Inventory>(name).await?.ok_or("no inventory")) })
             .await;
     match read {
-        Ok(Ok(inv)) => wire::reply(
+        Ok(Ok(inv)) => wire::reply_dual(
             &s,
             REPLY,
             &ScInventory { error: false, user_name: inv.user_name, gold: inv.gold, items: inv.items },
         ),
-        Ok(Err(refusal)) => wire::refuse(&s, REPLY, refusal),
+        Ok(Err(refusal)) => wire::refuse_dual::<CsInventory>(&s, refusal),
         Err(e) => {
             tracing::info!(target: LOG_TARGET, user, error = %e, "cs_inventory failed");
-            wire::refuse(&s, REPLY, refusal_of(&e));
+            wire::refuse_dual::<CsInventory>(&s, refusal_of(&e));
         }
     }
 }
@@ -217,6 +254,23 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&inv).unwrap(),
             serde_json::json!({"user_name": "7", "gold": 100, "items": {"potion": 10, "sword": 1}})
+        );
+    }
+
+    #[test]
+    fn sc_inventory_has_the_same_fields_in_both_forms() {
+        let reply = ScInventory { error: false, user_name: "7".into(), gold: 0, items: starting_items() };
+        assert_eq!(
+            serde_json::to_value(&reply).unwrap(),
+            serde_json::json!({"error": false, "user_name": "7", "gold": 0, "items": {"potion": 10, "sword": 1}})
+        );
+        let pb = reply.to_proto();
+        assert_eq!((pb.error, pb.error_message.as_str(), pb.user_name.as_str()), (false, "", "7"));
+        assert_eq!((pb.gold, pb.items), (0, starting_items()));
+        let refused = pb::ScInventory::refusal("no inventory");
+        assert_eq!(
+            refused,
+            pb::ScInventory { error: true, error_message: "no inventory".into(), ..Default::default() }
         );
     }
 

@@ -45,10 +45,15 @@
 //!   [`GameError`]; [`flavor`]: [`Flavor`].
 //! - [`state`]: what the handlers of each flavor share, and the one place that says which
 //!   account a session is logged in as ([`state::GameState::account_of`]).
-//! - [`wire`]: the [`wire::Request`] trait, typed-handler registration and replies.
+//! - [`wire`]: the [`wire::Request`] trait, typed-handler registration and replies, and the
+//!   two body forms of the inventory messages ([`wire::BothForms`]; protobuf types in [`pb`]).
 //!
 //! # Protocol rules common to every message
 //! - Every reply carries `error`; a refusal is `{error: true, error_message}`.
+//! - Bodies are JSON objects; on a protobuf port a JSON body travels inside the envelope. The
+//!   inventory messages (`cs_inventory`, `cs_gift`, `cs_trade`, their replies and
+//!   `sc_gift_received`) also have a protobuf form (`game/proto/inventory.proto`), which the
+//!   protobuf port takes and sends instead of JSON for them ([`wire`]).
 //! - A malformed request (a field missing, of the wrong type, or an empty name) gets the
 //!   refusal with a message naming the field, then the session is closed, as in the seed.
 //! - Game-flavor messages other than the login need a logged-in session: `Not logged in`.
@@ -79,6 +84,16 @@ pub mod tick;
 pub mod trade;
 pub mod transfer;
 pub mod wire;
+
+/// The protobuf forms of the game's messages (`game/proto/*.proto`, compiled by `build.rs`).
+pub mod pb {
+    /// The inventory messages (`game/proto/inventory.proto`): the protobuf form of
+    /// `cs_inventory`, `cs_gift`, `cs_trade`, their replies and `sc_gift_received`.
+    #[allow(clippy::all, missing_docs)]
+    pub mod inventory {
+        include!(concat!(env!("OUT_DIR"), "/sandtable.game.inventory.rs"));
+    }
+}
 
 use std::time::Duration;
 

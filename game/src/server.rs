@@ -288,9 +288,11 @@ impl GameServer {
         game.register_logged_in(service, broadcast::handle);
         game.register_logged_in(service, logout::handle);
         if game.orm.is_some() {
-            game.register_logged_in(service, inventory::handle);
-            game.register_logged_in(service, gift::handle);
-            game.register_logged_in(service, trade::handle);
+            // Both body forms: JSON objects on JSON ports, `game/proto/inventory.proto` on the
+            // protobuf port.
+            game.register_logged_in_dual(service, inventory::handle);
+            game.register_logged_in_dual(service, gift::handle);
+            game.register_logged_in_dual(service, trade::handle);
         }
         if game.orm.is_some() {
             game.register_logged_in(service, counter::handle);

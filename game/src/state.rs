@@ -17,12 +17,12 @@ use engine::commands::Commands;
 use engine::env::{Clock, Kv, Rand, SetCondition, SetOptions};
 use engine::gate::{GateHost, SessionKeys};
 use engine::orm::Orm;
-use engine::session::{Session, SessionService};
+use engine::session::{ProtocolError, Session, SessionService};
 use engine::storage::CrossServerStorage;
 use serde::{Deserialize, Serialize};
 
 use crate::farm::Farm;
-use crate::wire::{self, Request};
+use crate::wire::{self, BothForms, Request};
 use crate::{GameBugs, GameObserver};
 
 /// What every game-flavor handler may use.
@@ -130,6 +130,37 @@ impl GameState {
                 match wire::parse::<R>(body) {
                     Ok(req) => handler(game, session, user, req).await,
                     Err(()) => wire::reject_malformed(&session, R::REPLY, R::MALFORMED),
+                }
+            }
+        });
+    }
+
+    /// [`register_logged_in`](Self::register_logged_in) for a request served in both body
+    /// forms ([`BothForms`]): the engine decodes the body in the session's form (`_error
+    /// bad_body` if it is not of that form), then the login is checked, then a body whose
+    /// fields do not make an `R` is rejected as malformed, all answers in the session's form.
+    pub(crate) fn register_logged_in_dual<R, F, Fut>(self: &Arc<Self>, service: &SessionService, handler: F)
+    where
+        R: LoggedInRequest + BothForms,
+        F: Fn(Arc<GameState>, Session, String, R) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (game, handler) = (self.clone(), Arc::new(handler));
+        service.register_dual_handler(R::TYPE, move |session, req: Result<R, ProtocolError>| {
+            let (game, handler) = (game.clone(), handler.clone());
+            async move {
+                let Some(user) = game.account_of(&session) else {
+                    return match R::NOT_LOGGED_IN {
+                        NotLoggedIn::Refuse => wire::refuse_dual::<R>(&session, "Not logged in"),
+                        NotLoggedIn::Close => wire::reject_malformed_dual::<R>(&session, "Not logged in"),
+                    };
+                };
+                match req {
+                    Ok(req) => handler(game, session, user, req).await,
+                    Err(e) => {
+                        tracing::debug!(target: crate::LOG_TARGET, msg_type = R::TYPE, error = %e, "malformed request");
+                        wire::reject_malformed_dual::<R>(&session, R::MALFORMED);
+                    }
                 }
             }
         });

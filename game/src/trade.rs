@@ -11,17 +11,21 @@
 //! `unknown partner` (no inventory), `not enough items` (the trader lacks part of `give`),
 //! `partner has not enough items` (the partner lacks part of `take`), `try again`,
 //! `outcome unknown`, `Not logged in` (see [`crate::inventory`]).
+//!
+//! Both body forms ([`crate::wire`]): in the protobuf form `give` and `take` are
+//! `map<string, int64>`; the reply goes out in the trader's session's form.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use engine::orm::{Orm, OrmError};
-use engine::session::Session;
+use engine::session::{DualReply, DualRequest, Session};
 use serde::{Deserialize, Serialize};
 
 use crate::inventory::{orm_of, refusal_of, retrying, Attempt, Inventory};
+use crate::pb::inventory as pb;
 use crate::state::{GameState, LoggedInRequest};
-use crate::wire::{self, non_empty, Request};
+use crate::wire::{self, non_empty, BothForms, RefusalForm, Request};
 use crate::LOG_TARGET;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -43,6 +47,21 @@ impl Request for CsTrade {
 
 impl LoggedInRequest for CsTrade {}
 
+impl DualRequest for CsTrade {
+    type Proto = pb::CsTrade;
+    /// As the JSON form: `with` non-empty; absent maps are empty.
+    fn from_proto(msg: pb::CsTrade) -> Result<Self, String> {
+        if msg.with.is_empty() {
+            return Err("with must be non-empty".into());
+        }
+        Ok(CsTrade { with: msg.with, give: msg.give, take: msg.take })
+    }
+}
+
+impl BothForms for CsTrade {
+    type ReplyProto = pb::ScTrade;
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ScTrade {
     pub error: bool,
@@ -50,24 +69,44 @@ pub struct ScTrade {
     pub items: BTreeMap<String, i64>,
 }
 
+impl DualReply for ScTrade {
+    type Proto = pb::ScTrade;
+    fn to_proto(&self) -> pb::ScTrade {
+        pb::ScTrade {
+            error: self.error,
+            error_message: String::new(),
+            gold: self.gold,
+            items: self.items.clone(),
+        }
+    }
+}
+
+impl RefusalForm for pb::ScTrade {
+    fn refusal(message: &str) -> Self {
+        pb::ScTrade { error: true, error_message: message.to_string(), ..Default::default() }
+    }
+}
+
 pub(crate) async fn handle(game: Arc<GameState>, s: Session, user: String, req: CsTrade) {
     const REPLY: &str = CsTrade::REPLY;
     if req.give.values().chain(req.take.values()).any(|c| *c <= 0) {
-        return wire::refuse(&s, REPLY, "counts must be positive");
+        return wire::refuse_dual::<CsTrade>(&s, "counts must be positive");
     }
     if req.give.is_empty() && req.take.is_empty() {
-        return wire::refuse(&s, REPLY, "empty trade");
+        return wire::refuse_dual::<CsTrade>(&s, "empty trade");
     }
     if req.with == user {
-        return wire::refuse(&s, REPLY, "cannot trade with yourself");
+        return wire::refuse_dual::<CsTrade>(&s, "cannot trade with yourself");
     }
     let (orm, trader, req_ref) = (orm_of(&game), user.as_str(), &req);
     match retrying(&game, move || trade_once(orm, trader, req_ref)).await {
-        Ok(Ok(inv)) => wire::reply(&s, REPLY, &ScTrade { error: false, gold: inv.gold, items: inv.items }),
-        Ok(Err(refusal)) => wire::refuse(&s, REPLY, refusal),
+        Ok(Ok(inv)) => {
+            wire::reply_dual(&s, REPLY, &ScTrade { error: false, gold: inv.gold, items: inv.items })
+        }
+        Ok(Err(refusal)) => wire::refuse_dual::<CsTrade>(&s, refusal),
         Err(e) => {
             tracing::info!(target: LOG_TARGET, user, with = req.with, error = %e, "cs_trade failed");
-            wire::refuse(&s, REPLY, refusal_of(&e));
+            wire::refuse_dual::<CsTrade>(&s, refusal_of(&e));
         }
     }
 }
@@ -96,4 +135,33 @@ async fn trade_once(orm: &Orm, trader: &str, req: &CsTrade) -> Result<Attempt<In
     tx.put(&theirs)?;
     tx.commit().await?;
     Ok(Ok(mine))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn cs_trade_from_proto_checks_what_the_json_form_checks() {
+        let give = BTreeMap::from([("gold".to_string(), 10)]);
+        let msg = pb::CsTrade { with: "1".into(), give: give.clone(), take: BTreeMap::new() };
+        assert_eq!(CsTrade::from_proto(msg), Ok(CsTrade { with: "1".into(), give, take: BTreeMap::new() }));
+        assert!(CsTrade::from_proto(pb::CsTrade::default()).is_err(), "with is required");
+    }
+
+    #[test]
+    fn sc_trade_has_the_same_fields_in_both_forms() {
+        let items = BTreeMap::from([("sword".to_string(), 2)]);
+        let reply = ScTrade { error: false, gold: 90, items: items.clone() };
+        assert_eq!(
+            serde_json::to_value(&reply).unwrap(),
+            json!({"error": false, "gold": 90, "items": {"sword": 2}})
+        );
+        assert_eq!(
+            reply.to_proto(),
+            pb::ScTrade { error: false, error_message: String::new(), gold: 90, items }
+        );
+        assert_eq!(pb::ScTrade::refusal("empty trade").error_message, "empty trade");
+    }
 }

@@ -1,11 +1,27 @@
 //! What every message file shares: the [`Request`] trait (a request's wire names and the
 //! answer to a body that does not parse), typed-handler registration, and replies.
 //!
+//! # Two body forms
+//! Most messages are JSON only: on a protobuf port their body is UTF-8 JSON inside the
+//! envelope, and so are their replies. The inventory messages ([`BothForms`]) are also served
+//! in a protobuf form (`game/proto/inventory.proto`, [`crate::pb::inventory`]): engine dual
+//! handlers (`SessionService::register_dual_handler`) take a JSON object on JSON ports and the
+//! protobuf message on the protobuf port, and every answer — reply, refusal, push — goes out
+//! in the form of the recipient session's transport (`reply_dual`, `refuse_dual`). Each
+//! message's Rust type stays the serde struct of its JSON form (so that JSON is unchanged),
+//! with a small `from_proto`/`to_proto` beside it (why not serde derives on the prost types:
+//! `engine::session`'s `dual.rs`).
+//!
 //! # Malformed requests
 //! The engine's session registry answers a body that is not a JSON object with `_error
-//! bad_body` and keeps the session. A body that is an object but lacks a field the game needs
-//! is the game's business: as in the seed, it gets the message's refusal `{error: true,
-//! error_message: R::MALFORMED}` and the session is closed ([`reject_malformed`]).
+//! bad_body` and keeps the session; so it does for a protobuf body that does not decode as
+//! the message (and for a JSON body in a protobuf envelope of a [`BothForms`] type). A body
+//! that is an object (or a decoded message) but lacks a field the game needs is the game's
+//! business: as in the seed, it gets the message's refusal `{error: true, error_message:
+//! R::MALFORMED}` and the session is closed ([`reject_malformed`], `reject_malformed_dual`).
+//! In the protobuf form an absent field is its default (`""`, `0`), so only what the game
+//! checks for emptiness can be malformed there: an absent `count` is `0`, refused `count must
+//! be positive` without closing the session.
 //!
 //! # Failed sends
 //! A reply goes to one session. A send fails with `SessionError::Closed` (or `SlowReader`)
@@ -15,11 +31,12 @@
 //! logged at WARN.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
-use engine::session::{Session, SessionError, SessionService};
+use engine::session::{DualReply, DualRequest, Session, SessionError, SessionService};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::LOG_TARGET;
@@ -40,6 +57,45 @@ pub trait Request: DeserializeOwned + Send + 'static {
 pub struct Refusal<'a> {
     pub error: bool,
     pub error_message: &'a str,
+}
+
+/// A request also served in its protobuf form (module doc): the engine's [`DualRequest`]
+/// gives its decoding, and `ReplyProto` is the protobuf form of every answer to it.
+pub trait BothForms: Request + DualRequest {
+    /// The protobuf form of the reply (`sc_*`), success and refusal alike.
+    type ReplyProto: RefusalForm;
+}
+
+/// A reply's protobuf form that can carry a refusal.
+pub trait RefusalForm: prost::Message + Default {
+    /// `{error: true, error_message: message}` in this form, every other field at its default.
+    fn refusal(message: &str) -> Self;
+}
+
+/// A refusal of a request answered with `P`: [`Refusal`] in JSON, [`RefusalForm::refusal`]
+/// in protobuf.
+pub struct DualRefusal<'a, P> {
+    pub error_message: &'a str,
+    form: PhantomData<fn() -> P>,
+}
+
+impl<'a, P> DualRefusal<'a, P> {
+    pub fn new(error_message: &'a str) -> Self {
+        DualRefusal { error_message, form: PhantomData }
+    }
+}
+
+impl<P> Serialize for DualRefusal<'_, P> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Refusal { error: true, error_message: self.error_message }.serialize(s)
+    }
+}
+
+impl<P: RefusalForm> DualReply for DualRefusal<'_, P> {
+    type Proto = P;
+    fn to_proto(&self) -> P {
+        P::refusal(self.error_message)
+    }
 }
 
 /// Registers `handler` for `R::TYPE`: the body is parsed as `R` ([`reject_malformed`] if it
@@ -91,7 +147,17 @@ pub(crate) fn reply<T: Serialize>(session: &Session, msg_type: &str, reply: &T) 
             return;
         }
     };
-    match session.send_json(msg_type, body) {
+    log_send(msg_type, session.send_json(msg_type, body));
+}
+
+/// Sends `reply` as a `msg_type` message on `session` in the form of the session's transport
+/// (module doc; failures as for [`reply`]).
+pub(crate) fn reply_dual<T: DualReply>(session: &Session, msg_type: &str, reply: &T) {
+    log_send(msg_type, session.send_dual(msg_type, reply));
+}
+
+fn log_send(msg_type: &str, sent: Result<(), SessionError>) {
+    match sent {
         Ok(()) => {}
         // The session is closed: nobody is left to receive the reply (module doc).
         Err(e @ (SessionError::Closed(_) | SessionError::SlowReader)) => {
@@ -99,6 +165,18 @@ pub(crate) fn reply<T: Serialize>(session: &Session, msg_type: &str, reply: &T) 
         }
         Err(e) => tracing::warn!(target: LOG_TARGET, msg_type, error = %e, "reply not sent"),
     }
+}
+
+/// Refuses a [`BothForms`] request `R` in the session's form: `{error: true, error_message}`
+/// as an `R::REPLY` message.
+pub(crate) fn refuse_dual<R: BothForms>(session: &Session, message: &str) {
+    reply_dual(session, R::REPLY, &DualRefusal::<R::ReplyProto>::new(message));
+}
+
+/// [`reject_malformed`] for a [`BothForms`] request: the refusal in the session's form, then close.
+pub(crate) fn reject_malformed_dual<R: BothForms>(session: &Session, message: &str) {
+    refuse_dual::<R>(session, message);
+    session.close(format!("malformed {}: {message}", R::REPLY));
 }
 
 /// Refuses a request: `{error: true, error_message: message}` as a `msg_type` message.
@@ -160,6 +238,17 @@ mod tests {
         {
             assert!(parse::<Probe>(body.clone()).is_err(), "{body}");
         }
+    }
+
+    #[test]
+    fn a_dual_refusal_is_the_same_json_as_a_refusal() {
+        use crate::pb::inventory::ScGift;
+        let dual = DualRefusal::<ScGift>::new("not enough items");
+        assert_eq!(
+            serde_json::to_value(&dual).unwrap(),
+            serde_json::to_value(Refusal { error: true, error_message: "not enough items" }).unwrap()
+        );
+        assert_eq!(dual.to_proto(), ScGift { error: true, error_message: "not enough items".into() });
     }
 
     #[test]

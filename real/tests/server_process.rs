@@ -1,17 +1,23 @@
 //! `sandtable-server` as a process: real binaries on private ZooKeeper and Redis, driven by
 //! real clients over TCP JSON, TCP protobuf and WebSocket JSON. Covers the seed flow (login,
 //! enter pvp, transfer), login uniqueness across servers, graceful SIGTERM, kill -9 recovery
-//! within the ZooKeeper session timeout, and manifest errors.
+//! within the ZooKeeper session timeout, manifest errors, and the inventory messages between a
+//! protobuf client and a JSON client on two servers (each side in its own body form).
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::client::Recv;
 use common::cluster::{
-    assert_err, assert_ok, login_eventually, seed_flow, Client, Cluster, TRANSPORTS, ZK_SESSION_SECS,
+    assert_err, assert_ok, login_eventually, seed_flow, Client, Cluster, TRANSPORTS, WAIT, ZK_SESSION_SECS,
 };
+use engine::session::codec;
 use engine::session::Transport;
+use game::pb::inventory as pb;
+use prost::Message;
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,4 +131,122 @@ async fn bad_manifest_exits_2_and_names_the_key() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "status {}; stderr: {stderr}", out.status);
     assert!(stderr.contains("SessionService.tcp_json_port"), "stderr: {stderr}");
+}
+
+/// Sends `msg` as the protobuf body of a `msg_type` message.
+async fn send_pb<M: Message>(c: &mut Client, msg_type: &str, msg: &M) {
+    c.send_raw(codec::encode_protobuf(msg_type, &msg.encode_to_vec())).await;
+}
+
+/// The next message, which must be a `msg_type` message in its protobuf form (a JSON body
+/// here means the server answered a protobuf client in the wrong form).
+async fn recv_pb<R: Message + Default>(c: &mut Client, msg_type: &str) -> R {
+    match c.recv_within(WAIT).await {
+        Recv::Bytes(t, body) if t == msg_type => {
+            R::decode(body).unwrap_or_else(|e| panic!("{msg_type}: not its protobuf form: {e}"))
+        }
+        // An empty protobuf message is an empty body, which is not JSON either: `Bytes`.
+        other => panic!("expected {msg_type} in protobuf form, got {other:?}"),
+    }
+}
+
+async fn call_pb<M: Message, R: Message + Default>(
+    c: &mut Client,
+    msg_type: &str,
+    msg: &M,
+    reply: &str,
+) -> R {
+    send_pb(c, msg_type, msg).await;
+    recv_pb(c, reply).await
+}
+
+fn items(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gifts_between_a_protobuf_client_and_a_json_client_go_out_in_each_ones_form() {
+    // Two game servers with the object store on one shared SQLite file (the example
+    // manifest's `Object` section, one data directory).
+    let mut c = Cluster::new();
+    c.extra_sections.insert(
+        "Object".into(),
+        json!({ "enable_database": true, "cache_expiration_in_ms": 3000, "copy_cache_expiration_in_ms": 700 }),
+    );
+    let data = c.dir().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    c.data_dir = Some(data);
+    c.start(&[("game-a", "game"), ("game-b", "game")]).await;
+    let (pt, jt) = (Transport::TcpProtobuf, Transport::TcpJson);
+
+    // "pb" on A's protobuf port, "js" on B's JSON port. The login is a JSON message (JSON in
+    // the protobuf envelope); the inventory messages are not.
+    let mut p = Client::connect(c.servers[0].addr(pt), pt).await;
+    assert_ok(&p.login("pb").await, "login pb on A (protobuf port)");
+    let mut j = Client::connect(c.servers[1].addr(jt), jt).await;
+    assert_ok(&j.login("js").await, "login js on B (JSON port)");
+
+    let inv: pb::ScInventory = call_pb(&mut p, "cs_inventory", &pb::CsInventory {}, "sc_inventory").await;
+    let start = pb::ScInventory {
+        error: false,
+        error_message: String::new(),
+        user_name: "pb".into(),
+        gold: 100,
+        items: items(&[("potion", 10), ("sword", 1)]),
+    };
+    assert_eq!(inv, start);
+
+    // Protobuf sender on A -> JSON recipient on B: the reply in protobuf, the push in JSON
+    // (it crosses to B by RPC in both forms).
+    let gift = pb::CsGift { to: "js".into(), item: "potion".into(), count: 3 };
+    let r: pb::ScGift = call_pb(&mut p, "cs_gift", &gift, "sc_gift").await;
+    assert_eq!(r, pb::ScGift { error: false, error_message: String::new() });
+    let (t, pushed) = j.recv().await;
+    assert_eq!(
+        (t.as_str(), pushed),
+        ("sc_gift_received", json!({"from": "pb", "item": "potion", "count": 3}))
+    );
+
+    // JSON sender on B -> protobuf recipient on A: the reply in JSON, the push in protobuf.
+    let r = j.call("cs_gift", json!({"to": "pb", "item": "sword", "count": 1}), "sc_gift").await;
+    assert_eq!(r, json!({"error": false}));
+    let pushed: pb::ScGiftReceived = recv_pb(&mut p, "sc_gift_received").await;
+    assert_eq!(pushed, pb::ScGiftReceived { from: "js".into(), item: "sword".into(), count: 1 });
+
+    // Refusals in protobuf: the reply message with `error` and `error_message`.
+    let zero = pb::CsGift { to: "js".into(), item: "potion".into(), count: 0 };
+    let r: pb::ScGift = call_pb(&mut p, "cs_gift", &zero, "sc_gift").await;
+    assert_eq!(r, pb::ScGift { error: true, error_message: "count must be positive".into() });
+    let nobody = pb::CsGift { to: "nobody".into(), item: "potion".into(), count: 1 };
+    let r: pb::ScGift = call_pb(&mut p, "cs_gift", &nobody, "sc_gift").await;
+    assert_eq!(r, pb::ScGift { error: true, error_message: "unknown recipient".into() });
+
+    // A trade from the protobuf side: pb gives 10 gold, takes 1 potion.
+    let trade =
+        pb::CsTrade { with: "js".into(), give: items(&[("gold", 10)]), take: items(&[("potion", 1)]) };
+    let r: pb::ScTrade = call_pb(&mut p, "cs_trade", &trade, "sc_trade").await;
+    let after = items(&[("potion", 8), ("sword", 2)]);
+    assert_eq!(r, pb::ScTrade { error: false, error_message: String::new(), gold: 90, items: after.clone() });
+
+    // Wrong forms on the protobuf port are `_error bad_body` and keep the session: a JSON
+    // body, and bytes that are not a protobuf message.
+    p.send("cs_gift", json!({"to": "js", "item": "potion", "count": 1})).await;
+    let (t, e) = p.recv().await;
+    assert_eq!((t.as_str(), &e["code"]), ("_error", &json!("bad_body")), "{e}");
+    p.send_raw(codec::encode_protobuf("cs_gift", b"\x0f")).await;
+    let (t, e) = p.recv().await;
+    assert_eq!((t.as_str(), &e["code"]), ("_error", &json!("bad_body")), "{e}");
+
+    // Final inventories, each read in its client's form; nothing created or lost.
+    let inv: pb::ScInventory = call_pb(&mut p, "cs_inventory", &pb::CsInventory {}, "sc_inventory").await;
+    assert_eq!((inv.gold, &inv.items), (90, &after));
+    let inv = j.call("cs_inventory", json!({}), "sc_inventory").await;
+    assert_eq!(inv, json!({"error": false, "user_name": "js", "gold": 110, "items": {"potion": 12}}));
+
+    // A protobuf request missing a required field is malformed, as in JSON: the refusal
+    // (in protobuf), then the session closes.
+    let malformed = pb::CsGift { to: String::new(), item: "potion".into(), count: 1 };
+    let r: pb::ScGift = call_pb(&mut p, "cs_gift", &malformed, "sc_gift").await;
+    assert!(r.error && r.error_message.starts_with("to and item must be"), "{r:?}");
+    assert_eq!(p.recv_within(WAIT).await, Recv::Eof, "closed after a malformed request");
 }

@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::*;
@@ -30,6 +31,10 @@ struct FakeLink {
     id: LinkId,
     clock: ManualClock,
     sent: Mutex<Vec<(String, Value)>>,
+    /// Set: the link's client speaks protobuf, so a message in both forms goes into
+    /// `sent_proto`. Unset: the trait's default (the JSON form, into `sent`).
+    protobuf: bool,
+    sent_proto: Mutex<Vec<(String, Bytes)>>,
     closed: Mutex<Option<(String, MonoTime)>>,
 }
 
@@ -39,8 +44,15 @@ impl FakeLink {
             id: LinkId::from_u128(n),
             clock: h.clock.clone(),
             sent: Mutex::default(),
+            protobuf: false,
+            sent_proto: Mutex::default(),
             closed: Mutex::default(),
         })
+    }
+    fn new_protobuf(h: &Harness, n: u128) -> Arc<FakeLink> {
+        let mut link = Arc::into_inner(FakeLink::new(h, n)).expect("fresh");
+        link.protobuf = true;
+        Arc::new(link)
     }
     fn received(&self, msg_type: &str) -> Vec<Value> {
         lock(&self.sent).iter().filter(|m| m.0 == msg_type).map(|m| m.1.clone()).collect()
@@ -59,6 +71,16 @@ impl ClientLink for FakeLink {
             return false;
         }
         lock(&self.sent).push((msg_type.to_string(), body));
+        true
+    }
+    fn send_dual(&self, msg_type: &str, body: &DualBody) -> bool {
+        if !self.protobuf {
+            return self.send_json(msg_type, body.json().clone());
+        }
+        if self.closed().is_some() {
+            return false;
+        }
+        lock(&self.sent_proto).push((msg_type.to_string(), body.proto().clone()));
         true
     }
     fn close(&self, reason: &str) {
@@ -269,4 +291,46 @@ fn a_redirect_token_is_accepted_once_at_its_target_with_the_extra_data() {
     let replay = h.block_on(async move { b3.accept_redirect(&token, link).await });
     assert!(replay.is_err(), "a token is single use: {replay:?}");
     assert_eq!(b.account_of(l3.id), None);
+}
+
+#[test]
+fn a_dual_message_reaches_each_link_in_its_clients_form() {
+    use crate::rpc::messages::EchoReply;
+    use prost::Message;
+    #[derive(serde::Serialize)]
+    struct Gift {
+        message: String,
+    }
+    impl crate::session::DualReply for Gift {
+        type Proto = EchoReply;
+        fn to_proto(&self) -> EchoReply {
+            EchoReply { message: self.message.clone() }
+        }
+    }
+    let h = Harness::new(8);
+    let a = start(&h, 1);
+    let (json_link, pb_link) = (FakeLink::new(&h, 1), FakeLink::new_protobuf(&h, 2));
+    h.run_until_stalled();
+    assert_eq!(login(&h, &a, "kim", &json_link), LoginOutcome::LoggedIn);
+    assert_eq!(login(&h, &a, "lee", &pb_link), LoginOutcome::LoggedIn);
+
+    // Sent on A, which holds both links. (The harness has no network: the RPC to another
+    // server is checked in `remote.rs`, and end to end by `real/tests/server_process.rs`.)
+    for to in ["kim", "lee"] {
+        let body = DualBody::of(&Gift { message: format!("for {to}") }).unwrap();
+        let a2 = a.clone();
+        let delivered = h.block_on(async move { a2.send_message_dual(to, "gift", body).await }).unwrap();
+        assert!(delivered, "{to}");
+    }
+    let nobody = DualBody::of(&Gift { message: "lost".into() }).unwrap();
+    let a2 = a.clone();
+    let delivered = h.block_on(async move { a2.send_message_dual("nobody", "gift", nobody).await });
+    assert!(!delivered.unwrap(), "logged in nowhere");
+    assert_eq!(json_link.received("gift"), vec![json!({"message": "for kim"})]);
+    assert!(lock(&json_link.sent_proto).is_empty());
+    let proto = lock(&pb_link.sent_proto).clone();
+    assert_eq!(proto.len(), 1);
+    assert_eq!(proto[0].0, "gift");
+    assert_eq!(EchoReply::decode(proto[0].1.clone()).unwrap(), EchoReply { message: "for lee".into() });
+    assert!(pb_link.received("gift").is_empty(), "the protobuf client got no JSON copy");
 }

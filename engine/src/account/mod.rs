@@ -8,14 +8,15 @@
 //! | `CheckAndSetLoggedIn(id, session)` | [`AccountManager::check_and_set_logged_in`] |
 //! | `SetLoggedOut(id)` | [`AccountManager::set_logged_out`] |
 //! | `Locate(id)` | [`AccountManager::locate`] |
-//! | `SendMessage(type, msg, id)` | [`AccountManager::send_message`] (local link, or RPC to the owner) |
+//! | `SendMessage(type, msg, id)` | [`AccountManager::send_message`] (local link, or RPC to the owner); [`AccountManager::send_message_dual`] for a message in both body forms, sent in the form of the account's client |
 //! | `BroadcastLocally` / `BroadcastGlobally` | [`AccountManager::broadcast_locally`] / [`AccountManager::broadcast_globally`] |
 //! | `RedirectClient(session, peer, extra_data)` | [`AccountManager::redirect_client`] |
 //! | (engine-internal `_cs_redirect` handling) | [`AccountManager::accept_redirect`] |
 //! | `RegisterRedirectionHandler(f)` | [`AccountManager::register_redirection_handler`] |
 //!
 //! The manager talks to client connections only through the narrow [`ClientLink`] trait, so
-//! it does not depend on the session module ([`attach_sessions`](AccountManager::attach_sessions)
+//! it does not depend on the session module's machinery (it names one plain data type of it,
+//! [`DualBody`]: a message in both body forms) ([`attach_sessions`](AccountManager::attach_sessions)
 //! wires the two together).
 //!
 //! # Who is logged in on a connection
@@ -129,7 +130,7 @@
 //! - login: `check_and_set_logged_in`, `set_logged_out`, `set_logged_out_link`;
 //! - queries: `account_of`, `is_logged_in_here`, `local_accounts` (sync), `locate` (reads
 //!   ZooKeeper), `holds_lease`;
-//! - messages: `deliver` (sync, local), `send_message`, `broadcast_locally`,
+//! - messages: `deliver` (sync, local), `send_message`, `send_message_dual`, `broadcast_locally`,
 //!   `broadcast_globally`;
 //! - redirection: `redirect_client`, `accept_redirect`, `register_redirection_handler`.
 //!
@@ -195,6 +196,7 @@ use self::token::ACCOUNT_BYTES_MAX;
 use crate::cluster::{Cluster, PeerId};
 use crate::env::{lock, validate_segment, Backoff, Coord, Env, MonoTime, TaskHandle};
 use crate::rpc::Rpc;
+use crate::session::DualBody;
 
 /// Messages the managers exchange (`proto/account.proto`).
 #[allow(clippy::all, missing_docs)]
@@ -220,6 +222,13 @@ pub trait ClientLink: Send + Sync {
     fn link_id(&self) -> LinkId;
     /// Sends one `{type, body}` message; false if the link is closed.
     fn send_json(&self, msg_type: &str, body: serde_json::Value) -> bool;
+    /// Sends one message given in both forms, in the form of the link's client (a session:
+    /// its transport's, [`Session::send_dual_body`](crate::session::Session::send_dual_body));
+    /// false if the link is closed. The default sends the JSON form (a link that only speaks
+    /// JSON).
+    fn send_dual(&self, msg_type: &str, body: &DualBody) -> bool {
+        self.send_json(msg_type, body.json().clone())
+    }
     /// Closes the connection (idempotent).
     fn close(&self, reason: &str);
     fn is_open(&self) -> bool;

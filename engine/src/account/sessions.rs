@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 
 use super::{AccountError, AccountManager, LinkId, LinkRef};
 use crate::session::codec::CS_REDIRECT_TYPE;
-use crate::session::{ProtocolError, Session, SessionId, SessionService};
+use crate::session::{DualBody, ProtocolError, Session, SessionId, SessionService};
 
 impl From<SessionId> for LinkId {
     fn from(id: SessionId) -> Self {
@@ -27,6 +27,10 @@ impl super::ClientLink for Session {
 
     fn send_json(&self, msg_type: &str, body: Value) -> bool {
         Session::send_json(self, msg_type, body).is_ok()
+    }
+
+    fn send_dual(&self, msg_type: &str, body: &DualBody) -> bool {
+        Session::send_dual_body(self, msg_type, body).is_ok()
     }
 
     fn close(&self, reason: &str) {

@@ -5,7 +5,7 @@
 //! | transport | payload |
 //! |---|---|
 //! | [`Transport::TcpJson`] | UTF-8 JSON object `{"type": "<t>", "body": {...}}` |
-//! | [`Transport::TcpProtobuf`] | protobuf [`pb::Envelope`] `{ string type = 1; bytes body = 2; }`; `body` is the encoded message, or UTF-8 JSON for JSON handlers and engine frames |
+//! | [`Transport::TcpProtobuf`] | protobuf [`pb::Envelope`] `{ string type = 1; bytes body = 2; }`; `body` is the encoded message (protobuf and dual types, [`super::DualRequest`]), or UTF-8 JSON for JSON handlers and engine frames |
 //!
 //! The JSON codec works on payload *bytes* and knows nothing of length prefixes, so a
 //! text-message transport (WebSocket JSON, where one text message is one envelope) reuses

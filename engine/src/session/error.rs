@@ -149,6 +149,9 @@ pub enum SessionError {
     /// A JSON body must be a JSON object (DESIGN.md §6); nothing was sent.
     #[error("message body must be a JSON object")]
     BodyNotAnObject,
+    /// A message's JSON form did not serialize (serde's reason); nothing was sent.
+    #[error("message body does not serialize: {0}")]
+    BodyNotSerializable(String),
     /// `send_proto` on a JSON port: a protobuf message has no JSON form here. Use `send_json`.
     #[error("cannot send a protobuf message on a JSON port")]
     ProtobufOnJsonPort,

@@ -2,7 +2,8 @@
 //!
 //! Method groups:
 //! - identity: [`id`](Session::id), [`peer_addr`](Session::peer_addr), [`transport`](Session::transport);
-//! - output: [`send_json`](Session::send_json), [`send_proto`](Session::send_proto) — they
+//! - output: [`send_json`](Session::send_json), [`send_proto`](Session::send_proto),
+//!   [`send_dual`](Session::send_dual), [`send_dual_body`](Session::send_dual_body) — they
 //!   queue a frame and return at once; the session's writer sends queued frames in order;
 //! - lifetime: [`close`](Session::close), [`is_open`](Session::is_open), [`close_reason`](Session::close_reason);
 //! - context: [`set_context`](Session::set_context), [`context`](Session::context),
@@ -23,6 +24,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use serde_json::Value;
 
 use super::codec;
+use super::dual::{self, DualBody, DualReply};
 use super::error::{CloseReason, ProtocolError, SessionError};
 use super::Transport;
 use crate::env::Rand;
@@ -189,6 +191,20 @@ impl Session {
         }
     }
 
+    /// Queues `msg` in this session's own form: its JSON object on a JSON or WebSocket port,
+    /// its protobuf message ([`DualReply::to_proto`]) on the protobuf port. The reply of a
+    /// dual handler ([`SessionService::register_dual_handler`](super::SessionService::register_dual_handler)). Fails as [`send_json`](Self::send_json) does, and with
+    /// [`SessionError::BodyNotSerializable`] if the JSON form does not serialize.
+    pub fn send_dual<T: DualReply>(&self, msg_type: &str, msg: &T) -> Result<(), SessionError> {
+        self.push(dual::encode_reply(self.shared.transport, msg_type, msg)?)
+    }
+
+    /// Queues a message already encoded in both forms, in this session's own form (a push
+    /// made where the recipient's transport was not known).
+    pub fn send_dual_body(&self, msg_type: &str, body: &DualBody) -> Result<(), SessionError> {
+        self.push(body.encode(self.shared.transport, msg_type))
+    }
+
     /// Queues an `_error {code, message}` frame for `e` (handlers of engine-reserved types
     /// answer with it; the session stays open unless the caller closes it).
     pub fn send_error(&self, e: &ProtocolError) -> Result<(), SessionError> {
@@ -257,6 +273,11 @@ impl Session {
     /// Why the session closed; `None` while open.
     pub fn close_reason(&self) -> Option<CloseReason> {
         lock(&self.shared.outbox).close.clone()
+    }
+
+    /// The next queued frame if there is one now; never waits, registers no waker.
+    pub(super) fn try_next_frame(&self) -> Option<Bytes> {
+        lock(&self.shared.outbox).queue.pop_front()
     }
 
     /// The writer's next frame: `Some` while frames are queued, `None` once closed and
@@ -344,6 +365,55 @@ mod tests {
         assert!(s.is_open());
         let p = session(8, Transport::TcpProtobuf);
         assert_eq!(p.send_proto("a", &()), Ok(()));
+    }
+
+    #[test]
+    fn a_dual_reply_goes_out_in_each_sessions_own_form() {
+        use crate::rpc::messages::EchoReply;
+        use prost::Message;
+        #[derive(serde::Serialize)]
+        struct Said {
+            message: String,
+        }
+        impl DualReply for Said {
+            type Proto = EchoReply;
+            fn to_proto(&self) -> EchoReply {
+                EchoReply { message: self.message.clone() }
+            }
+        }
+        let said = Said { message: "hi".into() };
+        let pushed = DualBody::of(&Said { message: "pushed".into() }).unwrap();
+        for t in [Transport::TcpJson, Transport::WebSocketJson] {
+            let s = session(8, t);
+            s.send_dual("said", &said).unwrap();
+            s.send_dual_body("pushed", &pushed).unwrap();
+            let frames = drain(&s);
+            assert_eq!(
+                frames,
+                vec![
+                    Bytes::from_static(br#"{"type":"said","body":{"message":"hi"}}"#),
+                    Bytes::from_static(br#"{"type":"pushed","body":{"message":"pushed"}}"#),
+                ],
+                "{t:?}"
+            );
+        }
+        let p = session(8, Transport::TcpProtobuf);
+        p.send_dual("said", &said).unwrap();
+        p.send_dual_body("pushed", &pushed).unwrap();
+        let bodies: Vec<(String, EchoReply)> = drain(&p)
+            .iter()
+            .map(|f| {
+                let env = codec::pb::Envelope::decode(&f[..]).unwrap();
+                (env.r#type, EchoReply::decode(&env.body[..]).unwrap())
+            })
+            .collect();
+        assert_eq!(
+            bodies,
+            vec![
+                ("said".to_string(), EchoReply { message: "hi".into() }),
+                ("pushed".to_string(), EchoReply { message: "pushed".into() }),
+            ]
+        );
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! On the TCP ports each frame is a 4-byte big-endian length and a payload (the `Net` port's
 //! framing). The payload is a JSON envelope `{"type": "<t>", "body": {...}}` on a
 //! [`Transport::TcpJson`] port, or a protobuf envelope `{ string type = 1; bytes body = 2; }`
-//! on a [`Transport::TcpProtobuf`] port ([`codec`]). On a [`Transport::WebSocketJson`] port
+//! on a [`Transport::TcpProtobuf`] port ([`codec`]); a type registered with
+//! [`SessionService::register_dual_handler`] takes its JSON form on JSON ports and its
+//! protobuf form on the protobuf port, and its replies go out in each session's own form
+//! ([`DualRequest`], [`DualReply`]). On a [`Transport::WebSocketJson`] port
 //! one text message is one JSON envelope (same codec); its listener comes from the backend
 //! ([`ClientListeners`]).
 //!
@@ -76,6 +79,7 @@
 
 pub mod codec;
 pub mod config;
+mod dual;
 mod error;
 mod gated;
 pub mod global;
@@ -99,6 +103,7 @@ use tracing::{info, warn};
 
 use crate::env::{timeout, Env, Listener, TaskHandle};
 
+pub use self::dual::{DualBody, DualReply, DualRequest};
 pub use self::error::{CloseReason, ProtocolError, SessionError};
 pub use self::gated::{GatedSession, Guard, GATED_INPUT_MAX, GATED_OUTPUT_MAX, NOT_HOSTED};
 pub use self::global::{BroadcastReport, GlobalSessions};
@@ -426,6 +431,25 @@ impl SessionService {
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.inner.registry.register_proto(msg_type, f);
+    }
+
+    /// Registers the dual handler of `msg_type` ([`DualRequest`]): the body is a JSON object
+    /// deserialized as `M` on JSON and WebSocket ports, and `M::Proto` decoded and converted by
+    /// `M::from_proto` on the protobuf port (the registry's table in `registry.rs`). A body of
+    /// the wrong form (bytes that are not `M::Proto`, a JSON object on the protobuf port) is
+    /// answered `bad_body` and the handler does not run; one of the right form whose fields do
+    /// not make an `M` reaches the handler as `Err(ProtocolError::BadBody)`, for it to answer
+    /// ([`Session::send_error`] gives the engine's answer). Reply with [`Session::send_dual`].
+    ///
+    /// # Panics
+    /// As [`register_json_handler`](Self::register_json_handler).
+    pub fn register_dual_handler<M, F, Fut>(&self, msg_type: &str, f: F)
+    where
+        M: DualRequest,
+        F: Fn(Session, Result<M, ProtocolError>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.inner.registry.register_dual(msg_type, f);
     }
 
     /// Adds a callback run when a session opens, before its first message is handled

@@ -1,15 +1,23 @@
 //! The handler registry (iFun's `HandlerRegistry::Register`): message type -> handler, and
 //! the routing of one decoded client message to the future that handles it.
 //!
-//! A handler is registered as JSON or protobuf; what it accepts per transport:
+//! A handler is registered as JSON, protobuf or dual (both forms, [`super::dual`]); what it
+//! accepts per transport (WebSocket JSON is a JSON port):
 //!
 //! | handler | JSON port | protobuf port |
 //! |---|---|---|
 //! | JSON | the envelope's `body` object | the envelope's body bytes parsed as a UTF-8 JSON object (`bad_body` if not) |
 //! | protobuf | `bad_body` (a JSON port has no protobuf form) | the body bytes decoded as `M` (`bad_body` if not) |
+//! | dual | the `body` object deserialized as `M` (serde) | the body bytes decoded as `M::Proto` (prost), then `M::from_proto`; a JSON object here (first byte `{`) is `bad_body` |
 //!
-//! A game that listens on both kinds of port registers its types in the form each port's
-//! clients use; the table makes a mismatch a typed client error, not a panic.
+//! For a dual handler, a body of the wrong *form* (bytes that are not `M::Proto`, JSON on the
+//! protobuf port) is `bad_body` and the handler does not run; a body of the right form whose
+//! *fields* do not make an `M` reaches the handler as `Err(bad_body)`, so a game can refuse
+//! in its own words ([`super::dual`]). A dual handler's replies go out with
+//! [`Session::send_dual`] in the session's own form.
+//!
+//! A game that listens on both kinds of port registers each type in the form its clients
+//! use, or dual; the table makes a mismatch a typed client error, not a panic.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -22,16 +30,19 @@ use serde_json::Value;
 use tracing::warn;
 
 use super::codec::{self, InBody, Inbound, CS_REDIRECT_TYPE, MSG_TYPE_MAX_BYTES};
+use super::dual::{self, DualIn, DualRequest};
 use super::error::ProtocolError;
 use super::handle::{lock, Session};
 
 type JsonFn = dyn Fn(Session, Value) -> BoxFuture<'static, ()> + Send + Sync;
 type ProtoFn = dyn Fn(Session, Bytes) -> Result<BoxFuture<'static, ()>, String> + Send + Sync;
+type DualFn = dyn Fn(Session, DualIn) -> Result<BoxFuture<'static, ()>, ProtocolError> + Send + Sync;
 
 #[derive(Clone)]
 enum Handler {
     Json(Arc<JsonFn>),
     Proto(Arc<ProtoFn>),
+    Dual(Arc<DualFn>),
 }
 
 /// Message type -> handler. Shared by all sessions of one service.
@@ -61,6 +72,18 @@ impl HandlerRegistry {
             Err(e) => Err(e.to_string()),
         });
         self.install(msg_type, Handler::Proto(h));
+    }
+
+    pub(super) fn register_dual<M, F, Fut>(&self, msg_type: &str, f: F)
+    where
+        M: DualRequest,
+        F: Fn(Session, Result<M, ProtocolError>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let name = msg_type.to_string();
+        let h: Arc<DualFn> =
+            Arc::new(move |s, body| dual::decode_request::<M>(&name, body).map(|req| f(s, req).boxed()));
+        self.install(msg_type, Handler::Dual(h));
     }
 
     /// # Panics
@@ -108,6 +131,8 @@ impl HandlerRegistry {
             (Handler::Proto(_), InBody::Json(_)) => {
                 Err(bad("this type takes a protobuf body, which a JSON port cannot carry".into()))
             }
+            (Handler::Dual(h), InBody::Json(v)) => h(session.clone(), DualIn::Json(v)),
+            (Handler::Dual(h), InBody::Bytes(b)) => h(session.clone(), DualIn::Proto(b)),
         }
     }
 }
@@ -121,6 +146,7 @@ mod tests {
     use prost::Message;
     use serde_json::json;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
 
     fn session() -> Session {
         let id = SessionId::from_uuid(uuid::Uuid::from_u128(1));
@@ -160,6 +186,86 @@ mod tests {
         assert_eq!(code(reg.dispatch(&s, msg("p", InBody::Json(json!({}))))), "bad_body");
         assert_eq!(code(reg.dispatch(&s, msg("nope", InBody::Json(json!({}))))), "unknown_type");
         assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
+
+    /// What a dual handler got: the request's message, or the error's code.
+    type Got = Arc<Mutex<Vec<Result<String, &'static str>>>>;
+
+    /// A dual registry: `shout` (both forms of an `EchoRequest`; `message` must be non-empty)
+    /// records what its handler got.
+    fn dual_registry() -> (HandlerRegistry, Got) {
+        #[derive(serde::Deserialize)]
+        struct Shout {
+            message: String,
+        }
+        impl DualRequest for Shout {
+            type Proto = EchoRequest;
+            fn from_proto(m: EchoRequest) -> Result<Self, String> {
+                if m.message.is_empty() {
+                    return Err("message must be non-empty".into());
+                }
+                Ok(Shout { message: m.message })
+            }
+        }
+        let reg = HandlerRegistry::default();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        reg.register_dual("shout", move |_s, req: Result<Shout, ProtocolError>| {
+            g.lock().unwrap().push(req.map(|r| r.message).map_err(|e| e.code()));
+            async {}
+        });
+        (reg, got)
+    }
+
+    fn inbound(body: InBody) -> Inbound {
+        Inbound { msg_type: "shout".into(), body }
+    }
+
+    #[test]
+    fn a_dual_handler_on_a_json_port_gets_the_deserialized_request() {
+        let (reg, got) = dual_registry();
+        assert_eq!(code(reg.dispatch(&session(), inbound(InBody::Json(json!({"message": "hi"}))))), "ok");
+        assert_eq!(*got.lock().unwrap(), vec![Ok("hi".to_string())]);
+    }
+
+    #[test]
+    fn a_dual_handler_on_the_protobuf_port_gets_the_decoded_request() {
+        let (reg, got) = dual_registry();
+        let pb = Bytes::from(EchoRequest { message: "hi".into() }.encode_to_vec());
+        assert_eq!(code(reg.dispatch(&session(), inbound(InBody::Bytes(pb)))), "ok");
+        assert_eq!(*got.lock().unwrap(), vec![Ok("hi".to_string())]);
+    }
+
+    #[test]
+    fn a_malformed_protobuf_body_is_bad_body_and_the_dual_handler_does_not_run() {
+        let (reg, got) = dual_registry();
+        for bytes in [&b"\x0f"[..], b"\x0a\x05a", b"\x0a\x02\xff\xfe"] {
+            let r = reg.dispatch(&session(), inbound(InBody::Bytes(Bytes::copy_from_slice(bytes))));
+            assert_eq!(code(r), "bad_body", "{bytes:?}");
+        }
+        assert!(got.lock().unwrap().is_empty(), "the handler never ran");
+    }
+
+    #[test]
+    fn a_json_body_in_a_protobuf_envelope_is_bad_body_for_a_dual_handler() {
+        let (reg, got) = dual_registry();
+        let json_bytes = Bytes::from_static(br#"{"message": "hi"}"#);
+        let Err(e) = reg.dispatch(&session(), inbound(InBody::Bytes(json_bytes))) else {
+            panic!("refused before the handler")
+        };
+        assert_eq!(e.code(), "bad_body");
+        assert!(e.to_string().contains("JSON body on the protobuf port"), "{e}");
+        assert!(got.lock().unwrap().is_empty(), "the handler never ran");
+    }
+
+    #[test]
+    fn fields_that_do_not_make_the_request_reach_the_dual_handler_as_bad_body() {
+        let (reg, got) = dual_registry();
+        let s = session();
+        assert_eq!(code(reg.dispatch(&s, inbound(InBody::Json(json!({"message": 7}))))), "ok");
+        // The empty protobuf message: `message` absent, so "".
+        assert_eq!(code(reg.dispatch(&s, inbound(InBody::Bytes(Bytes::new())))), "ok");
+        assert_eq!(*got.lock().unwrap(), vec![Err("bad_body"), Err("bad_body")]);
     }
 
     #[test]

@@ -19,14 +19,14 @@ use std::task::Poll;
 
 use bytes::Bytes;
 use futures::future::{self, poll_fn, BoxFuture, Either, FutureExt};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tracing::{debug, info, warn};
 
 use super::codec::{self, Route};
 use super::error::{CloseReason, ProtocolError};
 use super::handle::{lock, Session, SessionId};
 use super::{Entry, Inner, SessionConfig, ACCEPT_RETRY_DELAY, CLOSE_DRAIN_TIMEOUT};
-use crate::env::{Connection, FrameSink, FrameStream, Listener, NetError};
+use crate::env::{send_batch, Connection, FrameSink, FrameStream, Listener, NetError};
 use crate::session::gated::Rules;
 
 /// Accepts the connections of port `port` (an index into `inner.ports`).
@@ -268,18 +268,21 @@ async fn write_loop(inner: &Inner, cfg: &SessionConfig, session: &Session, mut s
                 // A full queue here closes the session as a slow reader, as any send would.
                 let _ = session.push(codec::encode_ping(session.transport()));
             }
-            WriteEvent::Frame(Some(frame)) => match future::select(sink.send(frame), &mut abort).await {
-                Either::Left((Ok(()), _)) => {}
-                Either::Left((Err(e), _)) => {
-                    let reason = match e {
-                        NetError::Closed => CloseReason::ClosedByPeer,
-                        e => CloseReason::Network(e.to_string()),
-                    };
-                    session.close_with(reason, false);
-                    return;
+            WriteEvent::Frame(Some(frame)) => {
+                let batch = send_batch(&mut sink, frame, || session.try_next_frame());
+                match future::select(std::pin::pin!(batch), &mut abort).await {
+                    Either::Left((Ok(()), _)) => {}
+                    Either::Left((Err(e), _)) => {
+                        let reason = match e {
+                            NetError::Closed => CloseReason::ClosedByPeer,
+                            e => CloseReason::Network(e.to_string()),
+                        };
+                        session.close_with(reason, false);
+                        return;
+                    }
+                    Either::Right(((), _)) => return,
                 }
-                Either::Right(((), _)) => return,
-            },
+            }
         }
     }
 }
