@@ -2,7 +2,12 @@
 //! for it would take.
 //!
 //! A transaction qualifies when every op is a `Put` with `Expect::Version(v)` or
-//! `Expect::Absent` and no index updates, or a `Guard`, on distinct keys. Each versioned `Put`
+//! `Expect::Absent` and no index updates, a `Guard`, or a `Delete` with `Expect::Present` or
+//! `Expect::Version(v)`, on distinct keys. A `Delete` is a locking read of the live row (its
+//! fence, and its version if expected, in the `WHERE`), then the placeholder written over it
+//! (`v = NULL, version = version + 1`, the new fence) and the row's index entries removed: its
+//! answer is the version read + 1, `existed: true`. A deleted key is absent, so a miss (no
+//! live row, a higher fence, another version) goes to the general path, which names the error. Each versioned `Put`
 //! becomes one conditional `UPDATE` (`WHERE version = v AND fence <= f AND v IS NOT NULL`: the
 //! fence check, the version check and the presence check at once), each creating `Put` one
 //! `INSERT` that ignores an existing key (a row or a placeholder: then the general path
@@ -30,6 +35,10 @@ pub(crate) enum Step {
     Update { op_index: usize, stmt: Stmt, new_version: u64 },
     /// Must return one row (its `version`); the op's answer is `Guard { version }`.
     Probe { op_index: usize, stmt: Stmt },
+    /// `probe` must return one row (its `version`, locked), then `clear` must update exactly
+    /// one row and `unindex` removes its index entries (any number); the op's answer is
+    /// `Delete { version: version + 1, existed: true }`.
+    Delete { op_index: usize, probe: Stmt, clear: Stmt, unindex: Stmt },
 }
 
 /// The fast path's statements for `ops`, in key order (the order to lock rows in), or `None`
@@ -90,6 +99,46 @@ pub(crate) fn plan(d: Dialect, ops: &[WriteOp]) -> Option<Vec<Step>> {
                     Step::Update { op_index, stmt, new_version: 1 },
                 ));
             }
+            WriteOp::Delete { expect, fence, .. } => {
+                let version = match expect {
+                    Expect::Present => None,
+                    Expect::Version(v) => Some(*v),
+                    Expect::Any | Expect::Absent => return None,
+                };
+                let lock = match d {
+                    Dialect::Sqlite => "",
+                    Dialect::MariaDb => " FOR UPDATE",
+                };
+                let mut params = vec![Param::text(table), Param::text(key), Param::U64(*fence)];
+                let and_version = match version {
+                    Some(v) => {
+                        params.push(Param::U64(v));
+                        " AND version = ?"
+                    }
+                    None => "",
+                };
+                let probe = Stmt {
+                    sql: format!(
+                        "SELECT version FROM sandtable_rows \
+                         WHERE tbl = ? AND k = ? AND fence <= ? AND v IS NOT NULL{and_version}{lock}"
+                    ),
+                    params,
+                };
+                let clear = Stmt {
+                    sql: "UPDATE sandtable_rows SET v = NULL, version = version + 1, fence = ? \
+                          WHERE tbl = ? AND k = ? AND v IS NOT NULL"
+                        .to_string(),
+                    params: vec![Param::U64(*fence), Param::text(table), Param::text(key)],
+                };
+                let unindex = Stmt {
+                    sql: "DELETE FROM sandtable_index WHERE tbl = ? AND k = ?".to_string(),
+                    params: vec![Param::text(table), Param::text(key)],
+                };
+                steps.push((
+                    (table.to_string(), key.to_string()),
+                    Step::Delete { op_index, probe, clear, unindex },
+                ));
+            }
             WriteOp::Guard { fence, .. } => {
                 let lock = match d {
                     Dialect::Sqlite => "",
@@ -124,6 +173,14 @@ impl Answers {
         self.0[op_index] = Some(r);
     }
 
+    /// Sets the answer of the `Delete` at `op_index` of a live row read at `version`; false
+    /// (a miss: the general path decides) if `version + 1` overflows.
+    pub fn deleted(&mut self, op_index: usize, version: u64) -> bool {
+        let Some(next) = version.checked_add(1) else { return false };
+        self.set(op_index, WriteResult::Delete { version: next, existed: true });
+        true
+    }
+
     /// Every op's answer (every op has exactly one step, so all are set once all hit).
     pub fn finish(self) -> Option<Vec<WriteResult>> {
         self.0.into_iter().collect()
@@ -149,7 +206,9 @@ mod tests {
         let order: Vec<usize> = steps
             .iter()
             .map(|s| match s {
-                Step::Update { op_index, .. } | Step::Probe { op_index, .. } => *op_index,
+                Step::Update { op_index, .. }
+                | Step::Probe { op_index, .. }
+                | Step::Delete { op_index, .. } => *op_index,
             })
             .collect();
         assert_eq!(order, [1, 2, 0], "locked in key order");
@@ -166,5 +225,38 @@ mod tests {
         let indexed = put("a", Expect::Version(1)).with_index("i", None);
         assert!(plan(Dialect::Sqlite, &[indexed]).is_none());
         assert!(matches!(plan(Dialect::Sqlite, &[guard]).unwrap()[..], [Step::Probe { op_index: 0, .. }]));
+    }
+
+    #[test]
+    fn a_delete_of_a_present_or_versioned_row_qualifies_and_others_do_not() {
+        let t = TableName::new("t").unwrap();
+        let del = |k: &str, e| WriteOp::delete(&t, k, e, 3);
+        let steps =
+            plan(Dialect::MariaDb, &[del("p", Expect::Present), del("v", Expect::Version(7))]).unwrap();
+        let [Step::Delete { op_index: 0, probe: p, clear, unindex }, Step::Delete { op_index: 1, probe: v, .. }] =
+            &steps[..]
+        else {
+            panic!("{steps:?}")
+        };
+        assert!(p.sql.ends_with("v IS NOT NULL FOR UPDATE"), "a locking read of the live row: {}", p.sql);
+        assert!(v.sql.ends_with("AND version = ? FOR UPDATE"), "the expected version is checked: {}", v.sql);
+        assert_eq!(v.params.last(), Some(&Param::U64(7)));
+        assert!(clear.sql.contains("SET v = NULL, version = version + 1, fence = ?"), "{}", clear.sql);
+        assert!(unindex.sql.starts_with("DELETE FROM sandtable_index"), "{}", unindex.sql);
+        let sqlite = plan(Dialect::Sqlite, &[del("p", Expect::Present)]).unwrap();
+        assert!(matches!(&sqlite[..], [Step::Delete { probe, .. }] if !probe.sql.contains("FOR UPDATE")));
+        assert!(plan(Dialect::Sqlite, &[del("a", Expect::Any)]).is_none(), "may not exist: the general path");
+        assert!(plan(Dialect::Sqlite, &[del("a", Expect::Absent)]).is_none());
+    }
+
+    #[test]
+    fn a_delete_answers_the_version_read_plus_one_unless_it_would_overflow() {
+        let mut answers = Answers::new(2);
+        assert!(answers.deleted(0, 6));
+        assert!(!answers.deleted(1, u64::MAX), "no version after u64::MAX: the general path decides");
+        assert_eq!(answers.finish(), None, "op 1 has no answer");
+        let mut answers = Answers::new(1);
+        assert!(answers.deleted(0, 6));
+        assert_eq!(answers.finish(), Some(vec![WriteResult::Delete { version: 7, existed: true }]));
     }
 }

@@ -229,6 +229,16 @@ impl SqliteDb {
                         None => false,
                     }
                 }
+                Step::Delete { op_index, probe, clear, unindex } => {
+                    match bind(sqlx::query(&probe.sql), &probe.params).fetch_optional(&mut *tx).await? {
+                        Some(r) if answers.deleted(*op_index, from_sqlite_u64(r.try_get::<i64, _>(0)?)) => {
+                            let cleared = execute(&mut tx, clear).await? == 1;
+                            execute(&mut tx, unindex).await?;
+                            cleared
+                        }
+                        _ => false,
+                    }
+                }
             };
             if !hit {
                 tx.rollback().await?;
