@@ -59,10 +59,17 @@ fn every_bench_produces_positive_finite_figures_and_a_ratio() {
     }
 
     // Gate: per rate (1k, 10k msg/s) and message (applied add, repeated add), gated against
-    // direct: throughput, p50, p99 and max latency, server CPU per message; the added latency of each case in the notes;
-    // the memory rows (or the note saying why VmRSS is not reported).
+    // direct: throughput, p50, p99 and max latency, server CPU per message, then p50 and p99
+    // service time gated and via the raw relay; the added latency and the relay's floor of
+    // each case in the notes; the memory rows (or the note saying why VmRSS is not reported).
     let gate = by_name("gate");
     let mut cpu_rows = 0;
+    let service = [
+        "p50 service time",
+        "p50 service time via a raw relay",
+        "p99 service time",
+        "p99 service time via a raw relay",
+    ];
     for rate in ["1000", "10000"] {
         for msg in ["cs_counter_add", "cs_counter_add repeat"] {
             let case = format!("{rate} msg/s, {msg}");
@@ -70,18 +77,20 @@ fn every_bench_produces_positive_finite_figures_and_a_ratio() {
                 gate.rows.iter().filter(|r| r.case == case).map(|r| r.metric.as_str()).collect();
             assert_eq!(metrics[..4], ["throughput", "p50 latency", "p99 latency", "max latency"], "{case}");
             // CPU time has a 10 ms resolution: a tiny run may not show it, and then says so.
-            if metrics.len() == 4 {
+            let cpu = usize::from(metrics.get(4) == Some(&"server CPU per message"));
+            if cpu == 0 {
                 let missing = format!("{case}: server CPU per message not reported");
                 assert!(gate.notes.iter().any(|n| n.starts_with(&missing)), "{:?}", gate.notes);
-            } else {
-                assert_eq!(metrics[4..], ["server CPU per message"], "{case}");
             }
-            cpu_rows += metrics.len() - 4;
-            assert!(
-                gate.notes.iter().any(|n| n.starts_with(&format!("{case}: the gate hop added p50"))),
-                "{case}: {:?}",
-                gate.notes
-            );
+            assert_eq!(metrics[4 + cpu..], service, "{case}");
+            cpu_rows += cpu;
+            for note in ["the gate hop added in service time p50", "in service time a raw TCP relay hop"] {
+                assert!(
+                    gate.notes.iter().any(|n| n.starts_with(&format!("{case}: {note}"))),
+                    "{case}: {note}: {:?}",
+                    gate.notes
+                );
+            }
         }
     }
     let memory: Vec<&str> =
@@ -91,7 +100,7 @@ fn every_bench_produces_positive_finite_figures_and_a_ratio() {
     } else {
         assert_eq!(memory[0], "gate memory per player", "{memory:?}");
     }
-    assert_eq!(gate.rows.len(), 16 + cpu_rows + memory.len(), "{:?}", gate.rows);
+    assert_eq!(gate.rows.len(), 16 + 16 + cpu_rows + memory.len(), "{:?}", gate.rows);
 
     let table = report.table();
     for name in BENCHES {

@@ -314,7 +314,7 @@ fn gate_route_bugs_are_caught_by_their_own_invariants() {
         "gate_route",
         &[
             ("forward-during-move", &["nothing_lost", "exactly_once", "transcripts"], 20),
-            ("no-player-fence", &["one_backend"], 20),
+            ("no-player-fence", &["one_backend"], 60),
             ("unchecked-session-key", &["session_keys"], 5),
         ],
     );

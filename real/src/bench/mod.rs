@@ -40,6 +40,7 @@ mod gate;
 mod login;
 mod machine;
 mod objects;
+mod relay;
 mod rpc;
 mod sessions;
 mod storage;

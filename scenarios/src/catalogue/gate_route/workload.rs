@@ -29,6 +29,10 @@ use crate::scenario::ClientCtx;
 /// How long a client waits for an answer (a bind that waits out a dead backend takes up to
 /// its session timeout, 6 s, and more).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client still waits for the answer to its `cs_move` after the gate recovered its
+/// player (`sc_moved {recovered: true}`): a frame the lost backend refused is sent again at
+/// once, within the gate's forward timeout (2 s).
+pub const RECOVERED_REPLY_WAIT: Duration = Duration::from_secs(5);
 /// How long a client waits for `sc_moved` after `sc_move`.
 pub const MOVE_WAIT: Duration = Duration::from_secs(10);
 /// Probability that a connection starts with a bad key.
@@ -383,9 +387,20 @@ impl Client {
             self.rec.info(op);
             return false;
         }
+        let mut wait = REPLY_TIMEOUT;
         loop {
-            match c.wait_for(&["sc_move", "sc_moved"], REPLY_TIMEOUT).await {
-                Ok((t, r)) if t == "sc_moved" => self.moved(conn, &r, backend),
+            match c.wait_for(&["sc_move", "sc_moved"], wait).await {
+                Ok((t, r)) if t == "sc_moved" => {
+                    self.moved(conn, &r, backend);
+                    // After a recovery the `cs_move` in flight may never be answered (the
+                    // gate drops a frame whose forward may have been delivered to the lost
+                    // backend; one the backend refused it sends again): wait a little, then
+                    // give it up with the connection (below), so no late answer is taken for
+                    // the next request's.
+                    if r["recovered"] == json!(true) {
+                        wait = RECOVERED_REPLY_WAIT;
+                    }
+                }
                 Ok((_, r)) if r["error"] == json!(false) => {
                     self.rec.ok(op, GateRes::MoveStarted);
                     break;
