@@ -3,11 +3,15 @@
 //!
 //! A transaction qualifies when every op is a `Put` with `Expect::Version(v)` or
 //! `Expect::Absent` and no index updates, a `Guard`, or a `Delete` with `Expect::Present` or
-//! `Expect::Version(v)`, on distinct keys. A `Delete` is a locking read of the live row (its
-//! fence, and its version if expected, in the `WHERE`), then the placeholder written over it
-//! (`v = NULL, version = version + 1`, the new fence) and the row's index entries removed: its
-//! answer is the version read + 1, `existed: true`. A deleted key is absent, so a miss (no
-//! live row, a higher fence, another version) goes to the general path, which names the error. Each versioned `Put`
+//! `Expect::Version(v)`, on distinct keys. A `Delete` writes the placeholder over the live row
+//! (`v = NULL, version = version + 1`, the new fence; its fence, and its version if expected,
+//! checked in the `WHERE`) and removes the row's index entries: its answer is the new version,
+//! `existed: true`. On SQLite a read of the live row comes first and gives the version (the
+//! statements are calls into the library, not round trips); on MariaDB the `UPDATE` alone does
+//! it, leaving the new version in `LAST_INSERT_ID`, which the server's reply to the statement
+//! carries (one round trip instead of a locking read and an update). A deleted key is absent,
+//! so a miss (no live row, a higher fence, another version) goes to the general path, which
+//! names the error. Each versioned `Put`
 //! becomes one conditional `UPDATE` (`WHERE version = v AND fence <= f AND v IS NOT NULL`: the
 //! fence check, the version check and the presence check at once), each creating `Put` one
 //! `INSERT` that ignores an existing key (a row or a placeholder: then the general path
@@ -35,11 +39,18 @@ pub(crate) enum Step {
     Update { op_index: usize, stmt: Stmt, new_version: u64 },
     /// Must return one row (its `version`); the op's answer is `Guard { version }`.
     Probe { op_index: usize, stmt: Stmt },
-    /// `probe` must return one row (its `version`, locked), then `clear` must update exactly
-    /// one row and `unindex` removes its index entries (any number); the op's answer is
-    /// `Delete { version: version + 1, existed: true }`.
+    /// `probe` must return one row (its `version`), then `clear` must update exactly one row
+    /// and `unindex` removes its index entries (any number); the op's answer is
+    /// `Delete { version: version + 1, existed: true }`. SQLite's form of a `Delete`.
     Delete { op_index: usize, probe: Stmt, clear: Stmt, unindex: Stmt },
+    /// `clear` must update exactly one row, leaving its new version in `LAST_INSERT_ID` (the
+    /// statement's reply carries it), then `unindex` removes its index entries; the op's answer
+    /// is `Delete { version: LAST_INSERT_ID, existed: true }`. MariaDB's form of a `Delete`.
+    Clear { op_index: usize, clear: Stmt, unindex: Stmt },
 }
+
+/// The largest version a fast-path `Delete` clears: its next version must fit.
+const VERSION_BEFORE_MAX: u64 = u64::MAX - 1;
 
 /// The fast path's statements for `ops`, in key order (the order to lock rows in), or `None`
 /// if the transaction does not qualify.
@@ -105,10 +116,6 @@ pub(crate) fn plan(d: Dialect, ops: &[WriteOp]) -> Option<Vec<Step>> {
                     Expect::Version(v) => Some(*v),
                     Expect::Any | Expect::Absent => return None,
                 };
-                let lock = match d {
-                    Dialect::Sqlite => "",
-                    Dialect::MariaDb => " FOR UPDATE",
-                };
                 let mut params = vec![Param::text(table), Param::text(key), Param::U64(*fence)];
                 let and_version = match version {
                     Some(v) => {
@@ -117,27 +124,50 @@ pub(crate) fn plan(d: Dialect, ops: &[WriteOp]) -> Option<Vec<Step>> {
                     }
                     None => "",
                 };
-                let probe = Stmt {
-                    sql: format!(
-                        "SELECT version FROM sandtable_rows \
-                         WHERE tbl = ? AND k = ? AND fence <= ? AND v IS NOT NULL{and_version}{lock}"
-                    ),
-                    params,
-                };
-                let clear = Stmt {
-                    sql: "UPDATE sandtable_rows SET v = NULL, version = version + 1, fence = ? \
-                          WHERE tbl = ? AND k = ? AND v IS NOT NULL"
-                        .to_string(),
-                    params: vec![Param::U64(*fence), Param::text(table), Param::text(key)],
-                };
                 let unindex = Stmt {
                     sql: "DELETE FROM sandtable_index WHERE tbl = ? AND k = ?".to_string(),
                     params: vec![Param::text(table), Param::text(key)],
                 };
-                steps.push((
-                    (table.to_string(), key.to_string()),
-                    Step::Delete { op_index, probe, clear, unindex },
-                ));
+                let step = match d {
+                    Dialect::Sqlite => Step::Delete {
+                        op_index,
+                        probe: Stmt {
+                            sql: format!(
+                                "SELECT version FROM sandtable_rows \
+                                 WHERE tbl = ? AND k = ? AND fence <= ? AND v IS NOT NULL{and_version}"
+                            ),
+                            params,
+                        },
+                        clear: Stmt {
+                            sql: "UPDATE sandtable_rows SET v = NULL, version = version + 1, fence = ? \
+                                  WHERE tbl = ? AND k = ? AND v IS NOT NULL"
+                                .to_string(),
+                            params: vec![Param::U64(*fence), Param::text(table), Param::text(key)],
+                        },
+                        unindex,
+                    },
+                    Dialect::MariaDb => {
+                        // Assignments run left to right on the row as read, so the new version
+                        // is the old one + 1; the bound keeps `version + 1` in range (a row at
+                        // the last version misses, and the general path refuses it).
+                        params.insert(0, Param::U64(*fence));
+                        params.push(Param::U64(VERSION_BEFORE_MAX));
+                        Step::Clear {
+                            op_index,
+                            clear: Stmt {
+                                sql: format!(
+                                    "UPDATE sandtable_rows \
+                                     SET v = NULL, fence = ?, version = LAST_INSERT_ID(version + 1) \
+                                     WHERE tbl = ? AND k = ? AND fence <= ? AND v IS NOT NULL{and_version} \
+                                     AND version <= ?"
+                                ),
+                                params,
+                            },
+                            unindex,
+                        }
+                    }
+                };
+                steps.push(((table.to_string(), key.to_string()), step));
             }
             WriteOp::Guard { fence, .. } => {
                 let lock = match d {
@@ -181,6 +211,16 @@ impl Answers {
         true
     }
 
+    /// Sets the answer of the `Clear` at `op_index` whose row's new version is `version`;
+    /// false (a miss: the general path decides) for 0, which no cleared row has.
+    pub fn cleared(&mut self, op_index: usize, version: u64) -> bool {
+        if version == 0 {
+            return false;
+        }
+        self.set(op_index, WriteResult::Delete { version, existed: true });
+        true
+    }
+
     /// Every op's answer (every op has exactly one step, so all are set once all hit).
     pub fn finish(self) -> Option<Vec<WriteResult>> {
         self.0.into_iter().collect()
@@ -208,7 +248,8 @@ mod tests {
             .map(|s| match s {
                 Step::Update { op_index, .. }
                 | Step::Probe { op_index, .. }
-                | Step::Delete { op_index, .. } => *op_index,
+                | Step::Delete { op_index, .. }
+                | Step::Clear { op_index, .. } => *op_index,
             })
             .collect();
         assert_eq!(order, [1, 2, 0], "locked in key order");
@@ -233,20 +274,34 @@ mod tests {
         let del = |k: &str, e| WriteOp::delete(&t, k, e, 3);
         let steps =
             plan(Dialect::MariaDb, &[del("p", Expect::Present), del("v", Expect::Version(7))]).unwrap();
-        let [Step::Delete { op_index: 0, probe: p, clear, unindex }, Step::Delete { op_index: 1, probe: v, .. }] =
+        let [Step::Clear { op_index: 0, clear: p, unindex }, Step::Clear { op_index: 1, clear: v, .. }] =
             &steps[..]
         else {
             panic!("{steps:?}")
         };
-        assert!(p.sql.ends_with("v IS NOT NULL FOR UPDATE"), "a locking read of the live row: {}", p.sql);
-        assert!(v.sql.ends_with("AND version = ? FOR UPDATE"), "the expected version is checked: {}", v.sql);
-        assert_eq!(v.params.last(), Some(&Param::U64(7)));
-        assert!(clear.sql.contains("SET v = NULL, version = version + 1, fence = ?"), "{}", clear.sql);
+        assert!(
+            p.sql.contains("SET v = NULL, fence = ?, version = LAST_INSERT_ID(version + 1)"),
+            "one update leaves the new version in LAST_INSERT_ID: {}",
+            p.sql
+        );
+        assert!(p.sql.contains("fence <= ? AND v IS NOT NULL AND version <= ?"), "{}", p.sql);
+        assert_eq!(
+            p.params,
+            [Param::U64(3), Param::text("t"), Param::text("p"), Param::U64(3), Param::U64(u64::MAX - 1)],
+            "placeholders in the statement's order"
+        );
+        assert!(v.sql.contains("AND version = ? AND version <= ?"), "the expected version is checked: {}", v.sql);
+        assert_eq!(v.params[4], Param::U64(7));
         assert!(unindex.sql.starts_with("DELETE FROM sandtable_index"), "{}", unindex.sql);
-        let sqlite = plan(Dialect::Sqlite, &[del("p", Expect::Present)]).unwrap();
-        assert!(matches!(&sqlite[..], [Step::Delete { probe, .. }] if !probe.sql.contains("FOR UPDATE")));
+        let sqlite = plan(Dialect::Sqlite, &[del("p", Expect::Present), del("v", Expect::Version(7))]).unwrap();
+        let [Step::Delete { probe, clear, .. }, Step::Delete { probe: vp, .. }] = &sqlite[..] else {
+            panic!("{sqlite:?}")
+        };
+        assert!(probe.sql.ends_with("fence <= ? AND v IS NOT NULL"), "a read of the live row: {}", probe.sql);
+        assert!(vp.sql.ends_with("AND version = ?"), "{}", vp.sql);
+        assert!(clear.sql.contains("SET v = NULL, version = version + 1, fence = ?"), "{}", clear.sql);
         assert!(plan(Dialect::Sqlite, &[del("a", Expect::Any)]).is_none(), "may not exist: the general path");
-        assert!(plan(Dialect::Sqlite, &[del("a", Expect::Absent)]).is_none());
+        assert!(plan(Dialect::MariaDb, &[del("a", Expect::Absent)]).is_none());
     }
 
     #[test]
@@ -257,6 +312,17 @@ mod tests {
         assert_eq!(answers.finish(), None, "op 1 has no answer");
         let mut answers = Answers::new(1);
         assert!(answers.deleted(0, 6));
+        assert_eq!(answers.finish(), Some(vec![WriteResult::Delete { version: 7, existed: true }]));
+    }
+
+    #[test]
+    fn a_clear_answers_the_version_the_update_left_and_misses_on_none() {
+        let mut answers = Answers::new(2);
+        assert!(answers.cleared(0, 7));
+        assert!(!answers.cleared(1, 0), "no cleared row has version 0: LAST_INSERT_ID was not set");
+        assert_eq!(answers.finish(), None, "op 1 has no answer");
+        let mut answers = Answers::new(1);
+        assert!(answers.cleared(0, 7));
         assert_eq!(answers.finish(), Some(vec![WriteResult::Delete { version: 7, existed: true }]));
     }
 }

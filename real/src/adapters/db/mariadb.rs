@@ -17,7 +17,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use engine::env::{lock, validate_transact, Db, DbError, Row, RowState, TableName, WriteOp, WriteResult};
 use sqlx::mysql::{
-    MySqlArguments, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow,
+    MySqlArguments, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlQueryResult,
+    MySqlRow,
 };
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection as _, Executor as _, MySql, Row as _};
@@ -55,6 +56,139 @@ impl std::fmt::Debug for MariaDb {
 }
 
 type Query<'q> = sqlx::query::Query<'q, MySql, MySqlArguments>;
+
+/// Most bytes of a fast path sent as one script (its statements' literals written in); a
+/// larger transaction sends its statements one by one. Far below the server's
+/// `max_allowed_packet` (16 MiB by default).
+const SCRIPT_BYTES_MAX: usize = 1 << 20;
+
+/// A pooled connection that is closed instead of going back to the pool if it is dropped while
+/// a transaction a script began is open on it (`open`): a timed-out or cancelled call, or a
+/// rollback that failed. Back in the pool, the next user's `START TRANSACTION` would commit
+/// that transaction. (`sqlx`'s own `Transaction` rolls back on drop; a script's is not one.)
+struct Leased {
+    conn: PoolConnection<MySql>,
+    open: AtomicBool,
+}
+
+impl Drop for Leased {
+    fn drop(&mut self) {
+        if *self.open.get_mut() {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+/// The fast path's steps as one script, `START TRANSACTION` and every statement with its
+/// literals written in, sent in one round trip; then `COMMIT` or `ROLLBACK` is the second.
+/// Statement by statement it costs `BEGIN`, one round trip per statement and `COMMIT`.
+/// `None` (send them one by one) if a step is not MariaDB's, or the script would be too long.
+fn script(steps: &[Step]) -> Option<String> {
+    let mut out = String::from("START TRANSACTION");
+    let mut add = |stmt: &Stmt| -> Option<()> {
+        out.push_str(";\n");
+        out.push_str(&stmt.inline_mariadb()?);
+        (out.len() <= SCRIPT_BYTES_MAX).then_some(())
+    };
+    for step in steps {
+        match step {
+            Step::Update { stmt, .. } | Step::Probe { stmt, .. } => add(stmt)?,
+            Step::Clear { clear, unindex, .. } => {
+                add(clear)?;
+                add(unindex)?;
+            }
+            Step::Delete { .. } => return None,
+        }
+    }
+    Some(out)
+}
+
+/// A script's answer: each statement's rows, then its result.
+type Outcomes<'c> = futures::stream::BoxStream<'c, Result<sqlx::Either<MySqlQueryResult, MySqlRow>, sqlx::Error>>;
+
+/// One statement's outcome in a script's answer: its rows, then its result.
+async fn next_outcome(results: &mut Outcomes<'_>) -> Result<(Vec<MySqlRow>, MySqlQueryResult), Fail> {
+    use futures::StreamExt as _;
+    let mut rows = Vec::new();
+    loop {
+        match results.next().await {
+            Some(Ok(sqlx::Either::Right(row))) => rows.push(row),
+            Some(Ok(sqlx::Either::Left(done))) => return Ok((rows, done)),
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(sqlx::Error::Protocol("a script's answer ended early".into()).into()),
+        }
+    }
+}
+
+/// Reads the answer of `script` (from [`script`]`(steps)`): true if every step hit, with
+/// their answers in `answers`. Reads every outcome, so the connection is ready after it.
+async fn read_script(
+    conn: &mut MySqlConnection,
+    script: &str,
+    steps: &[Step],
+    answers: &mut Answers,
+) -> Result<bool, Fail> {
+    use futures::StreamExt as _;
+    let mut results: Outcomes<'_> = (&mut *conn).fetch_many(script);
+    next_outcome(&mut results).await?; // START TRANSACTION
+    let mut hit = true;
+    for step in steps {
+        hit &= match step {
+            Step::Update { op_index, new_version, .. } => {
+                answers.set(*op_index, WriteResult::Put { version: *new_version });
+                next_outcome(&mut results).await?.1.rows_affected() == 1
+            }
+            Step::Probe { op_index, .. } => match &next_outcome(&mut results).await?.0[..] {
+                [row] => {
+                    answers.set(*op_index, WriteResult::Guard { version: row.try_get(0)? });
+                    true
+                }
+                _ => false,
+            },
+            Step::Clear { op_index, .. } => {
+                let (_, done) = next_outcome(&mut results).await?;
+                next_outcome(&mut results).await?; // the index DELETE
+                done.rows_affected() == 1 && answers.cleared(*op_index, done.last_insert_id())
+            }
+            Step::Delete { .. } => unreachable!("`script` refuses SQLite's steps"),
+        };
+    }
+    if let Some(extra) = results.next().await {
+        extra?;
+        return Err(sqlx::Error::Protocol("a script's answer has more outcomes than statements".into()).into());
+    }
+    Ok(hit)
+}
+
+/// Runs the fast path as a script (see [`script`]): `Some(answers)` if every step hit and it
+/// committed, `None` if one missed (rolled back). `open` is set while the script's
+/// transaction may be open on `conn`; an error is returned after rolling it back (or with
+/// `open` still set, if that failed: the connection is then closed, see [`Leased`]).
+async fn run_script(
+    conn: &mut MySqlConnection,
+    script: &str,
+    steps: &[Step],
+    mut answers: Answers,
+    committing: &AtomicBool,
+    open: &AtomicBool,
+) -> Result<Option<Vec<WriteResult>>, Fail> {
+    open.store(true, Ordering::Release);
+    let read = read_script(conn, script, steps, &mut answers).await;
+    if let Ok(true) = read {
+        committing.store(true, Ordering::Release);
+        (&mut *conn).execute("COMMIT").await?;
+        open.store(false, Ordering::Release);
+        return Ok(answers.finish());
+    }
+    let rolled_back = (&mut *conn).execute("ROLLBACK").await;
+    if rolled_back.is_ok() {
+        open.store(false, Ordering::Release);
+    }
+    // A statement's error is what went wrong, whether or not the rollback worked.
+    read?;
+    rolled_back?;
+    Ok(None)
+}
 
 fn bind<'q>(mut q: Query<'q>, params: &'q [Param]) -> Query<'q> {
     for p in params {
@@ -232,6 +366,7 @@ impl MariaDb {
         ops: &[WriteOp],
         steps: &[Step],
         committing: &AtomicBool,
+        open: &AtomicBool,
     ) -> Result<Option<Vec<WriteResult>>, Fail> {
         let mut answers = Answers::new(ops.len());
         if let [Step::Update { op_index, stmt, new_version }] = steps {
@@ -243,6 +378,9 @@ impl MariaDb {
             }
             answers.set(*op_index, WriteResult::Put { version: *new_version });
             return Ok(answers.finish());
+        }
+        if let Some(script) = script(steps) {
+            return run_script(conn, &script, steps, answers, committing, open).await;
         }
         let mut tx = conn.begin().await?;
         for step in steps {
@@ -260,16 +398,18 @@ impl MariaDb {
                         None => false,
                     }
                 }
-                Step::Delete { op_index, probe, clear, unindex } => {
-                    match bind(sqlx::query(&probe.sql), &probe.params).fetch_optional(&mut *tx).await? {
-                        Some(r) if answers.deleted(*op_index, r.try_get::<u64, _>(0)?) => {
-                            let cleared = execute(&mut tx, clear).await? == 1;
-                            execute(&mut tx, unindex).await?;
-                            cleared
-                        }
-                        _ => false,
+                Step::Clear { op_index, clear, unindex } => {
+                    let done = bind(sqlx::query(&clear.sql), &clear.params).execute(&mut *tx).await?;
+                    if done.rows_affected() == 1 && answers.cleared(*op_index, done.last_insert_id()) {
+                        execute(&mut tx, unindex).await?;
+                        true
+                    } else {
+                        false
                     }
                 }
+                // SQLite's form; `fast::plan` never gives it for MariaDB. A miss is always
+                // safe: the general path decides.
+                Step::Delete { .. } => false,
             };
             if !hit {
                 tx.rollback().await?;
@@ -287,9 +427,10 @@ impl MariaDb {
         conn: &mut MySqlConnection,
         ops: &[WriteOp],
         committing: &AtomicBool,
+        open: &AtomicBool,
     ) -> Result<Vec<WriteResult>, Fail> {
         if let Some(steps) = fast::plan(Dialect::MariaDb, ops) {
-            if let Some(results) = self.fast_path(conn, ops, &steps, committing).await? {
+            if let Some(results) = self.fast_path(conn, ops, &steps, committing, open).await? {
                 return Ok(results);
             }
         }
@@ -392,9 +533,10 @@ impl Db for MariaDb {
         let db = self.name.as_str();
         let (mut conflicts, mut reconnected) = (0u32, false);
         loop {
-            let (generation, mut conn) = self.acquire(deadline).await?;
+            let (generation, conn) = self.acquire(deadline).await?;
+            let mut conn = Leased { conn, open: AtomicBool::new(false) };
             let committing = AtomicBool::new(false);
-            let outcome = timeout_at(deadline, self.attempt(&mut conn, &ops, &committing)).await;
+            let outcome = timeout_at(deadline, self.attempt(&mut conn.conn, &ops, &committing, &conn.open)).await;
             let stage = if committing.load(Ordering::Acquire) { Stage::Committing } else { Stage::Open };
             match outcome {
                 Ok(Ok(results)) => return Ok(results),
@@ -402,10 +544,10 @@ impl Db for MariaDb {
                     // The server rolled the attempt (or its last statement) back; make sure
                     // nothing of it stays open on the connection, then run it again.
                     if !matches!(
-                        timeout_at(deadline, sqlx::query("ROLLBACK").execute(&mut *conn)).await,
+                        timeout_at(deadline, sqlx::query("ROLLBACK").execute(&mut *conn.conn)).await,
                         Ok(Ok(_))
                     ) {
-                        conn.close_on_drop();
+                        conn.conn.close_on_drop();
                     }
                     if conflicts >= LOCK_CONFLICT_RETRIES {
                         return Err(call_error(db, &e, stage));
@@ -420,7 +562,7 @@ impl Db for MariaDb {
                     sleep(pause).await;
                 }
                 Ok(Err(Fail::Sql(e))) if is_connection_error(&e) => {
-                    conn.close_on_drop();
+                    conn.conn.close_on_drop();
                     self.renew(generation);
                     // Nothing can have committed before the commit was sent: a fresh
                     // connection may run the call once more.
@@ -431,7 +573,7 @@ impl Db for MariaDb {
                 }
                 Ok(Err(f)) => return Err(f.into_db(db, stage)),
                 Err(_) => {
-                    conn.close_on_drop();
+                    conn.conn.close_on_drop();
                     return Err(DbError::Timeout { maybe_applied: stage.maybe_applied() });
                 }
             }

@@ -34,6 +34,49 @@ pub(crate) struct Stmt {
     pub params: Vec<Param>,
 }
 
+impl Stmt {
+    /// The statement with its parameters written in as MariaDB literals, for a script of
+    /// several statements sent in one round trip (the text protocol, which has no
+    /// parameters): bytes as hex literals `X'…'` (exact for the binary columns, and nothing
+    /// in them needs escaping), integers in decimal, `NULL` for a placeholder's value. `None`
+    /// if the text's `?` and the parameters do not pair up (no statement here has a `?` of
+    /// its own, in a literal or a name).
+    pub fn inline_mariadb(&self) -> Option<String> {
+        let bytes: usize = self
+            .params
+            .iter()
+            .map(|p| match p {
+                Param::Blob(b) => 2 * b.len() + 3,
+                Param::Value(v) => v.as_ref().map_or(4, |b| 2 * b.len() + 3),
+                Param::U64(_) | Param::Int(_) => 20,
+            })
+            .sum();
+        let mut out = String::with_capacity(self.sql.len() + bytes);
+        let mut params = self.params.iter();
+        for part in self.sql.split_inclusive('?') {
+            let Some(text) = part.strip_suffix('?') else {
+                out.push_str(part);
+                continue;
+            };
+            out.push_str(text);
+            match params.next()? {
+                Param::Blob(b) => hex_literal(&mut out, b),
+                Param::Value(Some(b)) => hex_literal(&mut out, b),
+                Param::Value(None) => out.push_str("NULL"),
+                Param::U64(x) => write!(out, "{x}").expect("writing to a String"),
+                Param::Int(i) => write!(out, "{i}").expect("writing to a String"),
+            }
+        }
+        params.next().is_none().then_some(out)
+    }
+}
+
+fn hex_literal(out: &mut String, b: &[u8]) {
+    out.push_str("X'");
+    out.push_str(&hex::encode(b));
+    out.push('\'');
+}
+
 /// What differs between the engines' SQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialect {
@@ -272,6 +315,35 @@ pub(crate) fn get_by_index(table: &TableName, index: &str, ikey: &str) -> Stmt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inlined_parameters_become_hex_decimal_and_null_literals_in_order() {
+        let s = Stmt {
+            sql: "UPDATE t SET v = ?, n = ? WHERE k = ? AND f <= ? AND x = ? LIMIT ?".into(),
+            params: vec![
+                Param::Value(Some(Bytes::from_static(b"'; DROP TABLE t; --"))),
+                Param::Value(None),
+                Param::text(""),
+                Param::U64(u64::MAX),
+                Param::Blob(vec![0, 0xff]),
+                Param::Int(-3),
+            ],
+        };
+        assert_eq!(
+            s.inline_mariadb().as_deref(),
+            Some(
+                "UPDATE t SET v = X'273b2044524f50205441424c4520743b202d2d', n = NULL WHERE k = X'' \
+                 AND f <= 18446744073709551615 AND x = X'00ff' LIMIT -3"
+            ),
+            "a quote in a value is only hex digits here"
+        );
+        let short = Stmt { sql: "SELECT ? + ?".into(), params: vec![Param::Int(1)] };
+        assert_eq!(short.inline_mariadb(), None, "a placeholder without a parameter");
+        let long = Stmt { sql: "SELECT ?".into(), params: vec![Param::Int(1), Param::Int(2)] };
+        assert_eq!(long.inline_mariadb(), None, "a parameter without a placeholder");
+        let none = Stmt { sql: "COMMIT".into(), params: vec![] };
+        assert_eq!(none.inline_mariadb().as_deref(), Some("COMMIT"));
+    }
 
     #[test]
     fn keys_are_grouped_by_table() {
