@@ -290,10 +290,15 @@ mod tests {
             [Param::U64(3), Param::text("t"), Param::text("p"), Param::U64(3), Param::U64(u64::MAX - 1)],
             "placeholders in the statement's order"
         );
-        assert!(v.sql.contains("AND version = ? AND version <= ?"), "the expected version is checked: {}", v.sql);
+        assert!(
+            v.sql.contains("AND version = ? AND version <= ?"),
+            "the expected version is checked: {}",
+            v.sql
+        );
         assert_eq!(v.params[4], Param::U64(7));
         assert!(unindex.sql.starts_with("DELETE FROM sandtable_index"), "{}", unindex.sql);
-        let sqlite = plan(Dialect::Sqlite, &[del("p", Expect::Present), del("v", Expect::Version(7))]).unwrap();
+        let sqlite =
+            plan(Dialect::Sqlite, &[del("p", Expect::Present), del("v", Expect::Version(7))]).unwrap();
         let [Step::Delete { probe, clear, .. }, Step::Delete { probe: vp, .. }] = &sqlite[..] else {
             panic!("{sqlite:?}")
         };

@@ -104,7 +104,8 @@ fn script(steps: &[Step]) -> Option<String> {
 }
 
 /// A script's answer: each statement's rows, then its result.
-type Outcomes<'c> = futures::stream::BoxStream<'c, Result<sqlx::Either<MySqlQueryResult, MySqlRow>, sqlx::Error>>;
+type Outcomes<'c> =
+    futures::stream::BoxStream<'c, Result<sqlx::Either<MySqlQueryResult, MySqlRow>, sqlx::Error>>;
 
 /// One statement's outcome in a script's answer: its rows, then its result.
 async fn next_outcome(results: &mut Outcomes<'_>) -> Result<(Vec<MySqlRow>, MySqlQueryResult), Fail> {
@@ -155,7 +156,9 @@ async fn read_script(
     }
     if let Some(extra) = results.next().await {
         extra?;
-        return Err(sqlx::Error::Protocol("a script's answer has more outcomes than statements".into()).into());
+        return Err(
+            sqlx::Error::Protocol("a script's answer has more outcomes than statements".into()).into()
+        );
     }
     Ok(hit)
 }
@@ -536,7 +539,8 @@ impl Db for MariaDb {
             let (generation, conn) = self.acquire(deadline).await?;
             let mut conn = Leased { conn, open: AtomicBool::new(false) };
             let committing = AtomicBool::new(false);
-            let outcome = timeout_at(deadline, self.attempt(&mut conn.conn, &ops, &committing, &conn.open)).await;
+            let outcome =
+                timeout_at(deadline, self.attempt(&mut conn.conn, &ops, &committing, &conn.open)).await;
             let stage = if committing.load(Ordering::Acquire) { Stage::Committing } else { Stage::Open };
             match outcome {
                 Ok(Ok(results)) => return Ok(results),
