@@ -13,11 +13,9 @@
 //! so a miss (no live row, a higher fence, another version) goes to the general path, which
 //! names the error. Each versioned `Put`
 //! becomes one conditional `UPDATE` (`WHERE version = v AND fence <= f AND v IS NOT NULL`: the
-//! fence check, the version check and the presence check at once), each creating `Put` an
-//! `INSERT` that ignores an existing key and, if the key holds a placeholder (a deleted row,
-//! or the fence an owner raised before the object existed), an `UPDATE` over the placeholder
-//! only (`WHERE v IS NULL AND fence <= f`, continuing its version; a live row misses), and
-//! each `Guard` one conditional read. If every
+//! fence check, the version check and the presence check at once), each creating `Put` one
+//! `INSERT` that ignores an existing key (a row or a placeholder: then the general path
+//! decides, continuing the placeholder's version), and each `Guard` one conditional read. If every
 //! statement hit (one row updated; one row read), the answers are known without reading
 //! anything else (`Put` -> `v + 1`, `Guard` -> the version read) and the transaction commits.
 //! If any missed, the engine rolls back (nothing of it is kept) and runs the general path,
@@ -45,11 +43,6 @@ pub(crate) enum Step {
     /// and `unindex` removes its index entries (any number); the op's answer is
     /// `Delete { version: version + 1, existed: true }`. SQLite's form of a `Delete`.
     Delete { op_index: usize, probe: Stmt, clear: Stmt, unindex: Stmt },
-    /// `insert` adds the row (one row inserted: the op's answer is `Put { version: 1 }`), or
-    /// else `revive` must write over the placeholder the key has (one row), answering
-    /// `Put { version }` with its new version: the row `RETURNING` it on SQLite,
-    /// `LAST_INSERT_ID` on MariaDB. A `Put` with `Expect::Absent`.
-    Create { op_index: usize, insert: Stmt, revive: Stmt },
     /// `clear` must update exactly one row, leaving its new version in `LAST_INSERT_ID` (the
     /// statement's reply carries it), then `unindex` removes its index entries; the op's answer
     /// is `Delete { version: LAST_INSERT_ID, existed: true }`. MariaDB's form of a `Delete`.
@@ -92,16 +85,15 @@ pub(crate) fn plan(d: Dialect, ops: &[WriteOp]) -> Option<Vec<Step>> {
                 ));
             }
             WriteOp::Put { value, expect: Expect::Absent, fence, index, .. } if index.is_empty() => {
-                // A create: an `INSERT` that does nothing if the key has a row or a placeholder.
-                // Unlike a locking read of the absent key, it holds no gap lock, so concurrent
-                // creates of neighbouring keys never deadlock. If it met a placeholder (a
-                // deleted row, or the fence an owner raised before the object existed), the
-                // `UPDATE` writes over it, continuing its version, if its fence allows.
+                // A create: one `INSERT` that does nothing if the key has a row or a
+                // placeholder (then the general path decides: a placeholder's version and
+                // fence carry on). Unlike a locking read of the absent key, it holds no gap
+                // lock, so concurrent creates of neighbouring keys never deadlock.
                 let ignore = match d {
                     Dialect::Sqlite => "INSERT OR IGNORE",
                     Dialect::MariaDb => "INSERT IGNORE",
                 };
-                let insert = Stmt {
+                let stmt = Stmt {
                     sql: format!(
                         "{ignore} INTO sandtable_rows (tbl, k, v, version, fence) VALUES (?, ?, ?, ?, ?)"
                     ),
@@ -113,25 +105,10 @@ pub(crate) fn plan(d: Dialect, ops: &[WriteOp]) -> Option<Vec<Step>> {
                         Param::U64(*fence),
                     ],
                 };
-                let (set_version, returning) = match d {
-                    Dialect::Sqlite => ("version = version + 1", " RETURNING version"),
-                    Dialect::MariaDb => ("version = LAST_INSERT_ID(version + 1)", ""),
-                };
-                let revive = Stmt {
-                    sql: format!(
-                        "UPDATE sandtable_rows SET v = ?, fence = ?, {set_version} \
-                         WHERE tbl = ? AND k = ? AND v IS NULL AND fence <= ? AND version <= ?{returning}"
-                    ),
-                    params: vec![
-                        Param::Value(Some(value.clone())),
-                        Param::U64(*fence),
-                        Param::text(table),
-                        Param::text(key),
-                        Param::U64(*fence),
-                        Param::U64(VERSION_BEFORE_MAX),
-                    ],
-                };
-                steps.push(((table.to_string(), key.to_string()), Step::Create { op_index, insert, revive }));
+                steps.push((
+                    (table.to_string(), key.to_string()),
+                    Step::Update { op_index, stmt, new_version: 1 },
+                ));
             }
             WriteOp::Delete { expect, fence, .. } => {
                 let version = match expect {
@@ -244,16 +221,6 @@ impl Answers {
         true
     }
 
-    /// Sets the answer of the `Create` at `op_index` that wrote over a placeholder, giving the
-    /// row the new version `version`; false (a miss) for 0, which no written row has.
-    pub fn revived(&mut self, op_index: usize, version: u64) -> bool {
-        if version == 0 {
-            return false;
-        }
-        self.set(op_index, WriteResult::Put { version });
-        true
-    }
-
     /// Every op's answer (every op has exactly one step, so all are set once all hit).
     pub fn finish(self) -> Option<Vec<WriteResult>> {
         self.0.into_iter().collect()
@@ -282,27 +249,16 @@ mod tests {
                 Step::Update { op_index, .. }
                 | Step::Probe { op_index, .. }
                 | Step::Delete { op_index, .. }
-                | Step::Create { op_index, .. }
                 | Step::Clear { op_index, .. } => *op_index,
             })
             .collect();
         assert_eq!(order, [1, 2, 0], "locked in key order");
         assert!(plan(Dialect::Sqlite, &[put("a", Expect::Any)]).is_none());
         let create = plan(Dialect::MariaDb, &[put("a", Expect::Absent)]).unwrap();
-        let [Step::Create { op_index: 0, insert, revive }] = &create[..] else { panic!("{create:?}") };
-        assert!(insert.sql.starts_with("INSERT IGNORE"), "{}", insert.sql);
         assert!(
-            revive.sql.contains(
-                "version = LAST_INSERT_ID(version + 1) WHERE tbl = ? AND k = ? AND v IS NULL AND fence <= ?"
-            ),
-            "only a placeholder the fence allows is written over: {}",
-            revive.sql
+            matches!(&create[..], [Step::Update { op_index: 0, stmt, new_version: 1 }] if stmt.sql.starts_with("INSERT IGNORE")),
+            "{create:?}"
         );
-        assert_eq!(revive.params.len(), revive.sql.matches('?').count());
-        let sqlite = plan(Dialect::Sqlite, &[put("a", Expect::Absent)]).unwrap();
-        let [Step::Create { insert, revive, .. }] = &sqlite[..] else { panic!("{sqlite:?}") };
-        assert!(insert.sql.starts_with("INSERT OR IGNORE"), "{}", insert.sql);
-        assert!(revive.sql.ends_with("RETURNING version"), "{}", revive.sql);
         assert!(
             plan(Dialect::Sqlite, &[put("a", Expect::Version(1)), put("a", Expect::Version(2))]).is_none()
         );

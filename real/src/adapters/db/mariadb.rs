@@ -93,10 +93,6 @@ fn script(steps: &[Step]) -> Option<String> {
     for step in steps {
         match step {
             Step::Update { stmt, .. } | Step::Probe { stmt, .. } => add(stmt)?,
-            Step::Create { insert, revive, .. } => {
-                add(insert)?;
-                add(revive)?;
-            }
             Step::Clear { clear, unindex, .. } => {
                 add(clear)?;
                 add(unindex)?;
@@ -150,16 +146,6 @@ async fn read_script(
                 }
                 _ => false,
             },
-            Step::Create { op_index, .. } => {
-                let inserted = next_outcome(&mut results).await?.1.rows_affected() == 1;
-                let (_, revived) = next_outcome(&mut results).await?;
-                if inserted {
-                    answers.set(*op_index, WriteResult::Put { version: 1 });
-                    true
-                } else {
-                    revived.rows_affected() == 1 && answers.revived(*op_index, revived.last_insert_id())
-                }
-            }
             Step::Clear { op_index, .. } => {
                 let (_, done) = next_outcome(&mut results).await?;
                 next_outcome(&mut results).await?; // the index DELETE
@@ -396,21 +382,6 @@ impl MariaDb {
             answers.set(*op_index, WriteResult::Put { version: *new_version });
             return Ok(answers.finish());
         }
-        if let [Step::Create { op_index, insert, revive }] = steps {
-            // Each statement commits by itself and checks all it needs, so the pair needs no
-            // transaction: the write is the one that hit.
-            committing.store(true, Ordering::Release);
-            if execute(conn, insert).await? == 1 {
-                answers.set(*op_index, WriteResult::Put { version: 1 });
-                return Ok(answers.finish());
-            }
-            let done = bind(sqlx::query(&revive.sql), &revive.params).execute(&mut *conn).await?;
-            if done.rows_affected() == 1 && answers.revived(*op_index, done.last_insert_id()) {
-                return Ok(answers.finish());
-            }
-            committing.store(false, Ordering::Release);
-            return Ok(None);
-        }
         if let Some(script) = script(steps) {
             return run_script(conn, &script, steps, answers, committing, open).await;
         }
@@ -437,15 +408,6 @@ impl MariaDb {
                         true
                     } else {
                         false
-                    }
-                }
-                Step::Create { op_index, insert, revive } => {
-                    if execute(&mut tx, insert).await? == 1 {
-                        answers.set(*op_index, WriteResult::Put { version: 1 });
-                        true
-                    } else {
-                        let done = bind(sqlx::query(&revive.sql), &revive.params).execute(&mut *tx).await?;
-                        done.rows_affected() == 1 && answers.revived(*op_index, done.last_insert_id())
                     }
                 }
                 // SQLite's form; `fast::plan` never gives it for MariaDB. A miss is always

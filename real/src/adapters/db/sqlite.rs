@@ -214,17 +214,6 @@ impl SqliteDb {
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         for step in steps {
             let hit = match step {
-                Step::Create { op_index, insert, revive } => {
-                    if execute(&mut tx, insert).await? == 1 {
-                        answers.set(*op_index, WriteResult::Put { version: 1 });
-                        true
-                    } else {
-                        match bind(sqlx::query(&revive.sql), &revive.params).fetch_optional(&mut *tx).await? {
-                            Some(r) => answers.revived(*op_index, from_sqlite_u64(r.try_get::<i64, _>(0)?)),
-                            None => false,
-                        }
-                    }
-                }
                 Step::Update { op_index, stmt, new_version } => {
                     let hit = execute(&mut tx, stmt).await? == 1;
                     answers.set(*op_index, WriteResult::Put { version: *new_version });
