@@ -168,18 +168,17 @@ pub(super) fn decode_request<M: DualRequest>(
     }
 }
 
+/// Dual message types the session module's tests share (`dual.rs`, `registry.rs`, `handle.rs`).
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(super) mod fixtures {
+    use super::{DualReply, DualRequest};
     use crate::rpc::messages::{EchoReply, EchoRequest};
-    use crate::session::codec::{decode, InBody};
-    use serde::Deserialize;
-    use serde_json::json;
+    use serde::{Deserialize, Serialize};
 
     /// A request with a required non-empty field, served in both forms (as a game's would be).
     #[derive(Debug, PartialEq, Deserialize)]
-    struct Shout {
-        message: String,
+    pub struct Shout {
+        pub message: String,
     }
 
     impl DualRequest for Shout {
@@ -193,8 +192,9 @@ mod tests {
     }
 
     #[derive(Debug, Serialize)]
-    struct Shouted {
-        message: String,
+    /// A reply in both forms.
+    pub struct Shouted {
+        pub message: String,
     }
 
     impl DualReply for Shouted {
@@ -203,6 +203,15 @@ mod tests {
             EchoReply { message: self.message.clone() }
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{Shout, Shouted};
+    use super::*;
+    use crate::rpc::messages::{EchoReply, EchoRequest};
+    use crate::session::codec::{decode, InBody};
+    use serde_json::json;
 
     fn code<T>(r: Result<T, ProtocolError>) -> &'static str {
         r.map_or_else(|e| e.code(), |_| "ok")

@@ -370,17 +370,8 @@ mod tests {
     #[test]
     fn a_dual_reply_goes_out_in_each_sessions_own_form() {
         use crate::rpc::messages::EchoReply;
+        use crate::session::dual::fixtures::Shouted as Said;
         use prost::Message;
-        #[derive(serde::Serialize)]
-        struct Said {
-            message: String,
-        }
-        impl DualReply for Said {
-            type Proto = EchoReply;
-            fn to_proto(&self) -> EchoReply {
-                EchoReply { message: self.message.clone() }
-            }
-        }
         let said = Said { message: "hi".into() };
         let pushed = DualBody::of(&Said { message: "pushed".into() }).unwrap();
         for t in [Transport::TcpJson, Transport::WebSocketJson] {

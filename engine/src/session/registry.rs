@@ -191,22 +191,10 @@ mod tests {
     /// What a dual handler got: the request's message, or the error's code.
     type Got = Arc<Mutex<Vec<Result<String, &'static str>>>>;
 
-    /// A dual registry: `shout` (both forms of an `EchoRequest`; `message` must be non-empty)
+    /// A dual registry: `shout` ([`Shout`](super::super::dual::fixtures::Shout): both forms of an `EchoRequest`; `message` must be non-empty)
     /// records what its handler got.
     fn dual_registry() -> (HandlerRegistry, Got) {
-        #[derive(serde::Deserialize)]
-        struct Shout {
-            message: String,
-        }
-        impl DualRequest for Shout {
-            type Proto = EchoRequest;
-            fn from_proto(m: EchoRequest) -> Result<Self, String> {
-                if m.message.is_empty() {
-                    return Err("message must be non-empty".into());
-                }
-                Ok(Shout { message: m.message })
-            }
-        }
+        use super::super::dual::fixtures::Shout;
         let reg = HandlerRegistry::default();
         let got = Arc::new(Mutex::new(Vec::new()));
         let g = got.clone();
