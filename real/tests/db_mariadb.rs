@@ -96,3 +96,14 @@ async fn a_frozen_server_times_out_and_says_whether_a_write_may_have_applied() {
     assert!(matches!(a.as_ref().map(|r| r.version), Some(1 | 2)), "{a:?}");
     assert_eq!(db.get(&u, "b").await.unwrap().map(|r| r.version), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_over_a_placeholder_is_answered_by_one_upsert_on_the_fast_path() {
+    let server = common::mariadb();
+    let db = MariaDb::open("db-0", &server.url(), DbOptions::default()).await.unwrap();
+    let counts = || {
+        let c = db.fast_path_counts();
+        (c.hits, c.misses)
+    };
+    checks::creates_over_placeholders_take_the_fast_path(&db, counts).await;
+}

@@ -85,3 +85,14 @@ async fn another_process_holding_the_write_lock_is_a_timeout_that_applied_nothin
         "the timed-out write applied nothing and the adapter recovered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_over_a_placeholder_is_answered_by_one_upsert_on_the_fast_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = SqliteDb::open("db-0", dir.path().join("db.sqlite"), DbOptions::default()).await.unwrap();
+    let counts = || {
+        let c = db.fast_path_counts();
+        (c.hits, c.misses)
+    };
+    checks::creates_over_placeholders_take_the_fast_path(&db, counts).await;
+}

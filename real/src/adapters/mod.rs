@@ -15,7 +15,7 @@ mod zk;
 pub use self::client_ports::RealClientListeners;
 pub use self::clock::TokioClock;
 pub use self::db::{
-    open_db, open_db_with, DbOptions, MariaDb, SqliteDb, DB_CALL_TIMEOUT, DB_CONNECT_TIMEOUT,
+    open_db, open_db_with, DbOptions, FastPathCounts, MariaDb, SqliteDb, DB_CALL_TIMEOUT, DB_CONNECT_TIMEOUT,
 };
 pub use self::net::TokioNet;
 pub use self::rand::OsRand;

@@ -175,6 +175,26 @@ pub async fn placeholders(db: &dyn Db) {
         db.transact(vec![put(&u, "z", "old", Expect::Absent, 6)]).await,
         Err(DbError::Fenced { op_index: 0, row_fence: 7 })
     );
+    // An owner at the fence creates the row over its fence-only placeholder: version 1.
+    assert_eq!(
+        db.transact(vec![put(&u, "z", "new", Expect::Absent, 7)]).await,
+        Ok(vec![WriteResult::Put { version: 1 }])
+    );
+    // Creates in one transaction: one over a deleted row (its version carries on), one of a
+    // new key; then one refused over the live row, and nothing of its transaction kept.
+    assert_eq!(
+        db.transact(vec![WriteOp::delete(&u, "a", Expect::Present, 6)]).await,
+        Ok(vec![WriteResult::Delete { version: 4, existed: true }])
+    );
+    assert_eq!(
+        db.transact(vec![put(&u, "b", "b1", Expect::Absent, 6), put(&u, "a", "a5", Expect::Absent, 6)]).await,
+        Ok(vec![WriteResult::Put { version: 1 }, WriteResult::Put { version: 5 }])
+    );
+    assert_eq!(
+        db.transact(vec![put(&u, "c", "c1", Expect::Absent, 6), put(&u, "a", "a6", Expect::Absent, 6)]).await,
+        Err(DbError::VersionMismatch { op_index: 1, actual: 5 })
+    );
+    assert_eq!(db.get(&u, "c").await, Ok(None));
     // Deleting an absent row is allowed and records the fence.
     assert_eq!(
         db.transact(vec![WriteOp::delete(&u, "q", Expect::Absent, 3)]).await,
@@ -182,7 +202,12 @@ pub async fn placeholders(db: &dyn Db) {
     );
     assert_eq!(
         export_all(db, &u).await,
-        vec![state("a", Some("again"), 3, 6), state("q", None, 1, 3), state("z", None, 0, 7)]
+        vec![
+            state("a", Some("a5"), 5, 6),
+            state("b", Some("b1"), 1, 6),
+            state("q", None, 1, 3),
+            state("z", Some("new"), 1, 7)
+        ]
     );
 }
 
@@ -516,4 +541,47 @@ pub async fn concurrent_creators(db: Arc<dyn Db>, tasks: usize) {
     assert_eq!(winners, 1);
     let rows = export_all(&*db, &c).await;
     assert_eq!(rows.len(), 2, "the contested row and the winner's own row only: {rows:?}");
+}
+
+/// Creates over placeholders, alone and in a transaction with other ops, then one refused
+/// create: `counts` (the adapter's fast-path counters: hits, misses) must show every create
+/// answered by the fast path and the refusal handed to the general path.
+pub async fn creates_over_placeholders_take_the_fast_path(db: &dyn Db, counts: impl Fn() -> (u64, u64)) {
+    let u = t("fast_creates");
+    let del = |k: &str, f| WriteOp::delete(&u, k, Expect::Present, f);
+    let (hits, misses) = counts();
+    assert_eq!(
+        db.transact(vec![put(&u, "a", "1", Expect::Absent, 1)]).await,
+        Ok(vec![WriteResult::Put { version: 1 }])
+    );
+    assert_eq!(
+        db.transact(vec![del("a", 2)]).await,
+        Ok(vec![WriteResult::Delete { version: 2, existed: true }])
+    );
+    assert_eq!(
+        db.transact(vec![put(&u, "a", "2", Expect::Absent, 2)]).await,
+        Ok(vec![WriteResult::Put { version: 3 }])
+    );
+    assert_eq!(
+        db.transact(vec![del("a", 3)]).await,
+        Ok(vec![WriteResult::Delete { version: 4, existed: true }])
+    );
+    assert_eq!(
+        db.transact(vec![WriteOp::raise_fence(&u, "b", 3)]).await,
+        Ok(vec![WriteResult::RaiseFence { row: None, fence: 3 }])
+    );
+    let (hits_before, misses_before) = counts();
+    assert_eq!(
+        db.transact(vec![put(&u, "a", "3", Expect::Absent, 3), put(&u, "b", "1", Expect::Absent, 3)]).await,
+        Ok(vec![WriteResult::Put { version: 5 }, WriteResult::Put { version: 1 }])
+    );
+    assert_eq!(counts(), (hits_before + 1, misses_before), "the pair of creates over placeholders hit");
+    assert_eq!(counts().1, misses, "no create over a placeholder the fence allows missed");
+    assert!(counts().0 >= hits + 5, "{:?} after {hits}", counts());
+    assert_eq!(
+        db.transact(vec![put(&u, "b", "2", Expect::Absent, 3)]).await,
+        Err(DbError::VersionMismatch { op_index: 0, actual: 1 })
+    );
+    assert_eq!(counts().1, misses + 1, "a create over a live row misses; the general path names the error");
+    assert_eq!(db.get(&u, "b").await.map(|r| r.map(|r| (r.value, r.version))), Ok(Some(("1".into(), 1))));
 }

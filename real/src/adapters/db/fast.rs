@@ -14,10 +14,11 @@
 //! names the error. Each versioned `Put`
 //! becomes one conditional `UPDATE` (`WHERE version = v AND fence <= f AND v IS NOT NULL`: the
 //! fence check, the version check and the presence check at once), each creating `Put` one
-//! `INSERT` that ignores an existing key (a row or a placeholder: then the general path
-//! decides, continuing the placeholder's version), and each `Guard` one conditional read. If every
-//! statement hit (one row updated; one row read), the answers are known without reading
-//! anything else (`Put` -> `v + 1`, `Guard` -> the version read) and the transaction commits.
+//! upsert that inserts the row or writes over a placeholder its fence allows (continuing the
+//! placeholder's version) and returns the new version, and each `Guard` one conditional read.
+//! If every statement hit (one row updated; one row read), the answers are known without
+//! reading anything else (`Put` -> `v + 1` or the version returned, `Guard` -> the version
+//! read) and the transaction commits.
 //! If any missed, the engine rolls back (nothing of it is kept) and runs the general path,
 //! which reads the rows under its locks and names the exact error — or succeeds, if the
 //! rows changed in between: both answers are linearizable at the general path's moment.
@@ -27,6 +28,7 @@
 //! replaces.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use engine::env::{Expect, WriteOp, WriteResult};
 
@@ -43,14 +45,23 @@ pub(crate) enum Step {
     /// and `unindex` removes its index entries (any number); the op's answer is
     /// `Delete { version: version + 1, existed: true }`. SQLite's form of a `Delete`.
     Delete { op_index: usize, probe: Stmt, clear: Stmt, unindex: Stmt },
+    /// `stmt` inserts the row or writes over a placeholder its fence allows, and tells which:
+    /// the op's answer is `Put { version }` with the row's new version, which the statement
+    /// returns (`RETURNING` on SQLite, `LAST_INSERT_ID` on MariaDB); a refusal (a live row, a
+    /// higher fence) is a miss. A `Put` with `Expect::Absent`.
+    Create { op_index: usize, stmt: Stmt },
     /// `clear` must update exactly one row, leaving its new version in `LAST_INSERT_ID` (the
     /// statement's reply carries it), then `unindex` removes its index entries; the op's answer
     /// is `Delete { version: LAST_INSERT_ID, existed: true }`. MariaDB's form of a `Delete`.
     Clear { op_index: usize, clear: Stmt, unindex: Stmt },
 }
 
-/// The largest version a fast-path `Delete` clears: its next version must fit.
+/// The largest version a fast-path `Delete` clears or a `Create` writes over: its next
+/// version must fit.
 const VERSION_BEFORE_MAX: u64 = u64::MAX - 1;
+
+/// The MariaDB session variable a `Create` keeps its decision in while it assigns the columns.
+const HIT: &str = "@sandtable_create_hit";
 
 /// The fast path's statements for `ops`, in key order (the order to lock rows in), or `None`
 /// if the transaction does not qualify.
@@ -85,30 +96,48 @@ pub(crate) fn plan(d: Dialect, ops: &[WriteOp]) -> Option<Vec<Step>> {
                 ));
             }
             WriteOp::Put { value, expect: Expect::Absent, fence, index, .. } if index.is_empty() => {
-                // A create: one `INSERT` that does nothing if the key has a row or a
-                // placeholder (then the general path decides: a placeholder's version and
-                // fence carry on). Unlike a locking read of the absent key, it holds no gap
-                // lock, so concurrent creates of neighbouring keys never deadlock.
-                let ignore = match d {
-                    Dialect::Sqlite => "INSERT OR IGNORE",
-                    Dialect::MariaDb => "INSERT IGNORE",
+                // A create: one upsert. It inserts the row (version 1) if the key has none,
+                // writes over a placeholder the fence allows (a deleted row, or the fence an
+                // owner raised before the object existed: its version carries on), and leaves
+                // a live row or a higher fence alone (a miss: the general path names the
+                // error). Unlike a locking read of the absent key, it holds no gap lock, so
+                // concurrent creates of neighbouring keys never deadlock; unlike an `INSERT
+                // IGNORE` then an `UPDATE`, it takes the existing row's exclusive lock at once,
+                // so concurrent creators of one key never deadlock upgrading a shared lock.
+                let sql = match d {
+                    // `RETURNING` gives a row only if the row was inserted or updated.
+                    Dialect::Sqlite => "INSERT INTO sandtable_rows (tbl, k, v, version, fence) \
+                         VALUES (?, ?, ?, ?, ?) ON CONFLICT (tbl, k) DO UPDATE \
+                         SET v = excluded.v, version = version + 1, fence = excluded.fence \
+                         WHERE v IS NULL AND fence <= excluded.fence AND version <= ? \
+                         RETURNING version"
+                        .to_string(),
+                    // The outcome is told by `LAST_INSERT_ID`, which the statement's reply
+                    // carries: an insert sets it to 1; a write over the placeholder to the new
+                    // version; a refusal to 0 (the version is kept: `+ version`). The
+                    // assignments run left to right on the row as they go, so the decision is
+                    // taken once, before any column changes, into a session variable.
+                    Dialect::MariaDb => format!(
+                        "INSERT INTO sandtable_rows (tbl, k, v, version, fence) \
+                         VALUES (?, ?, ?, LAST_INSERT_ID(?), ?) ON DUPLICATE KEY UPDATE \
+                         fence = IF(({HIT} := (v IS NULL AND fence <= VALUES(fence) AND version <= ?)), \
+                                    VALUES(fence), fence), \
+                         version = LAST_INSERT_ID(IF({HIT}, version + 1, 0)) + IF({HIT}, 0, version), \
+                         v = IF({HIT}, VALUES(v), v)"
+                    ),
                 };
                 let stmt = Stmt {
-                    sql: format!(
-                        "{ignore} INTO sandtable_rows (tbl, k, v, version, fence) VALUES (?, ?, ?, ?, ?)"
-                    ),
+                    sql,
                     params: vec![
                         Param::text(table),
                         Param::text(key),
                         Param::Value(Some(value.clone())),
                         Param::U64(1),
                         Param::U64(*fence),
+                        Param::U64(VERSION_BEFORE_MAX),
                     ],
                 };
-                steps.push((
-                    (table.to_string(), key.to_string()),
-                    Step::Update { op_index, stmt, new_version: 1 },
-                ));
+                steps.push(((table.to_string(), key.to_string()), Step::Create { op_index, stmt }));
             }
             WriteOp::Delete { expect, fence, .. } => {
                 let version = match expect {
@@ -190,6 +219,44 @@ pub(crate) fn plan(d: Dialect, ops: &[WriteOp]) -> Option<Vec<Step>> {
     Some(steps.into_iter().map(|(_, s)| s).collect())
 }
 
+/// How `transact` attempts went (a retried call counts each attempt): how many the fast path answered (`hits`), how many it tried and
+/// handed to the general path (`misses`: a step missed), and how many did not qualify for it
+/// (`general`). Counted since the adapter opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FastPathCounts {
+    pub hits: u64,
+    pub misses: u64,
+    pub general: u64,
+}
+
+/// The counters behind [`FastPathCounts`].
+#[derive(Debug, Default)]
+pub(crate) struct FastPathCounters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    general: AtomicU64,
+}
+
+impl FastPathCounters {
+    /// Counts one attempt: `planned` if it qualified, `hit` if the fast path answered it.
+    pub fn count(&self, planned: bool, hit: bool) {
+        let counter = match (planned, hit) {
+            (true, true) => &self.hits,
+            (true, false) => &self.misses,
+            (false, _) => &self.general,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> FastPathCounts {
+        FastPathCounts {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            general: self.general.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Collects the answers of a fast path whose every step hit, in op order.
 #[derive(Debug)]
 pub(crate) struct Answers(Vec<Option<WriteResult>>);
@@ -221,6 +288,16 @@ impl Answers {
         true
     }
 
+    /// Sets the answer of the `Create` at `op_index` whose row's new version is `version`;
+    /// false (a miss: the general path decides) for 0, a refusal.
+    pub fn created(&mut self, op_index: usize, version: u64) -> bool {
+        if version == 0 {
+            return false;
+        }
+        self.set(op_index, WriteResult::Put { version });
+        true
+    }
+
     /// Every op's answer (every op has exactly one step, so all are set once all hit).
     pub fn finish(self) -> Option<Vec<WriteResult>> {
         self.0.into_iter().collect()
@@ -249,16 +326,30 @@ mod tests {
                 Step::Update { op_index, .. }
                 | Step::Probe { op_index, .. }
                 | Step::Delete { op_index, .. }
+                | Step::Create { op_index, .. }
                 | Step::Clear { op_index, .. } => *op_index,
             })
             .collect();
         assert_eq!(order, [1, 2, 0], "locked in key order");
         assert!(plan(Dialect::Sqlite, &[put("a", Expect::Any)]).is_none());
         let create = plan(Dialect::MariaDb, &[put("a", Expect::Absent)]).unwrap();
+        let [Step::Create { op_index: 0, stmt }] = &create[..] else { panic!("{create:?}") };
+        assert!(stmt.sql.contains("ON DUPLICATE KEY UPDATE"), "one upsert: {}", stmt.sql);
         assert!(
-            matches!(&create[..], [Step::Update { op_index: 0, stmt, new_version: 1 }] if stmt.sql.starts_with("INSERT IGNORE")),
-            "{create:?}"
+            stmt.sql.contains("(v IS NULL AND fence <= VALUES(fence) AND version <= ?)"),
+            "only a placeholder the fence allows is written over: {}",
+            stmt.sql
         );
+        assert_eq!(stmt.params.len(), stmt.sql.matches('?').count());
+        let sqlite = plan(Dialect::Sqlite, &[put("a", Expect::Absent)]).unwrap();
+        let [Step::Create { stmt, .. }] = &sqlite[..] else { panic!("{sqlite:?}") };
+        assert!(
+            stmt.sql
+                .contains("WHERE v IS NULL AND fence <= excluded.fence AND version <= ? RETURNING version"),
+            "{}",
+            stmt.sql
+        );
+        assert_eq!(stmt.params.len(), stmt.sql.matches('?').count());
         assert!(
             plan(Dialect::Sqlite, &[put("a", Expect::Version(1)), put("a", Expect::Version(2))]).is_none()
         );

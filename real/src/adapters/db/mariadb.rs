@@ -26,7 +26,7 @@ use tokio::time::{sleep, timeout_at, Instant};
 use tracing::{debug, info};
 
 use super::errors::{acquire_error, call_error, is_connection_error, is_lock_conflict, Fail, Stage};
-use super::fast::{self, Answers, Step};
+use super::fast::{self, Answers, FastPathCounters, FastPathCounts, Step};
 use super::plan::{self, IndexKey, Needs, RowKey, Snapshot, Stored};
 use super::schema;
 use super::sql::{self, Dialect, Lock, Param, Stmt};
@@ -42,6 +42,7 @@ pub struct MariaDb {
     pool: Mutex<(u64, MySqlPool)>,
     generation: AtomicU64,
     opts: DbOptions,
+    fast_counts: FastPathCounters,
 }
 
 impl std::fmt::Debug for MariaDb {
@@ -92,7 +93,7 @@ fn script(steps: &[Step]) -> Option<String> {
     };
     for step in steps {
         match step {
-            Step::Update { stmt, .. } | Step::Probe { stmt, .. } => add(stmt)?,
+            Step::Update { stmt, .. } | Step::Probe { stmt, .. } | Step::Create { stmt, .. } => add(stmt)?,
             Step::Clear { clear, unindex, .. } => {
                 add(clear)?;
                 add(unindex)?;
@@ -146,6 +147,9 @@ async fn read_script(
                 }
                 _ => false,
             },
+            Step::Create { op_index, .. } => {
+                created(answers, *op_index, &next_outcome(&mut results).await?.1)
+            }
             Step::Clear { op_index, .. } => {
                 let (_, done) = next_outcome(&mut results).await?;
                 next_outcome(&mut results).await?; // the index DELETE
@@ -191,6 +195,17 @@ async fn run_script(
     read?;
     rolled_back?;
     Ok(None)
+}
+
+/// Sets the answer of the `Create` at `op_index` from its statement's result; false if it
+/// was refused. An insert affects one row and leaves `LAST_INSERT_ID` at 1; a write over a
+/// placeholder affects two (MySQL counts an upsert's update so) and leaves the new version; a
+/// refusal leaves 0 (and affects one row: sqlx asks for found rows, not changed ones).
+fn created(answers: &mut Answers, op_index: usize, done: &MySqlQueryResult) -> bool {
+    match (done.rows_affected(), done.last_insert_id()) {
+        (1, 1) | (2, 1..) => answers.created(op_index, done.last_insert_id()),
+        _ => false,
+    }
 }
 
 fn bind<'q>(mut q: Query<'q>, params: &'q [Param]) -> Query<'q> {
@@ -248,11 +263,17 @@ impl MariaDb {
             connect,
             generation: AtomicU64::new(0),
             opts,
+            fast_counts: FastPathCounters::default(),
         };
         let mut conn = db.current().1.acquire().await.map_err(|e| acquire_error(name, &e))?;
         schema::ensure_mariadb(name, &mut conn).await?;
         info!(db = name, host = db.connect.get_host(), port = db.connect.get_port(), "mariadb instance open");
         Ok(db)
+    }
+
+    /// How this instance's `transact` attempts went, fast path or general.
+    pub fn fast_path_counts(&self) -> FastPathCounts {
+        self.fast_counts.get()
     }
 
     fn new_pool(connect: &MySqlConnectOptions, opts: &DbOptions) -> MySqlPool {
@@ -382,6 +403,16 @@ impl MariaDb {
             answers.set(*op_index, WriteResult::Put { version: *new_version });
             return Ok(answers.finish());
         }
+        if let [Step::Create { op_index, stmt }] = steps {
+            // One self-committing statement: a refusal changes nothing.
+            committing.store(true, Ordering::Release);
+            let done = bind(sqlx::query(&stmt.sql), &stmt.params).execute(&mut *conn).await?;
+            if !created(&mut answers, *op_index, &done) {
+                committing.store(false, Ordering::Release);
+                return Ok(None);
+            }
+            return Ok(answers.finish());
+        }
         if let Some(script) = script(steps) {
             return run_script(conn, &script, steps, answers, committing, open).await;
         }
@@ -400,6 +431,10 @@ impl MariaDb {
                         }
                         None => false,
                     }
+                }
+                Step::Create { op_index, stmt } => {
+                    let done = bind(sqlx::query(&stmt.sql), &stmt.params).execute(&mut *tx).await?;
+                    created(&mut answers, *op_index, &done)
                 }
                 Step::Clear { op_index, clear, unindex } => {
                     let done = bind(sqlx::query(&clear.sql), &clear.params).execute(&mut *tx).await?;
@@ -432,11 +467,14 @@ impl MariaDb {
         committing: &AtomicBool,
         open: &AtomicBool,
     ) -> Result<Vec<WriteResult>, Fail> {
-        if let Some(steps) = fast::plan(Dialect::MariaDb, ops) {
-            if let Some(results) = self.fast_path(conn, ops, &steps, committing, open).await? {
+        let planned = fast::plan(Dialect::MariaDb, ops);
+        if let Some(steps) = &planned {
+            if let Some(results) = self.fast_path(conn, ops, steps, committing, open).await? {
+                self.fast_counts.count(true, true);
                 return Ok(results);
             }
         }
+        self.fast_counts.count(planned.is_some(), false);
         let needs = Needs::of(ops);
         let mut tx = conn.begin().await?;
         let mut snap = self.load(&mut tx, &needs).await?;

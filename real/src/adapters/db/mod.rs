@@ -75,6 +75,7 @@ use bytes::Bytes;
 use engine::env::{Db, DbError, Row, RowState, TableName};
 
 use self::errors::bad_data;
+pub use self::fast::FastPathCounts;
 pub use self::mariadb::MariaDb;
 use self::plan::{IndexKey, RowKey, Stored};
 pub use self::sqlite::SqliteDb;

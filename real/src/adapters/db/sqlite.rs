@@ -22,7 +22,7 @@ use sqlx::{Connection as _, Row as _, Sqlite};
 use tokio::time::{timeout_at, Instant};
 
 use super::errors::{acquire_error, Fail, Stage};
-use super::fast::{self, Answers, Step};
+use super::fast::{self, Answers, FastPathCounters, FastPathCounts, Step};
 use super::plan::{self, IndexKey, Needs, RowKey, Snapshot, Stored};
 use super::schema::{self, from_sqlite_u64, sqlite_u64};
 use super::sql::{self, Dialect, Lock, Param, Stmt};
@@ -35,6 +35,7 @@ pub struct SqliteDb {
     writer: SqlitePool,
     readers: SqlitePool,
     opts: DbOptions,
+    fast_counts: FastPathCounters,
 }
 
 impl std::fmt::Debug for SqliteDb {
@@ -96,6 +97,11 @@ async fn execute(conn: &mut SqliteConnection, stmt: &Stmt) -> Result<u64, Fail> 
 }
 
 impl SqliteDb {
+    /// How this instance's `transact` attempts went, fast path or general.
+    pub fn fast_path_counts(&self) -> FastPathCounts {
+        self.fast_counts.get()
+    }
+
     /// Opens (creating it and its directory if missing) the SQLite file at `path` as the
     /// instance `name`, and creates the schema.
     pub async fn open(name: &str, path: impl AsRef<Path>, opts: DbOptions) -> Result<SqliteDb, DbError> {
@@ -132,7 +138,14 @@ impl SqliteDb {
             .connect_with(connect)
             .await
             .map_err(|e| acquire_error(name, &e))?;
-        Ok(SqliteDb { name: name.to_string(), path, writer, readers, opts })
+        Ok(SqliteDb {
+            name: name.to_string(),
+            path,
+            writer,
+            readers,
+            opts,
+            fast_counts: FastPathCounters::default(),
+        })
     }
 
     /// The file this instance lives in.
@@ -211,6 +224,18 @@ impl SqliteDb {
             answers.set(*op_index, WriteResult::Put { version: *new_version });
             return Ok(answers.finish());
         }
+        if let [Step::Create { op_index, stmt }] = steps {
+            // One self-committing statement: a refusal changes nothing.
+            committing.store(true, Ordering::Release);
+            let row = bind(sqlx::query(&stmt.sql), &stmt.params).fetch_optional(&mut *conn).await?;
+            if !row.map_or(Ok(false), |r| {
+                r.try_get::<i64, _>(0).map(|v| answers.created(*op_index, from_sqlite_u64(v)))
+            })? {
+                committing.store(false, Ordering::Release);
+                return Ok(None);
+            }
+            return Ok(answers.finish());
+        }
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         for step in steps {
             let hit = match step {
@@ -226,6 +251,12 @@ impl SqliteDb {
                             answers.set(*op_index, WriteResult::Guard { version: from_sqlite_u64(version) });
                             true
                         }
+                        None => false,
+                    }
+                }
+                Step::Create { op_index, stmt } => {
+                    match bind(sqlx::query(&stmt.sql), &stmt.params).fetch_optional(&mut *tx).await? {
+                        Some(r) => answers.created(*op_index, from_sqlite_u64(r.try_get::<i64, _>(0)?)),
                         None => false,
                     }
                 }
@@ -261,11 +292,14 @@ impl SqliteDb {
         ops: &[WriteOp],
         committing: &AtomicBool,
     ) -> Result<Vec<WriteResult>, Fail> {
-        if let Some(steps) = fast::plan(Dialect::Sqlite, ops) {
-            if let Some(results) = self.fast_path(conn, ops, &steps, committing).await? {
+        let planned = fast::plan(Dialect::Sqlite, ops);
+        if let Some(steps) = &planned {
+            if let Some(results) = self.fast_path(conn, ops, steps, committing).await? {
+                self.fast_counts.count(true, true);
                 return Ok(results);
             }
         }
+        self.fast_counts.count(planned.is_some(), false);
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let snap = self.load(&mut tx, &Needs::of(ops)).await?;
         let out = match plan::evaluate(ops, &snap) {
