@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::adapters::FastPathCounts;
 use engine::commands::{
     Command, CommandSet, Commands, CommandsConfig, CommandsObserver, Outcome, Pack, Submitted,
 };
@@ -25,7 +26,7 @@ use engine::shard::ShardConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::db::{create_rows, on_both_engines, Raw};
+use super::db::{create_rows, on_both_engines, FastCounts, Raw};
 use super::driver::{measure, paced, tasks, throughput_rows, Sample};
 use super::objects::Server;
 use super::{BenchError, BenchReport, Ctx, Row};
@@ -259,10 +260,27 @@ async fn engine_cases(
     engine: &str,
     db: Arc<dyn Db>,
     raw: Raw,
+    fast: FastCounts,
     notes: &std::sync::Mutex<Vec<String>>,
 ) -> Result<Vec<Row>, BenchError> {
     let mut rows = Vec::new();
+    // The fast path's counts per case, for the notes: (case, hits, misses, general).
+    let mut fast_by_case: Vec<(String, FastPathCounts)> = Vec::new();
+    let mut fast_before = fast();
+    let mut fast_case = |case: String| {
+        let now = fast();
+        let d = FastPathCounts {
+            hits: now.hits - fast_before.hits,
+            misses: now.misses - fast_before.misses,
+            general: now.general - fast_before.general,
+            hit_us: now.hit_us - fast_before.hit_us,
+        };
+        fast_before = now;
+        fast_by_case.push((case, d));
+    };
     let deadlocks_before = raw.deadlocks().await;
+    let lock_waits_before =
+        (raw.innodb_status("Innodb_row_lock_waits").await, raw.innodb_status("Innodb_row_lock_time").await);
     let dir = DbInstances::empty().with(db.clone()).map_err(|e| BenchError::setup(BENCH, e))?;
     let shards = ShardConfig::single("db-0", "", engine::shard::LOGICAL_SHARDS_DEFAULT);
     let app = format!("{APP_ID}_{engine}");
@@ -280,8 +298,10 @@ async fn engine_cases(
         levels.dedup();
         for clients in levels {
             log_in(&c, clients).await?;
+            fast_case(format!("log-in {clients}"));
             let ids = NextIds::new(clients);
             let (ack, stored) = acks(ctx, &c, clients, &ids, Load::Closed).await?;
+            fast_case(format!("ack {clients}"));
             let raw_ack = raw_txns(ctx, &*db, &raw, "ack", clients, 2, Load::Closed).await?;
             rows.extend(throughput_rows(
                 &format!("{engine} ack, {} clients", clients),
@@ -290,6 +310,7 @@ async fn engine_cases(
                 &raw_ack,
             ));
             let exec = drain(&c, &executed, stored).await?;
+            fast_case(format!("execute {clients}"));
             let raw_exec = raw_txns(ctx, &*db, &raw, "exec", WORKERS, 3, Load::Closed).await?;
             let (e, b) = (as_commands(&exec), as_commands(&raw_exec));
             let name = format!("{engine} execute, {} ({stored} packs)", tasks(WORKERS));
@@ -306,12 +327,35 @@ async fn engine_cases(
                 &raw_ack,
             ));
             executed_reach(&executed, before + stored).await?;
+            fast_case(format!("paced {clients}"));
         }
         Ok::<_, BenchError>(())
     }
     .await;
     c.stop();
     server.stop().await;
+    engine::env::lock(notes).push(format!(
+        "{engine}: transactions by path (fast hit / fast missed, then general / general only; a hit's mean time): {}",
+        fast_by_case
+            .iter()
+            .map(|(case, c)| {
+                let mean = c.hit_us.checked_div(c.hits).unwrap_or(0);
+                format!("{case}: {} / {} / {}; {mean} us", c.hits, c.misses, c.general)
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
+    if let ((Some(waits), Some(ms)), Some(waits_after), Some(ms_after)) = (
+        lock_waits_before,
+        raw.innodb_status("Innodb_row_lock_waits").await,
+        raw.innodb_status("Innodb_row_lock_time").await,
+    ) {
+        engine::env::lock(notes).push(format!(
+            "{engine}: {} row lock waits, {} ms waited in all, during this engine's cases and baselines",
+            waits_after.saturating_sub(waits),
+            ms_after.saturating_sub(ms)
+        ));
+    }
     if let (Some(before), Some(after)) = (deadlocks_before, raw.deadlocks().await) {
         engine::env::lock(notes).push(format!(
             "{engine}: {} deadlocks (error 1213, each rolled back and run again by the adapter) during this engine's cases",
@@ -324,8 +368,9 @@ async fn engine_cases(
 pub(super) fn run(ctx: &Ctx) -> Result<BenchReport, BenchError> {
     let mut report = BenchReport::new(BENCH);
     let notes = std::sync::Mutex::new(Vec::new());
-    report.rows =
-        on_both_engines(BENCH, "db-0", |engine, db, raw| engine_cases(ctx, engine, db, raw, &notes))?;
+    report.rows = on_both_engines(BENCH, "db-0", |engine, db, raw, fast| {
+        engine_cases(ctx, engine, db, raw, fast, &notes)
+    })?;
     report.notes.push(format!(
         "one server (a private ZooKeeper), every shard on one instance; packs of {PACK_COMMANDS} commands; \
          'ack': clients submit in a closed loop with execution paused (each over {USERS_PER_CLIENT} users) against raw \

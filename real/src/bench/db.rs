@@ -31,7 +31,7 @@ use sqlx::Connection as _;
 use super::driver::{measure, runtime, tasks, throughput_rows, Sample};
 use super::{BenchError, BenchReport, Ctx};
 use crate::adapters::db::schema::sqlite_u64;
-use crate::adapters::{open_db_with, DbOptions, DB_CONNECT_TIMEOUT};
+use crate::adapters::{DbOptions, FastPathCounts, MariaDb, SqliteDb, DB_CONNECT_TIMEOUT};
 use crate::services::PrivateMariaDb;
 
 const BENCH: &str = "db";
@@ -126,9 +126,14 @@ impl Raw {
     /// The deadlocks (error 1213) the MariaDB server has detected since it started
     /// (`Innodb_deadlocks`); `None` on SQLite, which has none.
     pub(super) async fn deadlocks(&self) -> Option<u64> {
+        self.innodb_status("Innodb_deadlocks").await
+    }
+
+    /// A MariaDB global status counter (`SHOW GLOBAL STATUS`); `None` on SQLite.
+    pub(super) async fn innodb_status(&self, name: &str) -> Option<u64> {
         let Raw::MariaDb(pool) = self else { return None };
         let row: (String, String) =
-            sqlx::query_as("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'").fetch_one(pool).await.ok()?;
+            sqlx::query_as(&format!("SHOW GLOBAL STATUS LIKE '{name}'")).fetch_one(pool).await.ok()?;
         row.1.parse().ok()
     }
 
@@ -263,13 +268,16 @@ async fn engine_cases(
 /// engine's adapter (instance `instance`) and its raw twin (same file settings and one writer
 /// on SQLite; a pool of the same size without pings on MariaDB), both on the same database.
 /// Returns every row `cases` produced.
+/// The fast-path counters of the instance a bench's cases run on (see [`FastPathCounts`]).
+pub(super) type FastCounts = Arc<dyn Fn() -> FastPathCounts + Send + Sync>;
+
 pub(super) fn on_both_engines<F, Fut>(
     bench: &'static str,
     instance: &str,
     mut cases: F,
 ) -> Result<Vec<super::Row>, BenchError>
 where
-    F: FnMut(&'static str, Arc<dyn Db>, Raw) -> Fut,
+    F: FnMut(&'static str, Arc<dyn Db>, Raw, FastCounts) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<super::Row>, BenchError>>,
 {
     let mariadb = PrivateMariaDb::start()?;
@@ -281,13 +289,20 @@ where
     let opts = DbOptions::default();
     let rows = runtime()?.block_on(async {
         let setup = |e: &dyn std::fmt::Display| BenchError::setup(bench, e);
-        let url = format!("sqlite://{}", sqlite_path.display());
-        let db = open_db_with(instance, &url, opts).await.map_err(|e| setup(&e))?;
+        let db = Arc::new(SqliteDb::open(instance, &sqlite_path, opts).await.map_err(|e| setup(&e))?);
         let raw = Raw::sqlite(&sqlite_path, opts).await.map_err(|e| setup(&e))?;
-        let mut rows = cases("sqlite", db, raw).await?;
-        let db = open_db_with(instance, &mariadb.url(), opts).await.map_err(|e| setup(&e))?;
+        let counts: FastCounts = Arc::new({
+            let db = db.clone();
+            move || db.fast_path_counts()
+        });
+        let mut rows = cases("sqlite", db, raw, counts).await?;
+        let db = Arc::new(MariaDb::open(instance, &mariadb.url(), opts).await.map_err(|e| setup(&e))?);
         let raw = Raw::mariadb(&mariadb.url(), opts, DB_CONNECT_TIMEOUT).await.map_err(|e| setup(&e))?;
-        rows.extend(cases("mariadb", db, raw).await?);
+        let counts: FastCounts = Arc::new({
+            let db = db.clone();
+            move || db.fast_path_counts()
+        });
+        rows.extend(cases("mariadb", db, raw, counts).await?);
         Ok::<_, BenchError>(rows)
     })?;
     drop(mariadb);
@@ -297,7 +312,8 @@ where
 pub(super) fn run(ctx: &Ctx) -> Result<BenchReport, BenchError> {
     let opts = DbOptions::default();
     let mut report = BenchReport::new(BENCH);
-    report.rows = on_both_engines(BENCH, "bench-db", |engine, db, raw| engine_cases(ctx, engine, db, raw))?;
+    report.rows =
+        on_both_engines(BENCH, "bench-db", |engine, db, raw, _| engine_cases(ctx, engine, db, raw))?;
     report.notes.push(format!(
         "values of {VALUE_BYTES} bytes; every write fenced ({FENCE}) and versioned; each task its own rows. \
          sqlite: WAL, synchronous=FULL, one writer connection on both sides. mariadb: private mariadbd \

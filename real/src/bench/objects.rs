@@ -286,7 +286,7 @@ async fn engine_cases(ctx: &Ctx, engine: &str, db: Arc<dyn Db>, raw: Raw) -> Res
 
 pub(super) fn run(ctx: &Ctx) -> Result<BenchReport, BenchError> {
     let mut report = BenchReport::new(BENCH);
-    report.rows = on_both_engines(BENCH, "db-0", |engine, db, raw| engine_cases(ctx, engine, db, raw))?;
+    report.rows = on_both_engines(BENCH, "db-0", |engine, db, raw, _| engine_cases(ctx, engine, db, raw))?;
     report.notes.push(
         "two servers in one process (RPC over loopback, a private ZooKeeper), every shard on one instance; \
          'hand-off': each read borrows the wallet from the other server (baseline: a read of a wallet owned locally); 'gift hand-off': each gift borrows both wallets from the other server (baseline: the same gift with \

@@ -227,6 +227,8 @@ pub struct FastPathCounts {
     pub hits: u64,
     pub misses: u64,
     pub general: u64,
+    /// Time the hits took in all, from the first statement to the commit's answer, in µs.
+    pub hit_us: u64,
 }
 
 /// The counters behind [`FastPathCounts`].
@@ -235,11 +237,17 @@ pub(crate) struct FastPathCounters {
     hits: AtomicU64,
     misses: AtomicU64,
     general: AtomicU64,
+    hit_us: AtomicU64,
 }
 
 impl FastPathCounters {
-    /// Counts one attempt: `planned` if it qualified, `hit` if the fast path answered it.
-    pub fn count(&self, planned: bool, hit: bool) {
+    /// Counts one attempt: `planned` if it qualified, `hit` if the fast path answered it (in
+    /// `took`).
+    pub fn count(&self, planned: bool, hit: bool, took: std::time::Duration) {
+        if planned && hit {
+            let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+            self.hit_us.fetch_add(us, Ordering::Relaxed);
+        }
         let counter = match (planned, hit) {
             (true, true) => &self.hits,
             (true, false) => &self.misses,
@@ -253,6 +261,7 @@ impl FastPathCounters {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             general: self.general.load(Ordering::Relaxed),
+            hit_us: self.hit_us.load(Ordering::Relaxed),
         }
     }
 }

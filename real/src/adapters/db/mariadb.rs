@@ -467,14 +467,15 @@ impl MariaDb {
         committing: &AtomicBool,
         open: &AtomicBool,
     ) -> Result<Vec<WriteResult>, Fail> {
+        let started = Instant::now();
         let planned = fast::plan(Dialect::MariaDb, ops);
         if let Some(steps) = &planned {
             if let Some(results) = self.fast_path(conn, ops, steps, committing, open).await? {
-                self.fast_counts.count(true, true);
+                self.fast_counts.count(true, true, started.elapsed());
                 return Ok(results);
             }
         }
-        self.fast_counts.count(planned.is_some(), false);
+        self.fast_counts.count(planned.is_some(), false, started.elapsed());
         let needs = Needs::of(ops);
         let mut tx = conn.begin().await?;
         let mut snap = self.load(&mut tx, &needs).await?;

@@ -292,14 +292,15 @@ impl SqliteDb {
         ops: &[WriteOp],
         committing: &AtomicBool,
     ) -> Result<Vec<WriteResult>, Fail> {
+        let started = Instant::now();
         let planned = fast::plan(Dialect::Sqlite, ops);
         if let Some(steps) = &planned {
             if let Some(results) = self.fast_path(conn, ops, steps, committing).await? {
-                self.fast_counts.count(true, true);
+                self.fast_counts.count(true, true, started.elapsed());
                 return Ok(results);
             }
         }
-        self.fast_counts.count(planned.is_some(), false);
+        self.fast_counts.count(planned.is_some(), false, started.elapsed());
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let snap = self.load(&mut tx, &Needs::of(ops)).await?;
         let out = match plan::evaluate(ops, &snap) {
