@@ -14,7 +14,9 @@ use sim::trace::TraceOutput;
 /// Exit codes of `run` and `replay`, shown under `--help`.
 const EXIT_CODES: &str = "Exit codes (run, replay): 0 every seed passed; 1 a safety violation; \
 3 liveness failures only (progress did not come within the bound after the heal); 4 the simulation \
-panicked; 2 a usage error. With several failing seeds the worst wins: 1, then 4, then 3.";
+panicked; 5 a seed's two runs gave different traces (run --check-determinism); 6 no violation, but \
+a check could not decide (a linearizability key over its search budget); 2 a usage error. With \
+several failing seeds the worst wins: 1, then 5, then 4, then 3, then 6.";
 
 #[derive(Parser)]
 #[command(name = "sim", about = "Sandtable's deterministic chaos runner", version, after_help = EXIT_CODES)]
@@ -28,7 +30,7 @@ enum Cmd {
     /// Scenarios with their descriptions and planted bugs.
     List,
     /// Runs seeds of one scenario (or `all`) and prints a table; exit code 0 only if all pass
-    /// (1 safety violation, 3 liveness only, 4 crash).
+    /// (1 safety violation, 3 liveness only, 4 crash, 5 non-determinism, 6 inconclusive).
     Run {
         scenario: String,
         /// Seed range `A..B` (end exclusive) or one seed.
@@ -43,6 +45,13 @@ enum Cmd {
         /// Seeds per worker process.
         #[arg(long, default_value_t = 100)]
         chunk: u64,
+        /// Run every seed twice, in two processes, and compare the trace hashes (a seed whose
+        /// runs differ fails as `nondet`, exit code 5).
+        #[arg(long)]
+        check_determinism: bool,
+        /// Test only: plant non-determinism in the second run of --check-determinism.
+        #[arg(long, hide = true, requires = "check_determinism")]
+        plant_nondeterminism: bool,
     },
     /// Replays one seed with its fault plan and full per-node trace; ends with `trace-hash:`.
     Replay {
@@ -87,6 +96,9 @@ enum Cmd {
         seeds: String,
         #[arg(long)]
         bug: Option<String>,
+        /// Test only: write this process's id into each trace.
+        #[arg(long)]
+        plant_nondeterminism: bool,
     },
 }
 
@@ -118,7 +130,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Run { scenario: name, seeds, bug, jobs, chunk } => {
+        Cmd::Run { scenario: name, seeds, bug, jobs, chunk, check_determinism, plant_nondeterminism } => {
             let seeds = parse_seeds(&seeds).map_err(|e| anyhow!(e))?;
             let list = if name == "all" {
                 if bug.is_some() {
@@ -130,7 +142,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
             };
             let specs: Vec<SweepSpec> = list
                 .iter()
-                .map(|s| SweepSpec { scenario: s.name().to_string(), seeds: seeds.clone(), bug: bug.clone() })
+                .map(|s| SweepSpec {
+                    scenario: s.name().to_string(),
+                    seeds: seeds.clone(),
+                    bug: bug.clone(),
+                    check_determinism,
+                    plant_nondeterminism,
+                })
                 .collect();
             let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let start = std::time::Instant::now();
@@ -155,7 +173,14 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let trace = if verbose { TraceOutput::PrintVerbose } else { TraceOutput::Print };
-            let r = run_with_plan(&*s, seed, bug.as_deref(), topo, plan, RunOptions { trace });
+            let r = run_with_plan(
+                &*s,
+                seed,
+                bug.as_deref(),
+                topo,
+                plan,
+                RunOptions { trace, ..RunOptions::default() },
+            );
             println!(
                 "simulated {:.1}s in {:.2}s wall, {} frames, {} trace lines",
                 r.sim_secs, r.wall_secs, r.frames, r.trace_lines
@@ -242,11 +267,12 @@ fn real_main() -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Worker { scenario: name, seeds, bug } => {
+        Cmd::Worker { scenario: name, seeds, bug, plant_nondeterminism } => {
             let s = scenario(&name, bug.as_deref())?;
             let seeds = parse_seeds(&seeds).map_err(|e| anyhow!(e))?;
+            let opts = RunOptions { plant_nondeterminism, ..RunOptions::default() };
             for seed in seeds {
-                let r = run_seed(&*s, seed, bug.as_deref(), RunOptions::default());
+                let r = run_seed(&*s, seed, bug.as_deref(), opts);
                 println!("{}", serde_json::to_string(&r).context("serialising a result")?);
             }
             Ok(ExitCode::SUCCESS)

@@ -70,15 +70,27 @@ pub enum Verdict {
     Liveness,
     /// The simulation panicked (a bug in the engine, a service model or the runner).
     Crash,
+    /// Two runs of the seed gave different traces (`run --check-determinism`): the seed does
+    /// not replay, so none of its other findings can be trusted to reproduce.
+    NonDeterministic,
+    /// No violation, but a check could not decide (a linearizability key over its search
+    /// budget: counters ending in [`INCONCLUSIVE_SUFFIX`]): the history was not fully judged.
+    Inconclusive,
 }
+
+/// Checkers count the parts of a history they could not decide under counters ending so.
+pub const INCONCLUSIVE_SUFFIX: &str = ".inconclusive_keys";
 
 impl Verdict {
     /// The verdict of a finished check.
     pub fn of(report: &Report) -> Verdict {
         match report.worst_class() {
-            None => Verdict::Pass,
             Some(ViolationClass::Safety) => Verdict::Violation,
             Some(ViolationClass::Liveness) => Verdict::Liveness,
+            None if report.counters.iter().any(|(k, &n)| n > 0 && k.ends_with(INCONCLUSIVE_SUFFIX)) => {
+                Verdict::Inconclusive
+            }
+            None => Verdict::Pass,
         }
     }
 
@@ -89,26 +101,33 @@ impl Verdict {
             Verdict::Violation => 1,
             Verdict::Liveness => 3,
             Verdict::Crash => 4,
+            Verdict::NonDeterministic => 5,
+            Verdict::Inconclusive => 6,
         }
     }
 
-    /// How bad, for picking the exit code of many seeds: safety over crash over liveness.
+    /// How bad, for picking the exit code of many seeds: safety over non-determinism over
+    /// crash over liveness over inconclusive.
     fn severity(self) -> u8 {
         match self {
             Verdict::Pass => 0,
-            Verdict::Liveness => 1,
-            Verdict::Crash => 2,
-            Verdict::Violation => 3,
+            Verdict::Inconclusive => 1,
+            Verdict::Liveness => 2,
+            Verdict::Crash => 3,
+            Verdict::NonDeterministic => 4,
+            Verdict::Violation => 5,
         }
     }
 
-    /// Short name for tables: `pass`, `safety`, `liveness`, `crash`.
+    /// Short name for tables: `pass`, `safety`, `liveness`, `crash`, `nondet`, `inconcl`.
     pub fn name(self) -> &'static str {
         match self {
             Verdict::Pass => "pass",
             Verdict::Violation => "safety",
             Verdict::Liveness => "liveness",
             Verdict::Crash => "crash",
+            Verdict::NonDeterministic => "nondet",
+            Verdict::Inconclusive => "inconcl",
         }
     }
 
@@ -119,9 +138,36 @@ impl Verdict {
 }
 
 /// The exit code of a run of many seeds: 0 if all passed, else that of the worst verdict —
-/// 1 a safety violation, 4 a crash, 3 liveness failures only (2 is a usage error).
+/// 1 a safety violation, 5 non-determinism, 4 a crash, 3 liveness failures only, 6 checks
+/// that could not decide (2 is a usage error).
 pub fn exit_code(verdicts: impl IntoIterator<Item = Verdict>) -> u8 {
     verdicts.into_iter().max_by_key(|v| v.severity()).unwrap_or(Verdict::Pass).exit_code()
+}
+
+/// The result of a seed run twice (`first`, then `second` in another process): `first` if
+/// the two traces hash alike, else `first` judged [`Verdict::NonDeterministic`] (unless it
+/// found a safety violation, which stays the verdict), with the two hashes named.
+pub fn judge_determinism(mut first: SeedResult, second: &SeedResult) -> SeedResult {
+    if first.trace_hash == second.trace_hash {
+        return first;
+    }
+    first.violations.insert(
+        0,
+        format!(
+            "[determinism] two runs of seed {} gave different traces: {} ({} lines, {:?}) then {} ({} lines, {:?})",
+            first.seed,
+            first.trace_hash,
+            first.trace_lines,
+            first.verdict,
+            second.trace_hash,
+            second.trace_lines,
+            second.verdict
+        ),
+    );
+    if first.verdict != Verdict::Violation {
+        first.verdict = Verdict::NonDeterministic;
+    }
+    first
 }
 
 /// Result of one seed.
@@ -151,11 +197,14 @@ impl SeedResult {
 #[derive(Debug, Clone, Copy)]
 pub struct RunOptions {
     pub trace: TraceOutput,
+    /// Writes this process's id into the trace: a planted non-determinism, so that a test can
+    /// show `run --check-determinism` catches a seed whose runs differ between processes.
+    pub plant_nondeterminism: bool,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { trace: TraceOutput::HashOnly }
+        RunOptions { trace: TraceOutput::HashOnly, plant_nondeterminism: false }
     }
 }
 
@@ -365,6 +414,9 @@ pub fn run_with_plan(
     trace.add_line(&format!("scenario {} seed {} bug {}", scenario.name(), seed, bug.unwrap_or("none")));
     for line in plan.to_string().lines() {
         trace.add_line(line);
+    }
+    if opts.plant_nondeterminism {
+        trace.add_line(&format!("planted non-determinism: process {}", std::process::id()));
     }
     let subscriber = tracing_subscriber::registry().with(trace.layer());
     let dispatch = tracing::Dispatch::new(subscriber);
@@ -580,8 +632,61 @@ mod tests {
         use Verdict::*;
         assert_eq!(exit_code([]), 0);
         assert_eq!(exit_code([Pass, Pass]), 0);
+        assert_eq!(exit_code([Pass, Inconclusive]), 6);
+        assert_eq!(exit_code([Inconclusive, Liveness]), 3);
         assert_eq!(exit_code([Pass, Liveness]), 3);
         assert_eq!(exit_code([Liveness, Crash]), 4);
+        assert_eq!(exit_code([Crash, NonDeterministic]), 5);
+        assert_eq!(exit_code([NonDeterministic, Violation, Liveness]), 1);
         assert_eq!(exit_code([Crash, Violation, Liveness]), 1);
+    }
+
+    #[test]
+    fn a_passing_report_with_an_undecided_key_is_inconclusive_and_a_violation_wins() {
+        let mut r = Report::default();
+        r.count("linearizability.inconclusive_keys", 0);
+        assert_eq!(Verdict::of(&r), Verdict::Pass, "a zero counter decides nothing");
+        r.count("linearizability.inconclusive_keys", 1);
+        assert_eq!(Verdict::of(&r), Verdict::Inconclusive);
+        r.liveness_violation("liveness", "late");
+        assert_eq!(Verdict::of(&r), Verdict::Liveness);
+    }
+
+    fn result(verdict: Verdict, hash: &str) -> SeedResult {
+        SeedResult {
+            scenario: "s".into(),
+            seed: 7,
+            bug: None,
+            verdict,
+            violations: vec![],
+            counters: BTreeMap::new(),
+            trace_hash: hash.into(),
+            trace_lines: 10,
+            frames: 0,
+            sim_secs: 1.0,
+            wall_secs: 0.1,
+        }
+    }
+
+    #[test]
+    fn two_runs_with_different_trace_hashes_are_judged_non_deterministic() {
+        let same = judge_determinism(result(Verdict::Pass, "aa"), &result(Verdict::Pass, "aa"));
+        assert_eq!((same.verdict, same.violations.len()), (Verdict::Pass, 0));
+        let differ = judge_determinism(result(Verdict::Pass, "aa"), &result(Verdict::Pass, "bb"));
+        assert_eq!(differ.verdict, Verdict::NonDeterministic);
+        assert!(
+            differ.violations[0].contains("aa") && differ.violations[0].contains("bb"),
+            "{:?}",
+            differ.violations
+        );
+        let crash = judge_determinism(result(Verdict::Crash, "aa"), &result(Verdict::Pass, "bb"));
+        assert_eq!(
+            crash.verdict,
+            Verdict::NonDeterministic,
+            "a crash that does not replay is non-determinism first"
+        );
+        let safety = judge_determinism(result(Verdict::Violation, "aa"), &result(Verdict::Pass, "bb"));
+        assert_eq!(safety.verdict, Verdict::Violation, "a safety violation stays the verdict");
+        assert!(safety.violations[0].starts_with("[determinism]"));
     }
 }

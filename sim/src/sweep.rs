@@ -1,6 +1,12 @@
 //! Many seeds: split into chunks, each chunk run by a worker subprocess (`sim worker ...`)
 //! so memory never grows across a long sweep (madsim keeps ~0.2 MB per seed in-process), and
 //! `--jobs` chunks run at once. Workers print one JSON [`SeedResult`] per line.
+//!
+//! With `check_determinism` every chunk runs twice, in two worker processes one after the
+//! other, and each seed's two trace hashes are compared ([`judge_determinism`]): a seed that
+//! does not replay is [`Verdict::NonDeterministic`] (FoundationDB's "unseed" check). Two
+//! processes, not two runs in one, so that per-process state (a hasher's seed, an address,
+//! a thread id) that leaks into a run shows.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, IsTerminal};
@@ -11,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::runner::{replay_command, SeedResult, Verdict};
+use crate::runner::{judge_determinism, replay_command, SeedResult, Verdict};
 
 /// One scenario's part of a sweep.
 #[derive(Debug, Clone)]
@@ -19,6 +25,10 @@ pub struct SweepSpec {
     pub scenario: String,
     pub seeds: Range<u64>,
     pub bug: Option<String>,
+    /// Run every seed twice and compare the trace hashes.
+    pub check_determinism: bool,
+    /// Plant non-determinism in the second run (see `RunOptions::plant_nondeterminism`).
+    pub plant_nondeterminism: bool,
 }
 
 /// Totals of one scenario.
@@ -68,45 +78,62 @@ pub fn parse_seeds(s: &str) -> Result<Range<u64>, String> {
     }
 }
 
-fn run_chunk(spec: &SweepSpec, seeds: Range<u64>, tx: &mpsc::Sender<Result<SeedResult, String>>) {
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            let _ = tx.send(Err(format!("cannot find the runner executable: {e}")));
-            return;
-        }
-    };
+/// Runs `seeds` of `spec` in one worker process; the results in seed order, or why not.
+fn run_worker(spec: &SweepSpec, seeds: &Range<u64>, perturb: bool) -> Result<Vec<SeedResult>, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the runner executable: {e}"))?;
     let mut cmd = Command::new(exe);
     cmd.arg("worker").arg(&spec.scenario).arg("--seeds").arg(format!("{}..{}", seeds.start, seeds.end));
     if let Some(b) = &spec.bug {
         cmd.arg("--bug").arg(b);
     }
-    let mut child = match cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = tx.send(Err(format!("cannot start a worker: {e}")));
-            return;
-        }
-    };
+    if perturb {
+        cmd.arg("--plant-nondeterminism");
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start a worker: {e}"))?;
     let stdout = child.stdout.take().expect("piped");
-    let mut got = 0;
+    let mut results = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
-        match serde_json::from_str::<SeedResult>(&line) {
-            Ok(r) => {
-                got += 1;
-                let _ = tx.send(Ok(r));
-            }
-            Err(_) => continue, // not a result line
+        // Anything else on stdout is not a result line.
+        if let Ok(r) = serde_json::from_str::<SeedResult>(&line) {
+            results.push(r);
         }
     }
     let status = child.wait();
     let expected = seeds.end - seeds.start;
-    if got != expected {
-        let _ = tx.send(Err(format!(
-            "worker for {} seeds {}..{} ended ({status:?}) after {got} of {expected} results",
-            spec.scenario, seeds.start, seeds.end
-        )));
+    if results.len() as u64 != expected {
+        return Err(format!(
+            "worker for {} seeds {}..{} ended ({status:?}) after {} of {expected} results",
+            spec.scenario,
+            seeds.start,
+            seeds.end,
+            results.len()
+        ));
+    }
+    Ok(results)
+}
+
+fn run_chunk(spec: &SweepSpec, seeds: Range<u64>, tx: &mpsc::Sender<Result<SeedResult, String>>) {
+    let results = run_worker(spec, &seeds, false).and_then(|first| {
+        if !spec.check_determinism {
+            return Ok(first);
+        }
+        let second = run_worker(spec, &seeds, spec.plant_nondeterminism)?;
+        Ok(first.into_iter().zip(&second).map(|(a, b)| judge_determinism(a, b)).collect())
+    });
+    match results {
+        Ok(results) => {
+            for r in results {
+                let _ = tx.send(Ok(r));
+            }
+        }
+        Err(e) => {
+            let _ = tx.send(Err(e));
+        }
     }
 }
 
@@ -188,12 +215,13 @@ pub fn sweep(specs: &[SweepSpec], jobs: usize, chunk: u64) -> Result<Vec<Summary
 }
 
 /// The report table and the failing seeds with their replay commands. The failed seeds are
-/// split by class: `safety` (a safety violation), `live` (liveness failures only) and
-/// `crash` (the simulation panicked).
+/// split by class: `safety` (a safety violation), `live` (liveness failures only), `crash`
+/// (the simulation panicked), `nondet` (two runs differed; only with `--check-determinism`)
+/// and `inconcl` (no violation, but a check could not decide).
 pub fn render(summaries: &[Summary], elapsed_secs: f64) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<14} {:<12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>12} {:>10} {:>9} {:>10}\n",
+        "{:<14} {:<12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>12} {:>10} {:>9} {:>10}\n",
         "scenario",
         "bug",
         "seeds",
@@ -202,6 +230,8 @@ pub fn render(summaries: &[Summary], elapsed_secs: f64) -> String {
         "safety",
         "live",
         "crash",
+        "nondet",
+        "inconcl",
         "sim-time",
         "wall-time",
         "seeds/s",
@@ -209,7 +239,7 @@ pub fn render(summaries: &[Summary], elapsed_secs: f64) -> String {
     ));
     for s in summaries {
         out.push_str(&format!(
-            "{:<14} {:<12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>11.1}s {:>9.1}s {:>9.1} {:>10.0}\n",
+            "{:<14} {:<12} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>11.1}s {:>9.1}s {:>9.1} {:>10.0}\n",
             s.scenario,
             s.bug.as_deref().unwrap_or("-"),
             s.seeds,
@@ -218,6 +248,8 @@ pub fn render(summaries: &[Summary], elapsed_secs: f64) -> String {
             s.failed_with(Verdict::Violation),
             s.failed_with(Verdict::Liveness),
             s.failed_with(Verdict::Crash),
+            s.failed_with(Verdict::NonDeterministic),
+            s.failed_with(Verdict::Inconclusive),
             s.sim_secs,
             s.wall_secs,
             s.seeds_per_sec(),
