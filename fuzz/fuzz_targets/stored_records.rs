@@ -13,9 +13,10 @@
 //! - 3: the command-queue rows `PackRow` and `RealtimeRow`, decoded as
 //!   `engine::commands`' (private) `stored::decode` does: `serde_json::from_slice`.
 //!
-//! Properties: never panics; whatever decodes re-encodes to something that decodes to the same
-//! value (values holding floats: to the same bytes); a decoded map's shards all name a
-//! configured instance; a decoded member is the znode's peer.
+//! Properties: never panics; a row without a pending write reads back as its `v`; whatever
+//! decodes re-encodes to something that decodes again, to the same value unless it holds
+//! floats (see `has_float`); a decoded map's shards all name a configured instance; a decoded
+//! member is the znode's peer.
 #![no_main]
 
 use engine::cluster::view::{parse_member, parse_member_name};
@@ -40,16 +41,15 @@ fuzz_target!(|data: &[u8]| {
                 Some(i) => (&rest[..i], Some(&rest[i + 1..])),
                 None => (rest, None),
             };
-            WORLD.with(|w| {
-                if let Ok(read) = w.read_committed(row, decision) {
-                    if read.value.is_some() {
-                        assert!(
-                            serde_json::from_slice::<Value>(row).is_ok(),
-                            "a value from a row that is not JSON"
-                        );
-                    }
+            let read = WORLD.with(|w| w.read_committed(row, decision));
+            // A row without a pending write reads back as its `v`, as a JSON reader sees it.
+            // (A row need not be JSON to be read: serde skips unknown fields without checking
+            // that their strings are UTF-8.)
+            if let (Ok(read), Ok(Value::Object(o))) = (read, serde_json::from_slice::<Value>(row)) {
+                if let (Some(v), false) = (&read.value, read.had_pending) {
+                    assert_eq!(Some(v), o.get("v"));
                 }
-            });
+            }
         }
         1 => shard_map(rest),
         2 => member_znode(rest),
@@ -76,9 +76,7 @@ fn member_znode(data: &[u8]) {
     assert_eq!(info.id, member());
     let bytes = serde_json::to_vec(&info).expect("PeerInfo serializes");
     let back = parse_member(member(), &bytes).expect("a re-encoded member parses");
-    if has_float(&info.status) {
-        assert_eq!(serde_json::to_vec(&back).unwrap(), bytes);
-    } else {
+    if !has_float(&info.status) {
         assert_eq!(back, info);
     }
 }
@@ -90,9 +88,7 @@ fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
     let Ok(v) = serde_json::from_slice::<T>(bytes) else { return };
     let again = serde_json::to_vec(&v).expect("a decoded row serializes");
     let back: T = serde_json::from_slice(&again).expect("a re-encoded row decodes");
-    if floats(&v) {
-        assert_eq!(serde_json::to_vec(&back).unwrap(), again);
-    } else {
+    if !floats(&v) {
         assert_eq!(back, v);
     }
 }

@@ -38,8 +38,9 @@ pub fn member() -> PeerId {
 pub const FLAVORS: [Option<&str>; 4] = [None, Some("game"), Some("pvp"), Some("lobby")];
 
 /// True if `v` holds a non-integer number anywhere. serde_json (without its `float_roundtrip`
-/// feature) may parse a float's shortest decimal form back to a neighbouring `f64`, so
-/// round-trip properties compare such values by their re-encoding only.
+/// feature, which the workspace does not enable) may parse a float's shortest decimal form
+/// back to a neighbouring `f64` (`5.5555555555555554e49` comes back as `...555e49`), so
+/// round-trip properties do not compare values holding floats (only that they decode again).
 pub fn has_float(v: &Value) -> bool {
     match v {
         Value::Number(n) => n.is_f64(),
