@@ -17,26 +17,13 @@
 
 use engine::account::token::{self, nonce_node_expiry};
 use engine::account::TokenError;
-use engine::signed::{Kind, Payload};
+use engine::signed::Kind;
 use libfuzzer_sys::fuzz_target;
-use sandtable_fuzz::{has_float, me, split_mode, NOW, SECRET};
+use sandtable_fuzz::{has_float, me, signed_input, split_mode, NOW, SECRET};
 
 fuzz_target!(|data: &[u8]| {
     let Some((mode, rest)) = split_mode(data, 4) else { return };
-    let sealed = |kind: Kind| {
-        let mut p = Payload::new(kind, rest.len());
-        p.put_bytes(rest);
-        p.seal(&SECRET)
-    };
-    let text = match mode {
-        0 => String::from_utf8_lossy(rest).into_owned(),
-        1 => match std::str::from_utf8(rest) {
-            Ok(s) => s.to_owned(),
-            Err(_) => return,
-        },
-        2 => sealed(Kind::RedirectToken),
-        _ => sealed(Kind::SessionKey),
-    };
+    let Some(text) = signed_input(mode, rest, Kind::RedirectToken, Kind::SessionKey) else { return };
     let verified = token::verify(&SECRET, &text);
     if mode >= 2 {
         assert_ne!(verified, Err(TokenError::BadSignature), "a sealed payload has a good MAC");

@@ -14,26 +14,13 @@
 use engine::env::WallTime;
 use engine::gate::session_key;
 use engine::gate::SessionKeyError;
-use engine::signed::{Kind, Payload};
+use engine::signed::Kind;
 use libfuzzer_sys::fuzz_target;
-use sandtable_fuzz::{split_mode, CLAIMED_USER, NOW, SECRET};
+use sandtable_fuzz::{signed_input, split_mode, CLAIMED_USER, NOW, SECRET};
 
 fuzz_target!(|data: &[u8]| {
     let Some((mode, rest)) = split_mode(data, 4) else { return };
-    let sealed = |kind: Kind| {
-        let mut p = Payload::new(kind, rest.len());
-        p.put_bytes(rest);
-        p.seal(&SECRET)
-    };
-    let key = match mode {
-        0 => String::from_utf8_lossy(rest).into_owned(),
-        1 => match std::str::from_utf8(rest) {
-            Ok(s) => s.to_owned(),
-            Err(_) => return,
-        },
-        2 => sealed(Kind::SessionKey),
-        _ => sealed(Kind::RedirectToken),
-    };
+    let Some(key) = signed_input(mode, rest, Kind::SessionKey, Kind::RedirectToken) else { return };
     let verified = session_key::verify(&SECRET, &key, NOW);
     let for_claimed = session_key::verify_for(&SECRET, &key, CLAIMED_USER, NOW);
     if mode >= 2 {

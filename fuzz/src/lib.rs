@@ -4,7 +4,7 @@
 
 use engine::cluster::PeerId;
 use engine::env::WallTime;
-use engine::signed::SECRET_BYTES;
+use engine::signed::{Kind, Payload, SECRET_BYTES};
 use serde_json::Value;
 
 /// The secret every signed-string target verifies with (redirect tokens and session keys).
@@ -54,6 +54,24 @@ pub fn has_float(v: &Value) -> bool {
 pub fn split_mode(data: &[u8], modes: u8) -> Option<(u8, &[u8])> {
     let (&first, rest) = data.split_first()?;
     Some((first % modes, rest))
+}
+
+/// The signed-string targets' input: by `mode` (from [`split_mode`] with 4 modes) the bytes as
+/// text (0: lossy UTF-8; 1: strict, `None` if not UTF-8), or sealed with [`SECRET`] as a payload
+/// of the target's own kind (2: the field parser behind the MAC sees fuzzed bytes, which a
+/// forged MAC never reaches) or of the `other` kind (3: must never verify as the target's).
+pub fn signed_input(mode: u8, rest: &[u8], own: Kind, other: Kind) -> Option<String> {
+    let sealed = |kind: Kind| {
+        let mut p = Payload::new(kind, rest.len());
+        p.put_bytes(rest);
+        p.seal(&SECRET)
+    };
+    Some(match mode {
+        0 => String::from_utf8_lossy(rest).into_owned(),
+        1 => std::str::from_utf8(rest).ok()?.to_owned(),
+        2 => sealed(own),
+        _ => sealed(other),
+    })
 }
 
 pub mod store;
