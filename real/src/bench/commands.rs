@@ -269,12 +269,7 @@ async fn engine_cases(
     let mut fast_before = fast();
     let mut fast_case = |case: String| {
         let now = fast();
-        let d = FastPathCounts {
-            hits: now.hits - fast_before.hits,
-            misses: now.misses - fast_before.misses,
-            general: now.general - fast_before.general,
-            hit_us: now.hit_us - fast_before.hit_us,
-        };
+        let d = now.since(&fast_before);
         fast_before = now;
         fast_by_case.push((case, d));
     };

@@ -231,6 +231,18 @@ pub struct FastPathCounts {
     pub hit_us: u64,
 }
 
+impl FastPathCounts {
+    /// What was counted after `before` (an earlier reading of the same counters).
+    pub fn since(&self, before: &FastPathCounts) -> FastPathCounts {
+        FastPathCounts {
+            hits: self.hits - before.hits,
+            misses: self.misses - before.misses,
+            general: self.general - before.general,
+            hit_us: self.hit_us - before.hit_us,
+        }
+    }
+}
+
 /// The counters behind [`FastPathCounts`].
 #[derive(Debug, Default)]
 pub(crate) struct FastPathCounters {
