@@ -16,6 +16,8 @@
 //!   Each method's doc states the semantics both backends promise.
 //! - [`gate`]: gateways (seeds 003/004): signed session keys issued by login servers and
 //!   checked by gates, the gate tag and load field a login server lists gates by.
+//! - [`keyname`]: the one encoding of an id (account id, shard user, object key: any UTF-8)
+//!   into a ZooKeeper node name and SQL row-key segment; the identity for plain ids.
 //! - [`manifest`]: the per-server JSON config (iFun's `MANIFEST.json` sections and parameter
 //!   names, plus flavors), parsed into typed, validated structs.
 //! - [`metrics`]: a deterministic metrics registry (counters, gauges, latency histograms,
@@ -40,6 +42,7 @@ pub mod cluster;
 pub mod commands;
 pub mod env;
 pub mod gate;
+pub mod keyname;
 pub mod manifest;
 pub mod metrics;
 pub mod orm;

@@ -49,9 +49,14 @@ type HmacSha256 = Hmac<Sha256>;
 pub const SECRET_BYTES: usize = 32;
 /// Bytes of the HMAC-SHA256 tag at the end of every signed string.
 pub const MAC_BYTES: usize = 32;
-/// Longest account (user) field of a signed string, in bytes; longer ids are refused at
-/// login, so they never appear in one.
-pub const ACCOUNT_BYTES_MAX: usize = 128;
+/// Longest account id, in bytes of UTF-8 (any UTF-8 is an account id: see
+/// [`crate::account::validate_account`]); longer ids are refused at login, so they never
+/// appear in a signed string either. 64 is what keeps every backend key of an account in
+/// bounds with any characters: its znode name is at most
+/// [`encoded_bytes_max`](crate::keyname::encoded_bytes_max)`(64)` = 87 bytes, and an object
+/// keyed by the account, in its shard, has a row key of at most 6 + 87 + 1 + 64 + 1 + 87 =
+/// 246 of the 255 bytes a row key may have (checked at compile time in [`crate::orm`]).
+pub const ACCOUNT_BYTES_MAX: usize = 64;
 /// How far the verifier's wall clock may lag or lead the issuer's: a signed string is refused
 /// as expired only once the verifier's clock is this far past its `expires_at`. Wall clocks of
 /// servers are NTP-synchronised to well under a second; 5 s covers a step in progress.

@@ -6,7 +6,10 @@
 //! ([`crate::inventory::ensure_created`]); with the farm, the user's waiting command packs are
 //! scheduled on this server ([`crate::farm`]). Refusals: `Already logged in`, `Server error` (the KV, the
 //! coordination service or the object store failed; nothing is left logged in); malformed: a `user_name` that is
-//! not a valid account id.
+//! not a valid account id — empty or longer than 64 bytes; any UTF-8 is one — refused with the account manager's
+//! message, `account name must be 1 to 64 bytes of UTF-8, not N`, then the session closes. Every backend key of
+//! a valid id fits (ZooKeeper, the `user:{id}` Redis record, the inventory's SQL row: [`engine::keyname`]), so a
+//! name's length or characters never end in `Server error`.
 
 use std::sync::Arc;
 
@@ -16,19 +19,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::inventory;
 use crate::state::GameState;
-use crate::wire::{self, non_empty, Request};
+use crate::wire::{self, Request};
 use crate::LOG_TARGET;
 
+/// `user_name` may be any string here; the handler refuses one that is not an account id
+/// with the rule ([`account::validate_account`]).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct CsGameServerLogin {
-    #[serde(deserialize_with = "non_empty")]
     pub user_name: String,
 }
 
 impl Request for CsGameServerLogin {
     const TYPE: &'static str = "cs_game_server_login";
     const REPLY: &'static str = "sc_game_server_login";
-    const MALFORMED: &'static str = "user_name must be a non-empty string";
+    const MALFORMED: &'static str = "user_name must be a string";
 }
 
 /// The accepted login.
@@ -41,8 +45,8 @@ pub struct ScGameServerLogin {
 pub(crate) async fn handle(game: Arc<GameState>, s: Session, req: CsGameServerLogin) {
     const REPLY: &str = CsGameServerLogin::REPLY;
     let user = req.user_name;
-    if account::validate_account(&user).is_err() {
-        return wire::reject_malformed(&s, REPLY, "user_name is not a valid account id");
+    if let Err(e) = account::validate_account(&user) {
+        return wire::reject_malformed(&s, REPLY, &e.to_string());
     }
     if game.account_of(&s).is_some() {
         return wire::refuse(&s, REPLY, "Already logged in");
@@ -59,6 +63,10 @@ pub(crate) async fn handle(game: Arc<GameState>, s: Session, req: CsGameServerLo
     match game.accounts.check_and_set_logged_in(&user, account::link(&s)).await {
         Ok(LoginOutcome::LoggedIn) => {}
         Ok(LoginOutcome::AlreadyLoggedIn { .. }) => return wire::refuse(&s, REPLY, "Already logged in"),
+        // Not reached (the name was checked above with the same rule), but never a "Server error".
+        Err(e @ account::AccountError::InvalidAccount { .. }) => {
+            return wire::refuse(&s, REPLY, &e.to_string())
+        }
         Err(e) => {
             tracing::info!(target: LOG_TARGET, user, error = %e, "login failed");
             return wire::refuse(&s, REPLY, "Server error");
@@ -70,4 +78,26 @@ pub(crate) async fn handle(game: Arc<GameState>, s: Session, req: CsGameServerLo
     }
     game.observe_login(&user, &s.id().to_string());
     wire::reply(&s, REPLY, &ScGameServerLogin { error: false, level });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn any_string_user_name_reaches_the_handler_which_refuses_empty_and_too_long_ones_with_the_rule() {
+        for name in ["", "a/b", "😀", &"x".repeat(65)] {
+            let req = wire::parse::<CsGameServerLogin>(json!({ "user_name": name }));
+            assert_eq!(req, Ok(CsGameServerLogin { user_name: name.into() }), "not refused as malformed");
+        }
+        assert!(wire::parse::<CsGameServerLogin>(json!({"user_name": 1})).is_err());
+        let refusal = |name: &str| account::validate_account(name).map_err(|e| e.to_string());
+        assert_eq!(refusal(""), Err("account name must be 1 to 64 bytes of UTF-8, not 0".into()));
+        assert_eq!(
+            refusal(&"x".repeat(65)),
+            Err("account name must be 1 to 64 bytes of UTF-8, not 65".into())
+        );
+        assert_eq!(refusal("a/b"), Ok(()));
+    }
 }

@@ -12,8 +12,9 @@
 //! The login server keeps nothing per user and logs nobody in (the gate does, cluster-wide):
 //! the session stays open and may ask again, e.g. for a fresh key. Refusals: [`NO_GATE`] (no
 //! gate in this server's view of the cluster); malformed: a `user_name` that is not a valid
-//! account id (the same check as a login), then the session closes, as for every malformed
-//! request.
+//! account id (the same check as a login: 1 to 64 bytes of UTF-8, any characters), refused
+//! with the account manager's message (`account name must be 1 to 64 bytes of UTF-8, not
+//! 65`), then the session closes, as for every malformed request.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use engine::session::Session;
 use serde::{Deserialize, Serialize};
 
 use crate::state::LoginState;
-use crate::wire::{self, non_empty, Request};
+use crate::wire::{self, Request};
 use crate::LOG_TARGET;
 
 /// Most gates one `sc_login` lists (the least loaded): the reply stays small whatever the
@@ -34,16 +35,17 @@ pub const GATES_LISTED_MAX: usize = 32;
 /// The refusal when this server knows of no gate.
 pub const NO_GATE: &str = "no gate";
 
+/// `user_name` may be any string here; the handler refuses one that is not an account id
+/// with the rule ([`account::validate_account`]).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct CsLogin {
-    #[serde(deserialize_with = "non_empty")]
     pub user_name: String,
 }
 
 impl Request for CsLogin {
     const TYPE: &'static str = "cs_login";
     const REPLY: &'static str = "sc_login";
-    const MALFORMED: &'static str = "user_name must be a non-empty string";
+    const MALFORMED: &'static str = "user_name must be a string";
 }
 
 /// Where a client reaches one gate.
@@ -82,8 +84,8 @@ pub fn gate_list(cluster: &Cluster, port_name: &str) -> Vec<GateAddress> {
 pub(crate) async fn handle(login: Arc<LoginState>, s: Session, req: CsLogin) {
     const REPLY: &str = CsLogin::REPLY;
     let user = req.user_name;
-    if account::validate_account(&user).is_err() {
-        return wire::reject_malformed(&s, REPLY, "user_name is not a valid account id");
+    if let Err(e) = account::validate_account(&user) {
+        return wire::reject_malformed(&s, REPLY, &e.to_string());
     }
     let gates = gate_list(&login.cluster, s.transport().name());
     if gates.is_empty() {
@@ -120,13 +122,26 @@ mod tests {
     }
 
     #[test]
-    fn a_request_needs_a_non_empty_user_name() {
-        assert_eq!(
-            wire::parse::<CsLogin>(json!({"user_name": "alice"})),
-            Ok(CsLogin { user_name: "alice".into() })
-        );
-        for bad in [json!({}), json!({"user_name": ""}), json!({"user_name": 3})] {
+    fn a_request_needs_a_string_user_name_and_the_handler_judges_its_length() {
+        for name in ["alice", "", "a/b", "😀"] {
+            assert_eq!(
+                wire::parse::<CsLogin>(json!({ "user_name": name })),
+                Ok(CsLogin { user_name: name.into() })
+            );
+        }
+        for bad in [json!({}), json!({"user_name": 3}), json!({"user_name": null})] {
             assert!(wire::parse::<CsLogin>(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_empty_or_too_long_user_name_is_refused_with_the_rule() {
+        // What the handler sends as `error_message` (then closes the session).
+        let message = |name: &str| account::validate_account(name).unwrap_err().to_string();
+        assert_eq!(message(""), "account name must be 1 to 64 bytes of UTF-8, not 0");
+        assert_eq!(message(&"é".repeat(33)), "account name must be 1 to 64 bytes of UTF-8, not 66");
+        for fine in ["a/b", "..", "%", "😀", &"x".repeat(account::ACCOUNT_BYTES_MAX)] {
+            assert!(account::validate_account(fine).is_ok(), "{fine:?}");
         }
     }
 }

@@ -1,7 +1,8 @@
 //! `cs_send {to, message}` -> `sc_send {error: false, delivered}`; the addressee gets
 //! `sc_message {from, message}` wherever in the cluster it is logged in
 //! (`AccountManager::send_message`). `delivered` is false when it is logged in nowhere (or its
-//! session just closed). Refusals: `Send failed`, `Not logged in`.
+//! session just closed). Refusals: `Send failed`, `Not logged in`, and for a `to` longer than
+//! an account id may be, `account name must be 1 to 64 bytes of UTF-8, not N`.
 
 use std::sync::Arc;
 
@@ -53,6 +54,10 @@ pub(crate) async fn handle(game: Arc<GameState>, s: Session, user: String, req: 
     };
     match game.accounts.send_message(&req.to, SC_MESSAGE, push).await {
         Ok(delivered) => wire::reply(&s, REPLY, &ScSend { error: false, delivered }),
+        // `to` is not an account id: say why.
+        Err(e @ engine::account::AccountError::InvalidAccount { .. }) => {
+            wire::refuse(&s, REPLY, &e.to_string())
+        }
         Err(e) => {
             tracing::info!(target: LOG_TARGET, error = %e, "send_message failed");
             wire::refuse(&s, REPLY, "Send failed");

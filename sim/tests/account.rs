@@ -321,8 +321,9 @@ fn unique_login_locate_send_and_broadcast() {
             assert_eq!(s.locate("alice").await, Ok(Some(a.id())));
             assert_eq!(s.locate("nobody").await, Ok(None));
         }
-        assert!(matches!(a.login("a/b", &la2).await, Err(AccountError::InvalidAccount(_))));
-        assert!(matches!(a.locate("").await, Err(AccountError::InvalidAccount(_))));
+        let too_long = "a".repeat(engine::account::ACCOUNT_BYTES_MAX + 1);
+        assert_eq!(a.login(&too_long, &la2).await, Err(AccountError::InvalidAccount { bytes: 65 }));
+        assert_eq!(a.locate("").await, Err(AccountError::InvalidAccount { bytes: 0 }));
 
         // Messages: local, remote (by RPC to the owner), to nobody.
         assert_eq!(a.send("alice", json!({"n": 1})).await, Ok(true));

@@ -318,16 +318,24 @@ fn a_login_lists_the_gates_least_loaded_first_and_its_key_verifies_for_the_user(
             assert_eq!(order[0], gate_client_addr(2), "seed {seed}: {reordered}");
             assert_eq!(order[3], gate_client_addr(4), "seed {seed}: no status, still last");
 
-            // An invalid user name: refused, and the session closes (a malformed request).
+            // Any UTF-8 name is an account id: one with '/' gets a key like any other.
+            let odd =
+                w.on_client(|env| async move { cs_login(&mut connect(&env).await, "a/b 😀").await }).await;
+            assert_eq!(odd["error"], json!(false), "seed {seed}: {odd}");
+            // A name over 64 bytes: refused with the rule, and the session closes (a
+            // malformed request).
             let (bad, closed) = w
                 .on_client(|env| async move {
                     let mut c = connect(&env).await;
-                    let r = cs_login(&mut c, "a/b").await;
+                    let r = cs_login(&mut c, &"x".repeat(65)).await;
                     let end = c.wait_for(&["none"], Duration::from_secs(2)).await;
                     (r, matches!(end, Err(ReqError::Closed)))
                 })
                 .await;
-            assert_eq!(bad, json!({"error": true, "error_message": "user_name is not a valid account id"}));
+            assert_eq!(
+                bad,
+                json!({"error": true, "error_message": "account name must be 1 to 64 bytes of UTF-8, not 65"})
+            );
             assert!(closed, "seed {seed}: the session stays open after a malformed login");
         });
     }

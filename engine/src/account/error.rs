@@ -3,7 +3,7 @@
 use crate::cluster::PeerId;
 use crate::env::CoordError;
 use crate::rpc::RpcError;
-use crate::signed::OpenError;
+use crate::signed::{OpenError, ACCOUNT_BYTES_MAX};
 
 /// Why a redirect token was refused ([`AccountError::BadToken`]). Every reason is final for
 /// that token: the client must go back to a server that can issue a new one.
@@ -38,9 +38,11 @@ impl From<OpenError> for TokenError {
 /// Errors of [`AccountManager`](super::AccountManager) calls.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AccountError {
-    /// The account name is empty, too long, or contains `/` or NUL; fix the caller.
-    #[error("invalid account id {0:?}")]
-    InvalidAccount(String),
+    /// The account id is empty or longer than [`ACCOUNT_BYTES_MAX`] bytes (`bytes`: its
+    /// length); any other UTF-8 string is an account id. The message is written for the
+    /// client that chose the name: games send it as their refusal's `error_message`.
+    #[error("account name must be 1 to {ACCOUNT_BYTES_MAX} bytes of UTF-8, not {bytes}")]
+    InvalidAccount { bytes: usize },
     /// The configuration is unusable (e.g. a malformed `redirection_secret`); fix it.
     #[error("invalid account manager config: {0}")]
     Config(String),

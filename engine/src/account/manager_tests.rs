@@ -120,7 +120,7 @@ fn login(h: &Harness, am: &AccountManager, account: &str, link: &Arc<FakeLink>) 
 }
 
 fn znode(account: &str) -> String {
-    format!("/{APP}/active_accounts/{account}")
+    format!("/{APP}/active_accounts/{}", crate::keyname::encode(account))
 }
 
 /// The ZooKeeper session that owns `account`'s znode.
@@ -146,6 +146,60 @@ fn a_login_records_the_server_and_link_and_a_second_server_is_told_where_it_is()
     assert_eq!(b.account_of(l2.id), None, "a refused login leaves nothing behind");
     let b2 = b.clone();
     assert_eq!(h.block_on(async move { b2.locate("kim").await }).unwrap(), Some(a.id()));
+}
+
+#[test]
+fn an_account_id_with_any_characters_logs_in_once_under_its_encoded_name() {
+    let h = Harness::new(11);
+    let (a, b) = (start(&h, 1), start(&h, 2));
+    let longest = "😀".repeat(ACCOUNT_BYTES_MAX / 4);
+    let odd = ["a/b", ".", "..", "a\0b", "100%", "tab\there", longest.as_str()];
+    for (n, account) in (10u128..).zip(odd) {
+        let (l1, l2) = (FakeLink::new(&h, n), FakeLink::new(&h, n + 100));
+        assert_eq!(login(&h, &a, account, &l1), LoginOutcome::LoggedIn, "{account:?}");
+        let path = znode(account);
+        assert!(path.starts_with(&format!("/{APP}/active_accounts/%")), "{account:?}: escaped, {path:?}");
+        assert!(h.zk.get(&path).is_some(), "{account:?}: the znode is at its encoded name");
+        assert_eq!(a.account_of(l1.id).as_deref(), Some(account));
+        assert_eq!(
+            login(&h, &b, account, &l2),
+            LoginOutcome::AlreadyLoggedIn { location: Some(a.id()) },
+            "{account:?}: still unique across servers"
+        );
+        let a2 = a.clone();
+        let who = account.to_string();
+        assert_eq!(h.block_on(async move { a2.set_logged_out(&who).await }), Ok(true));
+        assert!(h.zk.get(&path).is_none(), "{account:?}: logged out");
+    }
+    // A plain id keeps the layout of earlier versions: its znode is its own name.
+    let l = FakeLink::new(&h, 1);
+    assert_eq!(login(&h, &a, "kim.lee-42@example.com", &l), LoginOutcome::LoggedIn);
+    assert!(h.zk.get(&format!("/{APP}/active_accounts/kim.lee-42@example.com")).is_some());
+    // "a/b" and its encoded name are two different accounts.
+    let l = FakeLink::new(&h, 2);
+    assert_eq!(login(&h, &b, "%YS9i", &l), LoginOutcome::LoggedIn);
+    assert_eq!(znode("%YS9i"), format!("/{APP}/active_accounts/%JVlTOWk"));
+}
+
+#[test]
+fn an_empty_or_too_long_account_id_is_refused_with_the_rule_and_touches_nothing() {
+    let h = Harness::new(12);
+    let a = start(&h, 1);
+    let too_long = "é".repeat(ACCOUNT_BYTES_MAX / 2 + 1);
+    for (account, message) in [
+        ("", "account name must be 1 to 64 bytes of UTF-8, not 0"),
+        (too_long.as_str(), "account name must be 1 to 64 bytes of UTF-8, not 66"),
+    ] {
+        let (am, who, link) = (a.clone(), account.to_string(), FakeLink::new(&h, 1) as LinkRef);
+        let refused = h.block_on(async move { am.check_and_set_logged_in(&who, link).await }).unwrap_err();
+        assert_eq!(refused, AccountError::InvalidAccount { bytes: account.len() });
+        assert_eq!(refused.to_string(), message, "what a game sends its client");
+        let (am, who) = (a.clone(), account.to_string());
+        let located = h.block_on(async move { am.locate(&who).await });
+        assert_eq!(located, Err(AccountError::InvalidAccount { bytes: account.len() }));
+    }
+    assert!(a.local_accounts().is_empty());
+    assert_eq!(h.zk.get(&format!("/{APP}/active_accounts")).map(|(_, stat)| stat.num_children), Some(0));
 }
 
 #[test]

@@ -28,13 +28,30 @@
 //! ([`set_logged_out_link`](AccountManager::set_logged_out_link)). Games ask the manager;
 //! they keep no copy of the account in the session. A link carries at most one account.
 //!
+//! # Account ids
+//!
+//! An account id is any UTF-8 string of 1 to [`ACCOUNT_BYTES_MAX`] (64) bytes, measured on
+//! the id itself ([`validate_account`]): `/`, `.`, `..`, NUL, control characters and emoji
+//! included. Anything else is [`AccountError::InvalidAccount`], whose message ("account name
+//! must be 1 to 64 bytes of UTF-8, not N") is meant for the client. Ids are compared as bytes
+//! (no Unicode normalisation). An id never goes into a backend key as it is, but through
+//! [`crate::keyname::encode`]: the id itself if it is *plain* (non-empty, not `.` or `..`,
+//! no `/`, no `%`, no character ZooKeeper refuses: so every ASCII id of letters, digits,
+//! spaces and punctuation other than `/` and `%` is plain, `.` and `..` aside), else `%` and
+//! the unpadded base64url of its bytes (`a/b` → `%YS9i`). The name is at most 87 bytes.
+//!
 //! # Layout in ZooKeeper
 //!
 //! ```text
-//! /{app_id}/active_accounts/{account}   ephemeral, on the manager's own session,
+//! /{app_id}/active_accounts/{name}      name = keyname::encode(account);
+//!                                       ephemeral, on the manager's own session,
 //!                                       data = {"peer_id": ..., "link_id": ...}
 //! /{app_id}/redirect_nonces/{exp}_{nonce}  persistent; exists = that token was used
 //! ```
+//!
+//! Plain ids are their own names, so the nodes of earlier versions (which used the id as it
+//! was) keep their names for every id without `%` that ZooKeeper accepted: a rolling upgrade
+//! keeps logins unique across old and new servers for those ids.
 //!
 //! Login is `create` of the account's ephemeral znode. `NodeExists` means logged in
 //! somewhere: the node is read, and if its `ephemeral_owner` is this manager's session (a
@@ -192,11 +209,11 @@ pub use self::redirect::{
 };
 pub use self::remote::{REMOTE_CALL_TIMEOUT, RPC_BROADCAST, RPC_SEND};
 pub use self::sessions::link;
-use self::token::ACCOUNT_BYTES_MAX;
 use crate::cluster::{Cluster, PeerId};
-use crate::env::{lock, validate_segment, Backoff, Coord, Env, MonoTime, TaskHandle};
+use crate::env::{lock, Backoff, Coord, Env, MonoTime, TaskHandle};
 use crate::rpc::Rpc;
 use crate::session::DualBody;
+pub use crate::signed::ACCOUNT_BYTES_MAX;
 
 /// Messages the managers exchange (`proto/account.proto`).
 #[allow(clippy::all, missing_docs)]
@@ -253,11 +270,15 @@ pub enum LoginOutcome {
     AlreadyLoggedIn { location: Option<PeerId> },
 }
 
-/// Checks an account id: non-empty, at most [`ACCOUNT_BYTES_MAX`] bytes, no `/` or NUL, not
-/// `.` or `..` (it becomes a znode name).
+/// Checks an account id: 1 to [`ACCOUNT_BYTES_MAX`] bytes of UTF-8, nothing else. Any
+/// character is allowed (`/`, `.`, NUL, control characters, emoji): the id reaches
+/// ZooKeeper and SQL only through [`crate::keyname::encode`]. Refusal:
+/// [`AccountError::InvalidAccount`], whose message is meant for the client.
 pub fn validate_account(account: &str) -> Result<(), AccountError> {
-    validate_segment(account, ACCOUNT_BYTES_MAX)
-        .map_err(|_| AccountError::InvalidAccount(account.to_string()))
+    if account.is_empty() || account.len() > ACCOUNT_BYTES_MAX {
+        return Err(AccountError::InvalidAccount { bytes: account.len() });
+    }
+    Ok(())
 }
 
 /// The account manager of one server. Cheap to clone; clones share everything.
@@ -449,12 +470,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn account_names() {
-        for good in ["alice", "user-42", "日本", &"a".repeat(ACCOUNT_BYTES_MAX)] {
-            assert!(validate_account(good).is_ok(), "{good}");
+    fn an_account_id_is_any_utf8_of_1_to_64_bytes() {
+        let longest = "a".repeat(ACCOUNT_BYTES_MAX);
+        let longest_wide = "日".repeat(ACCOUNT_BYTES_MAX / 3);
+        for good in
+            ["alice", "user-42", "日本", "a/b", ".", "..", "a\0", "%41", "😀", " ", &longest, &longest_wide]
+        {
+            assert!(validate_account(good).is_ok(), "{good:?}");
         }
-        for bad in ["", "a/b", ".", "..", "a\0", &"a".repeat(ACCOUNT_BYTES_MAX + 1)] {
-            assert_eq!(validate_account(bad), Err(AccountError::InvalidAccount(bad.to_string())));
+        assert_eq!(ACCOUNT_BYTES_MAX, 64);
+        let too_long = "a".repeat(ACCOUNT_BYTES_MAX + 1);
+        let too_long_wide = "日".repeat(ACCOUNT_BYTES_MAX / 3 + 1);
+        for (bad, bytes) in [("", 0), (too_long.as_str(), 65), (too_long_wide.as_str(), 66)] {
+            assert_eq!(validate_account(bad), Err(AccountError::InvalidAccount { bytes }), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_refused_account_id_says_what_the_rule_is() {
+        assert_eq!(
+            validate_account("").unwrap_err().to_string(),
+            "account name must be 1 to 64 bytes of UTF-8, not 0"
+        );
+        assert_eq!(
+            validate_account(&"x".repeat(100)).unwrap_err().to_string(),
+            "account name must be 1 to 64 bytes of UTF-8, not 100"
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! The login record: the ephemeral znode `/{app_id}/active_accounts/{account}` that makes a
-//! login cluster-unique.
+//! The login record: the ephemeral znode `/{app_id}/active_accounts/{name}` that makes a
+//! login cluster-unique (`name` = [`keyname::encode`] of the account id: the id itself for
+//! plain ids; see the module doc of [`super`]).
 //!
 //! - [`LoginRecord`]: its data, `{"peer_id": "<uuid>", "link_id": "<uuid>"}` (the bytes are
 //!   what other servers and earlier versions read: keep them).
@@ -20,6 +21,7 @@ use super::links::LinkId;
 use super::{AccountError, Shared, CLAIM_ATTEMPTS_MAX, LOG_TARGET};
 use crate::cluster::PeerId;
 use crate::env::{ensure_paths, Coord, CoordError, CreateMode};
+use crate::keyname;
 
 /// Data of an account znode. The link is kept as the text it was written as, so a record
 /// with any `link_id` string still names its owner.
@@ -92,8 +94,9 @@ pub(super) fn located(read: Option<&RecordRead>, me: PeerId) -> Option<PeerId> {
 }
 
 impl Shared {
+    /// The account's znode: its id encoded into a node name (any id has a legal one).
     pub(super) fn account_path(&self, account: &str) -> String {
-        format!("{}/{account}", self.accounts_path)
+        format!("{}/{}", self.accounts_path, keyname::encode(account))
     }
 
     /// Creates `/{app_id}`, the accounts and the nonces directories if missing.

@@ -79,11 +79,9 @@ pub fn nonce_node_expiry(name: &str) -> Option<i64> {
 
 /// Signs `claims` into a token string.
 pub fn issue(secret: &[u8; SECRET_BYTES], claims: &TokenClaims) -> Result<String, AccountError> {
-    let invalid = || AccountError::InvalidAccount(claims.account.clone());
+    let invalid = || AccountError::InvalidAccount { bytes: claims.account.len() };
+    super::validate_account(&claims.account)?;
     let account = claims.account.as_bytes();
-    if account.is_empty() || account.len() > ACCOUNT_BYTES_MAX {
-        return Err(invalid());
-    }
     let extra = serde_json::to_vec(&claims.extra_data).map_err(|e| AccountError::Payload(e.to_string()))?;
     if extra.len() > EXTRA_DATA_BYTES_MAX {
         return Err(AccountError::Payload(format!(
@@ -205,7 +203,7 @@ mod tests {
         assert!(matches!(issue(&SECRET, &c), Err(AccountError::Payload(_))));
         c.extra_data = json!(null);
         c.account = "a".repeat(ACCOUNT_BYTES_MAX + 1);
-        assert!(matches!(issue(&SECRET, &c), Err(AccountError::InvalidAccount(_))));
+        assert!(matches!(issue(&SECRET, &c), Err(AccountError::InvalidAccount { .. })));
         c.account = "a".repeat(ACCOUNT_BYTES_MAX);
         assert_eq!(verify(&SECRET, &issue(&SECRET, &c).unwrap()).unwrap().account.len(), ACCOUNT_BYTES_MAX);
     }

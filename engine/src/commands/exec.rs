@@ -522,6 +522,7 @@ impl<S: Model + Clone> Inner<S> {
                 };
                 for row in &rows {
                     let Some(user) = pending_user(&row.key) else { continue };
+                    let user = user.as_str();
                     if lock(&self.sched).knows(user) {
                         continue;
                     }
@@ -544,9 +545,11 @@ impl<S: Model + Clone> Inner<S> {
     }
 }
 
-/// The user of a pending row key `s{shard}/{user}/q`.
-fn pending_user(key: &str) -> Option<&str> {
-    key.split_once('/')?.1.strip_suffix(PENDING_SUFFIX)?.strip_suffix('/')
+/// The user of a pending row key `s{shard}/{name}/q` (`name`: the user id encoded,
+/// [`crate::keyname`]; it holds no `/`).
+fn pending_user(key: &str) -> Option<String> {
+    let name = key.split_once('/')?.1.strip_suffix(PENDING_SUFFIX)?.strip_suffix('/')?;
+    crate::keyname::decode(name).ok().map(|user| user.into_owned())
 }
 
 pub(super) async fn sweep_loop<S: Model + Clone>(weak: Weak<Inner<S>>) {
@@ -563,7 +566,16 @@ pub(super) async fn sweep_loop<S: Model + Clone>(weak: Weak<Inner<S>>) {
 mod tests {
     #[test]
     fn a_pending_key_names_its_user() {
-        assert_eq!(super::pending_user("s0007/alice/q"), Some("alice"));
+        assert_eq!(super::pending_user("s0007/alice/q").as_deref(), Some("alice"));
         assert_eq!(super::pending_user("s0007/q"), None);
+    }
+
+    #[test]
+    fn a_pending_key_of_a_user_with_any_characters_names_that_user() {
+        use crate::shard::{key::user_key, ShardId};
+        for user in ["a/b", "a/q", "%", "😀", "."] {
+            let key = user_key(ShardId(7), user, super::PENDING_SUFFIX);
+            assert_eq!(super::pending_user(&key).as_deref(), Some(user), "{key}");
+        }
     }
 }

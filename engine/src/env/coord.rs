@@ -275,9 +275,20 @@ pub fn validate_op(op: &Op) -> Result<(), CoordError> {
     }
 }
 
-/// Checks a znode path the way ZooKeeper does. Both clients (simulated and real) check paths
-/// before anything is sent, as ZooKeeper's client library does: a malformed path is
-/// `BadArguments` whatever the connection state.
+/// Whether ZooKeeper accepts `c` in a node name (`/` aside, the separator). ZooKeeper's
+/// `PathUtils.validatePath` refuses NUL and every UTF-16 code unit in U+0001–U+001F,
+/// U+007F–U+009F, U+D800–U+F8FF and U+FFF0–U+FFFF (its programmer's guide lists the same
+/// ranges). A Java string holds a character above U+FFFF as two surrogates (U+D800–U+DFFF),
+/// so every such character is refused too. Everything else, any other letter or symbol of
+/// the Basic Multilingual Plane included, is allowed.
+pub fn is_znode_char(c: char) -> bool {
+    !matches!(c, '\0'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{e000}'..='\u{f8ff}' | '\u{fff0}'..)
+}
+
+/// Checks a znode path the way ZooKeeper does: absolute, no empty segment, no `.` or `..`
+/// segment, only characters [`is_znode_char`] allows. Both clients (simulated and real)
+/// check paths before anything is sent, as ZooKeeper's client library does: a malformed
+/// path is `BadArguments` whatever the connection state.
 pub fn validate_path(path: &str) -> Result<(), CoordError> {
     let bad = |why: &str| Err(CoordError::BadArguments(format!("{why}: {path:?}")));
     if !path.starts_with('/') {
@@ -298,6 +309,9 @@ pub fn validate_path(path: &str) -> Result<(), CoordError> {
         }
         if seg.chars().any(|c| c == '\0') {
             return bad("NUL in path");
+        }
+        if !seg.chars().all(is_znode_char) {
+            return bad("a character ZooKeeper refuses in path");
         }
     }
     Ok(())
@@ -355,8 +369,23 @@ mod tests {
         assert!(validate_path("/a/").is_err());
         assert!(validate_path("/a//b").is_err());
         assert!(validate_path("/a/../b").is_err());
+        assert!(validate_path("/a/\0").is_err());
+        assert!(validate_path("/日本/ünï côdé/a.b/...").is_ok(), "any other BMP character is fine");
         assert_eq!(parent_path("/a/b"), Some("/a"));
         assert_eq!(parent_path("/a"), Some("/"));
         assert_eq!(parent_path("/"), None);
+    }
+
+    #[test]
+    fn znode_names_refuse_the_characters_zookeeper_refuses() {
+        for bad in [
+            '\0', '\u{1}', '\u{1f}', '\u{7f}', '\u{9f}', '\u{e000}', '\u{f8ff}', '\u{fff0}', '\u{ffff}', '😀',
+        ] {
+            assert!(!is_znode_char(bad), "{bad:?}");
+            assert!(validate_path(&format!("/a/x{bad}y")).is_err(), "{bad:?}");
+        }
+        for good in [' ', '~', '%', '\u{a0}', '日', '\u{d7ff}', '\u{f900}', '\u{ffef}'] {
+            assert!(is_znode_char(good), "{good:?}");
+        }
     }
 }

@@ -35,8 +35,8 @@ use std::sync::Arc;
 pub use self::backoff::Backoff;
 pub use self::clock::{timeout, Clock, Elapsed, MonoTime, WallTime};
 pub use self::coord::{
-    ensure_path, ensure_paths, parent_path, validate_create_path, validate_op, validate_path, Coord,
-    CoordConnector, CoordError, CreateMode, EventKind, MultiError, Op, OpResult, SessionEvent,
+    ensure_path, ensure_paths, is_znode_char, parent_path, validate_create_path, validate_op, validate_path,
+    Coord, CoordConnector, CoordError, CreateMode, EventKind, MultiError, Op, OpResult, SessionEvent,
     SessionOptions, SessionState, Stat, WatchedEvent, Watcher,
 };
 pub use self::db::{

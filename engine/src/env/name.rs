@@ -1,4 +1,6 @@
-//! Names that become znode path segments (`app_id`s, account ids): one set of rules.
+//! Names used as znode path segments as they are (`app_id`s). Ids that may hold any
+//! character (account ids, shard users, object keys) are not checked here: they go into
+//! paths and keys through [`crate::keyname::encode`].
 
 /// Longest `app_id`, in characters (it prefixes every znode path and Redis key).
 pub const APP_ID_CHARS_MAX: usize = 128;
@@ -18,8 +20,8 @@ pub enum NameError {
     BadChar(char, &'static str),
 }
 
-/// Checks a name used as one znode path segment: non-empty, at most `bytes_max` bytes, not
-/// `.` or `..`, no `/` and no NUL. (Account ids follow exactly these rules.)
+/// Checks a name used as one znode path segment as it is: non-empty, at most `bytes_max`
+/// bytes, not `.` or `..`, no `/` and no NUL.
 pub fn validate_segment(name: &str, bytes_max: usize) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);

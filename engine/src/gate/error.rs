@@ -34,10 +34,11 @@ impl From<OpenError> for SessionKeyError {
 /// Why a session key could not be issued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IssueError {
-    /// The user name is not a valid account id (empty, too long, `/`, NUL, `.` or `..`):
-    /// the same refusal a login would give; fix the request.
-    #[error("invalid user name {0:?}")]
-    InvalidUser(String),
+    /// The user name is not a valid account id (empty, or longer than
+    /// [`ACCOUNT_BYTES_MAX`](crate::account::ACCOUNT_BYTES_MAX) bytes; `bytes`: its length):
+    /// the same refusal, with the same message, a login would give; fix the request.
+    #[error("account name must be 1 to {} bytes of UTF-8, not {bytes}", crate::account::ACCOUNT_BYTES_MAX)]
+    InvalidUser { bytes: usize },
 }
 
 /// Why a [`GateConfig`](super::GateConfig) is unusable. Fix the configuration.

@@ -8,7 +8,9 @@
 //!   all gates and servers); the player is bound to the least-loaded backend of
 //!   [`GatewayConfig::backend_tag`]; then `sc_gate_login {error: false, backend}` (the
 //!   backend's server name). Refusals: `sc_gate_login {error: true, error_message}` with
-//!   `Already logged in`, `no backend`, `Server error`.
+//!   `Already logged in`, `no backend`, `Server error`, or, for a user name that is not an
+//!   account id (empty, or over 64 bytes; any UTF-8 is allowed),
+//!   `account name must be 1 to 64 bytes of UTF-8, not N`.
 //! - every other frame (any type without a handler here) goes to the player's backend as it
 //!   is, in order; a frame before the login gets `_error {code: "gate_login_required"}`.
 //! - what backends send the player comes back as they encoded it, in order.
@@ -254,8 +256,8 @@ impl Inner {
                 return;
             }
         }
-        if account::validate_account(&user).is_err() {
-            return refuse("invalid user_name");
+        if let Err(e) = account::validate_account(&user) {
+            return refuse(&e.to_string());
         }
         if self.accounts.account_of(s.id()).is_some() {
             return refuse("Already logged in");
@@ -263,6 +265,7 @@ impl Inner {
         match self.accounts.check_and_set_logged_in(&user, account::link(&s)).await {
             Ok(LoginOutcome::LoggedIn) => {}
             Ok(LoginOutcome::AlreadyLoggedIn { .. }) => return refuse("Already logged in"),
+            Err(e @ account::AccountError::InvalidAccount { .. }) => return refuse(&e.to_string()),
             Err(e) => {
                 info!(target: LOG_TARGET, node = %self.env.node, user, error = %e, "gate login failed");
                 return refuse("Server error");

@@ -255,8 +255,8 @@ impl Inner {
     async fn bind(self: &Arc<Self>, gate: PeerId, req: BindPlayer) -> BindPlayerReply {
         let refuse = |reason: String| BindPlayerReply { bound: false, reason };
         let player = req.player;
-        if account::validate_account(&player).is_err() {
-            return refuse("invalid player name".into());
+        if let Err(e) = account::validate_account(&player) {
+            return refuse(format!("invalid player name: {e}"));
         }
         let Some(transport) = transport_from_wire(req.transport) else {
             return refuse(format!("unknown transport {}", req.transport));

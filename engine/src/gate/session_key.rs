@@ -9,14 +9,14 @@
 //!
 //! ```text
 //! kind         u8        = 2 (Kind::SessionKey; a redirect token's is 1)
-//! user_len     u16 BE    1..=ACCOUNT_BYTES_MAX
-//! user         UTF-8     a valid account id (validate_account)
+//! user_len     u16 BE    1..=ACCOUNT_BYTES_MAX (64)
+//! user         UTF-8     a valid account id (validate_account: any UTF-8)
 //! expires_at   i64 BE    wall-clock ms: the issuer's clock + session_key_ttl
 //! nonce        16 bytes  from the Rand port: two keys for one user differ
 //! ```
 //!
 //! and nothing after the nonce. [`SESSION_KEY_CHARS_MIN`]`..=`[`SESSION_KEY_CHARS_MAX`]
-//! characters (108 to 362).
+//! characters (120 to 246).
 //!
 //! # Checking
 //!
@@ -73,7 +73,7 @@ impl SessionKeyClaims {
 /// Signs `claims` into a key string. The user must be a valid account id (the same check as
 /// logins, [`validate_account`]), so a key never names a user that could not log in.
 pub fn issue(secret: &[u8; SECRET_BYTES], claims: &SessionKeyClaims) -> Result<String, IssueError> {
-    let invalid = || IssueError::InvalidUser(claims.user.clone());
+    let invalid = || IssueError::InvalidUser { bytes: claims.user.len() };
     validate_account(&claims.user).map_err(|_| invalid())?;
     let mut payload = Payload::new(Kind::SessionKey, FIXED_BYTES + claims.user.len());
     payload
@@ -281,22 +281,38 @@ mod tests {
 
     #[test]
     fn users_that_cannot_log_in_get_no_key() {
-        for bad in ["", "a/b", "..", "a\0b", &"a".repeat(ACCOUNT_BYTES_MAX + 1)] {
+        for bad in ["", &"a".repeat(ACCOUNT_BYTES_MAX + 1)] {
             let c = SessionKeyClaims { user: bad.to_string(), ..claims() };
-            assert_eq!(issue(&SECRET, &c), Err(IssueError::InvalidUser(bad.to_string())), "{bad:?}");
+            assert_eq!(issue(&SECRET, &c), Err(IssueError::InvalidUser { bytes: bad.len() }), "{bad:?}");
+        }
+        assert_eq!(
+            IssueError::InvalidUser { bytes: 0 }.to_string(),
+            crate::account::validate_account("").unwrap_err().to_string(),
+            "the refusal a login gives"
+        );
+        for odd in ["a/b", "..", "a\0b", "😀"] {
+            let c = SessionKeyClaims { user: odd.to_string(), ..claims() };
+            let k = issue(&SECRET, &c).expect("any UTF-8 account id gets a key");
+            assert_eq!(verify(&SECRET, &k, ISSUED_AT), Ok(c), "{odd:?}");
         }
         let longest = SessionKeyClaims { user: "a".repeat(ACCOUNT_BYTES_MAX), ..claims() };
         let k = issue(&SECRET, &longest).unwrap();
         assert_eq!(k.len(), SESSION_KEY_CHARS_MAX);
+        assert_eq!((SESSION_KEY_CHARS_MIN, SESSION_KEY_CHARS_MAX), (120, 246), "as the module doc says");
         assert_eq!(verify(&SECRET, &k, ISSUED_AT), Ok(longest));
     }
 
     #[test]
     fn a_signed_key_naming_an_invalid_user_is_malformed() {
-        // Only a holder of the secret could make one; it is still refused.
-        let mut p = Payload::new(Kind::SessionKey, 64);
-        p.put_str("a/b", ACCOUNT_BYTES_MAX).unwrap().put_i64(ISSUED_AT.0).put_bytes(&[9; 16]);
-        assert_eq!(verify(&SECRET, &p.seal(&SECRET), ISSUED_AT), Err(SessionKeyError::Malformed));
+        // Only a holder of the secret could make one; it is still refused. Any UTF-8 is an
+        // account id, so the invalid users are the empty one and those over 64 bytes, which
+        // `put_str` refuses to write: the fields are written by hand.
+        for user in [String::new(), "a".repeat(ACCOUNT_BYTES_MAX + 1)] {
+            let mut p = Payload::new(Kind::SessionKey, 128);
+            let len = u16::try_from(user.len()).unwrap().to_be_bytes();
+            p.put_bytes(&len).put_bytes(user.as_bytes()).put_i64(ISSUED_AT.0).put_bytes(&[9; 16]);
+            assert_eq!(verify(&SECRET, &p.seal(&SECRET), ISSUED_AT), Err(SessionKeyError::Malformed));
+        }
     }
 
     /// One way of changing a valid key.

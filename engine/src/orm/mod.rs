@@ -48,7 +48,8 @@
 //! # Single owner, fenced
 //!
 //! An object is *owned* — cached and writable — by at most one server. The owner record is the
-//! ephemeral znode `/{app_id}/objects/{model}/{key}` (data: the owner's `PeerId`), created on
+//! ephemeral znode `/{app_id}/objects/{model}/{name}` (`name`: the object key encoded by
+//! [`crate::keyname::encode`], the key itself for plain keys; data: the owner's `PeerId`), created on
 //! the **account manager's** coordination session; the object's **fence** is that znode's
 //! creation zxid, which grows with every change of owner. Taking ownership is:
 //!
@@ -80,6 +81,17 @@
 //! the borrower watches the znode until the owner's session expires (at most
 //! [`OrmConfig::acquire_timeout`]). Objects stay cached at their owner for
 //! [`OrmConfig::cache_expiration`] after last use, then are released the same way.
+//!
+//! # Keys and rows
+//!
+//! An object key is any UTF-8 string of 1 to [`OBJECT_KEY_BYTES_MAX`] bytes, and so is the
+//! user whose shard holds it ([`Model::shard_user`]). Its row is `s0007/{user}/{model}.{key}`
+//! in table `{model}`, with the user and the key each encoded by [`crate::keyname::encode`]
+//! (plain ids as they are; others `%` and the base64url of their bytes), so neither can
+//! split the key or reach another object's row. A row key has at most 255 bytes:
+//! [`ObjectRef::validate`] refuses an object whose key would be longer, and an object keyed
+//! by an account id in that account's shard (a user's inventory, the gate's player anchor)
+//! always fits, whatever the id's characters (a compile-time check in `model.rs`).
 //!
 //! # Transactions
 //!

@@ -3,11 +3,24 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::env::{validate_name, TableName, DB_KEY_BYTES_MAX};
-use crate::shard::key::validate_user;
+use crate::env::{validate_name, TableName, DB_KEY_BYTES_MAX, DB_NAME_BYTES_MAX};
+use crate::keyname;
+use crate::shard::key::{validate_user, SHARD_PREFIX_BYTES, USER_ID_BYTES_MAX};
+use crate::signed::ACCOUNT_BYTES_MAX;
 
-/// Longest object key, in bytes (it is a znode name and part of a row key).
+/// Longest object key, in bytes of UTF-8 (any characters: it is encoded into its znode name
+/// and row key, [`crate::keyname`]).
 pub const OBJECT_KEY_BYTES_MAX: usize = 128;
+
+/// Bytes of the longest row key of an object keyed by an account id in that account's shard
+/// (`s0007/{name}/{model}.{name}`), whatever the id's characters and the model's name.
+pub const ACCOUNT_OBJECT_ROW_KEY_BYTES_MAX: usize =
+    SHARD_PREFIX_BYTES + 2 * keyname::encoded_bytes_max(ACCOUNT_BYTES_MAX) + 2 + DB_NAME_BYTES_MAX;
+
+// Every account id is a valid object key and shard user, and an object keyed by an account
+// (an inventory, the gate's player anchor) always has a valid row key.
+const _: () = assert!(ACCOUNT_BYTES_MAX <= OBJECT_KEY_BYTES_MAX && ACCOUNT_BYTES_MAX <= USER_ID_BYTES_MAX);
+const _: () = assert!(ACCOUNT_OBJECT_ROW_KEY_BYTES_MAX <= DB_KEY_BYTES_MAX, "account objects fit a row key");
 
 /// A game object type stored by the object store (iFun's object model).
 ///
@@ -85,18 +98,14 @@ impl ObjectRef {
         ObjectRef { model: UNIQUE_MODEL.to_string(), shard_user: key.clone(), key }
     }
 
-    /// Checks the names (model, key, shard user); the error names the bad one.
+    /// Checks the names (model, key, shard user) and the row key's length; the error names
+    /// the bad one. Key and shard user may hold any characters.
     pub fn validate(&self) -> Result<(), String> {
         validate_name(&self.model).map_err(|e| e.to_string())?;
-        if self.key.is_empty()
-            || self.key.len() > OBJECT_KEY_BYTES_MAX
-            || self.key.contains(['/', '\0'])
-            || self.key == "."
-            || self.key == ".."
-        {
+        if self.key.is_empty() || self.key.len() > OBJECT_KEY_BYTES_MAX {
             return Err(format!(
-                "object key {:?}: 1 to {OBJECT_KEY_BYTES_MAX} bytes, no '/' or NUL, not . or ..",
-                self.key
+                "object key of {} bytes: must be 1 to {OBJECT_KEY_BYTES_MAX} bytes of UTF-8",
+                self.key.len()
             ));
         }
         validate_user(&self.shard_user)?;
@@ -109,9 +118,10 @@ impl ObjectRef {
         Ok(())
     }
 
-    /// The suffix of the object's row key under its shard user (`{model}.{key}`).
+    /// The suffix of the object's row key under its shard user (`{model}.{name}`, the key
+    /// encoded: a plain key as it is).
     pub(crate) fn row_suffix(&self) -> String {
-        format!("{}.{}", self.model, self.key)
+        format!("{}.{}", self.model, keyname::encode(&self.key))
     }
 
     fn row_key_len(&self) -> usize {

@@ -27,9 +27,9 @@ use crate::shard::ShardError;
 const RETRY: Backoff = Backoff::new(std::time::Duration::from_millis(50), std::time::Duration::from_secs(1));
 
 impl Inner {
-    /// The owner record's path.
+    /// The owner record's path: `{root}/{model}/{name}`, the key encoded into a node name.
     pub(super) fn owner_path(&self, obj: &ObjectRef) -> String {
-        format!("{}/{}/{}", self.root, obj.model, obj.key)
+        format!("{}/{}/{}", self.root, obj.model, crate::keyname::encode(&obj.key))
     }
 
     /// The object's row key.

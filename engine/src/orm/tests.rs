@@ -468,3 +468,28 @@ fn a_unique_field_finds_its_object_and_a_taken_value_is_refused_atomically() {
     let err = name_hero(&w, &a, "2", None, "park").unwrap_err();
     assert!(matches!(err, OrmError::NotLocked(ref e) if e.contains("hero.name.kim")), "{err:?}");
 }
+
+#[test]
+fn objects_keyed_by_ids_with_any_characters_get_encoded_owner_records_and_rows() {
+    let w = World::new(13);
+    let a = w.server(1, OrmBugs::default(), None);
+    // The longest account id of characters that all need escaping: 16 emoji, 64 bytes.
+    let longest = "😀".repeat(crate::signed::ACCOUNT_BYTES_MAX / 4);
+    let users = ["alice", "a/b", ".", "100%", "a\0b", longest.as_str()];
+    create(&w, &a, &users.map(|u| (u, 7)));
+    for user in users {
+        let name = crate::keyname::encode(user);
+        assert!(
+            w.h.zk.get(&format!("/{APP}/objects/purse/{name}")).is_some(),
+            "{user:?}: the owner record is at the encoded name {name:?}"
+        );
+        let shard = crate::shard::key::shard_of(user, SHARDS);
+        let key = crate::shard::key::user_key(shard, user, &format!("purse.{name}"));
+        assert!(key.len() <= crate::env::DB_KEY_BYTES_MAX, "{key:?}");
+        let purse = TableName::new("purse").unwrap();
+        let rows = w.dbs.iter().filter(|db| db.with(|i| i.get(&purse, &key)).is_some()).count();
+        assert_eq!(rows, 1, "{user:?}: one row, at {key:?}");
+        assert_eq!(gold(&w, &a, user), Some(7), "{user:?}");
+    }
+    assert!(w.h.zk.get(&format!("/{APP}/objects/purse/alice")).is_some(), "a plain key is its own name");
+}

@@ -6,21 +6,45 @@
 //! prime 0x100000001b3). Both are stable across versions, platforms and restarts: changing
 //! them would strand every row, so they are fixed here and tested against known values.
 //!
-//! **Row keys.** Every row of sharded data starts with its shard: `s0007/{user}/{rest}`. A
-//! shard move copies a shard with one prefix scan per table ([`shard_prefix`]), and a server
-//! checks before writing that a key belongs to the shard it routes by ([`key_shard`]).
+//! **Row keys.** Every row of sharded data starts with its shard: `s0007/{name}/{rest}`, where
+//! `name` is [`keyname::encode`] of the user id (the id itself for plain ids, else `%` and the
+//! base64url of its bytes), so a user id may be any UTF-8 of 1 to [`USER_ID_BYTES_MAX`] bytes
+//! (`/` and NUL included) and the segment still holds no `/` (the key prefix `s0007/{name}/` of
+//! one user is never a prefix of another's keys) and no NUL (row keys refuse it). The shard is
+//! chosen from the id itself, not its name. A shard move copies a shard with one prefix scan
+//! per table ([`shard_prefix`]), and a server checks before writing that a key belongs to the
+//! shard it routes by ([`key_shard`]). Code that reads a user back out of a key decodes the
+//! segment ([`keyname::decode`]).
+//!
+//! **Lengths.** A row key has at most 255 bytes (`DB_KEY_BYTES_MAX`; `VARBINARY(255)` on
+//! MariaDB). The user segment has at most [`USER_NAME_BYTES_MAX`] (172) bytes, so the prefix
+//! `s0007/{name}/` has at most 179 and every user has at least [`ROW_SUFFIX_BYTES_MIN`] (76)
+//! bytes for a row's own suffix; a plain id of `n` bytes leaves `248 - n`, as before.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::env::DB_KEY_BYTES_MAX;
+use crate::keyname;
+
 /// Most logical shards a layout may have (4 decimal digits in a key prefix).
 pub const LOGICAL_SHARDS_MAX: u32 = 4096;
 /// The seed's default: "建议规划为32个数据库".
 pub const LOGICAL_SHARDS_DEFAULT: u32 = 32;
-/// Longest user id, in bytes (the rest of a 255-byte key is the shard prefix and the row's own
-/// suffix).
+/// Longest user id, in bytes of UTF-8, measured on the id itself (the rest of a 255-byte
+/// key is the shard prefix and the row's own suffix).
 pub const USER_ID_BYTES_MAX: usize = 128;
+/// Longest user segment of a row key: the name of a [`USER_ID_BYTES_MAX`]-byte id that
+/// needs escaping (`1 + ⌈4 · 128 / 3⌉`).
+pub const USER_NAME_BYTES_MAX: usize = keyname::encoded_bytes_max(USER_ID_BYTES_MAX);
+/// Bytes of the shard prefix `s0007/`.
+pub const SHARD_PREFIX_BYTES: usize = 6;
+/// The room every user has for a row's own suffix: a row key's 255 bytes less the longest
+/// `s0007/{name}/`.
+pub const ROW_SUFFIX_BYTES_MIN: usize = DB_KEY_BYTES_MAX - SHARD_PREFIX_BYTES - USER_NAME_BYTES_MAX - 1;
+
+const _: () = assert!(ROW_SUFFIX_BYTES_MIN >= 64, "every user keeps room for a row's own suffix");
 
 /// One logical shard, `0..logical_shards`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -55,14 +79,23 @@ pub fn shard_prefix(shard: ShardId) -> String {
     format!("s{:04}/", shard.0)
 }
 
-/// The row key of `user`'s row `suffix`: `s0007/{user}/{suffix}`.
+/// The row key of `user`'s row `suffix`: `s0007/{name}/{suffix}` (`name`: the user id
+/// encoded, [`keyname::encode`]).
 pub fn user_key(shard: ShardId, user: &str, suffix: &str) -> String {
-    format!("{}{user}/{suffix}", shard_prefix(shard))
+    format!("{}{}/{suffix}", shard_prefix(shard), keyname::encode(user))
 }
 
-/// The prefix of every row key of `user`: `s0007/{user}/`.
+/// The prefix of every row key of `user`: `s0007/{name}/`.
 pub fn user_prefix(shard: ShardId, user: &str) -> String {
-    format!("{}{user}/", shard_prefix(shard))
+    format!("{}{}/", shard_prefix(shard), keyname::encode(user))
+}
+
+/// The user a row key `s0007/{name}/...` belongs to (`None` if the key has no such form or
+/// the segment is not a name [`keyname::encode`] makes).
+pub fn key_user(key: &str) -> Option<String> {
+    key_shard(key)?;
+    let name = key[SHARD_PREFIX_BYTES..].split('/').next()?;
+    keyname::decode(name).ok().map(|u| u.into_owned())
 }
 
 /// The shard a row key belongs to, if it has the `sNNNN/` form.
@@ -74,13 +107,11 @@ pub fn key_shard(key: &str) -> Option<ShardId> {
     digits.parse().ok().map(ShardId)
 }
 
-/// Checks a user id: 1 to [`USER_ID_BYTES_MAX`] bytes, no `/` (it delimits keys) and no NUL.
+/// Checks a user id: 1 to [`USER_ID_BYTES_MAX`] bytes of UTF-8; any character is allowed
+/// (keys hold its encoded name).
 pub fn validate_user(user: &str) -> Result<(), String> {
     if user.is_empty() || user.len() > USER_ID_BYTES_MAX {
         return Err(format!("user id of {} bytes: must be 1 to {USER_ID_BYTES_MAX}", user.len()));
-    }
-    if user.contains(['/', '\0']) {
-        return Err(format!("user id {user:?} contains '/' or NUL"));
     }
     Ok(())
 }
@@ -123,10 +154,49 @@ mod tests {
     }
 
     #[test]
-    fn user_ids_may_not_contain_the_key_delimiter() {
-        assert!(validate_user("u1").is_ok());
+    fn a_user_id_is_any_utf8_of_1_to_128_bytes() {
+        for good in ["u1", "a/b", "a\0b", ".", "..", "%", "😀", &"u".repeat(USER_ID_BYTES_MAX)] {
+            assert!(validate_user(good).is_ok(), "{good:?}");
+        }
         assert!(validate_user("").is_err());
-        assert!(validate_user("a/b").is_err());
         assert!(validate_user(&"u".repeat(USER_ID_BYTES_MAX + 1)).is_err());
+    }
+
+    #[test]
+    fn plain_user_ids_keep_their_keys_and_others_are_escaped_in_them() {
+        assert_eq!(user_key(ShardId(7), "alice", "x"), "s0007/alice/x", "as before this encoding");
+        assert_eq!(user_key(ShardId(7), "日本", "x"), "s0007/日本/x");
+        assert_eq!(user_key(ShardId(7), "a/b", "x"), "s0007/%YS9i/x");
+        assert_eq!(user_prefix(ShardId(7), "a/b"), "s0007/%YS9i/");
+        assert_eq!(user_key(ShardId(7), "a\0", "x"), "s0007/%YQA/x");
+        // The shard comes from the id, not its name.
+        assert_eq!(shard_of("a/b", 32), ShardId((fnv1a64(b"a/b") % 32) as u32));
+    }
+
+    #[test]
+    fn one_users_prefix_is_never_a_prefix_of_another_users_keys() {
+        // Before the encoding, user "a" would have scanned the rows of user "a/b".
+        let a = user_prefix(ShardId(1), "a");
+        assert!(!user_key(ShardId(1), "a/b", "x").starts_with(&a));
+        assert!(user_key(ShardId(1), "a", "b/x").starts_with(&a));
+    }
+
+    #[test]
+    fn a_keys_user_is_read_back_from_its_name() {
+        for user in ["alice", "a/b", "%", "😀"] {
+            assert_eq!(key_user(&user_key(ShardId(3), user, "q")).as_deref(), Some(user));
+        }
+        for bad in ["s0003", "s0003/", "x0003/a/q", "s0003/a%b/q", "s0003/%YWJj/q"] {
+            assert_eq!(key_user(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_longest_user_name_leaves_room_for_a_suffix() {
+        assert_eq!((USER_NAME_BYTES_MAX, ROW_SUFFIX_BYTES_MIN), (172, 76));
+        let longest = "/".repeat(USER_ID_BYTES_MAX);
+        let key = user_key(ShardId(4095), &longest, &"x".repeat(ROW_SUFFIX_BYTES_MIN));
+        assert_eq!(key.len(), DB_KEY_BYTES_MAX);
+        assert!(crate::env::validate_key(&key).is_ok());
     }
 }

@@ -1,9 +1,10 @@
 //! `login_unique`: cluster-unique login through the account manager, under partitions
 //! (server <-> ZooKeeper above all), pauses, kills and clock faults.
 //!
-//! Three game servers, three accounts, six clients: clients keep logging the accounts in on
-//! random servers (often the same account at once on different servers), hold them for a
-//! while, then log out or just disconnect. Servers send every logged-in account a tick every
+//! Three game servers, three accounts (one whose id needs escaping in ZooKeeper: [`account`]),
+//! six clients: clients keep logging the accounts in on random servers (often the same
+//! account at once on different servers), hold them for a while, then log out or just
+//! disconnect. Servers send every logged-in account a tick every
 //! [`TICK_PERIOD`] while they may act for it, and report each login and tick
 //! ([`crate::acting`]).
 //!
@@ -79,8 +80,14 @@ pub enum LoginRes {
 
 pub struct LoginUnique;
 
+/// The contended accounts: `acct-0`, `acct-1`, and one whose id is not its own znode name
+/// (a `/`, a space and an emoji: `engine::keyname` escapes it), so the escaped path runs under
+/// the faults too.
 fn account(i: usize) -> String {
-    format!("acct-{i}")
+    match i {
+        2 => "acct/2 😀".to_string(),
+        _ => format!("acct-{i}"),
+    }
 }
 
 /// Checked on the clients' history; servers' acts arrive as evidence, so it runs live too.
@@ -383,7 +390,7 @@ mod tests {
         final_login(&rec, &t, 2, 25, LoginRes::Refused("Already logged in".into()));
         let r = check_final_logins(&rec.snapshot(), &phases(now.clone()));
         assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
-        assert!(r.violations[0].message.contains("acct-2"));
+        assert!(r.violations[0].message.contains(&account(2)), "{}", r.violations[0].message);
         // Late is caught too (quiet period ends at 24 s, bound 5 s).
         final_login(&rec, &t, 2, 30, LoginRes::LoggedIn);
         let r = check_final_logins(&rec.snapshot(), &phases(now));
