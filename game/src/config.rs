@@ -10,7 +10,7 @@ use engine::gate::{GateConfig, GateConfigError, GatewayConfig};
 use engine::metrics::Metrics;
 use engine::orm::{OrmConfig, OrmError, OrmObserver};
 use engine::rpc::RpcConfig;
-use engine::session::{ClientListeners, SessionConfig};
+use engine::session::{ClientListeners, ServiceLimits, SessionConfig};
 use engine::shard::{ShardConfig, ShardError};
 use engine::storage::{StorageConfig, StorageError};
 
@@ -65,6 +65,10 @@ pub struct GameConfig {
     /// servers name in `sc_enter_pvp` and redirects) unless `cluster.external_ports` already
     /// gives that name a non-zero port (e.g. a NAT mapping).
     pub sessions: Vec<SessionConfig>,
+    /// Limits of the session service as a whole (memory budget, unauthenticated
+    /// connections): the `SessionService` section's `session_memory_max_bytes`,
+    /// `unauthenticated_max`, `unauthenticated_per_address_max`.
+    pub session_limits: ServiceLimits,
     /// Where the client ports' listeners come from; `None`: the `Net` port
     /// (`NetClientListeners`, TCP transports only). The real backend passes its listeners,
     /// which also serve WebSocket.

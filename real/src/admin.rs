@@ -11,9 +11,21 @@
 //!
 //! `HEAD` is accepted wherever `GET` is. Query strings are ignored. A malformed request gets
 //! hyper's 400 and its connection is closed; a panicking health check or callback gauge
-//! gives a 500 for that request only. Connections that send no complete header within
-//! [`HEADER_READ_TIMEOUT`] are closed, and at most [`MAX_CONNECTIONS`] are served at once
-//! (further ones are closed at accept), so a misbehaving scraper cannot exhaust the server.
+//! gives a 500 for that request only.
+//!
+//! # Connection limits
+//! A health probe must be answered while the port is being abused, so connections are not
+//! refused but *evicted*:
+//! - at most [`MAX_CONNECTIONS`] are open at once, and at most [`MAX_CONNECTIONS_PER_ADDRESS`]
+//!   from one IP address;
+//! - a connection arriving at a limit evicts the oldest *idle* connection (of its address,
+//!   else of all) — one with no response being written that has been idle for at least
+//!   [`EVICT_IDLE_MIN`]: half-open connections dribbling a header, keep-alive connections
+//!   between requests. Connections with a request in flight are never cut;
+//! - with nothing to evict at the total limit, the accept loop waits for a connection to end
+//!   (the kernel's backlog holds the newcomers), so a burst of complete requests is answered,
+//!   late rather than refused; at the per-address limit the newcomer is closed;
+//! - a connection that sends no complete header within [`HEADER_READ_TIMEOUT`] is closed.
 //!
 //! ```no_run
 //! # use engine::{manifest::Manifest, metrics::Metrics};
@@ -28,11 +40,15 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use engine::metrics::{ApiConfig, HealthStatus, Metrics};
@@ -46,7 +62,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -59,9 +75,13 @@ pub const PATH_METRICS: &str = "/metrics";
 /// Content type of `/metrics`.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// A connection must deliver a complete request header within this time.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most connections served at once.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most connections open at once.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Most connections open at once from one IP address.
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+/// A connection idle for less than this (just accepted, or just answered) is not evicted.
+pub const EVICT_IDLE_MIN: Duration = Duration::from_millis(100);
 /// How long [`AdminHandle::shutdown`] waits for requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -178,6 +198,7 @@ impl Admin {
     }
 
     fn respond(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        // (Wrapped by the accept loop in a body that marks the connection busy until sent.)
         let path = req.uri().path();
         let a = self.answer(req.method(), path);
         let failed = a.status.as_u16() >= 400;
@@ -246,10 +267,147 @@ pub async fn serve(addr: SocketAddr, admin: Admin) -> std::io::Result<AdminHandl
     Ok(AdminHandle { local_addr, stop: Some(stop), task: Some(task) })
 }
 
+/// The admin port's open connections, oldest first, for eviction.
+#[derive(Default)]
+struct Conns {
+    next: u64,
+    by_seq: BTreeMap<u64, Arc<ConnState>>,
+    by_address: BTreeMap<IpAddr, BTreeSet<u64>>,
+    evicted: u64,
+}
+
+/// One connection as the eviction policy sees it.
+struct ConnState {
+    ip: IpAddr,
+    /// Responses being written now (a [`TrackedBody`] not yet dropped).
+    busy: AtomicUsize,
+    /// When it was accepted or last finished writing a response.
+    idle_since: Mutex<Instant>,
+    /// Fired to cut the connection.
+    evict: Notify,
+}
+
+impl ConnState {
+    fn evictable(&self, now: Instant) -> bool {
+        self.busy.load(Ordering::Acquire) == 0
+            && now.duration_since(*self.idle_since.lock().unwrap_or_else(|p| p.into_inner())) >= EVICT_IDLE_MIN
+    }
+}
+
+impl Conns {
+    fn add(&mut self, ip: IpAddr) -> (u64, Arc<ConnState>) {
+        let seq = self.next;
+        self.next += 1;
+        let state = Arc::new(ConnState {
+            ip,
+            busy: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            evict: Notify::new(),
+        });
+        self.by_seq.insert(seq, state.clone());
+        self.by_address.entry(ip).or_default().insert(seq);
+        (seq, state)
+    }
+
+    fn remove(&mut self, seq: u64) {
+        if let Some(state) = self.by_seq.remove(&seq) {
+            if let Some(set) = self.by_address.get_mut(&state.ip) {
+                set.remove(&seq);
+                if set.is_empty() {
+                    self.by_address.remove(&state.ip);
+                }
+            }
+        }
+    }
+
+    fn of_address(&self, ip: IpAddr) -> usize {
+        self.by_address.get(&ip).map_or(0, BTreeSet::len)
+    }
+
+    /// Cuts the oldest evictable connection (of `ip` if given); false if there is none.
+    fn evict_oldest(&mut self, ip: Option<IpAddr>, now: Instant) -> bool {
+        let victim = match ip {
+            Some(ip) => self
+                .by_address
+                .get(&ip)
+                .and_then(|set| set.iter().copied().find(|s| self.by_seq[s].evictable(now))),
+            None => self.by_seq.iter().find(|(_, c)| c.evictable(now)).map(|(s, _)| *s),
+        };
+        let Some(seq) = victim else { return false };
+        if let Some(state) = self.by_seq.get(&seq) {
+            state.evict.notify_one();
+        }
+        self.remove(seq);
+        self.evicted += 1;
+        true
+    }
+}
+
+/// A response body that keeps its connection marked busy until hyper has taken all of it.
+struct TrackedBody {
+    inner: Full<Bytes>,
+    conn: Arc<ConnState>,
+}
+
+impl TrackedBody {
+    fn new(inner: Full<Bytes>, conn: Arc<ConnState>) -> Self {
+        conn.busy.fetch_add(1, Ordering::AcqRel);
+        TrackedBody { inner, conn }
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        *self.conn.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.conn.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// How often the accept loop, at the total limit with nothing to evict, looks again.
+const FULL_RECHECK: Duration = Duration::from_millis(20);
+
+fn lock_conns(c: &Mutex<Conns>) -> std::sync::MutexGuard<'_, Conns> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 async fn accept_loop(listener: TcpListener, admin: Arc<Admin>, mut stopped: oneshot::Receiver<()>) {
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let conns = Arc::new(Mutex::new(Conns::default()));
     loop {
+        // At the total limit: make room by evicting, else wait for a connection to end.
+        loop {
+            let room = {
+                let mut c = lock_conns(&conns);
+                c.by_seq.len() < MAX_CONNECTIONS || c.evict_oldest(None, Instant::now())
+            };
+            if room {
+                break;
+            }
+            tokio::select! {
+                _ = &mut stopped => return finish(listener, graceful).await,
+                _ = tokio::time::sleep(FULL_RECHECK) => {}
+            }
+        }
         let (stream, peer) = tokio::select! {
             // A send or a dropped sender: either way, stop.
             _ = &mut stopped => break,
@@ -262,13 +420,19 @@ async fn accept_loop(listener: TcpListener, admin: Arc<Admin>, mut stopped: ones
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            debug!(%peer, "admin api connection refused: too many connections");
-            continue;
+        let (seq, state) = {
+            let mut c = lock_conns(&conns);
+            if c.of_address(peer.ip()) >= MAX_CONNECTIONS_PER_ADDRESS && !c.evict_oldest(Some(peer.ip()), Instant::now())
+            {
+                debug!(%peer, "admin api connection refused: its address has {MAX_CONNECTIONS_PER_ADDRESS} busy connections");
+                continue;
+            }
+            c.add(peer.ip())
         };
         let admin = admin.clone();
+        let conn_state = state.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
-            let resp = admin.respond(&req, peer);
+            let resp = admin.respond(&req, peer).map(|b| TrackedBody::new(b, conn_state.clone()));
             async move { Ok::<_, Infallible>(resp) }
         });
         let conn = http1::Builder::new()
@@ -276,13 +440,21 @@ async fn accept_loop(listener: TcpListener, admin: Arc<Admin>, mut stopped: ones
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .serve_connection(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn);
+        let conns = conns.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(%peer, error = %e, "admin api connection ended with an error");
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    debug!(%peer, error = %e, "admin api connection ended with an error");
+                },
+                _ = state.evict.notified() => debug!(%peer, "admin api connection evicted for a newer one"),
             }
-            drop(slot);
+            lock_conns(&conns).remove(seq);
         });
     }
+    finish(listener, graceful).await;
+}
+
+async fn finish(listener: TcpListener, graceful: GracefulShutdown) {
     drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => debug!("admin api stopped"),

@@ -308,28 +308,191 @@ async fn read_to_close(s: &mut TcpStream) -> Option<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn half_open_upgrades_time_out_and_cannot_pin_the_port() {
-    let limit = Duration::from_millis(400);
-    let ws_opts = WsOptions { handshake_timeout: limit, max_pending_handshakes: 4 };
+async fn half_open_upgrades_are_evicted_oldest_first_so_a_new_client_never_waits() {
+    let limit = Duration::from_secs(10);
+    let ws_opts = WsOptions {
+        handshake_timeout: limit,
+        max_pending_handshakes: 4,
+        max_pending_handshakes_per_address: 3,
+        ..WsOptions::default()
+    };
     let (svc, _) = server(|_| {}, ws_opts).await;
     let ws_addr = svc.local_addr_of(Transport::WebSocketJson).unwrap();
-    // As many silent connections as handshakes may be pending: the port is saturated ...
+    // Three silent connections fill 127.0.0.1's share of pending upgrades ...
     let mut idle = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..3 {
         idle.push(TcpStream::connect(ws_addr).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     let t0 = tokio::time::Instant::now();
-    // ... until their handshakes time out; then a real client gets through.
+    // ... a real client from the same address evicts the oldest of them and gets through at
+    // once, long before any upgrade times out.
     let mut c = connect(&svc, Transport::WebSocketJson).await;
     assert_eq!(c.echo("through").await, echoed("through"));
     let waited = t0.elapsed();
-    assert!(waited >= limit / 2 && waited < WAIT, "waited {waited:?}");
-    for s in idle.iter_mut() {
-        assert_eq!(read_to_close(s).await, Some(()), "a timed-out upgrade is closed");
+    assert!(waited < Duration::from_secs(1), "waited {waited:?}");
+    assert_eq!(read_to_close(&mut idle[0]).await, Some(()), "the oldest silent upgrade is dropped");
+    // The younger ones are still pending (they would only go at the timeout).
+    let mut buf = [0u8; 16];
+    for s in &mut idle[1..] {
+        let r = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await;
+        assert!(r.is_err(), "a younger pending upgrade is left alone: {r:?}");
     }
+    // A client from another loopback address evicts nothing of 127.0.0.1's below the total
+    // limit (3 pending + 1 = 4).
+    let other = connect_ws_from("127.0.0.2", ws_addr).await;
+    drop(other);
     // The TCP ports never waited on any of this.
     let mut t = connect(&svc, Transport::TcpJson).await;
     assert_eq!(t.echo("tcp").await, echoed("tcp"));
+    svc.shutdown().await;
+}
+
+/// A WebSocket client upgraded from the local address `ip`.
+async fn connect_ws_from(ip: &str, addr: std::net::SocketAddr) -> tokio_tungstenite::WebSocketStream<TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(std::net::SocketAddr::new(ip.parse().unwrap(), 0)).unwrap();
+    let stream = sock.connect(addr).await.unwrap();
+    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(format!("ws://{addr}/"), stream))
+        .await
+        .expect("upgrade in time")
+        .expect("upgrade");
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_ping_flood_is_closed_as_abuse_not_absorbed() {
+    let ws_opts = WsOptions { control_frames_per_second_max: 50, ..WsOptions::default() };
+    let (svc, seen) = server(|_| {}, ws_opts).await;
+    let addr = svc.local_addr_of(Transport::WebSocketJson).unwrap();
+    let mut ws = connect_ws_from("127.0.0.1", addr).await;
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    // 50 pings in a second are within the limit; the session stays.
+    for _ in 0..50 {
+        ws.send(Message::Ping(Bytes::from_static(b"p").into())).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(seen.closed().is_empty(), "{:?}", seen.closed());
+    // The flood: the server closes the session for abuse well before 10,000 pings.
+    let mut sent = 0;
+    while sent < 10_000 && ws.send(Message::Ping(Bytes::from_static(b"p").into())).await.is_ok() {
+        sent += 1;
+        if !seen.closed().is_empty() {
+            break;
+        }
+    }
+    until(WAIT, "the flooding session to close", || !seen.closed().is_empty()).await;
+    let closed = seen.closed();
+    assert!(
+        matches!(&closed[..], [(Transport::WebSocketJson, CloseReason::Abuse(w))] if w.contains("control-frame flood")),
+        "{closed:?} after {sent} more pings"
+    );
+    // Others are served.
+    let mut c = connect(&svc, Transport::WebSocketJson).await;
+    assert_eq!(c.echo("after").await, echoed("after"));
+    svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_is_closed_by_its_byte_budget_before_its_frame_count() {
+    // 1,024 frames of 64 KiB would be 64 MiB; the byte budget closes the session at 1 MiB.
+    let (svc, seen) = server(|c| c.send_queue_bytes_max = 1024 * 1024, WsOptions::default()).await;
+    let mut slow = Vec::new();
+    for t in TRANSPORTS {
+        let mut s = connect(&svc, t).await;
+        s.send("mark_slow", json!({})).await;
+        assert_eq!(s.recv().await, Recv::Msg("marked".into(), json!({})));
+        slow.push(s);
+    }
+    let big = json!({ "pad": "x".repeat(64 * 1024) });
+    let is_slow = |s: &engine::session::Session| s.context::<bool>("slow").unwrap_or(false);
+    let mut peak = 0;
+    for _ in 0..2000 {
+        if svc.broadcast_locally("big", &big, is_slow) == 0 {
+            break;
+        }
+        peak = peak.max(svc.sessions().iter().map(|s| s.queued_bytes()).max().unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    until(WAIT, "three slow readers closed", || {
+        seen.closed().iter().filter(|(_, r)| *r == CloseReason::SlowReader).count() == 3
+    })
+    .await;
+    assert!(peak <= 1024 * 1024, "a session held {peak} bytes");
+    until(WAIT, "the budget to be given back", || svc.stats().memory_bytes == 0).await;
+    assert_eq!(svc.stats().closed.get("slow_reader"), Some(&3));
+    drop(slow);
+    svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_unauthenticated_connections_are_evicted_oldest_first_for_newcomers() {
+    let ports = vec![SessionConfig::new("127.0.0.1:0".parse().unwrap(), Transport::TcpJson)];
+    let limits = engine::session::ServiceLimits {
+        unauthenticated_max: 100,
+        unauthenticated_per_address_max: 5,
+        ..Default::default()
+    };
+    let svc = SessionService::bind_with_limits(env(), ports, limits, &RealClientListeners::new(WsOptions::default()))
+        .await
+        .expect("bind");
+    svc.register_json_handler("echo", |s, body| async move {
+        let _ = s.send_json("echo_reply", body);
+    });
+    svc.serve();
+    let addr = svc.local_addr_of(Transport::TcpJson).unwrap();
+    // A client that has spoken is never evicted.
+    let mut proven = connect(&svc, Transport::TcpJson).await;
+    assert_eq!(proven.echo("hi").await, echoed("hi"));
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    until(WAIT, "five unauthenticated", || svc.stats().unauthenticated == 5).await;
+    // Two newcomers from the same address: the two oldest silent ones are closed.
+    let mut a = connect(&svc, Transport::TcpJson).await;
+    let mut b = connect(&svc, Transport::TcpJson).await;
+    until(WAIT, "two evictions", || svc.stats().closed.get("evicted") == Some(&2)).await;
+    assert_eq!(a.echo("a").await, echoed("a"));
+    assert_eq!(b.echo("b").await, echoed("b"));
+    for s in &mut idle[..2] {
+        assert_eq!(read_to_close(s).await, Some(()), "an old silent connection is evicted");
+    }
+    assert_eq!(svc.stats().closed.get("evicted"), Some(&2));
+    assert_eq!(proven.echo("still").await, echoed("still"));
+    svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_session_memory_budget_new_connections_get_server_busy() {
+    use engine::session::SESSION_BASE_BYTES;
+    let ports = vec![SessionConfig::new("127.0.0.1:0".parse().unwrap(), Transport::TcpJson)];
+    // Room for three connections' base charge and a little queue.
+    let limits = engine::session::ServiceLimits { memory_max: 3 * SESSION_BASE_BYTES + 4096, ..Default::default() };
+    let svc = SessionService::bind_with_limits(env(), ports, limits, &RealClientListeners::new(WsOptions::default()))
+        .await
+        .expect("bind");
+    svc.register_json_handler("echo", |s, body| async move {
+        let _ = s.send_json("echo_reply", body);
+    });
+    svc.serve();
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let mut c = connect(&svc, Transport::TcpJson).await;
+        assert_eq!(c.echo(&format!("c{i}")).await, echoed(&format!("c{i}")));
+        held.push(c);
+    }
+    let mut refused = connect(&svc, Transport::TcpJson).await;
+    assert_eq!(refused.error_code().await, "server_busy");
+    assert_eq!(refused.recv().await, Recv::Eof, "a refused connection is closed");
+    assert_eq!(svc.stats().refused_busy, 1);
+    assert_eq!(svc.stats().memory_bytes, 3 * SESSION_BASE_BYTES, "nothing queued, three sessions");
+    // One leaves: its share comes back and a newcomer is served.
+    drop(held.pop());
+    until(WAIT, "the leaver's share back", || svc.stats().memory_bytes == 2 * SESSION_BASE_BYTES).await;
+    let mut c = connect(&svc, Transport::TcpJson).await;
+    assert_eq!(c.echo("in").await, echoed("in"));
     svc.shutdown().await;
 }

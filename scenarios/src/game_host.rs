@@ -99,6 +99,7 @@ pub fn sim_config(ctx: &ServerCtx, opts: &SimGameOptions) -> Result<GameConfig, 
     Ok(GameConfig {
         flavor,
         sessions: vec![sim_session_config(env)],
+        session_limits: Default::default(),
         listeners: None,
         rpc: RpcConfig::new(cluster.rpc_addr),
         cluster,

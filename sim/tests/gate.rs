@@ -71,6 +71,7 @@ fn config(env: &Env, flavor: Flavor, name: &str) -> GameConfig {
     GameConfig {
         flavor,
         sessions: vec![SessionConfig::new(SocketAddr::new(ip, CLIENT_PORT), Transport::TcpJson)],
+        session_limits: Default::default(),
         listeners: None,
         rpc: RpcConfig::new(cluster.rpc_addr),
         cluster,

@@ -96,6 +96,7 @@ fn login_config(env: &Env) -> GameConfig {
     GameConfig {
         flavor: Flavor::Login,
         sessions: vec![SessionConfig::new(SocketAddr::new(ip, CLIENT_PORT), Transport::TcpJson)],
+        session_limits: Default::default(),
         listeners: None,
         rpc: RpcConfig::new(cluster.rpc_addr),
         cluster,

@@ -33,6 +33,10 @@ pub enum NetError {
     /// Any other I/O failure, with the OS's description.
     #[error("i/o error: {0}")]
     Io(String),
+    /// The transport dropped the connection because the peer abused it (e.g. a flood of
+    /// WebSocket control frames); the text says how.
+    #[error("peer abuse: {0}")]
+    Abuse(String),
 }
 
 /// The sending half of a connection. `send` hands the frame to the transport and flushes;

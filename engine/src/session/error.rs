@@ -55,6 +55,10 @@ pub enum ProtocolError {
     /// (`cs_gate_login` first). The session stays open.
     #[error("log in on the gate first (cs_gate_login)")]
     GateLoginRequired,
+    /// The server holds as much session memory as it may (`session_memory_max_bytes`): this
+    /// new connection is refused and closed. Try again later or elsewhere.
+    #[error("server busy: session memory limit of {max} bytes reached")]
+    ServerBusy { max: usize },
 }
 
 fn too_large_text(len: usize, max: usize) -> String {
@@ -78,6 +82,7 @@ impl ProtocolError {
             ProtocolError::RedirectRejected(_) => "redirect_rejected",
             ProtocolError::SessionKeyRejected(_) => "session_key_rejected",
             ProtocolError::GateLoginRequired => "gate_login_required",
+            ProtocolError::ServerBusy { .. } => "server_busy",
         }
     }
 
@@ -87,7 +92,8 @@ impl ProtocolError {
         match self {
             ProtocolError::FrameTooLarge { .. }
             | ProtocolError::BadJson(_)
-            | ProtocolError::BadEnvelope(_) => true,
+            | ProtocolError::BadEnvelope(_)
+            | ProtocolError::ServerBusy { .. } => true,
             ProtocolError::UnknownType(_)
             | ProtocolError::ReservedType(_)
             | ProtocolError::BadBody { .. }
@@ -116,6 +122,29 @@ pub enum CloseReason {
     Network(String),
     /// The service shut down.
     Shutdown,
+    /// The connection had sent no handled message yet and was closed to make room for a
+    /// newer one (`unauthenticated_max` or `unauthenticated_per_address_max` reached).
+    Evicted,
+    /// The transport closed the connection for abuse it detected (e.g. a WebSocket
+    /// control-frame flood); the text says what.
+    Abuse(String),
+}
+
+impl CloseReason {
+    /// A short stable name of the reason's kind (metrics label, logs).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CloseReason::ClosedByPeer => "closed_by_peer",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::SlowReader => "slow_reader",
+            CloseReason::Protocol(_) => "protocol",
+            CloseReason::Server(_) => "server",
+            CloseReason::Network(_) => "network",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Evicted => "evicted",
+            CloseReason::Abuse(_) => "abuse",
+        }
+    }
 }
 
 impl fmt::Display for CloseReason {
@@ -128,6 +157,8 @@ impl fmt::Display for CloseReason {
             CloseReason::Server(r) => write!(f, "closed by server: {r}"),
             CloseReason::Network(e) => write!(f, "network error: {e}"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
+            CloseReason::Evicted => f.write_str("evicted: unauthenticated connection limit reached"),
+            CloseReason::Abuse(what) => write!(f, "abuse: {what}"),
         }
     }
 }

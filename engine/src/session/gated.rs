@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures::channel::mpsc;
 use futures::{FutureExt, SinkExt, StreamExt};
 
-use super::handle::{lock, Session, SessionId};
+use super::handle::{lock, Limits, Session, SessionId};
 use super::{service, Entry, SessionConfig, SessionError, SessionService, Transport};
 use crate::env::{Connection, NetError};
 
@@ -90,7 +90,7 @@ impl SessionService {
             peer: client,
         };
         let id = SessionId::new_random(&*inner.env.rand);
-        let session = Session::new(id, client, transport, cfg.max_frame_bytes, cfg.send_queue_max);
+        let session = Session::new(id, client, transport, Limits::of(&cfg), inner.budget.clone());
         lock(&inner.sessions).insert(id, Entry { session: session.clone(), task: None });
         let rules = Rules { drain_at_end: true, guard: Some(guard) };
         let task = inner.env.spawn.spawn(

@@ -25,6 +25,7 @@ use serde_json::Value;
 
 use super::codec;
 use super::dual::{self, DualBody, DualReply};
+use super::budget::MemoryBudget;
 use super::error::{CloseReason, ProtocolError, SessionError};
 use super::Transport;
 use crate::env::Rand;
@@ -86,16 +87,71 @@ impl Signal {
 /// The outbound queue and the close state, under one lock so that "open" and "queued" agree.
 struct Outbox {
     queue: VecDeque<Bytes>,
+    /// Bytes of the frames in `queue`, all charged to the service's [`MemoryBudget`].
+    queued_bytes: usize,
     close: Option<CloseReason>,
     writer: Option<Waker>,
+}
+
+impl Outbox {
+    fn pop(&mut self, budget: &MemoryBudget) -> Option<Bytes> {
+        let f = self.queue.pop_front()?;
+        self.queued_bytes -= f.len();
+        budget.release(f.len());
+        Some(f)
+    }
+
+    fn clear(&mut self, budget: &MemoryBudget) {
+        self.queue.clear();
+        budget.release(self.queued_bytes);
+        self.queued_bytes = 0;
+    }
+}
+
+/// Which limit a refused frame met (for the log line).
+enum Overflow {
+    /// `send_queue_max`, with this many frames queued.
+    Frames(usize),
+    /// `send_queue_bytes_max`, with this many bytes queued.
+    Bytes(usize),
+    /// The service's memory budget, with this many bytes charged.
+    Budget(usize),
+}
+
+impl fmt::Display for Overflow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Overflow::Frames(n) => write!(f, "send_queue_max reached ({n} frames queued)"),
+            Overflow::Bytes(n) => write!(f, "send_queue_bytes_max reached ({n} bytes queued)"),
+            Overflow::Budget(n) => write!(f, "session memory budget reached ({n} bytes held by all sessions)"),
+        }
+    }
+}
+
+/// A session's own limits (from its port's [`SessionConfig`](super::SessionConfig)).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Limits {
+    pub max_frame_bytes: usize,
+    pub send_queue_max: usize,
+    pub send_queue_bytes_max: usize,
+}
+
+impl Limits {
+    pub fn of(cfg: &super::SessionConfig) -> Limits {
+        Limits {
+            max_frame_bytes: cfg.max_frame_bytes,
+            send_queue_max: cfg.send_queue_max,
+            send_queue_bytes_max: cfg.send_queue_bytes_max,
+        }
+    }
 }
 
 pub(super) struct SessionShared {
     id: SessionId,
     peer: SocketAddr,
     transport: Transport,
-    max_frame_bytes: usize,
-    send_queue_max: usize,
+    limits: Limits,
+    budget: Arc<MemoryBudget>,
     outbox: Mutex<Outbox>,
     context: Mutex<BTreeMap<String, Arc<dyn Any + Send + Sync>>>,
     /// Fired at the first close of any kind: the reader stops, the writer drains.
@@ -104,6 +160,15 @@ pub(super) struct SessionShared {
     pub(super) abort: Signal,
     /// Fired when the session's task has finished (after the closed callbacks).
     pub(super) done: Signal,
+}
+
+impl Drop for SessionShared {
+    /// Frames still queued when the last handle goes (a graceful close whose drain timed out)
+    /// give their bytes back to the budget.
+    fn drop(&mut self) {
+        let out = self.outbox.get_mut().unwrap_or_else(|p| p.into_inner());
+        out.clear(&self.budget);
+    }
 }
 
 /// A handle to one client session. Cheap to clone; all clones are the same session.
@@ -136,18 +201,18 @@ impl Session {
         id: SessionId,
         peer: SocketAddr,
         transport: Transport,
-        max_frame_bytes: usize,
-        send_queue_max: usize,
+        limits: Limits,
+        budget: Arc<MemoryBudget>,
     ) -> Self {
-        assert!(send_queue_max >= 1, "send_queue_max must be at least 1");
+        assert!(limits.send_queue_max >= 1, "send_queue_max must be at least 1");
         Session {
             shared: Arc::new(SessionShared {
                 id,
                 peer,
                 transport,
-                max_frame_bytes,
-                send_queue_max,
-                outbox: Mutex::new(Outbox { queue: VecDeque::new(), close: None, writer: None }),
+                limits,
+                budget,
+                outbox: Mutex::new(Outbox { queue: VecDeque::new(), queued_bytes: 0, close: None, writer: None }),
                 context: Mutex::new(BTreeMap::new()),
                 closed: Signal::new(),
                 abort: Signal::new(),
@@ -212,26 +277,44 @@ impl Session {
     }
 
     /// Queues an encoded frame (already in this session's transport encoding).
+    ///
+    /// A frame that would take the queue past `send_queue_max` frames or
+    /// `send_queue_bytes_max` bytes, or the service past its memory budget, is not queued and
+    /// closes the session as a slow reader (dropping what was queued).
     pub(super) fn push(&self, frame: Bytes) -> Result<(), SessionError> {
-        let max = self.shared.max_frame_bytes;
-        if frame.len() > max {
-            return Err(SessionError::FrameTooLarge { len: frame.len(), max });
+        let limits = &self.shared.limits;
+        let len = frame.len();
+        if len > limits.max_frame_bytes {
+            return Err(SessionError::FrameTooLarge { len, max: limits.max_frame_bytes });
         }
-        {
+        let overflow = {
             let mut out = lock(&self.shared.outbox);
             if let Some(r) = &out.close {
                 return Err(SessionError::Closed(r.clone()));
             }
-            if out.queue.len() < self.shared.send_queue_max {
+            if out.queue.len() >= limits.send_queue_max {
+                Overflow::Frames(out.queue.len())
+            } else if out.queued_bytes + len > limits.send_queue_bytes_max {
+                Overflow::Bytes(out.queued_bytes)
+            } else if !self.shared.budget.try_charge(len) {
+                Overflow::Budget(self.shared.budget.used())
+            } else {
                 out.queue.push_back(frame);
+                out.queued_bytes += len;
                 if let Some(w) = out.writer.take() {
                     w.wake();
                 }
                 return Ok(());
             }
-        }
+        };
+        tracing::info!(session = %self.shared.id, frame = len, %overflow, "slow reader: send queue full");
         self.close_with(CloseReason::SlowReader, false);
         Err(SessionError::SlowReader)
+    }
+
+    /// Bytes queued for the client now.
+    pub fn queued_bytes(&self) -> usize {
+        lock(&self.shared.outbox).queued_bytes
     }
 
     /// Closes the session (iFun's `Session::Close`): frames already queued are still sent,
@@ -251,7 +334,7 @@ impl Session {
             }
             out.close = Some(reason);
             if !drain {
-                out.queue.clear();
+                out.clear(&self.shared.budget);
             }
             out.writer.take()
         };
@@ -277,14 +360,14 @@ impl Session {
 
     /// The next queued frame if there is one now; never waits, registers no waker.
     pub(super) fn try_next_frame(&self) -> Option<Bytes> {
-        lock(&self.shared.outbox).queue.pop_front()
+        lock(&self.shared.outbox).pop(&self.shared.budget)
     }
 
     /// The writer's next frame: `Some` while frames are queued, `None` once closed and
     /// drained, pending otherwise.
     pub(super) fn poll_next_frame(&self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let mut out = lock(&self.shared.outbox);
-        if let Some(f) = out.queue.pop_front() {
+        if let Some(f) = out.pop(&self.shared.budget) {
             return Poll::Ready(Some(f));
         }
         if out.close.is_some() {
@@ -317,8 +400,59 @@ mod tests {
     use serde_json::json;
 
     fn session(queue_max: usize, transport: Transport) -> Session {
+        session_with(queue_max, usize::MAX, Arc::new(MemoryBudget::new(usize::MAX)), transport)
+    }
+
+    fn session_with(queue_max: usize, bytes_max: usize, budget: Arc<MemoryBudget>, transport: Transport) -> Session {
         let id = SessionId::from_uuid(uuid::Uuid::from_u128(7));
-        Session::new(id, "10.0.0.1:5000".parse().unwrap(), transport, 256, queue_max)
+        let limits = Limits { max_frame_bytes: 256, send_queue_max: queue_max, send_queue_bytes_max: bytes_max };
+        Session::new(id, "10.0.0.1:5000".parse().unwrap(), transport, limits, budget)
+    }
+
+    #[test]
+    fn a_queue_over_its_byte_limit_closes_as_slow_reader_and_gives_its_bytes_back() {
+        let budget = Arc::new(MemoryBudget::new(usize::MAX));
+        let s = session_with(100, 100, budget.clone(), Transport::TcpJson);
+        s.send_json("a", json!({"pad": "x".repeat(40)})).unwrap();
+        let held = s.queued_bytes();
+        assert!(held > 40 && held <= 100, "{held}");
+        assert_eq!(budget.used(), held, "the queued frame is charged to the budget");
+        assert_eq!(s.send_json("b", json!({"pad": "x".repeat(60)})), Err(SessionError::SlowReader));
+        assert!(!s.is_open());
+        assert_eq!((s.queued_bytes(), budget.used()), (0, 0), "the dropped queue is released");
+    }
+
+    #[test]
+    fn frames_taken_by_the_writer_are_released_from_the_budget() {
+        let budget = Arc::new(MemoryBudget::new(usize::MAX));
+        let s = session_with(100, 10_000, budget.clone(), Transport::TcpJson);
+        s.send_json("a", json!({})).unwrap();
+        s.send_json("b", json!({})).unwrap();
+        assert!(budget.used() > 0);
+        assert_eq!(drain(&s).len(), 2);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_full_service_budget_closes_the_session_whose_frame_did_not_fit() {
+        let budget = Arc::new(MemoryBudget::new(60));
+        let a = session_with(100, 10_000, budget.clone(), Transport::TcpJson);
+        a.send_json("a", json!({"pad": "x".repeat(20)})).unwrap();
+        let b = session_with(100, 10_000, budget.clone(), Transport::TcpJson);
+        assert_eq!(b.send_json("b", json!({"pad": "x".repeat(20)})), Err(SessionError::SlowReader));
+        assert!(a.is_open() && !b.is_open(), "only the session that could not queue is closed");
+        assert_eq!(budget.refused(), 1);
+    }
+
+    #[test]
+    fn frames_left_queued_are_released_when_the_last_handle_goes() {
+        let budget = Arc::new(MemoryBudget::new(usize::MAX));
+        let s = session_with(100, 10_000, budget.clone(), Transport::TcpJson);
+        s.send_json("a", json!({})).unwrap();
+        s.close("bye");
+        assert!(budget.used() > 0, "a graceful close keeps the queue for the writer");
+        drop(s);
+        assert_eq!(budget.used(), 0);
     }
 
     fn drain(s: &Session) -> Vec<Bytes> {

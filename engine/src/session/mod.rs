@@ -77,6 +77,7 @@
 //! # }
 //! ```
 
+mod budget;
 pub mod codec;
 pub mod config;
 mod dual;
@@ -87,6 +88,7 @@ mod handle;
 mod listeners;
 mod registry;
 mod service;
+mod unproven;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -103,6 +105,10 @@ use tracing::{info, warn};
 
 use crate::env::{timeout, Env, Listener, TaskHandle};
 
+pub use self::budget::{
+    MemoryBudget, ServiceLimits, DEFAULT_SESSION_MEMORY_MAX, DEFAULT_UNAUTHENTICATED_MAX,
+    DEFAULT_UNAUTHENTICATED_PER_ADDRESS_MAX, SESSION_BASE_BYTES,
+};
 pub use self::dual::{DualBody, DualReply, DualRequest};
 pub use self::error::{CloseReason, ProtocolError, SessionError};
 pub use self::gated::{GatedSession, Guard, GATED_INPUT_MAX, GATED_OUTPUT_MAX, NOT_HOSTED};
@@ -122,6 +128,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 /// Default `send_queue_max`.
 pub const DEFAULT_SEND_QUEUE_MAX: usize = 1024;
+/// Default `send_queue_bytes_max`: 4 MiB, four frames of the default largest size.
+pub const DEFAULT_SEND_QUEUE_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// After a graceful close, queued frames are sent for at most this long; then the connection
 /// is dropped with whatever is left.
 pub const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -177,6 +185,10 @@ pub struct SessionConfig {
     /// queue was chosen over blocking the sender: handlers and broadcasts never wait on a
     /// client, and memory per session stays bounded.
     pub send_queue_max: usize,
+    /// Most bytes queued for one session; a frame that would pass it closes the session as a
+    /// slow reader, as `send_queue_max` does. At least `max_frame_bytes` (one largest frame
+    /// must fit).
+    pub send_queue_bytes_max: usize,
 }
 
 impl SessionConfig {
@@ -190,6 +202,7 @@ impl SessionConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             heartbeat_interval: Some(DEFAULT_HEARTBEAT_INTERVAL),
             send_queue_max: DEFAULT_SEND_QUEUE_MAX,
+            send_queue_bytes_max: DEFAULT_SEND_QUEUE_BYTES_MAX,
         }
     }
 
@@ -212,6 +225,12 @@ impl SessionConfig {
         if self.send_queue_max == 0 {
             return bad("send_queue_max must be at least 1".into());
         }
+        if self.send_queue_bytes_max < self.max_frame_bytes {
+            return bad(format!(
+                "send_queue_bytes_max {} is below max_frame_bytes {}: one largest frame must fit",
+                self.send_queue_bytes_max, self.max_frame_bytes
+            ));
+        }
         Ok(())
     }
 }
@@ -220,6 +239,23 @@ type OpenedFn = dyn Fn(Session) -> BoxFuture<'static, ()> + Send + Sync;
 type ClosedFn = dyn Fn(Session, CloseReason) -> BoxFuture<'static, ()> + Send + Sync;
 /// Takes a client frame of a type no handler is registered for: its type and raw payload.
 type UnhandledFn = dyn Fn(Session, String, Bytes) -> BoxFuture<'static, ()> + Send + Sync;
+
+/// A snapshot of [`SessionService::stats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Live sessions, every port.
+    pub open: usize,
+    /// Of them, direct connections with no handled message yet.
+    pub unauthenticated: usize,
+    /// Bytes charged to the service's budget now ([`budget`](self::budget) says what counts).
+    pub memory_bytes: usize,
+    pub memory_max_bytes: usize,
+    /// New connections refused (`_error server_busy`) because the budget was full.
+    pub refused_busy: u64,
+    /// Sessions closed since the start, by [`CloseReason::kind`] (`slow_reader`, `evicted`,
+    /// `abuse`, ...).
+    pub closed: BTreeMap<&'static str, u64>,
+}
 
 /// A live session and its task.
 struct Entry {
@@ -248,6 +284,15 @@ struct Inner {
     unhandled: Mutex<Option<Arc<UnhandledFn>>>,
     /// Live sessions of every port, by id (so every listing is in a deterministic order).
     sessions: Mutex<BTreeMap<SessionId, Entry>>,
+    limits: ServiceLimits,
+    /// What every session holds, against `limits.memory_max`.
+    budget: Arc<MemoryBudget>,
+    /// Direct connections with no handled message yet.
+    unproven: Mutex<unproven::Unproven>,
+    /// Sessions closed since the start, by [`CloseReason::kind`].
+    closed_by_kind: Mutex<BTreeMap<&'static str, u64>>,
+    /// Connections refused at accept because the budget was full.
+    refused: std::sync::atomic::AtomicU64,
     shut: AtomicBool,
     /// One accept loop per port, once serving.
     accept: Mutex<Vec<TaskHandle>>,
@@ -303,17 +348,30 @@ impl SessionService {
         ports: Vec<SessionConfig>,
         listeners: &dyn ClientListeners,
     ) -> Result<SessionService, SessionError> {
+        Self::bind_with_limits(env, ports, ServiceLimits::default(), listeners).await
+    }
+
+    /// [`bind`](Self::bind) with service-wide limits other than the defaults.
+    pub async fn bind_with_limits(
+        env: Env,
+        ports: Vec<SessionConfig>,
+        limits: ServiceLimits,
+        listeners: &dyn ClientListeners,
+    ) -> Result<SessionService, SessionError> {
         validate_ports(&ports)?;
+        if let Some(problem) = limits.problem() {
+            return Err(SessionError::Config(problem));
+        }
         let mut bound = Vec::with_capacity(ports.len());
         for cfg in ports {
             let listener = listeners.listen(&cfg).await?;
             bound.push((cfg, listener));
         }
-        Ok(Self::assemble(env, bound))
+        Ok(Self::assemble(env, bound, limits))
     }
 
     /// One bound-but-not-serving service over already bound listeners.
-    fn assemble(env: Env, bound: Vec<(SessionConfig, Box<dyn Listener>)>) -> SessionService {
+    fn assemble(env: Env, bound: Vec<(SessionConfig, Box<dyn Listener>)>, limits: ServiceLimits) -> SessionService {
         let ports: Vec<Port> = bound
             .into_iter()
             .map(|(cfg, listener)| {
@@ -331,6 +389,14 @@ impl SessionService {
                 closed: Mutex::new(Vec::new()),
                 unhandled: Mutex::new(None),
                 sessions: Mutex::new(BTreeMap::new()),
+                limits,
+                budget: Arc::new(MemoryBudget::new(limits.memory_max)),
+                unproven: Mutex::new(unproven::Unproven::new(
+                    limits.unauthenticated_max,
+                    limits.unauthenticated_per_address_max,
+                )),
+                closed_by_kind: Mutex::new(BTreeMap::new()),
+                refused: std::sync::atomic::AtomicU64::new(0),
                 shut: AtomicBool::new(false),
                 accept: Mutex::new(Vec::new()),
             }),
@@ -379,7 +445,7 @@ impl SessionService {
         listener: Box<dyn Listener>,
     ) -> Result<SessionService, SessionError> {
         validate_ports(std::slice::from_ref(&cfg))?;
-        let svc = Self::assemble(env, vec![(cfg, listener)]);
+        let svc = Self::assemble(env, vec![(cfg, listener)], ServiceLimits::default());
         svc.serve();
         Ok(svc)
     }
@@ -487,6 +553,24 @@ impl SessionService {
     /// The live sessions of every port, sorted by id.
     pub fn sessions(&self) -> Vec<Session> {
         lock(&self.inner.sessions).values().map(|e| e.session.clone()).collect()
+    }
+
+    /// What the service holds and has refused: for metrics and the admin API.
+    pub fn stats(&self) -> SessionStats {
+        let inner = &self.inner;
+        SessionStats {
+            open: lock(&inner.sessions).len(),
+            unauthenticated: lock(&inner.unproven).len(),
+            memory_bytes: inner.budget.used(),
+            memory_max_bytes: inner.budget.max(),
+            refused_busy: inner.refused.load(Ordering::Relaxed),
+            closed: lock(&inner.closed_by_kind).clone(),
+        }
+    }
+
+    /// The service-wide limits it was bound with.
+    pub fn limits(&self) -> ServiceLimits {
+        self.inner.limits
     }
 
     /// The live session with this id.

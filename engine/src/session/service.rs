@@ -19,12 +19,13 @@ use std::task::Poll;
 
 use bytes::Bytes;
 use futures::future::{self, poll_fn, BoxFuture, Either, FutureExt};
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use tracing::{debug, info, warn};
 
 use super::codec::{self, Route};
 use super::error::{CloseReason, ProtocolError};
-use super::handle::{lock, Session, SessionId};
+use super::budget::SESSION_BASE_BYTES;
+use super::handle::{lock, Limits, Session, SessionId};
 use super::{Entry, Inner, SessionConfig, ACCEPT_RETRY_DELAY, CLOSE_DRAIN_TIMEOUT};
 use crate::env::{send_batch, Connection, FrameSink, FrameStream, Listener, NetError};
 use crate::session::gated::Rules;
@@ -47,20 +48,61 @@ pub(super) async fn accept_loop(inner: Arc<Inner>, port: usize, mut listener: Bo
     }
 }
 
+/// How long a refused connection's `_error server_busy` frame may take to go out.
+const REFUSAL_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn start_session(inner: &Arc<Inner>, port: usize, conn: Connection) {
-    let id = SessionId::new_random(&*inner.env.rand);
     let cfg = &inner.ports[port].cfg;
-    let session = Session::new(id, conn.peer, cfg.transport, cfg.max_frame_bytes, cfg.send_queue_max);
-    lock(&inner.sessions).insert(id, Entry { session: session.clone(), task: None });
+    if !inner.budget.try_charge(SESSION_BASE_BYTES) {
+        refuse_busy(inner, cfg.transport, conn);
+        return;
+    }
+    let id = SessionId::new_random(&*inner.env.rand);
+    let session = Session::new(id, conn.peer, cfg.transport, Limits::of(cfg), inner.budget.clone());
+    let evicted = lock(&inner.unproven).admit(id, conn.peer.ip());
+    {
+        let mut sessions = lock(&inner.sessions);
+        for victim in &evicted {
+            if let Some(e) = sessions.get(victim) {
+                info!(session = %victim, peer = %e.session.peer_addr(), newcomer = %conn.peer, "unauthenticated connection evicted");
+                e.session.close_with(CloseReason::Evicted, false);
+            }
+        }
+        sessions.insert(id, Entry { session: session.clone(), task: None });
+    }
     let cfg = cfg.clone();
-    let task = inner
-        .env
-        .spawn
-        .spawn("session", run_session(inner.clone(), cfg, session, conn, Rules::DIRECT).boxed());
+    let run = run_session(inner.clone(), cfg, session, conn, Rules::DIRECT);
+    let budget = inner.budget.clone();
+    let task = inner.env.spawn.spawn(
+        "session",
+        async move {
+            run.await;
+            budget.release(SESSION_BASE_BYTES);
+        }
+        .boxed(),
+    );
     // The task may already have finished (and removed its entry): then the handle is dropped.
     if let Some(e) = lock(&inner.sessions).get_mut(&id) {
         e.task = Some(task);
     }
+}
+
+/// Answers a connection the budget has no room for with `_error server_busy` (written
+/// straight to the connection: nothing is charged) and drops it.
+fn refuse_busy(inner: &Arc<Inner>, transport: super::Transport, conn: Connection) {
+    let n = inner.refused.fetch_add(1, Ordering::Relaxed) + 1;
+    let max = inner.budget.max();
+    warn!(peer = %conn.peer, used = inner.budget.used(), max, refused = n, "session memory budget full: connection refused");
+    let frame = codec::encode_error(transport, &ProtocolError::ServerBusy { max });
+    let clock = inner.env.clock.clone();
+    let mut sink = conn.sink;
+    inner.env.spawn.spawn(
+        "session-refuse",
+        async move {
+            let _ = crate::env::timeout(&*clock, REFUSAL_SEND_TIMEOUT, sink.send(frame)).await;
+        }
+        .boxed(),
+    );
 }
 
 /// Runs one session to its end: `cfg` holds its limits, `rules` what differs for a gated
@@ -89,6 +131,8 @@ pub(super) async fn run_session(
     // close that was never recorded (not expected).
     let reason = session.close_reason().unwrap_or(CloseReason::ClosedByPeer);
     lock(&inner.sessions).remove(&id);
+    lock(&inner.unproven).forget(id);
+    *lock(&inner.closed_by_kind).entry(reason.kind()).or_insert(0) += 1;
     info!(session = %id, %peer, reason = %reason, "session closed");
     let closed = lock(&inner.closed).clone();
     for cb in closed {
@@ -114,6 +158,7 @@ async fn read_loop(
     let clock = &inner.env.clock;
     let id = session.id();
     let mut alive_at = clock.now();
+    let mut proven = false;
     loop {
         if !session.is_open() {
             return;
@@ -156,6 +201,11 @@ async fn read_loop(
                 session.close_with(CloseReason::ClosedByPeer, false);
                 return;
             }
+            ReadEvent::Frame(Some(Err(NetError::Abuse(what)))) => {
+                warn!(session = %id, peer = %session.peer_addr(), %what, "connection closed for abuse");
+                session.close_with(CloseReason::Abuse(what), false);
+                return;
+            }
             ReadEvent::Frame(Some(Err(e))) => {
                 session.close_with(CloseReason::Network(e.to_string()), false);
                 return;
@@ -187,6 +237,11 @@ async fn read_loop(
                 session.close_with(CloseReason::Server(super::gated::NOT_HOSTED.into()), true);
                 return;
             }
+        }
+        if !proven && (inner.registry.has(&msg.msg_type) || lock(&inner.unhandled).is_some()) {
+            // A message the game takes: the connection is no longer unauthenticated.
+            proven = true;
+            lock(&inner.unproven).prove(id);
         }
         if !inner.registry.has(&msg.msg_type) {
             let unhandled = lock(&inner.unhandled).clone();

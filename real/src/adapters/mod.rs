@@ -22,6 +22,7 @@ pub use self::rand::OsRand;
 pub use self::redis::{RedisKv, RedisKvOptions};
 pub use self::spawn::TokioSpawn;
 pub use self::ws::{
-    WebSocketListener, WsOptions, WS_CLOSE_TIMEOUT, WS_HANDSHAKE_TIMEOUT, WS_MAX_PENDING_HANDSHAKES,
+    WebSocketListener, WsOptions, WS_CLOSE_TIMEOUT, WS_CONTROL_FRAMES_PER_SECOND_MAX, WS_HANDSHAKE_TIMEOUT,
+    WS_MAX_PENDING_HANDSHAKES, WS_MAX_PENDING_HANDSHAKES_PER_ADDRESS, WS_WRITE_BUFFER_BYTES,
 };
 pub use self::zk::{ZkConnector, ZkCoord};

@@ -14,16 +14,25 @@
 //!   as [`NetError::FrameTooLarge`], so the session sends `_error frame_too_large` and closes.
 //! - **Handshakes never block the port.** The HTTP upgrade of each accepted TCP connection runs
 //!   beside the accept loop (inside [`Listener::accept`], so dropping the listener drops them),
-//!   bounded by [`WsOptions::handshake_timeout`]; at most
-//!   [`WsOptions::max_pending_handshakes`] run at once (further TCP connections wait in the
-//!   kernel backlog). A failed or timed-out handshake drops that connection and is logged at
-//!   debug level; the listener goes on.
+//!   bounded by [`WsOptions::handshake_timeout`]. At most [`WsOptions::max_pending_handshakes`]
+//!   run at once, and at most [`WsOptions::max_pending_handshakes_per_address`] from one IP
+//!   address: a connection arriving at a limit is still accepted, and the *oldest* pending
+//!   handshake (of its address, else of all) is dropped to make room, so connections that
+//!   send nothing cannot keep a new client waiting. A failed, timed-out or evicted handshake
+//!   drops that connection and is logged at debug level; the listener goes on.
+//! - **Memory per connection is bounded.** The write buffer holds at most
+//!   [`WS_WRITE_BUFFER_BYTES`] plus one largest message; a reply to a ping that cannot be
+//!   written (the client does not read) replaces the previous unsent one instead of queueing.
+//!   A client sending more than [`WsOptions::control_frames_per_second_max`] ping or pong
+//!   frames in a second is closed ([`NetError::Abuse`]): control-frame floods are closed, not
+//!   absorbed.
 //! - **Closing.** When the session drops its connection, the server sends a close frame
 //!   (best effort, within [`WS_CLOSE_TIMEOUT`], on a spawned task) and the TCP connection ends.
 //! - No TLS (`wss://`): terminate TLS in front of the server.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -31,7 +40,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use engine::env::{Connection, Listener, MapErrSink, NetError};
-use futures::future::{self, BoxFuture};
+use futures::future::{self, AbortHandle, Abortable, Aborted, BoxFuture};
 use futures::sink::Sink;
 use futures::stream::{FuturesUnordered, SplitSink};
 use futures::{FutureExt, SinkExt, StreamExt};
@@ -45,7 +54,13 @@ use tracing::debug;
 /// Default [`WsOptions::handshake_timeout`].
 pub const WS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default [`WsOptions::max_pending_handshakes`].
-pub const WS_MAX_PENDING_HANDSHAKES: usize = 1024;
+pub const WS_MAX_PENDING_HANDSHAKES: usize = 512;
+/// Default [`WsOptions::max_pending_handshakes_per_address`].
+pub const WS_MAX_PENDING_HANDSHAKES_PER_ADDRESS: usize = 64;
+/// Default [`WsOptions::control_frames_per_second_max`]: far above any client's keep-alive.
+pub const WS_CONTROL_FRAMES_PER_SECOND_MAX: u32 = 64;
+/// Bytes the write buffer gathers before it is flushed; it may hold one message more.
+pub const WS_WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// How long the close frame of a dropped connection may take to go out.
 pub const WS_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Read chunk per connection (tungstenite's default, 128 KiB, is allocated eagerly per
@@ -57,8 +72,13 @@ const READ_BUFFER_BYTES: usize = 16 * 1024;
 pub struct WsOptions {
     /// A TCP connection that has not completed the upgrade within this is dropped.
     pub handshake_timeout: Duration,
-    /// Most upgrades in progress at once; beyond it, TCP connections wait to be accepted.
+    /// Most upgrades in progress at once; a new connection beyond it evicts the oldest.
     pub max_pending_handshakes: usize,
+    /// Most upgrades in progress at once from one IP address; a new connection from an
+    /// address at its limit evicts that address's oldest.
+    pub max_pending_handshakes_per_address: usize,
+    /// Most ping and pong frames a client may send in one second; more closes it.
+    pub control_frames_per_second_max: u32,
 }
 
 impl Default for WsOptions {
@@ -66,12 +86,64 @@ impl Default for WsOptions {
         WsOptions {
             handshake_timeout: WS_HANDSHAKE_TIMEOUT,
             max_pending_handshakes: WS_MAX_PENDING_HANDSHAKES,
+            max_pending_handshakes_per_address: WS_MAX_PENDING_HANDSHAKES_PER_ADDRESS,
+            control_frames_per_second_max: WS_CONTROL_FRAMES_PER_SECOND_MAX,
         }
     }
 }
 
 type WsStream = WebSocketStream<TcpStream>;
-type Handshake = BoxFuture<'static, Result<Connection, (SocketAddr, String)>>;
+/// A pending upgrade: its arrival number, and its outcome (`Err` with the reason).
+type Handshake = BoxFuture<'static, (u64, Result<Connection, (SocketAddr, String)>)>;
+
+/// The pending upgrades in arrival order, so the oldest can be evicted.
+#[derive(Default)]
+struct PendingOrder {
+    next: u64,
+    /// Arrival number -> (client IP, how to drop it).
+    by_seq: BTreeMap<u64, (IpAddr, AbortHandle)>,
+    by_address: BTreeMap<IpAddr, BTreeSet<u64>>,
+}
+
+impl PendingOrder {
+    fn add(&mut self, ip: IpAddr, abort: AbortHandle) -> u64 {
+        let seq = self.next;
+        self.next += 1;
+        self.by_seq.insert(seq, (ip, abort));
+        self.by_address.entry(ip).or_default().insert(seq);
+        seq
+    }
+
+    fn remove(&mut self, seq: u64) -> Option<(IpAddr, AbortHandle)> {
+        let (ip, abort) = self.by_seq.remove(&seq)?;
+        if let Some(set) = self.by_address.get_mut(&ip) {
+            set.remove(&seq);
+            if set.is_empty() {
+                self.by_address.remove(&ip);
+            }
+        }
+        Some((ip, abort))
+    }
+
+    /// Drops the oldest pending upgrade (of `ip` if given), if any.
+    fn evict_oldest(&mut self, ip: Option<IpAddr>) -> Option<IpAddr> {
+        let seq = match ip {
+            Some(ip) => self.by_address.get(&ip)?.first().copied()?,
+            None => *self.by_seq.first_key_value()?.0,
+        };
+        let (ip, abort) = self.remove(seq)?;
+        abort.abort();
+        Some(ip)
+    }
+
+    fn len(&self) -> usize {
+        self.by_seq.len()
+    }
+
+    fn of_address(&self, ip: IpAddr) -> usize {
+        self.by_address.get(&ip).map_or(0, BTreeSet::len)
+    }
+}
 
 /// A bound WebSocket port. Its connections carry one message per frame.
 pub struct WebSocketListener {
@@ -80,6 +152,9 @@ pub struct WebSocketListener {
     max_frame: usize,
     opts: WsOptions,
     pending: FuturesUnordered<Handshake>,
+    order: PendingOrder,
+    /// Upgrades dropped to make room for newer connections, since the start.
+    evicted: u64,
 }
 
 impl std::fmt::Debug for WebSocketListener {
@@ -105,15 +180,53 @@ impl WebSocketListener {
             inner,
             local_addr,
             max_frame,
-            opts: WsOptions { max_pending_handshakes: opts.max_pending_handshakes.max(1), ..opts },
+            opts: WsOptions {
+                max_pending_handshakes: opts.max_pending_handshakes.max(1),
+                max_pending_handshakes_per_address: opts.max_pending_handshakes_per_address.max(1),
+                control_frames_per_second_max: opts.control_frames_per_second_max.max(1),
+                ..opts
+            },
             pending: FuturesUnordered::new(),
+            order: PendingOrder::default(),
+            evicted: 0,
         })
     }
 
-    fn handshake(&self, stream: TcpStream, peer: SocketAddr) -> Handshake {
-        let (max_frame, limit) = (self.max_frame, self.opts.handshake_timeout);
+    /// Starts the upgrade of a new connection, first evicting the oldest pending ones its
+    /// address or the listener are full of.
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let ip = peer.ip();
+        if self.order.of_address(ip) >= self.opts.max_pending_handshakes_per_address
+            && self.order.evict_oldest(Some(ip)).is_some()
+        {
+            self.evicted += 1;
+            debug!(%peer, evicted = self.evicted, "websocket handshakes per address full: oldest of the address dropped");
+        }
+        if self.order.len() >= self.opts.max_pending_handshakes {
+            if let Some(victim) = self.order.evict_oldest(None) {
+                self.evicted += 1;
+                debug!(%peer, %victim, evicted = self.evicted, "websocket handshakes full: oldest dropped");
+            }
+        }
+        let (abort, registration) = AbortHandle::new_pair();
+        let seq = self.order.add(ip, abort);
+        let upgrade = Abortable::new(self.handshake(stream, peer), registration);
+        self.pending.push(
+            upgrade
+                .map(move |r| match r {
+                    Ok(outcome) => (seq, outcome),
+                    Err(Aborted) => (seq, Err((peer, "evicted by a newer connection".to_string()))),
+                })
+                .boxed(),
+        );
+    }
+
+    fn handshake(&self, stream: TcpStream, peer: SocketAddr) -> BoxFuture<'static, Result<Connection, (SocketAddr, String)>> {
+        let (max_frame, limit, opts) = (self.max_frame, self.opts.handshake_timeout, self.opts);
         let config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER_BYTES)
+            .write_buffer_size(WS_WRITE_BUFFER_BYTES)
+            .max_write_buffer_size(WS_WRITE_BUFFER_BYTES + max_frame + WS_FRAME_HEADER_MAX)
             .max_message_size(Some(max_frame))
             .max_frame_size(Some(max_frame));
         async move {
@@ -124,12 +237,17 @@ impl WebSocketListener {
             )
             .await
             {
-                Ok(Ok(ws)) => Ok(connection(ws, peer, max_frame)),
+                Ok(Ok(ws)) => Ok(connection(ws, peer, max_frame, opts.control_frames_per_second_max)),
                 Ok(Err(e)) => Err((peer, e.to_string())),
                 Err(_) => Err((peer, format!("no upgrade within {limit:?}"))),
             }
         }
         .boxed()
+    }
+
+    /// Upgrades dropped to make room for newer connections so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 }
 
@@ -139,17 +257,16 @@ impl Listener for WebSocketListener {
     /// (the session service's accept loop always is); cancelling it loses nothing.
     async fn accept(&mut self) -> Result<Connection, NetError> {
         loop {
-            let can_accept = self.pending.len() < self.opts.max_pending_handshakes;
             tokio::select! {
-                Some(done) = self.pending.next(), if !self.pending.is_empty() => match done {
-                    Ok(conn) => return Ok(conn),
-                    Err((peer, reason)) => debug!(%peer, %reason, "websocket handshake failed"),
-                },
-                accepted = self.inner.accept(), if can_accept => match accepted {
-                    Ok((stream, peer)) => {
-                        let h = self.handshake(stream, peer);
-                        self.pending.push(h);
+                Some((seq, done)) = self.pending.next(), if !self.pending.is_empty() => {
+                    self.order.remove(seq);
+                    match done {
+                        Ok(conn) => return Ok(conn),
+                        Err((peer, reason)) => debug!(%peer, %reason, "websocket handshake failed"),
                     }
+                }
+                accepted = self.inner.accept() => match accepted {
+                    Ok((stream, peer)) => self.admit(stream, peer),
                     // E.g. out of file descriptors: the session service retries after a pause.
                     Err(e) => return Err(map_io(e)),
                 },
@@ -185,14 +302,48 @@ fn map_ws(e: WsError, max_frame: usize) -> NetError {
     }
 }
 
+/// Counts a client's control frames per one-second window.
+struct ControlRate {
+    max: u32,
+    window_start: tokio::time::Instant,
+    in_window: u32,
+}
+
+impl ControlRate {
+    /// Counts one control frame; false once more than `max` arrived in the current second.
+    fn allow(&mut self, now: tokio::time::Instant) -> bool {
+        if now.duration_since(self.window_start) >= CONTROL_RATE_WINDOW {
+            self.window_start = now;
+            self.in_window = 0;
+        }
+        self.in_window += 1;
+        self.in_window <= self.max
+    }
+}
+
+/// The window of [`WsOptions::control_frames_per_second_max`].
+const CONTROL_RATE_WINDOW: Duration = Duration::from_secs(1);
+/// Room in the write buffer for one message's frame header beside its payload.
+const WS_FRAME_HEADER_MAX: usize = 14;
+
 /// One upgraded connection as frames: text and binary messages in, text messages out.
-fn connection(ws: WsStream, peer: SocketAddr, max_frame: usize) -> Connection {
+fn connection(ws: WsStream, peer: SocketAddr, max_frame: usize, control_max: u32) -> Connection {
     let (sink, stream) = ws.split();
+    let mut rate = ControlRate { max: control_max, window_start: tokio::time::Instant::now(), in_window: 0 };
     let stream = stream.filter_map(move |r| {
         future::ready(match r {
             Ok(Message::Text(t)) => Some(Ok(Bytes::from(t))),
             Ok(Message::Binary(b)) => Some(Ok(b)),
-            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => None,
+            Ok(Message::Ping(_) | Message::Pong(_)) => {
+                if rate.allow(tokio::time::Instant::now()) {
+                    None
+                } else {
+                    Some(Err(NetError::Abuse(format!(
+                        "websocket control-frame flood: more than {control_max} ping/pong frames in a second"
+                    ))))
+                }
+            }
+            Ok(Message::Frame(_)) => None,
             Ok(Message::Close(_)) => Some(Err(NetError::Closed)),
             Err(e) => Some(Err(map_ws(e, max_frame))),
         })

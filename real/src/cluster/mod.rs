@@ -191,6 +191,27 @@ fn sql_urls(n: usize, dir: &std::path::Path) -> Vec<String> {
     (0..n).map(|i| format!("db-{i}=sqlite://{}/db-{i}.sqlite", dir.display())).collect()
 }
 
+/// How long a server incarnation keeps retrying to open a SQL instance that answers with a
+/// transient error: a SIGSTOPped incarnation may hold a SQLite file's write lock for as long
+/// as its pause (up to `--pause-max`), and a restarted one must wait it out, as
+/// `sandtable-server` does at start.
+const OPEN_SQL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+/// Pause between two attempts.
+const OPEN_SQL_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
+async fn open_db_patiently(name: &str, url: &str) -> Result<std::sync::Arc<dyn engine::env::Db>, engine::env::DbError> {
+    let deadline = tokio::time::Instant::now() + OPEN_SQL_PATIENCE;
+    loop {
+        match crate::adapters::db::open_db(name, url).await {
+            Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(db = name, error = %e, "SQL instance not ready; retrying in {OPEN_SQL_RETRY:?}");
+                tokio::time::sleep(OPEN_SQL_RETRY).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Opens `NAME=URL` instances (creating SQLite files) as a `Db` directory.
 pub(crate) async fn open_sql(specs: &[String]) -> Result<engine::env::DbInstances, ClusterError> {
     let mut dir = engine::env::DbInstances::empty();
@@ -198,7 +219,7 @@ pub(crate) async fn open_sql(specs: &[String]) -> Result<engine::env::DbInstance
         let (name, url) = spec
             .split_once('=')
             .ok_or_else(|| ClusterError::Args(format!("--sql {spec:?}: expected NAME=URL")))?;
-        let db = crate::adapters::db::open_db(name, url)
+        let db = open_db_patiently(name, url)
             .await
             .map_err(|e| ClusterError::Io(format!("SQL instance {name} at {url}: {e}")))?;
         dir = dir.with(db).map_err(|e| ClusterError::Args(e.to_string()))?;

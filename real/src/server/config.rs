@@ -31,7 +31,7 @@ use engine::manifest::{Manifest, ManifestError};
 use engine::metrics::ApiConfig;
 use engine::orm::OrmConfig;
 use engine::rpc::RpcConfig;
-use engine::session::config::session_configs;
+use engine::session::config::{service_limits, session_configs};
 use engine::session::{SessionConfig, Transport};
 use engine::shard::ShardConfig;
 use engine::storage::StorageConfig;
@@ -149,6 +149,7 @@ pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan,
     }
     let bind_ip = args.bind_ip.unwrap_or(advertise_ip);
     let sessions: Vec<SessionConfig> = session_configs(m, bind_ip)?;
+    let session_limits = service_limits(m)?;
     if !sessions.iter().any(|s| s.transport == Transport::TcpJson) {
         return Err(ConfigError::Invalid(
             "SessionService.tcp_json_port: the reference game announces its TCP JSON port to clients; it must not be 0"
@@ -214,6 +215,7 @@ pub fn plan(m: &Manifest, flavor: &str, args: &ServerArgs) -> Result<ServerPlan,
     let game = GameConfig {
         flavor,
         sessions,
+        session_limits,
         listeners: Some(Arc::new(RealClientListeners::default())),
         cluster,
         rpc,
