@@ -306,6 +306,8 @@ impl Target {
     /// Starts `exe` as a game server of cluster `app_id` on `services` (does not wait for it:
     /// see [`wait_healthy`](Self::wait_healthy)).
     pub fn spawn(exe: &Path, services: &Services, app_id: &str) -> Result<Target, BenchError> {
+        // The server inherits this process's open-files limit: the attacks need it high.
+        raise_fd_limit();
         let dir = tempfile::tempdir().map_err(BenchError::io("creating the abuse server's directory"))?;
         let ports = Ports {
             tcp_json: free_port()?,
