@@ -1055,9 +1055,8 @@ pub async fn admin_slowloris(target: &mut Target) -> Result<Measurement, BenchEr
                 at += 1;
                 // A closed connection also shows as a readable EOF.
                 let mut b = [0u8; 64];
-                match tokio::time::timeout(SLOWLORIS_BYTE_EVERY, c.read(&mut b)).await {
-                    Ok(Ok(0) | Err(_)) => return Some(start.elapsed()),
-                    Ok(Ok(_)) | Err(_) => {}
+                if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(SLOWLORIS_BYTE_EVERY, c.read(&mut b)).await {
+                    return Some(start.elapsed());
                 }
             }
             None
