@@ -1,6 +1,8 @@
 //! The `real` binary: tools that run the engine on the real backend.
 //!
 //! - `real bench [NAME...] [--quick]`: see [`real::bench`].
+//! - `real abuse [ATTACK...] [--server-bin PATH] [--runs N] [--json FILE]`: hostile clients
+//!   against a `sandtable-server` process; see [`real::bench::abuse`].
 //! - `real cluster run SCENARIO [--clients N] [--duration 30s] [--kill-every 10s]
 //!   [--pause-every 10s]`: see
 //!   [`real::cluster`]. Exits 0 if the checkers pass, 1 if they found violations, 2 if the
@@ -9,6 +11,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use real::bench::abuse::AbuseArgs;
 use real::bench::BenchArgs;
 use real::cluster::{ClusterArgs, ClusterCmd, RunOutcome};
 
@@ -24,6 +27,10 @@ enum Cmd {
     /// Engine figures against raw tokio / Redis / ZooKeeper baselines measured in the same run,
     /// on private Redis and ZooKeeper processes.
     Bench(BenchArgs),
+    /// Hostile clients (ping flood, slow reader, handshake and admin-port exhaustion, idle
+    /// connections) against one `sandtable-server` on private Redis and ZooKeeper: its
+    /// resident memory and an honest client's latency during and after each attack.
+    Abuse(AbuseArgs),
     /// A scenario's workload and checkers against a live local cluster of server processes.
     Cluster(ClusterArgs),
 }
@@ -39,6 +46,9 @@ fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().cmd {
         Cmd::Bench(args) => real::bench::run(args).map(|_| ExitCode::SUCCESS).map_err(anyhow::Error::from),
+        Cmd::Abuse(args) => {
+            real::bench::abuse::run(args).map(|_| ExitCode::SUCCESS).map_err(anyhow::Error::from)
+        }
         Cmd::Cluster(args) => cluster(args),
     };
     result.unwrap_or_else(|e| {

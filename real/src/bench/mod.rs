@@ -27,12 +27,15 @@
 //! - this file: [`BenchArgs`], [`run`], the report ([`Report`], [`BenchReport`], [`Row`]);
 //! - `driver`: runtimes, the closed-loop load driver, latency samples;
 //! - `machine`: the machine context and the fd limit;
-//! - `rpc`, `storage`, `login`, `sessions`, `db`, `objects`, `commands`, `gate`: one bench each.
+//! - `rpc`, `storage`, `login`, `sessions`, `db`, `objects`, `commands`, `gate`: one bench each;
+//! - `abuse`: hostile clients against a `sandtable-server` process (`real abuse`, issue 20),
+//!   a separate command because its figures are not engine-versus-baseline rows.
 //!
 //! Redis and ZooKeeper are started only when a bench that needs them runs; `db` starts its
 //! own MariaDB and SQLite file; `gate` starts `sandtable-server` processes (`--server-exe`,
 //! else the one next to this executable).
 
+pub mod abuse;
 mod commands;
 mod db;
 mod driver;
