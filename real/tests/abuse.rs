@@ -112,8 +112,13 @@ fn assert_bounded(m: &Measurement) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_ping_flood_is_closed_and_memory_stays_bounded() {
     let m = attack("ping_flood").await;
-    let mut v = violations(&m);
-    if m.fact("closed_by_server_after_ms").is_none() {
+    let closed = m.fact("closed_by_server_after_ms");
+    // A flood the server closes before the first probe leaves no "during" window to probe.
+    let mut v: Vec<String> = violations(&m)
+        .into_iter()
+        .filter(|e| !(closed.is_some() && e.ends_with("no probe during the attack")))
+        .collect();
+    if closed.is_none() {
         v.push(format!(
             "the flooding connection was not closed by the server within {:?} ({:.0} MiB of pings sent)",
             abuse::PING_FLOOD_FOR,
