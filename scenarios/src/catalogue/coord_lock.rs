@@ -337,6 +337,10 @@ async fn wait_connected(env: &Env, coord: &Arc<dyn Coord>, max: Duration) {
 }
 
 impl ScenarioRun for Run {
+    fn chart_ops(&self) -> Vec<crate::history::OpView> {
+        self.rec.snapshot().views()
+    }
+
     fn client(&self, ctx: ClientCtx) -> BoxFuture<'static, ()> {
         let this = Run { rec: self.rec.clone(), no_fencing: self.no_fencing };
         async move {
