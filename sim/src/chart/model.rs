@@ -489,6 +489,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use scenarios::checker::Report;
+    use scenarios::faults::FaultPlan;
     use scenarios::history::{OpView, ViewOutcome};
     use scenarios::Topology;
 
