@@ -218,6 +218,8 @@ impl<O: fmt::Debug, R: fmt::Debug> History<O, R> {
 mod tests {
     use super::*;
 
+    // The field is read only through `Debug`, which dead-code analysis ignores.
+    #[allow(dead_code)]
     #[derive(Debug, Clone)]
     enum Op {
         Write(String),
