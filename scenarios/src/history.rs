@@ -10,6 +10,7 @@
 //! simulated time (the runner's clock, not a node's drifting one), so real-time order
 //! between operations of different clients is meaningful to checkers.
 
+use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -129,5 +130,118 @@ impl<O: Clone, R: Clone> Recorder<O, R> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// How a [`OpView`] completed, without its result type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViewOutcome {
+    Ok,
+    Fail,
+    /// Unknown: may have taken effect (also operations that never completed).
+    Info,
+}
+
+/// One operation of a history with its types erased to text, for pictures of a run (the
+/// simulator's `replay --chart`): what a reader needs, not what a checker needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpView {
+    /// The operation's id in its history (what [`Violation::ops`](crate::checker::Violation) names).
+    pub id: usize,
+    /// The process that invoked it: for the runner to find its node, a node incarnation's
+    /// process id (`ClientCtx::process` / `ServerCtx::process`); anything else (an observer's
+    /// reads after the run) is drawn apart.
+    pub process: ProcessId,
+    /// A short name (`Read`, `Login`, ...).
+    pub name: String,
+    /// The whole operation (`Debug`).
+    pub detail: String,
+    pub outcome: ViewOutcome,
+    /// The result of an `Ok` (`Debug`); empty otherwise.
+    pub result: String,
+    pub invoke_ns: u64,
+    /// Completion time of an `Ok` or `Fail`, or the time an `Info` was recorded; `None` if it
+    /// never completed.
+    pub complete_ns: Option<u64>,
+}
+
+/// The leading identifier of `x`'s `Debug` rendering (`Write("x")` → `Write`): an enum's variant.
+pub fn debug_name(x: &impl fmt::Debug) -> String {
+    leading_ident(&format!("{x:?}")).to_string()
+}
+
+/// The leading identifier of a `Debug` rendering (`Write("x")` → `Write`), or all of it.
+fn leading_ident(s: &str) -> &str {
+    let end = s.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(s.len());
+    if end == 0 {
+        s
+    } else {
+        &s[..end]
+    }
+}
+
+impl<O: fmt::Debug, R: fmt::Debug> History<O, R> {
+    /// Every operation as an [`OpView`], named by the leading identifier of its `Debug` form
+    /// (an enum's variant).
+    pub fn views(&self) -> Vec<OpView> {
+        self.views_named(debug_name)
+    }
+
+    /// [`History::views`] with the short names given by `name`.
+    pub fn views_named(&self, name: impl Fn(&O) -> String) -> Vec<OpView> {
+        self.ops
+            .iter()
+            .map(|o| {
+                let (outcome, result, complete_ns) = match &o.completion {
+                    Some((t, Outcome::Ok(r))) => (ViewOutcome::Ok, format!("{r:?}"), Some(*t)),
+                    Some((t, Outcome::Fail)) => (ViewOutcome::Fail, String::new(), Some(*t)),
+                    Some((t, Outcome::Info)) => (ViewOutcome::Info, String::new(), Some(*t)),
+                    None => (ViewOutcome::Info, String::new(), None),
+                };
+                OpView {
+                    id: o.id,
+                    process: o.process,
+                    name: name(&o.op),
+                    detail: format!("{:?}", o.op),
+                    outcome,
+                    result,
+                    invoke_ns: o.invoke_ns,
+                    complete_ns,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The field is read only through `Debug`, which dead-code analysis ignores.
+    #[allow(dead_code)]
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write(String),
+        Read,
+    }
+
+    #[test]
+    fn views_name_operations_by_their_variant_and_fold_open_ones_into_info() {
+        let t = Arc::new(std::sync::atomic::AtomicU64::new(5));
+        let t2 = t.clone();
+        let rec: Recorder<Op, Option<String>> =
+            Recorder::new(Arc::new(move || t2.load(std::sync::atomic::Ordering::Relaxed)));
+        let w = rec.invoke(1, Op::Write("a<b".into()));
+        let _open = rec.invoke(2, Op::Read);
+        t.store(9, std::sync::atomic::Ordering::Relaxed);
+        rec.ok(w, None);
+        let v = rec.snapshot().views();
+        assert_eq!((v[0].name.as_str(), v[0].detail.as_str()), ("Write", "Write(\"a<b\")"));
+        assert_eq!(
+            (v[0].outcome, v[0].result.as_str(), v[0].complete_ns),
+            (ViewOutcome::Ok, "None", Some(9))
+        );
+        assert_eq!((v[1].name.as_str(), v[1].outcome, v[1].complete_ns), ("Read", ViewOutcome::Info, None));
     }
 }

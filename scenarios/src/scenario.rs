@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use crate::checker::Report;
 use crate::evidence::{Evidence, EvidenceTap};
 use crate::faults::FaultSpace;
-use crate::history::{ProcessId, TimeSource};
+use crate::history::{OpView, ProcessId, TimeSource};
 
 /// A deliberately broken variant of a scenario, selectable with `--bug NAME`, that its
 /// checkers must catch.
@@ -301,6 +301,13 @@ pub trait ScenarioRun: Send + Sync {
     fn absorb(&self, evidence: Evidence) -> bool {
         let _ = evidence;
         false
+    }
+
+    /// The run's operation history so far, its types erased to text, for a picture of the
+    /// run (`sim replay --chart`). Scenarios with a history return it (ids as the checkers'
+    /// [`Violation::ops`](crate::checker::Violation) name them); the default has none.
+    fn chart_ops(&self) -> Vec<OpView> {
+        Vec::new()
     }
 
     /// After the run: read final state through `env` (an observer node with a clean network

@@ -16,6 +16,7 @@ use madsim::task::NodeId;
 use scenarios::faults::{Fault, FaultPlan};
 
 use crate::adapters::ClockControl;
+use crate::chart::{ChartTap, FaultEvent};
 
 /// Default simulated one-way latency (madsim's own default).
 pub const DEFAULT_LATENCY: std::ops::Range<Duration> = Duration::from_millis(1)..Duration::from_millis(10);
@@ -41,6 +42,8 @@ pub struct Injector {
     /// Faults applied that hit a SQL instance's node (killed, paused, partitioned, clock), by
     /// kind (coverage: the runner reports them as `faults.{kind}_sql`).
     pub applied_sql: BTreeMap<&'static str, u64>,
+    /// Where applications and repairs are noted when the run is charted.
+    chart: Option<ChartTap>,
 }
 
 /// What to undo when a fault's duration ends.
@@ -65,6 +68,19 @@ impl Injector {
             applied: BTreeMap::new(),
             sql_nodes: Vec::new(),
             applied_sql: BTreeMap::new(),
+            chart: None,
+        }
+    }
+
+    /// Notes every fault applied, skipped and repaired on `chart` (`None`: nowhere).
+    pub fn with_chart(mut self, chart: Option<ChartTap>) -> Self {
+        self.chart = chart;
+        self
+    }
+
+    fn note(&self, event: FaultEvent) {
+        if let Some(c) = &self.chart {
+            c.fault(event);
         }
     }
 
@@ -132,7 +148,8 @@ impl Injector {
         v
     }
 
-    fn apply(&mut self, fault: &Fault) -> Undo {
+    /// Applies plan entry `index` (for the chart).
+    fn apply(&mut self, index: usize, fault: &Fault, duration_ms: u64) -> Undo {
         let net = NetSim::current();
         let undo = match fault {
             Fault::Partition { a, b } => {
@@ -153,6 +170,7 @@ impl Injector {
             Fault::Kill { node } => {
                 if self.state[node] != NodeState::Up {
                     tracing::info!(target: "sim::faults", "skip: kill {node} (not up)");
+                    self.note(FaultEvent::Skipped { fault: fault.clone() });
                     return Undo::Nothing;
                 }
                 self.handle.kill(self.id(node));
@@ -162,6 +180,7 @@ impl Injector {
             Fault::Pause { node } => {
                 if self.state[node] != NodeState::Up {
                     tracing::info!(target: "sim::faults", "skip: pause {node} (not up)");
+                    self.note(FaultEvent::Skipped { fault: fault.clone() });
                     return Undo::Nothing;
                 }
                 self.handle.pause(self.id(node));
@@ -196,6 +215,7 @@ impl Injector {
             *self.applied_sql.entry(fault.kind().name()).or_insert(0) += 1;
         }
         tracing::info!(target: "sim::faults", "fault: {fault}");
+        self.note(FaultEvent::Applied { index, fault: fault.clone(), duration_ms });
         undo
     }
 
@@ -224,6 +244,7 @@ impl Injector {
             self.handle.restart(self.id(node));
             self.state.insert(node.to_string(), NodeState::Up);
             tracing::info!(target: "sim::faults", "repair: restart {node}");
+            self.note(FaultEvent::Restarted { node: node.to_string() });
         }
     }
 
@@ -232,6 +253,7 @@ impl Injector {
             self.handle.resume(self.id(node));
             self.state.insert(node.to_string(), NodeState::Up);
             tracing::info!(target: "sim::faults", "repair: resume {node}");
+            self.note(FaultEvent::Resumed { node: node.to_string() });
         }
     }
 
@@ -254,6 +276,7 @@ impl Injector {
         });
         self.clocks.heal_all();
         tracing::info!(target: "sim::faults", "heal: all faults repaired");
+        self.note(FaultEvent::Healed);
     }
 
     /// Runs the plan to its heal point (call from the simulation's main task).
@@ -268,22 +291,24 @@ impl Injector {
                 if entry.key().0 > t.at_ms {
                     break;
                 }
-                let ((due, _), undo) = entry.remove_entry();
+                let ((due, j), undo) = entry.remove_entry();
                 sleep_to(due).await;
                 self.undo(undo);
+                self.note(FaultEvent::Repaired { index: j });
             }
             sleep_to(t.at_ms).await;
-            let undo = self.apply(&t.fault);
+            let undo = self.apply(i, &t.fault, t.duration_ms);
             if t.duration_ms > 0 {
                 pending.insert((t.at_ms + t.duration_ms, i), undo);
             }
         }
-        while let Some(((due, _), undo)) = pending.pop_first() {
+        while let Some(((due, j), undo)) = pending.pop_first() {
             if due >= plan.heal_at_ms {
                 break;
             }
             sleep_to(due).await;
             self.undo(undo);
+            self.note(FaultEvent::Repaired { index: j });
         }
         sleep_to(plan.heal_at_ms).await;
         self.heal_all();

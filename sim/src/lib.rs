@@ -8,6 +8,7 @@
 //! - [`sql`]: simulated SQL instances and their `Db` client.
 //! - [`faults`]: applies a scenario's fault plan to the running simulation.
 //! - [`trace`]: per-node, simulated-time trace lines and the trace hash.
+//! - [`chart`]: a picture of one run as a self-contained HTML page (`replay --chart`).
 //! - [`runner`]: one seed of one scenario, start to verdict.
 //! - [`shrink`]: minimises the fault plan of a failing seed.
 //! - [`sweep`]: many seeds, in worker subprocesses, with a progress bar and a report table.
@@ -16,6 +17,7 @@
 
 pub mod adapters;
 pub mod bench;
+pub mod chart;
 pub mod faults;
 pub mod redis;
 pub mod runner;

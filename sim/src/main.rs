@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
 use scenarios::Scenario;
+use sim::chart::{chart_run, ChartOptions};
 use sim::runner::{exit_code, plan_for, replay_command, run_seed, run_with_plan, RunOptions, Verdict};
 use sim::sweep::{parse_seeds, render, sweep, SweepSpec};
 use sim::trace::TraceOutput;
@@ -69,6 +70,11 @@ enum Cmd {
         /// Run with this fault plan (JSON, e.g. from `shrink`) instead of the seed's own.
         #[arg(long)]
         plan: Option<std::path::PathBuf>,
+        /// Also write a picture of the run here: one self-contained HTML page (inline SVG, no
+        /// network) with a lane per node, messages, fault windows, the history's operations
+        /// and the violating ones outlined. The run and its trace hash are unchanged.
+        #[arg(long, value_name = "FILE.html")]
+        chart: Option<std::path::PathBuf>,
     },
     /// Minimises the fault plan of a failing seed and prints it as JSON.
     Shrink {
@@ -157,7 +163,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let verdicts = summaries.iter().flat_map(|s| s.failed.iter().map(|r| r.verdict));
             Ok(ExitCode::from(exit_code(verdicts)))
         }
-        Cmd::Replay { scenario: name, seed, bug, verbose, plan_json, plan: plan_file } => {
+        Cmd::Replay { scenario: name, seed, bug, verbose, plan_json, plan: plan_file, chart } => {
             let s = scenario(&name, bug.as_deref())?;
             let (topo, mut plan) = plan_for(&*s, seed, bug.as_deref());
             if let Some(path) = &plan_file {
@@ -173,14 +179,25 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let trace = if verbose { TraceOutput::PrintVerbose } else { TraceOutput::Print };
-            let r = run_with_plan(
-                &*s,
-                seed,
-                bug.as_deref(),
-                topo,
-                plan,
-                RunOptions { trace, ..RunOptions::default() },
-            );
+            let opts = RunOptions { trace, ..RunOptions::default() };
+            let r = match &chart {
+                None => run_with_plan(&*s, seed, bug.as_deref(), topo, plan, opts),
+                Some(path) => {
+                    let (r, c, html) =
+                        chart_run(&*s, seed, bug.as_deref(), topo, plan, opts, ChartOptions::default());
+                    std::fs::write(path, &html).with_context(|| format!("writing {}", path.display()))?;
+                    println!(
+                        "chart: {} ({} bytes; {} lanes, {} operations, {} of {} messages drawn)",
+                        path.display(),
+                        html.len(),
+                        c.lanes.len(),
+                        c.ops.len(),
+                        c.messages.len(),
+                        c.messages_delivered
+                    );
+                    r
+                }
+            };
             println!(
                 "simulated {:.1}s in {:.2}s wall, {} frames, {} trace lines",
                 r.sim_secs, r.wall_secs, r.frames, r.trace_lines

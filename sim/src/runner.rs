@@ -29,12 +29,13 @@ use std::time::Duration;
 use engine::env::{Clock, Env, Rand};
 use scenarios::checker::{Report, ViolationClass};
 use scenarios::faults::FaultPlan;
-use scenarios::history::TimeSource;
+use scenarios::history::{OpView, TimeSource};
 use scenarios::{ClientCtx, Phases, Scenario, ServerCtx, ServerDirectory, Topology};
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::layer::SubscriberExt;
 
 use crate::adapters::{ClockControl, NodeRand, SimClock, SimNet, SimRand, SimSpawn};
+use crate::chart::{ChartLog, ChartTap, NodeTap};
 use crate::faults::Injector;
 use crate::redis::{RedisOptions, RedisStore, SimKv};
 pub use crate::sql::scenario::with_sql;
@@ -246,8 +247,20 @@ pub fn node_env(name: &str, ip: IpAddr, clocks: &ClockControl) -> Env {
 
 /// [`node_env`] with the node's own generator (runs use [`NodeSeeds::rand`]).
 pub fn node_env_with_rand(name: &str, ip: IpAddr, clocks: &ClockControl, rand: Arc<dyn Rand>) -> Env {
+    node_env_charted(name, ip, clocks, rand, None)
+}
+
+/// [`node_env_with_rand`] whose `Net` port also notes its frames on `chart` (if any).
+fn node_env_charted(
+    name: &str,
+    ip: IpAddr,
+    clocks: &ClockControl,
+    rand: Arc<dyn Rand>,
+    chart: Option<&ChartTap>,
+) -> Env {
     let clock: Arc<dyn Clock> = Arc::new(SimClock::new(name, clocks.clone()));
-    let net = Arc::new(SimNet::new(ip));
+    let node_tap = chart.map(|tap| NodeTap { node: name.to_string(), tap: tap.clone() });
+    let net = Arc::new(SimNet::charted(ip, node_tap));
     let spawn = Arc::new(SimSpawn);
     let zk_env = ZkClientEnv::new(name, clock.clone(), rand.clone(), spawn.clone(), net.clone());
     let coord = Arc::new(SimCoordConnector::new(zk_env, ZK_ADDR));
@@ -307,7 +320,7 @@ pub fn start_zk_with(
     clocks: &ClockControl,
     opts: ZkOptions,
 ) -> madsim::task::NodeId {
-    spawn_zk(handle, clocks, opts, RandSource::Global)
+    spawn_zk(handle, clocks, opts, RandSource::Global, None)
 }
 
 fn spawn_zk(
@@ -315,6 +328,7 @@ fn spawn_zk(
     clocks: &ClockControl,
     opts: ZkOptions,
     rands: RandSource,
+    chart: Option<ChartTap>,
 ) -> madsim::task::NodeId {
     let store = ZkStore::default();
     let clocks = clocks.clone();
@@ -323,7 +337,7 @@ fn spawn_zk(
         .name("zk")
         .ip(ZK_ADDR.ip())
         .init(move || {
-            let env = node_env_with_rand("zk", ZK_ADDR.ip(), &clocks, rands.rand("zk"));
+            let env = node_env_charted("zk", ZK_ADDR.ip(), &clocks, rands.rand("zk"), chart.as_ref());
             crate::zk::serve(env.net, env.clock, env.spawn, ZK_ADDR, store.clone(), opts)
         })
         .build()
@@ -337,7 +351,7 @@ pub fn start_redis(
     clocks: &ClockControl,
     opts: RedisOptions,
 ) -> madsim::task::NodeId {
-    spawn_redis(handle, clocks, opts, RandSource::Global)
+    spawn_redis(handle, clocks, opts, RandSource::Global, None)
 }
 
 fn spawn_redis(
@@ -345,6 +359,7 @@ fn spawn_redis(
     clocks: &ClockControl,
     opts: RedisOptions,
     rands: RandSource,
+    chart: Option<ChartTap>,
 ) -> madsim::task::NodeId {
     let store = RedisStore::default();
     let clocks = clocks.clone();
@@ -353,7 +368,8 @@ fn spawn_redis(
         .name("redis")
         .ip(REDIS_ADDR.ip())
         .init(move || {
-            let env = node_env_with_rand("redis", REDIS_ADDR.ip(), &clocks, rands.rand("redis"));
+            let env =
+                node_env_charted("redis", REDIS_ADDR.ip(), &clocks, rands.rand("redis"), chart.as_ref());
             crate::redis::serve(
                 env.net,
                 env.clock,
@@ -376,6 +392,7 @@ fn spawn_sql(
     i: usize,
     opts: SqlOptions,
     rands: RandSource,
+    chart: Option<ChartTap>,
 ) -> madsim::task::NodeId {
     let store = SqlStore::new();
     let (name, addr) = (Topology::sql_name(i), sql_addr(i));
@@ -385,7 +402,7 @@ fn spawn_sql(
         .name(&name)
         .ip(addr.ip())
         .init(move || {
-            let env = node_env_with_rand(&name, addr.ip(), &clocks, rands.rand(&name));
+            let env = node_env_charted(&name, addr.ip(), &clocks, rands.rand(&name), chart.as_ref());
             crate::sql::serve(env.net, env.clock, env.spawn, addr, store.clone(), opts)
         })
         .build()
@@ -409,6 +426,50 @@ pub fn run_with_plan(
     plan: FaultPlan,
     opts: RunOptions,
 ) -> SeedResult {
+    run_inner(scenario, seed, bug, topo, plan, opts, None).0
+}
+
+/// What a charted run hands the chart besides its [`SeedResult`].
+#[derive(Debug, Clone)]
+pub struct ChartedRun {
+    pub topology: Topology,
+    pub plan: FaultPlan,
+    /// The checkers' report (violations with the operations they name); `None` if the
+    /// simulation panicked.
+    pub report: Option<Report>,
+    /// The scenario's history ([`scenarios::ScenarioRun::chart_ops`]).
+    pub ops: Vec<OpView>,
+    /// Connections, frames, incarnations and faults as recorded.
+    pub log: ChartLog,
+}
+
+/// [`run_with_plan`], recording what a picture of the run needs (`replay --chart`): the same
+/// run (same trace hash), plus a [`ChartedRun`].
+pub fn run_charted(
+    scenario: &dyn Scenario,
+    seed: u64,
+    bug: Option<&str>,
+    topo: Topology,
+    plan: FaultPlan,
+    opts: RunOptions,
+) -> (SeedResult, ChartedRun) {
+    let tap = ChartTap::new();
+    let (topology, plan_c) = (topo.clone(), plan.clone());
+    let (result, rest) = run_inner(scenario, seed, bug, topo, plan, opts, Some(tap.clone()));
+    let (report, ops) = rest.map_or((None, Vec::new()), |(r, o)| (Some(r), o));
+    (result, ChartedRun { topology, plan: plan_c, report, ops, log: tap.log() })
+}
+
+/// Runs one seed; with a `chart`, also returns the report and the history's operations.
+fn run_inner(
+    scenario: &dyn Scenario,
+    seed: u64,
+    bug: Option<&str>,
+    topo: Topology,
+    plan: FaultPlan,
+    opts: RunOptions,
+    chart: Option<ChartTap>,
+) -> (SeedResult, Option<(Report, Vec<OpView>)>) {
     let wall = std::time::Instant::now();
     let trace = TraceCollector::new(opts.trace);
     trace.add_line(&format!("scenario {} seed {} bug {}", scenario.name(), seed, bug.unwrap_or("none")));
@@ -432,17 +493,22 @@ pub fn run_with_plan(
             .spawn_scoped(scope, || {
                 tracing::dispatcher::with_default(&dispatch, || {
                     let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-                    rt.block_on(simulate(topo, plan.clone(), run, NodeSeeds::new(seed)))
+                    rt.block_on(simulate(topo, plan.clone(), run, NodeSeeds::new(seed), chart))
                 })
             })
             .expect("spawn the simulation thread")
             .join()
     });
+    let mut charted = None;
     let (verdict, violations, counters, frames, sim_secs) = match outcome {
-        Ok((report, frames, sim)) => {
+        Ok((report, frames, sim, ops)) => {
             let verdict = Verdict::of(&report);
             let v = report.violations.iter().map(|v| format!("[{}] {}", v.checker, v.message)).collect();
-            (verdict, v, report.counters, frames, sim)
+            let counters = report.counters.clone();
+            if let Some(ops) = ops {
+                charted = Some((report, ops));
+            }
+            (verdict, v, counters, frames, sim)
         }
         Err(panic) => {
             let msg = panic_message(&*panic);
@@ -453,7 +519,7 @@ pub fn run_with_plan(
         trace.add_line(&format!("violation: {v}"));
     }
     trace.add_line(&format!("verdict: {verdict:?}"));
-    SeedResult {
+    let result = SeedResult {
         scenario: scenario.name().to_string(),
         seed,
         bug: bug.map(str::to_string),
@@ -465,7 +531,8 @@ pub fn run_with_plan(
         frames,
         sim_secs,
         wall_secs: wall.elapsed().as_secs_f64(),
-    }
+    };
+    (result, charted)
 }
 
 async fn simulate(
@@ -473,7 +540,8 @@ async fn simulate(
     plan: FaultPlan,
     run: Arc<dyn scenarios::ScenarioRun>,
     seeds: NodeSeeds,
-) -> (Report, u64, f64) {
+    chart: Option<ChartTap>,
+) -> (Report, u64, f64, Option<Vec<OpView>>) {
     let handle = madsim::runtime::Handle::current();
     let clocks = ClockControl::new();
     let mut ids = BTreeMap::new();
@@ -486,20 +554,20 @@ async fn simulate(
 
     if topo.zookeeper {
         let rands = RandSource::PerNode(seeds.clone());
-        ids.insert("zk".to_string(), spawn_zk(&handle, &clocks, ZkOptions::default(), rands));
+        ids.insert("zk".to_string(), spawn_zk(&handle, &clocks, ZkOptions::default(), rands, chart.clone()));
     }
     if let Some(spec) = &topo.redis {
         let opts =
             RedisOptions { persistent: spec.persistent, stale_read_probability: spec.stale_read_probability };
         let rands = RandSource::PerNode(seeds.clone());
-        ids.insert("redis".to_string(), spawn_redis(&handle, &clocks, opts, rands));
+        ids.insert("redis".to_string(), spawn_redis(&handle, &clocks, opts, rands, chart.clone()));
     }
     let sql_count = topo.sql.as_ref().map_or(0, |s| s.instances);
     if let Some(spec) = &topo.sql {
         let opts = SqlOptions { commit_latency: spec.commit_latency, no_fence_check: spec.no_fence_check };
         for i in 0..spec.instances {
             let rands = RandSource::PerNode(seeds.clone());
-            ids.insert(Topology::sql_name(i), spawn_sql(&handle, &clocks, i, opts, rands));
+            ids.insert(Topology::sql_name(i), spawn_sql(&handle, &clocks, i, opts, rands, chart.clone()));
         }
     }
     // Clients reach server `i` on its node IP at the reference game's client port.
@@ -512,17 +580,21 @@ async fn simulate(
     let next_process = Arc::new(AtomicU64::new(0));
     let mut stop_ids = Vec::new();
     for (i, spec) in topo.servers.iter().enumerate() {
-        let (clocks, run, phases, next_process, seeds) =
-            (clocks.clone(), run.clone(), phases.clone(), next_process.clone(), seeds.clone());
+        let (clocks, run, phases, next_process, seeds, chart) =
+            (clocks.clone(), run.clone(), phases.clone(), next_process.clone(), seeds.clone(), chart.clone());
         let spec_c = spec.clone();
         let node = handle
             .create_node()
             .name(&spec.name)
             .ip(server_ip(i))
             .init(move || {
-                let env = node_env_with_rand(&spec_c.name, server_ip(i), &clocks, seeds.rand(&spec_c.name));
+                let rand = seeds.rand(&spec_c.name);
+                let env = node_env_charted(&spec_c.name, server_ip(i), &clocks, rand, chart.as_ref());
                 let env = with_sql(env, sql_count);
                 let process = next_process.fetch_add(1, Ordering::Relaxed);
+                if let Some(c) = &chart {
+                    c.incarnation(&spec_c.name, process);
+                }
                 tracing::info!(process, "server starts");
                 run.server(ServerCtx {
                     env,
@@ -539,13 +611,14 @@ async fn simulate(
     }
     for i in 0..topo.clients {
         let name = Topology::client_name(i);
-        let (clocks, run, phases, next_process, servers, seeds) = (
+        let (clocks, run, phases, next_process, servers, seeds, chart) = (
             clocks.clone(),
             run.clone(),
             phases.clone(),
             next_process.clone(),
             servers.clone(),
             seeds.clone(),
+            chart.clone(),
         );
         let node_name = name.clone();
         let node = handle
@@ -553,9 +626,13 @@ async fn simulate(
             .name(&name)
             .ip(client_ip(i))
             .init(move || {
-                let env = node_env_with_rand(&node_name, client_ip(i), &clocks, seeds.rand(&node_name));
+                let rand = seeds.rand(&node_name);
+                let env = node_env_charted(&node_name, client_ip(i), &clocks, rand, chart.as_ref());
                 let env = with_sql(env, sql_count);
                 let process = next_process.fetch_add(1, Ordering::Relaxed);
+                if let Some(c) = &chart {
+                    c.incarnation(&node_name, process);
+                }
                 tracing::info!(process, "client starts");
                 run.client(ClientCtx {
                     env,
@@ -570,8 +647,9 @@ async fn simulate(
         stop_ids.push(node.id());
     }
 
-    let mut injector =
-        Injector::new(handle.clone(), clocks.clone(), ids.clone()).with_sql_nodes(topo.sql_names());
+    let mut injector = Injector::new(handle.clone(), clocks.clone(), ids.clone())
+        .with_sql_nodes(topo.sql_names())
+        .with_chart(chart.clone());
     injector.run(&plan).await;
     madsim::time::sleep_until(
         madsim::time::Instant::now() + Duration::from_millis(plan.end_ms.saturating_sub(plan.heal_at_ms)),
@@ -583,8 +661,8 @@ async fn simulate(
     tracing::info!(target: "sim::runner", "run ended: servers and clients stopped, checking");
 
     let observer = handle.create_node().name("observer").ip(OBSERVER_IP).build();
-    let env =
-        with_sql(node_env_with_rand("observer", OBSERVER_IP, &clocks, seeds.rand("observer")), sql_count);
+    let env = node_env_charted("observer", OBSERVER_IP, &clocks, seeds.rand("observer"), chart.as_ref());
+    let env = with_sql(env, sql_count);
     let check = run.check(env, phases.clone());
     let report = observer
         .spawn(async move { madsim::time::timeout(CHECK_TIME_MAX, check).await })
@@ -610,7 +688,9 @@ async fn simulate(
     }
     let frames = madsim::net::NetSim::current().stat().msg_count;
     let sim = madsim::time::TimeHandle::current().elapsed().as_secs_f64();
-    (report, frames, sim)
+    // Only a charted run copies its history out (sweeps pay nothing).
+    let ops = chart.map(|_| run.chart_ops());
+    (report, frames, sim, ops)
 }
 
 #[cfg(test)]

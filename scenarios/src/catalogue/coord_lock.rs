@@ -337,6 +337,10 @@ async fn wait_connected(env: &Env, coord: &Arc<dyn Coord>, max: Duration) {
 }
 
 impl ScenarioRun for Run {
+    fn chart_ops(&self) -> Vec<crate::history::OpView> {
+        self.rec.snapshot().views()
+    }
+
     fn client(&self, ctx: ClientCtx) -> BoxFuture<'static, ()> {
         let this = Run { rec: self.rec.clone(), no_fencing: self.no_fencing };
         async move {
@@ -420,14 +424,21 @@ impl ScenarioRun for Run {
 pub fn check_fencing(history: &History<GuardedWrite, WriteResult>, guarded: &Guarded) -> Report {
     const NAME: &str = "fencing";
     let mut report = Report::default();
+    // The history operations that wrote each log entry (for the chart's highlight).
+    let mut op_of: std::collections::BTreeMap<(u64, ProcessId, u64), Vec<usize>> = Default::default();
+    for op in &history.ops {
+        op_of.entry((op.op.token, op.process, op.op.seq)).or_default().push(op.id);
+    }
     for w in guarded.log.windows(2) {
         if w[1].0 < w[0].0 {
-            report.violation(
+            let ops = [w[0], w[1]].iter().flat_map(|e| op_of.get(e).into_iter().flatten().copied()).collect();
+            report.violation_with_ops(
                 NAME,
                 format!(
                     "write with stale token {} (process {}, seq {}) accepted after token {} (process {}, seq {})",
                     w[1].0, w[1].1, w[1].2, w[0].0, w[0].1, w[0].2
                 ),
+                ops,
             );
         }
     }
@@ -442,12 +453,13 @@ pub fn check_fencing(history: &History<GuardedWrite, WriteResult>, guarded: &Gua
             Outcome::Ok(WriteResult::Accepted) => {
                 accepted += 1;
                 if !logged.contains(&entry) {
-                    report.violation(
+                    report.violation_with_ops(
                         NAME,
                         format!(
                             "acknowledged write lost: token {} process {} seq {}",
                             entry.0, entry.1, entry.2
                         ),
+                        vec![op.id],
                     );
                 }
             }

@@ -99,6 +99,10 @@ fn utf8(b: Bytes) -> String {
 }
 
 impl ScenarioRun for Run {
+    fn chart_ops(&self) -> Vec<crate::history::OpView> {
+        self.rec.snapshot().views_named(|o| format!("{} {}", crate::history::debug_name(&o.op), o.key))
+    }
+
     fn client(&self, ctx: ClientCtx) -> BoxFuture<'static, ()> {
         let rec = self.rec.clone();
         async move {

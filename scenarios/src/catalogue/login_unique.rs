@@ -240,6 +240,10 @@ async fn sleep_until_elapsed(env: &Env, phases: &Phases, at: Duration) {
 }
 
 impl ScenarioRun for Run {
+    fn chart_ops(&self) -> Vec<crate::history::OpView> {
+        self.rec.snapshot().views()
+    }
+
     fn client(&self, ctx: ClientCtx) -> BoxFuture<'static, ()> {
         let run = Run { no_fencing: self.no_fencing, rec: self.rec.clone(), acts: self.acts.clone() };
         async move {

@@ -255,6 +255,10 @@ impl Run {
 }
 
 impl ScenarioRun for Run {
+    fn chart_ops(&self) -> Vec<crate::history::OpView> {
+        self.rec.snapshot().views()
+    }
+
     fn client(&self, ctx: ClientCtx) -> BoxFuture<'static, ()> {
         let run = Run { bugs: self.bugs, rec: self.rec.clone() };
         async move {

@@ -167,6 +167,10 @@ fn complete(
 }
 
 impl ScenarioRun for Run {
+    fn chart_ops(&self) -> Vec<crate::history::OpView> {
+        self.calls.snapshot().views()
+    }
+
     fn client(&self, _ctx: ClientCtx) -> BoxFuture<'static, ()> {
         Box::pin(async {})
     }

@@ -59,6 +59,11 @@ pub struct Violation {
     pub message: String,
     #[serde(default)]
     pub class: ViolationClass,
+    /// Ids of the history operations the violation is about, where the checker knows them
+    /// (the linearizability checkers: the operations none of which can be linearized next);
+    /// empty otherwise. Pictures of the run highlight them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ops: Vec<usize>,
 }
 
 impl std::fmt::Display for Violation {
@@ -107,7 +112,23 @@ impl Report {
 
     /// Records a violation of `class` found by `checker`.
     pub fn push(&mut self, class: ViolationClass, checker: &str, msg: impl Into<String>) {
-        self.violations.push(Violation { checker: checker.to_string(), message: msg.into(), class });
+        self.push_with_ops(class, checker, msg, Vec::new());
+    }
+
+    /// Records a safety violation found by `checker` about the history operations `ops` (ids).
+    pub fn violation_with_ops(&mut self, checker: &str, msg: impl Into<String>, ops: Vec<usize>) {
+        self.push_with_ops(ViolationClass::Safety, checker, msg, ops);
+    }
+
+    /// Records a violation of `class` found by `checker` about the history operations `ops`.
+    pub fn push_with_ops(
+        &mut self,
+        class: ViolationClass,
+        checker: &str,
+        msg: impl Into<String>,
+        ops: Vec<usize>,
+    ) {
+        self.violations.push(Violation { checker: checker.to_string(), message: msg.into(), class, ops });
     }
 
     /// True iff some violation is a safety violation.
@@ -160,7 +181,12 @@ mod tests {
         assert!(!r.ok());
         assert_eq!(
             r.violations[0],
-            Violation { checker: "x".into(), message: "broken".into(), class: ViolationClass::Safety }
+            Violation {
+                checker: "x".into(),
+                message: "broken".into(),
+                class: ViolationClass::Safety,
+                ops: vec![]
+            }
         );
         assert_eq!(r.violations[0].to_string(), "[x] broken");
     }

@@ -499,13 +499,14 @@ fn check_instance(instance: &str, inst_ops: &[&Op], cfg: &LinConfig, report: &mu
             }
             Outcome::Ok(r) => {
                 if !o.op.call.accepts(r) {
-                    report.violation(
+                    report.violation_with_ops(
                         CHECKER,
                         format!(
                             "{instance}: malformed operation {} (answer does not fit the call; left out \
                              of the search)",
                             describe(o)
                         ),
+                        vec![o.id],
                     );
                     continue;
                 }
@@ -560,7 +561,10 @@ fn check_instance(instance: &str, inst_ops: &[&Op], cfg: &LinConfig, report: &mu
             if stuck.len() > STUCK_SHOWN {
                 let _ = writeln!(m, "  ... and {} more", stuck.len() - STUCK_SHOWN);
             }
-            report.violation(CHECKER, m.trim_end().to_string());
+            // The operations none of which can go next: where the history stops making sense.
+            let mut involved: Vec<usize> = stuck.iter().map(|&i| searched[i].id).collect();
+            involved.sort_unstable();
+            report.violation_with_ops(CHECKER, m.trim_end().to_string(), involved);
         }
     }
 }

@@ -197,6 +197,10 @@ struct Run {
 }
 
 impl ScenarioRun for Run {
+    fn chart_ops(&self) -> Vec<crate::history::OpView> {
+        self.rec.snapshot().views()
+    }
+
     fn client(&self, ctx: ClientCtx) -> BoxFuture<'static, ()> {
         Client { ctx, rec: self.rec.clone(), conns: Default::default() }.run().boxed()
     }

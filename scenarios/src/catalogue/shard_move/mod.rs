@@ -118,6 +118,10 @@ struct Run {
 }
 
 impl ScenarioRun for Run {
+    fn chart_ops(&self) -> Vec<crate::history::OpView> {
+        self.rec.snapshot().views()
+    }
+
     fn client(&self, ctx: ClientCtx) -> BoxFuture<'static, ()> {
         let (rec, cfg) = (self.rec.clone(), shard_config());
         if ctx.index == MOVER {

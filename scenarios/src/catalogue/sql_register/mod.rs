@@ -137,6 +137,20 @@ struct Run {
 }
 
 impl ScenarioRun for Run {
+    /// A task's process is `server process * TASKS_PER_SERVER + task`: drawn on its server.
+    fn chart_ops(&self) -> Vec<crate::history::OpView> {
+        let mut ops = self
+            .rec
+            .snapshot()
+            .views_named(|o| format!("{} {}", crate::history::debug_name(&o.call), o.instance));
+        for o in &mut ops {
+            if o.process != OBSERVER {
+                o.process /= TASKS_PER_SERVER;
+            }
+        }
+        ops
+    }
+
     fn client(&self, _ctx: ClientCtx) -> BoxFuture<'static, ()> {
         Box::pin(async {})
     }

@@ -429,13 +429,14 @@ fn check_key(
             }
             Outcome::Ok(r) => {
                 if !o.op.op.accepts(r) {
-                    report.violation(
+                    report.violation_with_ops(
                         CHECKER,
                         format!(
                             "key {key:?}: malformed operation {} (result kind does not match the \
                              operation; left out of the search)",
                             describe(o)
                         ),
+                        vec![o.id],
                     );
                     continue;
                 }
@@ -496,7 +497,10 @@ fn check_key(
             if stuck.len() > STUCK_SHOWN {
                 let _ = writeln!(m, "  ... and {} more", stuck.len() - STUCK_SHOWN);
             }
-            report.violation(CHECKER, m.trim_end().to_string());
+            // The operations none of which can go next: where the history stops making sense.
+            let mut involved: Vec<usize> = stuck.iter().map(|&i| searched[i].id).collect();
+            involved.sort_unstable();
+            report.violation_with_ops(CHECKER, m.trim_end().to_string(), involved);
         }
     }
 }
