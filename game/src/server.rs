@@ -402,23 +402,58 @@ async fn start_objects(
 /// Gauges of the session service's limits: memory held against its budget, connections not
 /// yet authenticated, and (monotonic) counts of refusals and of closes for each abuse reason.
 fn register_session_limit_metrics(m: &engine::metrics::Metrics, sessions: &SessionService) {
-    let gauges: [(&str, &str, fn(&engine::session::SessionStats) -> f64); 4] = [
-        ("sandtable_session_memory_bytes", "Bytes held by client sessions (queues and per-connection buffers, as budgeted).", |s| s.memory_bytes as f64),
-        ("sandtable_session_memory_max_bytes", "The session memory budget (session_memory_max_bytes).", |s| s.memory_max_bytes as f64),
-        ("sandtable_sessions_unauthenticated", "Client connections that have not sent a handled message yet.", |s| s.unauthenticated as f64),
-        ("sandtable_sessions_refused_busy_total", "Connections refused with server_busy: the session memory budget was full.", |s| s.refused_busy as f64),
+    type Read = fn(&engine::session::SessionStats) -> f64;
+    let gauges: [(&str, &str, Read); 4] = [
+        (
+            "sandtable_session_memory_bytes",
+            "Bytes held by client sessions (queues and per-connection buffers, as budgeted).",
+            |s| s.memory_bytes as f64,
+        ),
+        (
+            "sandtable_session_memory_max_bytes",
+            "The session memory budget (session_memory_max_bytes).",
+            |s| s.memory_max_bytes as f64,
+        ),
+        (
+            "sandtable_sessions_unauthenticated",
+            "Client connections that have not sent a handled message yet.",
+            |s| s.unauthenticated as f64,
+        ),
+        (
+            "sandtable_sessions_refused_busy_total",
+            "Connections refused with server_busy: the session memory budget was full.",
+            |s| s.refused_busy as f64,
+        ),
     ];
     for (name, help, f) in gauges {
         let service = sessions.clone();
         m.register_gauge_fn(name, help, move || f(&service.stats()));
     }
     for (kind, name, help) in [
-        ("slow_reader", "sandtable_sessions_closed_slow_reader_total", "Sessions closed as slow readers (send queue frames, bytes or the memory budget)."),
-        ("evicted", "sandtable_sessions_closed_evicted_total", "Unauthenticated connections closed to make room for newer ones."),
-        ("abuse", "sandtable_sessions_closed_abuse_total", "Sessions closed for transport abuse (e.g. WebSocket control-frame floods)."),
-        ("protocol", "sandtable_sessions_closed_protocol_total", "Sessions closed after a frame-level protocol error."),
+        (
+            "slow_reader",
+            "sandtable_sessions_closed_slow_reader_total",
+            "Sessions closed as slow readers (send queue frames, bytes or the memory budget).",
+        ),
+        (
+            "evicted",
+            "sandtable_sessions_closed_evicted_total",
+            "Unauthenticated connections closed to make room for newer ones.",
+        ),
+        (
+            "abuse",
+            "sandtable_sessions_closed_abuse_total",
+            "Sessions closed for transport abuse (e.g. WebSocket control-frame floods).",
+        ),
+        (
+            "protocol",
+            "sandtable_sessions_closed_protocol_total",
+            "Sessions closed after a frame-level protocol error.",
+        ),
     ] {
         let service = sessions.clone();
-        m.register_gauge_fn(name, help, move || service.stats().closed.get(kind).copied().unwrap_or(0) as f64);
+        m.register_gauge_fn(name, help, move || {
+            service.stats().closed.get(kind).copied().unwrap_or(0) as f64
+        });
     }
 }

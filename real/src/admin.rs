@@ -287,7 +287,8 @@ struct ConnState {
 impl ConnState {
     fn evictable(&self, now: Instant) -> bool {
         self.busy.load(Ordering::Acquire) == 0
-            && now.duration_since(*self.idle_since.lock().unwrap_or_else(|p| p.into_inner())) >= EVICT_IDLE_MIN
+            && now.duration_since(*self.idle_since.lock().unwrap_or_else(|p| p.into_inner()))
+                >= EVICT_IDLE_MIN
     }
 }
 
@@ -295,8 +296,11 @@ impl Conns {
     fn add(&mut self) -> (u64, Arc<ConnState>) {
         let seq = self.next;
         self.next += 1;
-        let state =
-            Arc::new(ConnState { busy: AtomicUsize::new(0), idle_since: Mutex::new(Instant::now()), evict: Notify::new() });
+        let state = Arc::new(ConnState {
+            busy: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            evict: Notify::new(),
+        });
         self.by_seq.insert(seq, state.clone());
         (seq, state)
     }

@@ -350,14 +350,18 @@ async fn half_open_upgrades_are_evicted_oldest_first_so_a_new_client_never_waits
 }
 
 /// A WebSocket client upgraded from the local address `ip`.
-async fn connect_ws_from(ip: &str, addr: std::net::SocketAddr) -> tokio_tungstenite::WebSocketStream<TcpStream> {
+async fn connect_ws_from(
+    ip: &str,
+    addr: std::net::SocketAddr,
+) -> tokio_tungstenite::WebSocketStream<TcpStream> {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.bind(std::net::SocketAddr::new(ip.parse().unwrap(), 0)).unwrap();
     let stream = sock.connect(addr).await.unwrap();
-    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(format!("ws://{addr}/"), stream))
-        .await
-        .expect("upgrade in time")
-        .expect("upgrade");
+    let (ws, _) =
+        tokio::time::timeout(WAIT, tokio_tungstenite::client_async(format!("ws://{addr}/"), stream))
+            .await
+            .expect("upgrade in time")
+            .expect("upgrade");
     ws
 }
 
@@ -371,13 +375,13 @@ async fn a_websocket_ping_flood_is_closed_as_abuse_not_absorbed() {
     use tokio_tungstenite::tungstenite::Message;
     // 50 pings in a second are within the limit; the session stays.
     for _ in 0..50 {
-        ws.send(Message::Ping(Bytes::from_static(b"p").into())).await.unwrap();
+        ws.send(Message::Ping(Bytes::from_static(b"p"))).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(seen.closed().is_empty(), "{:?}", seen.closed());
     // The flood: the server closes the session for abuse well before 10,000 pings.
     let mut sent = 0;
-    while sent < 10_000 && ws.send(Message::Ping(Bytes::from_static(b"p").into())).await.is_ok() {
+    while sent < 10_000 && ws.send(Message::Ping(Bytes::from_static(b"p"))).await.is_ok() {
         sent += 1;
         if !seen.closed().is_empty() {
             break;
@@ -435,9 +439,14 @@ async fn idle_unauthenticated_connections_are_evicted_oldest_first_for_newcomers
         unauthenticated_per_address_max: 5,
         ..Default::default()
     };
-    let svc = SessionService::bind_with_limits(env(), ports, limits, &RealClientListeners::new(WsOptions::default()))
-        .await
-        .expect("bind");
+    let svc = SessionService::bind_with_limits(
+        env(),
+        ports,
+        limits,
+        &RealClientListeners::new(WsOptions::default()),
+    )
+    .await
+    .expect("bind");
     svc.register_json_handler("echo", |s, body| async move {
         let _ = s.send_json("echo_reply", body);
     });
@@ -470,10 +479,16 @@ async fn past_the_session_memory_budget_new_connections_get_server_busy() {
     use engine::session::SESSION_BASE_BYTES;
     let ports = vec![SessionConfig::new("127.0.0.1:0".parse().unwrap(), Transport::TcpJson)];
     // Room for three connections' base charge and a little queue.
-    let limits = engine::session::ServiceLimits { memory_max: 3 * SESSION_BASE_BYTES + 4096, ..Default::default() };
-    let svc = SessionService::bind_with_limits(env(), ports, limits, &RealClientListeners::new(WsOptions::default()))
-        .await
-        .expect("bind");
+    let limits =
+        engine::session::ServiceLimits { memory_max: 3 * SESSION_BASE_BYTES + 4096, ..Default::default() };
+    let svc = SessionService::bind_with_limits(
+        env(),
+        ports,
+        limits,
+        &RealClientListeners::new(WsOptions::default()),
+    )
+    .await
+    .expect("bind");
     svc.register_json_handler("echo", |s, body| async move {
         let _ = s.send_json("echo_reply", body);
     });

@@ -119,7 +119,13 @@ pub fn session_configs(m: &Manifest, ip: IpAddr) -> Result<Vec<SessionConfig>, M
 }
 
 fn section_keys() -> Vec<&'static str> {
-    PORT_KEYS.iter().map(|(k, _)| *k).chain(UNSUPPORTED_PORT_KEYS).chain(KNOB_KEYS).chain(SERVICE_KEYS).collect()
+    PORT_KEYS
+        .iter()
+        .map(|(k, _)| *k)
+        .chain(UNSUPPORTED_PORT_KEYS)
+        .chain(KNOB_KEYS)
+        .chain(SERVICE_KEYS)
+        .collect()
 }
 
 /// The service-wide limits of a loaded manifest's `SessionService` section (defaults without
@@ -133,7 +139,12 @@ pub fn service_limits(m: &Manifest) -> Result<ServiceLimits, ManifestError> {
         Ok(usize::try_from(f.uint(key, lo..=hi, default as u64)?).unwrap_or(usize::MAX))
     };
     Ok(ServiceLimits {
-        memory_max: size("session_memory_max_bytes", SESSION_BASE_BYTES as u64, MEMORY_BYTES_LIMIT, d.memory_max)?,
+        memory_max: size(
+            "session_memory_max_bytes",
+            SESSION_BASE_BYTES as u64,
+            MEMORY_BYTES_LIMIT,
+            d.memory_max,
+        )?,
         unauthenticated_max: size("unauthenticated_max", 1, UNAUTHENTICATED_LIMIT, d.unauthenticated_max)?,
         unauthenticated_per_address_max: size(
             "unauthenticated_per_address_max",
@@ -211,8 +222,14 @@ mod tests {
             r#"{"session_memory_max_bytes": 1048576, "unauthenticated_max": 10, "unauthenticated_per_address_max": 2}"#,
         )
         .unwrap();
-        assert_eq!((l.memory_max, l.unauthenticated_max, l.unauthenticated_per_address_max), (1_048_576, 10, 2));
-        assert!(limits(r#"{"unauthenticated_max": 0}"#).unwrap_err().to_string().contains("unauthenticated_max"));
+        assert_eq!(
+            (l.memory_max, l.unauthenticated_max, l.unauthenticated_per_address_max),
+            (1_048_576, 10, 2)
+        );
+        assert!(limits(r#"{"unauthenticated_max": 0}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("unauthenticated_max"));
         assert!(limits(r#"{"session_memory_max_bytes": 100}"#)
             .unwrap_err()
             .to_string()

@@ -23,9 +23,9 @@ use futures::channel::oneshot;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use serde_json::Value;
 
+use super::budget::MemoryBudget;
 use super::codec;
 use super::dual::{self, DualBody, DualReply};
-use super::budget::MemoryBudget;
 use super::error::{CloseReason, ProtocolError, SessionError};
 use super::Transport;
 use crate::env::Rand;
@@ -123,7 +123,9 @@ impl fmt::Display for Overflow {
         match self {
             Overflow::Frames(n) => write!(f, "send_queue_max reached ({n} frames queued)"),
             Overflow::Bytes(n) => write!(f, "send_queue_bytes_max reached ({n} bytes queued)"),
-            Overflow::Budget(n) => write!(f, "session memory budget reached ({n} bytes held by all sessions)"),
+            Overflow::Budget(n) => {
+                write!(f, "session memory budget reached ({n} bytes held by all sessions)")
+            }
         }
     }
 }
@@ -212,7 +214,12 @@ impl Session {
                 transport,
                 limits,
                 budget,
-                outbox: Mutex::new(Outbox { queue: VecDeque::new(), queued_bytes: 0, close: None, writer: None }),
+                outbox: Mutex::new(Outbox {
+                    queue: VecDeque::new(),
+                    queued_bytes: 0,
+                    close: None,
+                    writer: None,
+                }),
                 context: Mutex::new(BTreeMap::new()),
                 closed: Signal::new(),
                 abort: Signal::new(),
@@ -403,9 +410,15 @@ mod tests {
         session_with(queue_max, usize::MAX, Arc::new(MemoryBudget::new(usize::MAX)), transport)
     }
 
-    fn session_with(queue_max: usize, bytes_max: usize, budget: Arc<MemoryBudget>, transport: Transport) -> Session {
+    fn session_with(
+        queue_max: usize,
+        bytes_max: usize,
+        budget: Arc<MemoryBudget>,
+        transport: Transport,
+    ) -> Session {
         let id = SessionId::from_uuid(uuid::Uuid::from_u128(7));
-        let limits = Limits { max_frame_bytes: 256, send_queue_max: queue_max, send_queue_bytes_max: bytes_max };
+        let limits =
+            Limits { max_frame_bytes: 256, send_queue_max: queue_max, send_queue_bytes_max: bytes_max };
         Session::new(id, "10.0.0.1:5000".parse().unwrap(), transport, limits, budget)
     }
 

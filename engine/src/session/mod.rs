@@ -371,7 +371,11 @@ impl SessionService {
     }
 
     /// One bound-but-not-serving service over already bound listeners.
-    fn assemble(env: Env, bound: Vec<(SessionConfig, Box<dyn Listener>)>, limits: ServiceLimits) -> SessionService {
+    fn assemble(
+        env: Env,
+        bound: Vec<(SessionConfig, Box<dyn Listener>)>,
+        limits: ServiceLimits,
+    ) -> SessionService {
         let ports: Vec<Port> = bound
             .into_iter()
             .map(|(cfg, listener)| {

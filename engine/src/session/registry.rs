@@ -150,7 +150,11 @@ mod tests {
 
     fn session() -> Session {
         let id = SessionId::from_uuid(uuid::Uuid::from_u128(1));
-        let limits = crate::session::handle::Limits { max_frame_bytes: 1 << 20, send_queue_max: 8, send_queue_bytes_max: 1 << 22 };
+        let limits = crate::session::handle::Limits {
+            max_frame_bytes: 1 << 20,
+            send_queue_max: 8,
+            send_queue_bytes_max: 1 << 22,
+        };
         let budget = std::sync::Arc::new(crate::session::budget::MemoryBudget::new(usize::MAX));
         Session::new(id, "10.0.0.1:1".parse().unwrap(), Transport::TcpProtobuf, limits, budget)
     }

@@ -22,9 +22,9 @@ use futures::future::{self, poll_fn, BoxFuture, Either, FutureExt};
 use futures::{SinkExt, StreamExt};
 use tracing::{debug, info, warn};
 
+use super::budget::SESSION_BASE_BYTES;
 use super::codec::{self, Route};
 use super::error::{CloseReason, ProtocolError};
-use super::budget::SESSION_BASE_BYTES;
 use super::handle::{lock, Limits, Session, SessionId};
 use super::{Entry, Inner, SessionConfig, ACCEPT_RETRY_DELAY, CLOSE_DRAIN_TIMEOUT};
 use crate::env::{send_batch, Connection, FrameSink, FrameStream, Listener, NetError};

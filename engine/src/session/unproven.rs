@@ -106,7 +106,7 @@ impl Unproven {
 
     /// Unproven connections from `ip`.
     #[cfg(test)]
-    pub fn from_address(&self, ip: IpAddr) -> usize {
+    pub fn of_address(&self, ip: IpAddr) -> usize {
         self.by_address.get(&ip).map_or(0, BTreeSet::len)
     }
 }
@@ -127,9 +127,9 @@ mod tests {
         assert!(u.admit(id(1), A).is_empty());
         assert!(u.admit(id(2), B).is_empty());
         assert!(u.admit(id(3), A).is_empty());
-        assert_eq!(u.from_address(A), 2);
+        assert_eq!(u.of_address(A), 2);
         assert_eq!(u.admit(id(4), A), vec![id(1)], "A's oldest goes, B's older one stays");
-        assert_eq!((u.from_address(A), u.from_address(B), u.len()), (2, 1, 3));
+        assert_eq!((u.of_address(A), u.of_address(B), u.len()), (2, 1, 3));
     }
 
     #[test]
@@ -139,7 +139,7 @@ mod tests {
         u.admit(id(2), B);
         assert_eq!(u.admit(id(3), B), vec![id(1)]);
         assert_eq!(u.len(), 2);
-        assert_eq!(u.from_address(A), 0);
+        assert_eq!(u.of_address(A), 0);
     }
 
     #[test]

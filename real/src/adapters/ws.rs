@@ -221,7 +221,11 @@ impl WebSocketListener {
         );
     }
 
-    fn handshake(&self, stream: TcpStream, peer: SocketAddr) -> BoxFuture<'static, Result<Connection, (SocketAddr, String)>> {
+    fn handshake(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> BoxFuture<'static, Result<Connection, (SocketAddr, String)>> {
         let (max_frame, limit, opts) = (self.max_frame, self.opts.handshake_timeout, self.opts);
         let config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER_BYTES)

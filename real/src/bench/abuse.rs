@@ -51,6 +51,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+use super::driver::free_low_port;
 use super::machine::{raise_fd_limit, rss_kib_of};
 use super::BenchError;
 use crate::services::{PrivateRedis, PrivateZk};
@@ -310,11 +311,11 @@ impl Target {
         raise_fd_limit();
         let dir = tempfile::tempdir().map_err(BenchError::io("creating the abuse server's directory"))?;
         let ports = Ports {
-            tcp_json: free_port()?,
-            tcp_protobuf: free_port()?,
-            websocket_json: free_port()?,
-            api: free_port()?,
-            rpc: free_port()?,
+            tcp_json: free_low_port()?,
+            tcp_protobuf: free_low_port()?,
+            websocket_json: free_low_port()?,
+            api: free_low_port()?,
+            rpc: free_low_port()?,
         };
         let m = json!({
             "AppInfo": { "app_id": app_id },
@@ -442,27 +443,6 @@ impl Drop for Target {
 
 fn kib_to_mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
-}
-
-/// A loopback port that was free a moment ago, below the ephemeral range when there is room
-/// (an ephemeral one could be taken, between its release and the server's bind, by one of
-/// the many connections an attack makes).
-fn free_port() -> Result<u16, BenchError> {
-    use rand::Rng;
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    if low > 11_000 {
-        let mut rng = rand::thread_rng();
-        for _ in 0..1000 {
-            let port = rng.gen_range(10_000..low);
-            if std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-                return Ok(port);
-            }
-        }
-    }
-    Ok(super::driver::free_port()?.port())
 }
 
 /// A fresh account name for an honest probe.

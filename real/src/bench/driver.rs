@@ -28,6 +28,27 @@ pub(crate) fn free_port() -> Result<SocketAddr, BenchError> {
     l.local_addr().map_err(BenchError::io("picking a port"))
 }
 
+/// A loopback port that was free a moment ago, below the ephemeral range when there is room
+/// (an ephemeral one could be taken, between its release and a server's bind, by one of the
+/// many outgoing connections a bench or an attack makes).
+pub(crate) fn free_low_port() -> Result<u16, BenchError> {
+    use rand::Rng;
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if low > 11_000 {
+        let mut rng = rand::thread_rng();
+        for _ in 0..1000 {
+            let port = rng.gen_range(10_000..low);
+            if std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
+    Ok(free_port()?.port())
+}
+
 /// Operations completed in a measurement, how long it took, and each one's latency.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Sample {

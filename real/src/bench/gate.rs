@@ -66,7 +66,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Mutex;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use super::driver::{paced, runtime, throughput_rows, Sample};
+use super::driver::{free_low_port, paced, runtime, throughput_rows, Sample};
 use super::machine::{cpu_time_of, open_fds, rss_kib_of};
 use super::relay::RawRelay;
 use super::{fmt_num, BenchError, BenchReport, Better, Ctx, Row};
@@ -493,7 +493,7 @@ impl ProcEnv {
         let dir = self.dir.join(name);
         std::fs::create_dir_all(&dir).map_err(BenchError::io(format!("creating {}", dir.display())))?;
         std::fs::create_dir_all(data).map_err(BenchError::io(format!("creating {}", data.display())))?;
-        let (client, api, rpc) = (free_port()?, free_port()?, free_port()?);
+        let (client, api, rpc) = (free_low_port()?, free_low_port()?, free_low_port()?);
         let mut m = json!({
             "AppInfo": { "app_id": app },
             "SessionService": {
@@ -553,27 +553,6 @@ impl ProcEnv {
             log,
         })
     }
-}
-
-/// A loopback port that was free a moment ago, below the ephemeral range when there is room
-/// (an ephemeral one could be taken, between its release and the server's bind, by any of
-/// the many outgoing connections this bench makes).
-fn free_port() -> Result<u16, BenchError> {
-    use rand::Rng;
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    if low > 11_000 {
-        let mut rng = rand::thread_rng();
-        for _ in 0..1000 {
-            let port = rng.gen_range(10_000..low);
-            if std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-                return Ok(port);
-            }
-        }
-    }
-    Ok(super::driver::free_port()?.port())
 }
 
 /// One `sandtable-server` child; killed when dropped.

@@ -199,7 +199,10 @@ const OPEN_SQL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60
 /// Pause between two attempts.
 const OPEN_SQL_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
-async fn open_db_patiently(name: &str, url: &str) -> Result<std::sync::Arc<dyn engine::env::Db>, engine::env::DbError> {
+async fn open_db_patiently(
+    name: &str,
+    url: &str,
+) -> Result<std::sync::Arc<dyn engine::env::Db>, engine::env::DbError> {
     let deadline = tokio::time::Instant::now() + OPEN_SQL_PATIENCE;
     loop {
         match crate::adapters::db::open_db(name, url).await {
