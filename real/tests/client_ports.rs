@@ -433,24 +433,12 @@ async fn a_slow_reader_is_closed_by_its_byte_budget_before_its_frame_count() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_unauthenticated_connections_are_evicted_oldest_first_for_newcomers() {
-    let ports = vec![SessionConfig::new("127.0.0.1:0".parse().unwrap(), Transport::TcpJson)];
-    let limits = engine::session::ServiceLimits {
+    let svc = tcp_echo_server(engine::session::ServiceLimits {
         unauthenticated_max: 100,
         unauthenticated_per_address_max: 5,
         ..Default::default()
-    };
-    let svc = SessionService::bind_with_limits(
-        env(),
-        ports,
-        limits,
-        &RealClientListeners::new(WsOptions::default()),
-    )
-    .await
-    .expect("bind");
-    svc.register_json_handler("echo", |s, body| async move {
-        let _ = s.send_json("echo_reply", body);
-    });
-    svc.serve();
+    })
+    .await;
     let addr = svc.local_addr_of(Transport::TcpJson).unwrap();
     // A client that has spoken is never evicted.
     let mut proven = connect(&svc, Transport::TcpJson).await;
@@ -477,22 +465,12 @@ async fn idle_unauthenticated_connections_are_evicted_oldest_first_for_newcomers
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_session_memory_budget_new_connections_get_server_busy() {
     use engine::session::SESSION_BASE_BYTES;
-    let ports = vec![SessionConfig::new("127.0.0.1:0".parse().unwrap(), Transport::TcpJson)];
     // Room for three connections' base charge and a little queue.
-    let limits =
-        engine::session::ServiceLimits { memory_max: 3 * SESSION_BASE_BYTES + 4096, ..Default::default() };
-    let svc = SessionService::bind_with_limits(
-        env(),
-        ports,
-        limits,
-        &RealClientListeners::new(WsOptions::default()),
-    )
-    .await
-    .expect("bind");
-    svc.register_json_handler("echo", |s, body| async move {
-        let _ = s.send_json("echo_reply", body);
-    });
-    svc.serve();
+    let svc = tcp_echo_server(engine::session::ServiceLimits {
+        memory_max: 3 * SESSION_BASE_BYTES + 4096,
+        ..Default::default()
+    })
+    .await;
     let mut held = Vec::new();
     for i in 0..3 {
         let mut c = connect(&svc, Transport::TcpJson).await;
@@ -510,4 +488,22 @@ async fn past_the_session_memory_budget_new_connections_get_server_busy() {
     let mut c = connect(&svc, Transport::TcpJson).await;
     assert_eq!(c.echo("in").await, echoed("in"));
     svc.shutdown().await;
+}
+
+/// One TCP JSON port with an `echo` handler, bound with service-wide `limits`, serving.
+async fn tcp_echo_server(limits: engine::session::ServiceLimits) -> SessionService {
+    let ports = vec![SessionConfig::new("127.0.0.1:0".parse().unwrap(), Transport::TcpJson)];
+    let svc = SessionService::bind_with_limits(
+        env(),
+        ports,
+        limits,
+        &RealClientListeners::new(WsOptions::default()),
+    )
+    .await
+    .expect("bind");
+    svc.register_json_handler("echo", |s, body| async move {
+        let _ = s.send_json("echo_reply", body);
+    });
+    svc.serve();
+    svc
 }
