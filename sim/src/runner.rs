@@ -30,7 +30,7 @@ use engine::env::{Clock, Env, Rand};
 use scenarios::checker::{Report, ViolationClass};
 use scenarios::faults::FaultPlan;
 use scenarios::history::TimeSource;
-use scenarios::{ClientCtx, Phases, Scenario, ServerCtx, ServerDirectory, Topology};
+use scenarios::{ClientCtx, OpBudget, Phases, Scenario, ServerCtx, ServerDirectory, Topology, Workload};
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -170,6 +170,24 @@ pub fn judge_determinism(mut first: SeedResult, second: &SeedResult) -> SeedResu
     first
 }
 
+/// Which checker found a violation, and of which class: what `shrink` keeps while it cuts
+/// a failing run down (the message may change, the kind may not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViolationKind {
+    pub checker: String,
+    pub class: ViolationClass,
+}
+
+impl std::fmt::Display for ViolationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let class = match self.class {
+            ViolationClass::Safety => "safety",
+            ViolationClass::Liveness => "liveness",
+        };
+        write!(f, "[{}] {class}", self.checker)
+    }
+}
+
 /// Result of one seed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SeedResult {
@@ -178,6 +196,13 @@ pub struct SeedResult {
     pub bug: Option<String>,
     pub verdict: Verdict,
     pub violations: Vec<String>,
+    /// The checker and class of each of the checkers' violations, in report order (a crash
+    /// or non-determinism has none).
+    #[serde(default)]
+    pub kinds: Vec<ViolationKind>,
+    /// Operations the workload issued (every node's [`OpBudget::issued`]).
+    #[serde(default)]
+    pub ops: u64,
     pub counters: BTreeMap<String, u64>,
     pub trace_hash: String,
     pub trace_lines: u64,
@@ -190,6 +215,12 @@ pub struct SeedResult {
 impl SeedResult {
     pub fn passed(&self) -> bool {
         self.verdict == Verdict::Pass
+    }
+
+    /// The violation a shrink must keep: the first one of the worst class found.
+    pub fn main_kind(&self) -> Option<&ViolationKind> {
+        let worst = self.kinds.iter().map(|k| k.class).min()?;
+        self.kinds.iter().find(|k| k.class == worst)
     }
 }
 
@@ -396,22 +427,29 @@ fn spawn_sql(
 /// reported as [`Verdict::Crash`].
 pub fn run_seed(scenario: &dyn Scenario, seed: u64, bug: Option<&str>, opts: RunOptions) -> SeedResult {
     let (topo, plan) = plan_for(scenario, seed, bug);
-    run_with_plan(scenario, seed, bug, topo, plan, opts)
+    run_with_plan(scenario, seed, bug, topo, plan, Workload::default(), opts)
 }
 
-/// Runs `seed` with an explicit fault plan instead of the one the seed generates (used by
-/// `shrink` and by `replay --plan FILE`). The seed still drives every other random choice.
+/// Runs `seed` with an explicit fault plan instead of the one the seed generates, under
+/// `workload`'s limits (used by `shrink` and by `replay --plan FILE` / `--case FILE`). The
+/// seed still drives every other random choice. An unlimited workload changes nothing: not
+/// the topology, the plan, the trace, nor any random draw.
 pub fn run_with_plan(
     scenario: &dyn Scenario,
     seed: u64,
     bug: Option<&str>,
     topo: Topology,
     plan: FaultPlan,
+    workload: Workload,
     opts: RunOptions,
 ) -> SeedResult {
     let wall = std::time::Instant::now();
+    let (topo, plan) = workload.apply(&topo, &plan);
     let trace = TraceCollector::new(opts.trace);
     trace.add_line(&format!("scenario {} seed {} bug {}", scenario.name(), seed, bug.unwrap_or("none")));
+    if !workload.is_unlimited() {
+        trace.add_line(&format!("workload: {workload}"));
+    }
     for line in plan.to_string().lines() {
         trace.add_line(line);
     }
@@ -432,21 +470,27 @@ pub fn run_with_plan(
             .spawn_scoped(scope, || {
                 tracing::dispatcher::with_default(&dispatch, || {
                     let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-                    rt.block_on(simulate(topo, plan.clone(), run, NodeSeeds::new(seed)))
+                    rt.block_on(simulate(topo, plan.clone(), run, NodeSeeds::new(seed), workload))
                 })
             })
             .expect("spawn the simulation thread")
             .join()
     });
-    let (verdict, violations, counters, frames, sim_secs) = match outcome {
-        Ok((report, frames, sim)) => {
+    let (verdict, violations, kinds, counters, frames, sim_secs, ops) = match outcome {
+        Ok(Simulated { report, frames, sim_secs, ops }) => {
             let verdict = Verdict::of(&report);
             let v = report.violations.iter().map(|v| format!("[{}] {}", v.checker, v.message)).collect();
-            (verdict, v, report.counters, frames, sim)
+            let kinds = report
+                .violations
+                .iter()
+                .map(|v| ViolationKind { checker: v.checker.clone(), class: v.class })
+                .collect();
+            (verdict, v, kinds, report.counters, frames, sim_secs, ops)
         }
         Err(panic) => {
             let msg = panic_message(&*panic);
-            (Verdict::Crash, vec![format!("[crash] simulation panicked: {msg}")], BTreeMap::new(), 0, 0.0)
+            let v = vec![format!("[crash] simulation panicked: {msg}")];
+            (Verdict::Crash, v, Vec::new(), BTreeMap::new(), 0, 0.0, 0)
         }
     };
     for v in &violations {
@@ -459,6 +503,8 @@ pub fn run_with_plan(
         bug: bug.map(str::to_string),
         verdict,
         violations,
+        kinds,
+        ops,
         counters,
         trace_hash: trace.hash(),
         trace_lines: trace.lines(),
@@ -468,12 +514,23 @@ pub fn run_with_plan(
     }
 }
 
+/// What a simulation hands back to [`run_with_plan`].
+struct Simulated {
+    report: Report,
+    /// Simulated frames sent.
+    frames: u64,
+    sim_secs: f64,
+    /// Operations the workload issued.
+    ops: u64,
+}
+
 async fn simulate(
     topo: Topology,
     plan: FaultPlan,
     run: Arc<dyn scenarios::ScenarioRun>,
     seeds: NodeSeeds,
-) -> (Report, u64, f64) {
+    workload: Workload,
+) -> Simulated {
     let handle = madsim::runtime::Handle::current();
     let clocks = ClockControl::new();
     let mut ids = BTreeMap::new();
@@ -510,11 +567,14 @@ async fn simulate(
     );
     // Process ids: one per server or client incarnation, so a restarted node is a new process.
     let next_process = Arc::new(AtomicU64::new(0));
+    // One operation budget per workload node, shared by its incarnations.
+    let budgets: Vec<OpBudget> = (0..topo.servers.len() + topo.clients).map(|_| workload.budget()).collect();
     let mut stop_ids = Vec::new();
     for (i, spec) in topo.servers.iter().enumerate() {
         let (clocks, run, phases, next_process, seeds) =
             (clocks.clone(), run.clone(), phases.clone(), next_process.clone(), seeds.clone());
         let spec_c = spec.clone();
+        let budget = budgets[i].clone();
         let node = handle
             .create_node()
             .name(&spec.name)
@@ -531,6 +591,7 @@ async fn simulate(
                     process,
                     phases: phases.clone(),
                     tap: None,
+                    budget: budget.clone(),
                 })
             })
             .build();
@@ -548,6 +609,7 @@ async fn simulate(
             seeds.clone(),
         );
         let node_name = name.clone();
+        let budget = budgets[topo.servers.len() + i].clone();
         let node = handle
             .create_node()
             .name(&name)
@@ -563,6 +625,7 @@ async fn simulate(
                     servers: servers.clone(),
                     process,
                     phases: phases.clone(),
+                    budget: budget.clone(),
                 })
             })
             .build();
@@ -609,8 +672,9 @@ async fn simulate(
         report.count(&format!("faults.{kind}_sql"), *n);
     }
     let frames = madsim::net::NetSim::current().stat().msg_count;
-    let sim = madsim::time::TimeHandle::current().elapsed().as_secs_f64();
-    (report, frames, sim)
+    let sim_secs = madsim::time::TimeHandle::current().elapsed().as_secs_f64();
+    let ops = budgets.iter().map(OpBudget::issued).sum();
+    Simulated { report, frames, sim_secs, ops }
 }
 
 #[cfg(test)]
@@ -659,6 +723,8 @@ mod tests {
             bug: None,
             verdict,
             violations: vec![],
+            kinds: vec![],
+            ops: 0,
             counters: BTreeMap::new(),
             trace_hash: hash.into(),
             trace_lines: 10,
