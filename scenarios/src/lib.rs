@@ -14,6 +14,8 @@
 //! - [`acting`]: acting intervals of logins (shared by the login scenarios' checkers).
 //! - [`evidence`]: what servers report for the checkers, as data (out-of-process servers).
 //! - [`seed_rng`]: the fixed, forkable generator behind plans and per-node randomness.
+//! - [`workload`]: workload limits (clients, operations per node, phase lengths) and the
+//!   operation budget every workload loop takes from, for `shrink`.
 //! - [`lookup`]: a scenario (and planted bug) by name, for every runner.
 //!
 //! How scenarios host the reference game (the `game` crate): [`game_host`]; a wire client
@@ -39,6 +41,7 @@ pub mod history;
 pub mod scenario;
 pub mod seed_rng;
 pub mod sql_rig;
+pub mod workload;
 
 use std::sync::Arc;
 
@@ -47,6 +50,7 @@ pub use scenario::{
     ClientCtx, Nodes, Phases, PlantedBug, RedisSpec, Scenario, ScenarioMeta, ScenarioRun, ServerCtx,
     ServerDirectory, ServerSpec, SqlSpec, Topology,
 };
+pub use workload::{OpBudget, Workload};
 
 /// Why [`lookup`] found nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

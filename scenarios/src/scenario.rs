@@ -16,6 +16,7 @@ use crate::checker::Report;
 use crate::evidence::{Evidence, EvidenceTap};
 use crate::faults::FaultSpace;
 use crate::history::{OpView, ProcessId, TimeSource};
+use crate::workload::OpBudget;
 
 /// A deliberately broken variant of a scenario, selectable with `--bug NAME`, that its
 /// checkers must catch.
@@ -218,6 +219,10 @@ pub struct ClientCtx {
     /// new process; its predecessor's open operations stay open, i.e. unknown).
     pub process: ProcessId,
     pub phases: Phases,
+    /// The operations this client may still issue ([`crate::workload`]): the workload loop
+    /// calls `budget.take()` where it issues each operation and stops once it says no.
+    /// Shared by the client's incarnations; unlimited unless the runner sets limits.
+    pub budget: OpBudget,
 }
 
 /// What a server node's program gets.
@@ -234,6 +239,9 @@ pub struct ServerCtx {
     /// the server runs out of the runner's process: the live-cluster runner writes it to a
     /// file and hands it to [`ScenarioRun::absorb`] of its own run. `None` in the simulator.
     pub tap: Option<EvidenceTap>,
+    /// The operations this server may still issue, for scenarios whose servers run the
+    /// workload (`membership`, `rpc`, `sql_register`); as [`ClientCtx::budget`].
+    pub budget: OpBudget,
 }
 
 /// What a scenario is, as constant data: each scenario declares one `const META` and returns
@@ -283,8 +291,9 @@ pub trait Scenario: Send + Sync {
 
 /// The per-run half of a scenario.
 pub trait ScenarioRun: Send + Sync {
-    /// The workload of one client node incarnation. Runs until `ctx.phases.finished()` (or
-    /// until the node is killed). Started again, with a new process id, after a restart.
+    /// The workload of one client node incarnation. Runs until `ctx.phases.finished()`, the
+    /// node is killed, or `ctx.budget` is spent (then it issues no more operations). Started
+    /// again, with a new process id and the same budget, after a restart.
     fn client(&self, ctx: ClientCtx) -> BoxFuture<'static, ()>;
 
     /// The program of one server node incarnation (only called for topologies with

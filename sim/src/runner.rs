@@ -30,7 +30,7 @@ use engine::env::{Clock, Env, Rand};
 use scenarios::checker::{Report, ViolationClass};
 use scenarios::faults::FaultPlan;
 use scenarios::history::{OpView, TimeSource};
-use scenarios::{ClientCtx, Phases, Scenario, ServerCtx, ServerDirectory, Topology};
+use scenarios::{ClientCtx, OpBudget, Phases, Scenario, ServerCtx, ServerDirectory, Topology, Workload};
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -171,6 +171,24 @@ pub fn judge_determinism(mut first: SeedResult, second: &SeedResult) -> SeedResu
     first
 }
 
+/// Which checker found a violation, and of which class: what `shrink` keeps while it cuts
+/// a failing run down (the message may change, the kind may not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViolationKind {
+    pub checker: String,
+    pub class: ViolationClass,
+}
+
+impl std::fmt::Display for ViolationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let class = match self.class {
+            ViolationClass::Safety => "safety",
+            ViolationClass::Liveness => "liveness",
+        };
+        write!(f, "[{}] {class}", self.checker)
+    }
+}
+
 /// Result of one seed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SeedResult {
@@ -179,6 +197,13 @@ pub struct SeedResult {
     pub bug: Option<String>,
     pub verdict: Verdict,
     pub violations: Vec<String>,
+    /// The checker and class of each of the checkers' violations, in report order (a crash
+    /// or non-determinism has none).
+    #[serde(default)]
+    pub kinds: Vec<ViolationKind>,
+    /// Operations the workload issued (every node's [`OpBudget::issued`]).
+    #[serde(default)]
+    pub ops: u64,
     pub counters: BTreeMap<String, u64>,
     pub trace_hash: String,
     pub trace_lines: u64,
@@ -191,6 +216,12 @@ pub struct SeedResult {
 impl SeedResult {
     pub fn passed(&self) -> bool {
         self.verdict == Verdict::Pass
+    }
+
+    /// The violation a shrink must keep: the first one of the worst class found.
+    pub fn main_kind(&self) -> Option<&ViolationKind> {
+        let worst = self.kinds.iter().map(|k| k.class).min()?;
+        self.kinds.iter().find(|k| k.class == worst)
     }
 }
 
@@ -413,20 +444,23 @@ fn spawn_sql(
 /// reported as [`Verdict::Crash`].
 pub fn run_seed(scenario: &dyn Scenario, seed: u64, bug: Option<&str>, opts: RunOptions) -> SeedResult {
     let (topo, plan) = plan_for(scenario, seed, bug);
-    run_with_plan(scenario, seed, bug, topo, plan, opts)
+    run_with_plan(scenario, seed, bug, topo, plan, Workload::default(), opts)
 }
 
-/// Runs `seed` with an explicit fault plan instead of the one the seed generates (used by
-/// `shrink` and by `replay --plan FILE`). The seed still drives every other random choice.
+/// Runs `seed` with an explicit fault plan instead of the one the seed generates, under
+/// `workload`'s limits (used by `shrink` and by `replay --plan FILE` / `--case FILE`). The
+/// seed still drives every other random choice. An unlimited workload changes nothing: not
+/// the topology, the plan, the trace, nor any random draw.
 pub fn run_with_plan(
     scenario: &dyn Scenario,
     seed: u64,
     bug: Option<&str>,
     topo: Topology,
     plan: FaultPlan,
+    workload: Workload,
     opts: RunOptions,
 ) -> SeedResult {
-    run_inner(scenario, seed, bug, topo, plan, opts, None).0
+    run_inner(scenario, seed, bug, topo, plan, workload, opts, None).0
 }
 
 /// What a charted run hands the chart besides its [`SeedResult`].
@@ -451,11 +485,13 @@ pub fn run_charted(
     bug: Option<&str>,
     topo: Topology,
     plan: FaultPlan,
+    workload: Workload,
     opts: RunOptions,
 ) -> (SeedResult, ChartedRun) {
     let tap = ChartTap::new();
-    let (topology, plan_c) = (topo.clone(), plan.clone());
-    let (result, rest) = run_inner(scenario, seed, bug, topo, plan, opts, Some(tap.clone()));
+    // The topology and plan the run uses, with the workload's limits applied.
+    let (topology, plan_c) = workload.apply(&topo, &plan);
+    let (result, rest) = run_inner(scenario, seed, bug, topo, plan, workload, opts, Some(tap.clone()));
     let (report, ops) = rest.map_or((None, Vec::new()), |(r, o)| (Some(r), o));
     (result, ChartedRun { topology, plan: plan_c, report, ops, log: tap.log() })
 }
@@ -467,12 +503,17 @@ fn run_inner(
     bug: Option<&str>,
     topo: Topology,
     plan: FaultPlan,
+    workload: Workload,
     opts: RunOptions,
     chart: Option<ChartTap>,
 ) -> (SeedResult, Option<(Report, Vec<OpView>)>) {
     let wall = std::time::Instant::now();
+    let (topo, plan) = workload.apply(&topo, &plan);
     let trace = TraceCollector::new(opts.trace);
     trace.add_line(&format!("scenario {} seed {} bug {}", scenario.name(), seed, bug.unwrap_or("none")));
+    if !workload.is_unlimited() {
+        trace.add_line(&format!("workload: {workload}"));
+    }
     for line in plan.to_string().lines() {
         trace.add_line(line);
     }
@@ -493,26 +534,32 @@ fn run_inner(
             .spawn_scoped(scope, || {
                 tracing::dispatcher::with_default(&dispatch, || {
                     let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-                    rt.block_on(simulate(topo, plan.clone(), run, NodeSeeds::new(seed), chart))
+                    rt.block_on(simulate(topo, plan.clone(), run, NodeSeeds::new(seed), workload, chart))
                 })
             })
             .expect("spawn the simulation thread")
             .join()
     });
     let mut charted = None;
-    let (verdict, violations, counters, frames, sim_secs) = match outcome {
-        Ok((report, frames, sim, ops)) => {
+    let (verdict, violations, kinds, counters, frames, sim_secs, ops) = match outcome {
+        Ok(Simulated { report, frames, sim_secs, ops, chart_ops }) => {
             let verdict = Verdict::of(&report);
             let v = report.violations.iter().map(|v| format!("[{}] {}", v.checker, v.message)).collect();
+            let kinds = report
+                .violations
+                .iter()
+                .map(|v| ViolationKind { checker: v.checker.clone(), class: v.class })
+                .collect();
             let counters = report.counters.clone();
-            if let Some(ops) = ops {
-                charted = Some((report, ops));
+            if let Some(chart_ops) = chart_ops {
+                charted = Some((report, chart_ops));
             }
-            (verdict, v, counters, frames, sim)
+            (verdict, v, kinds, counters, frames, sim_secs, ops)
         }
         Err(panic) => {
             let msg = panic_message(&*panic);
-            (Verdict::Crash, vec![format!("[crash] simulation panicked: {msg}")], BTreeMap::new(), 0, 0.0)
+            let v = vec![format!("[crash] simulation panicked: {msg}")];
+            (Verdict::Crash, v, Vec::new(), BTreeMap::new(), 0, 0.0, 0)
         }
     };
     for v in &violations {
@@ -525,6 +572,8 @@ fn run_inner(
         bug: bug.map(str::to_string),
         verdict,
         violations,
+        kinds,
+        ops,
         counters,
         trace_hash: trace.hash(),
         trace_lines: trace.lines(),
@@ -535,13 +584,26 @@ fn run_inner(
     (result, charted)
 }
 
+/// What a simulation hands back to [`run_with_plan`].
+struct Simulated {
+    report: Report,
+    /// Simulated frames sent.
+    frames: u64,
+    sim_secs: f64,
+    /// Operations the workload issued.
+    ops: u64,
+    /// The history's operations, for a charted run only.
+    chart_ops: Option<Vec<OpView>>,
+}
+
 async fn simulate(
     topo: Topology,
     plan: FaultPlan,
     run: Arc<dyn scenarios::ScenarioRun>,
     seeds: NodeSeeds,
+    workload: Workload,
     chart: Option<ChartTap>,
-) -> (Report, u64, f64, Option<Vec<OpView>>) {
+) -> Simulated {
     let handle = madsim::runtime::Handle::current();
     let clocks = ClockControl::new();
     let mut ids = BTreeMap::new();
@@ -578,11 +640,14 @@ async fn simulate(
     );
     // Process ids: one per server or client incarnation, so a restarted node is a new process.
     let next_process = Arc::new(AtomicU64::new(0));
+    // One operation budget per workload node, shared by its incarnations.
+    let budgets: Vec<OpBudget> = (0..topo.servers.len() + topo.clients).map(|_| workload.budget()).collect();
     let mut stop_ids = Vec::new();
     for (i, spec) in topo.servers.iter().enumerate() {
         let (clocks, run, phases, next_process, seeds, chart) =
             (clocks.clone(), run.clone(), phases.clone(), next_process.clone(), seeds.clone(), chart.clone());
         let spec_c = spec.clone();
+        let budget = budgets[i].clone();
         let node = handle
             .create_node()
             .name(&spec.name)
@@ -603,6 +668,7 @@ async fn simulate(
                     process,
                     phases: phases.clone(),
                     tap: None,
+                    budget: budget.clone(),
                 })
             })
             .build();
@@ -621,6 +687,7 @@ async fn simulate(
             chart.clone(),
         );
         let node_name = name.clone();
+        let budget = budgets[topo.servers.len() + i].clone();
         let node = handle
             .create_node()
             .name(&name)
@@ -640,6 +707,7 @@ async fn simulate(
                     servers: servers.clone(),
                     process,
                     phases: phases.clone(),
+                    budget: budget.clone(),
                 })
             })
             .build();
@@ -687,10 +755,11 @@ async fn simulate(
         report.count(&format!("faults.{kind}_sql"), *n);
     }
     let frames = madsim::net::NetSim::current().stat().msg_count;
-    let sim = madsim::time::TimeHandle::current().elapsed().as_secs_f64();
+    let sim_secs = madsim::time::TimeHandle::current().elapsed().as_secs_f64();
+    let ops = budgets.iter().map(OpBudget::issued).sum();
     // Only a charted run copies its history out (sweeps pay nothing).
-    let ops = chart.map(|_| run.chart_ops());
-    (report, frames, sim, ops)
+    let chart_ops = chart.map(|_| run.chart_ops());
+    Simulated { report, frames, sim_secs, ops, chart_ops }
 }
 
 #[cfg(test)]
@@ -739,6 +808,8 @@ mod tests {
             bug: None,
             verdict,
             violations: vec![],
+            kinds: vec![],
+            ops: 0,
             counters: BTreeMap::new(),
             trace_hash: hash.into(),
             trace_lines: 10,

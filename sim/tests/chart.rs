@@ -5,6 +5,7 @@
 //! the linearizability checker names.
 
 use scenarios::faults::{Fault, FaultPlan, TimedFault};
+use scenarios::Workload;
 use sim::chart::{chart_run, ChartOptions};
 use sim::runner::{plan_for, run_with_plan, RunOptions, Verdict};
 
@@ -39,11 +40,13 @@ fn the_chart_of_a_short_fixed_run_matches_its_snapshot() {
     let s = kv_register();
     let topo = s.topology(None);
     let opts = ChartOptions { messages_drawn_max: SNAPSHOT_MESSAGES };
-    let (_, chart, html) = chart_run(&*s, 3, None, topo.clone(), short_plan(), RunOptions::default(), opts);
+    let (_, chart, html) =
+        chart_run(&*s, 3, None, topo.clone(), short_plan(), Workload::default(), RunOptions::default(), opts);
     assert!(chart.ops.len() > 20, "{} ops", chart.ops.len());
     assert_eq!(chart.messages.len(), SNAPSHOT_MESSAGES);
     assert!(chart.messages_omitted() > 0);
-    let (_, _, again) = chart_run(&*s, 3, None, topo, short_plan(), RunOptions::default(), opts);
+    let (_, _, again) =
+        chart_run(&*s, 3, None, topo, short_plan(), Workload::default(), RunOptions::default(), opts);
     assert!(html == again, "the same run charted twice gives different pages");
     insta::assert_snapshot!("kv_register_seed_3_short_plan", html);
 }
@@ -52,9 +55,18 @@ fn the_chart_of_a_short_fixed_run_matches_its_snapshot() {
 fn charting_a_run_leaves_its_trace_hash_unchanged() {
     let s = kv_register();
     let topo = s.topology(None);
-    let plain = run_with_plan(&*s, 3, None, topo.clone(), short_plan(), RunOptions::default());
-    let (charted, _, _) =
-        chart_run(&*s, 3, None, topo, short_plan(), RunOptions::default(), ChartOptions::default());
+    let plain =
+        run_with_plan(&*s, 3, None, topo.clone(), short_plan(), Workload::default(), RunOptions::default());
+    let (charted, _, _) = chart_run(
+        &*s,
+        3,
+        None,
+        topo,
+        short_plan(),
+        Workload::default(),
+        RunOptions::default(),
+        ChartOptions::default(),
+    );
     assert_eq!(plain.trace_hash, charted.trace_hash);
     assert_eq!((plain.verdict, plain.frames), (charted.verdict, charted.frames));
 }
@@ -74,6 +86,7 @@ fn the_chart_of_a_planted_bug_outlines_the_operations_its_violation_names() {
         bug,
         topo,
         plan,
+        Workload::default(),
         RunOptions::default(),
         ChartOptions::default(),
     );

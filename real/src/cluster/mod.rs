@@ -371,6 +371,7 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
             servers: servers.clone(),
             process: next_process,
             phases: phases.clone(),
+            budget: scenarios::OpBudget::unlimited(),
         };
         next_process += 1;
         handles.push(tokio::spawn(run.client(ctx)));

@@ -124,8 +124,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), ClusterError> {
     env.db = Arc::new(super::open_sql(&args.sql).await?);
     let tap = file_tap(&args.evidence)?;
     tracing::info!(server = %spec.name, process = args.process, ip = %args.ip, "server incarnation starts");
-    run.server(ServerCtx { env, index: args.index, spec, process: args.process, phases, tap: Some(tap) })
-        .await;
+    let budget = scenarios::OpBudget::unlimited();
+    run.server(ServerCtx {
+        env,
+        index: args.index,
+        spec,
+        process: args.process,
+        phases,
+        tap: Some(tap),
+        budget,
+    })
+    .await;
     tracing::info!(process = args.process, "run over: server incarnation exits");
     Ok(())
 }

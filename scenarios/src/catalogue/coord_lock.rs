@@ -369,6 +369,11 @@ impl ScenarioRun for Run {
                     session = Some(coord);
                     continue;
                 }
+                // One operation: a lock round (acquire, 1 to 3 guarded writes, release).
+                if !ctx.budget.take() {
+                    session = Some(coord);
+                    break;
+                }
                 session = this.round(&ctx, coord, &mut seq).await;
                 ctx.env.clock.sleep(Duration::from_millis(ctx.env.rand.gen_range(0..300))).await;
             }

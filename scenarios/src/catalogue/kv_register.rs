@@ -109,7 +109,8 @@ impl ScenarioRun for Run {
             let env = ctx.env;
             let mut n = 0u64;
             let mut last_seen: [Option<String>; KEYS.len()] = Default::default();
-            while !ctx.phases.finished() {
+            // One operation: a read, write or compare-and-set.
+            while !ctx.phases.finished() && ctx.budget.take() {
                 let k = env.rand.gen_range(0..KEYS.len() as u64) as usize;
                 let key = KEYS[k];
                 n += 1;

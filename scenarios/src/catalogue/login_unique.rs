@@ -203,7 +203,9 @@ impl Run {
 
     async fn churn(&self, ctx: &ClientCtx, stop_at: Duration) {
         let env = &ctx.env;
-        while ctx.phases.elapsed() < stop_at {
+        // One operation: a login (held for a while, then logged out or abandoned). The final
+        // login after the heal is the liveness probe and takes nothing.
+        while ctx.phases.elapsed() < stop_at && ctx.budget.take() {
             let ai = env.rand.gen_range(0..ACCOUNTS as u64) as usize;
             let si = env.rand.gen_range(0..SERVERS as u64) as usize;
             let acct = account(ai);

@@ -198,16 +198,18 @@ impl ScenarioRun for Run {
             while !ctx.phases.finished() {
                 ctx.env.clock.sleep(Duration::from_millis(ctx.env.rand.gen_range(200..600))).await;
                 // Mutations only during chaos: the heal phase must converge to a fixed truth.
+                // One operation: a status change, a tag added or a tag removed.
                 if !ctx.phases.healed() {
                     match ctx.env.rand.gen_range(0..10) {
-                        0..=3 => {
+                        0..=3 if ctx.budget.take() => {
                             status = json!({ "room_count": ctx.env.rand.gen_range(0..100) });
                             this.record_published(me, (tags.clone(), status.clone()));
                             let _ = cluster.set_status(status.clone()).await;
                         }
                         4 | 5 => {
                             let tag = format!("extra-{}", ctx.env.rand.gen_range(0..3));
-                            if tags.insert(tag.clone()) {
+                            if !tags.contains(&tag) && ctx.budget.take() {
+                                tags.insert(tag.clone());
                                 this.record_published(me, (tags.clone(), status.clone()));
                                 let _ = cluster.add_tag(&tag).await;
                             }
@@ -215,7 +217,9 @@ impl ScenarioRun for Run {
                         6 => {
                             let extra: Vec<String> =
                                 tags.iter().filter(|t| t.starts_with("extra-")).cloned().collect();
-                            if let Some(tag) = ctx.env.rand.choose(&extra).cloned() {
+                            if let Some(tag) =
+                                ctx.env.rand.choose(&extra).cloned().filter(|_| ctx.budget.take())
+                            {
                                 tags.remove(&tag);
                                 this.record_published(me, (tags.clone(), status.clone()));
                                 let _ = cluster.remove_tag(&tag).await;

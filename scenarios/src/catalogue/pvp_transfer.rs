@@ -263,7 +263,8 @@ impl ScenarioRun for Run {
         let run = Run { bugs: self.bugs, rec: self.rec.clone() };
         async move {
             let user = format!("u{}", ctx.process);
-            while !ctx.phases.finished() {
+            // One operation: a flow (login, enter pvp, transfers with good and bad keys).
+            while !ctx.phases.finished() && ctx.budget.take() {
                 run.flow(&ctx, &user).await;
                 ctx.env.clock.sleep(Duration::from_millis(ctx.env.rand.gen_range(50..400))).await;
             }

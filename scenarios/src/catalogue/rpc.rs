@@ -246,6 +246,12 @@ impl ScenarioRun for Run {
                     ctx.env.clock.sleep(Duration::from_millis(200)).await;
                     continue;
                 };
+                // One operation: an echo call or a burst of ordered calls. Once the budget is
+                // spent the server only answers (its handlers live as long as this loop).
+                if !ctx.budget.take() {
+                    ctx.env.clock.sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
                 if ctx.env.rand.gen_bool(0.5) {
                     n += 1;
                     let message = format!("p{}-{n}", ctx.process);

@@ -21,21 +21,23 @@ pub use record::{ChartLog, ChartTap, FaultEvent, NodeTap, FRAMES_RECORDED_MAX};
 pub use render::render;
 
 use scenarios::faults::FaultPlan;
-use scenarios::{Scenario, Topology};
+use scenarios::{Scenario, Topology, Workload};
 
 use crate::runner::{run_charted, RunOptions, SeedResult};
 
 /// Runs `seed` of `scenario` with `plan` (charted) and returns its result and its chart page.
+#[allow(clippy::too_many_arguments)]
 pub fn chart_run(
     scenario: &dyn Scenario,
     seed: u64,
     bug: Option<&str>,
     topo: Topology,
     plan: FaultPlan,
+    workload: Workload,
     run_opts: RunOptions,
     opts: ChartOptions,
 ) -> (SeedResult, Chart, String) {
-    let (result, charted) = run_charted(scenario, seed, bug, topo, plan, run_opts);
+    let (result, charted) = run_charted(scenario, seed, bug, topo, plan, workload, run_opts);
     let chart = build(&result, &charted, opts);
     let html = render(&chart);
     (result, chart, html)

@@ -249,7 +249,8 @@ impl Run {
         let own = format!("b{}", ctx.index);
         let mut ordinal = 0u32;
         let mut counter = 0u64;
-        while !ctx.phases.finished() {
+        // One operation: a connection (login or probe, messages, logout or disconnect).
+        while !ctx.phases.finished() && ctx.budget.take() {
             let i = env.rand.gen_range(0..SERVERS as u64) as usize;
             let Some(c) = GameClient::connect(&env, self.now.clone(), ctx.servers.addr(i)).await else {
                 env.clock.sleep(Self::ms(&env, 200, 800)).await;

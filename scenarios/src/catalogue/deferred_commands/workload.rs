@@ -173,7 +173,7 @@ impl Client {
         let mut books: BTreeMap<String, Book> = users.iter().map(|u| (u.clone(), Book::default())).collect();
         let mut purchases = 0u64;
         let mut turn = env.rand.gen_range(0..users.len() as u64) as usize;
-        while !self.ctx.phases.finished() {
+        while !self.ctx.phases.finished() && self.ctx.budget.left() {
             turn = (turn + 1) % users.len();
             let user = users[turn].clone();
             let mut server = env.rand.gen_range(0..SERVERS as u64) as usize;
@@ -269,7 +269,8 @@ impl Client {
         }
         let ops = env.rand.gen_range(OPS_PER_LOGIN);
         for _ in 0..ops {
-            if self.ctx.phases.finished() {
+            // One operation: a state read, a purchase, a resend or a pack.
+            if self.ctx.phases.finished() || !self.ctx.budget.take() {
                 return Conn::Done;
             }
             let think = Duration::from_millis(env.rand.gen_range(THINK_MS));

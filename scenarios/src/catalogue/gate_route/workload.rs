@@ -96,7 +96,7 @@ impl Client {
         let player = player_of(self.ctx.index);
         let mut book = Book { next_seq: 1, confirmed: 0 };
         let mut key: Option<(String, Vec<SocketAddr>)> = None;
-        while !self.ctx.phases.finished() {
+        while !self.ctx.phases.finished() && self.ctx.budget.left() {
             if key.is_none() || self.ctx.env.rand.gen_bool(NEW_KEY_PROBABILITY) {
                 key = self.fetch_key(&player).await;
             }
@@ -245,7 +245,8 @@ impl Client {
         mut backend: String,
     ) -> Ended {
         let rand = self.ctx.env.rand.clone();
-        while !self.ctx.phases.finished() {
+        // One operation: a round of play (adds, a burst, a move, or leaving).
+        while !self.ctx.phases.finished() && self.ctx.budget.take() {
             let roll = rand.gen_range(0..100);
             let ok = match roll {
                 0..55 => self.adds(c, conn, player, book, 1, &mut backend).await,

@@ -69,7 +69,7 @@ impl Client {
         let env = self.ctx.env.clone();
         let users = users_of(self.ctx.index);
         let mut turn = env.rand.gen_range(0..users.len() as u64) as usize;
-        while !self.ctx.phases.finished() {
+        while !self.ctx.phases.finished() && self.ctx.budget.left() {
             turn = (turn + 1) % users.len();
             let user = users[turn].clone();
             let server = env.rand.gen_range(0..SERVERS as u64) as usize;
@@ -116,7 +116,8 @@ impl Client {
         let (env, phases) = (&self.ctx.env, &self.ctx.phases);
         let ops = env.rand.gen_range(OPS_PER_LOGIN);
         for _ in 0..ops {
-            if phases.finished() || !self.wait_round(&mut c, user).await {
+            // One operation: a gift, trade or inventory read.
+            if phases.finished() || !self.ctx.budget.take() || !self.wait_round(&mut c, user).await {
                 return;
             }
             if !self.one_request(&mut c, user, server).await {

@@ -207,7 +207,8 @@ impl ScenarioRun for Run {
         let run = self.clone();
         async move {
             let account = format!("r{}", ctx.process);
-            while !ctx.phases.finished() {
+            // One operation: a flow (login, redirect, presentations at the target).
+            while !ctx.phases.finished() && ctx.budget.take() {
                 run.flow(&ctx, &account).await;
                 ctx.env.clock.sleep(Duration::from_millis(ctx.env.rand.gen_range(50..400))).await;
             }

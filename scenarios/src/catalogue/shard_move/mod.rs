@@ -125,9 +125,9 @@ impl ScenarioRun for Run {
     fn client(&self, ctx: ClientCtx) -> BoxFuture<'static, ()> {
         let (rec, cfg) = (self.rec.clone(), shard_config());
         if ctx.index == MOVER {
-            mover(ctx.env, cfg, rec, ctx.process, ctx.phases, self.opts).boxed()
+            mover(ctx.env, cfg, rec, ctx.process, ctx.phases, self.opts, ctx.budget).boxed()
         } else {
-            writer(ctx.env, cfg, rec, ctx.process, ctx.index - 1, ctx.phases).boxed()
+            writer(ctx.env, cfg, rec, ctx.process, ctx.index - 1, ctx.phases, ctx.budget).boxed()
         }
     }
 

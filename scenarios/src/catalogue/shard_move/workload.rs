@@ -13,6 +13,7 @@ use super::history::{ShardOp, ShardResult};
 use super::{APP, LOGICAL_SHARDS, USERS_PER_WRITER};
 use crate::history::{ProcessId, Recorder};
 use crate::scenario::Phases;
+use crate::workload::OpBudget;
 
 /// The table of log rows.
 pub const LOG_TABLE: &str = "logs";
@@ -71,12 +72,21 @@ async fn append(router: &ShardRouter, user: &str, id: u64) -> Result<ShardResult
     Ok(ShardResult::Appended { instance: route.instance, map_version: route.map_version })
 }
 
-/// A writer: appends to its users' logs until the run ends.
-pub async fn writer(env: Env, cfg: ShardConfig, rec: Rec, process: ProcessId, index: usize, phases: Phases) {
+/// A writer: appends to its users' logs until the run ends or its budget is spent (one
+/// operation: an append).
+pub async fn writer(
+    env: Env,
+    cfg: ShardConfig,
+    rec: Rec,
+    process: ProcessId,
+    index: usize,
+    phases: Phases,
+    budget: OpBudget,
+) {
     let Some(router) = start_router(&env, &cfg, &phases).await else { return };
     let users = users_of(index);
     let mut n = 0u64;
-    while !phases.finished() {
+    while !phases.finished() && budget.take() {
         let user = &users[env.rand.gen_range(0..users.len() as u64) as usize];
         n += 1;
         let id = (process << 24) | n;
@@ -104,7 +114,9 @@ fn moved(r: MoveReport) -> ShardResult {
 }
 
 /// The mover: moves random shards between instances; a new incarnation (after a kill)
-/// first finishes or rolls back what the last one left.
+/// first finishes or rolls back what the last one left. One operation: a new move; finishing
+/// or undoing a pending one takes nothing (no move may be left unfinished), and the mover
+/// stops once its budget is spent with no move pending.
 pub async fn mover(
     env: Env,
     cfg: ShardConfig,
@@ -112,6 +124,7 @@ pub async fn mover(
     process: ProcessId,
     phases: Phases,
     opts: MoveOptions,
+    budget: OpBudget,
 ) {
     let Some(router) = start_router(&env, &cfg, &phases).await else { return };
     let instances = cfg.instance_names();
@@ -136,6 +149,9 @@ pub async fn mover(
         }
         if phases.elapsed() + MOVE_QUIET_BEFORE_END >= phases.end_at {
             continue;
+        }
+        if !budget.take() {
+            break;
         }
         let shard = ShardId(env.rand.gen_range(0..u64::from(LOGICAL_SHARDS)) as u32);
         let here = map.instance_of(shard).to_string();

@@ -160,7 +160,7 @@ impl ScenarioRun for Run {
             .map(|t| {
                 let process = ctx.process * TASKS_PER_SERVER + t;
                 Task::new(ctx.env.clone(), process, self.rec.clone(), self.fences.clone())
-                    .run(ctx.phases.clone())
+                    .run(ctx.phases.clone(), ctx.budget.clone())
             })
             .collect();
         futures::future::join_all(tasks).map(|_| ()).boxed()

@@ -20,6 +20,7 @@ use super::{INSTANCES, ROWS};
 use crate::checker::{DbCall, RowWrite};
 use crate::history::ProcessId;
 use crate::scenario::{Phases, Topology};
+use crate::workload::OpBudget;
 
 /// The one table of the scenario.
 pub const TABLE: &str = "registers";
@@ -100,9 +101,10 @@ impl Task {
         }
     }
 
-    /// Calls until the run ends.
-    pub(super) async fn run(mut self, phases: Phases) {
-        while !phases.finished() {
+    /// Calls until the run ends or the server's budget (shared by its tasks) is spent. One
+    /// operation: a loop round (a read, a takeover or one `transact`).
+    pub(super) async fn run(mut self, phases: Phases, budget: OpBudget) {
+        while !phases.finished() && budget.take() {
             let k = self.pick_row();
             let f = match self.fence[k] {
                 None if !self.env.rand.gen_bool(TAKEOVER_PROBABILITY) => {
