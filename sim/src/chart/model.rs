@@ -603,6 +603,8 @@ mod tests {
             bug: Some("stale-read".into()),
             verdict: Verdict::Violation,
             violations: vec!["[linearizability] key <k> & co".into()],
+            kinds: vec![],
+            ops: 0,
             counters: BTreeMap::new(),
             trace_hash: "ab".into(),
             trace_lines: 1,
