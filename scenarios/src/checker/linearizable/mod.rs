@@ -457,6 +457,23 @@ fn check_key(
     report.count(&format!("{CHECKER}.ops_checked"), ops.len() as u64);
     report.count_max(&format!("{CHECKER}.max_ops_per_key"), ops.len() as u64);
 
+    // Before any search: a read of a value that no write or compare-and-set of this key
+    // (completed or of unknown outcome) could have stored is a violation in every order. This
+    // needs no search budget, so such a key is never left inconclusive.
+    if let Some(bad) = read_of_unwritten_value(&searched) {
+        report.count(&format!("{CHECKER}.non_linearizable_keys"), 1);
+        report.violation_with_ops(
+            CHECKER,
+            format!(
+                "key {key:?} is not linearizable: {} read a value no write or compare-and-set of this key \
+                 could have stored",
+                describe(bad)
+            ),
+            vec![bad.id],
+        );
+        return;
+    }
+
     match search(&RegisterModel, &ops, cfg.step_budget) {
         SearchOutcome::Linearizable { steps } => {
             report.count(&format!("{CHECKER}.search_steps"), steps);
@@ -503,6 +520,24 @@ fn check_key(
             report.violation_with_ops(CHECKER, m.trim_end().to_string(), involved);
         }
     }
+}
+
+/// The first successful read (by id) of a value that none of `ops` writes: not a `Write`'s
+/// value nor a compare-and-set's new value (failed operations are already left out).
+fn read_of_unwritten_value<'a>(
+    ops: &[&'a Operation<KeyedOp, RegisterResult>],
+) -> Option<&'a Operation<KeyedOp, RegisterResult>> {
+    use super::register::RegisterOp;
+    let written: std::collections::BTreeSet<&str> = ops
+        .iter()
+        .filter_map(|o| match &o.op.op {
+            RegisterOp::Write(v) | RegisterOp::Cas { new: v, .. } => Some(v.as_str()),
+            RegisterOp::Read => None,
+        })
+        .collect();
+    ops.iter().copied().find(|o| {
+        matches!(o.outcome(), Outcome::Ok(RegisterResult::Read(Some(v))) if !written.contains(v.as_str()))
+    })
 }
 
 /// `#id p<process> <op> -> <result> [invoke..return]`, times in ns.

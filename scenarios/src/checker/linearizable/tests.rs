@@ -329,16 +329,34 @@ fn empty_history_is_ok() {
 
 #[test]
 fn exhausted_budget_is_inconclusive_not_a_violation() {
+    // a, then b, then a again with no second write of a: only a search finds it.
     let h = B::default()
         .ok(1, w("a"), 0, 10, wr())
         .ok(2, w("b"), 0, 10, wr())
-        .ok(3, r(), 20, 30, rd(Some("zzz")))
+        .ok(3, r(), 20, 30, rd(Some("a")))
+        .ok(3, r(), 40, 50, rd(Some("b")))
+        .ok(3, r(), 60, 70, rd(Some("a")))
         .build();
     let rep = check_registers_with(&h, &LinConfig { step_budget: 2 });
     assert!(rep.ok());
     assert_eq!(rep.counter("linearizability.inconclusive_keys"), 1);
     assert_eq!(rep.counter("linearizability.search_steps"), 2);
     assert!(!check_registers(&h).ok());
+}
+
+#[test]
+fn a_read_of_a_value_never_written_is_a_violation_without_any_search() {
+    let h = B::default()
+        .ok(1, w("a"), 0, 10, wr())
+        .ok(2, w("b"), 0, 10, wr())
+        .ok(3, r(), 20, 30, rd(Some("zzz")))
+        .build();
+    let rep = check_registers_with(&h, &LinConfig { step_budget: 0 });
+    assert!(!rep.ok());
+    assert_eq!(rep.counter("linearizability.inconclusive_keys"), 0);
+    assert_eq!(rep.counter("linearizability.search_steps"), 0);
+    assert!(rep.violations[0].message.contains("\"zzz\""), "{}", rep.violations[0].message);
+    assert_eq!(rep.violations[0].ops, vec![2]);
 }
 
 // ---- generated histories ----
@@ -509,7 +527,8 @@ proptest! {
         let Some((_, Outcome::Ok(r))) = &mut h.ops[id].completion else { unreachable!() };
         *r = RegisterResult::Read(Some("never-written".to_string()));
         let rep = check_registers(&h);
-        prop_assert!(!rep.ok());
+        // Found without search: never left inconclusive, however concurrent the history.
+        prop_assert!(!rep.ok(), "{:?}", rep.counters);
         prop_assert_eq!(rep.violations.len(), 1);
         let m = &rep.violations[0].message;
         prop_assert!(m.contains(&format!("key {:?}", h.ops[id].op.key)), "{}", m);
