@@ -23,6 +23,8 @@
 //! - [`metrics`]: a deterministic metrics registry (counters, gauges, latency histograms,
 //!   iFun's ZooKeeper latency profile), decorators that measure the `Coord` and `Kv` ports,
 //!   Prometheus text and iFun's `distribution_profiling` JSON for the admin API.
+//! - [`probe`]: coverage probes (`probe!("area: what happened")`): every site declared at
+//!   link time, hits counted per run by the simulator, a relaxed atomic load elsewhere.
 //! - [`rpc`]: typed cross-server RPC over prost messages: xids, timeouts, at-most-once
 //!   execution, per-key ordering, incarnation fencing.
 //! - [`session`]: client sessions (iFun's `SessionService`): the client wire protocol (TCP JSON
@@ -46,6 +48,7 @@ pub mod keyname;
 pub mod manifest;
 pub mod metrics;
 pub mod orm;
+pub mod probe;
 pub mod rpc;
 pub mod session;
 pub mod shard;

@@ -180,6 +180,79 @@ pub struct FaultPlan {
     pub liveness_bound_ms: u64,
     /// Sorted by `at_ms`.
     pub faults: Vec<TimedFault>,
+    /// The part of the scenario's fault space this seed drew from (swarm testing); `None`
+    /// for a plan written by hand or before swarms existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<Swarm>,
+}
+
+/// The part of a [`FaultSpace`] one seed uses: swarm testing (Groce et al., "Swarm Testing",
+/// ISSTA 2012). Each seed enables a random non-empty subset of the kinds the space allows,
+/// a fault count range and a longest fault, so some seeds hammer one kind of fault hard
+/// instead of every seed spreading thinly over all of them; a bug that needs several faults
+/// of one kind, or no fault of another kind that hides it, gets seeds of its own. The full
+/// space stays reachable: every kind enabled with the full count range and length is one of
+/// the swarms (and is drawn outright for [`FULL_SPACE_ONE_IN`] of the seeds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Swarm {
+    /// Kinds this seed draws from, in draw order (a non-empty subset of those allowed).
+    pub kinds: Vec<FaultKind>,
+    /// Fewest and most faults of this seed (within the space's `faults_min..=faults_max`).
+    pub faults_min: u32,
+    pub faults_max: u32,
+    /// Longest pause, kill or partition of this seed (at most the space's `fault_ms_max`).
+    pub fault_ms_max: u64,
+}
+
+/// One seed in this many draws the whole space (every allowed kind, full intensity) rather
+/// than a swarm subset, so the "everything on" mix keeps its share of seeds.
+pub const FULL_SPACE_ONE_IN: u64 = 8;
+
+impl Swarm {
+    /// The swarm of `seed` within `space`: its own random stream (`fork("swarm")`), so the
+    /// faults drawn afterwards depend only on the swarm and the seed.
+    pub fn draw(seed: u64, space: &FaultSpace) -> Swarm {
+        let rng = SeedRng::new(seed).fork("swarm");
+        let allowed: Vec<FaultKind> = FaultKind::ALL.into_iter().filter(|k| k.allowed_in(space)).collect();
+        let full = Swarm {
+            kinds: allowed.clone(),
+            faults_min: space.faults_min,
+            faults_max: space.faults_max,
+            fault_ms_max: space.fault_ms_max,
+        };
+        if allowed.len() <= 1 || rng.gen_range(0..FULL_SPACE_ONE_IN) == 0 {
+            return full;
+        }
+        let mut kinds: Vec<FaultKind> = allowed.iter().copied().filter(|_| rng.gen_bool(0.5)).collect();
+        if kinds.is_empty() {
+            kinds.push(*rng.choose(&allowed).expect("allowed is not empty"));
+        }
+        // Intensity: few faults, the full range, or many faults.
+        let (lo, hi) = (space.faults_min, space.faults_max);
+        let mid = lo + (hi - lo) / 2;
+        let (faults_min, faults_max) = match rng.gen_range(0..3) {
+            0 => (lo, mid),
+            1 => (lo, hi),
+            _ => (mid, hi),
+        };
+        // Longest fault: a quarter of the space's, half of it, or all of it.
+        let fault_ms_max = space.fault_ms_max >> rng.gen_range(0..3);
+        Swarm { kinds, faults_min, faults_max, fault_ms_max }
+    }
+}
+
+impl fmt::Display for Swarm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kinds: Vec<&str> = self.kinds.iter().map(|k| k.name()).collect();
+        write!(
+            f,
+            "swarm: {}; {}..={} faults, each up to {} ms",
+            kinds.join(","),
+            self.faults_min,
+            self.faults_max,
+            self.fault_ms_max
+        )
+    }
 }
 
 impl fmt::Display for FaultPlan {
@@ -189,6 +262,9 @@ impl fmt::Display for FaultPlan {
             "fault plan (seed {}): chaos 0..{} ms, heal at {} ms, end {} ms, liveness bound {} ms",
             self.seed, self.heal_at_ms, self.heal_at_ms, self.end_ms, self.liveness_bound_ms
         )?;
+        if let Some(swarm) = &self.swarm {
+            writeln!(f, "  {swarm}")?;
+        }
         for t in &self.faults {
             if t.duration_ms > 0 {
                 writeln!(f, "  {:>6} ms  +{:>5} ms  {}", t.at_ms, t.duration_ms, t.fault)?;
@@ -340,22 +416,32 @@ impl FaultSpaceBuilder<'_> {
 }
 
 impl FaultPlan {
-    /// Draws a plan from `seed` within `space`. Pure: the same seed and space give the same plan.
+    /// Draws a plan from `seed` within `space`: first the seed's [`Swarm`] (which kinds, how
+    /// many faults, how long), then the faults within it. Pure: the same seed and space give
+    /// the same plan.
     pub fn generate(seed: u64, space: &FaultSpace) -> FaultPlan {
+        let swarm = Swarm::draw(seed, space);
+        let mut plan = FaultPlan::generate_within(seed, space, &swarm);
+        plan.swarm = Some(swarm);
+        plan
+    }
+
+    /// Draws the faults of `seed` from the part of `space` that `swarm` enables.
+    fn generate_within(seed: u64, space: &FaultSpace, swarm: &Swarm) -> FaultPlan {
         let rng = SeedRng::new(seed).fork("fault-plan");
         let mut kinds: Vec<FaultKind> = Vec::new();
-        for kind in FaultKind::ALL.into_iter().filter(|k| k.allowed_in(space)) {
+        for kind in FaultKind::ALL.into_iter().filter(|k| k.allowed_in(space) && swarm.kinds.contains(k)) {
             for _ in 0..space.weight(kind) {
                 kinds.push(kind);
             }
         }
         let mut faults = Vec::new();
-        if !kinds.is_empty() && space.faults_max > 0 {
-            let n = rng.gen_range(u64::from(space.faults_min)..u64::from(space.faults_max) + 1);
+        if !kinds.is_empty() && swarm.faults_max > 0 {
+            let n = rng.gen_range(u64::from(swarm.faults_min)..u64::from(swarm.faults_max) + 1);
             for _ in 0..n {
                 let kind = *rng.choose(&kinds).expect("non-empty");
                 let at_ms = rng.gen_range(0..space.chaos_ms.max(1));
-                let max_len = space.fault_ms_max.max(200);
+                let max_len = swarm.fault_ms_max.max(200);
                 let duration_ms =
                     rng.gen_range(200..max_len + 1).min(space.chaos_ms - at_ms.min(space.chaos_ms));
                 let pick = |v: &Vec<String>| rng.choose(v).expect("non-empty").clone();
@@ -406,6 +492,7 @@ impl FaultPlan {
             end_ms: space.chaos_ms + space.heal_ms,
             liveness_bound_ms: space.liveness_bound_ms,
             faults,
+            swarm: None,
         }
     }
 
@@ -588,6 +675,76 @@ mod tests {
                 }
             }
             assert!(p.faults.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+        }
+    }
+
+    #[test]
+    fn each_seed_records_its_swarm_and_draws_only_inside_it() {
+        let space = space();
+        for seed in 0..300 {
+            let p = FaultPlan::generate(seed, &space);
+            let swarm = p.swarm.clone().expect("a generated plan records its swarm");
+            assert!(!swarm.kinds.is_empty());
+            assert!(swarm.faults_min >= space.faults_min && swarm.faults_max <= space.faults_max);
+            assert!(swarm.fault_ms_max <= space.fault_ms_max);
+            let n = p.faults.len() as u32;
+            assert!(swarm.faults_min <= n && n <= swarm.faults_max, "seed {seed}: {n} faults, {swarm}");
+            for t in &p.faults {
+                assert!(swarm.kinds.contains(&t.fault.kind()), "seed {seed}: {} outside {swarm}", t.fault);
+                if matches!(t.fault.kind(), FaultKind::Kill | FaultKind::Pause | FaultKind::Partition) {
+                    assert!(
+                        t.duration_ms <= swarm.fault_ms_max.max(200),
+                        "seed {seed}: {t:?} longer than {swarm}"
+                    );
+                }
+            }
+            assert!(p.to_string().contains("swarm: "), "the plan prints its swarm");
+        }
+    }
+
+    #[test]
+    fn swarms_vary_and_the_full_space_stays_reachable() {
+        let space = space();
+        let swarms: Vec<Swarm> = (0..400).map(|seed| Swarm::draw(seed, &space)).collect();
+        let full = |w: &Swarm| {
+            w.kinds.len() == FaultKind::ALL.len()
+                && (w.faults_min, w.faults_max, w.fault_ms_max)
+                    == (space.faults_min, space.faults_max, space.fault_ms_max)
+        };
+        let fulls = swarms.iter().filter(|w| full(w)).count();
+        assert!(fulls >= 400 / FULL_SPACE_ONE_IN as usize / 2, "{fulls} full-space seeds of 400");
+        assert!(swarms.iter().any(|w| w.kinds.len() == 1), "some seeds use a single kind");
+        for kind in FaultKind::ALL {
+            let alone = swarms.iter().filter(|w| w.kinds.contains(&kind)).count();
+            assert!(alone > 100, "{kind} enabled in only {alone} of 400 swarms");
+        }
+        assert!(swarms.iter().any(|w| w.faults_max < space.faults_max), "light swarms exist");
+        assert!(swarms.iter().any(|w| w.faults_min > space.faults_min), "heavy swarms exist");
+    }
+
+    #[test]
+    fn a_plan_without_a_swarm_still_parses_and_replays_as_written() {
+        let mut p = FaultPlan::generate(9, &space());
+        p.swarm = None;
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(!json.contains("swarm"));
+        let back: FaultPlan = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, p);
+        let with = FaultPlan::generate(9, &space());
+        let back: FaultPlan = serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back, with, "the swarm round-trips through JSON");
+    }
+
+    #[test]
+    fn a_space_with_one_kind_always_uses_it() {
+        let mut one = space();
+        one.network = false;
+        one.clock.clear();
+        one.kill.clear();
+        one.partition.clear();
+        for seed in 0..50 {
+            let w = Swarm::draw(seed, &one);
+            assert_eq!(w.kinds, vec![FaultKind::Pause]);
         }
     }
 }

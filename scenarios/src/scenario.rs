@@ -259,6 +259,11 @@ pub struct ScenarioMeta {
     /// as [`Evidence`] through [`ServerCtx::tap`]. A scenario whose servers keep other records
     /// in memory would pass vacuously on a live cluster, so it says `false`.
     pub runs_live: bool,
+    /// Coverage probes ([`engine::probe`]) every sweep of this scenario must reach: the paths
+    /// its invariants are about (fencing refusals, lease lapses, retransmissions, each fault
+    /// kind taking effect). `sim run` fails a sweep that misses one (its own exit code), and
+    /// `cargo test`'s seed window checks them too. Chosen from what a 100-seed window reaches.
+    pub probes: &'static [&'static str],
 }
 
 impl ScenarioMeta {

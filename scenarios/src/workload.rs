@@ -206,6 +206,7 @@ mod tests {
                 t(4_000, 6_000, Fault::ClockSkew { node: "zk".into(), offset_ms: 5 }),
                 t(8_000, 1_000, Fault::Pause { node: "zk".into() }),
             ],
+            swarm: None,
         }
     }
 

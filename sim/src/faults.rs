@@ -13,7 +13,7 @@ use std::time::Duration;
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
-use scenarios::faults::{Fault, FaultPlan};
+use scenarios::faults::{Fault, FaultKind, FaultPlan};
 
 use crate::adapters::ClockControl;
 use crate::chart::{ChartTap, FaultEvent};
@@ -211,7 +211,9 @@ impl Injector {
             }
         };
         *self.applied.entry(fault.kind().name()).or_insert(0) += 1;
+        probe_applied(fault.kind());
         if self.hits_sql(fault) {
+            engine::probe!("fault: a SQL instance hit");
             *self.applied_sql.entry(fault.kind().name()).or_insert(0) += 1;
         }
         tracing::info!(target: "sim::faults", "fault: {fault}");
@@ -312,5 +314,22 @@ impl Injector {
         }
         sleep_to(plan.heal_at_ms).await;
         self.heal_all();
+    }
+}
+
+/// Marks a fault of `kind` taking effect (coverage probes: a kind a scenario allows but no
+/// seed applies shows as a probe never hit).
+fn probe_applied(kind: FaultKind) {
+    match kind {
+        FaultKind::Partition => engine::probe!("fault: partition applied"),
+        FaultKind::PartitionOneWay => engine::probe!("fault: one-way partition applied"),
+        FaultKind::CutLink => engine::probe!("fault: link cut"),
+        FaultKind::Kill => engine::probe!("fault: node killed"),
+        FaultKind::Pause => engine::probe!("fault: node paused"),
+        FaultKind::ClockSkew => engine::probe!("fault: clock skewed"),
+        FaultKind::ClockJump => engine::probe!("fault: clock jumped"),
+        FaultKind::ClockDrift => engine::probe!("fault: clock drifting"),
+        FaultKind::PacketLoss => engine::probe!("fault: packet loss on"),
+        FaultKind::Latency => engine::probe!("fault: latency raised"),
     }
 }

@@ -11,9 +11,10 @@ use scenarios::{Scenario, Workload};
 use sim::chart::{chart_run, ChartOptions};
 use sim::runner::{
     exit_code, plan_for, replay_command, run_seed, run_with_plan, RunOptions, SeedResult, Verdict,
+    EXIT_PROBE_MISSED,
 };
 use sim::shrink::{Case, Shrunk};
-use sim::sweep::{parse_seeds, render, sweep, SweepSpec};
+use sim::sweep::{parse_seeds, render, render_probes, sweep, SweepSpec};
 use sim::trace::TraceOutput;
 
 /// Exit codes of `run` and `replay`, shown under `--help`.
@@ -57,6 +58,15 @@ enum Cmd {
         /// Test only: plant non-determinism in the second run of --check-determinism.
         #[arg(long, hide = true, requires = "check_determinism")]
         plant_nondeterminism: bool,
+        /// Print every coverage probe linked into the binary with its hits per scenario
+        /// (reached or not), not only the required ones.
+        #[arg(long)]
+        probes: bool,
+        /// Do not fail a passing sweep that misses a required probe (for short windows).
+        /// Without `--bug`, a sweep that reaches every seed's verdict but not every required
+        /// probe of its scenarios exits with 7.
+        #[arg(long)]
+        no_require_probes: bool,
     },
     /// Replays one seed with its fault plan and full per-node trace; ends with `trace-hash:`.
     Replay {
@@ -112,6 +122,17 @@ enum Cmd {
         #[arg(long)]
         bug: Option<String>,
     },
+    /// For every planted bug (of one scenario, or `all`): the share of seeds that catch it
+    /// (a safety or liveness verdict) and the longest run of seeds in a row that miss it.
+    CatchRate {
+        #[arg(default_value = "all")]
+        scenario: String,
+        #[arg(long, default_value = "0..1000")]
+        seeds: String,
+        /// Worker processes at once (default: CPU cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
     /// Simulator throughput: raw madsim frame ping-pong vs a scenario, same process.
     Bench {
         #[arg(default_value = "coord_lock")]
@@ -161,7 +182,17 @@ fn real_main() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Run { scenario: name, seeds, bug, jobs, chunk, check_determinism, plant_nondeterminism } => {
+        Cmd::Run {
+            scenario: name,
+            seeds,
+            bug,
+            jobs,
+            chunk,
+            check_determinism,
+            plant_nondeterminism,
+            probes,
+            no_require_probes,
+        } => {
             let seeds = parse_seeds(&seeds).map_err(|e| anyhow!(e))?;
             let list = if name == "all" {
                 if bug.is_some() {
@@ -185,8 +216,17 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let start = std::time::Instant::now();
             let summaries = sweep(&specs, jobs, chunk.max(1)).map_err(|e| anyhow!(e))?;
             print!("{}", render(&summaries, start.elapsed().as_secs_f64()));
+            let required = |name: &str| scenarios::lookup(name, None).map_or(&[][..], |s| s.meta().probes);
+            print!("{}", render_probes(&summaries, required, probes));
             let verdicts = summaries.iter().flat_map(|s| s.failed.iter().map(|r| r.verdict));
-            Ok(ExitCode::from(exit_code(verdicts)))
+            let code = exit_code(verdicts);
+            // A planted bug's sweep is about catching it, not about coverage.
+            let missed = summaries.iter().any(|s| !s.missed_probes(required(&s.scenario)).is_empty());
+            if code == 0 && missed && bug.is_none() && !no_require_probes {
+                println!("FAILED: required coverage probes never reached (exit {EXIT_PROBE_MISSED})");
+                return Ok(ExitCode::from(EXIT_PROBE_MISSED));
+            }
+            Ok(ExitCode::from(code))
         }
         Cmd::Replay { scenario: name, seed, bug, verbose, plan_json, plan: plan_file, chart, case } => {
             let trace = if verbose { TraceOutput::PrintVerbose } else { TraceOutput::Print };
@@ -257,6 +297,34 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     println!("{}", shrink_table_row(&*s, b.name, seeds_max));
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::CatchRate { scenario: name, seeds, jobs } => {
+            let seeds = parse_seeds(&seeds).map_err(|e| anyhow!(e))?;
+            let list = if name == "all" { scenarios::all() } else { vec![scenario(&name, None)?] };
+            let specs: Vec<SweepSpec> = list
+                .iter()
+                .flat_map(|s| {
+                    let seeds = seeds.clone();
+                    s.meta().bugs.iter().map(move |b| SweepSpec {
+                        scenario: s.name().to_string(),
+                        seeds: seeds.clone(),
+                        bug: Some(b.name.to_string()),
+                        check_determinism: false,
+                        plant_nondeterminism: false,
+                    })
+                })
+                .collect();
+            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let start = std::time::Instant::now();
+            let summaries = sweep(&specs, jobs, 50).map_err(|e| anyhow!(e))?;
+            print!("{}", sim::sweep::render_catch_rates(&summaries, &seeds));
+            println!(
+                "({} bugs x {} seeds in {:.1}s)",
+                specs.len(),
+                seeds.end - seeds.start,
+                start.elapsed().as_secs_f64()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench { scenario: name, seeds } => {

@@ -138,9 +138,14 @@ impl Verdict {
     }
 }
 
+/// The exit code of a sweep whose seeds all passed but that never reached one of its
+/// scenarios' required coverage probes (`ScenarioMeta::probes`): the seeds tested less than
+/// the scenario promises.
+pub const EXIT_PROBE_MISSED: u8 = 7;
+
 /// The exit code of a run of many seeds: 0 if all passed, else that of the worst verdict —
 /// 1 a safety violation, 5 non-determinism, 4 a crash, 3 liveness failures only, 6 checks
-/// that could not decide (2 is a usage error).
+/// that could not decide (2 is a usage error; [`EXIT_PROBE_MISSED`] a coverage miss).
 pub fn exit_code(verdicts: impl IntoIterator<Item = Verdict>) -> u8 {
     verdicts.into_iter().max_by_key(|v| v.severity()).unwrap_or(Verdict::Pass).exit_code()
 }
@@ -205,6 +210,9 @@ pub struct SeedResult {
     #[serde(default)]
     pub ops: u64,
     pub counters: BTreeMap<String, u64>,
+    /// Hits of each coverage probe reached in this run ([`engine::probe`]).
+    #[serde(default)]
+    pub probes: BTreeMap<String, u64>,
     pub trace_hash: String,
     pub trace_lines: u64,
     /// Simulated frames sent (madsim network messages).
@@ -497,6 +505,7 @@ pub fn run_charted(
 }
 
 /// Runs one seed; with a `chart`, also returns the report and the history's operations.
+#[allow(clippy::too_many_arguments)]
 fn run_inner(
     scenario: &dyn Scenario,
     seed: u64,
@@ -534,15 +543,20 @@ fn run_inner(
             .spawn_scoped(scope, || {
                 tracing::dispatcher::with_default(&dispatch, || {
                     let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-                    rt.block_on(simulate(topo, plan.clone(), run, NodeSeeds::new(seed), workload, chart))
+                    // Coverage probes count on this thread only: the run's own hits.
+                    engine::probe::record(|| {
+                        rt.block_on(simulate(topo, plan.clone(), run, NodeSeeds::new(seed), workload, chart))
+                    })
                 })
             })
             .expect("spawn the simulation thread")
             .join()
     });
     let mut charted = None;
+    let mut probes = BTreeMap::new();
     let (verdict, violations, kinds, counters, frames, sim_secs, ops) = match outcome {
-        Ok(Simulated { report, frames, sim_secs, ops, chart_ops }) => {
+        Ok((Simulated { report, frames, sim_secs, ops, chart_ops }, hits)) => {
+            probes = hits.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
             let verdict = Verdict::of(&report);
             let v = report.violations.iter().map(|v| format!("[{}] {}", v.checker, v.message)).collect();
             let kinds = report
@@ -575,6 +589,7 @@ fn run_inner(
         kinds,
         ops,
         counters,
+        probes,
         trace_hash: trace.hash(),
         trace_lines: trace.lines(),
         frames,
@@ -811,6 +826,7 @@ mod tests {
             kinds: vec![],
             ops: 0,
             counters: BTreeMap::new(),
+            probes: BTreeMap::new(),
             trace_hash: hash.into(),
             trace_lines: 10,
             frames: 0,

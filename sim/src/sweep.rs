@@ -43,9 +43,25 @@ pub struct Summary {
     /// Sum of per-seed wall times (single-core seconds).
     pub wall_secs: f64,
     pub counters: BTreeMap<String, u64>,
+    /// Coverage probes reached, by name.
+    pub probes: BTreeMap<String, ProbeTally>,
+}
+
+/// How often one coverage probe was reached over a sweep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbeTally {
+    /// Hits over all seeds.
+    pub hits: u64,
+    /// Seeds that hit it at least once.
+    pub seeds: u64,
 }
 
 impl Summary {
+    /// The probes of `required` this sweep never reached.
+    pub fn missed_probes<'a>(&self, required: &[&'a str]) -> Vec<&'a str> {
+        required.iter().copied().filter(|p| self.probes.get(*p).is_none_or(|t| t.hits == 0)).collect()
+    }
+
     /// Failed seeds with this verdict.
     pub fn failed_with(&self, verdict: Verdict) -> usize {
         self.failed.iter().filter(|r| r.verdict == verdict).count()
@@ -189,6 +205,11 @@ pub fn sweep(specs: &[SweepSpec], jobs: usize, chunk: u64) -> Result<Vec<Summary
                 for (k, v) in &r.counters {
                     *s.counters.entry(k.clone()).or_insert(0) += v;
                 }
+                for (k, v) in &r.probes {
+                    let t = s.probes.entry(k.clone()).or_default();
+                    t.hits += v;
+                    t.seeds += u64::from(*v > 0);
+                }
                 if r.passed() {
                     s.passed += 1;
                 } else {
@@ -274,6 +295,95 @@ pub fn render(summaries: &[Summary], elapsed_secs: f64) -> String {
     out
 }
 
+/// The coverage lines of a sweep: per scenario, how many of its `required` probes it reached
+/// and a `MISSED` line for each it did not; with `all`, a line for every probe linked into
+/// the binary (reached or not), so paths no seed reaches show.
+pub fn render_probes(
+    summaries: &[Summary],
+    required: impl Fn(&str) -> &'static [&'static str],
+    all: bool,
+) -> String {
+    let mut out = String::new();
+    let declared = engine::probe::declared();
+    for s in summaries {
+        let req = required(&s.scenario);
+        let missed = s.missed_probes(req);
+        out.push_str(&format!(
+            "coverage {}: {}/{} required probes reached in {} seeds\n",
+            s.scenario,
+            req.len() - missed.len(),
+            req.len(),
+            s.seeds
+        ));
+        for p in &missed {
+            out.push_str(&format!(
+                "MISSED {} probe \"{p}\": never reached in {} seeds\n",
+                s.scenario, s.seeds
+            ));
+        }
+        if all {
+            for name in &declared {
+                let t = s.probes.get(*name).copied().unwrap_or_default();
+                let mark = if req.contains(name) { "required" } else { "" };
+                out.push_str(&format!(
+                    "  {:<72} {:>9} hits {:>6}/{} seeds {mark}\n",
+                    name, t.hits, t.seeds, s.seeds
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// One planted bug's catch rate over a seed window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatchRate {
+    /// Seeds whose verdict was a safety or liveness failure.
+    pub caught: u64,
+    pub seeds: u64,
+    /// The longest run of seeds in a row that did not catch it (counting the window's ends).
+    pub longest_miss: u64,
+}
+
+impl CatchRate {
+    /// The catch rate of a planted bug's sweep over `seeds`.
+    pub fn of(summary: &Summary, seeds: &Range<u64>) -> CatchRate {
+        let caught: Vec<u64> =
+            summary.failed.iter().filter(|r| r.verdict.is_violation()).map(|r| r.seed).collect();
+        let mut longest_miss = 0;
+        let mut next = seeds.start;
+        for &seed in caught.iter().chain(std::iter::once(&seeds.end)) {
+            longest_miss = longest_miss.max(seed - next);
+            next = seed + 1;
+        }
+        CatchRate { caught: caught.len() as u64, seeds: summary.seeds, longest_miss }
+    }
+
+    pub fn percent(&self) -> f64 {
+        100.0 * self.caught as f64 / self.seeds.max(1) as f64
+    }
+}
+
+/// A markdown table of catch rates, one row per planted bug.
+pub fn render_catch_rates(summaries: &[Summary], seeds: &Range<u64>) -> String {
+    let mut out = String::from(
+        "| scenario | bug | caught | seeds | rate | longest miss |\n|---|---|---:|---:|---:|---:|\n",
+    );
+    for s in summaries {
+        let c = CatchRate::of(s, seeds);
+        out.push_str(&format!(
+            "| `{}` | `{}` | {} | {} | {:.1}% | {} |\n",
+            s.scenario,
+            s.bug.as_deref().unwrap_or("-"),
+            c.caught,
+            c.seeds,
+            c.percent(),
+            c.longest_miss
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,5 +394,44 @@ mod tests {
         assert_eq!(parse_seeds("7"), Ok(7..8));
         assert!(parse_seeds("5..5").is_err());
         assert!(parse_seeds("x..3").is_err());
+    }
+
+    fn failing(seed: u64, verdict: Verdict) -> SeedResult {
+        SeedResult {
+            scenario: "s".into(),
+            seed,
+            bug: Some("b".into()),
+            verdict,
+            violations: vec![],
+            kinds: vec![],
+            ops: 0,
+            counters: BTreeMap::new(),
+            probes: BTreeMap::new(),
+            trace_hash: String::new(),
+            trace_lines: 0,
+            frames: 0,
+            sim_secs: 0.0,
+            wall_secs: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_catch_rate_counts_safety_and_liveness_catches_and_the_longest_run_of_misses() {
+        let s = Summary {
+            seeds: 20,
+            failed: vec![
+                failing(3, Verdict::Violation),
+                failing(4, Verdict::Crash),
+                failing(9, Verdict::Liveness),
+                failing(12, Verdict::Violation),
+            ],
+            ..Default::default()
+        };
+        let c = CatchRate::of(&s, &(0..20));
+        // Caught at 3, 9 and 12 (a crash is not the bug caught): misses 0..3, 4..9, 10..12, 13..20.
+        assert_eq!(c, CatchRate { caught: 3, seeds: 20, longest_miss: 7 });
+        assert!((c.percent() - 15.0).abs() < 1e-9);
+        let none = CatchRate::of(&Summary { seeds: 5, ..Default::default() }, &(10..15));
+        assert_eq!(none, CatchRate { caught: 0, seeds: 5, longest_miss: 5 });
     }
 }

@@ -28,6 +28,7 @@ fn short_plan() -> FaultPlan {
             f(700, 0, Fault::ClockSkew { node: node("client-3"), offset_ms: 800 }),
             f(1_000, 200, Fault::PacketLoss { rate: 0.2 }),
         ],
+        swarm: None,
     }
 }
 

@@ -1,6 +1,8 @@
 //! Shared helpers for the workspace integration tests: seed windows run in-process through
 //! the same runner the CLI uses.
 
+use std::collections::BTreeMap;
+
 use scenarios::Scenario;
 use sim::runner::{replay_command, run_seed, RunOptions, SeedResult};
 
@@ -12,20 +14,34 @@ pub fn seed_window() -> std::ops::Range<u64> {
     0..n
 }
 
-/// Runs `seeds` and returns the failures, each with its replay command.
-pub fn failures(
-    scenario: &dyn Scenario,
-    seeds: std::ops::Range<u64>,
-    bug: Option<&str>,
-) -> Vec<(SeedResult, String)> {
-    seeds
-        .map(|seed| run_seed(scenario, seed, bug, RunOptions::default()))
-        .filter(|r| !r.passed())
-        .map(|r| {
+/// What a seed window found: the failed seeds with their replay commands, and every
+/// coverage probe's hits summed over the window.
+pub struct Window {
+    pub failed: Vec<(SeedResult, String)>,
+    pub probes: BTreeMap<String, u64>,
+}
+
+impl Window {
+    /// The probes of `required` no seed of the window reached.
+    pub fn missed<'a>(&self, required: &[&'a str]) -> Vec<&'a str> {
+        required.iter().copied().filter(|p| !self.probes.contains_key(*p)).collect()
+    }
+}
+
+/// Runs `seeds` and returns the failures, each with its replay command, and the probes hit.
+pub fn window(scenario: &dyn Scenario, seeds: std::ops::Range<u64>, bug: Option<&str>) -> Window {
+    let mut w = Window { failed: Vec::new(), probes: BTreeMap::new() };
+    for seed in seeds {
+        let r = run_seed(scenario, seed, bug, RunOptions::default());
+        for (k, v) in &r.probes {
+            *w.probes.entry(k.clone()).or_insert(0) += v;
+        }
+        if !r.passed() {
             let cmd = replay_command(scenario.name(), r.seed, bug);
-            (r, cmd)
-        })
-        .collect()
+            w.failed.push((r, cmd));
+        }
+    }
+    w
 }
 
 pub mod conformance;

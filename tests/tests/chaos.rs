@@ -4,21 +4,29 @@
 use std::collections::BTreeMap;
 
 use sim::runner::{run_seed, RunOptions};
-use tests::{failures, seed_window};
+use tests::{seed_window, window};
 
 fn sweep(name: &str) {
     let s = scenarios::lookup(name, None).expect("scenario exists");
-    let failed = failures(&*s, seed_window(), None);
-    let report: Vec<String> = failed
+    let w = window(&*s, seed_window(), None);
+    let report: Vec<String> = w
+        .failed
         .iter()
         .map(|(r, cmd)| format!("seed {}: {:?}\n  replay: {cmd}", r.seed, r.violations))
         .collect();
     assert!(
-        failed.is_empty(),
+        w.failed.is_empty(),
         "{} of {:?} seeds failed:\n{}",
-        failed.len(),
+        w.failed.len(),
         seed_window(),
         report.join("\n")
+    );
+    let missed = w.missed(s.meta().probes);
+    assert!(
+        missed.is_empty(),
+        "{name}: required coverage probes never reached in seeds {:?}: {missed:?}\nreached: {:#?}",
+        seed_window(),
+        w.probes
     );
 }
 
@@ -318,4 +326,17 @@ fn gate_route_bugs_are_caught_by_their_own_invariants() {
             ("unchecked-session-key", &["session_keys"], 5),
         ],
     );
+}
+
+#[test]
+fn every_required_probe_names_a_declared_probe() {
+    for s in scenarios::all() {
+        for p in s.meta().probes {
+            assert!(
+                engine::probe::is_declared(p),
+                "{}: required probe {p:?} is not declared by any probe! site",
+                s.name()
+            );
+        }
+    }
 }

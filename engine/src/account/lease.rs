@@ -196,6 +196,7 @@ impl Shared {
             links
         };
         self.count(|m| m.lease_lapses.inc());
+        crate::probe!("account: lease lapsed with links open");
         warn!(target: LOG_TARGET, node = %self.node(), accounts = dropped.len(),
             "coordination lease lapsed: closing every local link");
         for (account, link) in dropped {
@@ -284,6 +285,7 @@ impl Shared {
                     if self.st().stopped {
                         return;
                     }
+                    crate::probe!("account: coordination session expired");
                     info!(target: LOG_TARGET, node = %self.node(), "account manager: session expired");
                     self.new_session().await;
                     continue;

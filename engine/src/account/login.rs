@@ -80,6 +80,7 @@ impl AccountManager {
                     }
                 }
             } else {
+                crate::probe!("account: login claimed but lease lost before accepting");
                 Some(AccountError::CoordinationLost)
             }
         };

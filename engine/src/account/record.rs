@@ -160,6 +160,7 @@ impl Shared {
                         continue;
                     }
                     Err(CoordError::ConnectionLoss { maybe_applied }) => {
+                        crate::probe!(maybe_applied, "account: login claim maybe applied, read back");
                         maybe_ours |= maybe_applied;
                         read_first = maybe_applied;
                         continue;
@@ -179,7 +180,10 @@ impl Shared {
                         }
                         return Ok(Claim::Ours);
                     }
-                    Existing::Taken(location) => return Ok(Claim::Taken(location)),
+                    Existing::Taken(location) => {
+                        crate::probe!("account: login refused, logged in elsewhere");
+                        return Ok(Claim::Taken(location));
+                    }
                 },
                 Ok(None) => read_first = false,
                 Err(CoordError::ConnectionLoss { .. }) => read_first = true,

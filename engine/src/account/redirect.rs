@@ -123,7 +123,11 @@ impl AccountManager {
         token: &str,
         link: LinkRef,
     ) -> Result<RedirectAccepted, AccountError> {
-        self.counted(self.accept(token, link), AccountMetrics::redirect_received).await
+        let r = self.counted(self.accept(token, link), AccountMetrics::redirect_received).await;
+        if let Err(e) = &r {
+            probe_refusal(e);
+        }
+        r
     }
 
     async fn accept(&self, token: &str, link: LinkRef) -> Result<RedirectAccepted, AccountError> {
@@ -178,6 +182,23 @@ impl AccountManager {
         f: impl Fn(String, LinkRef, bool, serde_json::Value) + Send + Sync + 'static,
     ) {
         self.shared.st().handlers.push(Arc::new(f));
+    }
+}
+
+/// Marks why a redirected client was refused (coverage probes).
+fn probe_refusal(e: &AccountError) {
+    match e {
+        AccountError::BadToken(TokenError::Malformed) => crate::probe!("redirect: malformed token refused"),
+        AccountError::BadToken(TokenError::BadSignature) => crate::probe!("redirect: forged token refused"),
+        AccountError::BadToken(TokenError::WrongServer) => {
+            crate::probe!("redirect: token for another server refused")
+        }
+        AccountError::BadToken(TokenError::Expired) => crate::probe!("redirect: expired token refused"),
+        AccountError::BadToken(TokenError::Replayed) => crate::probe!("redirect: replayed token refused"),
+        AccountError::AlreadyLoggedIn { .. } => {
+            crate::probe!("redirect: account already logged in elsewhere")
+        }
+        _ => crate::probe!("redirect: refused for another reason"),
     }
 }
 

@@ -167,6 +167,7 @@ impl Maintainer {
             }
         }
         if !ids.contains(&shared.id) {
+            crate::probe!("cluster: own registration missing, re-created");
             warn!(target: LOG_TARGET, node = %shared.node(), "our registration is missing while the session lives; re-creating");
             self.reregister_here().await?;
             ids.insert(shared.id);
@@ -392,6 +393,7 @@ impl Maintainer {
             Ok(()) => {
                 info!(target: LOG_TARGET, node = %shared.node(), peer = ?shared.id,
                     session = format!("{:#x}", coord.session_id()), "re-registered under the same peer id");
+                crate::probe!("cluster: re-registered on a new session");
                 true
             }
             Err(e) => {
@@ -412,6 +414,7 @@ impl Maintainer {
         match r {
             Ok(()) => {}
             Err(Trouble::Reload) => {
+                crate::probe!("cluster: view stale until a reload succeeds");
                 self.reload_pending = true;
                 let shared = self.shared.clone();
                 if self.coord.state() == SessionState::Connected {
@@ -455,11 +458,13 @@ impl Maintainer {
             }
             match self.next().await {
                 Wake::Session(Some(SessionState::Disconnected)) => {
+                    crate::probe!("cluster: view stale while disconnected");
                     info!(target: LOG_TARGET, node = %self.shared.node(), "coordination session lost (disconnected); serving the last view");
                     let shared = self.shared.clone();
                     shared.st().set_view_state(shared.stale(StaleReason::Disconnected));
                 }
                 Wake::Session(Some(SessionState::Connected)) => {
+                    crate::probe!("cluster: session reconnected, watches re-armed by a catch-up");
                     info!(target: LOG_TARGET, node = %self.shared.node(), "coordination session reconnected; catching up");
                     let r = self.catch_up().await;
                     self.handle(r).await;
@@ -468,6 +473,7 @@ impl Maintainer {
                     if self.shared.st().left {
                         return;
                     }
+                    crate::probe!("cluster: session expired, re-registering under the same id");
                     info!(target: LOG_TARGET, node = %self.shared.node(), "coordination session expired; re-registering");
                     self.reregister().await;
                 }

@@ -76,13 +76,17 @@ impl<S: Model + Clone> Inner<S> {
         match q.on_submit(pack.pack_id, pack.basis, true) {
             SubmitDecision::Store => {}
             SubmitDecision::Resend => {
+                crate::probe!("commands: resent pack acknowledged again, not stored twice");
                 drop(tx);
                 if was_waiting > 0 {
                     self.schedule(user);
                 }
                 return Ok(Submitted::Resent);
             }
-            SubmitDecision::Reload { epoch } => return Ok(Submitted::Reload { epoch }),
+            SubmitDecision::Reload { epoch } => {
+                crate::probe!("commands: pack on a state older than the last failure refused (sc_reload)");
+                return Ok(Submitted::Reload { epoch });
+            }
             SubmitDecision::Gap { expected } => return Err(CommandsError::Gap { expected }),
             SubmitDecision::FutureBasis { epoch } => return Err(CommandsError::FutureBasis { epoch }),
             SubmitDecision::Full { waiting } => {
@@ -161,6 +165,7 @@ impl<S: Model + Clone> Inner<S> {
         if q.waiting() > 0 {
             drop(tx);
             self.schedule(user);
+            crate::probe!("commands: state read answered retry-after");
             return Ok(StateRead::RetryAfter { after: self.retry_after(q.waiting()), waiting: q.waiting() });
         }
         let state = self.state(&tx, user)?;
@@ -218,6 +223,7 @@ impl<S: Model + Clone> Inner<S> {
     async fn execute_turn(&self, user: &str) -> Result<Turn, CommandsError> {
         let [qref, _] = Self::refs(user);
         if self.orm.owner_of(&qref).await?.is_some_and(|o| o != self.orm.id()) {
+            crate::probe!("commands: turn left to the user's owner elsewhere");
             return Ok(Turn::Elsewhere);
         }
         let mut tx = self.hold(user).await?;
@@ -267,7 +273,10 @@ impl<S: Model + Clone> Inner<S> {
         let result = tx.commit().await.map_err(CommandsError::from);
         match &result {
             Ok(()) => lock(&self.packs).executed(user, q.done),
-            Err(_) => lock(&self.packs).forget(user),
+            Err(_) => {
+                crate::probe!("commands: execution transaction failed, nothing applied");
+                lock(&self.packs).forget(user)
+            }
         }
         // One turn is one execution span: the first pack's covers the transaction, the others
         // are reported in order at its end.
@@ -343,11 +352,15 @@ impl<S: Model + Clone> Inner<S> {
     /// applied, and why it failed if it did.
     fn run_pack(&self, q: &QueueRecord, pack: &PackRow, state: &S) -> (Outcome, Option<S>, Option<String>) {
         if q.is_stale(pack.basis) && !self.cfg.bugs.no_stale_skip {
+            crate::probe!("commands: stale pack skipped");
             return (Outcome::Skipped, None, None);
         }
         match self.set.apply_all(&pack.commands, state) {
             Ok(next) => (Outcome::Applied, Some(next), None),
-            Err((i, why)) => (Outcome::Failed, None, Some(format!("command {i}: {why}"))),
+            Err((i, why)) => {
+                crate::probe!("commands: pack failed logically, error epoch advanced");
+                (Outcome::Failed, None, Some(format!("command {i}: {why}")))
+            }
         }
     }
 

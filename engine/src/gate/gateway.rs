@@ -251,6 +251,7 @@ impl Inner {
         let user = req.user_name;
         if !self.cfg.bugs.unchecked_session_key {
             if let Err(e) = self.keys.verify_for(&req.session_key, &user, self.env.clock.wall_now()) {
+                crate::probe!("gate: session key refused");
                 debug!(target: LOG_TARGET, node = %self.env.node, user, error = %e, "session key refused");
                 let _ = s.send_error(&ProtocolError::SessionKeyRejected(e.to_string()));
                 return;
@@ -354,10 +355,12 @@ impl Inner {
                 let bound = match &reply {
                     Ok(r) if r.bound => true,
                     Ok(r) => {
+                        crate::probe!("gate: bind refused by the backend");
                         debug!(target: LOG_TARGET, node = %self.env.node, player, reason = r.reason, "bind refused");
                         false
                     }
                     Err(e) => {
+                        crate::probe!("gate: bind call failed");
                         debug!(target: LOG_TARGET, node = %self.env.node, player, error = %e, "bind failed");
                         false
                     }
@@ -394,6 +397,7 @@ impl Inner {
                     p.session.clone()
                 });
                 if let Some(s) = session {
+                    crate::probe!("gate: no backend took the player, session closed");
                     warn!(target: LOG_TARGET, node = %self.env.node, player, "no backend took the player: closing its session");
                     s.close("no backend");
                 }
@@ -406,6 +410,8 @@ impl Inner {
     fn switched(&self, player: &str, session: &Session, sw: Switched) {
         info!(target: LOG_TARGET, node = %self.env.node, player, backend = ?sw.backend, moved = sw.moved,
             recovered = sw.recovered, pause_us = sw.pause.as_micros() as u64, "player bound");
+        crate::probe!(sw.moved && sw.recovered, "gate: player recovered on a new backend after a failure");
+        crate::probe!(sw.moved && !sw.recovered, "gate: player moved between backends without a reconnect");
         if sw.moved {
             let name = self.backend_name(sw.backend);
             let _ = session.send_json(SC_MOVED, json!({"backend": name, "recovered": sw.recovered}));
@@ -449,6 +455,7 @@ impl Inner {
                 let left = self.cfg.hold_max.saturating_sub(self.now().saturating_since(started));
                 if let Some(w) = waiter {
                     if timeout(&*self.env.clock, left, w).await.is_err() {
+                        crate::probe!("gate: frames held too long, session closed");
                         warn!(target: LOG_TARGET, node = %self.env.node, player, "frames held too long: closing the session");
                         s.close("backend unavailable");
                         return;
@@ -462,12 +469,14 @@ impl Inner {
                 Ok(r) if r.accepted => return,
                 Ok(r) => {
                     // Not taken: safe to send again once re-bound.
+                    crate::probe!("gate: forward refused by the backend, held for a re-bind");
                     debug!(target: LOG_TARGET, node = %self.env.node, player, reason = r.reason, "forward refused");
                     self.lost(&player, backend, epoch);
                 }
                 Err(RpcError::Unreachable(_)) => self.lost(&player, backend, epoch),
                 Err(e) => {
                     // Maybe delivered: not repeated.
+                    crate::probe!("gate: forward outcome unknown, frame not repeated");
                     debug!(target: LOG_TARGET, node = %self.env.node, player, error = %e, "forward failed: frame dropped");
                     self.lost(&player, backend, epoch);
                     return;

@@ -265,6 +265,7 @@ impl Inner {
             req.client_addr.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let _g = self.ops.lock(&player).await;
         if lock(&self.hosted).get(&player).is_some_and(|h| h.gate == gate && h.epoch == req.epoch) {
+            crate::probe!("gate host: retransmitted bind answered again");
             return BindPlayerReply { bound: true, reason: String::new() }; // a retransmission
         }
         // An older binding of this player here (another gate's, or an earlier epoch) ends.
@@ -274,6 +275,7 @@ impl Inner {
         // Take the anchor: owning it is hosting the player (the planted bug skips it).
         if !self.bugs.no_player_fence {
             if let Err(e) = self.take_anchor(&player, gate, req.epoch).await {
+                crate::probe!("gate host: bind refused, the player's anchor is not taken");
                 return refuse(format!("anchor not taken: {e}"));
             }
         }
@@ -337,8 +339,12 @@ impl Inner {
             .get(&req.player)
             .filter(|h| self.bugs.no_player_fence || (h.gate == gate && h.epoch == req.epoch))
             .and_then(|h| h.input.clone());
-        let Some(mut input) = input else { return refuse("not hosted here") };
+        let Some(mut input) = input else {
+            crate::probe!("gate host: frame for a player not hosted here refused");
+            return refuse("not hosted here");
+        };
         if !self.bugs.no_player_fence && self.orm.holds(&anchor(&req.player)).is_none() {
+            crate::probe!("gate host: frame refused, the anchor is no longer held");
             return refuse("anchor not held");
         }
         match input.send(req.frame).await {
@@ -406,6 +412,7 @@ async fn deliver_loop(rpc: Rpc, gate: PeerId, player: String, epoch: u64, mut ou
         match rpc.call::<_, DeliverFramesReply>(gate, RPC_DELIVER, &req, opts).await {
             Ok(r) if r.delivered => {}
             Ok(_) => {
+                crate::probe!("gate host: delivery refused, the gate routes the player elsewhere");
                 debug!(target: LOG_TARGET, player, frames = n, "delivery refused: the gate routes the player elsewhere")
             }
             Err(e) => debug!(target: LOG_TARGET, player, frames = n, error = %e, "delivery failed"),

@@ -267,8 +267,12 @@ fn put_versions(results: &[WriteResult]) -> Vec<u64> {
 fn commit_error(writes: &[Write], e: &ShardError) -> OrmError {
     let object = |i: usize| writes.get(i).map_or_else(String::new, |w| w.obj.to_string());
     match e {
-        ShardError::Db { error, .. } if error.maybe_applied() => OrmError::Unknown(e.to_string()),
+        ShardError::Db { error, .. } if error.maybe_applied() => {
+            crate::probe!("orm: commit write outcome unknown (maybe applied)");
+            OrmError::Unknown(e.to_string())
+        }
         ShardError::Db { error: DbError::Fenced { op_index, .. }, .. } => {
+            crate::probe!("orm: commit refused by a newer owner's fence");
             OrmError::OwnershipLost(object(*op_index))
         }
         ShardError::Db { error: DbError::VersionMismatch { .. } | DbError::NotFound { .. }, .. }

@@ -55,9 +55,13 @@ impl Inner {
                 }
                 Some(o) => match self.accounts.coordination().await {
                     // The lease came back on the same session: the record is still ours.
-                    Ok((_, epoch)) if epoch == o.epoch => continue,
+                    Ok((_, epoch)) if epoch == o.epoch => {
+                        crate::probe!("orm: lease lapsed and came back on the same session");
+                        continue;
+                    }
                     // The session was replaced: its ephemerals (our record) are gone.
                     Ok(_) => {
+                        crate::probe!("orm: lease lapsed with a new session, object evicted");
                         self.evict([obj]);
                         continue;
                     }
@@ -156,6 +160,7 @@ impl Inner {
                     why: format!("owner {owner:?} neither lent it nor expired"),
                 });
             }
+            crate::probe!("orm: waiting out an unresponsive owner's record");
             self.wait_gone(coord, &path, deadline).await;
         }
     }
@@ -182,8 +187,12 @@ impl Inner {
         let req = LendObject { model: obj.model.clone(), key: obj.key.clone() };
         let opts = CallOptions::default().with_timeout(self.cfg.lend_timeout);
         match self.rpc.call::<LendObject, LendObjectReply>(peer, RPC_LEND, &req, opts).await {
-            Ok(rep) if rep.released => true,
+            Ok(rep) if rep.released => {
+                crate::probe!("orm: object lent by its owner");
+                true
+            }
             Ok(rep) => {
+                crate::probe!("orm: owner refused to lend");
                 debug!(target: LOG_TARGET, node = %self.env.node, object = %obj, ?peer, reason = %rep.reason, "owner did not lend");
                 false
             }
@@ -223,13 +232,17 @@ impl Inner {
                 last_used: now,
             });
         }
+        crate::probe!("orm: load found a pending cross-instance write");
         let (version, value) = self.complete_pending(obj, &row, stored, fence).await?;
         Ok(Owned { epoch, fence, version: Some(version), value, last_used: now })
     }
 
     fn load_error(&self, obj: &ObjectRef, e: &ShardError) -> OrmError {
         match db_error(e) {
-            Some(DbError::Fenced { .. }) => OrmError::OwnershipLost(obj.to_string()),
+            Some(DbError::Fenced { .. }) => {
+                crate::probe!("orm: load refused by a newer owner's fence");
+                OrmError::OwnershipLost(obj.to_string())
+            }
             _ => shard_unavailable(obj, e),
         }
     }

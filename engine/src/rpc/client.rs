@@ -239,7 +239,10 @@ impl Inner {
                     Some(p) if !p.sent => Err(RpcError::Unreachable(
                         st.last_error.clone().unwrap_or_else(|| "not connected before the deadline".into()),
                     )),
-                    _ => Err(RpcError::Timeout),
+                    _ => {
+                        crate::probe!("rpc: call timed out after it was sent (maybe applied)");
+                        Err(RpcError::Timeout)
+                    }
                 }
             }
         };
@@ -332,6 +335,7 @@ async fn conn_task(inner: Arc<Inner>, out: Arc<OutPeer>) {
             st.last_error = None;
             (id, resent)
         };
+        crate::probe!(resent > 0, "rpc: calls retransmitted on a new connection");
         info!(peer = ?out.id, %addr, conn = id, resent, "rpc connection established");
         let end = drive(&inner, &out, sink, stream, rx, tx).await;
         {
@@ -342,6 +346,7 @@ async fn conn_task(inner: Arc<Inner>, out: Arc<OutPeer>) {
         }
         match end {
             End::Fenced(actual) => {
+                crate::probe!("rpc: calls failed, the peer's incarnation is gone");
                 info!(peer = ?out.id, %addr, ?actual, "rpc connection fenced: the peer's incarnation is gone");
                 let failed = std::mem::take(&mut lock(&out.st).pending);
                 for (_, p) in failed {
@@ -354,6 +359,7 @@ async fn conn_task(inner: Arc<Inner>, out: Arc<OutPeer>) {
                 attempt = 1;
             }
             End::Stalled => {
+                crate::probe!("rpc: stalled connection replaced");
                 info!(peer = ?out.id, %addr, conn = id, "rpc connection stalled; reconnecting");
                 attempt = 1;
             }

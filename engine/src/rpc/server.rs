@@ -169,6 +169,7 @@ async fn serve_conn(inner: Arc<Inner>, id: u64, conn: Connection) {
         Ok(Some(Ok(b))) => match wire::decode(&b) {
             Ok(WireFrame::Hello { sender, receiver }) if receiver == inner.self_id => sender,
             Ok(WireFrame::Hello { sender, receiver }) => {
+                crate::probe!("rpc: connection for an older incarnation fenced");
                 info!(%addr, ?sender, intended = ?receiver, "rpc connection fenced: meant for another incarnation");
                 let _ = sink.send(wire::encode(&WireFrame::Fenced { actual: inner.self_id })).await;
                 lock(&inner.server.conns).remove(&id);
@@ -276,17 +277,20 @@ impl Inner {
                     Admit::New => {}
                     Admit::InProgress => {
                         self.metrics.duplicates.inc();
+                        crate::probe!("rpc: duplicate of a running call ignored");
                         debug!(%xid, "rpc duplicate of a running call ignored");
                         return;
                     }
                     Admit::Done(reply) => {
                         self.metrics.duplicates.inc();
+                        crate::probe!("rpc: duplicate of a finished call answered from the dedupe window");
                         debug!(%xid, "rpc duplicate of a finished call: cached reply re-sent");
                         send_or_close(tx, reply);
                         return;
                     }
                     Admit::Stale => {
                         self.metrics.duplicates.inc();
+                        crate::probe!("rpc: stale copy of an abandoned call dropped");
                         debug!(%xid, floor = s.dedupe.floor(), "rpc stale copy of an abandoned call dropped");
                         return;
                     }

@@ -314,6 +314,7 @@ impl Session {
                 return Ok(());
             }
         };
+        crate::probe!("session: slow reader closed");
         tracing::info!(session = %self.shared.id, frame = len, %overflow, "slow reader: send queue full");
         self.close_with(CloseReason::SlowReader, false);
         Err(SessionError::SlowReader)

@@ -65,6 +65,7 @@ fn start_session(inner: &Arc<Inner>, port: usize, conn: Connection) {
         for victim in &evicted {
             if let Some(e) = sessions.get(victim) {
                 info!(session = %victim, peer = %e.session.peer_addr(), newcomer = %conn.peer, "unauthenticated connection evicted");
+                crate::probe!("session: oldest unauthenticated connection evicted");
                 e.session.close_with(CloseReason::Evicted, false);
             }
         }
@@ -184,6 +185,7 @@ async fn read_loop(
         let payload = match ev {
             ReadEvent::Closed => return,
             ReadEvent::Idle => {
+                crate::probe!("session: client session expired (idle timeout)");
                 session.close_with(CloseReason::IdleTimeout, true);
                 return;
             }

@@ -273,6 +273,7 @@ impl ShardRouter {
                     if op_index < shards.len() =>
                 {
                     let shard = shards[op_index];
+                    crate::probe!("shard: write refused by the guard, shard moved or frozen");
                     debug!(%shard, version = map.version, instance = %name, "write refused by the shard guard");
                     self.await_newer_map(shard, map.version, deadline).await?;
                 }
@@ -355,6 +356,7 @@ impl ShardRouter {
             match guard {
                 Some(g) if g.fence <= map.version => return Ok(value),
                 _ => {
+                    crate::probe!("shard: read not confirmed by the guard, re-read on a newer map");
                     debug!(%shard, version = map.version, instance = %name, "read not confirmed by the shard guard");
                     self.await_newer_map(shard, map.version, deadline).await?;
                 }
@@ -379,6 +381,7 @@ impl ShardRouter {
                 return Ok(());
             }
             if self.inner.env.clock.now() >= deadline {
+                crate::probe!("shard: gave up waiting for a frozen shard");
                 return Err(ShardError::Frozen { shard });
             }
             self.inner.env.clock.sleep(FREEZE_POLL).await;

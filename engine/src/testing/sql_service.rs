@@ -123,6 +123,7 @@ impl<'a> Txn<'a> {
             return Ok(WriteResult::Restore { applied });
         }
         if fence < row_fence && !ignore_fences {
+            crate::probe!("sql: write refused by a newer fence on the row");
             return Err(DbError::Fenced { op_index, row_fence });
         }
         let result = match op {

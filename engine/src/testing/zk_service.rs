@@ -263,6 +263,7 @@ impl Service {
         let due: Vec<i64> = self.sessions.values().filter(|s| s.deadline <= now).map(|s| s.id).collect();
         let mut notes = Vec::new();
         for id in &due {
+            crate::probe!("zk: session expired at the service");
             notes.extend(self.end_session(*id));
         }
         (due, notes)
@@ -412,6 +413,10 @@ impl Service {
                 }
             }
         }
+        crate::probe!(
+            !notes.is_empty(),
+            "zk: re-registered watches fired for changes missed while disconnected"
+        );
         notes
     }
 

@@ -56,6 +56,24 @@ const BUGS: &[PlantedBug] = &[PlantedBug {
 
 pub struct CoordLock;
 
+/// Coverage probes every sweep must reach (see [`ScenarioMeta::probes`]).
+const PROBES: &[&str] = &[
+    "fault: partition applied",
+    "fault: one-way partition applied",
+    "fault: link cut",
+    "fault: node killed",
+    "fault: node paused",
+    "fault: clock skewed",
+    "fault: clock jumped",
+    "fault: clock drifting",
+    "fault: packet loss on",
+    "fault: latency raised",
+    "coord_lock: stale fencing token rejected at the store",
+    "redis client: outcome unknown (maybe applied)",
+    "zk client: connection lost, session kept",
+    "zk: session expired at the service",
+];
+
 /// Checked on the clients only, so it runs live too.
 const META: ScenarioMeta = ScenarioMeta {
     name: "coord_lock",
@@ -63,6 +81,7 @@ const META: ScenarioMeta = ScenarioMeta {
         "ZooKeeper lock recipe + fenced writes to Redis under pauses, partitions, kills and clock faults",
     bugs: BUGS,
     runs_live: true,
+    probes: PROBES,
 };
 
 impl Scenario for CoordLock {
@@ -158,6 +177,7 @@ impl Run {
                 None => Guarded::default(),
             };
             if !self.no_fencing && cur.token > token {
+                engine::probe!("coord_lock: stale fencing token rejected at the store");
                 tracing::info!(token, current = cur.token, "stale fencing token rejected");
                 return self.rec.ok(h, WriteResult::RejectedStale { current: cur.token });
             }
@@ -172,7 +192,10 @@ impl Run {
             };
             match r {
                 Ok(true) => return self.rec.ok(h, WriteResult::Accepted),
-                Ok(false) => continue,
+                Ok(false) => {
+                    engine::probe!("coord_lock: guarded write lost a compare-and-set race, retried");
+                    continue;
+                }
                 Err(e) => return kv_outcome(&self.rec, h, &e),
             }
         }

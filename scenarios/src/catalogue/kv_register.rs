@@ -38,12 +38,28 @@ const BUGS: &[PlantedBug] = &[PlantedBug {
 
 pub struct KvRegister;
 
+/// Coverage probes every sweep must reach (see [`ScenarioMeta::probes`]).
+const PROBES: &[&str] = &[
+    "fault: partition applied",
+    "fault: one-way partition applied",
+    "fault: link cut",
+    "fault: node killed",
+    "fault: node paused",
+    "fault: clock skewed",
+    "fault: clock jumped",
+    "fault: clock drifting",
+    "fault: packet loss on",
+    "fault: latency raised",
+    "redis client: outcome unknown (maybe applied)",
+];
+
 /// Checked on the clients only, so it runs live too.
 const META: ScenarioMeta = ScenarioMeta {
     name: "kv_register",
     description: "registers with read/write/CAS on Redis under partitions, kills, pauses, loss; per-key linearizability",
     bugs: BUGS,
     runs_live: true,
+    probes: PROBES,
 };
 
 impl Scenario for KvRegister {

@@ -90,12 +90,34 @@ fn account(i: usize) -> String {
     }
 }
 
+/// Coverage probes every sweep must reach (see [`ScenarioMeta::probes`]).
+const PROBES: &[&str] = &[
+    "fault: partition applied",
+    "fault: one-way partition applied",
+    "fault: link cut",
+    "fault: node killed",
+    "fault: node paused",
+    "fault: clock skewed",
+    "fault: clock jumped",
+    "fault: clock drifting",
+    "fault: packet loss on",
+    "fault: latency raised",
+    "account: coordination session expired",
+    "account: lease lapsed with links open",
+    "account: login claim maybe applied, read back",
+    "account: login refused, logged in elsewhere",
+    "cluster: view stale until a reload succeeds",
+    "zk: re-registered watches fired for changes missed while disconnected",
+    "zk: session expired at the service",
+];
+
 /// Checked on the clients' history; servers' acts arrive as evidence, so it runs live too.
 const META: ScenarioMeta = ScenarioMeta {
     name: "login_unique",
     description: "cluster-unique, fenced login of contended accounts under ZooKeeper partitions, pauses, kills, clock faults",
     bugs: BUGS,
     runs_live: true,
+    probes: PROBES,
 };
 
 impl Scenario for LoginUnique {

@@ -91,6 +91,27 @@ pub(crate) async fn join_retrying(ctx: &ServerCtx, cfg: &ClusterConfig) -> Optio
 
 pub struct Membership;
 
+/// Coverage probes every sweep must reach (see [`ScenarioMeta::probes`]).
+const PROBES: &[&str] = &[
+    "fault: partition applied",
+    "fault: one-way partition applied",
+    "fault: link cut",
+    "fault: node killed",
+    "fault: node paused",
+    "fault: clock skewed",
+    "fault: clock jumped",
+    "fault: clock drifting",
+    "fault: packet loss on",
+    "fault: latency raised",
+    "cluster: view stale while disconnected",
+    "cluster: view stale until a reload succeeds",
+    "cluster: session reconnected, watches re-armed by a catch-up",
+    "cluster: session expired, re-registering under the same id",
+    "cluster: re-registered on a new session",
+    "zk: re-registered watches fired for changes missed while disconnected",
+    "zk: session expired at the service",
+];
+
 /// Its checkers read the servers' in-memory views: simulator only.
 const META: ScenarioMeta = ScenarioMeta {
     name: "membership",
@@ -98,6 +119,7 @@ const META: ScenarioMeta = ScenarioMeta {
         "servers with tags and shared status join/crash/restart under ZooKeeper partitions and clock faults",
     bugs: BUGS,
     runs_live: false,
+    probes: PROBES,
 };
 
 impl Scenario for Membership {

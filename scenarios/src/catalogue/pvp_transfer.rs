@@ -100,12 +100,33 @@ fn servers() -> Vec<ServerSpec> {
         .collect()
 }
 
+/// Coverage probes every sweep must reach (see [`ScenarioMeta::probes`]).
+const PROBES: &[&str] = &[
+    "fault: partition applied",
+    "fault: one-way partition applied",
+    "fault: link cut",
+    "fault: node killed",
+    "fault: node paused",
+    "fault: clock skewed",
+    "fault: clock jumped",
+    "fault: clock drifting",
+    "fault: packet loss on",
+    "fault: latency raised",
+    "account: login claim maybe applied, read back",
+    "account: login refused, logged in elsewhere",
+    "cluster: view stale while disconnected",
+    "cluster: view stale until a reload succeeds",
+    "redis client: outcome unknown (maybe applied)",
+    "zk: session expired at the service",
+];
+
 /// Checked on the clients' history only, so it runs live too.
 const META: ScenarioMeta = ScenarioMeta {
     name: "pvp_transfer",
     description: "reference game: login, enter pvp, transfer with a one-shot 10 s auth key under chaos",
     bugs: BUGS,
     runs_live: true,
+    probes: PROBES,
 };
 
 impl Scenario for PvpTransfer {

@@ -58,6 +58,29 @@ const BUGS: &[PlantedBug] = &[
 
 pub struct RpcScenario;
 
+/// Coverage probes every sweep must reach (see [`ScenarioMeta::probes`]).
+const PROBES: &[&str] = &[
+    "fault: partition applied",
+    "fault: one-way partition applied",
+    "fault: link cut",
+    "fault: node killed",
+    "fault: node paused",
+    "fault: clock skewed",
+    "fault: clock jumped",
+    "fault: clock drifting",
+    "fault: packet loss on",
+    "fault: latency raised",
+    "rpc: calls retransmitted on a new connection",
+    "rpc: duplicate of a finished call answered from the dedupe window",
+    "rpc: duplicate of a running call ignored",
+    "rpc: stale copy of an abandoned call dropped",
+    "rpc: connection for an older incarnation fenced",
+    "rpc: calls failed, the peer's incarnation is gone",
+    "rpc: call timed out after it was sent (maybe applied)",
+    "rpc: stalled connection replaced",
+    "cluster: view stale while disconnected",
+];
+
 /// Its checkers read the servers' in-memory records: simulator only.
 const META: ScenarioMeta = ScenarioMeta {
     name: "rpc",
@@ -65,6 +88,7 @@ const META: ScenarioMeta = ScenarioMeta {
         "echo and ordered per-player RPC between servers under loss, latency, partitions and restarts",
     bugs: BUGS,
     runs_live: false,
+    probes: PROBES,
 };
 
 impl Scenario for RpcScenario {

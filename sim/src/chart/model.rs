@@ -539,7 +539,14 @@ mod tests {
             servers: vec![],
             clients: 1,
         };
-        let plan = FaultPlan { seed: 1, heal_at_ms: 100, end_ms: 150, liveness_bound_ms: 50, faults: vec![] };
+        let plan = FaultPlan {
+            seed: 1,
+            heal_at_ms: 100,
+            end_ms: 150,
+            liveness_bound_ms: 50,
+            faults: vec![],
+            swarm: None,
+        };
         let c = "10.0.1.1:1";
         let r = "10.0.0.2:6379";
         let log = ChartLog {
@@ -606,6 +613,7 @@ mod tests {
             kinds: vec![],
             ops: 0,
             counters: BTreeMap::new(),
+            probes: BTreeMap::new(),
             trace_hash: "ab".into(),
             trace_lines: 1,
             frames: 6,

@@ -284,6 +284,10 @@ impl SimKv {
                 Err(KvError::Timeout { maybe_applied: true })
             }
         };
+        engine::probe!(
+            outcome.as_ref().is_err_and(KvError::maybe_applied),
+            "redis client: outcome unknown (maybe applied)"
+        );
         debug!(conn = conn.seq, id, cmd = name, key = %key, ?outcome, "redis call");
         outcome
     }

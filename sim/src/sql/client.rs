@@ -284,6 +284,10 @@ impl SimDb {
                 Err(DbError::Timeout { maybe_applied: true })
             }
         };
+        engine::probe!(
+            outcome.as_ref().is_err_and(DbError::maybe_applied),
+            "sql client: outcome unknown (maybe applied)"
+        );
         debug!(db = %self.inner.name, conn = conn.seq, id, call = name, ?outcome, "sql call");
         outcome
     }

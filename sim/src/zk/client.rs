@@ -420,6 +420,7 @@ async fn attempt(inner: &Arc<Inner>) -> Attempt {
     };
     let mut st = inner.st();
     if st.conn.as_ref().map(|l| l.id) == Some(conn_id) {
+        engine::probe!("zk client: connection lost, session kept");
         st.drop_conn(CoordError::ConnectionLoss { maybe_applied: true });
         if !st.state.is_terminal() && !st.closing {
             info!(node = %env.node, session = st.sid(), reason, "zk connection lost");
@@ -560,7 +561,10 @@ impl ZkCoord {
             Ok(Ok(reply)) => Ok((reply, watcher)),
             Ok(Err(e)) => Err(e),
             // The connection task went away with the request in flight.
-            Err(_) => Err(CoordError::ConnectionLoss { maybe_applied: true }),
+            Err(_) => {
+                engine::probe!("zk client: outcome unknown (maybe applied)");
+                Err(CoordError::ConnectionLoss { maybe_applied: true })
+            }
         }
     }
 

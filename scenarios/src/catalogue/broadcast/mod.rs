@@ -91,12 +91,34 @@ const BUGS: &[PlantedBug] = &[PlantedBug {
 
 pub struct BroadcastScenario;
 
+/// Coverage probes every sweep must reach (see [`ScenarioMeta::probes`]).
+const PROBES: &[&str] = &[
+    "fault: partition applied",
+    "fault: one-way partition applied",
+    "fault: link cut",
+    "fault: node killed",
+    "fault: node paused",
+    "fault: clock skewed",
+    "fault: clock jumped",
+    "fault: clock drifting",
+    "fault: packet loss on",
+    "fault: latency raised",
+    "account: lease lapsed with links open",
+    "account: login claim maybe applied, read back",
+    "rpc: calls retransmitted on a new connection",
+    "rpc: duplicate of a finished call answered from the dedupe window",
+    "rpc: connection for an older incarnation fenced",
+    "cluster: session expired, re-registering under the same id",
+    "zk: session expired at the service",
+];
+
 /// Checked on the clients' history and receipts only, so it runs live too.
 const META: ScenarioMeta = ScenarioMeta {
     name: "broadcast",
     description: "reference game: local/global broadcasts and send-to-account: no duplicates, logged-in sessions only, complete after the heal",
     bugs: BUGS,
     runs_live: true,
+    probes: PROBES,
 };
 
 impl Scenario for BroadcastScenario {

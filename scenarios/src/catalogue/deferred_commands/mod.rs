@@ -131,12 +131,41 @@ const BUGS: &[PlantedBug] = &[
     },
 ];
 
+/// Coverage probes every sweep must reach (see [`ScenarioMeta::probes`]).
+const PROBES: &[&str] = &[
+    "fault: partition applied",
+    "fault: one-way partition applied",
+    "fault: link cut",
+    "fault: node killed",
+    "fault: node paused",
+    "fault: clock skewed",
+    "fault: clock jumped",
+    "fault: clock drifting",
+    "fault: packet loss on",
+    "fault: latency raised",
+    "fault: a SQL instance hit",
+    "commands: pack failed logically, error epoch advanced",
+    "commands: stale pack skipped",
+    "commands: pack on a state older than the last failure refused (sc_reload)",
+    "commands: resent pack acknowledged again, not stored twice",
+    "commands: state read answered retry-after",
+    "commands: turn left to the user's owner elsewhere",
+    "commands: execution transaction failed, nothing applied",
+    "orm: object lent by its owner",
+    "orm: owner refused to lend",
+    "orm: commit write outcome unknown (maybe applied)",
+    "account: lease lapsed with links open",
+    "sql client: outcome unknown (maybe applied)",
+    "zk: session expired at the service",
+];
+
 /// Runs live too: the servers report their pack executions (invariant 7) as `Evidence`.
 const META: ScenarioMeta = ScenarioMeta {
     name: "deferred_commands",
     description: "farm command packs stored, acknowledged and executed per user in order on 3 servers and 2 SQL instances, with cheats, resends and purchases, under kills, long pauses, partitions, clock faults",
     bugs: BUGS,
     runs_live: true,
+    probes: PROBES,
 };
 
 pub struct DeferredCommands;

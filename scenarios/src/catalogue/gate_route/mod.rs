@@ -96,11 +96,40 @@ const BUGS: &[PlantedBug] = &[
     },
 ];
 
+/// Coverage probes every sweep must reach (see [`ScenarioMeta::probes`]).
+const PROBES: &[&str] = &[
+    "fault: partition applied",
+    "fault: one-way partition applied",
+    "fault: link cut",
+    "fault: node killed",
+    "fault: node paused",
+    "fault: clock skewed",
+    "fault: clock jumped",
+    "fault: clock drifting",
+    "fault: packet loss on",
+    "fault: latency raised",
+    "fault: a SQL instance hit",
+    "gate: session key refused",
+    "gate: player moved between backends without a reconnect",
+    "gate: player recovered on a new backend after a failure",
+    "gate: bind call failed",
+    "gate: forward outcome unknown, frame not repeated",
+    "gate host: retransmitted bind answered again",
+    "gate host: delivery refused, the gate routes the player elsewhere",
+    "gate host: frame for a player not hosted here refused",
+    "account: lease lapsed with links open",
+    "orm: object lent by its owner",
+    "rpc: calls retransmitted on a new connection",
+    "session: client session expired (idle timeout)",
+    "zk: session expired at the service",
+];
+
 const META: ScenarioMeta = ScenarioMeta {
     name: "gate_route",
     description: "players behind 3 gates moved between 3 backends without reconnecting, under gate and backend kills, pauses, partitions, loss, clock faults",
     bugs: BUGS,
     runs_live: true,
+    probes: PROBES,
 };
 
 pub struct GateRoute;

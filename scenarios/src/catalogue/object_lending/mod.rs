@@ -105,12 +105,41 @@ const BUGS: &[PlantedBug] = &[
     },
 ];
 
+/// Coverage probes every sweep must reach (see [`ScenarioMeta::probes`]).
+const PROBES: &[&str] = &[
+    "fault: partition applied",
+    "fault: one-way partition applied",
+    "fault: link cut",
+    "fault: node killed",
+    "fault: node paused",
+    "fault: clock skewed",
+    "fault: clock jumped",
+    "fault: clock drifting",
+    "fault: packet loss on",
+    "fault: latency raised",
+    "fault: a SQL instance hit",
+    "account: lease lapsed with links open",
+    "account: coordination session expired",
+    "orm: object lent by its owner",
+    "orm: owner refused to lend",
+    "orm: waiting out an unresponsive owner's record",
+    "orm: load found a pending cross-instance write",
+    "orm: commit write outcome unknown (maybe applied)",
+    "sql: write refused by a newer fence on the row",
+    "sql client: outcome unknown (maybe applied)",
+    "rpc: calls retransmitted on a new connection",
+    "rpc: duplicate of a running call ignored",
+    "cluster: view stale until a reload succeeds",
+    "zk: session expired at the service",
+];
+
 /// Runs live too: SQL instances are SQLite files there, and owner acts travel as evidence.
 const META: ScenarioMeta = ScenarioMeta {
     name: "object_lending",
     description: "gifts and trades between inventories lent across 4 servers and 3 SQL instances, under kills, long pauses, partitions, clock faults",
     bugs: BUGS,
     runs_live: true,
+    probes: PROBES,
 };
 
 pub struct ObjectLending;

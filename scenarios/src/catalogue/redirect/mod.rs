@@ -147,6 +147,27 @@ fn name_of(servers: &ServerDirectory, addr: SocketAddr) -> String {
     servers.index_of(addr).map(server_name).unwrap_or_else(|| addr.to_string())
 }
 
+/// Coverage probes every sweep must reach (see [`ScenarioMeta::probes`]).
+const PROBES: &[&str] = &[
+    "fault: partition applied",
+    "fault: one-way partition applied",
+    "fault: link cut",
+    "fault: node killed",
+    "fault: node paused",
+    "fault: clock skewed",
+    "fault: clock jumped",
+    "fault: clock drifting",
+    "fault: packet loss on",
+    "fault: latency raised",
+    "account: login claim maybe applied, read back",
+    "redirect: expired token refused",
+    "redirect: forged token refused",
+    "redirect: replayed token refused",
+    "redirect: token for another server refused",
+    "cluster: view stale until a reload succeeds",
+    "zk: session expired at the service",
+];
+
 /// Checked on the clients' history; servers' acts and wall-clock reads arrive as evidence,
 /// so it runs live too.
 const META: ScenarioMeta = ScenarioMeta {
@@ -154,6 +175,7 @@ const META: ScenarioMeta = ScenarioMeta {
     description: "clients redirected between game servers with extra_data; forged, tampered, expired, wrong-server and replayed tokens",
     bugs: BUGS,
     runs_live: true,
+    probes: PROBES,
 };
 
 impl Scenario for RedirectScenario {

@@ -65,12 +65,34 @@ const BUGS: &[PlantedBug] = &[PlantedBug {
     caught_within_seeds: 200,
 }];
 
+/// Coverage probes every sweep must reach (see [`ScenarioMeta::probes`]).
+const PROBES: &[&str] = &[
+    "fault: partition applied",
+    "fault: one-way partition applied",
+    "fault: link cut",
+    "fault: node killed",
+    "fault: node paused",
+    "fault: clock skewed",
+    "fault: clock jumped",
+    "fault: clock drifting",
+    "fault: packet loss on",
+    "fault: latency raised",
+    "fault: a SQL instance hit",
+    "shard: read not confirmed by the guard, re-read on a newer map",
+    "shard: write refused by the guard, shard moved or frozen",
+    "sql client: outcome unknown (maybe applied)",
+    "sql: write refused by a newer fence on the row",
+    "zk client: connection lost, session kept",
+    "zk: session expired at the service",
+];
+
 /// Simulator only: the live-cluster runner starts no SQL instances yet.
 const META: ScenarioMeta = ScenarioMeta {
     name: "shard_move",
     description: "writers append to sharded rows on 3 SQL instances while a mover moves shards, under kills, partitions, pauses, clock faults",
     bugs: BUGS,
     runs_live: false,
+    probes: PROBES,
 };
 
 pub struct ShardMove;

@@ -84,6 +84,23 @@ const BUGS: &[PlantedBug] = &[PlantedBug {
     caught_within_seeds: 5,
 }];
 
+/// Coverage probes every sweep must reach (see [`ScenarioMeta::probes`]).
+const PROBES: &[&str] = &[
+    "fault: partition applied",
+    "fault: one-way partition applied",
+    "fault: link cut",
+    "fault: node killed",
+    "fault: node paused",
+    "fault: clock skewed",
+    "fault: clock jumped",
+    "fault: clock drifting",
+    "fault: packet loss on",
+    "fault: latency raised",
+    "fault: a SQL instance hit",
+    "sql client: outcome unknown (maybe applied)",
+    "sql: write refused by a newer fence on the row",
+];
+
 /// Its clients run on the servers and record in memory, and the live-cluster runner starts no
 /// SQL instances yet: simulator only.
 const META: ScenarioMeta = ScenarioMeta {
@@ -91,6 +108,7 @@ const META: ScenarioMeta = ScenarioMeta {
     description: "owners and deposed owners read and write fenced, versioned rows on 4 SQL instances under kills, partitions, pauses, clock faults",
     bugs: BUGS,
     runs_live: false,
+    probes: PROBES,
 };
 
 pub struct SqlRegister;
