@@ -186,27 +186,32 @@ pub struct FaultPlan {
     pub swarm: Option<Swarm>,
 }
 
-/// The part of a [`FaultSpace`] one seed uses: swarm testing (Groce et al., "Swarm Testing",
-/// ISSTA 2012). Each seed enables a random non-empty subset of the kinds the space allows,
-/// a fault count range and a longest fault, so some seeds hammer one kind of fault hard
-/// instead of every seed spreading thinly over all of them; a bug that needs several faults
-/// of one kind, or no fault of another kind that hides it, gets seeds of its own. The full
-/// space stays reachable: every kind enabled with the full count range and length is one of
-/// the swarms (and is drawn outright for [`FULL_SPACE_ONE_IN`] of the seeds).
+/// How one seed leans within its [`FaultSpace`]: swarm testing (Groce et al., "Swarm Testing",
+/// ISSTA 2012), in the form that measured best here. Each seed picks a random non-empty
+/// subset of the kinds the space allows and draws those [`SWARM_EMPHASIS`] times as often as
+/// the others, and draws its fault count from the full range or its upper half; every kind
+/// stays possible and every fault keeps the space's full length range. (Turning the other
+/// kinds *off*, as the paper does, or shortening faults, lowered the catch rate of every
+/// planted bug that needs a long pause at the right moment: docs/simulator.md.) One seed in
+/// [`FULL_SPACE_ONE_IN`] uses the space unchanged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Swarm {
-    /// Kinds this seed draws from, in draw order (a non-empty subset of those allowed).
+    /// Kinds this seed emphasises, in draw order (a non-empty subset of those allowed; all of
+    /// them for a seed that uses the space unchanged).
     pub kinds: Vec<FaultKind>,
     /// Fewest and most faults of this seed (within the space's `faults_min..=faults_max`).
     pub faults_min: u32,
     pub faults_max: u32,
-    /// Longest pause, kill or partition of this seed (at most the space's `fault_ms_max`).
+    /// Longest pause, kill or partition of this seed (the space's `fault_ms_max`).
     pub fault_ms_max: u64,
 }
 
 /// One seed in this many draws the whole space (every allowed kind, full intensity) rather
 /// than a swarm subset, so the "everything on" mix keeps its share of seeds.
 pub const FULL_SPACE_ONE_IN: u64 = 8;
+
+/// How many times as often a seed draws the kinds its swarm emphasises.
+pub const SWARM_EMPHASIS: u32 = 4;
 
 impl Swarm {
     /// The swarm of `seed` within `space`: its own random stream (`fork("swarm")`), so the
@@ -227,17 +232,11 @@ impl Swarm {
         if kinds.is_empty() {
             kinds.push(*rng.choose(&allowed).expect("allowed is not empty"));
         }
-        // Intensity: few faults, the full range, or many faults.
+        // Intensity: the full range, or its upper half.
         let (lo, hi) = (space.faults_min, space.faults_max);
         let mid = lo + (hi - lo) / 2;
-        let (faults_min, faults_max) = match rng.gen_range(0..3) {
-            0 => (lo, mid),
-            1 => (lo, hi),
-            _ => (mid, hi),
-        };
-        // Longest fault: a quarter of the space's, half of it, or all of it.
-        let fault_ms_max = space.fault_ms_max >> rng.gen_range(0..3);
-        Swarm { kinds, faults_min, faults_max, fault_ms_max }
+        let (faults_min, faults_max) = if rng.gen_bool(0.5) { (lo, hi) } else { (mid, hi) };
+        Swarm { kinds, faults_min, faults_max, fault_ms_max: space.fault_ms_max }
     }
 }
 
@@ -246,7 +245,7 @@ impl fmt::Display for Swarm {
         let kinds: Vec<&str> = self.kinds.iter().map(|k| k.name()).collect();
         write!(
             f,
-            "swarm: {}; {}..={} faults, each up to {} ms",
+            "swarm: emphasis {}; {}..={} faults, each up to {} ms",
             kinds.join(","),
             self.faults_min,
             self.faults_max,
@@ -426,12 +425,15 @@ impl FaultPlan {
         plan
     }
 
-    /// Draws the faults of `seed` from the part of `space` that `swarm` enables.
+    /// Draws the faults of `seed` from `space` as `swarm` leans.
     fn generate_within(seed: u64, space: &FaultSpace, swarm: &Swarm) -> FaultPlan {
         let rng = SeedRng::new(seed).fork("fault-plan");
+        let all = FaultKind::ALL.into_iter().filter(|k| k.allowed_in(space)).count();
         let mut kinds: Vec<FaultKind> = Vec::new();
-        for kind in FaultKind::ALL.into_iter().filter(|k| k.allowed_in(space) && swarm.kinds.contains(k)) {
-            for _ in 0..space.weight(kind) {
+        for kind in FaultKind::ALL.into_iter().filter(|k| k.allowed_in(space)) {
+            let leaning = swarm.kinds.len() < all && swarm.kinds.contains(&kind);
+            let weight = space.weight(kind) * if leaning { SWARM_EMPHASIS } else { 1 };
+            for _ in 0..weight {
                 kinds.push(kind);
             }
         }
@@ -679,27 +681,39 @@ mod tests {
     }
 
     #[test]
-    fn each_seed_records_its_swarm_and_draws_only_inside_it() {
+    fn each_seed_records_its_swarm_and_draws_within_it() {
         let space = space();
         for seed in 0..300 {
             let p = FaultPlan::generate(seed, &space);
             let swarm = p.swarm.clone().expect("a generated plan records its swarm");
             assert!(!swarm.kinds.is_empty());
             assert!(swarm.faults_min >= space.faults_min && swarm.faults_max <= space.faults_max);
-            assert!(swarm.fault_ms_max <= space.fault_ms_max);
+            assert_eq!(swarm.fault_ms_max, space.fault_ms_max);
             let n = p.faults.len() as u32;
             assert!(swarm.faults_min <= n && n <= swarm.faults_max, "seed {seed}: {n} faults, {swarm}");
-            for t in &p.faults {
-                assert!(swarm.kinds.contains(&t.fault.kind()), "seed {seed}: {} outside {swarm}", t.fault);
-                if matches!(t.fault.kind(), FaultKind::Kill | FaultKind::Pause | FaultKind::Partition) {
-                    assert!(
-                        t.duration_ms <= swarm.fault_ms_max.max(200),
-                        "seed {seed}: {t:?} longer than {swarm}"
-                    );
-                }
-            }
-            assert!(p.to_string().contains("swarm: "), "the plan prints its swarm");
+            assert!(p.to_string().contains("swarm: emphasis "), "the plan prints its swarm");
         }
+    }
+
+    #[test]
+    fn a_swarm_draws_its_emphasised_kinds_more_often_and_the_others_still() {
+        let space = space();
+        let (mut emphasised, mut other, mut other_seeds) = (0u32, 0u32, 0u32);
+        for seed in 0..400 {
+            let p = FaultPlan::generate(seed, &space);
+            let swarm = p.swarm.expect("recorded");
+            if swarm.kinds.len() == FaultKind::ALL.len() || swarm.kinds.len() < 3 {
+                continue;
+            }
+            let kinds_other = FaultKind::ALL.len() - swarm.kinds.len();
+            let e = p.faults.iter().filter(|t| swarm.kinds.contains(&t.fault.kind())).count() as u32;
+            emphasised += e * kinds_other as u32;
+            other += (p.faults.len() as u32 - e) * swarm.kinds.len() as u32;
+            other_seeds += u32::from(p.faults.len() as u32 > e);
+        }
+        // Per kind, an emphasised one is drawn about SWARM_EMPHASIS times as often.
+        assert!(emphasised > 2 * other, "emphasised {emphasised} vs other {other} (per-kind scaled)");
+        assert!(other_seeds > 50, "other kinds still occur ({other_seeds} seeds)");
     }
 
     #[test]
@@ -713,12 +727,11 @@ mod tests {
         };
         let fulls = swarms.iter().filter(|w| full(w)).count();
         assert!(fulls >= 400 / FULL_SPACE_ONE_IN as usize / 2, "{fulls} full-space seeds of 400");
-        assert!(swarms.iter().any(|w| w.kinds.len() == 1), "some seeds use a single kind");
+        assert!(swarms.iter().any(|w| w.kinds.len() == 1), "some seeds lean on a single kind");
         for kind in FaultKind::ALL {
             let alone = swarms.iter().filter(|w| w.kinds.contains(&kind)).count();
-            assert!(alone > 100, "{kind} enabled in only {alone} of 400 swarms");
+            assert!(alone > 100, "{kind} emphasised in only {alone} of 400 swarms");
         }
-        assert!(swarms.iter().any(|w| w.faults_max < space.faults_max), "light swarms exist");
         assert!(swarms.iter().any(|w| w.faults_min > space.faults_min), "heavy swarms exist");
     }
 
