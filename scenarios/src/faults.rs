@@ -111,6 +111,23 @@ impl FaultKind {
         }
     }
 
+    /// The coverage probe the simulator hits when a fault of this kind takes effect (its
+    /// fault injector's `probe!` sites carry these names; a test checks they are declared).
+    pub fn probe(self) -> &'static str {
+        match self {
+            FaultKind::Partition => "fault: partition applied",
+            FaultKind::PartitionOneWay => "fault: one-way partition applied",
+            FaultKind::CutLink => "fault: link cut",
+            FaultKind::Kill => "fault: node killed",
+            FaultKind::Pause => "fault: node paused",
+            FaultKind::ClockSkew => "fault: clock skewed",
+            FaultKind::ClockJump => "fault: clock jumped",
+            FaultKind::ClockDrift => "fault: clock drifting",
+            FaultKind::PacketLoss => "fault: packet loss on",
+            FaultKind::Latency => "fault: latency raised",
+        }
+    }
+
     /// Relative weight of the kind when a scenario does not override it.
     pub fn default_weight(self) -> u32 {
         match self {

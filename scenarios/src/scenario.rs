@@ -259,10 +259,12 @@ pub struct ScenarioMeta {
     /// as [`Evidence`] through [`ServerCtx::tap`]. A scenario whose servers keep other records
     /// in memory would pass vacuously on a live cluster, so it says `false`.
     pub runs_live: bool,
-    /// Coverage probes ([`engine::probe`]) every sweep of this scenario must reach: the paths
-    /// its invariants are about (fencing refusals, lease lapses, retransmissions, each fault
-    /// kind taking effect). `sim run` fails a sweep that misses one (its own exit code), and
-    /// `cargo test`'s seed window checks them too. Chosen from what a 100-seed window reaches.
+    /// Coverage probes ([`engine::probe`]) every sweep of this scenario must reach besides its
+    /// fault kinds taking effect (those follow from its fault space:
+    /// [`Scenario::required_probes`]): the paths its invariants are about (fencing refusals,
+    /// lease lapses, retransmissions, `maybe_applied` outcomes). `sim run` fails a sweep that
+    /// misses one (its own exit code), and `cargo test`'s seed window checks them too. Chosen
+    /// from what a 100-seed window reaches.
     pub probes: &'static [&'static str],
 }
 
@@ -291,6 +293,15 @@ pub trait Scenario: Send + Sync {
     /// Shorthand for `self.meta().name`.
     fn name(&self) -> &'static str {
         self.meta().name
+    }
+
+    /// The coverage probes a sweep of this scenario must reach: its own
+    /// ([`ScenarioMeta::probes`]), and the probe of every fault kind its fault space allows
+    /// taking effect ([`FaultKind::probe`](crate::faults::FaultKind::probe)).
+    fn required_probes(&self) -> Vec<&'static str> {
+        let space = self.fault_space(&self.topology(None));
+        let kinds = crate::faults::FaultKind::ALL.into_iter().filter(|k| k.allowed_in(&space));
+        kinds.map(crate::faults::FaultKind::probe).chain(self.meta().probes.iter().copied()).collect()
     }
 }
 

@@ -216,12 +216,14 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let start = std::time::Instant::now();
             let summaries = sweep(&specs, jobs, chunk.max(1)).map_err(|e| anyhow!(e))?;
             print!("{}", render(&summaries, start.elapsed().as_secs_f64()));
-            let required = |name: &str| scenarios::lookup(name, None).map_or(&[][..], |s| s.meta().probes);
+            let required = |name: &str| {
+                scenarios::lookup(name, None).map_or_else(|_| Vec::new(), |s| s.required_probes())
+            };
             print!("{}", render_probes(&summaries, required, probes));
             let verdicts = summaries.iter().flat_map(|s| s.failed.iter().map(|r| r.verdict));
             let code = exit_code(verdicts);
             // A planted bug's sweep is about catching it, not about coverage.
-            let missed = summaries.iter().any(|s| !s.missed_probes(required(&s.scenario)).is_empty());
+            let missed = summaries.iter().any(|s| !s.missed_probes(&required(&s.scenario)).is_empty());
             if code == 0 && missed && bug.is_none() && !no_require_probes {
                 println!("FAILED: required coverage probes never reached (exit {EXIT_PROBE_MISSED})");
                 return Ok(ExitCode::from(EXIT_PROBE_MISSED));

@@ -300,14 +300,14 @@ pub fn render(summaries: &[Summary], elapsed_secs: f64) -> String {
 /// the binary (reached or not), so paths no seed reaches show.
 pub fn render_probes(
     summaries: &[Summary],
-    required: impl Fn(&str) -> &'static [&'static str],
+    required: impl Fn(&str) -> Vec<&'static str>,
     all: bool,
 ) -> String {
     let mut out = String::new();
     let declared = engine::probe::declared();
     for s in summaries {
         let req = required(&s.scenario);
-        let missed = s.missed_probes(req);
+        let missed = s.missed_probes(&req);
         out.push_str(&format!(
             "coverage {}: {}/{} required probes reached in {} seeds\n",
             s.scenario,

@@ -21,7 +21,7 @@ fn sweep(name: &str) {
         seed_window(),
         report.join("\n")
     );
-    let missed = w.missed(s.meta().probes);
+    let missed = w.missed(&s.required_probes());
     assert!(
         missed.is_empty(),
         "{name}: required coverage probes never reached in seeds {:?}: {missed:?}\nreached: {:#?}",
@@ -331,7 +331,7 @@ fn gate_route_bugs_are_caught_by_their_own_invariants() {
 #[test]
 fn every_required_probe_names_a_declared_probe() {
     for s in scenarios::all() {
-        for p in s.meta().probes {
+        for p in s.required_probes() {
             assert!(
                 engine::probe::is_declared(p),
                 "{}: required probe {p:?} is not declared by any probe! site",
