@@ -50,9 +50,17 @@ thread_local! {
 }
 
 /// Marks a path. `probe!("area: what happened")`, or `probe!(condition, "...")` to mark it
-/// only when `condition` holds. See the [module docs](crate::probe).
+/// only when `condition` holds, or `probe!(name = EXPR)` with a constant expression for the
+/// name (a name defined once elsewhere). See the [module docs](crate::probe).
 #[macro_export]
 macro_rules! probe {
+    (name = $name:expr) => {{
+        #[$crate::probe::linkme::distributed_slice($crate::probe::PROBES)]
+        #[linkme(crate = $crate::probe::linkme)]
+        static PROBE: $crate::probe::Probe =
+            $crate::probe::Probe { name: $name, file: file!(), line: line!() };
+        $crate::probe::hit(&PROBE);
+    }};
     ($name:literal) => {{
         #[$crate::probe::linkme::distributed_slice($crate::probe::PROBES)]
         #[linkme(crate = $crate::probe::linkme)]

@@ -111,9 +111,9 @@ impl FaultKind {
         }
     }
 
-    /// The coverage probe the simulator hits when a fault of this kind takes effect (its
-    /// fault injector's `probe!` sites carry these names; a test checks they are declared).
-    pub fn probe(self) -> &'static str {
+    /// The coverage probe the simulator hits when a fault of this kind takes effect (the
+    /// fault injector's `probe!(name = kind.probe())` sites; `const` for that).
+    pub const fn probe(self) -> &'static str {
         match self {
             FaultKind::Partition => "fault: partition applied",
             FaultKind::PartitionOneWay => "fault: one-way partition applied",

@@ -320,16 +320,17 @@ impl Injector {
 /// Marks a fault of `kind` taking effect (coverage probes: a kind a scenario allows but no
 /// seed applies shows as a probe never hit).
 fn probe_applied(kind: FaultKind) {
+    // One site per kind (a site has one name); the names are `FaultKind::probe`'s.
     match kind {
-        FaultKind::Partition => engine::probe!("fault: partition applied"),
-        FaultKind::PartitionOneWay => engine::probe!("fault: one-way partition applied"),
-        FaultKind::CutLink => engine::probe!("fault: link cut"),
-        FaultKind::Kill => engine::probe!("fault: node killed"),
-        FaultKind::Pause => engine::probe!("fault: node paused"),
-        FaultKind::ClockSkew => engine::probe!("fault: clock skewed"),
-        FaultKind::ClockJump => engine::probe!("fault: clock jumped"),
-        FaultKind::ClockDrift => engine::probe!("fault: clock drifting"),
-        FaultKind::PacketLoss => engine::probe!("fault: packet loss on"),
-        FaultKind::Latency => engine::probe!("fault: latency raised"),
+        FaultKind::Partition => engine::probe!(name = FaultKind::Partition.probe()),
+        FaultKind::PartitionOneWay => engine::probe!(name = FaultKind::PartitionOneWay.probe()),
+        FaultKind::CutLink => engine::probe!(name = FaultKind::CutLink.probe()),
+        FaultKind::Kill => engine::probe!(name = FaultKind::Kill.probe()),
+        FaultKind::Pause => engine::probe!(name = FaultKind::Pause.probe()),
+        FaultKind::ClockSkew => engine::probe!(name = FaultKind::ClockSkew.probe()),
+        FaultKind::ClockJump => engine::probe!(name = FaultKind::ClockJump.probe()),
+        FaultKind::ClockDrift => engine::probe!(name = FaultKind::ClockDrift.probe()),
+        FaultKind::PacketLoss => engine::probe!(name = FaultKind::PacketLoss.probe()),
+        FaultKind::Latency => engine::probe!(name = FaultKind::Latency.probe()),
     }
 }

@@ -222,6 +222,27 @@ pub struct SeedResult {
 }
 
 impl SeedResult {
+    /// A result with only what unit tests look at: seed, verdict and trace hash.
+    #[cfg(test)]
+    pub(crate) fn for_test(seed: u64, verdict: Verdict, trace_hash: &str) -> SeedResult {
+        SeedResult {
+            scenario: "s".into(),
+            seed,
+            bug: None,
+            verdict,
+            violations: vec![],
+            kinds: vec![],
+            ops: 0,
+            counters: BTreeMap::new(),
+            probes: BTreeMap::new(),
+            trace_hash: trace_hash.into(),
+            trace_lines: 10,
+            frames: 0,
+            sim_secs: 1.0,
+            wall_secs: 0.1,
+        }
+    }
+
     pub fn passed(&self) -> bool {
         self.verdict == Verdict::Pass
     }

@@ -38,22 +38,7 @@ fn a_passing_report_with_an_undecided_key_is_inconclusive_and_a_violation_wins()
 }
 
 fn result(verdict: Verdict, hash: &str) -> SeedResult {
-    SeedResult {
-        scenario: "s".into(),
-        seed: 7,
-        bug: None,
-        verdict,
-        violations: vec![],
-        kinds: vec![],
-        ops: 0,
-        counters: BTreeMap::new(),
-        probes: BTreeMap::new(),
-        trace_hash: hash.into(),
-        trace_lines: 10,
-        frames: 0,
-        sim_secs: 1.0,
-        wall_secs: 0.1,
-    }
+    SeedResult::for_test(7, verdict, hash)
 }
 
 #[test]

@@ -397,22 +397,7 @@ mod tests {
     }
 
     fn failing(seed: u64, verdict: Verdict) -> SeedResult {
-        SeedResult {
-            scenario: "s".into(),
-            seed,
-            bug: Some("b".into()),
-            verdict,
-            violations: vec![],
-            kinds: vec![],
-            ops: 0,
-            counters: BTreeMap::new(),
-            probes: BTreeMap::new(),
-            trace_hash: String::new(),
-            trace_lines: 0,
-            frames: 0,
-            sim_secs: 0.0,
-            wall_secs: 0.0,
-        }
+        SeedResult::for_test(seed, verdict, "")
     }
 
     #[test]
