@@ -22,7 +22,8 @@
 //!   connections dribbling a header, keep-alive connections between requests. Connections
 //!   with a request in flight are never cut;
 //! - with nothing to evict, the accept loop waits for a connection to end (the kernel's
-//!   backlog holds the newcomers), so a burst of complete requests is answered, late rather
+//!   backlog, [`LISTEN_BACKLOG`](crate::adapters::LISTEN_BACKLOG) deep, holds the
+//!   newcomers), so a burst of complete requests is answered, late rather
 //!   than refused;
 //! - there is no per-address limit: the port serves a few operators and scrapers, and a
 //!   per-address cap measured worse — a flood from one address then refused the health probe
@@ -259,7 +260,10 @@ impl Drop for AdminHandle {
 /// Binds `addr` and serves `admin` on the current tokio runtime until the handle is shut
 /// down or dropped. Fails only if the address cannot be bound.
 pub async fn serve(addr: SocketAddr, admin: Admin) -> std::io::Result<AdminHandle> {
-    let listener = TcpListener::bind(addr).await?;
+    // The deep backlog matters here: at [`MAX_CONNECTIONS`] the accept loop stops accepting,
+    // and with tokio's default 128 the kernel then drops the health probe's SYN (it retries
+    // a second later).
+    let listener = crate::adapters::bind_listener(addr)?;
     let local_addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
     info!(%local_addr, node = admin.metrics.node(), "admin api listening");
