@@ -19,6 +19,7 @@ use game::GameObserver;
 use crate::checker::Report;
 use crate::evidence::{Evidence, EvidenceTap};
 use crate::history::{ProcessId, TimeSource};
+use crate::roles::LatestActor;
 
 /// One login instance: (server incarnation, link id).
 pub type Instance = (ProcessId, String);
@@ -36,10 +37,13 @@ pub struct Interval {
 #[derive(Clone, Default)]
 pub struct ActLog {
     inner: Arc<Mutex<BTreeMap<String, BTreeMap<Instance, Interval>>>>,
+    /// The server incarnation that acted last (for faults aimed at it).
+    actors: LatestActor,
 }
 
 impl ActLog {
     fn record(&self, account: &str, inst: Instance, t: u64, tick: bool) {
+        let server = inst.0;
         let mut m = engine::env::lock(&self.inner);
         let iv = m.entry(account.to_string()).or_default().entry(inst).or_insert(Interval {
             start_ns: t,
@@ -49,6 +53,13 @@ impl ActLog {
         iv.start_ns = iv.start_ns.min(t);
         iv.end_ns = iv.end_ns.max(t);
         iv.ticks += u64::from(tick);
+        drop(m);
+        self.actors.acted(server);
+    }
+
+    /// The servers and which one reported the latest act (a login or a tick).
+    pub fn actors(&self) -> &LatestActor {
+        &self.actors
     }
 
     /// The observer a server incarnation `server` reports through; each report also goes to

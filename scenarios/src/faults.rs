@@ -19,7 +19,11 @@ use serde::{Deserialize, Serialize};
 use crate::scenario::{Nodes, Topology};
 use crate::seed_rng::SeedRng;
 
-/// One fault action. Node names are those of the scenario's topology (`zk`, `redis`, `client-3`...).
+/// One fault action. Node names are those of the scenario's topology (`zk`, `redis`, `client-3`...),
+/// or a *role* of the scenario, `@lock-holder`: a fault aimed at a role hits the node playing
+/// it when the fault applies ([`ScenarioRun::role`](crate::scenario::ScenarioRun::role)), and
+/// is skipped if no node plays it then. Roles are how a seed pauses *the* lock holder or kills
+/// *the* object's owner — Jepsen's targeted nemeses — rather than a node chosen blind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Fault {
@@ -45,7 +49,41 @@ pub enum Fault {
     ClockDrift { node: String, ppm: i64 },
 }
 
+/// The role a fault's node field names (`@lock-holder` -> `lock-holder`), if it names one.
+pub fn role_of(node: &str) -> Option<&str> {
+    node.strip_prefix('@')
+}
+
 impl Fault {
+    /// This fault with every node name passed through `resolve` (roles to the nodes playing
+    /// them); `None` if `resolve` has no node for one of them.
+    pub fn map_nodes(&self, mut resolve: impl FnMut(&str) -> Option<String>) -> Option<Fault> {
+        let mut group = |v: &[String]| v.iter().map(|n| resolve(n)).collect::<Option<Vec<String>>>();
+        Some(match self {
+            Fault::Partition { a, b } => Fault::Partition { a: group(a)?, b: group(b)? },
+            Fault::PartitionOneWay { from, to } => {
+                Fault::PartitionOneWay { from: group(from)?, to: group(to)? }
+            }
+            Fault::CutLink { a, b } => {
+                let mut both = group(&[a.clone(), b.clone()])?.into_iter();
+                Fault::CutLink { a: both.next()?, b: both.next()? }
+            }
+            Fault::Kill { node } => Fault::Kill { node: group(std::slice::from_ref(node))?.pop()? },
+            Fault::Pause { node } => Fault::Pause { node: group(std::slice::from_ref(node))?.pop()? },
+            Fault::ClockSkew { node, offset_ms } => {
+                Fault::ClockSkew { node: group(std::slice::from_ref(node))?.pop()?, offset_ms: *offset_ms }
+            }
+            Fault::ClockJump { node, delta_ms } => {
+                Fault::ClockJump { node: group(std::slice::from_ref(node))?.pop()?, delta_ms: *delta_ms }
+            }
+            Fault::ClockDrift { node, ppm } => {
+                Fault::ClockDrift { node: group(std::slice::from_ref(node))?.pop()?, ppm: *ppm }
+            }
+            Fault::PacketLoss { rate } => Fault::PacketLoss { rate: *rate },
+            Fault::Latency { min_ms, max_ms } => Fault::Latency { min_ms: *min_ms, max_ms: *max_ms },
+        })
+    }
+
     /// What kind of fault this is (for weights and coverage counters).
     pub fn kind(&self) -> FaultKind {
         match self {
@@ -324,7 +362,20 @@ pub struct FaultSpace {
     /// scenario's chaos at the faults its invariants are about.
     #[serde(default)]
     pub weights: BTreeMap<FaultKind, u32>,
+    /// Roles a fault of a kind may be aimed at instead of a node (`@role` in the plan; see
+    /// [`Fault`]): one such fault in [`ROLE_AIM_ONE_IN`] is. Node faults (kill, pause, clock)
+    /// and partitions ([`FaultSpaceBuilder::aim`]); the role's nodes must be among those the
+    /// kind may hit.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub roles: BTreeMap<FaultKind, Vec<String>>,
 }
+
+/// The coverage probe a fault aimed at a role hits when a node plays it.
+pub const PROBE_AIMED: &str = "fault: aimed at a role's node";
+
+/// One node fault in this many is aimed at one of the scenario's roles for its kind (when it
+/// has any) rather than at a node drawn blind.
+pub const ROLE_AIM_ONE_IN: u64 = 2;
 
 impl FaultSpace {
     /// No faults at all (for baselines and smoke tests).
@@ -344,7 +395,17 @@ impl FaultSpace {
             clock_ms_max: 0,
             drift_ppm_max: 0,
             weights: BTreeMap::new(),
+            roles: BTreeMap::new(),
         }
+    }
+
+    /// The role targets a plan over this space may name (`@lock-holder`, ...), for
+    /// [`FaultPlan::validate`] beside the topology's node names.
+    pub fn role_targets(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.roles.values().flatten().map(|r| format!("@{r}")).collect();
+        v.sort();
+        v.dedup();
+        v
     }
 
     /// A space over `topology`'s nodes with a chaos phase of `chaos_ms` and a heal phase of
@@ -426,6 +487,19 @@ impl FaultSpaceBuilder<'_> {
         self
     }
 
+    /// Aim one [`ROLE_AIM_ONE_IN`] of the faults of `kind` at one of `roles` instead of a node
+    /// drawn blind: a node fault (kill, pause, clock) hits the role's node; a partition
+    /// isolates it from every other partitionable node (Jepsen's "isolate the primary"), a
+    /// one-way partition silences it towards them.
+    pub fn aim(mut self, kind: FaultKind, roles: &[&str]) -> Self {
+        assert!(
+            !matches!(kind, FaultKind::CutLink | FaultKind::PacketLoss | FaultKind::Latency),
+            "only node faults and partitions can be aimed at a role"
+        );
+        self.space.roles.insert(kind, roles.iter().map(|r| r.to_string()).collect());
+        self
+    }
+
     pub fn build(self) -> FaultSpace {
         self.space
     }
@@ -464,32 +538,45 @@ impl FaultPlan {
                 let duration_ms =
                     rng.gen_range(200..max_len + 1).min(space.chaos_ms - at_ms.min(space.chaos_ms));
                 let pick = |v: &Vec<String>| rng.choose(v).expect("non-empty").clone();
+                // A node fault's target: a role's, or a node drawn blind. Scenarios without
+                // roles draw nothing extra, so their plans are what they were before roles.
+                let role = |kind: FaultKind| match space.roles.get(&kind) {
+                    Some(roles) if !roles.is_empty() && rng.gen_range(0..ROLE_AIM_ONE_IN) == 0 => {
+                        Some(format!("@{}", rng.choose(roles).expect("non-empty")))
+                    }
+                    _ => None,
+                };
+                let aim = |kind: FaultKind, v: &Vec<String>| role(kind).unwrap_or_else(|| pick(v));
+                // A partition aimed at a role: the role's node on one side, every other
+                // partitionable node on the other (the injector drops the role's node there).
+                let aimed = |kind: FaultKind| role(kind).map(|r| (vec![r], space.partition.clone()));
                 let fault = match kind {
                     FaultKind::Partition => {
-                        let (a, b) = split_groups(&rng, &space.partition);
+                        let (a, b) = aimed(kind).unwrap_or_else(|| split_groups(&rng, &space.partition));
                         Fault::Partition { a, b }
                     }
                     FaultKind::PartitionOneWay => {
-                        let (from, to) = split_groups(&rng, &space.partition);
+                        let (from, to) = aimed(kind).unwrap_or_else(|| split_groups(&rng, &space.partition));
                         Fault::PartitionOneWay { from, to }
                     }
                     FaultKind::CutLink => {
                         let (a, b) = two_distinct(&rng, &space.partition);
                         Fault::CutLink { a, b }
                     }
-                    FaultKind::Kill => Fault::Kill { node: pick(&space.kill) },
-                    FaultKind::Pause => Fault::Pause { node: pick(&space.pause) },
+                    FaultKind::Kill => Fault::Kill { node: aim(kind, &space.kill) },
+                    FaultKind::Pause => Fault::Pause { node: aim(kind, &space.pause) },
                     FaultKind::ClockSkew => Fault::ClockSkew {
-                        node: pick(&space.clock),
+                        node: aim(kind, &space.clock),
                         offset_ms: signed(&rng, space.clock_ms_max),
                     },
                     FaultKind::ClockJump => Fault::ClockJump {
-                        node: pick(&space.clock),
+                        node: aim(kind, &space.clock),
                         delta_ms: signed(&rng, space.clock_ms_max),
                     },
-                    FaultKind::ClockDrift => {
-                        Fault::ClockDrift { node: pick(&space.clock), ppm: signed(&rng, space.drift_ppm_max) }
-                    }
+                    FaultKind::ClockDrift => Fault::ClockDrift {
+                        node: aim(kind, &space.clock),
+                        ppm: signed(&rng, space.drift_ppm_max),
+                    },
                     FaultKind::PacketLoss => Fault::PacketLoss { rate: rng.gen_range(1..31) as f64 / 100.0 },
                     FaultKind::Latency => {
                         let min_ms = rng.gen_range(1..50);
@@ -515,8 +602,9 @@ impl FaultPlan {
         }
     }
 
-    /// Checks a plan read from a file: known node names, faults inside the chaos phase,
-    /// sane rates. A clear message for the first problem found.
+    /// Checks a plan read from a file: known node names (and `@role` targets, when `nodes`
+    /// lists them: [`FaultSpace::role_targets`]), faults inside the chaos phase, sane rates. A
+    /// clear message for the first problem found.
     pub fn validate(&self, nodes: &[String]) -> Result<(), String> {
         if self.heal_at_ms > self.end_ms {
             return Err(format!("heal_at_ms {} is after end_ms {}", self.heal_at_ms, self.end_ms));
@@ -648,7 +736,102 @@ mod tests {
             clock_ms_max: 5_000,
             drift_ppm_max: 50_000,
             weights: BTreeMap::new(),
+            roles: BTreeMap::new(),
         }
+    }
+
+    fn with_roles(kinds: &[FaultKind]) -> FaultSpace {
+        let mut s = space();
+        for k in kinds {
+            s.roles.insert(*k, vec!["holder".to_string()]);
+        }
+        s
+    }
+
+    fn nodes_named(f: &Fault) -> Vec<String> {
+        let mut v = Vec::new();
+        f.map_nodes(|n| {
+            v.push(n.to_string());
+            Some(n.to_string())
+        });
+        v
+    }
+
+    #[test]
+    fn a_space_with_roles_aims_about_half_of_those_kinds_at_them_and_no_other_kind() {
+        let s = with_roles(&[FaultKind::Pause, FaultKind::Partition]);
+        let (mut pauses, mut aimed_pauses, mut partitions, mut aimed_partitions) = (0, 0, 0, 0);
+        for seed in 0..300 {
+            for t in FaultPlan::generate(seed, &s).faults {
+                let aimed = nodes_named(&t.fault).iter().any(|n| n == "@holder");
+                match &t.fault {
+                    Fault::Pause { .. } => {
+                        pauses += 1;
+                        aimed_pauses += u32::from(aimed);
+                    }
+                    Fault::Partition { a, b } => {
+                        partitions += 1;
+                        if aimed {
+                            aimed_partitions += 1;
+                            assert_eq!(a, &vec!["@holder".to_string()], "the role alone on its side");
+                            assert_eq!(b, &s.partition, "every partitionable node on the other");
+                        }
+                    }
+                    other => assert!(!aimed, "{other} is not aimed at a role in this space"),
+                }
+            }
+        }
+        for (aimed, all) in [(aimed_pauses, pauses), (aimed_partitions, partitions)] {
+            let share = f64::from(aimed) / f64::from(all);
+            assert!((0.4..0.6).contains(&share), "{aimed} of {all} aimed");
+        }
+    }
+
+    #[test]
+    fn a_space_without_roles_never_names_one() {
+        for seed in 0..200 {
+            for t in FaultPlan::generate(seed, &space()).faults {
+                assert!(nodes_named(&t.fault).iter().all(|n| role_of(n).is_none()), "{}", t.fault);
+            }
+        }
+    }
+
+    #[test]
+    fn map_nodes_resolves_every_node_and_gives_up_on_one_without_a_node() {
+        let f = Fault::Partition { a: vec!["@holder".into()], b: vec!["zk".into(), "client-1".into()] };
+        let resolved = f.map_nodes(|n| Some(if n == "@holder" { "client-0".into() } else { n.to_string() }));
+        assert_eq!(
+            resolved,
+            Some(Fault::Partition { a: vec!["client-0".into()], b: vec!["zk".into(), "client-1".into()] })
+        );
+        assert_eq!(f.map_nodes(|n| role_of(n).is_none().then(|| n.to_string())), None);
+        let pause = Fault::ClockDrift { node: "@holder".into(), ppm: 7 };
+        assert_eq!(
+            pause.map_nodes(|_| Some("zk".into())),
+            Some(Fault::ClockDrift { node: "zk".into(), ppm: 7 })
+        );
+        let loss = Fault::PacketLoss { rate: 0.1 };
+        assert_eq!(loss.map_nodes(|_| None), Some(loss.clone()), "a network-wide fault names no node");
+    }
+
+    #[test]
+    fn a_plan_may_name_a_role_only_where_the_space_declares_it() {
+        let s = with_roles(&[FaultKind::Kill]);
+        assert_eq!(s.role_targets(), vec!["@holder".to_string()]);
+        let mut plan = FaultPlan::generate(1, &space());
+        plan.faults =
+            vec![TimedFault { at_ms: 1, duration_ms: 10, fault: Fault::Kill { node: "@holder".into() } }];
+        let mut known: Vec<String> = s.kill.clone();
+        assert!(plan.validate(&known).unwrap_err().contains("unknown node \"@holder\""));
+        known.extend(s.role_targets());
+        assert_eq!(plan.validate(&known), Ok(()));
+    }
+
+    #[test]
+    #[should_panic(expected = "only node faults and partitions")]
+    fn a_network_wide_fault_cannot_be_aimed() {
+        let topo = Topology { zookeeper: true, redis: None, sql: None, servers: vec![], clients: 1 };
+        let _ = FaultSpace::builder(&topo, 1_000, 1_000).aim(FaultKind::PacketLoss, &["holder"]);
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct SimGameOptions {
     /// Gate flavor: routing settings and the gate's planted bugs (their backend-side ones
     /// apply to game servers).
     pub gateway: GatewayConfig,
+    /// Overrides the ZooKeeper session timeout (default: the cluster's, 6 s).
+    pub zk_session_timeout: Option<Duration>,
 }
 
 /// The session configuration of the simulated game's client port (one TCP JSON port): short
@@ -88,6 +90,9 @@ pub fn sim_config(ctx: &ServerCtx, opts: &SimGameOptions) -> Result<GameConfig, 
             cluster.tags.insert(engine::gate::GATE_TAG.to_string());
         }
         Flavor::Pvp | Flavor::Login => {}
+    }
+    if let Some(t) = opts.zk_session_timeout {
+        cluster.session.session_timeout = t;
     }
     let mut account = AccountConfig::new(cluster.app_id.clone());
     account.session = cluster.session;

@@ -38,6 +38,7 @@ pub mod faults;
 pub mod game_client;
 pub mod game_host;
 pub mod history;
+pub mod roles;
 pub mod scenario;
 pub mod seed_rng;
 pub mod sql_rig;

@@ -297,11 +297,18 @@ pub trait Scenario: Send + Sync {
 
     /// The coverage probes a sweep of this scenario must reach: its own
     /// ([`ScenarioMeta::probes`]), and the probe of every fault kind its fault space allows
-    /// taking effect ([`FaultKind::probe`](crate::faults::FaultKind::probe)).
+    /// taking effect ([`FaultKind::probe`](crate::faults::FaultKind::probe)), and, when it aims
+    /// faults at roles, [`PROBE_AIMED`](crate::faults::PROBE_AIMED).
     fn required_probes(&self) -> Vec<&'static str> {
         let space = self.fault_space(&self.topology(None));
         let kinds = crate::faults::FaultKind::ALL.into_iter().filter(|k| k.allowed_in(&space));
-        kinds.map(crate::faults::FaultKind::probe).chain(self.meta().probes.iter().copied()).collect()
+        // A space that aims faults at roles must see some land on a node playing one.
+        let aimed = (!space.roles.is_empty()).then_some(crate::faults::PROBE_AIMED);
+        kinds
+            .map(crate::faults::FaultKind::probe)
+            .chain(aimed)
+            .chain(self.meta().probes.iter().copied())
+            .collect()
     }
 }
 
@@ -326,6 +333,15 @@ pub trait ScenarioRun: Send + Sync {
     fn absorb(&self, evidence: Evidence) -> bool {
         let _ = evidence;
         false
+    }
+
+    /// The node playing `role` now (a client's or server's name), for a fault aimed at
+    /// `@role` ([`FaultSpace::aim`](crate::faults::FaultSpaceBuilder::aim)); `None` if no node
+    /// plays it at this moment (the fault is then skipped). Scenarios that aim faults at
+    /// roles answer for each; the default plays none.
+    fn role(&self, role: &str) -> Option<String> {
+        let _ = role;
+        None
     }
 
     /// The run's operation history so far, its types erased to text, for a picture of the

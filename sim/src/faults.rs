@@ -5,7 +5,9 @@
 //! Every application is a trace event (`fault` lines), so the trace shows exactly what hit
 //! when. Overlapping partitions are reference-counted per directed link, so lifting one
 //! never lifts another that still holds. A fault aimed at a node that is down (killed or
-//! paused by an earlier fault) is skipped and traced as such.
+//! paused by an earlier fault) is skipped and traced as such. A fault aimed at a role
+//! (`@lock-holder`) hits the node the scenario says plays it at that moment, and is skipped
+//! (traced) if none does.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,7 +15,7 @@ use std::time::Duration;
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
-use scenarios::faults::{Fault, FaultKind, FaultPlan};
+use scenarios::faults::{role_of, Fault, FaultKind, FaultPlan};
 
 use crate::adapters::ClockControl;
 use crate::chart::{ChartTap, FaultEvent};
@@ -44,7 +46,12 @@ pub struct Injector {
     pub applied_sql: BTreeMap<&'static str, u64>,
     /// Where applications and repairs are noted when the run is charted.
     chart: Option<ChartTap>,
+    /// Who plays a role now ([`Injector::with_roles`]).
+    roles: Option<Roles>,
 }
+
+/// The node playing a role now (the scenario run's [`scenarios::ScenarioRun::role`]).
+pub type Roles = Box<dyn Fn(&str) -> Option<String>>;
 
 /// What to undo when a fault's duration ends.
 enum Undo {
@@ -69,7 +76,40 @@ impl Injector {
             sql_nodes: Vec::new(),
             applied_sql: BTreeMap::new(),
             chart: None,
+            roles: None,
         }
+    }
+
+    /// Resolves faults aimed at roles with `roles` (without it, such faults are skipped).
+    pub fn with_roles(mut self, roles: Roles) -> Self {
+        self.roles = Some(roles);
+        self
+    }
+
+    /// `fault` with its roles replaced by the nodes playing them now; `Err(why not)` if a role
+    /// has no node or a partition is left with an empty side.
+    fn resolve(&self, fault: &Fault) -> Result<Fault, String> {
+        let mut missing = None;
+        let resolved = fault.map_nodes(|n| match role_of(n) {
+            None => Some(n.to_string()),
+            Some(role) => {
+                let node = self.roles.as_ref().and_then(|r| r(role)).filter(|n| self.nodes.contains_key(n));
+                if node.is_none() {
+                    missing.get_or_insert_with(|| role.to_string());
+                }
+                node
+            }
+        });
+        let mut fault = resolved.ok_or_else(|| format!("no node plays @{}", missing.unwrap_or_default()))?;
+        // A partition aimed at a role names the role's node on its side and every node on the
+        // other: the node stays on the role's side only.
+        if let Fault::Partition { a, b } | Fault::PartitionOneWay { from: a, to: b } = &mut fault {
+            b.retain(|n| !a.contains(n));
+            if b.is_empty() {
+                return Err("a side is left empty".to_string());
+            }
+        }
+        Ok(fault)
     }
 
     /// Notes every fault applied, skipped and repaired on `chart` (`None`: nowhere).
@@ -149,7 +189,19 @@ impl Injector {
     }
 
     /// Applies plan entry `index` (for the chart).
-    fn apply(&mut self, index: usize, fault: &Fault, duration_ms: u64) -> Undo {
+    fn apply(&mut self, index: usize, planned: &Fault, duration_ms: u64) -> Undo {
+        let fault = match self.resolve(planned) {
+            Ok(f) => f,
+            Err(why) => {
+                tracing::info!(target: "sim::faults", "skip: {planned} ({why})");
+                self.note(FaultEvent::Skipped { fault: planned.clone() });
+                return Undo::Nothing;
+            }
+        };
+        if &fault != planned {
+            engine::probe!(name = scenarios::faults::PROBE_AIMED);
+        }
+        let fault = &fault;
         let net = NetSim::current();
         let undo = match fault {
             Fault::Partition { a, b } => {
@@ -216,7 +268,11 @@ impl Injector {
             engine::probe!("fault: a SQL instance hit");
             *self.applied_sql.entry(fault.kind().name()).or_insert(0) += 1;
         }
-        tracing::info!(target: "sim::faults", "fault: {fault}");
+        if fault == planned {
+            tracing::info!(target: "sim::faults", "fault: {fault}");
+        } else {
+            tracing::info!(target: "sim::faults", "fault: {fault} (aimed: {planned})");
+        }
         self.note(FaultEvent::Applied { index, fault: fault.clone(), duration_ms });
         undo
     }

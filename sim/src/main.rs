@@ -243,7 +243,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
                 plan = serde_json::from_str(&text)
                     .with_context(|| format!("{} is not a fault plan", path.display()))?;
-                let known = topo.node_names();
+                let mut known = topo.node_names();
+                known.extend(s.fault_space(&topo).role_targets());
                 plan.validate(&known).map_err(|e| anyhow!("{}: {e}", path.display()))?;
             }
             if plan_json {

@@ -753,7 +753,11 @@ async fn simulate(
 
     let mut injector = Injector::new(handle.clone(), clocks.clone(), ids.clone())
         .with_sql_nodes(topo.sql_names())
-        .with_chart(chart.clone());
+        .with_chart(chart.clone())
+        .with_roles({
+            let run = run.clone();
+            Box::new(move |role| run.role(role))
+        });
     injector.run(&plan).await;
     madsim::time::sleep_until(
         madsim::time::Instant::now() + Duration::from_millis(plan.end_ms.saturating_sub(plan.heal_at_ms)),

@@ -87,8 +87,11 @@ impl Case {
             return Err(format!("the case is for scenario {}, not {}", self.scenario, scenario.name()));
         }
         let topo = scenario.topology(self.bug.as_deref());
+        let roles = scenario.fault_space(&topo).role_targets();
         let (topo, plan) = self.workload.apply(&topo, &self.plan);
-        plan.validate(&topo.node_names())
+        let mut known = topo.node_names();
+        known.extend(roles);
+        plan.validate(&known)
     }
 }
 

@@ -17,8 +17,8 @@ pub use self::clock::TokioClock;
 pub use self::db::{
     open_db, open_db_with, DbOptions, FastPathCounts, MariaDb, SqliteDb, DB_CALL_TIMEOUT, DB_CONNECT_TIMEOUT,
 };
-pub use self::net::TokioNet;
 pub(crate) use self::net::bind_listener;
+pub use self::net::TokioNet;
 pub use self::net::LISTEN_BACKLOG;
 pub use self::rand::OsRand;
 pub use self::redis::{RedisKv, RedisKvOptions};

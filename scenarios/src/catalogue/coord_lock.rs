@@ -40,7 +40,9 @@ use crate::scenario::{
 const LOCK_DIR: &str = "/lock";
 const GUARDED_KEY: &str = "fenced";
 const CLIENTS: usize = 4;
-const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+/// ZooKeeper's smallest session timeout at its default tick (2 × tickTime): a pause past it
+/// (plus a new holder's first write) deposes a holder.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(4);
 /// Attempts of the read/compare-and-set loop of one guarded write before giving up.
 const CAS_ATTEMPTS_MAX: u32 = 8;
 /// Attempts to create (or find) our lock node before giving up on the session.
@@ -98,10 +100,16 @@ impl Scenario for CoordLock {
             .clock(&[Nodes::All], 10_000, 20_000)
             .network()
             .weight(FaultKind::Pause, 6)
+            // A pause deposes a holder only if it hits the holder: aim half the pauses at it.
+            .aim(FaultKind::Pause, &[ROLE_HOLDER])
             .build()
     }
     fn start(&self, bug: Option<&str>, now: TimeSource) -> Arc<dyn ScenarioRun> {
-        Arc::new(Run { rec: Recorder::new(now), no_fencing: bug == Some("no-fencing") })
+        Arc::new(Run {
+            rec: Recorder::new(now),
+            no_fencing: bug == Some("no-fencing"),
+            holder: Holder::default(),
+        })
     }
 }
 
@@ -133,6 +141,31 @@ pub struct Guarded {
 struct Run {
     rec: Recorder<GuardedWrite, WriteResult>,
     no_fencing: bool,
+    holder: Holder,
+}
+
+/// The role of the client that last acquired the lock and has not released it yet.
+const ROLE_HOLDER: &str = "lock-holder";
+
+/// Which client (topology index) believes it holds the lock, for faults aimed at
+/// [`ROLE_HOLDER`].
+#[derive(Clone, Default)]
+struct Holder(Arc<std::sync::Mutex<Option<usize>>>);
+
+impl Holder {
+    fn set(&self, index: usize) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(index);
+    }
+    /// Clears the holder if it is still `index`.
+    fn clear(&self, index: usize) {
+        let mut h = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if *h == Some(index) {
+            *h = None;
+        }
+    }
+    fn get(&self) -> Option<usize> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 fn kv_outcome(rec: &Recorder<GuardedWrite, WriteResult>, h: OpHandle, e: &KvError) {
@@ -247,6 +280,7 @@ impl Run {
             }
         }
         tracing::info!(token, "lock acquired");
+        self.holder.set(ctx.index);
         let writes = env.rand.gen_range(1..4);
         for _ in 0..writes {
             if coord.state() != SessionState::Connected {
@@ -259,6 +293,7 @@ impl Run {
             self.guarded_write(env, ctx.process, token, *seq).await;
         }
         release(env, &coord, &mine).await;
+        self.holder.clear(ctx.index);
         tracing::info!(token, "lock released");
         Some(coord)
     }
@@ -350,12 +385,16 @@ async fn wait_connected(env: &Env, coord: &Arc<dyn Coord>, max: Duration) {
 }
 
 impl ScenarioRun for Run {
+    fn role(&self, role: &str) -> Option<String> {
+        (role == ROLE_HOLDER).then(|| self.holder.get().map(Topology::client_name)).flatten()
+    }
+
     fn chart_ops(&self) -> Vec<crate::history::OpView> {
         self.rec.snapshot().views()
     }
 
     fn client(&self, ctx: ClientCtx) -> BoxFuture<'static, ()> {
-        let this = Run { rec: self.rec.clone(), no_fencing: self.no_fencing };
+        let this = Run { rec: self.rec.clone(), no_fencing: self.no_fencing, holder: self.holder.clone() };
         async move {
             let mut session: Option<Arc<dyn Coord>> = None;
             let mut seq = 0u64;

@@ -126,7 +126,7 @@ impl Scenario for LoginUnique {
     fn fault_space(&self, topology: &Topology) -> FaultSpace {
         FaultSpace::builder(topology, 25_000, 40_000)
             .liveness_bound_ms(15_000)
-            // Longer than the 6 s session timeout, so partitions and pauses expire sessions.
+            // Longer than the session timeout, so partitions and pauses expire sessions.
             .faults(3, 8, 12_000)
             .kill(&[Nodes::Servers, Nodes::Clients])
             .pause(&[Nodes::Servers, Nodes::Zk])
@@ -140,6 +140,8 @@ impl Scenario for LoginUnique {
             .weight(FaultKind::CutLink, 6)
             .weight(FaultKind::Partition, 4)
             .weight(FaultKind::PartitionOneWay, 3)
+            // A pause tests fencing only if it stops a server that is acting for an account.
+            .aim(FaultKind::Pause, &[ROLE_ACTING])
             .build()
     }
     fn start(&self, bug: Option<&str>, now: TimeSource) -> Arc<dyn ScenarioRun> {
@@ -150,6 +152,13 @@ impl Scenario for LoginUnique {
         })
     }
 }
+
+/// ZooKeeper's smallest session timeout at its default tick (2 × tickTime): the servers' leases
+/// follow it, so a cut from the service longer than this deposes a server.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// The role of the server that reported the latest act (a login or a tick).
+const ROLE_ACTING: &str = "acting-server";
 
 struct Run {
     no_fencing: bool,
@@ -271,9 +280,15 @@ impl ScenarioRun for Run {
         .boxed()
     }
 
+    fn role(&self, role: &str) -> Option<String> {
+        self.acts.actors().node().filter(|_| role == ROLE_ACTING)
+    }
+
     fn server(&self, ctx: ServerCtx) -> BoxFuture<'static, ()> {
+        self.acts.actors().started(&ctx);
         let opts = SimGameOptions {
             account_bugs: AccountBugs { no_fencing: self.no_fencing, ..Default::default() },
+            zk_session_timeout: Some(SESSION_TIMEOUT),
             tick_period: Some(TICK_PERIOD),
             observer: Some(self.acts.observer(ctx.process, ctx.phases.now.clone(), ctx.tap.clone())),
             ..Default::default()

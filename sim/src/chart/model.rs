@@ -322,7 +322,10 @@ pub fn build(result: &SeedResult, run: &ChartedRun, opts: ChartOptions) -> Chart
                 );
             }
             FaultEvent::Skipped { fault } => {
-                if let Some(&n) = fault_nodes(fault).first() {
+                // A fault aimed at a role nobody played has no lane to mark.
+                if let Some(&n) =
+                    fault_nodes(fault).first().filter(|n| scenarios::faults::role_of(n).is_none())
+                {
                     marks.push(Mark {
                         lane: lanes.of(n),
                         at_ns: *at,

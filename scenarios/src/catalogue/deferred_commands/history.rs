@@ -112,6 +112,11 @@ impl Executions {
         lock(&self.0).clone()
     }
 
+    /// The server incarnation of the latest execution still running, if any.
+    pub fn executing(&self) -> Option<ProcessId> {
+        lock(&self.0).iter().rev().find(|e| e.end_ns.is_none()).map(|e| e.server)
+    }
+
     /// The observer server incarnation `server` reports through (also to `tap`, when the
     /// server runs in its own process).
     pub fn observer(

@@ -87,6 +87,7 @@ use crate::checker::Report;
 use crate::faults::{FaultKind, FaultSpace};
 use crate::game_host::{self, SimGameOptions};
 use crate::history::{Outcome, Recorder, TimeSource};
+use crate::roles::LatestActor;
 use crate::scenario::{
     ClientCtx, Nodes, Phases, PlantedBug, RedisSpec, Scenario, ScenarioMeta, ScenarioRun, ServerCtx, SqlSpec,
     Topology,
@@ -202,20 +203,38 @@ impl Scenario for DeferredCommands {
             .weight(FaultKind::Kill, 5)
             .weight(FaultKind::Pause, 3)
             .weight(FaultKind::CutLink, 2)
+            // A kill between a pack's commits needs a server executing one: aim half the kills
+            // and pauses at the server that started the latest pack still running.
+            .aim(FaultKind::Kill, &[ROLE_EXECUTING])
+            .aim(FaultKind::Pause, &[ROLE_EXECUTING])
             .build()
     }
     fn start(&self, bug: Option<&str>, now: TimeSource) -> Arc<dyn ScenarioRun> {
-        Arc::new(Run { bugs: commands_bugs(bug), rec: Recorder::new(now), executions: Executions::default() })
+        Arc::new(Run {
+            bugs: commands_bugs(bug),
+            rec: Recorder::new(now),
+            executions: Executions::default(),
+            servers: LatestActor::default(),
+        })
     }
 }
+
+/// The role of the server running the latest pack execution still open.
+const ROLE_EXECUTING: &str = "executing-server";
 
 struct Run {
     bugs: CommandsBugs,
     rec: Rec,
     executions: Executions,
+    /// The servers' nodes (for [`ROLE_EXECUTING`]).
+    servers: LatestActor,
 }
 
 impl ScenarioRun for Run {
+    fn role(&self, role: &str) -> Option<String> {
+        self.executions.executing().filter(|_| role == ROLE_EXECUTING).and_then(|p| self.servers.node_of(p))
+    }
+
     fn chart_ops(&self) -> Vec<crate::history::OpView> {
         self.rec.snapshot().views()
     }
@@ -225,6 +244,7 @@ impl ScenarioRun for Run {
     }
 
     fn server(&self, ctx: ServerCtx) -> BoxFuture<'static, ()> {
+        self.servers.started(&ctx);
         let mut orm = OrmConfig::new(APP_ID);
         orm.cache_expiration = CACHE_EXPIRATION;
         let objects = ObjectsConfig { shard: shard_config(), orm, observer: None };

@@ -130,6 +130,11 @@ impl Handlings {
         lock(&self.0).clone()
     }
 
+    /// The server incarnation that reported the latest handling.
+    pub fn latest_server(&self) -> Option<ProcessId> {
+        lock(&self.0).last().map(|h| h.server)
+    }
+
     /// The observer server incarnation `server` reports through (also to `tap`).
     pub fn observer(
         &self,

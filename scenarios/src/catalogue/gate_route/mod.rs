@@ -54,6 +54,7 @@ use crate::checker::Report;
 use crate::faults::{FaultKind, FaultSpace};
 use crate::game_host::{self, SimGameOptions};
 use crate::history::{Outcome, Recorder, TimeSource};
+use crate::roles::LatestActor;
 use crate::scenario::{
     ClientCtx, Nodes, Phases, PlantedBug, RedisSpec, Scenario, ScenarioMeta, ScenarioRun, ServerCtx,
     ServerSpec, SqlSpec, Topology,
@@ -177,6 +178,14 @@ impl Scenario for GateRoute {
             .network()
             .weight(FaultKind::Kill, 4)
             .weight(FaultKind::CutLink, 3)
+            // Pauses past the gate's forward timeout make it recover players elsewhere while
+            // the paused backend still holds their frames.
+            .weight(FaultKind::Pause, 5)
+            // A backend hosting nobody tests little: aim half the pauses and kills at the
+            // backend that handled a player's frame last. (Isolating it is no better than a
+            // blind partition: its frames then never arrive to be mishandled.)
+            .aim(FaultKind::Pause, &[ROLE_HOSTING])
+            .aim(FaultKind::Kill, &[ROLE_HOSTING])
             .build()
     }
     fn start(&self, bug: Option<&str>, now: TimeSource) -> Arc<dyn ScenarioRun> {
@@ -186,9 +195,13 @@ impl Scenario for GateRoute {
             transcripts: Transcripts::default(),
             handlings: Handlings::default(),
             conns: Arc::default(),
+            servers: LatestActor::default(),
         })
     }
 }
+
+/// The role of the backend that reported the latest handling of a gated frame.
+const ROLE_HOSTING: &str = "hosting-backend";
 
 struct Run {
     bugs: GateBugs,
@@ -196,9 +209,15 @@ struct Run {
     transcripts: Transcripts,
     handlings: Handlings,
     conns: Arc<AtomicU64>,
+    /// The servers' nodes (for [`ROLE_HOSTING`]).
+    servers: LatestActor,
 }
 
 impl ScenarioRun for Run {
+    fn role(&self, role: &str) -> Option<String> {
+        self.handlings.latest_server().filter(|_| role == ROLE_HOSTING).and_then(|p| self.servers.node_of(p))
+    }
+
     fn chart_ops(&self) -> Vec<crate::history::OpView> {
         self.rec.snapshot().views()
     }
@@ -214,6 +233,7 @@ impl ScenarioRun for Run {
     }
 
     fn server(&self, ctx: ServerCtx) -> BoxFuture<'static, ()> {
+        self.servers.started(&ctx);
         let objects = ObjectsConfig { shard: shard_config(), orm: OrmConfig::new(APP_ID), observer: None };
         let observer = self.handlings.observer(ctx.process, ctx.phases.now.clone(), ctx.tap.clone());
         let gateway =

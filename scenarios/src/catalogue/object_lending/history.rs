@@ -11,6 +11,7 @@ use engine::orm::{ObjectRef, OrmObserver};
 use serde::{Deserialize, Serialize};
 
 use crate::history::{History, ProcessId, Recorder, TimeSource};
+use crate::roles::LatestActor;
 
 /// One recorded client operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,7 +85,7 @@ pub struct ActSpan {
 
 /// object (`model/key`) -> owner instance -> its acting span. Shared by every server of a run.
 #[derive(Clone, Default)]
-pub struct ObjectActs(Arc<Mutex<BTreeMap<String, BTreeMap<Owner, ActSpan>>>>);
+pub struct ObjectActs(Arc<Mutex<BTreeMap<String, BTreeMap<Owner, ActSpan>>>>, LatestActor);
 
 impl ObjectActs {
     pub fn record(&self, object: &str, owner: Owner, t_ns: u64) {
@@ -97,6 +98,13 @@ impl ObjectActs {
         span.start_ns = span.start_ns.min(t_ns);
         span.end_ns = span.end_ns.max(t_ns);
         span.acts += 1;
+        drop(m);
+        self.1.acted(owner.0);
+    }
+
+    /// The servers and which one acted on an object last.
+    pub fn actors(&self) -> &LatestActor {
+        &self.1
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, BTreeMap<Owner, ActSpan>> {

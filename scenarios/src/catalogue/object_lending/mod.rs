@@ -163,7 +163,7 @@ impl Scenario for ObjectLending {
     fn fault_space(&self, topology: &Topology) -> FaultSpace {
         FaultSpace::builder(topology, 15_000, 25_000)
             .liveness_bound_ms(10_000)
-            // Up to 10 s: pauses and partitions longer than the 6 s session timeout.
+            // Up to 10 s: pauses and partitions longer than the session timeout.
             .faults(2, 8, 10_000)
             .kill(&[Nodes::Servers, Nodes::Sql])
             .pause(&[Nodes::Servers, Nodes::Sql])
@@ -173,6 +173,11 @@ impl Scenario for ObjectLending {
             .network()
             .weight(FaultKind::Kill, 2)
             .weight(FaultKind::CutLink, 3)
+            // Pausing, killing or isolating a server that owns nothing tests little: aim half
+            // of them at the server that acted on an object last.
+            .aim(FaultKind::Pause, &[ROLE_OWNER])
+            .aim(FaultKind::Kill, &[ROLE_OWNER])
+            .aim(FaultKind::Partition, &[ROLE_OWNER])
             .build()
     }
     fn start(&self, bug: Option<&str>, now: TimeSource) -> Arc<dyn ScenarioRun> {
@@ -186,6 +191,13 @@ impl Scenario for ObjectLending {
     }
 }
 
+/// ZooKeeper's smallest session timeout at its default tick (2 × tickTime): owners' leases
+/// follow it, so a cut from the service longer than this deposes an owner.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// The role of the server that acted on an object last (it owns or borrows one).
+const ROLE_OWNER: &str = "object-owner";
+
 struct Run {
     bugs: OrmBugs,
     rec: Rec,
@@ -195,6 +207,10 @@ struct Run {
 }
 
 impl ScenarioRun for Run {
+    fn role(&self, role: &str) -> Option<String> {
+        self.acts.actors().node().filter(|_| role == ROLE_OWNER)
+    }
+
     fn chart_ops(&self) -> Vec<crate::history::OpView> {
         self.rec.snapshot().views()
     }
@@ -210,6 +226,7 @@ impl ScenarioRun for Run {
     }
 
     fn server(&self, ctx: ServerCtx) -> BoxFuture<'static, ()> {
+        self.acts.actors().started(&ctx);
         let mut orm = OrmConfig::new(APP_ID);
         orm.cache_expiration = CACHE_EXPIRATION;
         orm.bugs = self.bugs;
@@ -218,7 +235,11 @@ impl ScenarioRun for Run {
             orm,
             observer: Some(self.acts.observer(ctx.process, ctx.phases.now.clone(), ctx.tap.clone())),
         };
-        let opts = SimGameOptions { objects: Some(objects), ..Default::default() };
+        let opts = SimGameOptions {
+            objects: Some(objects),
+            zk_session_timeout: Some(SESSION_TIMEOUT),
+            ..Default::default()
+        };
         game_host::run_server(ctx, opts).boxed()
     }
 
