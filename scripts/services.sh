@@ -2,7 +2,8 @@
 # Local Redis + ZooKeeper for Sandtable development (DESIGN.md §5).
 #
 #   scripts/services.sh install   apt-get install redis-server zookeeper mariadb-server
-#                                 (only what is missing)
+#                                 nftables iproute2 (only what is missing; the last two
+#                                 are for `real cluster run --net`)
 #   scripts/services.sh up        start the pair on 127.0.0.1 (idempotent)
 #   scripts/services.sh down      stop them
 #   scripts/services.sh status    print what runs
@@ -32,6 +33,9 @@ have_zk() { [[ -f "$ZK_JAR" ]] && command -v java >/dev/null 2>&1; }
 # MariaDB: the tests start private servers (real::services::PrivateMariaDb) from these two.
 have_mariadb() { command -v mariadbd >/dev/null 2>&1 || [[ -x /usr/sbin/mariadbd ]]; }
 have_mariadb_install() { command -v mariadb-install-db >/dev/null 2>&1; }
+# Live runs with a host per server (`real cluster run --net`): namespaces and nftables rules.
+have_nft() { command -v nft >/dev/null 2>&1 || [[ -x /usr/sbin/nft ]]; }
+have_ip() { command -v ip >/dev/null 2>&1 || [[ -x /usr/sbin/ip ]] || [[ -x /sbin/ip ]]; }
 
 # Sends a four-letter word to ZooKeeper and prints the answer (empty if unreachable).
 zk_ask() {
@@ -66,8 +70,10 @@ cmd_install() {
   have_redis || pkgs+=(redis-server)
   have_zk || pkgs+=(zookeeper)
   { have_mariadb && have_mariadb_install; } || pkgs+=(mariadb-server)
+  have_nft || pkgs+=(nftables)
+  have_ip || pkgs+=(iproute2)
   if ((${#pkgs[@]} == 0)); then
-    log "redis-server, zookeeper and mariadb-server are installed"
+    log "redis-server, zookeeper, mariadb-server, nftables and iproute2 are installed"
     return 0
   fi
   local sudo=()
@@ -78,6 +84,8 @@ cmd_install() {
   have_redis || die "redis-server still missing after apt-get install"
   have_zk || die "ZooKeeper ($ZK_JAR) or java still missing after apt-get install"
   { have_mariadb && have_mariadb_install; } || die "mariadbd or mariadb-install-db still missing after apt-get install"
+  have_nft || die "nft still missing after apt-get install"
+  have_ip || die "ip still missing after apt-get install"
   log "installed: ${pkgs[*]}"
 }
 

@@ -64,8 +64,25 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
             rt.block_on(real::cluster::serve::serve(a))?;
             Ok(ExitCode::SUCCESS)
         }
+        ClusterCmd::Cleanup => {
+            let removed = real::cluster::netns::cleanup_leftovers()?;
+            for r in &removed {
+                println!("removed {r}");
+            }
+            println!("cleanup: {} namespace(s) and link(s) removed", removed.len());
+            Ok(ExitCode::SUCCESS)
+        }
         ClusterCmd::Run(a) => {
-            let out = rt.block_on(real::cluster::run(a))?;
+            // Ctrl-C drops the run: its servers are killed and, with --net, its namespaces,
+            // links and rules removed (their Drops), before the process exits.
+            let out = rt.block_on(async {
+                tokio::select! {
+                    out = real::cluster::run(a) => out,
+                    _ = tokio::signal::ctrl_c() => Err(real::cluster::ClusterError::Io(
+                        "interrupted (Ctrl-C): servers killed, namespaces and rules removed".into(),
+                    )),
+                }
+            })?;
             // Lingering client tasks (aborted at the end) must not keep the process alive.
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
             Ok(print_outcome(&out))
@@ -84,6 +101,9 @@ fn print_outcome(out: &RunOutcome) -> ExitCode {
                 println!("kill -9 {} (process {}) at {:.2}s, not restarted", k.server, k.process, k.at_secs)
             }
         }
+    }
+    for f in &out.net_faults {
+        println!("net fault {} at {:.2}s for {:.2}s", f.description, f.at_secs, f.for_secs);
     }
     for p in &out.pauses {
         println!("SIGSTOP {} (process {}) at {:.2}s for {:.2}s", p.server, p.process, p.at_secs, p.for_secs);

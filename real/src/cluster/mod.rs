@@ -19,14 +19,23 @@
 //! mid-transaction); the simulator's SQL node kills and partitions are not reproduced, and a
 //! topology planting `no_fence_check` (a bug of the SQL service itself) is refused.
 //!
-//! What differs from the simulator, by nature: the faults are process kills and pauses only
-//! (no partitions, loss or clock faults: those need the simulator or network namespaces), the
+//! With `--net` ([`netns`], [`netfaults`]) every server runs in a network namespace of its own
+//! on a bridge the run makes (ZooKeeper and Redis listen on the bridge's address), and during
+//! the chaos phase a network fault starts every `--net-fault-every`: a partition of a server
+//! from the cluster, from ZooKeeper only, one way, a cut link between two servers, or packet
+//! loss, as nftables rules in the server's namespace, all removed by the heal. Needs root and
+//! nftables; without them the run stops at once and says what is missing.
+//!
+//! What differs from the simulator, by nature: no clock faults, latency or faults of the
+//! services' own hosts (see [`netfaults`] for what the kernel here can do), the
 //! workload's randomness comes from the OS (a failing run cannot be replayed from a seed;
 //! its logs and evidence are kept instead), and true time is the machine's monotonic clock
 //! ([`clock`]), which every process of the run shares.
 
 pub mod clock;
 pub mod evidence_file;
+pub mod netfaults;
+pub mod netns;
 pub mod procs;
 pub mod schedule;
 pub mod serve;
@@ -90,6 +99,9 @@ pub enum ClusterCmd {
     /// Internal: one server incarnation of a run (spawned by `cluster run`).
     #[command(hide = true)]
     Serve(ServeArgs),
+    /// Removes the network namespaces and links a `--net` run left behind (one that was
+    /// SIGKILLed and could not clean up); needs root.
+    Cleanup,
 }
 
 /// `real cluster run`.
@@ -125,6 +137,32 @@ pub struct RunArgs {
     /// kept only if the run fails.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Run every server in a network namespace of its own (a host per server), so network
+    /// faults can be applied. Needs root and nftables (`scripts/services.sh install`).
+    #[arg(long)]
+    pub net: bool,
+    /// With --net: start a network fault this often during the chaos phase.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub net_fault_every: Option<Duration>,
+    /// With --net: the longest network fault (each lasts 0.5 s up to this).
+    #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
+    pub net_fault_max: Duration,
+    /// With --net: the kinds of network fault to draw from (comma-separated): partition, zk,
+    /// one-way, cut, loss. Default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub net_faults: Vec<String>,
+}
+
+/// One network fault of a `--net` run, as applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetFaultRecord {
+    /// Seconds into the run (true time) when its rules were loaded.
+    pub at_secs: f64,
+    /// How long it lasted (its rules were removed then, or at the heal).
+    pub for_secs: f64,
+    pub kind: netfaults::NetFaultKind,
+    /// `partition game-1 | game-0,game-2,zk,redis`, ...
+    pub description: String,
 }
 
 /// One SIGKILL of a run.
@@ -156,6 +194,8 @@ pub struct RunOutcome {
     pub report: Report,
     pub kills: Vec<KillRecord>,
     pub pauses: Vec<PauseRecord>,
+    /// The network faults applied (`--net`), in order.
+    pub net_faults: Vec<NetFaultRecord>,
     /// Where the logs and evidence are, if kept.
     pub dir: Option<PathBuf>,
     pub elapsed: Duration,
@@ -271,6 +311,16 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
     if args.pause_max < Duration::from_millis(100) {
         return Err(ClusterError::Args("--pause-max must be at least 100ms".into()));
     }
+    let net_kinds = net_kinds(&args)?;
+    if (args.net_fault_every.is_some() || !args.net_faults.is_empty()) && !args.net {
+        return Err(ClusterError::Args("--net-fault-every and --net-faults need --net".into()));
+    }
+    if args.net_fault_every.is_some() && topo.servers.is_empty() {
+        return Err(ClusterError::Args(format!("{} has no servers to cut off", args.scenario)));
+    }
+    if args.net_fault_every.is_some_and(|d| d.is_zero()) {
+        return Err(ClusterError::Args("--net-fault-every must be positive".into()));
+    }
     let clients = args.clients.unwrap_or(topo.clients);
     let space = scenario.fault_space(&topo);
     let seed = args.seed.unwrap_or_else(rand::random);
@@ -289,10 +339,12 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
         }
     };
 
-    let zk = if topo.zookeeper { Some(PrivateZk::start()?) } else { None };
+    // With --net the hosts come first: the services listen on the bridge they reach.
+    let lab = if args.net { Some(netns::NetLab::create(topo.servers.len())?) } else { None };
+    let service_ip = lab.as_ref().map_or(Ipv4Addr::LOCALHOST, netns::NetLab::gateway);
+    let zk = if topo.zookeeper { Some(PrivateZk::start_on(service_ip)?) } else { None };
     let redis = match &topo.redis {
-        Some(spec) if spec.persistent => Some(PrivateRedis::start_persistent()?),
-        Some(_) => Some(PrivateRedis::start()?),
+        Some(spec) => Some(PrivateRedis::start_on(service_ip, spec.persistent)?),
         None => None,
     };
     // A topology without a service gets an address nothing listens on: its calls fail.
@@ -321,7 +373,10 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
     let run = scenario.start(bug, clock.source());
     // Not from `seed`: two runs with the same seed at once (tests run in parallel) would
     // pick the same /24, and the free-port probe cannot see a run that has not bound yet.
-    let ips = loopback_ips(topo.servers.len(), &mut rand::thread_rng())?;
+    let ips = match &lab {
+        Some(lab) => lab.ips(),
+        None => loopback_ips(topo.servers.len(), &mut rand::thread_rng())?,
+    };
     let exe = std::env::current_exe().map_err(|e| ClusterError::Io(format!("own executable: {e}")))?;
     let template = ServeArgs {
         scenario: args.scenario.clone(),
@@ -342,6 +397,14 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
     // starts), shared by its clients and checkers.
     let sql = Arc::new(open_sql(&template.sql).await?);
     let mut procs = ServerProcs::new(exe, dir.clone(), template, ips, topo.server_names());
+    if let Some(lab) = &lab {
+        println!(
+            "hosts: bridge {} (ZooKeeper, Redis and the clients), {}",
+            lab.gateway(),
+            lab.hosts().iter().map(|h| format!("{} {}", h.namespace, h.ip)).collect::<Vec<_>>().join(", ")
+        );
+        procs = procs.with_prefixes((0..topo.servers.len()).map(|i| lab.exec_prefix(i)).collect());
+    }
     let mut next_process = 0u64;
     for i in 0..procs.len() {
         procs.spawn(i, next_process)?;
@@ -392,9 +455,35 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
     );
     let mut kills: Vec<KillRecord> = Vec::new();
     let mut pauses: Vec<PauseRecord> = Vec::new();
+    let mut net = match (&lab, args.net_fault_every) {
+        (Some(lab), Some(every)) => Some(NetFaults::new(
+            lab,
+            netfaults::NetSchedule::new(
+                seed,
+                netfaults::NetScheduleConfig {
+                    servers: procs.len(),
+                    every,
+                    max: args.net_fault_max,
+                    kinds: net_kinds,
+                    heal_ns,
+                },
+            ),
+            netfaults::Endpoints {
+                servers: lab.hosts().iter().map(|h| h.ip).collect(),
+                gateway: lab.gateway(),
+                zk_port: zk.as_ref().map(|z| z.addr().port()),
+                redis_port: redis.as_ref().map(|r| r.addr().port()),
+            },
+            topo.server_names(),
+        )),
+        _ => None,
+    };
     while clock.now_ns() < end_ns {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let now = clock.now_ns();
+        if let Some(net) = &mut net {
+            net.step(now)?;
+        }
         let mut exited = Vec::new();
         for (i, process, status) in procs.exited() {
             // A server program returns when its own reading of the clock says the run is
@@ -525,14 +614,94 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
     report.count("cluster.server_pauses", pauses.len() as u64);
     report.count("cluster.evidence_lines", lines);
     report.count("cluster.evidence_torn", torn);
-    drop((zk, redis));
+    let net_faults = net.map(|n| n.records).unwrap_or_default();
+    report.count("cluster.net_faults", net_faults.len() as u64);
+    for kind in netfaults::NetFaultKind::ALL {
+        let n = net_faults.iter().filter(|r| r.kind == kind).count() as u64;
+        if n > 0 {
+            report.count(&format!("cluster.net_faults.{}", kind.name()), n);
+        }
+    }
+    drop((zk, redis, lab));
     let keep = args.dir.is_some() || !report.ok();
     let dir = match tmp {
         Some(t) if keep => Some(t.keep()),
         Some(_) => None,
         None => Some(dir),
     };
-    Ok(RunOutcome { report, kills, pauses, dir, elapsed: started.elapsed() })
+    Ok(RunOutcome { report, kills, pauses, net_faults, dir, elapsed: started.elapsed() })
+}
+
+/// The kinds `--net-faults` names (all when it names none).
+fn net_kinds(args: &RunArgs) -> Result<Vec<netfaults::NetFaultKind>, ClusterError> {
+    if args.net_faults.is_empty() {
+        return Ok(netfaults::NetFaultKind::ALL.to_vec());
+    }
+    let mut kinds = Vec::new();
+    for name in &args.net_faults {
+        let k = netfaults::NetFaultKind::parse(name.trim()).map_err(ClusterError::Args)?;
+        if !kinds.contains(&k) {
+            kinds.push(k);
+        }
+    }
+    Ok(kinds)
+}
+
+/// The network faults of a `--net` run as they happen: the schedule's events become rule
+/// sets loaded into the servers' namespaces, and records for the printed plan.
+struct NetFaults<'a> {
+    lab: &'a netns::NetLab,
+    schedule: netfaults::NetSchedule,
+    endpoints: netfaults::Endpoints,
+    names: Vec<String>,
+    /// Index in `records` of each active fault, by schedule id.
+    open: std::collections::BTreeMap<u64, usize>,
+    records: Vec<NetFaultRecord>,
+}
+
+impl<'a> NetFaults<'a> {
+    fn new(
+        lab: &'a netns::NetLab,
+        schedule: netfaults::NetSchedule,
+        endpoints: netfaults::Endpoints,
+        names: Vec<String>,
+    ) -> Self {
+        NetFaults { lab, schedule, endpoints, names, open: Default::default(), records: Vec::new() }
+    }
+
+    /// Carries out the schedule's events at `now`: reloads the rules of every host whose
+    /// faults changed, and prints each fault as it starts.
+    fn step(&mut self, now: u64) -> Result<(), ClusterError> {
+        let events = self.schedule.step(now);
+        let mut hosts = std::collections::BTreeSet::new();
+        for e in events {
+            match e {
+                netfaults::NetEvent::Start { id, fault, for_ns } => {
+                    hosts.insert(fault.host());
+                    let description = fault.describe(&self.names);
+                    println!("net fault at {:.2}s for {:.2}s: {description}", secs(now), secs(for_ns));
+                    self.open.insert(id, self.records.len());
+                    self.records.push(NetFaultRecord {
+                        at_secs: secs(now),
+                        for_secs: secs(for_ns),
+                        kind: fault.kind(),
+                        description,
+                    });
+                }
+                netfaults::NetEvent::End { id, fault } => {
+                    hosts.insert(fault.host());
+                    if let Some(i) = self.open.remove(&id) {
+                        self.records[i].for_secs = secs(now) - self.records[i].at_secs;
+                    }
+                }
+            }
+        }
+        for host in hosts {
+            let rules = netfaults::host_rules(host, self.schedule.active(), &self.endpoints);
+            self.lab.load_rules(host, &netfaults::render(&rules))?;
+        }
+        Ok(())
+    }
 }
 
 /// Waits until every server accepts TCP connections on its client port, for at most

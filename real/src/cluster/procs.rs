@@ -35,6 +35,9 @@ pub struct ServerProcs {
     names: Vec<String>,
     slots: Vec<Option<Running>>,
     incarnations: Vec<Incarnation>,
+    /// Per server, a command that runs the server's program (`ip netns exec NS` with `--net`);
+    /// empty: the program runs directly.
+    prefixes: Vec<Vec<String>>,
 }
 
 impl ServerProcs {
@@ -46,7 +49,16 @@ impl ServerProcs {
         names: Vec<String>,
     ) -> Self {
         let slots = ips.iter().map(|_| None).collect();
-        Self { exe, dir, template, ips, names, slots, incarnations: Vec::new() }
+        let prefixes = ips.iter().map(|_| Vec::new()).collect();
+        Self { exe, dir, template, ips, names, slots, incarnations: Vec::new(), prefixes }
+    }
+
+    /// Runs server `i`'s incarnations through `prefixes[i]` (a command that `exec`s the
+    /// program, so the process id stays the program's: signals reach the server itself).
+    pub fn with_prefixes(mut self, prefixes: Vec<Vec<String>>) -> Self {
+        assert_eq!(prefixes.len(), self.slots.len(), "one prefix per server");
+        self.prefixes = prefixes;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -82,7 +94,15 @@ impl ServerProcs {
         let io = |p: &Path| File::create(p).map_err(|e| ClusterError::Io(format!("{}: {e}", p.display())));
         let out = io(&log)?;
         let err = out.try_clone().map_err(|e| ClusterError::Io(format!("{}: {e}", log.display())))?;
-        let child = Command::new(&self.exe)
+        let mut cmd = match self.prefixes[i].split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&self.exe);
+                c
+            }
+            None => Command::new(&self.exe),
+        };
+        let child = cmd
             .args(args.to_args())
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())

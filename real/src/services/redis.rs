@@ -33,16 +33,22 @@ impl fmt::Debug for PrivateRedis {
 impl PrivateRedis {
     /// Starts a Redis without persistence (a restart loses every key, as the `Kv` port says).
     pub fn start() -> Result<PrivateRedis, ServiceError> {
-        Self::launch(false)
+        Self::launch(Ipv4Addr::LOCALHOST, false)
+    }
+
+    /// A Redis listening on `ip` instead of loopback (a live run's bridge address, which the
+    /// servers' network namespaces reach), with or without the fsync-always append-only file.
+    pub fn start_on(ip: Ipv4Addr, persistent: bool) -> Result<PrivateRedis, ServiceError> {
+        Self::launch(ip, persistent)
     }
 
     /// Starts a Redis with an fsync-always append-only file: every acknowledged write
     /// survives [`restart`](Self::restart).
     pub fn start_persistent() -> Result<PrivateRedis, ServiceError> {
-        Self::launch(true)
+        Self::launch(Ipv4Addr::LOCALHOST, true)
     }
 
-    fn launch(persistent: bool) -> Result<PrivateRedis, ServiceError> {
+    fn launch(ip: Ipv4Addr, persistent: bool) -> Result<PrivateRedis, ServiceError> {
         let bin = find_binary("SANDTABLE_REDIS_SERVER", "redis-server", &["/usr/bin/redis-server"])
             .map_err(|looked_for| ServiceError::NotInstalled { what: "redis-server", looked_for })?;
         let dir =
@@ -51,7 +57,7 @@ impl PrivateRedis {
         // The port is free when chosen but could be taken before the server binds it: retry.
         for _ in 0..5 {
             let port = free_port().map_err(io_err("redis-server"))?;
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let addr = SocketAddr::from((ip, port));
             match Self::spawn(&bin, dir.path(), addr, persistent) {
                 Ok(proc) => return Ok(PrivateRedis { addr, bin, persistent, proc, dir }),
                 Err(e @ ServiceError::Exited { .. }) => last = Some(e),
@@ -65,7 +71,9 @@ impl PrivateRedis {
         let mut cmd = Command::new(bin);
         cmd.arg("--port")
             .arg(addr.port().to_string())
-            .args(["--bind", "127.0.0.1", "--protected-mode", "no", "--daemonize", "no"])
+            .arg("--bind")
+            .arg(addr.ip().to_string())
+            .args(["--protected-mode", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(dir)
             .args(["--save", "", "--logfile", ""]);

@@ -38,8 +38,15 @@ impl fmt::Debug for PrivateZk {
 }
 
 impl PrivateZk {
-    /// Starts a ZooKeeper with [`PRIVATE_ZK_TICK`] and waits until it serves requests.
+    /// Starts a ZooKeeper with [`PRIVATE_ZK_TICK`] on loopback and waits until it serves
+    /// requests.
     pub fn start() -> Result<PrivateZk, ServiceError> {
+        Self::start_on(Ipv4Addr::LOCALHOST)
+    }
+
+    /// [`start`](Self::start), listening on `ip` instead of loopback (a live run's bridge
+    /// address, which the servers' network namespaces reach).
+    pub fn start_on(ip: Ipv4Addr) -> Result<PrivateZk, ServiceError> {
         let java = find_binary("SANDTABLE_JAVA", "java", &["/usr/bin/java"])
             .map_err(|looked_for| ServiceError::NotInstalled { what: "java (for ZooKeeper)", looked_for })?;
         let classpath = match std::env::var("SANDTABLE_ZK_CLASSPATH") {
@@ -64,7 +71,7 @@ impl PrivateZk {
         let mut last = None;
         for _ in 0..5 {
             let port = free_port().map_err(io_err("ZooKeeper"))?;
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let addr = SocketAddr::from((ip, port));
             Self::write_config(dir.path(), addr).map_err(io_err("ZooKeeper"))?;
             match Self::spawn(&java, &classpath, dir.path(), addr) {
                 Ok(proc) => return Ok(PrivateZk { addr, java, classpath, proc, dir }),
@@ -83,7 +90,7 @@ impl PrivateZk {
              maxSessionTimeout={max}\n\
              dataDir={data}\n\
              clientPort={port}\n\
-             clientPortAddress=127.0.0.1\n\
+             clientPortAddress={ip}\n\
              maxClientCnxns=0\n\
              admin.enableServer=false\n\
              4lw.commands.whitelist=ruok,srvr,stat,mntr,cons\n\
@@ -95,6 +102,7 @@ impl PrivateZk {
             max = 40_000,
             data = dir.join("data").display(),
             port = addr.port(),
+            ip = addr.ip(),
         );
         std::fs::write(dir.join("zoo.cfg"), cfg)
     }
@@ -129,12 +137,12 @@ impl PrivateZk {
             .is_some_and(|r| r.contains("Mode: standalone") && !r.contains("not currently serving"))
     }
 
-    /// `127.0.0.1:port`.
+    /// `127.0.0.1:port` (or the address given to [`start_on`](Self::start_on)).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// The connect string (`127.0.0.1:port`).
+    /// The connect string (`127.0.0.1:port`, or the `start_on` address).
     pub fn connect_string(&self) -> String {
         self.addr.to_string()
     }
