@@ -1,5 +1,6 @@
 //! `real cluster run --net`: a host (network namespace) per server and real network faults
-//! (nftables rules) during the chaos phase. Needs root and nftables, which `.ci/run` installs
+//! (nftables rules) during the chaos phase, for `login_unique` and `membership`, with their
+//! planted bugs caught through partitions alone. Needs root and nftables, which `.ci/run` installs
 //! (`scripts/services.sh install`) and runs as: without them these tests fail with the
 //! runner's message saying what is missing, never skip.
 
@@ -146,4 +147,60 @@ fn network_fault_flags_without_net_are_refused() {
     let (out, text) = real(&["cluster", "run", "login_unique", "--net", "--net-faults", "latency"]);
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(text.contains("unknown network fault \"latency\""), "{text}");
+}
+
+/// `membership` runs live: its servers report registrations, publications and every look at
+/// their peer view as evidence. Partitions and ZooKeeper-only cuts, then the heal: every view
+/// converges to the live servers' latest tags and status.
+#[test]
+fn membership_passes_live_under_partitions() {
+    let (out, text) = real(&[
+        "cluster",
+        "run",
+        "membership",
+        "--duration",
+        "16s",
+        "--net",
+        "--net-fault-every",
+        "2s",
+        "--net-fault-max",
+        "8s",
+        "--net-faults",
+        "partition,zk,cut",
+        "--seed",
+        "1",
+    ]);
+    assert!(
+        out.status.success() && text.lines().any(|l| l == "PASSED"),
+        "did not pass ({}):\n{text}",
+        out.status
+    );
+    assert!(counter(&text, "membership.observations") >= 100, "{text}");
+    assert!(counter(&text, "cluster.net_faults") >= 3, "{text}");
+}
+
+/// `stale-view` freezes a server's view after its session is re-established: a partition
+/// long enough to expire the session, then the heal, leaves views that never converge.
+#[test]
+fn membership_stale_view_is_caught_live_through_partitions() {
+    let (out, text) = real(&[
+        "cluster",
+        "run",
+        "membership",
+        "--duration",
+        "20s",
+        "--net",
+        "--net-fault-every",
+        "3s",
+        "--net-fault-max",
+        "8s",
+        "--net-faults",
+        "partition,zk",
+        "--bug",
+        "stale-view",
+        "--seed",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "the planted bug must fail the run:\n{text}");
+    assert!(text.contains("violation [liveness]"), "{text}");
 }

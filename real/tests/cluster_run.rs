@@ -138,7 +138,7 @@ fn gate_route_passes_under_kills_and_pauses() {
 #[test]
 fn bad_arguments_exit_2_with_a_reason() {
     let cases: [(&[&str], &str); 5] = [
-        (&["membership"], "runs only in the simulator"),
+        (&["rpc"], "runs only in the simulator"),
         (&["no_such_scenario"], "unknown scenario"),
         (&["login_unique", "--servers", "5"], "runs 3 servers"),
         (&["login_unique", "--bug", "no-such-bug"], "has no planted bug"),

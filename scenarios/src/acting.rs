@@ -84,7 +84,10 @@ impl ActLog {
             | Evidence::ObjectAct { .. }
             | Evidence::PackExecuting { .. }
             | Evidence::PackExecuted { .. }
-            | Evidence::GateHandling { .. } => false,
+            | Evidence::GateHandling { .. }
+            | Evidence::PeerRegistered { .. }
+            | Evidence::PeerPublished { .. }
+            | Evidence::PeerView { .. } => false,
         }
     }
 

@@ -9,10 +9,13 @@
 //! [`crate::ScenarioRun::absorb`] before it checks. Times are true times (ns since the
 //! start of the run) on a clock every process of the run shares.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use engine::cluster::PeerId;
 use engine::commands::Outcome;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::history::ProcessId;
 
@@ -43,6 +46,20 @@ pub enum Evidence {
     /// Server incarnation `server` was about to handle a gated frame of `player` under
     /// `binding` (`gate/epoch`) at `t_ns` (`engine::gate::HostObserver::handling`).
     GateHandling { player: String, binding: String, server: ProcessId, t_ns: u64 },
+    /// `membership`: server incarnation `server`, named `name`, is about to register as
+    /// `peer` (recorded before the join, which may register and still fail) at `t_ns`.
+    PeerRegistered { peer: PeerId, name: String, server: ProcessId, t_ns: u64 },
+    /// `membership`: `peer` is about to publish `tags` and `status`.
+    PeerPublished { peer: PeerId, tags: BTreeSet<String>, status: Value },
+    /// `membership`: one look at `observer`'s peer view at `t_ns` (`stale`: the view was not
+    /// live), with the least-loaded `game` server it would pick.
+    PeerView {
+        observer: PeerId,
+        t_ns: u64,
+        stale: bool,
+        view: BTreeMap<PeerId, (BTreeSet<String>, Value)>,
+        least_loaded_game: Option<PeerId>,
+    },
 }
 
 /// Where a server's evidence also goes, synchronously, at the instant of the report.
@@ -68,6 +85,28 @@ mod tests {
             },
             Evidence::PackExecuted { user: "3".into(), pack_id: 5, server: 1, t_ns: 11, committed: None },
             Evidence::GateHandling { player: "p1".into(), binding: "g/2".into(), server: 4, t_ns: 12 },
+            Evidence::PeerRegistered {
+                peer: PeerId(uuid::Uuid::from_bytes([1; 16])),
+                name: "game-0".into(),
+                server: 5,
+                t_ns: 13,
+            },
+            Evidence::PeerPublished {
+                peer: PeerId(uuid::Uuid::from_bytes([1; 16])),
+                tags: ["game".to_string()].into(),
+                status: serde_json::json!({ "room_count": 3 }),
+            },
+            Evidence::PeerView {
+                observer: PeerId(uuid::Uuid::from_bytes([2; 16])),
+                t_ns: 14,
+                stale: true,
+                view: [(
+                    PeerId(uuid::Uuid::from_bytes([1; 16])),
+                    (["game".to_string()].into(), serde_json::Value::Null),
+                )]
+                .into(),
+                least_loaded_game: Some(PeerId(uuid::Uuid::from_bytes([1; 16]))),
+            },
         ];
         for ev in evs {
             let line = serde_json::to_string(&ev).expect("serializes");

@@ -9,7 +9,8 @@
 //! seed, so the same seed gives the same plan.
 //!
 //! Rules:
-//! - a fault starts every `every` during the chaos phase; faults may overlap;
+//! - a fault starts every `every` during the chaos phase, at most one per step (slots missed
+//!   while the runner was busy are skipped); faults may overlap;
 //! - it lasts [`FAULT_MIN_MS`] to `max`, and ends at the heal at the latest;
 //! - at the heal every rule is gone, so the heal phase runs on a whole network.
 //!
@@ -302,7 +303,11 @@ impl NetSchedule {
             self.next_id += 1;
             self.active.insert(id, (fault, end));
             out.push(NetEvent::Start { id, fault, for_ns: end - now });
-            self.next_ns += nanos(self.config.every).max(1);
+            // One fault per step: slots missed while the runner was busy (servers starting)
+            // are skipped, not started in a burst.
+            while self.next_ns <= now {
+                self.next_ns += nanos(self.config.every).max(1);
+            }
         }
         out
     }

@@ -24,6 +24,7 @@ use futures::FutureExt;
 use serde_json::{json, Value};
 
 use crate::checker::Report;
+use crate::evidence::{Evidence, EvidenceTap};
 use crate::faults::FaultSpace;
 use crate::history::{ProcessId, TimeSource};
 use crate::scenario::{
@@ -102,13 +103,14 @@ const PROBES: &[&str] = &[
     "zk: session expired at the service",
 ];
 
-/// Its checkers read the servers' in-memory views: simulator only.
+/// Runs live too: every registration, publication and look at a view is also reported as
+/// [`Evidence`] (`PeerRegistered`, `PeerPublished`, `PeerView`).
 const META: ScenarioMeta = ScenarioMeta {
     name: "membership",
     description:
         "servers with tags and shared status join/crash/restart under ZooKeeper partitions and clock faults",
     bugs: BUGS,
-    runs_live: false,
+    runs_live: true,
     probes: PROBES,
 };
 
@@ -168,7 +170,10 @@ struct Run {
 }
 
 impl Run {
-    fn record_published(&self, peer: PeerId, state: PeerState) {
+    fn record_published(&self, tap: &Option<EvidenceTap>, peer: PeerId, state: PeerState) {
+        if let Some(tap) = tap {
+            tap(&Evidence::PeerPublished { peer, tags: state.0.clone(), status: state.1.clone() });
+        }
         self.log.lock().expect("log").published.entry(peer).or_default().push(state);
     }
 }
@@ -196,16 +201,22 @@ impl ScenarioRun for Run {
             let me = cfg.peer_id.expect("set by cluster_config");
             let mut tags = cfg.tags.clone();
             let mut status = Value::Null;
+            let tap = ctx.tap.clone();
             // Recorded before joining: a join may register and still fail.
-            this.log
-                .lock()
-                .expect("log")
-                .registered
-                .insert(me, (ctx.spec.name.clone(), ctx.process, (this.now)()));
-            this.record_published(me, (tags.clone(), status.clone()));
+            let t_ns = (this.now)();
+            if let Some(tap) = &tap {
+                tap(&Evidence::PeerRegistered {
+                    peer: me,
+                    name: ctx.spec.name.clone(),
+                    server: ctx.process,
+                    t_ns,
+                });
+            }
+            this.log.lock().expect("log").registered.insert(me, (ctx.spec.name.clone(), ctx.process, t_ns));
+            this.record_published(&tap, me, (tags.clone(), status.clone()));
             let Some(cluster) = join_retrying(&ctx, &cfg).await else { return };
             status = json!({ "room_count": ctx.env.rand.gen_range(0..100) });
-            this.record_published(me, (tags.clone(), status.clone()));
+            this.record_published(&tap, me, (tags.clone(), status.clone()));
             let _ = cluster.set_status(status.clone()).await;
             while !ctx.phases.finished() {
                 ctx.env.clock.sleep(Duration::from_millis(ctx.env.rand.gen_range(200..600))).await;
@@ -215,14 +226,14 @@ impl ScenarioRun for Run {
                     match ctx.env.rand.gen_range(0..10) {
                         0..=3 if ctx.budget.take() => {
                             status = json!({ "room_count": ctx.env.rand.gen_range(0..100) });
-                            this.record_published(me, (tags.clone(), status.clone()));
+                            this.record_published(&tap, me, (tags.clone(), status.clone()));
                             let _ = cluster.set_status(status.clone()).await;
                         }
                         4 | 5 => {
                             let tag = format!("extra-{}", ctx.env.rand.gen_range(0..3));
                             if !tags.contains(&tag) && ctx.budget.take() {
                                 tags.insert(tag.clone());
-                                this.record_published(me, (tags.clone(), status.clone()));
+                                this.record_published(&tap, me, (tags.clone(), status.clone()));
                                 let _ = cluster.add_tag(&tag).await;
                             }
                         }
@@ -233,7 +244,7 @@ impl ScenarioRun for Run {
                                 ctx.env.rand.choose(&extra).cloned().filter(|_| ctx.budget.take())
                             {
                                 tags.remove(&tag);
-                                this.record_published(me, (tags.clone(), status.clone()));
+                                this.record_published(&tap, me, (tags.clone(), status.clone()));
                                 let _ = cluster.remove_tag(&tag).await;
                             }
                         }
@@ -241,10 +252,36 @@ impl ScenarioRun for Run {
                     }
                 }
                 let obs = observe(&cluster, (this.now)());
+                if let Some(tap) = &tap {
+                    tap(&Evidence::PeerView {
+                        observer: obs.observer,
+                        t_ns: obs.at_ns,
+                        stale: obs.stale,
+                        view: obs.view.clone(),
+                        least_loaded_game: obs.least_loaded_game,
+                    });
+                }
                 this.log.lock().expect("log").observations.push(obs);
             }
         }
         .boxed()
+    }
+
+    fn absorb(&self, evidence: Evidence) -> bool {
+        let mut log = self.log.lock().expect("log");
+        match evidence {
+            Evidence::PeerRegistered { peer, name, server, t_ns } => {
+                log.registered.insert(peer, (name, server, t_ns));
+            }
+            Evidence::PeerPublished { peer, tags, status } => {
+                log.published.entry(peer).or_default().push((tags, status));
+            }
+            Evidence::PeerView { observer, t_ns, stale, view, least_loaded_game } => {
+                log.observations.push(Observation { observer, at_ns: t_ns, stale, view, least_loaded_game })
+            }
+            _ => return false,
+        }
+        true
     }
 
     fn check(&self, _env: engine::env::Env, phases: Phases) -> BoxFuture<'static, Report> {
