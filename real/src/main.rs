@@ -64,6 +64,31 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
             rt.block_on(real::cluster::serve::serve(a))?;
             Ok(ExitCode::SUCCESS)
         }
+        ClusterCmd::Sweep(a) => {
+            let rows = rt.block_on(async {
+                tokio::select! {
+                    rows = real::cluster::sweep::sweep(a) => rows,
+                    _ = tokio::signal::ctrl_c() => Err(real::cluster::ClusterError::Io(
+                        "interrupted (Ctrl-C): servers killed, namespaces and rules removed".into(),
+                    )),
+                }
+            })?;
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            print!("{}", real::cluster::sweep::table(&rows));
+            let failed = rows.iter().any(|r| !r.failures.is_empty());
+            let runs: u64 = rows.iter().map(|r| r.runs).sum();
+            let passed: u64 = rows.iter().map(|r| r.passed).sum();
+            println!("{}: {passed}/{runs} runs passed", if failed { "FAILED" } else { "PASSED" });
+            // A violation outranks a run that could not be carried out.
+            let violations = rows.iter().any(|r| r.violations > 0);
+            Ok(if violations {
+                ExitCode::from(1)
+            } else if failed {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         ClusterCmd::Cleanup => {
             let removed = real::cluster::netns::cleanup_leftovers()?;
             for r in &removed {

@@ -39,6 +39,7 @@ pub mod netns;
 pub mod procs;
 pub mod schedule;
 pub mod serve;
+pub mod sweep;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -102,6 +103,9 @@ pub enum ClusterCmd {
     /// Removes the network namespaces and links a `--net` run left behind (one that was
     /// SIGKILLed and could not clean up); needs root.
     Cleanup,
+    /// Runs a scenario (or `all` live scenarios) N times with different fault schedules and
+    /// prints a table.
+    Sweep(sweep::SweepArgs),
 }
 
 /// `real cluster run`.
@@ -418,6 +422,7 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
 
     let servers = ServerDirectory::new((0..procs.len()).map(|i| procs.client_addr(i)).collect());
     let mut handles = Vec::with_capacity(clients);
+    let mut budgets = Vec::with_capacity(clients);
     for i in 0..clients {
         let env = real_env(&RealEnvConfig {
             node: scenarios::Topology::client_name(i),
@@ -436,6 +441,7 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
             phases: phases.clone(),
             budget: scenarios::OpBudget::unlimited(),
         };
+        budgets.push(ctx.budget.clone());
         next_process += 1;
         handles.push(tokio::spawn(run.client(ctx)));
     }
@@ -607,6 +613,7 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
     let mut report = run.check(observer, phases).await;
     report.merge(runner);
     report.count("cluster.clients", clients as u64);
+    report.count("cluster.client_ops", budgets.iter().map(scenarios::OpBudget::issued).sum());
     report.count("cluster.clients_overran", overran);
     report.count("cluster.clients_panicked", panicked);
     report.count("cluster.server_incarnations", incarnations.len() as u64);
@@ -629,7 +636,34 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
         Some(_) => None,
         None => Some(dir),
     };
-    Ok(RunOutcome { report, kills, pauses, net_faults, dir, elapsed: started.elapsed() })
+    let out = RunOutcome { report, kills, pauses, net_faults, dir, elapsed: started.elapsed() };
+    if let Some(d) = &out.dir {
+        let path = d.join("fault-plan.txt");
+        std::fs::write(&path, fault_plan(&out, seed))
+            .map_err(|e| ClusterError::Io(format!("{}: {e}", path.display())))?;
+    }
+    Ok(out)
+}
+
+/// The faults a run applied, one per line in true-time order, for its kept directory.
+pub fn fault_plan(out: &RunOutcome, seed: u64) -> String {
+    let mut lines: Vec<(f64, String)> = Vec::new();
+    for k in &out.kills {
+        let then = k.restarted_as.map_or("not restarted".to_string(), |p| format!("restarted as process {p}"));
+        lines.push((k.at_secs, format!("kill -9 {} (process {}), {then}", k.server, k.process)));
+    }
+    for p in &out.pauses {
+        lines.push((p.at_secs, format!("SIGSTOP {} (process {}) for {:.2}s", p.server, p.process, p.for_secs)));
+    }
+    for f in &out.net_faults {
+        lines.push((f.at_secs, format!("{} for {:.2}s", f.description, f.for_secs)));
+    }
+    lines.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut s = format!("fault seed {seed}\n");
+    for (at, l) in lines {
+        s.push_str(&format!("{at:8.2}s  {l}\n"));
+    }
+    s
 }
 
 /// The kinds `--net-faults` names (all when it names none).
