@@ -649,11 +649,15 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
 pub fn fault_plan(out: &RunOutcome, seed: u64) -> String {
     let mut lines: Vec<(f64, String)> = Vec::new();
     for k in &out.kills {
-        let then = k.restarted_as.map_or("not restarted".to_string(), |p| format!("restarted as process {p}"));
+        let then =
+            k.restarted_as.map_or("not restarted".to_string(), |p| format!("restarted as process {p}"));
         lines.push((k.at_secs, format!("kill -9 {} (process {}), {then}", k.server, k.process)));
     }
     for p in &out.pauses {
-        lines.push((p.at_secs, format!("SIGSTOP {} (process {}) for {:.2}s", p.server, p.process, p.for_secs)));
+        lines.push((
+            p.at_secs,
+            format!("SIGSTOP {} (process {}) for {:.2}s", p.server, p.process, p.for_secs),
+        ));
     }
     for f in &out.net_faults {
         lines.push((f.at_secs, format!("{} for {:.2}s", f.description, f.for_secs)));
