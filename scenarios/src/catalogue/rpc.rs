@@ -152,7 +152,10 @@ fn frozen_ns(beats: &[u64], from: u64, to: u64) -> u64 {
     let period = HEARTBEAT.as_nanos() as u64;
     beats
         .windows(2)
-        .filter(|w| w[1] - w[0] > 3 * period)
+        // A gap of more than half a period beyond the period: the node was frozen (a pause
+        // of 117 ms gave a 150 ms gap, which the earlier 3-period threshold took for none:
+        // `sim run rpc --seeds 5650..5651`). Drift stretches a gap by at most 2 %.
+        .filter(|w| w[1] - w[0] > period + period / 2)
         .map(|w| {
             let (a, b) = (w[0] + period, w[1]);
             b.min(to).saturating_sub(a.max(from))
@@ -485,6 +488,17 @@ mod tests {
         let beats: Vec<u64> = (0..100).map(|i| i * 50_000_000).collect();
         let alive = [(0u64, beats)].into_iter().collect();
         assert!(!check_rpc(&calls, &[], &alive).ok());
+    }
+
+    #[test]
+    fn a_short_pause_counts_as_frozen_and_regular_beats_do_not() {
+        // A 117 ms pause between beats at 1.000 s and 1.150 s.
+        let mut beats: Vec<u64> = (0..=20).map(|i| i * 50_000_000).collect();
+        beats.extend((23..=40).map(|i| i * 50_000_000));
+        assert_eq!(frozen_ns(&beats, 0, 2_000_000_000), 100_000_000);
+        // Beats 2 % late (drift) are not a freeze.
+        let drifted: Vec<u64> = (0..=40).map(|i| i * 51_000_000).collect();
+        assert_eq!(frozen_ns(&drifted, 0, 2_000_000_000), 0);
     }
 
     #[test]

@@ -151,7 +151,11 @@ impl ScenarioRun for Run {
             let history = rec.snapshot();
             report.merge(check_final_logs(&history, &finals));
             report.merge(check_owner(&history));
-            report.merge(check_freeze(&history, phases.heal_at.as_nanos() as u64));
+            report.merge(check_freeze(
+                &history,
+                phases.heal_at.as_nanos() as u64,
+                phases.liveness_bound.as_nanos() as u64,
+            ));
             let writers =
                 |p| history.ops.iter().any(|o| o.process == p && matches!(o.op, ShardOp::Append { .. }));
             report.merge(crate::checker::liveness_after_heal(&history, &phases, writers));
