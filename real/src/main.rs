@@ -127,6 +127,9 @@ fn print_outcome(out: &RunOutcome) -> ExitCode {
             }
         }
     }
+    for c in &out.clock_faults {
+        println!("{} at {:.2}s", c.description(), c.at_secs);
+    }
     for f in &out.net_faults {
         println!("net fault {} at {:.2}s for {:.2}s", f.description, f.at_secs, f.for_secs);
     }

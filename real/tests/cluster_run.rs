@@ -152,3 +152,30 @@ fn bad_arguments_exit_2_with_a_reason() {
     let (out, text) = cluster_run(&["login_unique", "--duration", "soon"]);
     assert_eq!(out.status.code(), Some(2), "clap rejects a bad duration:\n{text}");
 }
+
+/// Clock faults on real processes: each server follows a control file the runner writes
+/// (`cluster serve --clock-control`), so its wall clock jumps and both its clocks drift; the
+/// scenario still passes, and every clock is set right at the heal.
+#[test]
+fn login_unique_passes_under_clock_jumps_drift_and_kills() {
+    let text = assert_passed(&[
+        "login_unique",
+        "--servers",
+        "3",
+        "--clients",
+        "12",
+        "--duration",
+        "12s",
+        "--clock-faults-every",
+        "1s",
+        "--kill-every",
+        "5s",
+        "--seed",
+        "4",
+    ]);
+    // Seed 4's plan: jumps and drifts on every server, one kill.
+    assert!(counter(&text, "cluster.clock_faults.jump") >= 3, "{text}");
+    assert!(counter(&text, "cluster.clock_faults.drift") >= 1, "{text}");
+    assert_eq!(text.matches("clock set right").count() % 2, 0, "printed live and in the plan:\n{text}");
+    assert!(text.contains("clock set right"), "{text}");
+}

@@ -13,7 +13,9 @@ mod ws;
 mod zk;
 
 pub use self::client_ports::RealClientListeners;
-pub use self::clock::TokioClock;
+pub use self::clock::{
+    follow_clock_control, parse_clock_control, ClockControlError, ClockFaults, TokioClock,
+};
 pub use self::db::{
     open_db, open_db_with, DbOptions, FastPathCounts, MariaDb, SqliteDb, DB_CALL_TIMEOUT, DB_CONNECT_TIMEOUT,
 };

@@ -33,6 +33,7 @@
 //! ([`clock`]), which every process of the run shares.
 
 pub mod clock;
+pub mod clockfaults;
 pub mod evidence_file;
 pub mod netfaults;
 pub mod netns;
@@ -155,6 +156,34 @@ pub struct RunArgs {
     /// one-way, cut, loss. Default: all.
     #[arg(long, value_delimiter = ',')]
     pub net_faults: Vec<String>,
+    /// Skew, jump or drift a random server's clock this often during the chaos phase (each
+    /// server follows a control file the runner writes; every clock is set right at the heal).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub clock_faults_every: Option<Duration>,
+}
+
+/// One clock fault of a run, as written to the server's control file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClockFaultRecord {
+    /// Seconds into the run (true time).
+    pub at_secs: f64,
+    pub server: String,
+    /// `None`: the heal's reset.
+    pub kind: Option<clockfaults::ClockFaultKind>,
+    pub offset_ms: i64,
+    pub ppm: i64,
+}
+
+impl ClockFaultRecord {
+    /// `clock skew game-1: offset -2500 ms, drift +0 ppm`.
+    pub fn description(&self) -> String {
+        let what = self.kind.map_or("clock set right", |k| match k {
+            clockfaults::ClockFaultKind::Skew => "clock skew",
+            clockfaults::ClockFaultKind::Jump => "clock jump",
+            clockfaults::ClockFaultKind::Drift => "clock drift",
+        });
+        format!("{what} {}: offset {:+} ms, drift {:+} ppm", self.server, self.offset_ms, self.ppm)
+    }
 }
 
 /// One network fault of a `--net` run, as applied.
@@ -200,6 +229,8 @@ pub struct RunOutcome {
     pub pauses: Vec<PauseRecord>,
     /// The network faults applied (`--net`), in order.
     pub net_faults: Vec<NetFaultRecord>,
+    /// The clock faults written (`--clock-faults-every`), in order, the heal's resets included.
+    pub clock_faults: Vec<ClockFaultRecord>,
     /// Where the logs and evidence are, if kept.
     pub dir: Option<PathBuf>,
     pub elapsed: Duration,
@@ -322,8 +353,13 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
     if args.net_fault_every.is_some() && topo.servers.is_empty() {
         return Err(ClusterError::Args(format!("{} has no servers to cut off", args.scenario)));
     }
-    if args.net_fault_every.is_some_and(|d| d.is_zero()) {
-        return Err(ClusterError::Args("--net-fault-every must be positive".into()));
+    if args.clock_faults_every.is_some() && topo.servers.is_empty() {
+        return Err(ClusterError::Args(format!("{} has no servers whose clocks to fault", args.scenario)));
+    }
+    if args.net_fault_every.is_some_and(|d| d.is_zero())
+        || args.clock_faults_every.is_some_and(|d| d.is_zero())
+    {
+        return Err(ClusterError::Args("--net-fault-every and --clock-faults-every must be positive".into()));
     }
     let clients = args.clients.unwrap_or(topo.clients);
     let space = scenario.fault_space(&topo);
@@ -396,6 +432,8 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
         liveness_ms: millis(phases.liveness_bound),
         evidence: PathBuf::new(),
         sql: sql_urls(topo.sql.as_ref().map_or(0, |s| s.instances), &dir),
+        // Set per server by `ServerProcs::spawn` (`{dir}/{server}.clock`) when clocks are faulted.
+        clock_control: args.clock_faults_every.map(|_| PathBuf::new()),
     };
     // The runner's own handles on the SQL instances (creating the files before any server
     // starts), shared by its clients and checkers.
@@ -484,11 +522,37 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
         )),
         _ => None,
     };
+    let mut clocks = args.clock_faults_every.map(|every| {
+        clockfaults::ClockSchedule::new(
+            seed,
+            clockfaults::ClockScheduleConfig {
+                servers: procs.len(),
+                every,
+                offset_max_ms: if space.clock_ms_max > 0 { space.clock_ms_max } else { 10_000 },
+                drift_ppm_max: if space.drift_ppm_max > 0 { space.drift_ppm_max } else { 20_000 },
+                heal_ns,
+            },
+        )
+    });
+    let mut clock_faults: Vec<ClockFaultRecord> = Vec::new();
     while clock.now_ns() < end_ns {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let now = clock.now_ns();
         if let Some(net) = &mut net {
             net.step(now)?;
+        }
+        for e in clocks.as_mut().map(|c| c.step(now)).unwrap_or_default() {
+            let path = procs.clock_file(e.server);
+            write_atomically(&path, &format!("{} {}\n", e.offset_ms, e.ppm))?;
+            let rec = ClockFaultRecord {
+                at_secs: secs(now),
+                server: procs.name(e.server).to_string(),
+                kind: e.kind,
+                offset_ms: e.offset_ms,
+                ppm: e.ppm,
+            };
+            println!("clock fault at {:.2}s: {}", rec.at_secs, rec.description());
+            clock_faults.push(rec);
         }
         let mut exited = Vec::new();
         for (i, process, status) in procs.exited() {
@@ -629,6 +693,12 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
             report.count(&format!("cluster.net_faults.{}", kind.name()), n);
         }
     }
+    for kind in clockfaults::ClockFaultKind::ALL {
+        let n = clock_faults.iter().filter(|r| r.kind == Some(kind)).count() as u64;
+        if n > 0 {
+            report.count(&format!("cluster.clock_faults.{}", kind.name()), n);
+        }
+    }
     drop((zk, redis, lab));
     let keep = args.dir.is_some() || !report.ok();
     let dir = match tmp {
@@ -636,7 +706,7 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
         Some(_) => None,
         None => Some(dir),
     };
-    let out = RunOutcome { report, kills, pauses, net_faults, dir, elapsed: started.elapsed() };
+    let out = RunOutcome { report, kills, pauses, net_faults, clock_faults, dir, elapsed: started.elapsed() };
     if let Some(d) = &out.dir {
         let path = d.join("fault-plan.txt");
         std::fs::write(&path, fault_plan(&out, seed))
@@ -662,12 +732,23 @@ pub fn fault_plan(out: &RunOutcome, seed: u64) -> String {
     for f in &out.net_faults {
         lines.push((f.at_secs, format!("{} for {:.2}s", f.description, f.for_secs)));
     }
+    for c in &out.clock_faults {
+        lines.push((c.at_secs, c.description()));
+    }
     lines.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut s = format!("fault seed {seed}\n");
     for (at, l) in lines {
         s.push_str(&format!("{at:8.2}s  {l}\n"));
     }
     s
+}
+
+/// Writes `text` to `path` by a rename, so a reader never sees half of it.
+fn write_atomically(path: &std::path::Path, text: &str) -> Result<(), ClusterError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| ClusterError::Io(format!("{}: {e}", path.display())))
 }
 
 /// The kinds `--net-faults` names (all when it names none).

@@ -89,6 +89,7 @@ impl ServerProcs {
             process,
             ip: self.ips[i],
             evidence: evidence.clone(),
+            clock_control: self.template.clock_control.as_ref().map(|_| self.clock_file(i)),
             ..self.template.clone()
         };
         let io = |p: &Path| File::create(p).map_err(|e| ClusterError::Io(format!("{}: {e}", p.display())));
@@ -152,6 +153,11 @@ impl ServerProcs {
     /// Every incarnation started so far.
     pub fn incarnations(&self) -> &[Incarnation] {
         &self.incarnations
+    }
+
+    /// Server `i`'s clock-control file (`{dir}/{name}.clock`), shared by its incarnations.
+    pub fn clock_file(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("{}.clock", self.names[i]))
     }
 
     /// The client address of server `i`.

@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// The run's SQL instances, `NAME=URL` (`db-0=sqlite:///run/db-0.sqlite`), repeated.
     #[arg(long = "sql", value_name = "NAME=URL")]
     pub sql: Vec<String>,
+    /// Test-only: follow this file's `OFFSET_MS PPM` line as this process's clock faults
+    /// (`crate::adapters::ClockFaults`). Off unless given.
+    #[arg(long)]
+    pub clock_control: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -91,6 +95,9 @@ impl ServeArgs {
         for s in &self.sql {
             v.extend(["--sql".into(), s.clone()]);
         }
+        if let Some(c) = &self.clock_control {
+            v.extend(["--clock-control".into(), c.display().to_string()]);
+        }
         v
     }
 }
@@ -122,6 +129,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), ClusterError> {
     })
     .map_err(|e| ClusterError::Args(format!("redis URL {}: {e}", args.redis)))?;
     env.db = Arc::new(super::open_sql(&args.sql).await?);
+    if let Some(path) = &args.clock_control {
+        let faults = Arc::new(crate::adapters::ClockFaults::default());
+        let clock = crate::adapters::TokioClock::with_faults(faults.clone());
+        crate::adapters::follow_clock_control(path.clone(), clock.clone(), faults);
+        env.clock = Arc::new(clock);
+        tracing::info!(file = %path.display(), "clock faults follow the control file");
+    }
     let tap = file_tap(&args.evidence)?;
     tracing::info!(server = %spec.name, process = args.process, ip = %args.ip, "server incarnation starts");
     let budget = scenarios::OpBudget::unlimited();

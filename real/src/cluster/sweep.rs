@@ -2,8 +2,8 @@
 //! scenario, each with its own fault schedule (seeds `seed..seed+N`), and one table.
 //!
 //! Faults per run, scaled to the chaos phase `D` for scenarios with servers: a SIGKILL every
-//! D/4, a SIGSTOP every D/5 (up to [`PAUSE_MAX`]), and with `--net` a network fault every D/8
-//! (up to [`NET_FAULT_MAX`], every kind). Scenarios without servers (`coord_lock`,
+//! D/4, a SIGSTOP every D/5 (up to [`PAUSE_MAX`]), a clock fault (skew, jump or drift) every
+//! D/6, and with `--net` a network fault every D/8 (up to [`NET_FAULT_MAX`], every kind). Scenarios without servers (`coord_lock`,
 //! `kv_register`) run their clients against the live services without faults. A run that
 //! finds violations keeps its directory (logs, evidence, SQL files) and the table names it; a
 //! run that cannot be carried out is listed with its reason.
@@ -121,6 +121,7 @@ fn run_args(args: &SweepArgs, name: &str, has_servers: bool, seed: u64, i: u64) 
         net_fault_every: if args.net { faults(8) } else { None },
         net_fault_max: NET_FAULT_MAX,
         net_faults: Vec::new(),
+        clock_faults_every: faults(6),
     }
 }
 
@@ -211,6 +212,8 @@ mod tests {
         assert_eq!(a.dir, Some(PathBuf::from("/tmp/x/login_unique-2")));
         let b = run_args(&args, "coord_lock", false, 12, 2);
         assert_eq!((b.kill_every, b.pause_every, b.net_fault_every), (None, None, None));
+        assert_eq!(b.clock_faults_every, None);
+        assert_eq!(a.clock_faults_every, Some(Duration::from_secs(10)));
         let c = run_args(&SweepArgs { net: false, ..args }, "login_unique", true, 0, 0);
         assert_eq!(c.net_fault_every, None);
         assert!(!c.net);
