@@ -4,18 +4,15 @@
 //! (`scripts/services.sh install`) and runs as: without them these tests fail with the
 //! runner's message saying what is missing, never skip.
 
-use std::process::{Command, Output};
+mod common;
 
-fn real(args: &[&str]) -> (Output, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_real")).args(args).output().expect("runs the real binary");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out, text)
-}
+use std::process::Command;
+
+use common::cli::{counter_of, run_real as real};
 
 /// The value of `counter NAME = V` in the output (0 if absent: a kind never drawn).
 fn counter(text: &str, name: &str) -> u64 {
-    let prefix = format!("counter {name} = ");
-    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    counter_of(text, name).unwrap_or(0)
 }
 
 /// The run's namespaces: the `sandtable-TAG-` prefix of the `hosts:` line.

@@ -2,26 +2,16 @@
 //! server processes (private ZooKeeper and Redis), with kill -9 and SIGSTOP of servers.
 //! Each test runs the `real` binary as a user would and reads its verdict from the output.
 
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Output;
+
+use common::cli::{counter, run_real};
 
 fn cluster_run(args: &[&str]) -> (Output, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_real"))
-        .arg("cluster")
-        .arg("run")
-        .args(args)
-        .output()
-        .expect("runs the real binary");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out, text)
-}
-
-/// The value of `counter NAME = V` in the output.
-fn counter(text: &str, name: &str) -> u64 {
-    let prefix = format!("counter {name} = ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no counter {name} in:\n{text}"))
+    let mut all = vec!["cluster", "run"];
+    all.extend_from_slice(args);
+    run_real(&all)
 }
 
 fn assert_passed(args: &[&str]) -> String {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use real::services::{PrivateMariaDb, PrivateRedis, PrivateZk};
 
+pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod db;
