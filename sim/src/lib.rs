@@ -10,6 +10,7 @@
 //! - [`trace`]: per-node, simulated-time trace lines and the trace hash.
 //! - [`chart`]: a picture of one run as a self-contained HTML page (`replay --chart`).
 //! - [`runner`]: one seed of one scenario, start to verdict.
+//! - [`verdict`]: how a seed ended, and the exit code of many.
 //! - [`shrink`]: minimises the fault plan of a failing seed.
 //! - [`sweep`]: many seeds, in worker subprocesses, with a progress bar and a report table.
 //! - [`testkit`]: shared harness for madsim tests of engine modules.
@@ -26,4 +27,5 @@ pub mod sql;
 pub mod sweep;
 pub mod testkit;
 pub mod trace;
+pub mod verdict;
 pub mod zk;
