@@ -664,7 +664,8 @@ impl FaultPlan {
     }
 }
 
-fn signed(rng: &SeedRng, max: i64) -> i64 {
+/// A value in ±1..=`max` (at least ±1), either sign equally likely.
+pub fn signed(rng: &SeedRng, max: i64) -> i64 {
     let max = max.max(1) as u64;
     let v = rng.gen_range(1..max + 1) as i64;
     if rng.gen_bool(0.5) {

@@ -21,7 +21,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use engine::env::RandExt;
+use scenarios::faults::signed;
 use scenarios::seed_rng::SeedRng;
+
+use super::schedule::nanos;
 
 /// A kind of clock fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -120,19 +123,6 @@ impl ClockSchedule {
         self.off.insert(server, (offset_ms, ppm));
         vec![ClockEvent { server, kind: Some(kind), offset_ms, ppm }]
     }
-}
-
-fn signed(rng: &SeedRng, max: i64) -> i64 {
-    let v = rng.gen_range(1..max.max(1) as u64 + 1) as i64;
-    if rng.gen_bool(0.5) {
-        v
-    } else {
-        -v
-    }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

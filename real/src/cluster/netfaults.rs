@@ -45,6 +45,8 @@ use std::time::Duration;
 use engine::env::RandExt;
 use scenarios::seed_rng::SeedRng;
 
+use super::schedule::nanos;
+
 /// The shortest network fault (ms).
 pub const FAULT_MIN_MS: u64 = 500;
 /// Loss rates drawn for [`NetFault::Loss`] (percent), inclusive.
@@ -332,10 +334,6 @@ impl NetSchedule {
             }
         }
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -137,7 +137,8 @@ impl Schedule {
     }
 }
 
-fn nanos(d: Duration) -> u64 {
+/// `d` in ns, saturating (shared by the live runs' schedules).
+pub(super) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
