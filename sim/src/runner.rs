@@ -31,7 +31,6 @@ use scenarios::checker::Report;
 use scenarios::faults::FaultPlan;
 use scenarios::history::{OpView, TimeSource};
 use scenarios::{ClientCtx, OpBudget, Phases, Scenario, ServerCtx, ServerDirectory, Topology, Workload};
-use tracing_subscriber::layer::SubscriberExt;
 
 use crate::adapters::{ClockControl, NodeRand, SimClock, SimNet, SimRand, SimSpawn};
 use crate::chart::{ChartLog, ChartTap, NodeTap};
@@ -359,7 +358,7 @@ fn run_inner(
     if opts.plant_nondeterminism {
         trace.add_line(&format!("planted non-determinism: process {}", std::process::id()));
     }
-    let subscriber = tracing_subscriber::registry().with(trace.layer());
+    let subscriber = trace.subscriber();
     let dispatch = tracing::Dispatch::new(subscriber);
     let run = scenario.start(bug, true_time());
 

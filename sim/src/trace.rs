@@ -15,9 +15,6 @@ use sha2::{Digest, Sha256};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::Layer;
 
 /// Where trace lines go besides the hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,9 +39,6 @@ pub struct TraceCollector {
     state: Arc<Mutex<State>>,
     output: TraceOutput,
 }
-
-/// The node name recorded on madsim's `node` spans.
-struct NodeName(String);
 
 struct FieldFmt<'a> {
     out: &'a mut String,
@@ -82,10 +76,12 @@ impl Visit for FieldFmt<'_> {
     }
 }
 
+/// Whether `target` is one of this workspace's crates or a module in one. Called for every
+/// event and span the simulation creates, so it does not allocate.
 fn ours(target: &str) -> bool {
     ["sim", "scenarios", "engine", "real", "tests"]
         .iter()
-        .any(|c| target == *c || target.starts_with(&format!("{c}::")))
+        .any(|c| target.strip_prefix(c).is_some_and(|rest| rest.is_empty() || rest.starts_with("::")))
 }
 
 impl TraceCollector {
@@ -116,33 +112,49 @@ impl TraceCollector {
         }
     }
 
-    /// The `tracing` layer feeding this collector.
-    pub fn layer(&self) -> TraceLayer {
-        TraceLayer { collector: self.clone() }
+    /// The `tracing` subscriber feeding this collector.
+    pub fn subscriber(&self) -> TraceSubscriber {
+        TraceSubscriber { collector: self.clone(), spans: Mutex::default() }
     }
 }
 
-pub struct TraceLayer {
+/// The subscriber of one simulated run: hashes (and prints) events, tagged with their node.
+///
+/// Hand-written rather than `tracing_subscriber::Registry` plus a layer: madsim enters a
+/// span on every poll of every task, and the registry's reference-counted span slots
+/// (clone, enter, exit, try_close through a sharded slab) were 10-15% of a scenario's
+/// instructions (callgrind, issue 19). A run creates a few thousand spans (one per madsim
+/// node and task; the engine makes none), so this subscriber keeps each one's node name in
+/// a vector for the whole run and never frees a slot; a run is one thread, so the stack of
+/// entered spans is a plain vector too.
+pub struct TraceSubscriber {
     collector: TraceCollector,
+    spans: Mutex<Spans>,
 }
 
-impl<S> Layer<S> for TraceLayer
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if attrs.metadata().name() != "node" {
-            return;
-        }
-        let mut sink = String::new();
-        let mut v = FieldFmt { out: &mut sink, message: None, name_only: true, name: None };
-        attrs.record(&mut v);
-        if let (Some(name), Some(span)) = (v.name, ctx.span(id)) {
-            span.extensions_mut().insert(NodeName(name));
-        }
-    }
+#[derive(Default)]
+struct Spans {
+    /// Node name of span `Id(i + 1)`: its own for a `node` span, else its parent's.
+    node: Vec<Option<Arc<str>>>,
+    /// Entered spans, innermost last.
+    entered: Vec<Id>,
+}
 
-    fn enabled(&self, metadata: &tracing::Metadata<'_>, _ctx: Context<'_, S>) -> bool {
+impl Spans {
+    fn node_of(&self, id: &Id) -> Option<Arc<str>> {
+        let i = usize::try_from(id.into_u64()).ok()?.checked_sub(1)?;
+        self.node.get(i).cloned().flatten()
+    }
+}
+
+impl TraceSubscriber {
+    fn spans(&self) -> std::sync::MutexGuard<'_, Spans> {
+        self.spans.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Subscriber for TraceSubscriber {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
         let level = *metadata.level();
         if ours(metadata.target()) {
             level <= Level::INFO
@@ -152,19 +164,51 @@ where
         }
     }
 
-    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+    fn new_span(&self, attrs: &Attributes<'_>) -> Id {
+        let own = if attrs.metadata().name() == "node" {
+            let mut sink = String::new();
+            let mut v = FieldFmt { out: &mut sink, message: None, name_only: true, name: None };
+            attrs.record(&mut v);
+            v.name.map(Arc::from)
+        } else {
+            None
+        };
+        let mut spans = self.spans();
+        let node = own.or_else(|| {
+            if let Some(parent) = attrs.parent() {
+                spans.node_of(parent)
+            } else if attrs.is_contextual() {
+                spans.entered.last().and_then(|id| spans.node_of(id))
+            } else {
+                None
+            }
+        });
+        spans.node.push(node);
+        Id::from_u64(spans.node.len() as u64)
+    }
+
+    fn record(&self, _span: &Id, _values: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _span: &Id, _follows: &Id) {}
+
+    fn event(&self, event: &Event<'_>) {
         let meta = event.metadata();
         let level = *meta.level();
         let hashed = if ours(meta.target()) { level <= Level::INFO } else { level <= Level::WARN };
         if !hashed && self.collector.output != TraceOutput::PrintVerbose {
             return;
         }
-        let node = ctx
-            .event_scope(event)
-            .and_then(|scope| {
-                scope.from_root().find_map(|s| s.extensions().get::<NodeName>().map(|n| n.0.clone()))
-            })
-            .unwrap_or_else(|| "-".to_string());
+        let node = {
+            let spans = self.spans();
+            let span = if let Some(parent) = event.parent() {
+                Some(parent.clone())
+            } else if event.is_contextual() {
+                spans.entered.last().cloned()
+            } else {
+                None
+            };
+            span.and_then(|id| spans.node_of(&id))
+        };
         let t = madsim::time::TimeHandle::try_current().map(|h| h.elapsed()).unwrap_or_default();
         let mut fields = String::new();
         let mut v = FieldFmt { out: &mut fields, message: None, name_only: false, name: None };
@@ -173,7 +217,7 @@ where
         let line = format!(
             "{:>10.6}s {:<10} {:<5} {}: {}{}",
             t.as_secs_f64(),
-            node,
+            node.as_deref().unwrap_or("-"),
             level.as_str(),
             meta.target(),
             message,
@@ -183,6 +227,32 @@ where
             self.collector.add_line(&line);
         } else {
             let _ = writeln!(std::io::stdout().lock(), "{line}");
+        }
+    }
+
+    fn enter(&self, span: &Id) {
+        self.spans().entered.push(span.clone());
+    }
+
+    fn exit(&self, span: &Id) {
+        let mut spans = self.spans();
+        if let Some(i) = spans.entered.iter().rposition(|e| e == span) {
+            spans.entered.remove(i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ours;
+
+    #[test]
+    fn ours_matches_the_workspace_crates_and_their_modules_only() {
+        for t in ["sim", "engine", "engine::rpc::client", "scenarios::catalogue", "real", "tests"] {
+            assert!(ours(t), "{t} is ours");
+        }
+        for t in ["madsim", "simple", "engineer::x", "tokio::net", "real_estate", "sim_x::y", ""] {
+            assert!(!ours(t), "{t} is not ours");
         }
     }
 }

@@ -37,7 +37,11 @@ pub struct ClockState {
 /// Per-run registry of node clocks, shared by every node's [`SimClock`] and by the injector.
 #[derive(Clone, Default)]
 pub struct ClockControl {
-    nodes: Arc<Mutex<BTreeMap<String, ClockState>>>,
+    nodes: Arc<Mutex<BTreeMap<String, Arc<Mutex<ClockState>>>>>,
+}
+
+fn with_cell<T>(cell: &Mutex<ClockState>, f: impl FnOnce(&mut ClockState) -> T) -> T {
+    f(&mut cell.lock().expect("clock cell poisoned"))
 }
 
 fn sim_elapsed_ns() -> u64 {
@@ -49,9 +53,19 @@ impl ClockControl {
         Self::default()
     }
 
-    fn with<T>(&self, node: &str, f: impl FnOnce(&mut ClockState) -> T) -> T {
+    /// The clock cell of `node`, made on first use. A [`SimClock`] keeps its node's cell, so
+    /// a clock read locks only that cell and never searches the registry by name (the
+    /// search was 4% of a scenario's instructions; issue 19).
+    fn cell(&self, node: &str) -> Arc<Mutex<ClockState>> {
         let mut nodes = self.nodes.lock().expect("clock registry poisoned");
-        f(nodes.entry(node.to_string()).or_default())
+        match nodes.get(node) {
+            Some(cell) => cell.clone(),
+            None => nodes.entry(node.to_string()).or_default().clone(),
+        }
+    }
+
+    fn with<T>(&self, node: &str, f: impl FnOnce(&mut ClockState) -> T) -> T {
+        with_cell(&self.cell(node), f)
     }
 
     fn local_ns(state: &ClockState, sim_ns: u64) -> u64 {
@@ -62,14 +76,22 @@ impl ClockControl {
 
     /// The node's monotonic reading now.
     pub fn mono_ns(&self, node: &str) -> u64 {
+        Self::cell_mono_ns(&self.cell(node))
+    }
+
+    fn cell_mono_ns(cell: &Mutex<ClockState>) -> u64 {
         let sim = sim_elapsed_ns();
-        self.with(node, |s| Self::local_ns(s, sim))
+        with_cell(cell, |s| Self::local_ns(s, sim))
     }
 
     /// The node's wall clock now.
     pub fn wall_ms(&self, node: &str) -> i64 {
+        Self::cell_wall_ms(&self.cell(node))
+    }
+
+    fn cell_wall_ms(cell: &Mutex<ClockState>) -> i64 {
         let sim = sim_elapsed_ns();
-        self.with(node, |s| {
+        with_cell(cell, |s| {
             let local_ms = (Self::local_ns(s, sim) / 1_000_000) as i64;
             SIM_EPOCH_UNIX_MS + local_ms + s.wall_offset_ms
         })
@@ -77,7 +99,11 @@ impl ClockControl {
 
     /// How much simulated time a local sleep of `d` takes on `node`.
     pub fn sim_duration(&self, node: &str, d: Duration) -> Duration {
-        let ppm = self.with(node, |s| s.drift_ppm);
+        Self::cell_sim_duration(&self.cell(node), d)
+    }
+
+    fn cell_sim_duration(cell: &Mutex<ClockState>, d: Duration) -> Duration {
+        let ppm = with_cell(cell, |s| s.drift_ppm);
         let ns = d.as_nanos() as i128;
         let sim = ns * 1_000_000 / (1_000_000 + i128::from(ppm)).max(1);
         Duration::from_nanos(sim.clamp(0, u64::MAX as i128) as u64)
@@ -122,27 +148,68 @@ impl ClockControl {
 /// The `Clock` port of one simulated node.
 #[derive(Clone)]
 pub struct SimClock {
-    node: Arc<str>,
-    control: ClockControl,
+    /// This node's lens in the run's [`ClockControl`] (the injector changes it there).
+    cell: Arc<Mutex<ClockState>>,
 }
 
 impl SimClock {
     pub fn new(node: impl Into<Arc<str>>, control: ClockControl) -> Self {
-        SimClock { node: node.into(), control }
+        let node: Arc<str> = node.into();
+        SimClock { cell: control.cell(&node) }
     }
 }
 
 impl Clock for SimClock {
     fn now(&self) -> MonoTime {
-        MonoTime(self.control.mono_ns(&self.node))
+        MonoTime(ClockControl::cell_mono_ns(&self.cell))
     }
 
     fn wall_now(&self) -> WallTime {
-        WallTime(self.control.wall_ms(&self.node))
+        WallTime(ClockControl::cell_wall_ms(&self.cell))
     }
 
     fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
-        let sim = self.control.sim_duration(&self.node, d);
-        madsim::time::sleep(sim).boxed()
+        let sim = ClockControl::cell_sim_duration(&self.cell, d);
+        OnceRegisteredSleep::new(madsim::time::sleep(sim)).boxed()
+    }
+}
+
+/// A madsim sleep that registers its timer once per waker.
+///
+/// madsim's `Sleep::poll` adds a new timer to the runtime's heap on *every* pending poll, and
+/// the entry stays until the deadline. A sleep raced against other work (an RPC timeout in a
+/// `select`, a heartbeat beside a socket read) is polled on every wake of its task, so the
+/// heap grew with the number of wakes inside the timeout window: with 16 RPC calls in flight
+/// each call cost five times what it cost alone (issue 19). This wrapper polls the inner
+/// sleep only the first time and when the task's waker changes; the one timer it registered
+/// wakes the task at the deadline either way. Simulated time and what wakes when are
+/// unchanged; only the duplicate heap entries (and their spurious wakes at the deadline)
+/// are gone.
+struct OnceRegisteredSleep {
+    inner: madsim::time::Sleep,
+    /// The waker the inner sleep's timer will wake, if it registered one.
+    registered: Option<std::task::Waker>,
+}
+
+impl OnceRegisteredSleep {
+    fn new(inner: madsim::time::Sleep) -> Self {
+        OnceRegisteredSleep { inner, registered: None }
+    }
+}
+
+impl std::future::Future for OnceRegisteredSleep {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.inner.is_elapsed() {
+            return std::task::Poll::Ready(());
+        }
+        if self.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return std::task::Poll::Pending;
+        }
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll(cx);
+        this.registered = Some(cx.waker().clone());
+        polled
     }
 }
