@@ -142,7 +142,10 @@ pub fn rpc_echo(seed: u64, calls: u64, concurrency: u64, payload: usize) -> Thro
                                     }
                                 }
                             });
-                            futures::future::join_all(tasks).await;
+                            // `FuturesUnordered` polls only the callers that were woken;
+                            // `join_all` would poll all of them on every wake.
+                            let mut tasks: futures::stream::FuturesUnordered<_> = tasks.collect();
+                            while tasks.next().await.is_some() {}
                         })
                         .await
                         .expect("caller finishes");
@@ -157,4 +160,100 @@ pub fn rpc_echo(seed: u64, calls: u64, concurrency: u64, payload: usize) -> Thro
 
 fn uuid_from(n: u8) -> engine::cluster::PeerId {
     engine::cluster::PeerId::from_slice(&[n; 16]).expect("16 bytes")
+}
+
+/// Round trips (and calls) per repetition of `bench rpc`.
+const RPC_CALLS: u64 = 50_000;
+/// Frames per repetition of the scenario bench's baseline.
+const PING_PONG_ROUND_TRIPS: u64 = 50_000;
+
+/// Median and relative spread ((max - min) / median) of `xs`.
+fn median_spread(xs: &[f64]) -> (f64, f64) {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let median = if v.is_empty() { 0.0 } else { v[v.len() / 2] };
+    let spread = match (v.first(), v.last()) {
+        (Some(lo), Some(hi)) if median > 0.0 => (hi - lo) / median,
+        _ => 0.0,
+    };
+    (median, spread)
+}
+
+/// `sim bench`: `reps` repetitions, each running the baseline and then the engine, so a
+/// drift in the machine's speed hits both; prints every repetition and the medians, with
+/// the spread, of the figures and of the per-repetition ratios.
+pub fn print_bench(scenario: &dyn scenarios::Scenario, seeds: u64, reps: usize) {
+    let name = scenario.name();
+    if name == "rpc" {
+        println!(
+            "rpc echo vs raw madsim length-delimited ping-pong, 64-byte messages, 2 nodes, {RPC_CALLS} calls a repetition"
+        );
+        let (mut base, mut ratios) = (Vec::new(), [Vec::new(), Vec::new()]);
+        let mut calls = [Vec::new(), Vec::new()];
+        for rep in 0..reps {
+            let b = baseline_ping_pong(1, RPC_CALLS, 64);
+            let base_rt = (b.frames / 2) as f64 / b.wall_secs.max(1e-9);
+            base.push(base_rt);
+            let mut line = format!("  rep {rep}: baseline {base_rt:>9.0} round trips/wall-s");
+            for (i, concurrency) in [1u64, 16].into_iter().enumerate() {
+                let t = rpc_echo(1, RPC_CALLS, concurrency, 64);
+                let per_s = RPC_CALLS as f64 / t.wall_secs.max(1e-9);
+                calls[i].push(per_s);
+                ratios[i].push(per_s / base_rt);
+                line +=
+                    &format!(", {concurrency:>2} in flight {per_s:>9.0} calls/wall-s ({} frames)", t.frames);
+            }
+            println!("{line}");
+        }
+        let (b, bs) = median_spread(&base);
+        println!("  baseline: median {b:.0} round trips/wall-s (spread {:.0}%)", bs * 100.0);
+        for (i, concurrency) in [1, 16].into_iter().enumerate() {
+            let (c, cs) = median_spread(&calls[i]);
+            let (r, rs) = median_spread(&ratios[i]);
+            println!(
+                "  {concurrency:>2} in flight: median {c:.0} calls/wall-s (spread {:.0}%), ratio to baseline round trips {r:.3} (spread {:.0}%)",
+                cs * 100.0,
+                rs * 100.0
+            );
+        }
+    }
+    println!(
+        "scenario {name} (seeds 0..{seeds}, faults on) vs raw madsim length-delimited ping-pong ({PING_PONG_ROUND_TRIPS} round trips), frames per wall-s"
+    );
+    let (mut base, mut eng, mut ratios, mut seeds_per_s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for rep in 0..reps {
+        let b = baseline_ping_pong(1, PING_PONG_ROUND_TRIPS, 64);
+        let t = scenario_throughput(scenario, 0..seeds);
+        let ratio = t.frames_per_wall_sec() / b.frames_per_wall_sec();
+        println!(
+            "  rep {rep}: baseline {:>9.0} frames/wall-s, scenario {:>9.0} frames/wall-s ({} frames, {:.0} sim-s/wall-s, {:.1} seeds/s), ratio {ratio:.3}",
+            b.frames_per_wall_sec(),
+            t.frames_per_wall_sec(),
+            t.frames,
+            t.sim_per_wall(),
+            seeds as f64 / t.wall_secs.max(1e-9)
+        );
+        base.push(b.frames_per_wall_sec());
+        eng.push(t.frames_per_wall_sec());
+        ratios.push(ratio);
+        seeds_per_s.push(seeds as f64 / t.wall_secs.max(1e-9));
+    }
+    let ((b, bs), (e, es), (r, rs), (sp, _)) =
+        (median_spread(&base), median_spread(&eng), median_spread(&ratios), median_spread(&seeds_per_s));
+    println!("  baseline: median {b:.0} frames/wall-s (spread {:.0}%)", bs * 100.0);
+    println!("  scenario: median {e:.0} frames/wall-s (spread {:.0}%), {sp:.1} seeds/s", es * 100.0);
+    println!("ratio (scenario / baseline frames per wall-s): median {r:.3} (spread {:.0}%)", rs * 100.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_spread;
+
+    #[test]
+    fn median_and_spread_of_five_figures() {
+        let (m, s) = median_spread(&[10.0, 12.0, 8.0, 11.0, 9.0]);
+        assert_eq!(m, 10.0);
+        assert!((s - 0.4).abs() < 1e-12);
+        assert_eq!(median_spread(&[]), (0.0, 0.0));
+    }
 }

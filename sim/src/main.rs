@@ -145,6 +145,9 @@ enum Cmd {
         scenario: String,
         #[arg(long, default_value_t = 20)]
         seeds: u64,
+        /// Repetitions; each alternates baseline and engine, and medians are printed.
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
     },
     /// Internal: runs seeds in this process and prints one JSON result per line.
     #[command(hide = true)]
@@ -336,51 +339,9 @@ fn real_main() -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Bench { scenario: name, seeds } => {
+        Cmd::Bench { scenario: name, seeds, reps } => {
             let s = scenario(&name, None)?;
-            if name == "rpc" {
-                const CALLS: u64 = 20_000;
-                println!("baseline: raw madsim length-delimited ping-pong, 64-byte frames, 2 nodes");
-                let base = sim::bench::baseline_ping_pong(1, CALLS, 64);
-                let base_rt = (base.frames / 2) as f64 / base.wall_secs.max(1e-9);
-                println!(
-                    "  {:>10} round trips in {:>7.3}s wall -> {:>10.0} round trips/wall-s",
-                    base.frames / 2,
-                    base.wall_secs,
-                    base_rt
-                );
-                for concurrency in [1u64, 16] {
-                    let t = sim::bench::rpc_echo(1, CALLS, concurrency, 64);
-                    let calls_per_s = CALLS as f64 / t.wall_secs.max(1e-9);
-                    println!(
-                        "rpc echo, 64-byte message, {concurrency:>2} in flight: {CALLS} calls in {:.3}s wall -> {:.0} calls/wall-s, {} frames, ratio to baseline round trips {:.3}",
-                        t.wall_secs, calls_per_s, t.frames, calls_per_s / base_rt
-                    );
-                }
-            }
-            println!("baseline: raw madsim length-delimited ping-pong, 64-byte frames, 2 nodes");
-            let base = sim::bench::baseline_ping_pong(1, 50_000, 64);
-            println!(
-                "  {:>10} frames in {:>7.3}s wall  -> {:>12.0} frames/wall-s, {:>8.0} sim-s/wall-s",
-                base.frames,
-                base.wall_secs,
-                base.frames_per_wall_sec(),
-                base.sim_per_wall()
-            );
-            println!("scenario {name}: seeds 0..{seeds}, faults on");
-            let t = sim::bench::scenario_throughput(&*s, 0..seeds);
-            println!(
-                "  {:>10} frames in {:>7.3}s wall  -> {:>12.0} frames/wall-s, {:>8.0} sim-s/wall-s, {:.1} seeds/s",
-                t.frames,
-                t.wall_secs,
-                t.frames_per_wall_sec(),
-                t.sim_per_wall(),
-                seeds as f64 / t.wall_secs.max(1e-9)
-            );
-            println!(
-                "ratio (scenario / baseline frames per wall-s): {:.3}",
-                t.frames_per_wall_sec() / base.frames_per_wall_sec()
-            );
+            sim::bench::print_bench(&*s, seeds, reps.max(1));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Worker { scenario: name, seeds, bug, plant_nondeterminism } => {
