@@ -30,18 +30,18 @@ use crate::history::ProcessId;
 
 use super::{Model, SearchOp, SearchOutcome};
 
-const NIL: usize = usize::MAX;
+pub(super) const NIL: usize = usize::MAX;
 
 /// Doubly linked list of events: node `2i` = call of op `i`, `2i + 1` = its return; the
 /// head sentinel is node `2n`.
-struct Events {
-    next: Vec<usize>,
-    prev: Vec<usize>,
-    head: usize,
+pub(super) struct Events {
+    pub(super) next: Vec<usize>,
+    pub(super) prev: Vec<usize>,
+    pub(super) head: usize,
 }
 
 impl Events {
-    fn new<O, R>(ops: &[SearchOp<O, R>]) -> Events {
+    pub(super) fn new<O, R>(ops: &[SearchOp<O, R>]) -> Events {
         // Sort key: (infinite?, time, call-before-return, op index). Calls sort before
         // returns at equal times, so equal-time ops are concurrent; infinite returns last.
         let mut order: Vec<(bool, u64, u8, usize)> = Vec::with_capacity(ops.len() * 2);
@@ -67,7 +67,7 @@ impl Events {
         Events { next, prev, head }
     }
 
-    fn unlink(&mut self, node: usize) {
+    pub(super) fn unlink(&mut self, node: usize) {
         let (p, n) = (self.prev[node], self.next[node]);
         self.next[p] = n;
         if n != NIL {
@@ -75,7 +75,7 @@ impl Events {
         }
     }
 
-    fn relink(&mut self, node: usize) {
+    pub(super) fn relink(&mut self, node: usize) {
         let (p, n) = (self.prev[node], self.next[node]);
         self.next[p] = node;
         if n != NIL {
@@ -84,19 +84,19 @@ impl Events {
     }
 
     /// Removes op `i`'s call and return.
-    fn lift(&mut self, i: usize) {
+    pub(super) fn lift(&mut self, i: usize) {
         self.unlink(2 * i);
         self.unlink(2 * i + 1);
     }
 
     /// Undoes [`Events::lift`] (must be called in reverse order of lifts).
-    fn unlift(&mut self, i: usize) {
+    pub(super) fn unlift(&mut self, i: usize) {
         self.relink(2 * i + 1);
         self.relink(2 * i);
     }
 
     /// Ops whose calls precede the first return in the list, and that return's op.
-    fn frontier(&self) -> (Vec<usize>, Option<usize>) {
+    pub(super) fn frontier(&self) -> (Vec<usize>, Option<usize>) {
         let mut calls = Vec::new();
         let mut node = self.next[self.head];
         while node != NIL {
@@ -113,7 +113,7 @@ impl Events {
 /// Exact compact encoding of a bitset of fixed length: `[k, words[k..=last]]` where `k` is
 /// the number of leading all-ones words and `last` the last non-zero word. Linearized sets
 /// are mostly "everything old, plus a few recent ops", so this is usually 2-3 words.
-fn compact_into(bits: &[u64], out: &mut Vec<u64>) {
+pub(super) fn compact_into(bits: &[u64], out: &mut Vec<u64>) {
     out.clear();
     let k = bits.iter().take_while(|&&w| w == u64::MAX).count();
     let last = bits.iter().rposition(|&w| w != 0).map_or(k, |l| l + 1).max(k);
