@@ -19,7 +19,9 @@
 //!   `SessionService::broadcast_locally` of one JSON message (queued per session, sent by
 //!   each session's writer). Raw: the same bytes written to each of the N streams in turn.
 //!
-//! The engine's sessions have heartbeats off and a 24 h idle timeout, so they stay idle.
+//! The engine's sessions have heartbeats off and a 24 h idle timeout, so they stay idle; the
+//! service's unauthenticated-connection limits are raised to N (the clients never send) and
+//! its memory budget to twice N sessions' base charge.
 //!
 //! Every session costs two file descriptors here (client and server end): N is cut to what
 //! the soft `RLIMIT_NOFILE` allows, with a note. One client address can reach one server
@@ -34,7 +36,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use engine::session::{codec, SessionConfig, SessionService, Transport};
+use engine::session::{
+    codec, NetClientListeners, ServiceLimits, SessionConfig, SessionService, Transport, DEFAULT_SESSION_MEMORY_MAX,
+    SESSION_BASE_BYTES,
+};
 use futures::StreamExt;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -144,13 +149,25 @@ async fn engine_side(ctx: &Ctx, n: usize) -> Result<Figures, BenchError> {
     let mut cfg = SessionConfig::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), Transport::TcpJson);
     cfg.heartbeat_interval = None;
     cfg.idle_timeout = IDLE_TIMEOUT;
-    let service = SessionService::start(env, cfg).await.map_err(|e| BenchError::setup(BENCH, e))?;
+    // Every bench client stays unauthenticated (it never sends), from a few addresses: the
+    // default limits would evict all but a few hundred of them, and the memory budget would
+    // refuse connections past ~25 000.
+    let limits = ServiceLimits {
+        memory_max: DEFAULT_SESSION_MEMORY_MAX.max(n.saturating_mul(SESSION_BASE_BYTES).saturating_mul(2)),
+        unauthenticated_max: n,
+        unauthenticated_per_address_max: n,
+    };
+    let listeners = NetClientListeners::new(env.net.clone());
+    let service = SessionService::bind_with_limits(env, vec![cfg], limits, &listeners)
+        .await
+        .map_err(|e| BenchError::setup(BENCH, e))?;
     let opened = Arc::new(Countdown::new(n));
     let o = opened.clone();
     service.on_session_opened(move |_| {
         o.hit();
         async {}
     });
+    service.serve();
     let body = json!({"seq": 1});
     let figures = hold_and_broadcast(n, service.local_addr(), ENGINE_IP_BLOCK, &opened, || async {
         let queued = service.broadcast_locally(MSG_TYPE, &body, |_| true);
