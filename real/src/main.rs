@@ -33,6 +33,9 @@ enum Cmd {
     Abuse(AbuseArgs),
     /// A scenario's workload and checkers against a live local cluster of server processes.
     Cluster(ClusterArgs),
+    /// The `sessions` bench's clients, in their own process (started by `real bench`).
+    #[command(name = real::bench::CLIENTS_SUBCOMMAND, hide = true)]
+    SessionClients(real::bench::SessionClientsArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,9 @@ fn main() -> ExitCode {
             real::bench::abuse::run(args).map(|_| ExitCode::SUCCESS).map_err(anyhow::Error::from)
         }
         Cmd::Cluster(args) => cluster(args),
+        Cmd::SessionClients(args) => {
+            real::bench::run_session_clients(args).map(|_| ExitCode::SUCCESS).map_err(anyhow::Error::from)
+        }
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

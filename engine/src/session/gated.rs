@@ -113,6 +113,6 @@ impl Session {
 
     /// Completes once the session has closed and its closed callbacks have run.
     pub fn done(&self) -> futures::future::BoxFuture<'static, ()> {
-        self.shared.done.wait()
+        futures::FutureExt::boxed(self.shared.done.wait())
     }
 }

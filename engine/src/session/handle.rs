@@ -19,14 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use futures::channel::oneshot;
-use futures::future::{BoxFuture, FutureExt, Shared};
 use serde_json::Value;
 
 use super::budget::MemoryBudget;
 use super::codec;
 use super::dual::{self, DualBody, DualReply};
 use super::error::{CloseReason, ProtocolError, SessionError};
+use super::signal::Signal;
 use super::Transport;
 use crate::env::Rand;
 use crate::env::RandExt;
@@ -61,28 +60,6 @@ impl fmt::Debug for SessionId {
 }
 
 pub(super) use crate::env::lock;
-
-/// A one-shot event any number of tasks can wait for.
-pub(super) struct Signal {
-    tx: Mutex<Option<oneshot::Sender<()>>>,
-    rx: Shared<oneshot::Receiver<()>>,
-}
-
-impl Signal {
-    fn new() -> Self {
-        let (tx, rx) = oneshot::channel();
-        Signal { tx: Mutex::new(Some(tx)), rx: rx.shared() }
-    }
-    pub(super) fn fire(&self) {
-        if let Some(tx) = lock(&self.tx).take() {
-            let _ = tx.send(());
-        }
-    }
-    /// Completes once fired.
-    pub(super) fn wait(&self) -> BoxFuture<'static, ()> {
-        self.rx.clone().map(|_| ()).boxed()
-    }
-}
 
 /// The outbound queue and the close state, under one lock so that "open" and "queued" agree.
 struct Outbox {

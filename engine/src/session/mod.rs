@@ -88,6 +88,7 @@ mod handle;
 mod listeners;
 mod registry;
 mod service;
+mod signal;
 mod unproven;
 
 use std::collections::BTreeMap;

@@ -72,16 +72,13 @@ fn start_session(inner: &Arc<Inner>, port: usize, conn: Connection) {
         sessions.insert(id, Entry { session: session.clone(), task: None });
     }
     let cfg = cfg.clone();
-    let run = run_session(inner.clone(), cfg, session, conn, Rules::DIRECT);
     let budget = inner.budget.clone();
-    let task = inner.env.spawn.spawn(
-        "session",
-        async move {
-            run.await;
-            budget.release(SESSION_BASE_BYTES);
-        }
-        .boxed(),
-    );
+    // `map`, not an `async` block awaiting the session: an awaited captured future is stored
+    // twice in the block's state (once captured, once being awaited), and this state is
+    // per-session memory.
+    let run = run_session(inner.clone(), cfg, session, conn, Rules::DIRECT)
+        .map(move |()| budget.release(SESSION_BASE_BYTES));
+    let task = inner.env.spawn.spawn("session", run.boxed());
     // The task may already have finished (and removed its entry): then the handle is dropped.
     if let Some(e) = lock(&inner.sessions).get_mut(&id) {
         e.task = Some(task);
@@ -119,15 +116,19 @@ pub(super) async fn run_session(
     let cfg = &cfg;
     let id = session.id();
     info!(session = %id, %peer, transport = ?session.transport(), "session opened");
-    let reader = async {
-        let opened = lock(&inner.opened).clone();
-        for cb in opened {
-            cb(session.clone()).await;
-        }
-        read_loop(&inner, cfg, &session, stream, &rules).await;
-    };
-    let writer = write_loop(&inner, cfg, &session, sink);
-    future::join(reader, writer).await;
+    // Both halves are built inside the `join` call: futures bound to locals first would stay
+    // in this future's state beside their moved copies in the `join` (per-session memory).
+    future::join(
+        async {
+            let opened = lock(&inner.opened).clone();
+            for cb in opened {
+                cb(session.clone()).await;
+            }
+            read_loop(&inner, cfg, &session, stream, &rules).await;
+        },
+        write_loop(&inner, cfg, &session, sink),
+    )
+    .await;
     // Both halves have stopped, so the session is closed; `ClosedByPeer` only covers a
     // close that was never recorded (not expected).
     let reason = session.close_reason().unwrap_or(CloseReason::ClosedByPeer);
@@ -287,16 +288,7 @@ async fn write_loop(inner: &Inner, cfg: &SessionConfig, session: &Session, mut s
         let abort = session.shared.abort.wait();
         let closed = session.shared.closed.wait();
         let clock = clock.clone();
-        future::select(
-            abort,
-            async move {
-                closed.await;
-                clock.sleep(CLOSE_DRAIN_TIMEOUT).await;
-            }
-            .boxed(),
-        )
-        .map(|_| ())
-        .boxed()
+        future::select(abort, closed.then(move |()| clock.sleep(CLOSE_DRAIN_TIMEOUT))).map(|_| ()).boxed()
     };
     let heartbeat = cfg.heartbeat_interval;
     let next_ping = || match heartbeat {
@@ -326,8 +318,8 @@ async fn write_loop(inner: &Inner, cfg: &SessionConfig, session: &Session, mut s
                 let _ = session.push(codec::encode_ping(session.transport()));
             }
             WriteEvent::Frame(Some(frame)) => {
-                let batch = send_batch(&mut sink, frame, || session.try_next_frame());
-                match future::select(std::pin::pin!(batch), &mut abort).await {
+                let batch = std::pin::pin!(send_batch(&mut sink, frame, || session.try_next_frame()));
+                match future::select(batch, &mut abort).await {
                     Either::Left((Ok(()), _)) => {}
                     Either::Left((Err(e), _)) => {
                         let reason = match e {

@@ -1,19 +1,45 @@
-//! The `Net` port on tokio TCP with the length-delimited codec (DESIGN.md §6 framing).
+//! The `Net` port on tokio TCP with length-delimited frames (DESIGN.md §6 framing).
+//!
+//! # Memory per connection
+//! A connection holds no buffer while it is idle: thousands of idle client sessions must not
+//! each pin the two 8 KiB buffers tokio-util's `Framed` keeps for a connection's whole life.
+//! - [`FrameReader`] waits for the socket to be readable *before* it allocates, reads up to
+//!   [`READ_CHUNK`] bytes at a time (more when a frame announces a larger body), hands out
+//!   every complete frame as a slice of that buffer and drops its own reference to the buffer
+//!   as soon as no partial frame is left in it. Frames are cut from the buffer by their 4-byte
+//!   header alone, so the reader never holds a half-decoded header: "nothing buffered" means
+//!   "between frames". (`LengthDelimitedCodec` keeps its header state private, which is why
+//!   the decode is written here; the encode is the codec's.)
+//! - [`FrameWriter`] encodes frames with `LengthDelimitedCodec` into a buffer allocated at the
+//!   first frame of a batch and freed once the batch is flushed.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use async_trait::async_trait;
+use bytes::{Buf, Bytes, BytesMut};
 use engine::env::{Connection, Listener, Net, NetError};
-use futures::{StreamExt, TryStreamExt};
+use futures::{Sink, Stream};
+use tokio::io::AsyncWrite;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::codec::{Encoder, LengthDelimitedCodec};
 
-fn map_io(e: io::Error, max_frame: usize) -> NetError {
+/// Length of the big-endian length header in front of every frame.
+const HEADER_BYTES: usize = 4;
+/// Bytes a reader asks the socket for at once while frames arrive (tokio-util's `Framed`
+/// starts its read buffer at the same size). Allocated only once the socket is readable.
+pub const READ_CHUNK: usize = 8 * 1024;
+/// Bytes a writer gathers before `poll_ready` flushes them (tokio-util's `Framed`'s
+/// backpressure boundary).
+pub const WRITE_BACKPRESSURE: usize = 8 * 1024;
+
+/// An oversized incoming frame is caught by [`FrameReader::decode`]; an oversized outgoing
+/// one fails the codec's encode with `InvalidInput` and stays an `Io` error.
+fn map_io(e: io::Error) -> NetError {
     match e.kind() {
-        io::ErrorKind::InvalidData if e.to_string().contains("frame size too big") => {
-            NetError::FrameTooLarge { len: 0, max: max_frame }
-        }
         io::ErrorKind::ConnectionRefused
         | io::ErrorKind::HostUnreachable
         | io::ErrorKind::NetworkUnreachable => NetError::Unreachable(e.to_string()),
@@ -26,16 +52,181 @@ fn map_io(e: io::Error, max_frame: usize) -> NetError {
 
 fn framed(stream: TcpStream, peer: SocketAddr, max_frame: usize) -> Connection {
     let _ = stream.set_nodelay(true);
-    let codec = LengthDelimitedCodec::builder()
-        .length_field_length(4)
-        .big_endian()
-        .max_frame_length(max_frame)
-        .new_codec();
-    let (sink, stream) = Framed::new(stream, codec).split();
+    let (read, write) = stream.into_split();
     Connection {
-        sink: Box::pin(engine::env::MapErrSink::new(sink, move |e| map_io(e, max_frame))),
-        stream: Box::pin(stream.map_ok(|b| b.freeze()).map_err(move |e| map_io(e, max_frame))),
+        sink: Box::pin(FrameWriter::new(write, max_frame)),
+        stream: Box::pin(FrameReader::new(read, max_frame)),
         peer,
+    }
+}
+
+/// The frames of a TCP stream's read half; see the module docs for its buffer.
+struct FrameReader {
+    io: OwnedReadHalf,
+    /// Bytes read and not yet handed out: empty (and unallocated) between frames.
+    buf: BytesMut,
+    max_frame: usize,
+    /// The peer closed its end: what is buffered is the last of the stream.
+    eof: bool,
+    /// An error was returned: the stream ends (as `Framed`'s does after an error).
+    failed: bool,
+}
+
+impl FrameReader {
+    fn new(io: OwnedReadHalf, max_frame: usize) -> Self {
+        FrameReader { io, buf: BytesMut::new(), max_frame, eof: false, failed: false }
+    }
+
+    /// The next complete frame in `buf`, if there is one. A frame whose header announces
+    /// more than `max_frame` bytes fails, before any of its body is buffered.
+    fn decode(&mut self) -> Result<Option<Bytes>, NetError> {
+        let Some(header) = self.buf.get(..HEADER_BYTES) else { return Ok(None) };
+        let mut len_bytes = [0u8; HEADER_BYTES];
+        len_bytes.copy_from_slice(header);
+        let len = u32::from_be_bytes(len_bytes) as usize;
+        if len > self.max_frame {
+            return Err(NetError::FrameTooLarge { len, max: self.max_frame });
+        }
+        let whole = HEADER_BYTES + len;
+        if self.buf.len() < whole {
+            // Room for the rest of this frame, so a large body is read without regrowing.
+            self.buf.reserve(whole - self.buf.len());
+            return Ok(None);
+        }
+        self.buf.advance(HEADER_BYTES);
+        let frame = self.buf.split_to(len).freeze();
+        if self.buf.is_empty() {
+            // Nothing of the next frame yet: the buffer's bytes now belong to the frames.
+            self.buf = BytesMut::new();
+        }
+        Ok(Some(frame))
+    }
+
+    fn fail(&mut self, e: NetError) -> Poll<Option<Result<Bytes, NetError>>> {
+        self.failed = true;
+        self.buf = BytesMut::new();
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl Stream for FrameReader {
+    type Item = Result<Bytes, NetError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.failed {
+                return Poll::Ready(None);
+            }
+            match this.decode() {
+                Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Ok(None) => {}
+                Err(e) => return this.fail(e),
+            }
+            if this.eof {
+                if this.buf.is_empty() {
+                    return Poll::Ready(None);
+                }
+                // The peer closed in the middle of a frame (`Framed`'s error text).
+                return this.fail(NetError::Io("bytes remaining on stream".into()));
+            }
+            if this.buf.is_empty() {
+                // Between frames: let go of the buffer (the frames handed out keep their own
+                // bytes alive) so that an idle connection holds none.
+                this.buf = BytesMut::new();
+            }
+            if let Err(e) = ready!(this.io.as_ref().poll_read_ready(cx)) {
+                return this.fail(map_io(e));
+            }
+            if this.buf.len() == this.buf.capacity() {
+                this.buf.reserve(READ_CHUNK);
+            }
+            match this.io.try_read_buf(&mut this.buf) {
+                Ok(0) => this.eof = true,
+                Ok(_) => {}
+                // Readiness was stale and is now cleared: the next `poll_read_ready` waits.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return this.fail(map_io(e)),
+            }
+        }
+    }
+}
+
+/// The frame sink of a TCP stream's write half; see the module docs for its buffer.
+struct FrameWriter {
+    /// `None` only inside `drop`.
+    io: Option<OwnedWriteHalf>,
+    codec: LengthDelimitedCodec,
+    /// Encoded frames not yet written: unallocated when nothing is pending.
+    buf: BytesMut,
+}
+
+impl FrameWriter {
+    fn new(io: OwnedWriteHalf, max_frame: usize) -> Self {
+        let codec = LengthDelimitedCodec::builder()
+            .length_field_length(HEADER_BYTES)
+            .big_endian()
+            .max_frame_length(max_frame)
+            .new_codec();
+        FrameWriter { io: Some(io), codec, buf: BytesMut::new() }
+    }
+
+    /// Writes everything buffered, then frees the buffer.
+    fn poll_write_buf(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), NetError>> {
+        let Some(io) = self.io.as_mut() else { return Poll::Ready(Err(NetError::Closed)) };
+        while !self.buf.is_empty() {
+            match ready!(Pin::new(&mut *io).poll_write(cx, &self.buf)) {
+                Ok(0) => {
+                    let e = io::Error::new(io::ErrorKind::WriteZero, "failed to write frame to transport");
+                    return Poll::Ready(Err(map_io(e)));
+                }
+                Ok(n) => self.buf.advance(n),
+                Err(e) => return Poll::Ready(Err(map_io(e))),
+            }
+        }
+        self.buf = BytesMut::new();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Sink<Bytes> for FrameWriter {
+    type Error = NetError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), NetError>> {
+        let this = self.get_mut();
+        if this.buf.len() >= WRITE_BACKPRESSURE {
+            return this.poll_write_buf(cx);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, frame: Bytes) -> Result<(), NetError> {
+        let this = self.get_mut();
+        this.codec.encode(frame, &mut this.buf).map_err(map_io)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), NetError>> {
+        let this = self.get_mut();
+        ready!(this.poll_write_buf(cx))?;
+        let Some(io) = this.io.as_mut() else { return Poll::Ready(Err(NetError::Closed)) };
+        Pin::new(io).poll_flush(cx).map_err(map_io)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), NetError>> {
+        let this = self.get_mut();
+        ready!(this.poll_write_buf(cx))?;
+        let Some(io) = this.io.as_mut() else { return Poll::Ready(Err(NetError::Closed)) };
+        Pin::new(io).poll_shutdown(cx).map_err(map_io)
+    }
+}
+
+impl Drop for FrameWriter {
+    /// Dropping the sink does not shut the socket's write side down (the connection closes
+    /// once both halves are gone), as with the halves of a split `Framed`.
+    fn drop(&mut self) {
+        if let Some(io) = self.io.take() {
+            io.forget();
+        }
     }
 }
 
@@ -59,7 +250,7 @@ struct TokioListener {
 #[async_trait]
 impl Listener for TokioListener {
     async fn accept(&mut self) -> Result<Connection, NetError> {
-        let (s, peer) = self.inner.accept().await.map_err(|e| map_io(e, self.max_frame))?;
+        let (s, peer) = self.inner.accept().await.map_err(map_io)?;
         Ok(framed(s, peer, self.max_frame))
     }
     fn local_addr(&self) -> SocketAddr {
@@ -104,7 +295,7 @@ pub(crate) fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use futures::SinkExt;
+    use futures::{SinkExt, StreamExt};
 
     #[tokio::test]
     async fn frames_round_trip_and_oversized_frames_fail() {

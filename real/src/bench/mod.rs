@@ -46,6 +46,7 @@ mod objects;
 mod relay;
 mod rpc;
 mod sessions;
+pub use sessions::{run_clients as run_session_clients, SessionClientsArgs, CLIENTS_SUBCOMMAND};
 mod storage;
 
 use std::fmt::Write as _;
