@@ -77,34 +77,62 @@ fn login_unique_passes_under_partitions_one_way_cuts_and_loss_on_the_real_kernel
 /// `no-fencing`'s servers keep acting on their accounts after their ZooKeeper session is gone:
 /// a server cut from ZooKeeper (alone, or from the whole cluster) while its players still reach
 /// it acts beside the server that took the account over. No kill or pause: partitions only.
+///
+/// Whether a run of 20 s catches it depends on timing (a player must hold an account on the cut
+/// server beyond the 4 s session timeout while another logs it in elsewhere): measured on this
+/// 2-core machine, about one run in two with seed 2. So the window is up to [`NO_FENCING_SEEDS`]
+/// runs, stopping at the first that fails with the violation; a run that fails any other way
+/// fails the test at once.
 #[test]
 fn login_unique_no_fencing_is_caught_live_through_partitions() {
-    let (out, text) = real(&[
-        "cluster",
-        "run",
-        "login_unique",
-        "--servers",
-        "3",
-        "--clients",
-        "12",
-        "--duration",
-        "20s",
-        "--net",
-        "--net-fault-every",
-        "2s",
-        "--net-fault-max",
-        "8s",
-        "--net-faults",
-        "zk,partition",
-        "--bug",
-        "no-fencing",
-        "--seed",
-        "2",
-    ]);
-    assert_eq!(out.status.code(), Some(1), "the planted bug must fail the run:\n{text}");
-    assert!(text.contains("violation [acting]"), "{text}");
-    assert_eq!(counter(&text, "cluster.server_kills") + counter(&text, "cluster.server_pauses"), 0, "{text}");
+    let mut missed = Vec::new();
+    for seed in NO_FENCING_SEEDS {
+        let seed = seed.to_string();
+        let (out, text) = real(&[
+            "cluster",
+            "run",
+            "login_unique",
+            "--servers",
+            "3",
+            "--clients",
+            "12",
+            "--duration",
+            "20s",
+            "--net",
+            "--net-fault-every",
+            "2s",
+            "--net-fault-max",
+            "8s",
+            "--net-faults",
+            "zk,partition",
+            "--bug",
+            "no-fencing",
+            "--seed",
+            &seed,
+        ]);
+        assert_eq!(
+            counter(&text, "cluster.server_kills") + counter(&text, "cluster.server_pauses"),
+            0,
+            "{text}"
+        );
+        match out.status.code() {
+            Some(1) => {
+                assert!(
+                    text.contains("violation [acting]"),
+                    "seed {seed} failed without the violation:\n{text}"
+                );
+                eprintln!("caught with seed {seed} after {} missed run(s)", missed.len());
+                return;
+            }
+            Some(0) => missed.push(seed),
+            other => panic!("seed {seed}: unexpected exit {other:?}:\n{text}"),
+        }
+    }
+    panic!("the planted bug was not caught in {} runs (seeds {missed:?})", missed.len());
 }
+
+/// Seeds tried in turn by the `no-fencing` test (see there).
+const NO_FENCING_SEEDS: std::ops::Range<u64> = 2..8;
 
 #[test]
 fn cleanup_removes_a_crashed_runs_namespaces_and_links() {

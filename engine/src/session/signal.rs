@@ -23,7 +23,8 @@ struct State {
 }
 
 /// A one-shot event: [`fire`](Signal::fire) completes every [`wait`](Signal::wait), those
-/// made before and after it.
+/// made before and after it. Dropping the signal fires it, so that no wait outlives its
+/// signal pending forever (as a `oneshot` receiver completes when its sender is dropped).
 pub(super) struct Signal {
     state: Arc<Mutex<State>>,
 }
@@ -51,6 +52,12 @@ impl Signal {
     /// Completes once fired.
     pub(super) fn wait(&self) -> Wait {
         Wait { state: self.state.clone(), slot: None }
+    }
+}
+
+impl Drop for Signal {
+    fn drop(&mut self) {
+        self.fire();
     }
 }
 
@@ -134,6 +141,15 @@ mod tests {
             assert!(poll(&mut w).is_pending(), "a repeated poll reuses the slot");
         }
         assert_eq!(lock(&s.state).waiters.len(), 1);
+    }
+
+    #[test]
+    fn dropping_the_signal_completes_its_waits() {
+        let s = Signal::new();
+        let mut w = s.wait();
+        assert!(poll(&mut w).is_pending());
+        drop(s);
+        assert!(poll(&mut w).is_ready());
     }
 
     #[test]
