@@ -1,6 +1,6 @@
 //! Every benchmark of `real bench`, in a tiny mode (200 ms measurements, 200 sessions, 200
-//! gate players), on private Redis and ZooKeeper (the gate bench on `sandtable-server`
-//! processes). Proves the bench code works end to end; judges no figure's
+//! gate players, 2 repetitions of rpc), on private Redis and ZooKeeper (the gate bench on
+//! `sandtable-server` processes). Proves the bench code works end to end; judges no figure's
 //! size (DESIGN.md §9: benchmarks are benchmarks, never timed asserts).
 
 use real::bench::{run, BenchArgs, BENCHES};
@@ -15,6 +15,7 @@ fn every_bench_produces_positive_finite_figures_and_a_ratio() {
         duration_ms: Some(200),
         sessions: Some(200),
         players: Some(200),
+        reps: Some(2),
         server_exe: Some(env!("CARGO_BIN_EXE_sandtable-server").into()),
         json: Some(json.clone()),
     };
@@ -37,6 +38,9 @@ fn every_bench_produces_positive_finite_figures_and_a_ratio() {
     for name in ["rpc", "storage", "login"] {
         assert_eq!(by_name(name).rows.len(), 8, "{name}");
     }
+    // Two repetitions of rpc: the rows are medians, and each case's spread is in a note.
+    let spreads = by_name("rpc").notes.iter().filter(|n| n.contains("over 2 repetitions")).count();
+    assert_eq!(spreads, 2, "{:?}", by_name("rpc").notes);
     // 200 sessions fit any fd limit: nothing was cut. Resident memory may be left out (with a
     // note) when a side reused freed memory and VmRSS did not grow; the others are always there.
     let sessions = by_name("sessions");

@@ -101,6 +101,53 @@ pub(crate) fn throughput_rows(case: &str, unit: &str, engine: &Sample, baseline:
     rows
 }
 
+/// [`throughput_rows`] over repetitions: each figure (throughput, p50, p99, max) is the median
+/// of the repetitions' figures, per side.
+pub(crate) fn median_rows(case: &str, unit: &str, engine: &[Sample], baseline: &[Sample]) -> Vec<Row> {
+    let med = |side: &[Sample], f: &dyn Fn(&Sample) -> f64| Spread::of(side.iter().map(f)).median;
+    let mut rows = vec![Row::new(
+        case,
+        "throughput",
+        unit,
+        Better::Higher,
+        med(engine, &Sample::per_sec),
+        med(baseline, &Sample::per_sec),
+    )];
+    for (metric, q) in [("p50 latency", 0.5), ("p99 latency", 0.99), ("max latency", 1.0)] {
+        let pct = |s: &Sample| s.percentile_us(q);
+        rows.push(Row::new(case, metric, "us", Better::Lower, med(engine, &pct), med(baseline, &pct)));
+    }
+    rows
+}
+
+/// Median, least and greatest of several repetitions' figures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// Of at least one figure (an empty input gives zeros); the median of an even count is the
+    /// mean of the middle two.
+    pub fn of(figures: impl Iterator<Item = f64>) -> Spread {
+        let mut v: Vec<f64> = figures.collect();
+        if v.is_empty() {
+            return Spread { median: 0.0, min: 0.0, max: 0.0 };
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+        Spread { median, min: v[0], max: v[n - 1] }
+    }
+
+    /// `max - min` as a percentage of the median.
+    pub fn percent(&self) -> f64 {
+        100.0 * (self.max - self.min) / self.median.abs().max(f64::MIN_POSITIVE)
+    }
+}
+
 /// The case name of a measurement with `n` load tasks.
 pub(crate) fn tasks(n: usize) -> String {
     if n == 1 {
@@ -283,6 +330,26 @@ mod tests {
         assert_eq!(s.percentile_us(1.0), 100.0);
         assert_eq!(s.percentile_us(0.0), 1.0);
         assert_eq!(Sample::default().percentile_us(0.5), 0.0);
+    }
+
+    #[test]
+    fn a_spread_is_the_median_and_range_of_the_repetitions() {
+        let s = Spread::of([120.0, 100.0, 90.0, 110.0, 80.0].into_iter());
+        assert_eq!(s, Spread { median: 100.0, min: 80.0, max: 120.0 });
+        assert_eq!(s.percent(), 40.0);
+        assert_eq!(Spread::of([3.0, 1.0].into_iter()).median, 2.0);
+        assert_eq!(Spread::of(std::iter::empty()), Spread { median: 0.0, min: 0.0, max: 0.0 });
+    }
+
+    #[test]
+    fn rows_over_repetitions_are_each_figures_median() {
+        let sample = |ops: u64| Sample::new(Duration::from_secs(1), (1..=ops).map(|i| i * 1_000).collect());
+        let engine = [sample(10), sample(30), sample(20)];
+        let baseline = [sample(40), sample(40), sample(100)];
+        let rows = median_rows("c", "ops/s", &engine, &baseline);
+        assert_eq!((rows[0].engine, rows[0].baseline, rows[0].ratio), (20.0, 40.0, 0.5));
+        assert_eq!(rows[3].metric, "max latency");
+        assert_eq!((rows[3].engine, rows[3].baseline), (20.0, 40.0));
     }
 
     #[tokio::test]

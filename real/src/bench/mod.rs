@@ -74,6 +74,9 @@ pub const SESSIONS_QUICK: usize = 10_000;
 /// default, and with `--quick` (fewer if the fd limit does not allow as many).
 pub const PLAYERS_DEFAULT: usize = 5_000;
 pub const PLAYERS_QUICK: usize = 1_000;
+/// Repetitions of the rpc bench by default, and with `--quick`.
+pub const REPS_DEFAULT: usize = 5;
+pub const REPS_QUICK: usize = 1;
 /// Warm-up before each measurement, as a fraction of its length (connections opened, caches
 /// and allocator pools filled), capped at [`WARMUP_MAX`].
 const WARMUP_FRACTION: u32 = 5;
@@ -92,13 +95,18 @@ pub struct BenchArgs {
     #[arg(long, value_name = "MS")]
     pub duration_ms: Option<u64>,
     /// Idle sessions to open (default 100000; 10000 with --quick). Reduced, with a note, to
-    /// what the file-descriptor limit allows (2 descriptors per session).
+    /// what the file-descriptor limit allows (1 descriptor per session in this process; the
+    /// clients run in a child process).
     #[arg(long, value_name = "N")]
     pub sessions: Option<usize>,
     /// Idle players of the gate bench (default 5000; 1000 with --quick). Reduced, with a
     /// note, to what the file-descriptor limit allows (1 descriptor per player on the gate).
     #[arg(long, value_name = "N")]
     pub players: Option<usize>,
+    /// Repetitions of the rpc bench's measurements, each the engine then the baseline; its
+    /// rows are the medians, with the spread in a note (default 5; 1 with --quick).
+    #[arg(long, value_name = "N")]
+    pub reps: Option<usize>,
     /// The `sandtable-server` executable the gate bench starts (default: the one next to
     /// this executable).
     #[arg(long, value_name = "PATH")]
@@ -292,6 +300,8 @@ pub struct Settings {
     pub sessions: usize,
     /// Idle players asked for (the `gate` bench may open fewer; it says so in its notes).
     pub players: usize,
+    /// Repetitions of the rpc bench's measurements.
+    pub reps: usize,
 }
 
 impl Settings {
@@ -304,11 +314,13 @@ impl Settings {
         let sessions = args.sessions.unwrap_or(if args.quick { SESSIONS_QUICK } else { SESSIONS_DEFAULT });
         let players = args.players.unwrap_or(if args.quick { PLAYERS_QUICK } else { PLAYERS_DEFAULT });
         let warmup = (duration / WARMUP_FRACTION).min(WARMUP_MAX);
+        let reps = args.reps.unwrap_or(if args.quick { REPS_QUICK } else { REPS_DEFAULT });
         Settings {
             duration_ms: ms(duration),
             warmup_ms: ms(warmup),
             sessions: sessions.max(1),
             players: players.max(1),
+            reps: reps.max(1),
         }
     }
     fn duration(&self) -> Duration {
@@ -442,22 +454,23 @@ mod tests {
     fn settings_follow_quick_and_explicit_options() {
         let s = Settings::from_args(&BenchArgs::default());
         assert_eq!(
-            (s.duration_ms, s.warmup_ms, s.sessions, s.players),
-            (3000, 500, SESSIONS_DEFAULT, PLAYERS_DEFAULT)
+            (s.duration_ms, s.warmup_ms, s.sessions, s.players, s.reps),
+            (3000, 500, SESSIONS_DEFAULT, PLAYERS_DEFAULT, REPS_DEFAULT)
         );
         let s = Settings::from_args(&BenchArgs { quick: true, ..Default::default() });
         assert_eq!(
-            (s.duration_ms, s.warmup_ms, s.sessions, s.players),
-            (1000, 200, SESSIONS_QUICK, PLAYERS_QUICK)
+            (s.duration_ms, s.warmup_ms, s.sessions, s.players, s.reps),
+            (1000, 200, SESSIONS_QUICK, PLAYERS_QUICK, REPS_QUICK)
         );
         let s = Settings::from_args(&BenchArgs {
             quick: true,
             duration_ms: Some(200),
             sessions: Some(50),
             players: Some(20),
+            reps: Some(0),
             ..Default::default()
         });
-        assert_eq!((s.duration_ms, s.warmup_ms, s.sessions, s.players), (200, 40, 50, 20));
+        assert_eq!((s.duration_ms, s.warmup_ms, s.sessions, s.players, s.reps), (200, 40, 50, 20, 1));
     }
 
     #[test]
@@ -468,7 +481,7 @@ mod tests {
         b.notes.push("a note".into());
         let report = Report {
             machine: Machine::default(),
-            settings: Settings { duration_ms: 1, warmup_ms: 0, sessions: 1, players: 1 },
+            settings: Settings { duration_ms: 1, warmup_ms: 0, sessions: 1, players: 1, reps: 1 },
             benches: vec![b.clone()],
         };
         let table = report.table();

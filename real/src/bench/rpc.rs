@@ -12,6 +12,14 @@
 //! connection keeping `concurrency` frames of the same payload in flight (a new frame is sent
 //! as each echo comes back), i.e. the same number of requests in flight over one connection,
 //! as the engine multiplexes its calls over one connection per peer.
+//!
+//! Both sides run on the same runtime with the same socket options (`TCP_NODELAY` on every
+//! connection, as `TokioNet` sets it), and both sides' clients run in spawned tasks on the
+//! runtime's workers: the raw client used to run in `block_on`'s own thread, so each of its
+//! round trips crossed threads twice while the engine's did not, and its 1-in-flight figure
+//! swung several-fold between runs with where the server task happened to run. Each of
+//! `--reps` repetitions measures every case, engine then baseline; the rows are the medians
+//! of the repetitions and a note gives each side's spread.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -25,7 +33,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use super::driver::{free_port, measure, runtime, throughput_rows, Sample};
+use super::driver::{free_port, measure, median_rows, runtime, Sample, Spread};
 use super::{BenchError, BenchReport, Ctx};
 use crate::env::real_env;
 
@@ -41,10 +49,12 @@ const VIEW_TIMEOUT: Duration = Duration::from_secs(15);
 pub(super) fn run(ctx: &Ctx) -> Result<BenchReport, BenchError> {
     runtime()?.block_on(async {
         let pair = EnginePair::start(ctx).await?;
-        let rows = measure_all(ctx, &pair).await;
+        let measured = measure_all(ctx, &pair).await;
         pair.stop().await;
         let mut report = BenchReport::new(BENCH);
-        report.rows = rows?;
+        let (rows, spreads) = measured?;
+        report.rows = rows;
+        report.notes.extend(spreads);
         report.notes.push(format!(
             "{PAYLOAD_BYTES}-byte echo; engine: default RpcConfig (4 concurrent handlers); baseline: \
              LengthDelimitedCodec echo, same requests in flight on one connection"
@@ -53,16 +63,35 @@ pub(super) fn run(ctx: &Ctx) -> Result<BenchReport, BenchError> {
     })
 }
 
-async fn measure_all(ctx: &Ctx, pair: &EnginePair) -> Result<Vec<super::Row>, BenchError> {
+async fn measure_all(ctx: &Ctx, pair: &EnginePair) -> Result<(Vec<super::Row>, Vec<String>), BenchError> {
     let raw = RawEcho::start().await?;
     let (warmup, duration) = (ctx.settings.warmup(), ctx.settings.duration());
-    let mut rows = Vec::new();
-    for c in CONCURRENCY {
-        let engine = pair.measure(c, warmup, duration).await?;
-        let baseline = raw.measure(c, warmup, duration).await?;
-        rows.extend(throughput_rows(&format!("{c} in flight"), "calls/s", &engine, &baseline));
+    let reps = ctx.settings.reps;
+    // Per case: the engine's and the baseline's sample of each repetition.
+    let mut samples: Vec<(Vec<Sample>, Vec<Sample>)> = vec![Default::default(); CONCURRENCY.len()];
+    for _ in 0..reps {
+        for (c, (engine, baseline)) in CONCURRENCY.into_iter().zip(&mut samples) {
+            engine.push(pair.measure(c, warmup, duration).await?);
+            baseline.push(raw.measure(c, warmup, duration).await?);
+        }
     }
-    Ok(rows)
+    let (mut rows, mut notes) = (Vec::new(), Vec::new());
+    for (c, (engine, baseline)) in CONCURRENCY.into_iter().zip(&samples) {
+        let case = format!("{c} in flight");
+        rows.extend(median_rows(&case, "calls/s", engine, baseline));
+        if reps > 1 {
+            let spread = |side: &[Sample]| {
+                let s = Spread::of(side.iter().map(Sample::per_sec));
+                format!("median {:.0}, {:.0}..{:.0} ({:.0}%)", s.median, s.min, s.max, s.percent())
+            };
+            notes.push(format!(
+                "{case}: calls/s over {reps} repetitions: engine {}; baseline {}",
+                spread(engine),
+                spread(baseline)
+            ));
+        }
+    }
+    Ok((rows, notes))
 }
 
 /// A server node and a caller node of one cluster.
@@ -179,24 +208,33 @@ impl RawEcho {
         Ok(RawEcho { addr })
     }
 
-    /// Warm-up, then one measurement, each on a fresh connection.
+    /// Warm-up, then one measurement, each on a fresh connection, in a spawned task (where the
+    /// engine's callers run too).
     async fn measure(
         &self,
         concurrency: usize,
         warmup: Duration,
         duration: Duration,
     ) -> Result<Sample, BenchError> {
-        if !warmup.is_zero() {
-            self.window(concurrency, warmup).await?;
-        }
-        self.window(concurrency, duration).await
+        let addr = self.addr;
+        let task = tokio::spawn(async move {
+            if !warmup.is_zero() {
+                Self::window(addr, concurrency, warmup).await?;
+            }
+            Self::window(addr, concurrency, duration).await
+        });
+        task.await.map_err(|e| BenchError::op(BENCH, format!("raw echo client task: {e}")))?
     }
 
     /// Keeps `concurrency` frames in flight on one connection until `duration` has passed,
     /// then waits for the outstanding echoes.
-    async fn window(&self, concurrency: usize, duration: Duration) -> Result<Sample, BenchError> {
+    async fn window(
+        addr: std::net::SocketAddr,
+        concurrency: usize,
+        duration: Duration,
+    ) -> Result<Sample, BenchError> {
         let op = |e: std::io::Error| BenchError::op(BENCH, format!("raw echo: {e}"));
-        let stream = TcpStream::connect(self.addr).await.map_err(op)?;
+        let stream = TcpStream::connect(addr).await.map_err(op)?;
         stream.set_nodelay(true).map_err(op)?;
         let (mut sink, mut stream) = Framed::new(stream, LengthDelimitedCodec::new()).split();
         let payload = Bytes::from(vec![b'x'; PAYLOAD_BYTES]);
