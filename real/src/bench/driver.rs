@@ -101,6 +101,49 @@ pub(crate) fn throughput_rows(case: &str, unit: &str, engine: &Sample, baseline:
     rows
 }
 
+/// Measures every case (a name and a concurrency) `reps` times, the engine then the baseline
+/// each time, and gives [`median_rows`] per case and, with more than one repetition, a note
+/// per case with each side's throughput spread.
+pub(crate) async fn compare_repeated<FE, FutE, FB, FutB>(
+    reps: usize,
+    cases: &[(String, usize)],
+    unit: &str,
+    mut engine: FE,
+    mut baseline: FB,
+) -> Result<(Vec<Row>, Vec<String>), BenchError>
+where
+    FE: FnMut(usize) -> FutE,
+    FutE: Future<Output = Result<Sample, BenchError>>,
+    FB: FnMut(usize) -> FutB,
+    FutB: Future<Output = Result<Sample, BenchError>>,
+{
+    let reps = reps.max(1);
+    // Per case: the engine's and the baseline's sample of each repetition.
+    let mut samples: Vec<(Vec<Sample>, Vec<Sample>)> = vec![Default::default(); cases.len()];
+    for _ in 0..reps {
+        for ((_, c), (e, b)) in cases.iter().zip(&mut samples) {
+            e.push(engine(*c).await?);
+            b.push(baseline(*c).await?);
+        }
+    }
+    let (mut rows, mut notes) = (Vec::new(), Vec::new());
+    for ((case, _), (e, b)) in cases.iter().zip(&samples) {
+        rows.extend(median_rows(case, unit, e, b));
+        if reps > 1 {
+            let spread = |side: &[Sample]| {
+                let s = Spread::of(side.iter().map(Sample::per_sec));
+                format!("median {:.0}, {:.0}..{:.0} ({:.0}%)", s.median, s.min, s.max, s.percent())
+            };
+            notes.push(format!(
+                "{case}: {unit} over {reps} repetitions: engine {}; baseline {}",
+                spread(e),
+                spread(b)
+            ));
+        }
+    }
+    Ok((rows, notes))
+}
+
 /// [`throughput_rows`] over repetitions: each figure (throughput, p50, p99, max) is the median
 /// of the repetitions' figures, per side.
 pub(crate) fn median_rows(case: &str, unit: &str, engine: &[Sample], baseline: &[Sample]) -> Vec<Row> {

@@ -12,6 +12,9 @@
 //!
 //! Baseline: one `zookeeper-client` session; each task creates an ephemeral znode with a
 //! record of the same size and deletes it, concurrently.
+//!
+//! Each of `--reps` repetitions measures both cases, engine then baseline; the rows are the
+//! medians, with each side's spread in a note.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +24,7 @@ use engine::cluster::{Cluster, ClusterConfig};
 use engine::rpc::{Rpc, RpcConfig};
 use zookeeper_client as zk;
 
-use super::driver::{free_port, measure, runtime, tasks, throughput_rows, Sample};
+use super::driver::{compare_repeated, free_port, measure, runtime, tasks, Sample};
 use super::{BenchError, BenchReport, Ctx, Row};
 use crate::env::real_env;
 
@@ -59,7 +62,9 @@ pub(super) fn run(ctx: &Ctx) -> Result<BenchReport, BenchError> {
         let rows = measure_all(ctx, &server).await;
         server.stop().await;
         let mut report = BenchReport::new(BENCH);
-        report.rows = rows?;
+        let (rows, spreads) = rows?;
+        report.rows = rows;
+        report.notes.extend(spreads);
         report.notes.push(
             "engine: each task logs its own account in and out (one lock per account, so tasks do not \
              wait for each other); baseline: ephemeral create + delete on one zookeeper-client session"
@@ -69,7 +74,7 @@ pub(super) fn run(ctx: &Ctx) -> Result<BenchReport, BenchError> {
     })
 }
 
-async fn measure_all(ctx: &Ctx, server: &Server) -> Result<Vec<Row>, BenchError> {
+async fn measure_all(ctx: &Ctx, server: &Server) -> Result<(Vec<Row>, Vec<String>), BenchError> {
     let raw = zk::Client::connector()
         .with_session_timeout(SESSION_TIMEOUT)
         .connect(&ctx.zookeeper)
@@ -80,13 +85,15 @@ async fn measure_all(ctx: &Ctx, server: &Server) -> Result<Vec<Row>, BenchError>
         Err(e) => return Err(BenchError::setup(BENCH, format!("creating {RAW_PARENT}: {e}"))),
     }
     let (warmup, duration) = (ctx.settings.warmup(), ctx.settings.duration());
-    let mut rows = Vec::new();
-    for c in CONCURRENCY {
-        let engine = server.logins(c, warmup, duration).await?;
-        let baseline = raw_logins(&raw, c, warmup, duration).await?;
-        rows.extend(throughput_rows(&tasks(c), "login+logout/s", &engine, &baseline));
-    }
-    Ok(rows)
+    let cases: Vec<_> = CONCURRENCY.into_iter().map(|c| (tasks(c), c)).collect();
+    compare_repeated(
+        ctx.settings.reps,
+        &cases,
+        "login+logout/s",
+        |c| server.logins(c, warmup, duration),
+        |c| raw_logins(&raw, c, warmup, duration),
+    )
+    .await
 }
 
 /// One game server: cluster member, RPC service, account manager.

@@ -74,7 +74,7 @@ pub const SESSIONS_QUICK: usize = 10_000;
 /// default, and with `--quick` (fewer if the fd limit does not allow as many).
 pub const PLAYERS_DEFAULT: usize = 5_000;
 pub const PLAYERS_QUICK: usize = 1_000;
-/// Repetitions of the rpc bench by default, and with `--quick`.
+/// Repetitions of the rpc and login benches by default, and with `--quick`.
 pub const REPS_DEFAULT: usize = 5;
 pub const REPS_QUICK: usize = 1;
 /// Warm-up before each measurement, as a fraction of its length (connections opened, caches
@@ -103,8 +103,9 @@ pub struct BenchArgs {
     /// note, to what the file-descriptor limit allows (1 descriptor per player on the gate).
     #[arg(long, value_name = "N")]
     pub players: Option<usize>,
-    /// Repetitions of the rpc bench's measurements, each the engine then the baseline; its
-    /// rows are the medians, with the spread in a note (default 5; 1 with --quick).
+    /// Repetitions of the rpc and login benches' measurements, each the engine then the
+    /// baseline; their rows are the medians, with the spreads in notes (default 5; 1 with
+    /// --quick).
     #[arg(long, value_name = "N")]
     pub reps: Option<usize>,
     /// The `sandtable-server` executable the gate bench starts (default: the one next to
@@ -300,7 +301,7 @@ pub struct Settings {
     pub sessions: usize,
     /// Idle players asked for (the `gate` bench may open fewer; it says so in its notes).
     pub players: usize,
-    /// Repetitions of the rpc bench's measurements.
+    /// Repetitions of the rpc and login benches' measurements.
     pub reps: usize,
 }
 

@@ -33,7 +33,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use super::driver::{free_port, measure, median_rows, runtime, Sample, Spread};
+use super::driver::{compare_repeated, free_port, measure, runtime, Sample};
 use super::{BenchError, BenchReport, Ctx};
 use crate::env::real_env;
 
@@ -66,32 +66,15 @@ pub(super) fn run(ctx: &Ctx) -> Result<BenchReport, BenchError> {
 async fn measure_all(ctx: &Ctx, pair: &EnginePair) -> Result<(Vec<super::Row>, Vec<String>), BenchError> {
     let raw = RawEcho::start().await?;
     let (warmup, duration) = (ctx.settings.warmup(), ctx.settings.duration());
-    let reps = ctx.settings.reps;
-    // Per case: the engine's and the baseline's sample of each repetition.
-    let mut samples: Vec<(Vec<Sample>, Vec<Sample>)> = vec![Default::default(); CONCURRENCY.len()];
-    for _ in 0..reps {
-        for (c, (engine, baseline)) in CONCURRENCY.into_iter().zip(&mut samples) {
-            engine.push(pair.measure(c, warmup, duration).await?);
-            baseline.push(raw.measure(c, warmup, duration).await?);
-        }
-    }
-    let (mut rows, mut notes) = (Vec::new(), Vec::new());
-    for (c, (engine, baseline)) in CONCURRENCY.into_iter().zip(&samples) {
-        let case = format!("{c} in flight");
-        rows.extend(median_rows(&case, "calls/s", engine, baseline));
-        if reps > 1 {
-            let spread = |side: &[Sample]| {
-                let s = Spread::of(side.iter().map(Sample::per_sec));
-                format!("median {:.0}, {:.0}..{:.0} ({:.0}%)", s.median, s.min, s.max, s.percent())
-            };
-            notes.push(format!(
-                "{case}: calls/s over {reps} repetitions: engine {}; baseline {}",
-                spread(engine),
-                spread(baseline)
-            ));
-        }
-    }
-    Ok((rows, notes))
+    let cases: Vec<_> = CONCURRENCY.into_iter().map(|c| (format!("{c} in flight"), c)).collect();
+    compare_repeated(
+        ctx.settings.reps,
+        &cases,
+        "calls/s",
+        |c| pair.measure(c, warmup, duration),
+        |c| raw.measure(c, warmup, duration),
+    )
+    .await
 }
 
 /// A server node and a caller node of one cluster.
