@@ -153,12 +153,22 @@ mod tests {
     }
 
     #[test]
-    fn firing_wakes_a_pending_waiter() {
-        let s = Arc::new(Signal::new());
-        let s2 = s.clone();
-        let t = std::thread::spawn(move || futures::executor::block_on(s2.wait()));
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    fn firing_wakes_a_pending_waiter_once() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl futures::task::ArcWake for Count {
+            fn wake_by_ref(me: &Arc<Self>) {
+                me.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(Default::default()));
+        let waker = futures::task::waker(count.clone());
+        let s = Signal::new();
+        let mut w = s.wait();
+        assert!(w.poll_unpin(&mut Context::from_waker(&waker)).is_pending());
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 0);
         s.fire();
-        t.join().expect("the waiter finishes");
+        s.fire();
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(w.poll_unpin(&mut Context::from_waker(&waker)).is_ready());
     }
 }
