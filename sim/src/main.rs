@@ -8,12 +8,6 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
 use scenarios::{Scenario, Workload};
-/// mimalloc instead of glibc's malloc: a simulated run is allocation-heavy (frames, futures,
-/// trace lines) and glibc's `malloc`/`free` took 20-25% of its instructions (callgrind,
-/// issue 19). Allocation addresses never reach a trace, so determinism is unaffected.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use sim::chart::{chart_run, ChartOptions};
 use sim::runner::{
     exit_code, plan_for, replay_command, run_seed, run_with_plan, RunOptions, SeedResult, Verdict,
@@ -22,6 +16,12 @@ use sim::runner::{
 use sim::shrink::{Case, Shrunk};
 use sim::sweep::{parse_seeds, render, render_probes, sweep, SweepSpec};
 use sim::trace::TraceOutput;
+
+/// mimalloc instead of glibc's malloc: a simulated run is allocation-heavy (frames, futures,
+/// trace lines) and glibc's `malloc`/`free` took 20-25% of its instructions (callgrind,
+/// issue 19). Allocation addresses never reach a trace, so determinism is unaffected.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exit codes of `run` and `replay`, shown under `--help`.
 const EXIT_CODES: &str = "Exit codes (run, replay): 0 every seed passed; 1 a safety violation; \

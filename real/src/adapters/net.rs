@@ -94,12 +94,8 @@ impl FrameReader {
             return Ok(None);
         }
         self.buf.advance(HEADER_BYTES);
-        let frame = self.buf.split_to(len).freeze();
-        if self.buf.is_empty() {
-            // Nothing of the next frame yet: the buffer's bytes now belong to the frames.
-            self.buf = BytesMut::new();
-        }
-        Ok(Some(frame))
+        // An emptied buffer is let go by `poll_next` before it waits for the socket.
+        Ok(Some(self.buf.split_to(len).freeze()))
     }
 
     fn fail(&mut self, e: NetError) -> Poll<Option<Result<Bytes, NetError>>> {

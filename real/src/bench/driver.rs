@@ -92,13 +92,7 @@ impl Sample {
 /// shows what percentiles of completed operations hide: a task starved for the whole
 /// measurement completes a single operation, one sample among thousands.
 pub(crate) fn throughput_rows(case: &str, unit: &str, engine: &Sample, baseline: &Sample) -> Vec<Row> {
-    let mut rows =
-        vec![Row::new(case, "throughput", unit, Better::Higher, engine.per_sec(), baseline.per_sec())];
-    for (metric, q) in [("p50 latency", 0.5), ("p99 latency", 0.99), ("max latency", 1.0)] {
-        let (e, b) = (engine.percentile_us(q), baseline.percentile_us(q));
-        rows.push(Row::new(case, metric, "us", Better::Lower, e, b));
-    }
-    rows
+    median_rows(case, unit, std::slice::from_ref(engine), std::slice::from_ref(baseline))
 }
 
 /// Measures every case (a name and a concurrency) `reps` times, the engine then the baseline
