@@ -84,6 +84,16 @@ impl Fault {
         })
     }
 
+    /// True if the fault names a role (`@lock-holder`) anywhere instead of a node.
+    pub fn is_aimed(&self) -> bool {
+        let mut aimed = false;
+        let _ = self.map_nodes(|n| {
+            aimed |= role_of(n).is_some();
+            Some(n.to_string())
+        });
+        aimed
+    }
+
     /// What kind of fault this is (for weights and coverage counters).
     pub fn kind(&self) -> FaultKind {
         match self {
@@ -368,6 +378,11 @@ pub struct FaultSpace {
     /// kind may hit.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub roles: BTreeMap<FaultKind, Vec<String>>,
+    /// How long an aimed fault of a kind lasts, `(min_ms, max_ms)`, where the scenario names a
+    /// window ([`FaultSpaceBuilder::aim_lasting`]); other faults last up to
+    /// [`FaultSpace::fault_ms_max`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aimed_ms: BTreeMap<FaultKind, (u64, u64)>,
 }
 
 /// The coverage probe a fault aimed at a role hits when a node plays it.
@@ -396,6 +411,7 @@ impl FaultSpace {
             drift_ppm_max: 0,
             weights: BTreeMap::new(),
             roles: BTreeMap::new(),
+            aimed_ms: BTreeMap::new(),
         }
     }
 
@@ -500,6 +516,20 @@ impl FaultSpaceBuilder<'_> {
         self
     }
 
+    /// [`aim`](Self::aim), with the aimed faults lasting `min_ms..=max_ms` (drawn uniformly)
+    /// rather than up to the space's longest: Jepsen's "pause the primary past the timeout
+    /// that reassigns its work, short of the one that fences it". Blind faults of the kind
+    /// keep the space's lengths.
+    pub fn aim_lasting(self, kind: FaultKind, roles: &[&str], min_ms: u64, max_ms: u64) -> Self {
+        assert!(
+            0 < min_ms && min_ms <= max_ms && max_ms <= self.space.fault_ms_max,
+            "an aimed fault's window lies within the space's fault lengths"
+        );
+        let mut b = self.aim(kind, roles);
+        b.space.aimed_ms.insert(kind, (min_ms, max_ms));
+        b
+    }
+
     pub fn build(self) -> FaultSpace {
         self.space
     }
@@ -519,6 +549,9 @@ impl FaultPlan {
     /// Draws the faults of `seed` from `space` as `swarm` leans.
     fn generate_within(seed: u64, space: &FaultSpace, swarm: &Swarm) -> FaultPlan {
         let rng = SeedRng::new(seed).fork("fault-plan");
+        // Aimed faults' windows draw from a stream of their own, so a window changes no other
+        // draw of the plan.
+        let window_rng = SeedRng::new(seed).fork("aimed-window");
         let all = FaultKind::ALL.into_iter().filter(|k| k.allowed_in(space)).count();
         let mut kinds: Vec<FaultKind> = Vec::new();
         for kind in FaultKind::ALL.into_iter().filter(|k| k.allowed_in(space)) {
@@ -586,7 +619,12 @@ impl FaultPlan {
                 let duration_ms = match fault {
                     Fault::ClockJump { .. } => 0,
                     Fault::ClockSkew { .. } | Fault::ClockDrift { .. } => space.chaos_ms - at_ms,
-                    _ => duration_ms,
+                    _ => match space.aimed_ms.get(&kind) {
+                        Some(&(min_ms, max_ms)) if fault.is_aimed() => window_rng
+                            .gen_range(min_ms..max_ms + 1)
+                            .min(space.chaos_ms - at_ms.min(space.chaos_ms)),
+                        _ => duration_ms,
+                    },
                 };
                 faults.push(TimedFault { at_ms, duration_ms, fault });
             }

@@ -21,6 +21,7 @@ fn space() -> FaultSpace {
         drift_ppm_max: 50_000,
         weights: BTreeMap::new(),
         roles: BTreeMap::new(),
+        aimed_ms: BTreeMap::new(),
     }
 }
 
@@ -69,6 +70,52 @@ fn a_space_with_roles_aims_about_half_of_those_kinds_at_them_and_no_other_kind()
         let share = f64::from(aimed) / f64::from(all);
         assert!((0.4..0.6).contains(&share), "{aimed} of {all} aimed");
     }
+}
+
+#[test]
+fn aimed_faults_with_a_window_last_within_it_and_blind_ones_as_before() {
+    let blind_only = with_roles(&[FaultKind::Pause]);
+    let mut windowed = blind_only.clone();
+    windowed.aimed_ms.insert(FaultKind::Pause, (2_500, 5_500));
+    let (mut aimed, mut outside_window_blind) = (0, 0);
+    for seed in 0..300 {
+        let (before, after) = (FaultPlan::generate(seed, &blind_only), FaultPlan::generate(seed, &windowed));
+        assert_eq!(before.faults.len(), after.faults.len());
+        for (b, a) in before.faults.iter().zip(&after.faults) {
+            assert_eq!((b.at_ms, &b.fault), (a.at_ms, &a.fault), "the window moves no draw but its own");
+            if !a.fault.is_aimed() {
+                continue;
+            }
+            aimed += 1;
+            let room = windowed.chaos_ms - a.at_ms;
+            assert!(
+                (2_500..=5_500).contains(&a.duration_ms) || a.duration_ms == room,
+                "{} lasts {} ms",
+                a.fault,
+                a.duration_ms
+            );
+            outside_window_blind += u32::from(!(2_500..=5_500).contains(&b.duration_ms));
+        }
+    }
+    assert!(aimed > 100, "{aimed} aimed pauses");
+    assert!(outside_window_blind > 0, "without the window, aimed pauses took the space's lengths");
+}
+
+#[test]
+fn an_aim_window_must_lie_within_the_spaces_fault_lengths() {
+    let topo = Topology { zookeeper: true, redis: None, sql: None, servers: vec![], clients: 1 };
+    let b = FaultSpace::builder(&topo, 10_000, 1_000).pause(&[Nodes::Clients]).faults(1, 2, 4_000);
+    let s = b.aim_lasting(FaultKind::Pause, &["holder"], 1_000, 3_000).build();
+    assert_eq!(s.aimed_ms.get(&FaultKind::Pause), Some(&(1_000, 3_000)));
+    let too_long = std::panic::catch_unwind(|| {
+        FaultSpace::builder(&topo, 10_000, 1_000).faults(1, 2, 4_000).aim_lasting(
+            FaultKind::Pause,
+            &["holder"],
+            1_000,
+            5_000,
+        )
+    });
+    assert!(too_long.is_err(), "a window past the longest fault is refused");
 }
 
 #[test]

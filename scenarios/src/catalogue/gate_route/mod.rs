@@ -180,11 +180,14 @@ impl Scenario for GateRoute {
             .weight(FaultKind::CutLink, 3)
             // Pauses past the gate's forward timeout make it recover players elsewhere while
             // the paused backend still holds their frames.
-            .weight(FaultKind::Pause, 5)
+            .weight(FaultKind::Pause, 6)
             // A backend hosting nobody tests little: aim half the pauses and kills at the
             // backend that handled a player's frame last. (Isolating it is no better than a
-            // blind partition: its frames then never arrive to be mishandled.)
-            .aim(FaultKind::Pause, &[ROLE_HOSTING])
+            // blind partition: its frames then never arrive to be mishandled.) An aimed pause
+            // lasts past the gate's forward timeout (it recovers the players elsewhere) and
+            // short of the backend's session timeout (so it resumes still registered, holding
+            // frames for players it no longer hosts).
+            .aim_lasting(FaultKind::Pause, &[ROLE_HOSTING], AIMED_PAUSE_MS.0, AIMED_PAUSE_MS.1)
             .aim(FaultKind::Kill, &[ROLE_HOSTING])
             .build()
     }
@@ -202,6 +205,11 @@ impl Scenario for GateRoute {
 
 /// The role of the backend that reported the latest handling of a gated frame.
 const ROLE_HOSTING: &str = "hosting-backend";
+
+/// How long a pause aimed at [`ROLE_HOSTING`] lasts: between the gate's forward timeout
+/// (`GatewayConfig::call_timeout`, 2 s) and the backends' ZooKeeper session timeout (the
+/// default 6 s), with half a second of margin at each end.
+const AIMED_PAUSE_MS: (u64, u64) = (2_500, 5_500);
 
 struct Run {
     bugs: GateBugs,

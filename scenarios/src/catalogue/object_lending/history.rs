@@ -83,9 +83,14 @@ pub struct ActSpan {
     pub acts: u64,
 }
 
-/// object (`model/key`) -> owner instance -> its acting span. Shared by every server of a run.
+/// object (`model/key`) -> owner instance -> its acting span; the servers and which one acted
+/// last; the object acted on last. Shared by every server of a run.
 #[derive(Clone, Default)]
-pub struct ObjectActs(Arc<Mutex<BTreeMap<String, BTreeMap<Owner, ActSpan>>>>, LatestActor);
+pub struct ObjectActs(
+    Arc<Mutex<BTreeMap<String, BTreeMap<Owner, ActSpan>>>>,
+    LatestActor,
+    Arc<Mutex<Option<String>>>,
+);
 
 impl ObjectActs {
     pub fn record(&self, object: &str, owner: Owner, t_ns: u64) {
@@ -100,6 +105,12 @@ impl ObjectActs {
         span.acts += 1;
         drop(m);
         self.1.acted(owner.0);
+        *lock(&self.2) = Some(object.to_string());
+    }
+
+    /// The object (`model/key`) acted on last, if any.
+    pub fn latest_object(&self) -> Option<String> {
+        lock(&self.2).clone()
     }
 
     /// The servers and which one acted on an object last.

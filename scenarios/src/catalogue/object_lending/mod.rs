@@ -171,13 +171,19 @@ impl Scenario for ObjectLending {
             .partition(&[Nodes::Servers, Nodes::Zk, Nodes::Sql])
             .clock(&[Nodes::Servers, Nodes::Clients], 10_000, 20_000)
             .network()
-            .weight(FaultKind::Kill, 2)
+            // Kills are the commonest fault: half of them are aimed at a SQL instance while
+            // objects it holds are in use (docs/simulator.md, "Faults aimed at roles").
+            .weight(FaultKind::Kill, 6)
             .weight(FaultKind::CutLink, 3)
-            // Pausing, killing or isolating a server that owns nothing tests little: aim half
-            // of them at the server that acted on an object last.
-            .aim(FaultKind::Pause, &[ROLE_OWNER])
-            .aim(FaultKind::Kill, &[ROLE_OWNER])
-            .aim(FaultKind::Partition, &[ROLE_OWNER])
+            // Pausing or isolating a server that owns nothing tests little: aim half of them
+            // at the server that acted on an object last, for longer than its lease (so
+            // another server takes its objects while it is gone). Killing an owner only ends
+            // its transactions; killing the instance that holds what it acted on fails the
+            // commits of every transaction holding those objects, definitely (the connection
+            // is refused), so they are retried.
+            .aim_lasting(FaultKind::Pause, &[ROLE_OWNER], AIMED_OWNER_MS.0, AIMED_OWNER_MS.1)
+            .aim(FaultKind::Kill, &[ROLE_OBJECT_DB])
+            .aim_lasting(FaultKind::Partition, &[ROLE_OWNER], AIMED_OWNER_MS.0, AIMED_OWNER_MS.1)
             .build()
     }
     fn start(&self, bug: Option<&str>, now: TimeSource) -> Arc<dyn ScenarioRun> {
@@ -198,6 +204,24 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(4);
 /// The role of the server that acted on an object last (it owns or borrows one).
 const ROLE_OWNER: &str = "object-owner";
 
+/// How long a pause or partition aimed at [`ROLE_OWNER`] lasts: past the session timeout
+/// (4 s) with a second for another server to take the objects, up to the longest fault.
+const AIMED_OWNER_MS: (u64, u64) = (5_000, 10_000);
+
+/// The role of the SQL instance holding the object acted on last: the instance its
+/// transaction commits to next (a commit cut or killed there fails retryably, and a retried
+/// transaction must not repeat its effects).
+const ROLE_OBJECT_DB: &str = "object-db";
+
+/// The SQL instance holding object `name` (`model/key`): every model of the inventory game is
+/// keyed by its user (or, for unique-field entries, by a key that is its own shard user), and
+/// the shard map never moves in this scenario.
+fn instance_of_object(name: &str) -> Option<String> {
+    let (_, key) = name.split_once('/')?;
+    let shard = engine::shard::shard_of(key, LOGICAL_SHARDS);
+    shard_config().layout.get(shard.0 as usize).cloned()
+}
+
 struct Run {
     bugs: OrmBugs,
     rec: Rec,
@@ -208,7 +232,11 @@ struct Run {
 
 impl ScenarioRun for Run {
     fn role(&self, role: &str) -> Option<String> {
-        self.acts.actors().node().filter(|_| role == ROLE_OWNER)
+        match role {
+            ROLE_OWNER => self.acts.actors().node(),
+            ROLE_OBJECT_DB => self.acts.latest_object().and_then(|o| instance_of_object(&o)),
+            _ => None,
+        }
     }
 
     fn chart_ops(&self) -> Vec<crate::history::OpView> {
@@ -315,4 +343,28 @@ fn holdings(state: &Value) -> Option<Holdings> {
     let mut h: Holdings = inv.items;
     h.insert(game::inventory::GOLD.to_string(), inv.gold);
     Some(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_object_db_role_names_the_instance_holding_the_object_acted_on_last() {
+        // Shard `id % 8`, shard `i` on `db-{i % 3}`: the layout the trace shows
+        // (`s0004/4/inventory.4` on db-1).
+        assert_eq!(instance_of_object("inventory/4").as_deref(), Some("db-1"));
+        assert_eq!(instance_of_object("inventory/8").as_deref(), Some("db-0"));
+        assert_eq!(instance_of_object("inventory/11").as_deref(), Some("db-0"));
+        assert_eq!(instance_of_object("no-slash"), None);
+
+        let acts = ObjectActs::default();
+        assert_eq!(acts.latest_object(), None, "nothing acted yet");
+        acts.record("inventory/4", (1, 7), 10);
+        acts.record("inventory/8", (2, 3), 20);
+        assert_eq!(acts.latest_object().as_deref(), Some("inventory/8"));
+        // An older act reported late (evidence from another process) still is the latest report.
+        acts.record("inventory/4", (1, 7), 5);
+        assert_eq!(acts.latest_object().as_deref(), Some("inventory/4"));
+    }
 }
