@@ -568,8 +568,9 @@ impl FaultPlan {
                 let kind = *rng.choose(&kinds).expect("non-empty");
                 let at_ms = rng.gen_range(0..space.chaos_ms.max(1));
                 let max_len = swarm.fault_ms_max.max(200);
-                let duration_ms =
-                    rng.gen_range(200..max_len + 1).min(space.chaos_ms - at_ms.min(space.chaos_ms));
+                // Every fault ends by the heal.
+                let room_ms = space.chaos_ms - at_ms.min(space.chaos_ms);
+                let duration_ms = rng.gen_range(200..max_len + 1).min(room_ms);
                 let pick = |v: &Vec<String>| rng.choose(v).expect("non-empty").clone();
                 // A node fault's target: a role's, or a node drawn blind. Scenarios without
                 // roles draw nothing extra, so their plans are what they were before roles.
@@ -620,9 +621,9 @@ impl FaultPlan {
                     Fault::ClockJump { .. } => 0,
                     Fault::ClockSkew { .. } | Fault::ClockDrift { .. } => space.chaos_ms - at_ms,
                     _ => match space.aimed_ms.get(&kind) {
-                        Some(&(min_ms, max_ms)) if fault.is_aimed() => window_rng
-                            .gen_range(min_ms..max_ms + 1)
-                            .min(space.chaos_ms - at_ms.min(space.chaos_ms)),
+                        Some(&(min_ms, max_ms)) if fault.is_aimed() => {
+                            window_rng.gen_range(min_ms..max_ms + 1).min(room_ms)
+                        }
                         _ => duration_ms,
                     },
                 };
