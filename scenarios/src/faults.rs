@@ -231,6 +231,23 @@ pub struct TimedFault {
     pub at_ms: u64,
     pub duration_ms: u64,
     pub fault: Fault,
+    /// For a fault aimed at a role: how long it may wait, from `at_ms`, for a node to play
+    /// the role (a role played at moments, like "a server in the middle of a transaction");
+    /// it applies at the first such moment, or is skipped when the wait runs out. 0: it
+    /// applies at `at_ms` or is skipped ([`FaultSpaceBuilder::wait_for_role`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wait_ms: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl TimedFault {
+    /// `fault` at `at_ms` for `duration_ms`, applied then or skipped (no wait for a role).
+    pub fn new(at_ms: u64, duration_ms: u64, fault: Fault) -> TimedFault {
+        TimedFault { at_ms, duration_ms, fault, wait_ms: 0 }
+    }
 }
 
 /// The whole plan of one run.
@@ -330,10 +347,15 @@ impl fmt::Display for FaultPlan {
             writeln!(f, "  {swarm}")?;
         }
         for t in &self.faults {
-            if t.duration_ms > 0 {
-                writeln!(f, "  {:>6} ms  +{:>5} ms  {}", t.at_ms, t.duration_ms, t.fault)?;
+            let wait = if t.wait_ms > 0 {
+                format!(" (waits up to {} ms for its role)", t.wait_ms)
             } else {
-                writeln!(f, "  {:>6} ms            {}", t.at_ms, t.fault)?;
+                String::new()
+            };
+            if t.duration_ms > 0 {
+                writeln!(f, "  {:>6} ms  +{:>5} ms  {}{wait}", t.at_ms, t.duration_ms, t.fault)?;
+            } else {
+                writeln!(f, "  {:>6} ms            {}{wait}", t.at_ms, t.fault)?;
             }
         }
         write!(f, "  {:>6} ms            heal all", self.heal_at_ms)
@@ -383,14 +405,25 @@ pub struct FaultSpace {
     /// [`FaultSpace::fault_ms_max`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub aimed_ms: BTreeMap<FaultKind, (u64, u64)>,
+    /// How long an aimed fault of a kind may wait for a node to play its role
+    /// ([`FaultSpaceBuilder::wait_for_role`], [`TimedFault::wait_ms`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aimed_wait_ms: BTreeMap<FaultKind, u64>,
 }
 
 /// The coverage probe a fault aimed at a role hits when a node plays it.
 pub const PROBE_AIMED: &str = "fault: aimed at a role's node";
 
+/// The coverage probe a fault waiting for its role hits when it applies at the role's moment,
+/// after waiting ([`TimedFault::wait_ms`]).
+pub const PROBE_WAITED: &str = "fault: applied at its role's moment after a wait";
+
 /// One node fault in this many is aimed at one of the scenario's roles for its kind (when it
 /// has any) rather than at a node drawn blind.
 pub const ROLE_AIM_ONE_IN: u64 = 2;
+
+/// Longest wait of an aimed fault for its role's moment ([`FaultSpaceBuilder::wait_for_role`]).
+pub const ROLE_WAIT_MAX_MS: u64 = 5_000;
 
 impl FaultSpace {
     /// No faults at all (for baselines and smoke tests).
@@ -412,6 +445,7 @@ impl FaultSpace {
             weights: BTreeMap::new(),
             roles: BTreeMap::new(),
             aimed_ms: BTreeMap::new(),
+            aimed_wait_ms: BTreeMap::new(),
         }
     }
 
@@ -530,6 +564,16 @@ impl FaultSpaceBuilder<'_> {
         b
     }
 
+    /// Faults of `kind` aimed at a role no node plays at their instant wait up to `wait_ms`
+    /// for one, and apply at that moment (a role played at moments: "the server in the middle
+    /// of a transaction"). The waits draw nothing: plans keep their instants and faults.
+    pub fn wait_for_role(mut self, kind: FaultKind, wait_ms: u64) -> Self {
+        assert!(self.space.roles.contains_key(&kind), "only a kind aimed at roles waits for one");
+        assert!(0 < wait_ms && wait_ms <= ROLE_WAIT_MAX_MS, "a role wait is 1..={ROLE_WAIT_MAX_MS} ms");
+        self.space.aimed_wait_ms.insert(kind, wait_ms);
+        self
+    }
+
     pub fn build(self) -> FaultSpace {
         self.space
     }
@@ -627,7 +671,11 @@ impl FaultPlan {
                         _ => duration_ms,
                     },
                 };
-                faults.push(TimedFault { at_ms, duration_ms, fault });
+                let wait_ms = match space.aimed_wait_ms.get(&kind) {
+                    Some(&w) if fault.is_aimed() => w,
+                    _ => 0,
+                };
+                faults.push(TimedFault { at_ms, duration_ms, fault, wait_ms });
             }
         }
         faults.sort_by_key(|t| t.at_ms);
@@ -658,6 +706,12 @@ impl FaultPlan {
         for (i, t) in self.faults.iter().enumerate() {
             if t.at_ms + t.duration_ms > self.heal_at_ms {
                 return Err(format!("fault {i} ({}) runs past the heal at {} ms", t.fault, self.heal_at_ms));
+            }
+            if t.wait_ms > 0 && !t.fault.is_aimed() {
+                return Err(format!("fault {i} ({}) waits for a role but is aimed at none", t.fault));
+            }
+            if t.wait_ms > ROLE_WAIT_MAX_MS {
+                return Err(format!("fault {i}: wait_ms {} is over {ROLE_WAIT_MAX_MS}", t.wait_ms));
             }
             match &t.fault {
                 Fault::Partition { a, b } | Fault::PartitionOneWay { from: a, to: b } => {

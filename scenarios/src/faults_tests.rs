@@ -22,6 +22,7 @@ fn space() -> FaultSpace {
         weights: BTreeMap::new(),
         roles: BTreeMap::new(),
         aimed_ms: BTreeMap::new(),
+        aimed_wait_ms: BTreeMap::new(),
     }
 }
 
@@ -102,6 +103,50 @@ fn aimed_faults_with_a_window_last_within_it_and_blind_ones_as_before() {
 }
 
 #[test]
+fn aimed_faults_of_a_waiting_kind_carry_the_wait_and_every_draw_stays_as_before() {
+    let plain = with_roles(&[FaultKind::Pause, FaultKind::Partition]);
+    let mut waiting = plain.clone();
+    waiting.aimed_wait_ms.insert(FaultKind::Pause, 1_500);
+    let (mut waits, mut aimed_partitions) = (0, 0);
+    for seed in 0..300 {
+        let (before, after) = (FaultPlan::generate(seed, &plain), FaultPlan::generate(seed, &waiting));
+        assert_eq!(before.faults.len(), after.faults.len());
+        for (b, a) in before.faults.iter().zip(&after.faults) {
+            assert_eq!(
+                (b.at_ms, b.duration_ms, &b.fault),
+                (a.at_ms, a.duration_ms, &a.fault),
+                "waits draw nothing"
+            );
+            assert_eq!(b.wait_ms, 0);
+            let pause = matches!(a.fault, Fault::Pause { .. });
+            assert_eq!(a.wait_ms, if pause && a.fault.is_aimed() { 1_500 } else { 0 }, "{}", a.fault);
+            waits += u32::from(a.wait_ms > 0);
+            aimed_partitions += u32::from(!pause && a.fault.is_aimed());
+        }
+        let json = serde_json::to_string(&after).unwrap();
+        assert_eq!(serde_json::from_str::<FaultPlan>(&json).unwrap(), after, "the wait survives JSON");
+        assert_eq!(
+            json.contains("wait_ms"),
+            after.faults.iter().any(|t| t.wait_ms > 0),
+            "written only when set"
+        );
+    }
+    assert!(
+        waits > 100 && aimed_partitions > 100,
+        "{waits} waiting pauses, {aimed_partitions} aimed partitions"
+    );
+}
+
+#[test]
+#[should_panic(expected = "only a kind aimed at roles waits for one")]
+fn only_an_aimed_kind_can_wait_for_its_role() {
+    let topo = Topology { zookeeper: true, redis: None, sql: None, servers: vec![], clients: 1 };
+    let _ = FaultSpace::builder(&topo, 10_000, 1_000)
+        .pause(&[Nodes::Clients])
+        .wait_for_role(FaultKind::Pause, 100);
+}
+
+#[test]
 fn an_aim_window_must_lie_within_the_spaces_fault_lengths() {
     let topo = Topology { zookeeper: true, redis: None, sql: None, servers: vec![], clients: 1 };
     let b = FaultSpace::builder(&topo, 10_000, 1_000).pause(&[Nodes::Clients]).faults(1, 2, 4_000);
@@ -147,8 +192,7 @@ fn a_plan_may_name_a_role_only_where_the_space_declares_it() {
     let s = with_roles(&[FaultKind::Kill]);
     assert_eq!(s.role_targets(), vec!["@holder".to_string()]);
     let mut plan = FaultPlan::generate(1, &space());
-    plan.faults =
-        vec![TimedFault { at_ms: 1, duration_ms: 10, fault: Fault::Kill { node: "@holder".into() } }];
+    plan.faults = vec![TimedFault::new(1, 10, Fault::Kill { node: "@holder".into() })];
     let mut known: Vec<String> = s.kill.clone();
     assert!(plan.validate(&known).unwrap_err().contains("unknown node \"@holder\""));
     known.extend(s.role_targets());
@@ -179,16 +223,18 @@ fn validate_rejects_bad_plans() {
     let good = FaultPlan::generate(5, &space());
     assert_eq!(good.validate(&names), Ok(()));
     let mut bad = good.clone();
-    bad.faults.push(TimedFault { at_ms: 1, duration_ms: 1, fault: Fault::Kill { node: "nope".into() } });
+    bad.faults.push(TimedFault::new(1, 1, Fault::Kill { node: "nope".into() }));
     bad.faults.sort_by_key(|t| t.at_ms);
     assert!(bad.validate(&names).unwrap_err().contains("unknown node"));
     let mut late = good.clone();
-    late.faults.push(TimedFault {
-        at_ms: 19_999,
-        duration_ms: 10,
-        fault: Fault::Pause { node: "zk".into() },
-    });
+    late.faults.push(TimedFault::new(19_999, 10, Fault::Pause { node: "zk".into() }));
     assert!(late.validate(&names).unwrap_err().contains("past the heal"));
+    let mut waits = good.clone();
+    waits
+        .faults
+        .push(TimedFault { wait_ms: 100, ..TimedFault::new(1, 1, Fault::Pause { node: "zk".into() }) });
+    waits.faults.sort_by_key(|t| t.at_ms);
+    assert!(waits.validate(&names).unwrap_err().contains("aimed at none"));
 }
 
 #[test]

@@ -21,7 +21,12 @@ struct Inner {
 impl LatestActor {
     /// Notes a server incarnation starting (call from [`ScenarioRun::server`](crate::scenario::ScenarioRun::server)).
     pub fn started(&self, ctx: &ServerCtx) {
-        engine::env::lock(&self.0).nodes.insert(ctx.process, ctx.spec.name.clone());
+        self.started_on(ctx.process, &ctx.spec.name);
+    }
+
+    /// Notes server incarnation `server` starting on `node`.
+    pub fn started_on(&self, server: ProcessId, node: &str) {
+        engine::env::lock(&self.0).nodes.insert(server, node.to_string());
     }
 
     /// Notes that server incarnation `server` acted just now.

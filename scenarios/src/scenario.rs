@@ -298,15 +298,18 @@ pub trait Scenario: Send + Sync {
     /// The coverage probes a sweep of this scenario must reach: its own
     /// ([`ScenarioMeta::probes`]), and the probe of every fault kind its fault space allows
     /// taking effect ([`FaultKind::probe`](crate::faults::FaultKind::probe)), and, when it aims
-    /// faults at roles, [`PROBE_AIMED`](crate::faults::PROBE_AIMED).
+    /// faults at roles, [`PROBE_AIMED`](crate::faults::PROBE_AIMED) (and, when some wait for
+    /// their role, [`PROBE_WAITED`](crate::faults::PROBE_WAITED)).
     fn required_probes(&self) -> Vec<&'static str> {
         let space = self.fault_space(&self.topology(None));
         let kinds = crate::faults::FaultKind::ALL.into_iter().filter(|k| k.allowed_in(&space));
         // A space that aims faults at roles must see some land on a node playing one.
         let aimed = (!space.roles.is_empty()).then_some(crate::faults::PROBE_AIMED);
+        let waited = (!space.aimed_wait_ms.is_empty()).then_some(crate::faults::PROBE_WAITED);
         kinds
             .map(crate::faults::FaultKind::probe)
             .chain(aimed)
+            .chain(waited)
             .chain(self.meta().probes.iter().copied())
             .collect()
     }

@@ -193,7 +193,7 @@ mod tests {
 
     fn plan() -> FaultPlan {
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let t = |at_ms, duration_ms, fault| TimedFault { at_ms, duration_ms, fault };
+        let t = TimedFault::new;
         FaultPlan {
             seed: 1,
             heal_at_ms: 10_000,

@@ -337,40 +337,76 @@ impl Injector {
         self.note(FaultEvent::Healed);
     }
 
+    /// True while `planned`, a fault waiting for its role, should wait on: no node plays the
+    /// role, or the node playing it is down (paused or killed by an earlier fault).
+    fn role_not_ready(&self, planned: &Fault) -> bool {
+        match self.resolve(planned) {
+            Err(_) => true,
+            Ok(Fault::Kill { node } | Fault::Pause { node }) => self.state[&node] != NodeState::Up,
+            Ok(_) => false,
+        }
+    }
+
     /// Runs the plan to its heal point (call from the simulation's main task).
+    ///
+    /// Applications and repairs run in time order, a repair due at a fault's instant first.
+    /// A fault that waits for its role ([`scenarios::faults::TimedFault::wait_ms`]) and finds
+    /// none playing it asks again every [`ROLE_POLL_MS`] until one does, its wait runs out
+    /// (then it is skipped, as any aimed fault whose role has no node) or the heal comes;
+    /// other faults keep their instants meanwhile.
     pub async fn run(&mut self, plan: &FaultPlan) {
-        // Pending undos, by due time (ms), in plan order for ties.
-        let mut pending: BTreeMap<(u64, usize), Undo> = BTreeMap::new();
+        let mut due: BTreeMap<(u64, Step, usize), Option<Undo>> = BTreeMap::new();
+        for (i, t) in plan.faults.iter().enumerate() {
+            due.insert((t.at_ms, Step::Apply, i), None);
+        }
         let start = madsim::time::Instant::now();
         let sleep_to = |ms: u64| madsim::time::sleep_until(start + Duration::from_millis(ms));
-        for (i, t) in plan.faults.iter().enumerate() {
-            // First the repairs due before this fault.
-            while let Some(entry) = pending.first_entry() {
-                if entry.key().0 > t.at_ms {
-                    break;
-                }
-                let ((due, j), undo) = entry.remove_entry();
-                sleep_to(due).await;
-                self.undo(undo);
-                self.note(FaultEvent::Repaired { index: j });
+        while let Some(((at_ms, step, i), undo)) = due.pop_first() {
+            let applications_left = || due.keys().any(|k| k.1 == Step::Apply);
+            if step == Step::Repair && at_ms >= plan.heal_at_ms && !applications_left() {
+                // Everything still in force is repaired by the heal.
+                continue;
             }
-            sleep_to(t.at_ms).await;
+            sleep_to(at_ms).await;
+            if let Some(undo) = undo {
+                self.undo(undo);
+                self.note(FaultEvent::Repaired { index: i });
+                continue;
+            }
+            let t = &plan.faults[i];
+            let next_poll = at_ms + ROLE_POLL_MS;
+            if t.wait_ms > 0
+                && next_poll <= t.at_ms + t.wait_ms
+                && next_poll < plan.heal_at_ms
+                && self.role_not_ready(&t.fault)
+            {
+                if at_ms == t.at_ms {
+                    tracing::info!(target: "sim::faults", "wait: {} (up to {} ms for its role)", t.fault, t.wait_ms);
+                }
+                due.insert((next_poll, Step::Apply, i), None);
+                continue;
+            }
+            if at_ms > t.at_ms && !self.role_not_ready(&t.fault) {
+                engine::probe!(name = scenarios::faults::PROBE_WAITED);
+            }
             let undo = self.apply(i, &t.fault, t.duration_ms);
             if t.duration_ms > 0 {
-                pending.insert((t.at_ms + t.duration_ms, i), undo);
+                due.insert((at_ms + t.duration_ms, Step::Repair, i), Some(undo));
             }
-        }
-        while let Some(((due, j), undo)) = pending.pop_first() {
-            if due >= plan.heal_at_ms {
-                break;
-            }
-            sleep_to(due).await;
-            self.undo(undo);
-            self.note(FaultEvent::Repaired { index: j });
         }
         sleep_to(plan.heal_at_ms).await;
         self.heal_all();
     }
+}
+
+/// How often a fault waiting for its role asks who plays it (simulated ms).
+pub const ROLE_POLL_MS: u64 = 1;
+
+/// What happens at an instant, in this order: repairs due then, then applications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    Repair,
+    Apply,
 }
 
 /// Marks a fault of `kind` taking effect (coverage probes: a kind a scenario allows but no

@@ -14,7 +14,7 @@ const SNAPSHOT_MESSAGES: usize = 40;
 
 fn short_plan() -> FaultPlan {
     let node = |n: &str| n.to_string();
-    let f = |at_ms, duration_ms, fault| TimedFault { at_ms, duration_ms, fault };
+    let f = TimedFault::new;
     FaultPlan {
         seed: 3,
         heal_at_ms: 1_400,

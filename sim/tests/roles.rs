@@ -1,7 +1,7 @@
 //! Faults aimed at a scenario's roles end to end: in `coord_lock`, a pause aimed at
 //! `@lock-holder` hits the client that holds the lock at that instant (the trace shows the
 //! lock acquired by that client and not yet released), and the plan prints the role, not a
-//! node.
+//! node. In `object_lending`, pauses wait for a server in the middle of a transaction.
 
 use std::process::Command;
 
@@ -49,4 +49,48 @@ fn a_pause_aimed_at_the_lock_holder_hits_the_client_holding_the_lock() {
         }
     }
     assert!(checked >= 3, "only {checked} aimed pauses found");
+}
+
+#[test]
+fn a_pause_waiting_for_a_server_mid_transaction_applies_within_its_wait_or_is_skipped() {
+    // Seed 270 of `object_lending` draws two pauses aimed at `@mid-transaction`, each allowed
+    // to wait up to 2000 ms for a server to play it (see `sim replay object_lending --seed 270`).
+    let out = replay("object_lending", "270");
+    let lines: Vec<(f64, &str, &str)> = out.lines().filter_map(parse).collect();
+    let (mut waited, mut outcomes) = (0, 0);
+    for (i, (t0, _, msg)) in lines.iter().enumerate() {
+        if *msg != "wait: pause @mid-transaction (up to 2000 ms for its role)" {
+            continue;
+        }
+        waited += 1;
+        // Its outcome: the next pause aimed at the role, or the skip of one.
+        let (t1, _, outcome) = lines[i + 1..]
+            .iter()
+            .find(|(_, _, m)| {
+                m.ends_with("(aimed: pause @mid-transaction)") || m.starts_with("skip: pause @mid")
+            })
+            .unwrap_or_else(|| panic!("the wait at {t0}s ends"));
+        assert!(
+            *t1 >= *t0 && *t1 <= t0 + 2.0,
+            "applied or skipped within the wait: {t0}s -> {t1}s {outcome}"
+        );
+        if outcome.starts_with("fault: pause game-") {
+            assert!(*t1 > *t0, "it waited for a server mid-transaction: {t0}s -> {t1}s");
+        }
+        outcomes += 1;
+    }
+    // The first finds no server mid-transaction at its instant and waits; the second finds
+    // one at once (no `wait:` line) and applies then.
+    assert_eq!((waited, outcomes), (1, 1), "{out}");
+    let ends = lines
+        .iter()
+        .filter(|(_, _, m)| {
+            m.ends_with("(aimed: pause @mid-transaction)") || m.starts_with("skip: pause @mid")
+        })
+        .count();
+    assert_eq!(ends, 2, "both pauses applied or skipped: {out}");
+    assert!(
+        out.contains("pause @mid-transaction (waits up to 2000 ms for its role)"),
+        "the plan shows the wait"
+    );
 }

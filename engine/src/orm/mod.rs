@@ -297,8 +297,15 @@ impl OrmError {
 /// Told each time the store *acts* on an object as its owner, right after the lease check that
 /// allowed it: state served to a transaction, or a commit of it sent. The `object_lending`
 /// scenario's single-owner checker is built on it.
+///
+/// Every act happens inside a transaction (taking an object for it, or its commit), and each
+/// object a transaction took is [`released`](Self::released) when the transaction ends
+/// (committed, failed or dropped), so an observer can also tell which server holds objects in
+/// a transaction still under way: the simulator aims pauses at that moment.
 pub trait OrmObserver: Send + Sync {
     fn acted(&self, object: &ObjectRef, fence: u64);
+    /// The transaction holding `object` on this server ended (after its commit, if any).
+    fn released(&self, _object: &ObjectRef) {}
 }
 
 /// What the owner knows of one object it owns.
@@ -510,6 +517,13 @@ impl Inner {
     fn acted(&self, obj: &ObjectRef, fence: u64) {
         if let Some(o) = &self.observer {
             o.acted(obj, fence);
+        }
+    }
+
+    /// Reports to the observer that a transaction let go of `obj`.
+    fn released(&self, obj: &ObjectRef) {
+        if let Some(o) = &self.observer {
+            o.released(obj);
         }
     }
 

@@ -299,6 +299,70 @@ impl OrmObserver for Acts {
     }
 }
 
+/// Acts and releases, in order: `"acted purse/0"`, `"released purse/0"`.
+#[derive(Default)]
+struct Holds(Mutex<Vec<String>>);
+
+impl OrmObserver for Holds {
+    fn acted(&self, object: &ObjectRef, _fence: u64) {
+        crate::env::lock(&self.0).push(format!("acted {object}"));
+    }
+    fn released(&self, object: &ObjectRef) {
+        crate::env::lock(&self.0).push(format!("released {object}"));
+    }
+}
+
+#[test]
+fn a_transaction_releases_every_object_it_took_once_when_it_commits_is_refused_or_is_dropped() {
+    let w = World::new(11);
+    let holds = Arc::new(Holds::default());
+    let a = w.server(1, OrmBugs::default(), Some(holds.clone()));
+    create(&w, &a, &[("0", 10), ("1", 10)]);
+    let (p0, p1) = (ObjectRef::of::<Purse>("0"), ObjectRef::of::<Purse>("1"));
+    let events = |h: &Holds| std::mem::take(&mut *crate::env::lock(&h.0));
+    let all = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        events(&holds),
+        all(&[
+            &format!("acted {p0}"),
+            &format!("acted {p1}"),
+            &format!("acted {p0}"),
+            &format!("acted {p1}"),
+            &format!("released {p0}"),
+            &format!("released {p1}")
+        ]),
+        "created: taken (two acts), committed (two acts), then released"
+    );
+
+    transfer(&w, &a, "0", "1", 3).unwrap();
+    let e = events(&holds);
+    assert_eq!(e.len(), 6, "{e:?}");
+    assert_eq!(
+        e[4..],
+        all(&[&format!("released {p0}"), &format!("released {p1}")]),
+        "released after the commit's acts"
+    );
+
+    // Dropped without a commit: released, nothing written.
+    w.run(&a, |orm| {
+        Box::pin(async move {
+            let mut tx = orm.begin();
+            tx.fetch::<Purse>("1").await.unwrap();
+        })
+    });
+    assert_eq!(events(&holds), all(&[&format!("acted {p1}"), &format!("released {p1}")]));
+
+    // Refused half way (lock order): the object it did take is released, once.
+    w.run(&a, |orm| {
+        Box::pin(async move {
+            let mut tx = orm.begin();
+            tx.fetch::<Purse>("1").await.unwrap();
+            tx.fetch::<Purse>("0").await.unwrap_err();
+        })
+    });
+    assert_eq!(events(&holds), all(&[&format!("acted {p1}"), &format!("released {p1}")]));
+}
+
 #[test]
 fn a_cut_off_owner_is_waited_out_and_then_fenced_at_the_database() {
     let w = World::new(9);

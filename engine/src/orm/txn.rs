@@ -48,6 +48,15 @@ pub struct Transaction<'a> {
     deadline: MonoTime,
 }
 
+impl Drop for Transaction<'_> {
+    /// Lets go of every object held (their locks go with `held`), telling the observer.
+    fn drop(&mut self) {
+        for obj in self.held.keys() {
+            self.orm.inner.released(obj);
+        }
+    }
+}
+
 impl<'a> Transaction<'a> {
     pub(super) fn new(orm: &'a Orm) -> Transaction<'a> {
         let deadline = orm.inner.now() + orm.inner.cfg.acquire_timeout;

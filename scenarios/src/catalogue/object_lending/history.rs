@@ -84,17 +84,36 @@ pub struct ActSpan {
 }
 
 /// object (`model/key`) -> owner instance -> its acting span; the servers and which one acted
-/// last; the object acted on last. Shared by every server of a run.
+/// last; the object acted on last; what each server holds in transactions under way. Shared
+/// by every server of a run.
 #[derive(Clone, Default)]
-pub struct ObjectActs(
-    Arc<Mutex<BTreeMap<String, BTreeMap<Owner, ActSpan>>>>,
-    LatestActor,
-    Arc<Mutex<Option<String>>>,
-);
+pub struct ObjectActs {
+    spans: Arc<Mutex<BTreeMap<String, BTreeMap<Owner, ActSpan>>>>,
+    actors: LatestActor,
+    latest_object: Arc<Mutex<Option<String>>>,
+    holds: Arc<Mutex<Holds>>,
+}
+
+/// Where a transaction holding an object is: still taking its objects (the object was acted
+/// on once, when taken), or committing (acted on again, its state sent to SQL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Taking,
+    Committing,
+}
+
+/// The objects server incarnations hold in transactions under way (reported by this
+/// process's servers only: acts absorbed from other processes carry no releases).
+#[derive(Default)]
+struct Holds {
+    /// server incarnation -> object -> (stage, when it was taken: a sequence number).
+    by_server: BTreeMap<ProcessId, BTreeMap<String, (Stage, u64)>>,
+    next_seq: u64,
+}
 
 impl ObjectActs {
     pub fn record(&self, object: &str, owner: Owner, t_ns: u64) {
-        let mut m = lock(&self.0);
+        let mut m = lock(&self.spans);
         let span = m.entry(object.to_string()).or_default().entry(owner).or_insert(ActSpan {
             start_ns: t_ns,
             end_ns: t_ns,
@@ -104,22 +123,72 @@ impl ObjectActs {
         span.end_ns = span.end_ns.max(t_ns);
         span.acts += 1;
         drop(m);
-        self.1.acted(owner.0);
-        *lock(&self.2) = Some(object.to_string());
+        self.actors.acted(owner.0);
+        *lock(&self.latest_object) = Some(object.to_string());
+    }
+
+    /// Server incarnation `server`'s transaction acted on `object`: the first act takes it,
+    /// the next is its commit.
+    pub fn held(&self, server: ProcessId, object: &str) {
+        let mut h = lock(&self.holds);
+        let seq = h.next_seq;
+        h.next_seq += 1;
+        let objects = h.by_server.entry(server).or_default();
+        match objects.get_mut(object) {
+            Some((stage, _)) => *stage = Stage::Committing,
+            None => {
+                objects.insert(object.to_string(), (Stage::Taking, seq));
+            }
+        }
+    }
+
+    /// Server incarnation `server`'s transaction holding `object` ended.
+    pub fn released(&self, server: ProcessId, object: &str) {
+        let mut h = lock(&self.holds);
+        if let Some(objects) = h.by_server.get_mut(&server) {
+            objects.remove(object);
+            if objects.is_empty() {
+                h.by_server.remove(&server);
+            }
+        }
+    }
+
+    /// A server incarnation started: the earlier incarnations on its node (killed, so their
+    /// transactions ended without a word) hold nothing any more.
+    pub fn server_started(&self, server: ProcessId, node: &str) {
+        self.actors.started_on(server, node);
+        let mut h = lock(&self.holds);
+        h.by_server.retain(|p, _| *p == server || self.actors.node_of(*p).as_deref() != Some(node));
+    }
+
+    /// The node of the server whose transaction took an object most recently and is still
+    /// taking the others, before its commit (a pause now deposes an owner in the middle of a
+    /// transaction, which carries on when it resumes), if any.
+    pub fn taking_node(&self) -> Option<String> {
+        let h = lock(&self.holds);
+        let latest = h
+            .by_server
+            .iter()
+            .flat_map(|(p, objects)| {
+                objects.values().filter(|(s, _)| *s == Stage::Taking).map(move |(_, seq)| (*seq, *p))
+            })
+            .max();
+        drop(h);
+        latest.and_then(|(_, p)| self.actors.node_of(p))
     }
 
     /// The object (`model/key`) acted on last, if any.
     pub fn latest_object(&self) -> Option<String> {
-        lock(&self.2).clone()
+        lock(&self.latest_object).clone()
     }
 
     /// The servers and which one acted on an object last.
     pub fn actors(&self) -> &LatestActor {
-        &self.1
+        &self.actors
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, BTreeMap<Owner, ActSpan>> {
-        lock(&self.0).clone()
+        lock(&self.spans).clone()
     }
 
     /// The observer server incarnation `server` reports through (also to `tap`, when the
@@ -159,5 +228,10 @@ impl OrmObserver for ActObserver {
             tap(&Evidence::ObjectAct { object: object.clone(), server: self.server, fence, t_ns });
         }
         self.acts.record(&object, (self.server, fence), t_ns);
+        self.acts.held(self.server, &object);
+    }
+
+    fn released(&self, object: &ObjectRef) {
+        self.acts.released(self.server, &object.name());
     }
 }

@@ -174,6 +174,7 @@ impl Scenario for ObjectLending {
             // Kills are the commonest fault: half of them are aimed at a SQL instance while
             // objects it holds are in use (docs/simulator.md, "Faults aimed at roles").
             .weight(FaultKind::Kill, 6)
+            .weight(FaultKind::Pause, 4)
             .weight(FaultKind::CutLink, 3)
             // Pausing or isolating a server that owns nothing tests little: aim half of them
             // at the server that acted on an object last, for longer than its lease (so
@@ -181,7 +182,15 @@ impl Scenario for ObjectLending {
             // its transactions; killing the instance that holds what it acted on fails the
             // commits of every transaction holding those objects, definitely (the connection
             // is refused), so they are retried.
-            .aim_lasting(FaultKind::Pause, &[ROLE_OWNER], AIMED_OWNER_MS.0, AIMED_OWNER_MS.1)
+            //
+            // Pauses wait for a server in the middle of a transaction (it took an object and
+            // is taking the next): paused past its lease, it is deposed with a transaction
+            // under way, which carries on when it resumes. Only a deposed owner that acts
+            // again can break single ownership; the account manager closes its client links
+            // when its lease lapses, so a transaction already under way is nearly the only
+            // way it does (docs/simulator.md, "Faults that wait for their role").
+            .aim_lasting(FaultKind::Pause, &[ROLE_MID_TRANSACTION], AIMED_OWNER_MS.0, AIMED_OWNER_MS.1)
+            .wait_for_role(FaultKind::Pause, MID_TRANSACTION_WAIT_MS)
             .aim(FaultKind::Kill, &[ROLE_OBJECT_DB])
             .aim_lasting(FaultKind::Partition, &[ROLE_OWNER], AIMED_OWNER_MS.0, AIMED_OWNER_MS.1)
             .build()
@@ -204,7 +213,15 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(4);
 /// The role of the server that acted on an object last (it owns or borrows one).
 const ROLE_OWNER: &str = "object-owner";
 
-/// How long a pause or partition aimed at [`ROLE_OWNER`] lasts: past the session timeout
+/// The role of a server in the middle of a transaction: it took an object for it and is
+/// taking the next, before the commit (played at moments only).
+const ROLE_MID_TRANSACTION: &str = "mid-transaction";
+
+/// How long a pause aimed at [`ROLE_MID_TRANSACTION`] waits for a server to play it: a few
+/// rounds of requests ([`workload::ROUND`]).
+const MID_TRANSACTION_WAIT_MS: u64 = 2_000;
+
+/// How long a pause or partition aimed at a server: past the session timeout
 /// (4 s) with a second for another server to take the objects, up to the longest fault.
 const AIMED_OWNER_MS: (u64, u64) = (5_000, 10_000);
 
@@ -234,6 +251,7 @@ impl ScenarioRun for Run {
     fn role(&self, role: &str) -> Option<String> {
         match role {
             ROLE_OWNER => self.acts.actors().node(),
+            ROLE_MID_TRANSACTION => self.acts.taking_node(),
             ROLE_OBJECT_DB => self.acts.latest_object().and_then(|o| instance_of_object(&o)),
             _ => None,
         }
@@ -254,7 +272,7 @@ impl ScenarioRun for Run {
     }
 
     fn server(&self, ctx: ServerCtx) -> BoxFuture<'static, ()> {
-        self.acts.actors().started(&ctx);
+        self.acts.server_started(ctx.process, &ctx.spec.name);
         let mut orm = OrmConfig::new(APP_ID);
         orm.cache_expiration = CACHE_EXPIRATION;
         orm.bugs = self.bugs;
@@ -348,6 +366,33 @@ fn holdings(state: &Value) -> Option<Holdings> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mid_transaction_role_names_the_latest_server_still_taking_objects_before_its_commit() {
+        let acts = ObjectActs::default();
+        acts.server_started(1, "game-1");
+        acts.server_started(2, "game-2");
+        assert_eq!(acts.taking_node(), None, "no transaction yet");
+        // game-1 took inventory/4 and is taking the next object.
+        acts.held(1, "inventory/4");
+        assert_eq!(acts.taking_node().as_deref(), Some("game-1"));
+        // game-2 took one since: the latest taker.
+        acts.held(2, "inventory/8");
+        assert_eq!(acts.taking_node().as_deref(), Some("game-2"));
+        // game-2's transaction commits (a second act), then ends: game-1 is still taking.
+        acts.held(2, "inventory/8");
+        assert_eq!(acts.taking_node().as_deref(), Some("game-1"), "a committing server is past the moment");
+        acts.released(2, "inventory/8");
+        assert_eq!(acts.taking_node().as_deref(), Some("game-1"));
+        acts.released(1, "inventory/4");
+        assert_eq!(acts.taking_node(), None, "every transaction ended");
+        // A killed incarnation never releases: its node's next incarnation clears it.
+        acts.held(1, "inventory/4");
+        acts.server_started(3, "game-1");
+        assert_eq!(acts.taking_node(), None, "a restart ends the dead incarnation's transactions");
+        acts.held(3, "inventory/4");
+        assert_eq!(acts.taking_node().as_deref(), Some("game-1"));
+    }
 
     #[test]
     fn the_object_db_role_names_the_instance_holding_the_object_acted_on_last() {
