@@ -1,8 +1,8 @@
 //! `real cluster run --net`: a host (network namespace) per server and real network faults
-//! (nftables rules) during the chaos phase, for `login_unique` and `membership`, with their
-//! planted bugs caught through partitions alone. Needs root and nftables, which `.ci/run` installs
-//! (`scripts/services.sh install`) and runs as: without them these tests fail with the
-//! runner's message saying what is missing, never skip.
+//! (nftables rules) during the chaos phase, for `login_unique`, `membership` and `rpc`, with
+//! the first two's planted bugs caught through partitions alone. Needs root and nftables,
+//! which `.ci/run` installs (`scripts/services.sh install`) and runs as: without them these
+//! tests fail with the runner's message saying what is missing, never skip.
 
 mod common;
 
@@ -228,4 +228,48 @@ fn membership_stale_view_is_caught_live_through_partitions() {
     ]);
     assert_eq!(out.status.code(), Some(1), "the planted bug must fail the run:\n{text}");
     assert!(text.contains("violation [liveness]"), "{text}");
+}
+
+/// `rpc` runs live: its servers, which are also its callers, report every call they send and
+/// how it came back, every handler they run and their heartbeats. Partitions, cut links and
+/// packet loss between them, and kills and pauses (SIGSTOP), then the heal: every reply is
+/// its request's, calls of a player run in send order and none twice, no call waits past
+/// its timeout beyond the time its caller was stopped, and calls succeed after the heal.
+#[test]
+fn rpc_passes_live_under_partitions_cuts_loss_kills_and_pauses() {
+    let (out, text) = real(&[
+        "cluster",
+        "run",
+        "rpc",
+        "--duration",
+        "16s",
+        "--net",
+        "--net-fault-every",
+        "2s",
+        "--net-fault-max",
+        "6s",
+        "--net-faults",
+        "partition,cut,loss",
+        "--kill-every",
+        "6s",
+        "--pause-every",
+        "5s",
+        "--pause-max",
+        "4s",
+        "--seed",
+        "1",
+    ]);
+    assert!(
+        out.status.success() && text.lines().any(|l| l == "PASSED"),
+        "did not pass ({}):\n{text}",
+        out.status
+    );
+    // The calls, their outcomes and the handlings came back as evidence and were checked.
+    assert!(counter(&text, "rpc.calls") >= 200, "{text}");
+    assert!(counter(&text, "rpc.ok") >= 100, "{text}");
+    assert!(counter(&text, "rpc.handled_ordered") >= 50, "{text}");
+    assert!(counter(&text, "liveness.processes_after_heal") >= 4, "{text}");
+    assert!(counter(&text, "cluster.net_faults") >= 3, "{text}");
+    assert!(counter(&text, "cluster.server_kills") >= 1, "{text}");
+    assert!(counter(&text, "cluster.server_pauses") >= 1, "{text}");
 }

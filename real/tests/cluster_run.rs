@@ -125,10 +125,21 @@ fn gate_route_passes_under_kills_and_pauses() {
     );
 }
 
+/// `reorder` lets a server run the calls of one player concurrently: their handlers, which
+/// take 0–20 ms each, finish out of send order, which the servers' handling evidence shows
+/// without any fault.
+#[test]
+fn rpc_reorder_is_caught_live_without_faults() {
+    let (out, text) = cluster_run(&["rpc", "--duration", "8s", "--bug", "reorder"]);
+    assert_eq!(out.status.code(), Some(1), "the planted bug must fail the run:\n{text}");
+    assert!(text.contains("violation [rpc.order]"), "{text}");
+    assert!(counter(&text, "rpc.handled_ordered") > 0, "{text}");
+}
+
 #[test]
 fn bad_arguments_exit_2_with_a_reason() {
     let cases: [(&[&str], &str); 5] = [
-        (&["rpc"], "runs only in the simulator"),
+        (&["sql_register"], "runs only in the simulator"),
         (&["no_such_scenario"], "unknown scenario"),
         (&["login_unique", "--servers", "5"], "runs 3 servers"),
         (&["login_unique", "--bug", "no-such-bug"], "has no planted bug"),

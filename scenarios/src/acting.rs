@@ -87,7 +87,11 @@ impl ActLog {
             | Evidence::GateHandling { .. }
             | Evidence::PeerRegistered { .. }
             | Evidence::PeerPublished { .. }
-            | Evidence::PeerView { .. } => false,
+            | Evidence::PeerView { .. }
+            | Evidence::RpcInvoked { .. }
+            | Evidence::RpcCompleted { .. }
+            | Evidence::RpcHandled { .. }
+            | Evidence::RpcBeats { .. } => false,
         }
     }
 

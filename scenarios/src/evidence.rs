@@ -17,7 +17,8 @@ use engine::commands::Outcome;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::history::ProcessId;
+use crate::catalogue::rpc::{CallOp, CallResult};
+use crate::history::{self, ProcessId};
 
 /// One report of a server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +61,19 @@ pub enum Evidence {
         view: BTreeMap<PeerId, (BTreeSet<String>, Value)>,
         least_loaded_game: Option<PeerId>,
     },
+    /// `rpc`: server incarnation `caller` is about to send its call number `call` (numbered
+    /// per incarnation, so its completion names it), `op`, invoked at `t_ns`.
+    RpcInvoked { caller: ProcessId, call: u64, op: CallOp, t_ns: u64 },
+    /// `rpc`: ... and call number `call` of `caller` came back with `outcome` at `t_ns`
+    /// (`Info`: it timed out and may have run). A call never reported completed stays open.
+    RpcCompleted { caller: ProcessId, call: u64, outcome: history::Outcome<CallResult>, t_ns: u64 },
+    /// `rpc`: `receiver` ran the handler of call `xid` from `sender` (`key`, `seq`: its order
+    /// key and sequence number if it is an ordered call); a server reports these in the order
+    /// it ran them.
+    RpcHandled { receiver: PeerId, sender: PeerId, xid: u64, key: Option<String>, seq: u64 },
+    /// `rpc`: heartbeats of server incarnation `server` at `t_ns` (ascending), several to a
+    /// line: a gap between two of them is a time the server was frozen.
+    RpcBeats { server: ProcessId, t_ns: Vec<u64> },
 }
 
 /// Where a server's evidence also goes, synchronously, at the instant of the report.
@@ -107,6 +121,31 @@ mod tests {
                 .into(),
                 least_loaded_game: Some(PeerId(uuid::Uuid::from_bytes([1; 16]))),
             },
+            Evidence::RpcInvoked {
+                caller: 6,
+                call: 0,
+                op: CallOp::Ordered {
+                    to: PeerId(uuid::Uuid::from_bytes([3; 16])),
+                    key: "player-1".into(),
+                    seq: 2,
+                },
+                t_ns: 15,
+            },
+            Evidence::RpcCompleted {
+                caller: 6,
+                call: 0,
+                outcome: history::Outcome::Ok(CallResult::Ordered(2)),
+                t_ns: 16,
+            },
+            Evidence::RpcCompleted { caller: 6, call: 1, outcome: history::Outcome::Info, t_ns: 17 },
+            Evidence::RpcHandled {
+                receiver: PeerId(uuid::Uuid::from_bytes([3; 16])),
+                sender: PeerId(uuid::Uuid::from_bytes([4; 16])),
+                xid: 9,
+                key: None,
+                seq: 0,
+            },
+            Evidence::RpcBeats { server: 6, t_ns: vec![18, 50_000_018] },
         ];
         for ev in evs {
             let line = serde_json::to_string(&ev).expect("serializes");

@@ -59,7 +59,8 @@ impl<O, R> Operation<O, R> {
     }
 }
 
-/// A finished history, in invocation order.
+/// A finished history, in invocation order (per process only, for one rebuilt from several
+/// processes' reports with [`Recorder::invoke_at`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History<O, R> {
     pub ops: Vec<Operation<O, R>>,
@@ -93,19 +94,39 @@ impl<O: Clone, R: Clone> Recorder<O, R> {
 
     /// Records the invocation of `op` by `process`.
     pub fn invoke(&self, process: ProcessId, op: O) -> OpHandle {
-        let t = (self.now)();
+        self.invoke_at(process, op, (self.now)())
+    }
+
+    /// Records the invocation of `op` by `process` at `invoke_ns`, a time read elsewhere: for
+    /// a history rebuilt from what another process reported (a live run's evidence, timed on
+    /// the clock every process of the run shares), or recorded at the instant it was reported.
+    /// Ids are positions in recording order, so a history merged from several processes'
+    /// reports is in invocation order per process, not across them.
+    pub fn invoke_at(&self, process: ProcessId, op: O, invoke_ns: u64) -> OpHandle {
         let mut h = self.inner.lock().expect("history poisoned");
         let id = h.ops.len();
-        h.ops.push(Operation { id, process, op, invoke_ns: t, completion: None });
+        h.ops.push(Operation { id, process, op, invoke_ns, completion: None });
         OpHandle(id)
     }
 
     fn complete(&self, handle: OpHandle, outcome: Outcome<R>) {
-        let t = (self.now)();
+        self.complete_at(handle, outcome, (self.now)());
+    }
+
+    /// Completes `handle` with `outcome` at `return_ns`, a time read elsewhere (see
+    /// [`Recorder::invoke_at`]). An operation never completed stays open: unknown, as if it
+    /// had been invoked here and its process killed.
+    pub fn complete_at(&self, handle: OpHandle, outcome: Outcome<R>, return_ns: u64) {
         let mut h = self.inner.lock().expect("history poisoned");
         let op = &mut h.ops[handle.0];
         assert!(op.completion.is_none(), "operation {} completed twice", handle.0);
-        op.completion = Some((t, outcome));
+        assert!(
+            return_ns >= op.invoke_ns,
+            "operation {} returned at {return_ns} ns, before its invocation at {} ns",
+            handle.0,
+            op.invoke_ns
+        );
+        op.completion = Some((return_ns, outcome));
     }
 
     pub fn ok(&self, handle: OpHandle, result: R) {
@@ -243,5 +264,35 @@ mod tests {
             (ViewOutcome::Ok, "None", Some(9))
         );
         assert_eq!((v[1].name.as_str(), v[1].outcome, v[1].complete_ns), ("Read", ViewOutcome::Info, None));
+    }
+
+    #[test]
+    fn operations_recorded_at_reported_times_keep_those_times_and_unanswered_ones_stay_open() {
+        // The recorder's own clock says 1000: reported times must not be replaced by it.
+        let rec: Recorder<Op, u64> = Recorder::new(Arc::new(|| 1_000));
+        let answered = rec.invoke_at(7, Op::Read, 10);
+        let unanswered = rec.invoke_at(7, Op::Write("x".into()), 20);
+        let failed = rec.invoke_at(8, Op::Read, 5);
+        rec.complete_at(answered, Outcome::Ok(3), 30);
+        rec.complete_at(failed, Outcome::Fail, 5);
+        let h = rec.snapshot();
+        assert_eq!(
+            h.ops.iter().map(|o| (o.id, o.process, o.invoke_ns)).collect::<Vec<_>>(),
+            [(0, 7, 10), (1, 7, 20), (2, 8, 5)]
+        );
+        assert_eq!(h.ops[0].completion, Some((30, Outcome::Ok(3))));
+        assert_eq!((h.ops[0].outcome(), h.ops[0].return_ns()), (Outcome::Ok(&3), Some(30)));
+        // Never completed: open, read as unknown with no return time, as a killed client's.
+        assert_eq!(h.ops[unanswered.0].completion, None);
+        assert_eq!((h.ops[1].outcome(), h.ops[1].return_ns()), (Outcome::Info, None));
+        assert_eq!(h.ops[2].return_ns(), Some(5));
+    }
+
+    #[test]
+    #[should_panic(expected = "before its invocation")]
+    fn an_operation_cannot_return_before_it_was_invoked() {
+        let rec: Recorder<Op, u64> = Recorder::new(Arc::new(|| 0));
+        let h = rec.invoke_at(1, Op::Read, 50);
+        rec.complete_at(h, Outcome::Info, 49);
     }
 }
