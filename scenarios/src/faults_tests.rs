@@ -2,6 +2,7 @@
 //! their own to keep `faults.rs` under 800 lines.
 
 use super::*;
+use crate::scenario::Nodes;
 
 fn space() -> FaultSpace {
     let names: Vec<String> = ["zk", "redis", "client-0", "client-1"].iter().map(|s| s.to_string()).collect();
