@@ -131,13 +131,13 @@ impl ObjectActs {
     /// the next is its commit.
     pub fn held(&self, server: ProcessId, object: &str) {
         let mut h = lock(&self.holds);
-        let seq = h.next_seq;
-        h.next_seq += 1;
-        let objects = h.by_server.entry(server).or_default();
+        let Holds { by_server, next_seq } = &mut *h;
+        let objects = by_server.entry(server).or_default();
         match objects.get_mut(object) {
             Some((stage, _)) => *stage = Stage::Committing,
             None => {
-                objects.insert(object.to_string(), (Stage::Taking, seq));
+                objects.insert(object.to_string(), (Stage::Taking, *next_seq));
+                *next_seq += 1;
             }
         }
     }
