@@ -15,7 +15,8 @@ fn counter(text: &str, name: &str) -> u64 {
     counter_of(text, name).unwrap_or(0)
 }
 
-/// The run's namespaces: the `sandtable-TAG-` prefix of the `hosts:` line.
+/// The run's namespaces (servers' and services'): the `sandtable-TAG-*` names of the `hosts:`
+/// line.
 fn namespaces(text: &str) -> Vec<String> {
     let hosts = text
         .lines()
@@ -23,8 +24,7 @@ fn namespaces(text: &str) -> Vec<String> {
         .unwrap_or_else(|| panic!("no hosts line:\n{text}"));
     hosts
         .split(", ")
-        .filter_map(|h| h.split_whitespace().next())
-        .filter(|n| n.starts_with("sandtable-"))
+        .filter_map(|h| h.split_whitespace().find(|t| t.starts_with("sandtable-")))
         .map(String::from)
         .collect()
 }

@@ -83,6 +83,9 @@ pub fn fault_plan(out: &RunOutcome, seed: u64) -> String {
     for c in &out.clock_faults {
         lines.push((c.at_secs, c.description()));
     }
+    for f in &out.service_faults {
+        lines.push((f.at_secs, format!("{} for {:.2}s", f.description, f.for_secs)));
+    }
     lines.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut s = format!("fault seed {seed}\n");
     for (at, l) in lines {

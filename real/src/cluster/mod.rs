@@ -20,18 +20,22 @@
 //! topology planting `no_fence_check` (a bug of the SQL service itself) is refused.
 //!
 //! With `--net` ([`netns`], [`netfaults`]) every server runs in a network namespace of its own
-//! on a bridge the run makes (ZooKeeper and Redis listen on the bridge's address), and during
-//! the chaos phase a network fault starts every `--net-fault-every`: a partition of a server
-//! from the cluster, from ZooKeeper only, one way, a cut link between two servers, or packet
-//! loss, as nftables rules in the server's namespace, all removed by the heal. Needs root and
-//! nftables; without them the run stops at once and says what is missing.
+//! on a bridge the run makes, and so do ZooKeeper's members and Redis ([`backing`]; with
+//! `--zk-ensemble` ZooKeeper is 3 members, the layout of `examples/deploy/`). During the chaos
+//! phase a network fault starts every `--net-fault-every`: a partition of a server from the
+//! cluster, from ZooKeeper only, one way, a cut link between two servers, or packet loss, as
+//! nftables rules in the server's namespace, all removed by the heal; and a service fault every
+//! `--service-fault-every` ([`servicefaults`]): a ZooKeeper member (the leader, a follower, or
+//! two at once) or Redis killed, paused or isolated. Needs root and nftables; without them the
+//! run stops at once and says what is missing.
 //!
-//! What differs from the simulator, by nature: no clock faults, latency or faults of the
-//! services' own hosts (see [`netfaults`] for what the kernel here can do), the
+//! What differs from the simulator, by nature: no latency (see [`netfaults`] for what the
+//! kernel here can do), no faults of the SQL files, the
 //! workload's randomness comes from the OS (a failing run cannot be replayed from a seed;
 //! its logs and evidence are kept instead), and true time is the machine's monotonic clock
 //! ([`clock`]), which every process of the run shares.
 
+pub mod backing;
 pub mod clock;
 pub mod clockfaults;
 pub mod evidence_file;
@@ -41,6 +45,7 @@ pub mod netns;
 pub mod procs;
 pub mod schedule;
 pub mod serve;
+pub mod servicefaults;
 pub mod sweep;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
@@ -52,6 +57,8 @@ use rand::Rng;
 use scenarios::checker::Report;
 use scenarios::{ClientCtx, LookupError, Phases, Scenario, ServerDirectory};
 
+use self::backing::{Backing, ServiceFaults};
+pub use self::backing::{ServiceFaultRecord, ENSEMBLE_MEMBERS, REDIS_PORT, SQL_PORT};
 use self::clock::RunClock;
 use self::evidence_file::EvidenceError;
 pub use self::faultlog::{fault_plan, ClockFaultRecord, KillRecord, NetFaultRecord, PauseRecord};
@@ -61,7 +68,7 @@ use self::schedule::{Action, Schedule, ScheduleConfig};
 use self::serve::ServeArgs;
 use crate::adapters::RedisKvOptions;
 use crate::env::{real_env, RealEnvConfig};
-use crate::services::{PrivateRedis, PrivateZk, ServiceError};
+use crate::services::ServiceError;
 
 /// How long the runner waits for servers to accept clients before it starts the clients.
 const STARTUP_MAX: Duration = Duration::from_secs(5);
@@ -163,6 +170,27 @@ pub struct RunArgs {
     /// server follows a control file the runner writes; every clock is set right at the heal).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub clock_faults_every: Option<Duration>,
+    /// With --net: run ZooKeeper as an ensemble of 3 members, each on a host of its own (the
+    /// layout of examples/deploy/), instead of one.
+    #[arg(long)]
+    pub zk_ensemble: bool,
+    /// With --net: kill, pause or isolate a ZooKeeper member or Redis this often during the
+    /// chaos phase (one service fault at a time).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub service_fault_every: Option<Duration>,
+    /// With --net: the longest service fault (each lasts 1 s up to this).
+    #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
+    pub service_fault_max: Duration,
+    /// With --net: the service faults to take in turn (comma-separated): zk-leader-kill,
+    /// zk-leader-pause, zk-leader-isolate, zk-follower-kill, zk-follower-pause,
+    /// zk-follower-isolate, zk-quorum-loss, redis-kill, redis-pause, redis-isolate. Default:
+    /// every one the run's services allow.
+    #[arg(long, value_delimiter = ',')]
+    pub service_faults: Vec<String>,
+    /// With --net: the topology's SQL instances are databases of one MariaDB server on a host
+    /// of its own (`sql`, as in examples/deploy/) instead of SQLite files in the run directory.
+    #[arg(long)]
+    pub mariadb: bool,
 }
 
 /// What a run found.
@@ -175,6 +203,8 @@ pub struct RunOutcome {
     pub net_faults: Vec<NetFaultRecord>,
     /// The clock faults written (`--clock-faults-every`), in order, the heal's resets included.
     pub clock_faults: Vec<ClockFaultRecord>,
+    /// The service faults applied (`--service-fault-every`), in order.
+    pub service_faults: Vec<ServiceFaultRecord>,
     /// Where the logs and evidence are, if kept.
     pub dir: Option<PathBuf>,
     pub elapsed: Duration,
@@ -202,12 +232,6 @@ fn loopback_ips(n: usize, rng: &mut impl Rng) -> Result<Vec<IpAddr>, ClusterErro
         }
     }
     Err(ClusterError::Io("no free loopback /24 for the servers after 64 tries".into()))
-}
-
-/// The `NAME=URL` of each of a run's `n` SQL instances: SQLite files `db-{i}.sqlite` in `dir`
-/// (the instance names the simulator gives them).
-fn sql_urls(n: usize, dir: &std::path::Path) -> Vec<String> {
-    (0..n).map(|i| format!("db-{i}=sqlite://{}/db-{i}.sqlite", dir.display())).collect()
 }
 
 /// How long a server incarnation keeps retrying to open a SQL instance that answers with a
@@ -305,6 +329,7 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
     {
         return Err(ClusterError::Args("--net-fault-every and --clock-faults-every must be positive".into()));
     }
+    let (zk_members, service_kinds) = service_options(&args, &topo)?;
     let clients = args.clients.unwrap_or(topo.clients);
     let space = scenario.fault_space(&topo);
     let seed = args.seed.unwrap_or_else(rand::random);
@@ -323,17 +348,16 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
         }
     };
 
-    // With --net the hosts come first: the services listen on the bridge they reach.
-    let lab = if args.net { Some(netns::NetLab::create(topo.servers.len())?) } else { None };
-    let service_ip = lab.as_ref().map_or(Ipv4Addr::LOCALHOST, netns::NetLab::gateway);
-    let zk = if topo.zookeeper { Some(PrivateZk::start_on(service_ip)?) } else { None };
-    let redis = match &topo.redis {
-        Some(spec) => Some(PrivateRedis::start_on(service_ip, spec.persistent)?),
-        None => None,
+    // With --net the hosts come first: the services run on hosts of their own.
+    let lab = if args.net {
+        Some(netns::NetLab::create(&topo.server_names(), &Backing::hosts(&topo, zk_members, args.mariadb))?)
+    } else {
+        None
     };
+    let mut backing = Backing::start(&topo, lab.as_ref(), zk_members)?;
     // A topology without a service gets an address nothing listens on: its calls fail.
-    let zk_addr = zk.as_ref().map_or_else(|| "127.0.0.1:1".to_string(), PrivateZk::connect_string);
-    let redis_url = redis.as_ref().map_or_else(|| "redis://127.0.0.1:1".to_string(), PrivateRedis::url);
+    let zk_addr = backing.zk_connect();
+    let redis_url = backing.redis_url();
     println!(
         "cluster run {}: {} servers, {clients} clients, chaos {:?}{}{}, heal {:?} (fault seed {seed})",
         args.scenario,
@@ -375,7 +399,7 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
         end_ms: millis(phases.end_at),
         liveness_ms: millis(phases.liveness_bound),
         evidence: PathBuf::new(),
-        sql: sql_urls(topo.sql.as_ref().map_or(0, |s| s.instances), &dir),
+        sql: backing.sql_urls(topo.sql.as_ref().map_or(0, |s| s.instances), &dir),
         // Set per server by `ServerProcs::spawn` (`{dir}/{server}.clock`) when clocks are faulted.
         clock_control: args.clock_faults_every.map(|_| PathBuf::new()),
     };
@@ -385,9 +409,14 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
     let mut procs = ServerProcs::new(exe, dir.clone(), template, ips, topo.server_names());
     if let Some(lab) = &lab {
         println!(
-            "hosts: bridge {} (ZooKeeper, Redis and the clients), {}",
+            "hosts: bridge {} (the clients), {}",
             lab.gateway(),
-            lab.hosts().iter().map(|h| format!("{} {}", h.namespace, h.ip)).collect::<Vec<_>>().join(", ")
+            lab.hosts()
+                .iter()
+                .chain(lab.services())
+                .map(|h| format!("{} {} {}", h.name, h.namespace, h.ip))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         procs = procs.with_prefixes((0..topo.servers.len()).map(|i| lab.exec_prefix(i)).collect());
     }
@@ -456,12 +485,7 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
                     heal_ns,
                 },
             ),
-            netfaults::Endpoints {
-                servers: lab.hosts().iter().map(|h| h.ip).collect(),
-                gateway: lab.gateway(),
-                zk_port: zk.as_ref().map(|z| z.addr().port()),
-                redis_port: redis.as_ref().map(|r| r.addr().port()),
-            },
+            backing.endpoints(lab.hosts().iter().map(|h| h.ip).collect()),
             topo.server_names(),
         )),
         _ => None,
@@ -479,11 +503,44 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
         )
     });
     let mut clock_faults: Vec<ClockFaultRecord> = Vec::new();
+    let mut services = match (&lab, args.service_fault_every) {
+        (Some(lab), Some(every)) => Some(ServiceFaults::new(
+            lab,
+            servicefaults::ServiceSchedule::new(
+                seed,
+                servicefaults::ServiceScheduleConfig {
+                    every,
+                    max: args.service_fault_max,
+                    kinds: service_kinds.clone(),
+                    rotate: args.service_faults.is_empty(),
+                    heal_ns,
+                },
+            ),
+            heal_ns,
+        )),
+        _ => None,
+    };
+    let mut services_healed = false;
     while clock.now_ns() < end_ns {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let now = clock.now_ns();
         if let Some(net) = &mut net {
             net.step(now)?;
+        }
+        if let Some(sf) = &mut services {
+            if now < heal_ns {
+                tokio::task::block_in_place(|| sf.step(now, &mut backing))?;
+            } else if !services_healed {
+                services_healed = true;
+                let down = tokio::task::block_in_place(|| sf.heal(now, &mut backing))?;
+                if !down.is_empty() {
+                    println!(
+                        "at the heal ({:.2}s) ZooKeeper members not serving yet: {}",
+                        secs(now),
+                        down.join(", ")
+                    );
+                }
+            }
         }
         for e in clocks.as_mut().map(|c| c.step(now)).unwrap_or_default() {
             let path = procs.clock_file(e.server);
@@ -609,6 +666,7 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
             }
         }
     }
+    let (service_faults, skipped) = services.map(|s| (s.records, s.skipped)).unwrap_or_default();
     let observer = real_env(&RealEnvConfig {
         node: "observer".into(),
         ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -637,26 +695,58 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
             report.count(&format!("cluster.net_faults.{}", kind.name()), n);
         }
     }
+    report.count("cluster.service_faults", service_faults.len() as u64);
+    if skipped > 0 {
+        report.count("cluster.service_faults_skipped", skipped);
+    }
+    for kind in servicefaults::ServiceFaultKind::ALL {
+        let n = service_faults.iter().filter(|r| r.kind == kind).count() as u64;
+        if n > 0 {
+            report.count(&format!("cluster.service_faults.{}", kind.name()), n);
+        }
+    }
     for kind in clockfaults::ClockFaultKind::ALL {
         let n = clock_faults.iter().filter(|r| r.kind == Some(kind)).count() as u64;
         if n > 0 {
             report.count(&format!("cluster.clock_faults.{}", kind.name()), n);
         }
     }
-    drop((zk, redis, lab));
+    drop((backing, lab));
     let keep = args.dir.is_some() || !report.ok();
     let dir = match tmp {
         Some(t) if keep => Some(t.keep()),
         Some(_) => None,
         None => Some(dir),
     };
-    let out = RunOutcome { report, kills, pauses, net_faults, clock_faults, dir, elapsed: started.elapsed() };
+    let out = RunOutcome {
+        report,
+        kills,
+        pauses,
+        net_faults,
+        clock_faults,
+        service_faults,
+        dir,
+        elapsed: started.elapsed(),
+    };
     if let Some(d) = &out.dir {
         let path = d.join("fault-plan.txt");
         std::fs::write(&path, fault_plan(&out, seed))
             .map_err(|e| ClusterError::Io(format!("{}: {e}", path.display())))?;
     }
     Ok(out)
+}
+
+/// The hosts `cluster run SCENARIO --net [--zk-ensemble] [--mariadb]` makes, by name, with the last octet
+/// of each one's address (the servers of the scenario's topology, then its ZooKeeper members,
+/// Redis and SQL server): the layout `examples/deploy/hosts.json` documents.
+pub fn net_layout(
+    scenario: &str,
+    zk_ensemble: bool,
+    mariadb: bool,
+) -> Result<Vec<(String, u8)>, ClusterError> {
+    let topo = self::scenario(scenario, None)?.topology(None);
+    let members = if zk_ensemble { ENSEMBLE_MEMBERS } else { 1 };
+    Ok(netns::layout(&topo.server_names(), &Backing::hosts(&topo, members, mariadb)))
 }
 
 /// Waits until every server accepts TCP connections on its client port, for at most
@@ -693,6 +783,56 @@ async fn wait_up(procs: &mut ServerProcs) -> Result<Vec<String>, ClusterError> {
 
 fn directory(procs: &ServerProcs) -> Vec<String> {
     (0..procs.len()).map(|i| format!("{} {}", procs.name(i), procs.client_addr(i))).collect()
+}
+
+/// The ZooKeeper members and the service-fault kinds `args` ask for, checked against `topo`.
+fn service_options(
+    args: &RunArgs,
+    topo: &scenarios::Topology,
+) -> Result<(usize, Vec<servicefaults::ServiceFaultKind>), ClusterError> {
+    if (args.zk_ensemble
+        || args.mariadb
+        || args.service_fault_every.is_some()
+        || !args.service_faults.is_empty())
+        && !args.net
+    {
+        return Err(ClusterError::Args(
+            "--zk-ensemble, --mariadb, --service-fault-every and --service-faults need --net (services on hosts \
+             of their own)"
+                .into(),
+        ));
+    }
+    if args.mariadb && topo.sql.is_none() {
+        return Err(ClusterError::Args(format!("{}: the scenario has no SQL instances", args.scenario)));
+    }
+    if args.zk_ensemble && !topo.zookeeper {
+        return Err(ClusterError::Args(format!("{}: the scenario uses no ZooKeeper", args.scenario)));
+    }
+    if args.service_fault_every.is_some_and(|d| d.is_zero()) {
+        return Err(ClusterError::Args("--service-fault-every must be positive".into()));
+    }
+    let members = if args.zk_ensemble { ENSEMBLE_MEMBERS } else { 1 };
+    let kinds = if args.service_faults.is_empty() {
+        // Every kind the run's services allow.
+        servicefaults::ServiceFaultKind::ALL
+            .into_iter()
+            .filter(|k| backing::check_kinds(&[*k], topo, members, args.mariadb).is_ok())
+            .collect()
+    } else {
+        let mut kinds = Vec::new();
+        for name in &args.service_faults {
+            let k = servicefaults::ServiceFaultKind::parse(name.trim()).map_err(ClusterError::Args)?;
+            if !kinds.contains(&k) {
+                kinds.push(k);
+            }
+        }
+        backing::check_kinds(&kinds, topo, members, args.mariadb)?;
+        kinds
+    };
+    if args.service_fault_every.is_some() && kinds.is_empty() {
+        return Err(ClusterError::Args(format!("{}: no service to fault", args.scenario)));
+    }
+    Ok((members, kinds))
 }
 
 fn millis(d: Duration) -> u64 {

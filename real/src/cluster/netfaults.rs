@@ -17,13 +17,14 @@
 //! # Fault model (what the kernel does here)
 //! Rules are filters on the server's own namespace (`input` and `output` hooks of one `inet`
 //! table), so a dropped packet is lost silently, as on a real network: TCP retransmits, then
-//! times out; nothing is refused. ZooKeeper and Redis listen on the run's bridge address in
-//! the root namespace, so a cut from them is a rule on that address and the service's port.
-//! The runner's clients reach servers from the same bridge address on the game's client
+//! times out; nothing is refused. ZooKeeper's members and Redis run on hosts of their own
+//! (namespaces on the same bridge), so a cut from them is a rule on each member's address and
+//! port. The runner's clients reach servers from the bridge's address on the game's client
 //! port, which no partition rule names: like the simulator's partitions, these split the
-//! cluster, not the players from their server.
-//! - [`NetFault::Partition`]: a server cut from ZooKeeper, Redis and every other server, both
-//!   ways;
+//! cluster, not the players from their server. Faults of the services' own hosts are
+//! [`super::servicefaults`].
+//! - [`NetFault::Partition`]: a server cut from ZooKeeper, Redis, the SQL server (with
+//!   `--mariadb`) and every other server, both ways;
 //! - [`NetFault::IsolateZk`]: a server cut from ZooKeeper only (it still reaches its peers and
 //!   Redis): the split-brain case fencing exists for;
 //! - [`NetFault::OneWay`]: nothing the server sends reaches ZooKeeper, Redis or the other
@@ -34,12 +35,11 @@
 //!
 //! # Not modelled
 //! Latency and reordering: they need `netem`, which this machine's kernel does not have
-//! (`tc qdisc add ... netem` fails with "Specified qdisc kind is unknown"). Faults of
-//! ZooKeeper's or Redis's own host (they run in the root namespace), and of SQL (SQLite
-//! files, no network).
+//! (`tc qdisc add ... netem` fails with "Specified qdisc kind is unknown"). Faults of SQL
+//! without `--mariadb` (SQLite files, no network).
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use engine::env::RandExt;
@@ -149,10 +149,11 @@ impl NetFault {
 pub struct Endpoints {
     /// The servers' addresses, by index.
     pub servers: Vec<Ipv4Addr>,
-    /// The bridge's address in the root namespace: ZooKeeper, Redis and the runner's clients.
-    pub gateway: Ipv4Addr,
-    pub zk_port: Option<u16>,
-    pub redis_port: Option<u16>,
+    /// Every ZooKeeper member's client address (none: the topology has no ZooKeeper).
+    pub zk: Vec<SocketAddrV4>,
+    pub redis: Option<SocketAddrV4>,
+    /// The MariaDB server of `--mariadb` (none: SQLite files, no network).
+    pub sql: Option<SocketAddrV4>,
 }
 
 /// The filter rules of one host (each one nftables rule statement).
@@ -163,11 +164,12 @@ pub struct Rules {
 }
 
 impl Rules {
-    fn cut_service(&mut self, gateway: Ipv4Addr, port: Option<u16>, both_ways: bool) {
-        if let Some(p) = port {
-            self.output.push(format!("ip daddr {gateway} tcp dport {p} drop"));
+    fn cut_services<'a>(&mut self, services: impl IntoIterator<Item = &'a SocketAddrV4>, both_ways: bool) {
+        for s in services {
+            let (ip, p) = (s.ip(), s.port());
+            self.output.push(format!("ip daddr {ip} tcp dport {p} drop"));
             if both_ways {
-                self.input.push(format!("ip saddr {gateway} tcp sport {p} drop"));
+                self.input.push(format!("ip saddr {ip} tcp sport {p} drop"));
             }
         }
     }
@@ -198,11 +200,10 @@ pub fn host_rules<'a>(host: usize, active: impl IntoIterator<Item = &'a NetFault
         match *f {
             NetFault::Partition { server } | NetFault::OneWay { server } => {
                 let both = matches!(f, NetFault::Partition { .. });
-                r.cut_service(ep.gateway, ep.zk_port, both);
-                r.cut_service(ep.gateway, ep.redis_port, both);
+                r.cut_services(ep.zk.iter().chain(&ep.redis).chain(&ep.sql), both);
                 r.cut_hosts(&peers(server), both);
             }
-            NetFault::IsolateZk { .. } => r.cut_service(ep.gateway, ep.zk_port, true),
+            NetFault::IsolateZk { .. } => r.cut_services(&ep.zk, true),
             NetFault::CutLink { b, .. } => r.cut_hosts(&ep.servers[b..=b], true),
             NetFault::Loss { percent, .. } => {
                 let rule = format!("numgen random mod 100 < {percent} drop");
@@ -343,9 +344,9 @@ mod tests {
     fn endpoints() -> Endpoints {
         Endpoints {
             servers: vec![Ipv4Addr::new(10, 9, 8, 2), Ipv4Addr::new(10, 9, 8, 3), Ipv4Addr::new(10, 9, 8, 4)],
-            gateway: Ipv4Addr::new(10, 9, 8, 1),
-            zk_port: Some(2181),
-            redis_port: Some(6379),
+            zk: vec![SocketAddrV4::new(Ipv4Addr::new(10, 9, 8, 200), 2181)],
+            redis: Some(SocketAddrV4::new(Ipv4Addr::new(10, 9, 8, 201), 6379)),
+            sql: None,
         }
     }
 
@@ -365,21 +366,21 @@ mod tests {
         assert_eq!(
             r.output,
             vec![
-                "ip daddr 10.9.8.1 tcp dport 2181 drop",
-                "ip daddr 10.9.8.1 tcp dport 6379 drop",
+                "ip daddr 10.9.8.200 tcp dport 2181 drop",
+                "ip daddr 10.9.8.201 tcp dport 6379 drop",
                 "ip daddr { 10.9.8.2, 10.9.8.4 } drop"
             ]
         );
         assert_eq!(
             r.input,
             vec![
-                "ip saddr 10.9.8.1 tcp sport 2181 drop",
-                "ip saddr 10.9.8.1 tcp sport 6379 drop",
+                "ip saddr 10.9.8.200 tcp sport 2181 drop",
+                "ip saddr 10.9.8.201 tcp sport 6379 drop",
                 "ip saddr { 10.9.8.2, 10.9.8.4 } drop"
             ]
         );
-        // Nothing on the gateway address without a port: the runner's clients get through.
-        assert!(r.input.iter().chain(&r.output).all(|l| !l.ends_with("10.9.8.1 drop")));
+        // Nothing on the bridge's address: the runner's clients get through.
+        assert!(r.input.iter().chain(&r.output).all(|l| !l.contains("10.9.8.1 ")));
     }
 
     #[test]
@@ -397,15 +398,36 @@ mod tests {
         assert_eq!(zero.output, vec!["ip daddr { 10.9.8.4 } drop"]);
         assert_eq!(zero.input, vec!["ip saddr { 10.9.8.4 } drop"]);
         let two = host_rules(2, &faults, &endpoints());
-        assert_eq!(two.output, vec!["ip daddr 10.9.8.1 tcp dport 2181 drop"]);
+        assert_eq!(two.output, vec!["ip daddr 10.9.8.200 tcp dport 2181 drop"]);
     }
 
     #[test]
     fn a_topology_without_redis_has_no_redis_rule() {
-        let ep = Endpoints { redis_port: None, ..endpoints() };
+        let ep = Endpoints { redis: None, ..endpoints() };
         let r = host_rules(0, &[NetFault::Partition { server: 0 }], &ep);
         assert!(r.output.iter().all(|l| !l.contains("6379")));
         assert_eq!(r.output.len(), 2);
+    }
+
+    #[test]
+    fn a_cut_from_zookeeper_cuts_every_member_of_an_ensemble() {
+        let members = (210..213).map(|h| SocketAddrV4::new(Ipv4Addr::new(10, 9, 8, h), 2181)).collect();
+        let ep = Endpoints { zk: members, ..endpoints() };
+        let r = host_rules(0, &[NetFault::IsolateZk { server: 0 }], &ep);
+        assert_eq!(
+            r.output,
+            vec![
+                "ip daddr 10.9.8.210 tcp dport 2181 drop",
+                "ip daddr 10.9.8.211 tcp dport 2181 drop",
+                "ip daddr 10.9.8.212 tcp dport 2181 drop"
+            ]
+        );
+        assert_eq!(r.input.len(), 3);
+        let p = host_rules(0, &[NetFault::Partition { server: 0 }], &ep);
+        assert_eq!(p.output.len(), 5, "three members, Redis, the peers: {p:?}");
+        let sql = Some(SocketAddrV4::new(Ipv4Addr::new(10, 9, 8, 204), 3306));
+        let q = host_rules(0, &[NetFault::Partition { server: 0 }], &Endpoints { sql, ..ep });
+        assert!(q.output.contains(&"ip daddr 10.9.8.204 tcp dport 3306 drop".to_string()), "{q:?}");
     }
 
     #[test]
@@ -421,7 +443,7 @@ mod tests {
         let s = render(&r);
         assert!(s.starts_with("table inet sandtable\ndelete table inet sandtable\ntable inet sandtable {\n"));
         assert!(s.contains(
-            "type filter hook input priority 0; policy accept;\n    ip saddr 10.9.8.1 tcp sport 2181 drop\n"
+            "type filter hook input priority 0; policy accept;\n    ip saddr 10.9.8.200 tcp sport 2181 drop\n"
         ));
         assert!(s.ends_with("  }\n}\n"));
         let empty = render(&Rules::default());

@@ -1,11 +1,14 @@
 //! A host per server for `cluster run --net`: one network namespace per server, each joined by
 //! a veth pair to a bridge the run creates, and the nftables rules of its network faults.
 //!
-//! Layout of a run tagged `t` (4 hex digits) on a free `10.a.b.0/24`:
-//! - bridge `sndtb{t}` in the root namespace, address `10.a.b.1`: ZooKeeper and Redis listen
-//!   there, and the runner's clients connect from there;
+//! Layout of a run tagged `t` (4 hex digits) on a free `10.a.b.0/24` (the hosts of
+//! `examples/deploy/`, one namespace each):
+//! - bridge `sndtb{t}` in the root namespace, address `10.a.b.1`: the runner's clients
+//!   connect from there;
 //! - server `i` in namespace `sandtable-{t}-{i}`, its end of veth pair `sndtv{t}{i}` (root side
-//!   on the bridge) named `sndtp{t}{i}`, address `10.a.b.{i+2}`, its own loopback up.
+//!   on the bridge) named `sndtp{t}{i}`, address `10.a.b.{i+2}`, its own loopback up;
+//! - service host `k` (a ZooKeeper member `zk-1`.., `redis`), named by a short id (`z1`, `r`)
+//!   in place of `i`, address `10.a.b.{200+k}` ([`SERVICE_IP_BASE`]).
 //!
 //! Everything is made and removed with the `ip` (iproute2) and `nft` (nftables) commands, run
 //! as root. Dropping a [`NetLab`] kills whatever still runs in its namespaces and removes every
@@ -36,13 +39,27 @@ pub const HOSTS_MAX: usize = 64;
 pub const RUNS_DIR: &str = "/run/sandtable-net";
 /// Length of a run's tag (hex digits) in its names.
 const TAG_LEN: usize = 4;
+/// Service host `k` has address `10.a.b.{SERVICE_IP_BASE + k}`.
+pub const SERVICE_IP_BASE: u8 = 200;
+/// At most this many service hosts in one run.
+pub const SERVICE_HOSTS_MAX: usize = 8;
 
-/// One server's host.
+/// One host: a server's, or a service's (a ZooKeeper member, Redis).
 #[derive(Debug, Clone)]
 pub struct Host {
+    /// `game-0`, `zk-1`, `redis`, ...
+    pub name: String,
     pub namespace: String,
     pub ip: Ipv4Addr,
     veth: String,
+}
+
+/// A service host to make: its name (`zk-1`) and the short id in its namespace and link
+/// names (`z1`; at most 2 characters, interface names are limited to 15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceHost {
+    pub name: &'static str,
+    pub id: &'static str,
 }
 
 /// The namespaces, bridge and veth pairs of one run (see the module documentation).
@@ -51,9 +68,26 @@ pub struct NetLab {
     marker: PathBuf,
     bridge: String,
     gateway: Ipv4Addr,
+    /// The servers' hosts, by index.
     hosts: Vec<Host>,
+    /// The services' hosts, in the order asked for.
+    services: Vec<Host>,
     ip: PathBuf,
     nft: PathBuf,
+}
+
+/// Each host of a run, by name, with the last octet of its address: server `i` at `i + 2`,
+/// service host `k` at [`SERVICE_IP_BASE`]` + k` (`examples/deploy/hosts.json` numbers its
+/// hosts the same way). At most [`HOSTS_MAX`] servers and [`SERVICE_HOSTS_MAX`] service hosts.
+pub fn layout(servers: &[String], service_hosts: &[ServiceHost]) -> Vec<(String, u8)> {
+    let servers = servers
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), u8::try_from(i + 2).expect("at most HOSTS_MAX servers")));
+    let services = service_hosts.iter().enumerate().map(|(k, s)| {
+        (s.name.to_string(), SERVICE_IP_BASE + u8::try_from(k).expect("at most SERVICE_HOSTS_MAX"))
+    });
+    servers.chain(services).collect()
 }
 
 /// What `--net` needs: root, `ip` and `nft`. The paths of the two commands, or what is missing.
@@ -112,11 +146,18 @@ fn run(cmd: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Result<Stri
 }
 
 impl NetLab {
-    /// Makes the bridge and one namespace per server (`servers` of them).
-    pub fn create(servers: usize) -> Result<NetLab, ClusterError> {
+    /// Makes the bridge, one namespace per server (named `servers`, by index) and one per
+    /// service host.
+    pub fn create(servers: &[String], service_hosts: &[ServiceHost]) -> Result<NetLab, ClusterError> {
         let (ip, nft) = require()?;
-        if servers > HOSTS_MAX {
-            return Err(ClusterError::Args(format!("--net runs at most {HOSTS_MAX} servers, not {servers}")));
+        if servers.len() > HOSTS_MAX {
+            return Err(ClusterError::Args(format!(
+                "--net runs at most {HOSTS_MAX} servers, not {}",
+                servers.len()
+            )));
+        }
+        if service_hosts.len() > SERVICE_HOSTS_MAX {
+            return Err(ClusterError::Args(format!("at most {SERVICE_HOSTS_MAX} service hosts")));
         }
         let tag = format!("{:04x}", rand::random::<u16>());
         let (a, b) = free_subnet(&ip)?;
@@ -125,38 +166,65 @@ impl NetLab {
         std::fs::create_dir_all(RUNS_DIR)
             .and_then(|()| std::fs::write(&marker, std::process::id().to_string()))
             .map_err(|e| ClusterError::Io(format!("{}: {e}", marker.display())))?;
-        let mut lab =
-            NetLab { marker, bridge: format!("{LINK_PREFIX}b{tag}"), gateway, hosts: Vec::new(), ip, nft };
+        let mut lab = NetLab {
+            marker,
+            bridge: format!("{LINK_PREFIX}b{tag}"),
+            gateway,
+            hosts: Vec::new(),
+            services: Vec::new(),
+            ip,
+            nft,
+        };
         // From here on, a failure drops `lab`, which removes whatever was made.
         lab.ip_cmd(&["link", "add", &lab.bridge, "type", "bridge"])?;
         lab.ip_cmd(&["addr", "add", &format!("{gateway}/24"), "dev", &lab.bridge])?;
         lab.ip_cmd(&["link", "set", &lab.bridge, "up"])?;
-        for i in 0..servers {
-            let host = Host {
-                namespace: format!("{NS_PREFIX}{tag}-{i}"),
-                ip: Ipv4Addr::new(10, a, b, u8::try_from(i + 2).expect("at most HOSTS_MAX servers")),
-                veth: format!("{LINK_PREFIX}v{tag}{i}"),
-            };
-            let peer = format!("{LINK_PREFIX}p{tag}{i}");
-            lab.ip_cmd(&["netns", "add", &host.namespace])?;
-            lab.hosts.push(host.clone());
-            let ns = host.namespace.as_str();
-            lab.ip_cmd(&["link", "add", &host.veth, "type", "veth", "peer", "name", &peer])?;
-            lab.ip_cmd(&["link", "set", &peer, "netns", ns])?;
-            lab.ip_cmd(&["link", "set", &host.veth, "master", &lab.bridge, "up"])?;
-            lab.ip_cmd(&["-n", ns, "addr", "add", &format!("{}/24", host.ip), "dev", &peer])?;
-            lab.ip_cmd(&["-n", ns, "link", "set", &peer, "up"])?;
-            lab.ip_cmd(&["-n", ns, "link", "set", "lo", "up"])?;
-            lab.load_rules(i, &super::netfaults::render(&Default::default()))?;
+        let places = layout(servers, service_hosts);
+        for (i, (name, last)) in places.iter().take(servers.len()).enumerate() {
+            let host = lab.add_host(name.clone(), &tag, &i.to_string(), Ipv4Addr::new(10, a, b, *last))?;
+            lab.hosts.push(host);
+        }
+        for (s, (name, last)) in service_hosts.iter().zip(&places[servers.len()..]) {
+            let host = lab.add_host(name.clone(), &tag, s.id, Ipv4Addr::new(10, a, b, *last))?;
+            lab.services.push(host);
         }
         Ok(lab)
+    }
+
+    /// Makes one host's namespace, veth pair and (empty) rule table. A host that fails part way
+    /// is removed here; the caller lists the ones made, which `Drop` removes.
+    fn add_host(&self, name: String, tag: &str, id: &str, ip: Ipv4Addr) -> Result<Host, ClusterError> {
+        let host = Host {
+            name,
+            namespace: format!("{NS_PREFIX}{tag}-{id}"),
+            ip,
+            veth: format!("{LINK_PREFIX}v{tag}{id}"),
+        };
+        let peer = format!("{LINK_PREFIX}p{tag}{id}");
+        self.ip_cmd(&["netns", "add", &host.namespace])?;
+        let made = (|| {
+            let ns = host.namespace.as_str();
+            self.ip_cmd(&["link", "add", &host.veth, "type", "veth", "peer", "name", &peer])?;
+            self.ip_cmd(&["link", "set", &peer, "netns", ns])?;
+            self.ip_cmd(&["link", "set", &host.veth, "master", &self.bridge, "up"])?;
+            self.ip_cmd(&["-n", ns, "addr", "add", &format!("{}/24", host.ip), "dev", &peer])?;
+            self.ip_cmd(&["-n", ns, "link", "set", &peer, "up"])?;
+            self.ip_cmd(&["-n", ns, "link", "set", "lo", "up"])?;
+            self.load_rules_in(ns, &super::netfaults::render(&Default::default()))
+        })();
+        if let Err(e) = made {
+            remove_namespace(&self.ip, &host.namespace);
+            let _ = run(&self.ip, &["link", "del", &host.veth], None);
+            return Err(e);
+        }
+        Ok(host)
     }
 
     fn ip_cmd(&self, args: &[&str]) -> Result<String, ClusterError> {
         run(&self.ip, args, None)
     }
 
-    /// The bridge's address: where ZooKeeper and Redis listen and the runner's clients come from.
+    /// The bridge's address, where the runner's clients come from.
     pub fn gateway(&self) -> Ipv4Addr {
         self.gateway
     }
@@ -166,19 +234,43 @@ impl NetLab {
         self.hosts.iter().map(|h| IpAddr::V4(h.ip)).collect()
     }
 
+    /// The servers' hosts, by index.
     pub fn hosts(&self) -> &[Host] {
         &self.hosts
+    }
+
+    /// The service host named `name` (`zk-1`, `redis`).
+    pub fn service(&self, name: &str) -> Option<&Host> {
+        self.services.iter().find(|h| h.name == name)
+    }
+
+    /// Every service host, in the order they were asked for.
+    pub fn services(&self) -> &[Host] {
+        &self.services
+    }
+
+    /// The command prefix that runs a program on `host` ([`exec_prefix`](Self::exec_prefix)).
+    pub fn prefix_for(&self, host: &Host) -> Vec<String> {
+        vec![self.ip.display().to_string(), "netns".into(), "exec".into(), host.namespace.clone()]
     }
 
     /// The command prefix that runs a program in server `i`'s namespace (`ip netns exec NS`):
     /// it `exec`s the program, so the process id is the program's own.
     pub fn exec_prefix(&self, i: usize) -> Vec<String> {
-        vec![self.ip.display().to_string(), "netns".into(), "exec".into(), self.hosts[i].namespace.clone()]
+        self.prefix_for(&self.hosts[i])
     }
 
     /// Replaces server `i`'s nftables table with `script` ([`super::netfaults::render`]).
     pub fn load_rules(&self, i: usize, script: &str) -> Result<(), ClusterError> {
-        let ns = self.hosts[i].namespace.as_str();
+        self.load_rules_in(&self.hosts[i].namespace, script)
+    }
+
+    /// Replaces the nftables table of `host` (a service's) with `script`.
+    pub fn load_host_rules(&self, host: &Host, script: &str) -> Result<(), ClusterError> {
+        self.load_rules_in(&host.namespace, script)
+    }
+
+    fn load_rules_in(&self, ns: &str, script: &str) -> Result<(), ClusterError> {
         run(&self.ip, &["netns", "exec", ns, &self.nft.display().to_string(), "-f", "-"], Some(script))
             .map(drop)
     }
@@ -186,7 +278,7 @@ impl NetLab {
 
 impl Drop for NetLab {
     fn drop(&mut self) {
-        for h in &self.hosts {
+        for h in self.hosts.iter().chain(&self.services) {
             remove_namespace(&self.ip, &h.namespace);
             // The root end (and with it the pair) goes with the namespace, but asynchronously:
             // delete it now so the bridge has nothing attached.

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::{ask, find_binary, free_port, io_err, log_tail, Proc, ServiceError};
+use super::{ask, command_in, find_binary, free_port, io_err, log_tail, Proc, ServiceError};
 
 /// The database the private server creates (and [`PrivateMariaDb::url`] names).
 pub const PRIVATE_MARIADB_DATABASE: &str = "sandtable";
@@ -34,6 +34,8 @@ const WHAT: &str = "mariadbd";
 pub struct PrivateMariaDb {
     addr: SocketAddr,
     bin: PathBuf,
+    /// Runs the server on another host (`ip netns exec NS`); empty: here.
+    prefix: Vec<String>,
     proc: Proc,
     // Dropped last: the process is killed before its directory goes.
     dir: TempDir,
@@ -58,6 +60,36 @@ fn running_as_root() -> bool {
 impl PrivateMariaDb {
     /// Makes a data directory, starts the server and waits until it accepts connections.
     pub fn start() -> Result<PrivateMariaDb, ServiceError> {
+        let (bin, dir) = Self::prepare(&[])?;
+        let mut last = None;
+        // The port is free when chosen but could be taken before the server binds it: retry.
+        for _ in 0..5 {
+            let port = free_port().map_err(io_err(WHAT))?;
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            match Self::spawn(&[], &bin, dir.path(), addr) {
+                Ok(proc) => return Ok(PrivateMariaDb { addr, bin, prefix: Vec::new(), proc, dir }),
+                Err(e @ ServiceError::Exited { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    /// A MariaDB on a host of its own: started after `prefix` (`ip netns exec NS`, a live run's
+    /// SQL host), listening on `addr` there (a fixed port: the host's ports are its own), with
+    /// the databases `databases` made besides [`PRIVATE_MARIADB_DATABASE`].
+    pub fn start_in(
+        prefix: Vec<String>,
+        addr: SocketAddr,
+        databases: &[String],
+    ) -> Result<PrivateMariaDb, ServiceError> {
+        let (bin, dir) = Self::prepare(databases)?;
+        let proc = Self::spawn(&prefix, &bin, dir.path(), addr)?;
+        Ok(PrivateMariaDb { addr, bin, prefix, proc, dir })
+    }
+
+    /// Finds the binaries and makes the data directory and init file.
+    fn prepare(databases: &[String]) -> Result<(PathBuf, TempDir), ServiceError> {
         let bin = find_binary("SANDTABLE_MARIADBD", "mariadbd", &["/usr/sbin/mariadbd"])
             .map_err(|looked_for| ServiceError::NotInstalled { what: "mariadbd", looked_for })?;
         let install = find_binary(
@@ -68,19 +100,8 @@ impl PrivateMariaDb {
         .map_err(|looked_for| ServiceError::NotInstalled { what: "mariadb-install-db", looked_for })?;
         let dir = tempfile::Builder::new().prefix("sandtable-mariadb-").tempdir().map_err(io_err(WHAT))?;
         Self::install(&install, dir.path())?;
-        std::fs::write(dir.path().join("init.sql"), Self::init_sql()).map_err(io_err(WHAT))?;
-        let mut last = None;
-        // The port is free when chosen but could be taken before the server binds it: retry.
-        for _ in 0..5 {
-            let port = free_port().map_err(io_err(WHAT))?;
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            match Self::spawn(&bin, dir.path(), addr) {
-                Ok(proc) => return Ok(PrivateMariaDb { addr, bin, proc, dir }),
-                Err(e @ ServiceError::Exited { .. }) => last = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.expect("at least one attempt"))
+        std::fs::write(dir.path().join("init.sql"), Self::init_sql(databases)).map_err(io_err(WHAT))?;
+        Ok((bin, dir))
     }
 
     /// Runs `mariadb-install-db` into `dir/data` (system tables, root without password).
@@ -111,22 +132,26 @@ impl PrivateMariaDb {
     }
 
     /// SQL run by the server at every start (idempotent).
-    fn init_sql() -> String {
+    fn init_sql(databases: &[String]) -> String {
         let (db, user) = (PRIVATE_MARIADB_DATABASE, PRIVATE_MARIADB_USER);
-        format!(
+        let mut sql = format!(
             "CREATE DATABASE IF NOT EXISTS `{db}`;\n\
              CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{user}';\n\
              GRANT ALL PRIVILEGES ON *.* TO '{user}'@'%';\n"
-        )
+        );
+        for d in databases {
+            sql.push_str(&format!("CREATE DATABASE IF NOT EXISTS `{d}`;\n"));
+        }
+        sql
     }
 
-    fn spawn(bin: &Path, dir: &Path, addr: SocketAddr) -> Result<Proc, ServiceError> {
-        let mut cmd = Command::new(bin);
+    fn spawn(prefix: &[String], bin: &Path, dir: &Path, addr: SocketAddr) -> Result<Proc, ServiceError> {
+        let mut cmd = command_in(prefix, bin);
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", dir.join("data").display()))
             .arg(format!("--tmpdir={}", dir.join("tmp").display()))
             .arg(format!("--port={}", addr.port()))
-            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--bind-address={}", addr.ip()))
             .arg(format!("--socket={}", dir.join("mariadb.sock").display()))
             .arg(format!("--pid-file={}", dir.join("mariadb.pid").display()))
             .arg(format!("--init-file={}", dir.join("init.sql").display()))
@@ -158,7 +183,12 @@ impl PrivateMariaDb {
 
     /// `mysql://sandtable:sandtable@127.0.0.1:port/sandtable` (what `sqlx` and the manifest take).
     pub fn url(&self) -> String {
-        let (db, user) = (PRIVATE_MARIADB_DATABASE, PRIVATE_MARIADB_USER);
+        self.url_of(PRIVATE_MARIADB_DATABASE)
+    }
+
+    /// The URL of database `db` on this server (one made by [`start_in`](Self::start_in)).
+    pub fn url_of(&self, db: &str) -> String {
+        let user = PRIVATE_MARIADB_USER;
         format!("mysql://{user}:{user}@{}/{db}", self.addr)
     }
 
@@ -172,7 +202,9 @@ impl PrivateMariaDb {
     /// Kills the server if it runs and starts it again on the same port and data directory
     /// (crash recovery runs first).
     pub fn restart(&mut self) -> Result<(), ServiceError> {
-        self.proc.respawn(Duration::from_millis(200), || Self::spawn(&self.bin, self.dir.path(), self.addr))
+        self.proc.respawn(Duration::from_millis(200), || {
+            Self::spawn(&self.prefix, &self.bin, self.dir.path(), self.addr)
+        })
     }
 
     /// The server's error log so far (for diagnosing a failing test).

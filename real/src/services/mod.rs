@@ -76,10 +76,14 @@ const STOP_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 mod mariadb;
 mod redis;
 mod zk;
+mod zk_ensemble;
 
 pub use self::mariadb::{PrivateMariaDb, PRIVATE_MARIADB_DATABASE, PRIVATE_MARIADB_USER};
 pub use self::redis::PrivateRedis;
 pub use self::zk::PrivateZk;
+pub use self::zk_ensemble::{
+    server_lines, ZkEnsemble, ZkMember, ZkMode, ZK_CLIENT_PORT, ZK_ELECTION_PORT, ZK_PEER_PORT,
+};
 
 /// The command that installs everything these harnesses need.
 pub const INSTALL_HINT: &str =
@@ -143,6 +147,19 @@ fn find_binary(env_override: &str, name: &str, fallbacks: &[&str]) -> Result<Pat
         looked.push((*f).to_string());
     }
     Err(looked.join(", "))
+}
+
+/// A command running `program`, after `prefix` if one is given (`ip netns exec NS`, which
+/// `exec`s the program: the process id stays the program's, so signals reach it).
+fn command_in(prefix: &[String], program: &Path) -> Command {
+    match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
 }
 
 /// A port that was free a moment ago (the OS picks it; we release it for the server).

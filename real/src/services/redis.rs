@@ -3,17 +3,18 @@
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::{ask, find_binary, free_port, io_err, Proc, ServiceError};
+use super::{ask, command_in, find_binary, free_port, io_err, Proc, ServiceError};
 
 /// A private `redis-server` on a loopback port, killed when dropped.
 pub struct PrivateRedis {
     addr: SocketAddr,
     bin: PathBuf,
+    /// Runs the server on another host (`ip netns exec NS`); empty: here.
+    prefix: Vec<String>,
     persistent: bool,
     proc: Proc,
     // Dropped last: the process is killed before its directory goes.
@@ -42,15 +43,33 @@ impl PrivateRedis {
         Self::launch(ip, persistent)
     }
 
+    /// A Redis on a host of its own: started after `prefix` (`ip netns exec NS`, a live run's
+    /// Redis host) and listening on `addr` there (a fixed port: the host's ports are its own).
+    pub fn start_in(
+        prefix: Vec<String>,
+        addr: SocketAddr,
+        persistent: bool,
+    ) -> Result<PrivateRedis, ServiceError> {
+        let bin = Self::binary()?;
+        let dir =
+            tempfile::Builder::new().prefix("sandtable-redis-").tempdir().map_err(io_err("redis-server"))?;
+        let proc = Self::spawn(&prefix, &bin, dir.path(), addr, persistent)?;
+        Ok(PrivateRedis { addr, bin, prefix, persistent, proc, dir })
+    }
+
     /// Starts a Redis with an fsync-always append-only file: every acknowledged write
     /// survives [`restart`](Self::restart).
     pub fn start_persistent() -> Result<PrivateRedis, ServiceError> {
         Self::launch(Ipv4Addr::LOCALHOST, true)
     }
 
+    fn binary() -> Result<PathBuf, ServiceError> {
+        find_binary("SANDTABLE_REDIS_SERVER", "redis-server", &["/usr/bin/redis-server"])
+            .map_err(|looked_for| ServiceError::NotInstalled { what: "redis-server", looked_for })
+    }
+
     fn launch(ip: Ipv4Addr, persistent: bool) -> Result<PrivateRedis, ServiceError> {
-        let bin = find_binary("SANDTABLE_REDIS_SERVER", "redis-server", &["/usr/bin/redis-server"])
-            .map_err(|looked_for| ServiceError::NotInstalled { what: "redis-server", looked_for })?;
+        let bin = Self::binary()?;
         let dir =
             tempfile::Builder::new().prefix("sandtable-redis-").tempdir().map_err(io_err("redis-server"))?;
         let mut last = None;
@@ -58,8 +77,8 @@ impl PrivateRedis {
         for _ in 0..5 {
             let port = free_port().map_err(io_err("redis-server"))?;
             let addr = SocketAddr::from((ip, port));
-            match Self::spawn(&bin, dir.path(), addr, persistent) {
-                Ok(proc) => return Ok(PrivateRedis { addr, bin, persistent, proc, dir }),
+            match Self::spawn(&[], &bin, dir.path(), addr, persistent) {
+                Ok(proc) => return Ok(PrivateRedis { addr, bin, prefix: Vec::new(), persistent, proc, dir }),
                 Err(e @ ServiceError::Exited { .. }) => last = Some(e),
                 Err(e) => return Err(e),
             }
@@ -67,8 +86,14 @@ impl PrivateRedis {
         Err(last.expect("at least one attempt"))
     }
 
-    fn spawn(bin: &Path, dir: &Path, addr: SocketAddr, persistent: bool) -> Result<Proc, ServiceError> {
-        let mut cmd = Command::new(bin);
+    fn spawn(
+        prefix: &[String],
+        bin: &Path,
+        dir: &Path,
+        addr: SocketAddr,
+        persistent: bool,
+    ) -> Result<Proc, ServiceError> {
+        let mut cmd = command_in(prefix, bin);
         cmd.arg("--port")
             .arg(addr.port().to_string())
             .arg("--bind")
@@ -111,7 +136,7 @@ impl PrivateRedis {
     /// Kills the server if it runs and starts it again on the same port and directory.
     pub fn restart(&mut self) -> Result<(), ServiceError> {
         self.proc.respawn(Duration::from_millis(100), || {
-            Self::spawn(&self.bin, self.dir.path(), self.addr, self.persistent)
+            Self::spawn(&self.prefix, &self.bin, self.dir.path(), self.addr, self.persistent)
         })
     }
 }

@@ -9,12 +9,66 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use super::PRIVATE_ZK_TICK;
-use super::{ask, find_binary, free_port, io_err, Proc, ServiceError};
+use super::{ask, command_in, find_binary, free_port, io_err, Proc, ServiceError};
 
 /// Where the Debian `zookeeper` package puts its server jar.
 const DEBIAN_ZK_JAR: &str = "/usr/share/java/zookeeper.jar";
 /// An SLF4J binding shipped by Debian; with it ZooKeeper logs to our log file.
 const DEBIAN_SLF4J_SIMPLE: &str = "/usr/share/java/slf4j-simple.jar";
+
+/// The `java` binary and the classpath holding ZooKeeper's server classes.
+pub(super) fn runtime() -> Result<(PathBuf, String), ServiceError> {
+    let java = find_binary("SANDTABLE_JAVA", "java", &["/usr/bin/java"])
+        .map_err(|looked_for| ServiceError::NotInstalled { what: "java (for ZooKeeper)", looked_for })?;
+    let classpath = match std::env::var("SANDTABLE_ZK_CLASSPATH") {
+        Ok(cp) if !cp.is_empty() => cp,
+        _ => {
+            if !Path::new(DEBIAN_ZK_JAR).is_file() {
+                return Err(ServiceError::NotInstalled {
+                    what: "ZooKeeper",
+                    looked_for: format!("{DEBIAN_ZK_JAR} or SANDTABLE_ZK_CLASSPATH"),
+                });
+            }
+            let mut cp = DEBIAN_ZK_JAR.to_string();
+            if Path::new(DEBIAN_SLF4J_SIMPLE).is_file() {
+                cp.push(':');
+                cp.push_str(DEBIAN_SLF4J_SIMPLE);
+            }
+            cp
+        }
+    };
+    Ok((java, classpath))
+}
+
+/// The JVM command running ZooKeeper's `main_class` on `dir/zoo.cfg` (after `prefix`, if any:
+/// another host's `ip netns exec NS`), small-heap settings for tests, logging to `dir`.
+pub(super) fn jvm_command(
+    prefix: &[String],
+    java: &Path,
+    classpath: &str,
+    dir: &Path,
+    main_class: &str,
+) -> Command {
+    let mut cmd = command_in(prefix, java);
+    cmd.args([
+        "-Xmx192m",
+        "-Xss512k",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        "-XX:-UsePerfData",
+        "-Djava.net.preferIPv4Stack=true",
+        "-Dzookeeper.preAllocSize=1024",
+        "-Dzookeeper.admin.enableServer=false",
+        "-Dorg.slf4j.simpleLogger.defaultLogLevel=info",
+        "-Dorg.slf4j.simpleLogger.showDateTime=true",
+    ])
+    .arg(format!("-Dzookeeper.log.dir={}", dir.display()))
+    .arg("-cp")
+    .arg(classpath)
+    .arg(main_class)
+    .arg(dir.join("zoo.cfg"));
+    cmd
+}
 
 /// A private ZooKeeper (standalone server on a JVM) on a loopback port, killed when dropped.
 /// After a `stop` (SIGKILL) sessions and znodes survive in the data directory, and sessions
@@ -47,25 +101,7 @@ impl PrivateZk {
     /// [`start`](Self::start), listening on `ip` instead of loopback (a live run's bridge
     /// address, which the servers' network namespaces reach).
     pub fn start_on(ip: Ipv4Addr) -> Result<PrivateZk, ServiceError> {
-        let java = find_binary("SANDTABLE_JAVA", "java", &["/usr/bin/java"])
-            .map_err(|looked_for| ServiceError::NotInstalled { what: "java (for ZooKeeper)", looked_for })?;
-        let classpath = match std::env::var("SANDTABLE_ZK_CLASSPATH") {
-            Ok(cp) if !cp.is_empty() => cp,
-            _ => {
-                if !Path::new(DEBIAN_ZK_JAR).is_file() {
-                    return Err(ServiceError::NotInstalled {
-                        what: "ZooKeeper",
-                        looked_for: format!("{DEBIAN_ZK_JAR} or SANDTABLE_ZK_CLASSPATH"),
-                    });
-                }
-                let mut cp = DEBIAN_ZK_JAR.to_string();
-                if Path::new(DEBIAN_SLF4J_SIMPLE).is_file() {
-                    cp.push(':');
-                    cp.push_str(DEBIAN_SLF4J_SIMPLE);
-                }
-                cp
-            }
-        };
+        let (java, classpath) = runtime()?;
         let dir = tempfile::Builder::new().prefix("sandtable-zk-").tempdir().map_err(io_err("ZooKeeper"))?;
         std::fs::create_dir_all(dir.path().join("data")).map_err(io_err("ZooKeeper"))?;
         let mut last = None;
@@ -108,24 +144,7 @@ impl PrivateZk {
     }
 
     fn spawn(java: &Path, classpath: &str, dir: &Path, addr: SocketAddr) -> Result<Proc, ServiceError> {
-        let mut cmd = Command::new(java);
-        cmd.args([
-            "-Xmx192m",
-            "-Xss512k",
-            "-XX:+UseSerialGC",
-            "-XX:TieredStopAtLevel=1",
-            "-XX:-UsePerfData",
-            "-Djava.net.preferIPv4Stack=true",
-            "-Dzookeeper.preAllocSize=1024",
-            "-Dzookeeper.admin.enableServer=false",
-            "-Dorg.slf4j.simpleLogger.defaultLogLevel=info",
-            "-Dorg.slf4j.simpleLogger.showDateTime=true",
-        ])
-        .arg(format!("-Dzookeeper.log.dir={}", dir.display()))
-        .arg("-cp")
-        .arg(classpath)
-        .arg("org.apache.zookeeper.server.ZooKeeperServerMain")
-        .arg(dir.join("zoo.cfg"));
+        let cmd = jvm_command(&[], java, classpath, dir, "org.apache.zookeeper.server.ZooKeeperServerMain");
         let mut proc = Proc::launch("ZooKeeper", cmd, dir.join("zookeeper.log"))?;
         proc.wait_ready(|| Self::serving(addr))?;
         Ok(proc)
