@@ -35,6 +35,7 @@
 //! its logs and evidence are kept instead), and true time is the machine's monotonic clock
 //! ([`clock`]), which every process of the run shares.
 
+mod args;
 pub mod backing;
 pub mod clock;
 pub mod clockfaults;
@@ -57,12 +58,13 @@ use rand::Rng;
 use scenarios::checker::Report;
 use scenarios::{ClientCtx, LookupError, Phases, Scenario, ServerDirectory};
 
+pub use self::args::RunArgs;
 use self::backing::{Backing, ServiceFaults};
 pub use self::backing::{ServiceFaultRecord, ENSEMBLE_MEMBERS, REDIS_PORT, SQL_PORT};
 use self::clock::RunClock;
 use self::evidence_file::EvidenceError;
 pub use self::faultlog::{fault_plan, ClockFaultRecord, KillRecord, NetFaultRecord, PauseRecord};
-use self::faultlog::{net_kinds, write_atomically, NetFaults};
+use self::faultlog::{write_atomically, NetFaults};
 use self::procs::{log_tail, ServerProcs};
 use self::schedule::{Action, Schedule, ScheduleConfig};
 use self::serve::ServeArgs;
@@ -117,80 +119,6 @@ pub enum ClusterCmd {
     /// Runs a scenario (or `all` live scenarios) N times with different fault schedules and
     /// prints a table.
     Sweep(sweep::SweepArgs),
-}
-
-/// `real cluster run`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct RunArgs {
-    /// Scenario name (`login_unique`, `pvp_transfer`, `redirect`, ...; see `sim list`).
-    pub scenario: String,
-    /// Number of servers: must be the scenario topology's (the default).
-    #[arg(long)]
-    pub servers: Option<usize>,
-    /// Client workloads (default: the scenario topology's).
-    #[arg(long)]
-    pub clients: Option<usize>,
-    /// Length of the chaos phase (kills happen in it); the scenario's heal phase follows.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
-    /// SIGKILL a random server this often during the chaos phase, and restart it.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub kill_every: Option<Duration>,
-    /// SIGSTOP a random server this often during the chaos phase...
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub pause_every: Option<Duration>,
-    /// ...for a random time up to this long, then SIGCONT it (at the heal at the latest).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub pause_max: Duration,
-    /// Run the scenario's planted bug (its checkers should fail the run).
-    #[arg(long)]
-    pub bug: Option<String>,
-    /// Seed of the kill schedule (which server, restart delays); random if absent.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Directory for the servers' logs and evidence (kept). Default: a temporary directory,
-    /// kept only if the run fails.
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
-    /// Run every server in a network namespace of its own (a host per server), so network
-    /// faults can be applied. Needs root and nftables (`scripts/services.sh install`).
-    #[arg(long)]
-    pub net: bool,
-    /// With --net: start a network fault this often during the chaos phase.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub net_fault_every: Option<Duration>,
-    /// With --net: the longest network fault (each lasts 0.5 s up to this).
-    #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
-    pub net_fault_max: Duration,
-    /// With --net: the kinds of network fault to draw from (comma-separated): partition, zk,
-    /// one-way, cut, loss. Default: all.
-    #[arg(long, value_delimiter = ',')]
-    pub net_faults: Vec<String>,
-    /// Skew, jump or drift a random server's clock this often during the chaos phase (each
-    /// server follows a control file the runner writes; every clock is set right at the heal).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub clock_faults_every: Option<Duration>,
-    /// With --net: run ZooKeeper as an ensemble of 3 members, each on a host of its own (the
-    /// layout of examples/deploy/), instead of one.
-    #[arg(long)]
-    pub zk_ensemble: bool,
-    /// With --net: kill, pause or isolate a ZooKeeper member or Redis this often during the
-    /// chaos phase (one service fault at a time).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub service_fault_every: Option<Duration>,
-    /// With --net: the longest service fault (each lasts 1 s up to this).
-    #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
-    pub service_fault_max: Duration,
-    /// With --net: the service faults to take in turn (comma-separated): zk-leader-kill,
-    /// zk-leader-pause, zk-leader-isolate, zk-follower-kill, zk-follower-pause,
-    /// zk-follower-isolate, zk-quorum-loss, redis-kill, redis-pause, redis-isolate. Default:
-    /// every one the run's services allow.
-    #[arg(long, value_delimiter = ',')]
-    pub service_faults: Vec<String>,
-    /// With --net: the topology's SQL instances are databases of one MariaDB server on a host
-    /// of its own (`sql`, as in examples/deploy/) instead of SQLite files in the run directory.
-    #[arg(long)]
-    pub mariadb: bool,
 }
 
 /// What a run found.
@@ -278,58 +206,7 @@ pub async fn run(args: RunArgs) -> Result<RunOutcome, ClusterError> {
     let started = std::time::Instant::now();
     let bug = args.bug.as_deref();
     let scenario = scenario(&args.scenario, bug)?;
-    if !scenario.meta().runs_live {
-        let live: Vec<&str> =
-            scenarios::all().iter().map(|s| s.meta()).filter(|m| m.runs_live).map(|m| m.name).collect();
-        return Err(ClusterError::Args(format!(
-            "{}: its checkers read records its servers keep in memory, so it runs only in the simulator; \
-             live scenarios: {}",
-            args.scenario,
-            live.join(", ")
-        )));
-    }
-    let topo = scenario.topology(bug);
-    if topo.sql.as_ref().is_some_and(|s| s.no_fence_check) {
-        return Err(ClusterError::Args(format!(
-            "{}: this bug is planted in the simulated SQL service (no fence check), which SQLite \
-             cannot have; run it in the simulator",
-            args.scenario
-        )));
-    }
-    if let Some(n) = args.servers {
-        if n != topo.servers.len() {
-            return Err(ClusterError::Args(format!(
-                "{} runs {} servers (its topology); --servers {n} is not supported",
-                args.scenario,
-                topo.servers.len()
-            )));
-        }
-    }
-    if (args.kill_every.is_some() || args.pause_every.is_some()) && topo.servers.is_empty() {
-        return Err(ClusterError::Args(format!("{} has no servers to kill or pause", args.scenario)));
-    }
-    if args.kill_every.is_some_and(|d| d.is_zero()) || args.pause_every.is_some_and(|d| d.is_zero()) {
-        return Err(ClusterError::Args("--kill-every and --pause-every must be positive".into()));
-    }
-    if args.pause_max < Duration::from_millis(100) {
-        return Err(ClusterError::Args("--pause-max must be at least 100ms".into()));
-    }
-    let net_kinds = net_kinds(&args)?;
-    if (args.net_fault_every.is_some() || !args.net_faults.is_empty()) && !args.net {
-        return Err(ClusterError::Args("--net-fault-every and --net-faults need --net".into()));
-    }
-    if args.net_fault_every.is_some() && topo.servers.is_empty() {
-        return Err(ClusterError::Args(format!("{} has no servers to cut off", args.scenario)));
-    }
-    if args.clock_faults_every.is_some() && topo.servers.is_empty() {
-        return Err(ClusterError::Args(format!("{} has no servers whose clocks to fault", args.scenario)));
-    }
-    if args.net_fault_every.is_some_and(|d| d.is_zero())
-        || args.clock_faults_every.is_some_and(|d| d.is_zero())
-    {
-        return Err(ClusterError::Args("--net-fault-every and --clock-faults-every must be positive".into()));
-    }
-    let (zk_members, service_kinds) = service_options(&args, &topo)?;
+    let args::Checked { topo, net_kinds, zk_members, service_kinds } = args::check(&args, scenario.as_ref())?;
     let clients = args.clients.unwrap_or(topo.clients);
     let space = scenario.fault_space(&topo);
     let seed = args.seed.unwrap_or_else(rand::random);
@@ -783,56 +660,6 @@ async fn wait_up(procs: &mut ServerProcs) -> Result<Vec<String>, ClusterError> {
 
 fn directory(procs: &ServerProcs) -> Vec<String> {
     (0..procs.len()).map(|i| format!("{} {}", procs.name(i), procs.client_addr(i))).collect()
-}
-
-/// The ZooKeeper members and the service-fault kinds `args` ask for, checked against `topo`.
-fn service_options(
-    args: &RunArgs,
-    topo: &scenarios::Topology,
-) -> Result<(usize, Vec<servicefaults::ServiceFaultKind>), ClusterError> {
-    if (args.zk_ensemble
-        || args.mariadb
-        || args.service_fault_every.is_some()
-        || !args.service_faults.is_empty())
-        && !args.net
-    {
-        return Err(ClusterError::Args(
-            "--zk-ensemble, --mariadb, --service-fault-every and --service-faults need --net (services on hosts \
-             of their own)"
-                .into(),
-        ));
-    }
-    if args.mariadb && topo.sql.is_none() {
-        return Err(ClusterError::Args(format!("{}: the scenario has no SQL instances", args.scenario)));
-    }
-    if args.zk_ensemble && !topo.zookeeper {
-        return Err(ClusterError::Args(format!("{}: the scenario uses no ZooKeeper", args.scenario)));
-    }
-    if args.service_fault_every.is_some_and(|d| d.is_zero()) {
-        return Err(ClusterError::Args("--service-fault-every must be positive".into()));
-    }
-    let members = if args.zk_ensemble { ENSEMBLE_MEMBERS } else { 1 };
-    let kinds = if args.service_faults.is_empty() {
-        // Every kind the run's services allow.
-        servicefaults::ServiceFaultKind::ALL
-            .into_iter()
-            .filter(|k| backing::check_kinds(&[*k], topo, members, args.mariadb).is_ok())
-            .collect()
-    } else {
-        let mut kinds = Vec::new();
-        for name in &args.service_faults {
-            let k = servicefaults::ServiceFaultKind::parse(name.trim()).map_err(ClusterError::Args)?;
-            if !kinds.contains(&k) {
-                kinds.push(k);
-            }
-        }
-        backing::check_kinds(&kinds, topo, members, args.mariadb)?;
-        kinds
-    };
-    if args.service_fault_every.is_some() && kinds.is_empty() {
-        return Err(ClusterError::Args(format!("{}: no service to fault", args.scenario)));
-    }
-    Ok((members, kinds))
 }
 
 fn millis(d: Duration) -> u64 {
