@@ -27,16 +27,15 @@ pub const ROLE_WAIT: Duration = Duration::from_secs(5);
 /// How long the heal waits for every ZooKeeper member to serve again before the heal phase.
 pub const HEAL_SERVE_WAIT: Duration = Duration::from_secs(20);
 
-/// The hosts of the ZooKeeper members (`zk-1`, ...) and of Redis.
-const ZK_HOSTS: [ServiceHost; 5] = [
-    ServiceHost { name: "zk-1", id: "z1" },
-    ServiceHost { name: "zk-2", id: "z2" },
-    ServiceHost { name: "zk-3", id: "z3" },
-    ServiceHost { name: "zk-4", id: "z4" },
-    ServiceHost { name: "zk-5", id: "z5" },
+/// The hosts of the ZooKeeper members (`zk-1`, ...), of Redis and of the SQL server, each at
+/// the same address in every run that has it (`examples/deploy/hosts.json`'s).
+const ZK_HOSTS: [ServiceHost; ENSEMBLE_MEMBERS] = [
+    ServiceHost { name: "zk-1", id: "z1", last_octet: 200 },
+    ServiceHost { name: "zk-2", id: "z2", last_octet: 201 },
+    ServiceHost { name: "zk-3", id: "z3", last_octet: 202 },
 ];
-const REDIS_HOST: ServiceHost = ServiceHost { name: "redis", id: "r" };
-const SQL_HOST: ServiceHost = ServiceHost { name: "sql", id: "q" };
+const REDIS_HOST: ServiceHost = ServiceHost { name: "redis", id: "r", last_octet: 203 };
+const SQL_HOST: ServiceHost = ServiceHost { name: "sql", id: "q", last_octet: 204 };
 
 /// A run's ZooKeeper.
 pub(super) enum Zk {

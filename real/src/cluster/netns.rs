@@ -8,7 +8,8 @@
 //! - server `i` in namespace `sandtable-{t}-{i}`, its end of veth pair `sndtv{t}{i}` (root side
 //!   on the bridge) named `sndtp{t}{i}`, address `10.a.b.{i+2}`, its own loopback up;
 //! - service host `k` (a ZooKeeper member `zk-1`.., `redis`), named by a short id (`z1`, `r`)
-//!   in place of `i`, address `10.a.b.{200+k}` ([`SERVICE_IP_BASE`]).
+//!   in place of `i`, at an address of its own from `10.a.b.200` up (the same in every run:
+//!   `zk-1` .200, `zk-2` .201, `zk-3` .202, `redis` .203, `sql` .204).
 //!
 //! Everything is made and removed with the `ip` (iproute2) and `nft` (nftables) commands, run
 //! as root. Dropping a [`NetLab`] kills whatever still runs in its namespaces and removes every
@@ -39,8 +40,8 @@ pub const HOSTS_MAX: usize = 64;
 pub const RUNS_DIR: &str = "/run/sandtable-net";
 /// Length of a run's tag (hex digits) in its names.
 const TAG_LEN: usize = 4;
-/// Service host `k` has address `10.a.b.{SERVICE_IP_BASE + k}`.
-pub const SERVICE_IP_BASE: u8 = 200;
+/// Service hosts have addresses from `10.a.b.{SERVICE_IP_MIN}` up.
+pub const SERVICE_IP_MIN: u8 = 200;
 /// At most this many service hosts in one run.
 pub const SERVICE_HOSTS_MAX: usize = 8;
 
@@ -60,6 +61,8 @@ pub struct Host {
 pub struct ServiceHost {
     pub name: &'static str,
     pub id: &'static str,
+    /// The last octet of its address (at least [`SERVICE_IP_MIN`]).
+    pub last_octet: u8,
 }
 
 /// The namespaces, bridge and veth pairs of one run (see the module documentation).
@@ -77,15 +80,16 @@ pub struct NetLab {
 }
 
 /// Each host of a run, by name, with the last octet of its address: server `i` at `i + 2`,
-/// service host `k` at [`SERVICE_IP_BASE`]` + k` (`examples/deploy/hosts.json` numbers its
+/// service hosts at their own fixed addresses (`examples/deploy/hosts.json` numbers its
 /// hosts the same way). At most [`HOSTS_MAX`] servers and [`SERVICE_HOSTS_MAX`] service hosts.
 pub fn layout(servers: &[String], service_hosts: &[ServiceHost]) -> Vec<(String, u8)> {
     let servers = servers
         .iter()
         .enumerate()
         .map(|(i, n)| (n.clone(), u8::try_from(i + 2).expect("at most HOSTS_MAX servers")));
-    let services = service_hosts.iter().enumerate().map(|(k, s)| {
-        (s.name.to_string(), SERVICE_IP_BASE + u8::try_from(k).expect("at most SERVICE_HOSTS_MAX"))
+    let services = service_hosts.iter().map(|s| {
+        assert!(s.last_octet >= SERVICE_IP_MIN, "{s:?} is among the servers' addresses");
+        (s.name.to_string(), s.last_octet)
     });
     servers.chain(services).collect()
 }

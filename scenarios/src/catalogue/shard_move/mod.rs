@@ -76,12 +76,15 @@ const PROBES: &[&str] = &[
     "zk: session expired at the service",
 ];
 
-/// Simulator only: the live-cluster runner starts no SQL instances yet.
+/// Runs live (`real cluster run shard_move`): its processes are clients, which the live runner
+/// runs in its own process against real ZooKeeper and the run's SQL instances (SQLite files, or
+/// databases of a MariaDB server with `--net --mariadb`, which service faults can kill, pause
+/// and cut off); the simulator's kills of the mover have no live counterpart.
 const META: ScenarioMeta = ScenarioMeta {
     name: "shard_move",
     description: "writers append to sharded rows on 3 SQL instances while a mover moves shards, under kills, partitions, pauses, clock faults",
     bugs: BUGS,
-    runs_live: false,
+    runs_live: true,
     probes: PROBES,
 };
 
