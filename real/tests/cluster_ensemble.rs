@@ -9,26 +9,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::cli::{counter_of, run_real as real};
-
-fn counter(text: &str, name: &str) -> u64 {
-    counter_of(text, name).unwrap_or(0)
-}
-
-/// Every `sandtable-*` namespace the run's `hosts:` line names.
-fn namespaces(text: &str) -> Vec<String> {
-    let hosts = text
-        .lines()
-        .find_map(|l| l.strip_prefix("hosts: "))
-        .unwrap_or_else(|| panic!("no hosts line:\n{text}"));
-    hosts
-        .split(", ")
-        .filter_map(|h| h.split_whitespace().find(|t| t.starts_with("sandtable-")))
-        .map(String::from)
-        .collect()
-}
+use common::cli::{counter_or_zero as counter, namespaces, netns_list, run_real as real};
 
 fn assert_passed_and_cleaned_up(out: &std::process::Output, text: &str) {
     assert!(
@@ -38,8 +19,7 @@ fn assert_passed_and_cleaned_up(out: &std::process::Output, text: &str) {
     );
     let ns = namespaces(text);
     assert!(ns.iter().any(|n| n.ends_with("-z3")) && ns.iter().any(|n| n.ends_with("-r")), "{ns:?}");
-    let left = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
-    let left = String::from_utf8_lossy(&left.stdout);
+    let left = netns_list();
     for n in ns {
         assert!(!left.contains(&n), "{n} left behind: {left}");
     }

@@ -8,31 +8,7 @@ mod common;
 
 use std::process::Command;
 
-use common::cli::{counter_of, run_real as real};
-
-/// The value of `counter NAME = V` in the output (0 if absent: a kind never drawn).
-fn counter(text: &str, name: &str) -> u64 {
-    counter_of(text, name).unwrap_or(0)
-}
-
-/// The run's namespaces (servers' and services'): the `sandtable-TAG-*` names of the `hosts:`
-/// line.
-fn namespaces(text: &str) -> Vec<String> {
-    let hosts = text
-        .lines()
-        .find_map(|l| l.strip_prefix("hosts: "))
-        .unwrap_or_else(|| panic!("no hosts line:\n{text}"));
-    hosts
-        .split(", ")
-        .filter_map(|h| h.split_whitespace().find(|t| t.starts_with("sandtable-")))
-        .map(String::from)
-        .collect()
-}
-
-fn netns_list() -> String {
-    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::cli::{counter_or_zero as counter, namespaces, netns_list, run_real as real};
 
 #[test]
 fn login_unique_passes_under_partitions_one_way_cuts_and_loss_on_the_real_kernel() {

@@ -70,6 +70,33 @@ pub(super) fn jvm_command(
     cmd
 }
 
+/// The `zoo.cfg` lines of a private server serving clients at `addr` with its data in
+/// `dir/data`: [`PRIVATE_ZK_TICK`], sessions of 2 ticks to 40 s, no fsync, small
+/// preallocation, admin server off, the four-letter words the harnesses ask.
+pub(super) fn config(dir: &Path, addr: SocketAddr) -> String {
+    let tick = PRIVATE_ZK_TICK.as_millis();
+    format!(
+        "tickTime={tick}\n\
+         minSessionTimeout={min}\n\
+         maxSessionTimeout={max}\n\
+         dataDir={data}\n\
+         clientPort={port}\n\
+         clientPortAddress={ip}\n\
+         maxClientCnxns=0\n\
+         admin.enableServer=false\n\
+         4lw.commands.whitelist=ruok,srvr,stat,mntr,cons\n\
+         preAllocSize=1024\n\
+         snapCount=10000\n\
+         forceSync=no\n\
+         autopurge.purgeInterval=0\n",
+        min = tick * 2,
+        max = 40_000,
+        data = dir.join("data").display(),
+        port = addr.port(),
+        ip = addr.ip(),
+    )
+}
+
 /// A private ZooKeeper (standalone server on a JVM) on a loopback port, killed when dropped.
 /// After a `stop` (SIGKILL) sessions and znodes survive in the data directory, and sessions
 /// restart their expiry clock when the server comes back.
@@ -119,28 +146,7 @@ impl PrivateZk {
     }
 
     fn write_config(dir: &Path, addr: SocketAddr) -> std::io::Result<()> {
-        let tick = PRIVATE_ZK_TICK.as_millis();
-        let cfg = format!(
-            "tickTime={tick}\n\
-             minSessionTimeout={min}\n\
-             maxSessionTimeout={max}\n\
-             dataDir={data}\n\
-             clientPort={port}\n\
-             clientPortAddress={ip}\n\
-             maxClientCnxns=0\n\
-             admin.enableServer=false\n\
-             4lw.commands.whitelist=ruok,srvr,stat,mntr,cons\n\
-             preAllocSize=1024\n\
-             snapCount=10000\n\
-             forceSync=no\n\
-             autopurge.purgeInterval=0\n",
-            min = tick * 2,
-            max = 40_000,
-            data = dir.join("data").display(),
-            port = addr.port(),
-            ip = addr.ip(),
-        );
-        std::fs::write(dir.join("zoo.cfg"), cfg)
+        std::fs::write(dir.join("zoo.cfg"), config(dir, addr))
     }
 
     fn spawn(java: &Path, classpath: &str, dir: &Path, addr: SocketAddr) -> Result<Proc, ServiceError> {

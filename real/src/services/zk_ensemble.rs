@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::zk::{jvm_command, runtime};
-use super::{ask, io_err, Proc, ServiceError, PRIVATE_ZK_TICK};
+use super::zk::{config, jvm_command, runtime};
+use super::{ask, io_err, Proc, ServiceError};
 
 /// Where every member serves clients.
 pub const ZK_CLIENT_PORT: u16 = 2181;
@@ -266,29 +266,9 @@ fn launch(
 /// Member `me`'s `zoo.cfg` in an ensemble of `ips` (one line `server.N` per member when there
 /// are several).
 fn member_config(dir: &Path, ips: &[Ipv4Addr], me: usize) -> String {
-    let tick = PRIVATE_ZK_TICK.as_millis();
-    let mut cfg = format!(
-        "tickTime={tick}\n\
-         initLimit={INIT_LIMIT_TICKS}\n\
-         syncLimit={SYNC_LIMIT_TICKS}\n\
-         minSessionTimeout={min}\n\
-         maxSessionTimeout={max}\n\
-         dataDir={data}\n\
-         clientPort={ZK_CLIENT_PORT}\n\
-         clientPortAddress={ip}\n\
-         maxClientCnxns=0\n\
-         admin.enableServer=false\n\
-         4lw.commands.whitelist=ruok,srvr,stat,mntr,cons\n\
-         preAllocSize=1024\n\
-         snapCount=10000\n\
-         forceSync=no\n\
-         autopurge.purgeInterval=0\n",
-        min = tick * 2,
-        max = 40_000,
-        data = dir.join("data").display(),
-        ip = ips[me],
-    );
+    let mut cfg = config(dir, SocketAddr::from((ips[me], ZK_CLIENT_PORT)));
     if ips.len() > 1 {
+        cfg.push_str(&format!("initLimit={INIT_LIMIT_TICKS}\nsyncLimit={SYNC_LIMIT_TICKS}\n"));
         cfg.push_str(&server_lines(ips));
     }
     cfg
@@ -327,7 +307,7 @@ mod tests {
         assert!(cfg.ends_with(
             "server.1=10.1.2.200:2888:3888\nserver.2=10.1.2.201:2888:3888\nserver.3=10.1.2.202:2888:3888\n"
         ));
-        assert!(cfg.contains("syncLimit=8\n") && cfg.contains("tickTime=250\n"));
+        assert!(cfg.contains("syncLimit=8\n") && cfg.contains("tickTime=250\n"), "{cfg}");
         let one = member_config(Path::new("/d"), &ips[..1], 0);
         assert!(!one.contains("server."), "a single member is standalone: {one}");
     }
