@@ -91,7 +91,9 @@ impl ActLog {
             | Evidence::RpcInvoked { .. }
             | Evidence::RpcCompleted { .. }
             | Evidence::RpcHandled { .. }
-            | Evidence::RpcBeats { .. } => false,
+            | Evidence::RpcBeats { .. }
+            | Evidence::SqlInvoked { .. }
+            | Evidence::SqlCompleted { .. } => false,
         }
     }
 

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::catalogue::rpc::{CallOp, CallResult};
+use crate::checker::{DbOp, DbRes};
 use crate::history::{self, ProcessId};
 
 /// One report of a server.
@@ -74,6 +75,13 @@ pub enum Evidence {
     /// `rpc`: heartbeats of server incarnation `server` at `t_ns` (ascending), several to a
     /// line: a gap between two of them is a time the server was frozen.
     RpcBeats { server: ProcessId, t_ns: Vec<u64> },
+    /// `sql_register`: client task `process` (task `t` of server incarnation `s` is
+    /// `s * TASKS_PER_SERVER + t`) is about to send its call number `call` (numbered per
+    /// task, so its completion names it), `op`, invoked at `t_ns`.
+    SqlInvoked { process: ProcessId, call: u64, op: DbOp, t_ns: u64 },
+    /// `sql_register`: ... and call number `call` of `process` came back with `outcome` at
+    /// `t_ns` (`Info`: maybe applied). A call never reported completed stays open.
+    SqlCompleted { process: ProcessId, call: u64, outcome: history::Outcome<DbRes>, t_ns: u64 },
 }
 
 /// Where a server's evidence also goes, synchronously, at the instant of the report.
@@ -82,6 +90,7 @@ pub type EvidenceTap = Arc<dyn Fn(&Evidence) + Send + Sync>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checker::{DbCall, Refusal, RowSeen, RowWrite, WriteSeen};
 
     #[test]
     fn evidence_round_trips_as_one_json_line() {
@@ -146,6 +155,56 @@ mod tests {
                 seq: 0,
             },
             Evidence::RpcBeats { server: 6, t_ns: vec![18, 50_000_018] },
+            Evidence::SqlInvoked {
+                process: 9,
+                call: 3,
+                op: DbOp {
+                    instance: "db-1".into(),
+                    call: DbCall::Transact(vec![
+                        RowWrite::Put {
+                            key: "row-1".into(),
+                            value: "p9-4".into(),
+                            expect: engine::env::Expect::Version(2),
+                            fence: 21_474_836_480_009,
+                        },
+                        RowWrite::Guard { key: "row-5".into(), fence: 7 },
+                    ]),
+                },
+                t_ns: 19,
+            },
+            Evidence::SqlInvoked {
+                process: 9,
+                call: 4,
+                op: DbOp { instance: "db-2".into(), call: DbCall::Get { key: "row-2".into() } },
+                t_ns: 20,
+            },
+            Evidence::SqlCompleted {
+                process: 9,
+                call: 3,
+                outcome: history::Outcome::Ok(DbRes::Written(vec![
+                    WriteSeen::Put { version: 3 },
+                    WriteSeen::Guard { version: 1 },
+                ])),
+                t_ns: 21,
+            },
+            Evidence::SqlCompleted {
+                process: 9,
+                call: 4,
+                outcome: history::Outcome::Ok(DbRes::Row(Some(RowSeen {
+                    value: "p3-1".into(),
+                    version: 4,
+                    fence: u64::MAX,
+                }))),
+                t_ns: 22,
+            },
+            Evidence::SqlCompleted {
+                process: 9,
+                call: 5,
+                outcome: history::Outcome::Ok(DbRes::Refused(Refusal::Fenced { op_index: 1, row_fence: 8 })),
+                t_ns: 23,
+            },
+            Evidence::SqlCompleted { process: 9, call: 6, outcome: history::Outcome::Info, t_ns: 24 },
+            Evidence::SqlCompleted { process: 9, call: 7, outcome: history::Outcome::Fail, t_ns: 25 },
         ];
         for ev in evs {
             let line = serde_json::to_string(&ev).expect("serializes");

@@ -6,12 +6,18 @@
 //! `VersionMismatch`, `NotFound` say exactly what the row was); an error that may hide an
 //! applied call (`maybe_applied`) is `info`; every other error (unreachable, nothing sent) is
 //! `fail`.
+//!
+//! A process records its calls through a [`CallLog`]: in a live run (a server process, where
+//! [`ServerCtx::tap`](crate::ServerCtx::tap) is set) each invocation and completion also goes
+//! to the tap as [`Evidence::SqlInvoked`] / [`Evidence::SqlCompleted`] with the time recorded,
+//! and the runner's run rebuilds the history from them (`ScenarioRun::absorb`).
 
 use bytes::Bytes;
 use engine::env::{DbError, Row, TableName, WriteOp, WriteResult};
 
 use crate::checker::{DbCall, DbOp, DbRes, Refusal, RowSeen, RowWrite, WriteSeen};
-use crate::history::{OpHandle, ProcessId, Recorder};
+use crate::evidence::{Evidence, EvidenceTap};
+use crate::history::{OpHandle, Outcome, ProcessId, Recorder, TimeSource};
 
 /// The run's history recorder.
 pub type SqlRecorder = Recorder<DbOp, DbRes>;
@@ -64,39 +70,90 @@ pub fn refusal(e: &DbError) -> Option<Refusal> {
     }
 }
 
-/// Records the invocation of `call` on `instance` by `process`.
-pub fn invoke(rec: &SqlRecorder, process: ProcessId, instance: &str, call: DbCall) -> OpHandle {
-    rec.invoke(process, DbOp { instance: instance.to_string(), call })
+/// One process's calls on their way to the history: recorded in the run's recorder and, in a
+/// live run, also reported through the tap with the same times, so the runner's run rebuilds
+/// the same history. The invocation is reported before the call is sent (a server killed
+/// after sending it leaves it open: unknown, as it may have been applied) and the completion
+/// before the process goes on.
+pub struct CallLog {
+    rec: SqlRecorder,
+    now: TimeSource,
+    process: ProcessId,
+    tap: Option<EvidenceTap>,
+    /// Numbers this process's calls in its reports, so a completion names its invocation.
+    next_call: u64,
 }
 
-/// Records the outcome of a `get`.
-pub fn complete_get(rec: &SqlRecorder, h: OpHandle, r: &Result<Option<Row>, DbError>) {
-    match r {
-        Ok(row) => rec.ok(h, DbRes::Row(row.as_ref().map(row_seen))),
-        Err(e) => fail_or_info(rec, h, e),
+/// One call in flight: its place in the history and its number in the reports.
+#[must_use = "an invoked call must be completed"]
+pub struct Call {
+    handle: OpHandle,
+    number: u64,
+}
+
+impl CallLog {
+    /// The calls of `process`, recorded in `rec` at the times `now` reads (the recorder's
+    /// clock: true time), and reported to `tap` if there is one.
+    pub fn new(rec: SqlRecorder, now: TimeSource, process: ProcessId, tap: Option<EvidenceTap>) -> CallLog {
+        CallLog { rec, now, process, tap, next_call: 0 }
+    }
+
+    /// Records (and reports) `call` on `instance`, before it is sent.
+    pub fn invoke(&mut self, instance: &str, call: DbCall) -> Call {
+        let op = DbOp { instance: instance.to_string(), call };
+        let t_ns = (self.now)();
+        let number = self.next_call;
+        self.next_call += 1;
+        if let Some(tap) = &self.tap {
+            tap(&Evidence::SqlInvoked { process: self.process, call: number, op: op.clone(), t_ns });
+        }
+        Call { handle: self.rec.invoke_at(self.process, op, t_ns), number }
+    }
+
+    /// Records (and reports) the outcome of a `get`.
+    pub fn complete_get(&self, call: Call, r: &Result<Option<Row>, DbError>) {
+        let outcome = match r {
+            Ok(row) => Outcome::Ok(DbRes::Row(row.as_ref().map(row_seen))),
+            Err(e) => fail_or_info(e),
+        };
+        self.complete(call, outcome);
+    }
+
+    /// Records (and reports) the outcome of a `transact`.
+    pub fn complete_transact(&self, call: Call, r: &Result<Vec<WriteResult>, DbError>) {
+        let outcome = match r {
+            Ok(results) => Outcome::Ok(DbRes::Written(results.iter().map(write_seen).collect())),
+            Err(e) => match refusal(e) {
+                Some(refused) => Outcome::Ok(DbRes::Refused(refused)),
+                None => fail_or_info(e),
+            },
+        };
+        self.complete(call, outcome);
+    }
+
+    fn complete(&self, call: Call, outcome: Outcome<DbRes>) {
+        let t_ns = (self.now)();
+        if let Some(tap) = &self.tap {
+            tap(&Evidence::SqlCompleted {
+                process: self.process,
+                call: call.number,
+                outcome: outcome.clone(),
+                t_ns,
+            });
+        }
+        self.rec.complete_at(call.handle, outcome, t_ns);
     }
 }
 
-/// Records the outcome of a `transact`.
-pub fn complete_transact(rec: &SqlRecorder, h: OpHandle, r: &Result<Vec<WriteResult>, DbError>) {
-    match r {
-        Ok(results) => rec.ok(h, DbRes::Written(results.iter().map(write_seen).collect())),
-        Err(e) => match refusal(e) {
-            Some(refused) => rec.ok(h, DbRes::Refused(refused)),
-            None => fail_or_info(rec, h, e),
-        },
-    }
-}
-
-fn fail_or_info(rec: &SqlRecorder, h: OpHandle, e: &DbError) {
+fn fail_or_info(e: &DbError) -> Outcome<DbRes> {
     if e.maybe_applied() {
-        rec.info(h);
+        Outcome::Info
     } else {
         // Unreachable, or refused before anything was sent, or refused for a reason this
         // workload never provokes (a unique index): certainly not applied.
         if !e.is_transient() {
             tracing::warn!(error = %e, "sql_register: unexpected refusal");
         }
-        rec.fail(h);
+        Outcome::Fail
     }
 }

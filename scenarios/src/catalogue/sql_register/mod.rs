@@ -9,7 +9,8 @@
 //! so each instance holds two rows that one `transact` can write together.
 //!
 //! A task takes a row over with a fresh fence (`RaiseFence`; fences come from a per-row
-//! counter of the run, [`workload::Fences`], so every new owner's is higher), then reads it,
+//! counter of the run, [`workload::Fences`], or from the run's true time in a live run, so
+//! every new owner's is higher), then reads it,
 //! writes it (`Put` with `Expect::Version`, `Any` or `Absent`), deletes it, writes it together
 //! with its partner row (one multi-row `transact`) or under a `Guard` on the partner. Other
 //! tasks take rows over at any time; a deposed owner keeps writing with its old fence until
@@ -38,26 +39,36 @@
 //! Planted bug `no-fence-check`: the simulated SQL nodes ignore fences (a write with a stale
 //! fence is accepted, a `Guard` passes), so a deposed owner's writes land.
 //!
-//! Simulator only: the clients are tasks on the servers recording in memory, and the
-//! live-cluster runner starts no SQL instances yet.
+//! Runs live too (`real cluster run sql_register`): the clients are tasks on the servers, so
+//! in a live run, where each server is a process of its own, every call's invocation and
+//! completion is also reported as [`Evidence`] (`SqlInvoked`, `SqlCompleted`, with their true
+//! times) and [`ScenarioRun::absorb`] rebuilds the history in the runner's process; a call
+//! reported invoked and never completed (its server killed) stays open, and a completion of a
+//! call never reported invoked is a violation (`sql_register.evidence`). Fences there come
+//! from the run's true time ([`workload::Fences::across_processes`]), since the servers share
+//! no memory. The SQL instances are the live runner's (SQLite files, or MariaDB databases with
+//! `--net --mariadb`); `no-fence-check`, a bug of the simulated SQL service, stays
+//! simulator-only (the live runner refuses it).
 
 pub mod check;
 pub mod history;
 pub mod workload;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use engine::env::{Db, DbError, Env, Row, TableName};
+use engine::env::{lock, Db, DbError, Env, Row, TableName};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
 pub use self::check::check_sql_register;
-use self::history::{complete_get, invoke, SqlRecorder};
+use self::history::{CallLog, SqlRecorder};
 use self::workload::{instance_of, row_key, Fences, Task, TABLE};
-use crate::checker::{DbCall, LinConfig, Report};
+use crate::checker::{DbCall, DbOp, DbRes, LinConfig, Report};
+use crate::evidence::Evidence;
 use crate::faults::{FaultKind, FaultSpace};
-use crate::history::{Recorder, TimeSource};
+use crate::history::{History, OpHandle, ProcessId, Recorder, TimeSource};
 use crate::scenario::{
     ClientCtx, Nodes, Phases, PlantedBug, Scenario, ScenarioMeta, ScenarioRun, ServerCtx, ServerSpec,
     SqlSpec, Topology,
@@ -91,13 +102,14 @@ const PROBES: &[&str] = &[
     "sql: write refused by a newer fence on the row",
 ];
 
-/// Its clients run on the servers and record in memory, and the live-cluster runner starts no
-/// SQL instances yet: simulator only.
+/// Runs live too: its clients run on the servers, which report every call's invocation and
+/// completion as [`Evidence`] (`SqlInvoked`, `SqlCompleted`) and draw fences from the run's
+/// true time.
 const META: ScenarioMeta = ScenarioMeta {
     name: "sql_register",
     description: "owners and deposed owners read and write fenced, versioned rows on 4 SQL instances under kills, partitions, pauses, clock faults",
     bugs: BUGS,
-    runs_live: false,
+    runs_live: true,
     probes: PROBES,
 };
 
@@ -135,13 +147,40 @@ impl Scenario for SqlRegister {
             .build()
     }
     fn start(&self, _bug: Option<&str>, now: TimeSource) -> Arc<dyn ScenarioRun> {
-        Arc::new(Run { rec: Recorder::new(now), fences: Fences::default() })
+        Arc::new(Run::new(now))
     }
 }
 
 struct Run {
+    /// True time (the recorder's clock).
+    now: TimeSource,
     rec: SqlRecorder,
     fences: Fences,
+    /// What the runner's run rebuilt from a live run's evidence besides the history.
+    absorbed: Mutex<Absorbed>,
+}
+
+/// The calls of a live run's evidence in the middle of being matched.
+#[derive(Default)]
+struct Absorbed {
+    /// The calls reported invoked and not (yet) completed, by (process, call number), with
+    /// their invocation times.
+    open: BTreeMap<(ProcessId, u64), (OpHandle, u64)>,
+    /// Reports that do not fit what a server writes (a completion of a call never reported
+    /// invoked, or before its invocation; a call number invoked twice): the check says so
+    /// rather than drop them.
+    unmatched: Vec<String>,
+}
+
+impl Run {
+    fn new(now: TimeSource) -> Run {
+        Run {
+            now: now.clone(),
+            rec: Recorder::new(now),
+            fences: Fences::default(),
+            absorbed: Mutex::new(Absorbed::default()),
+        }
+    }
 }
 
 impl ScenarioRun for Run {
@@ -163,35 +202,103 @@ impl ScenarioRun for Run {
         Box::pin(async {})
     }
 
+    /// In a live run (`ctx.tap` set) the tasks also report their calls, and draw fences from
+    /// true time: this process's `Fences` is its own.
     fn server(&self, ctx: ServerCtx) -> BoxFuture<'static, ()> {
+        let fences = match &ctx.tap {
+            Some(_) => self.fences.across_processes(ctx.phases.now.clone(), ctx.process),
+            None => self.fences.clone(),
+        };
         let tasks: Vec<_> = (0..TASKS_PER_SERVER)
             .map(|t| {
                 let process = ctx.process * TASKS_PER_SERVER + t;
-                Task::new(ctx.env.clone(), process, self.rec.clone(), self.fences.clone())
+                let calls = CallLog::new(self.rec.clone(), self.now.clone(), process, ctx.tap.clone());
+                Task::new(ctx.env.clone(), process, calls, fences.clone())
                     .run(ctx.phases.clone(), ctx.budget.clone())
             })
             .collect();
         futures::future::join_all(tasks).map(|_| ()).boxed()
     }
 
+    fn absorb(&self, evidence: Evidence) -> bool {
+        match evidence {
+            Evidence::SqlInvoked { process, call, op, t_ns } => {
+                let handle = self.rec.invoke_at(process, op, t_ns);
+                let mut absorbed = lock(&self.absorbed);
+                if absorbed.open.insert((process, call), (handle, t_ns)).is_some() {
+                    absorbed.unmatched.push(format!(
+                        "process {process} reported call {call} invoked twice (again at {:.3}s)",
+                        secs(t_ns)
+                    ));
+                }
+            }
+            Evidence::SqlCompleted { process, call, outcome, t_ns } => {
+                let mut absorbed = lock(&self.absorbed);
+                match absorbed.open.remove(&(process, call)) {
+                    Some((handle, invoked)) if t_ns >= invoked => self.rec.complete_at(handle, outcome, t_ns),
+                    Some((_, invoked)) => absorbed.unmatched.push(format!(
+                        "process {process} reported call {call} completed ({outcome:?}) at {:.3}s, before \
+                         its invocation at {:.3}s",
+                        secs(t_ns),
+                        secs(invoked)
+                    )),
+                    None => absorbed.unmatched.push(format!(
+                        "process {process} reported call {call} completed ({outcome:?} at {:.3}s) but never \
+                         invoked",
+                        secs(t_ns)
+                    )),
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
     fn check(&self, env: Env, phases: Phases) -> BoxFuture<'static, Report> {
         let rec = self.rec.clone();
+        let mut observer = CallLog::new(rec.clone(), self.now.clone(), OBSERVER, None);
+        let unmatched = std::mem::take(&mut lock(&self.absorbed).unmatched);
         async move {
             let table = TableName::new(TABLE).expect("a valid table name");
             // A final read of every row: catches lost and phantom writes no task read afterwards.
             for k in 0..ROWS {
                 let (instance, key) = (instance_of(k), row_key(k));
-                let h = invoke(&rec, OBSERVER, &instance, DbCall::Get { key: key.clone() });
+                let call = observer.invoke(&instance, DbCall::Get { key: key.clone() });
                 let r = match env.db.instance(&instance) {
                     Some(db) => read_retrying(&env, &*db, &table, &key).await,
                     None => Err(DbError::Unavailable),
                 };
-                complete_get(&rec, h, &r);
+                observer.complete_get(call, &r);
             }
-            check_sql_register(&rec.snapshot(), &phases, &LinConfig { step_budget: STEP_BUDGET })
+            let history = in_invocation_order(rec.snapshot());
+            let mut report = check_sql_register(&history, &phases, &LinConfig { step_budget: STEP_BUDGET });
+            // Never completed: their server was killed with them in flight (unknown outcomes
+            // for the checks).
+            let open = history.ops.iter().filter(|o| o.process != OBSERVER && o.completion.is_none()).count();
+            report.count("sql_register.open", open as u64);
+            for message in unmatched {
+                report.violation("sql_register.evidence", message);
+            }
+            report
         }
         .boxed()
     }
+}
+
+/// `history` in invocation order, its ids renumbered. A live run's history is rebuilt file by
+/// file from the servers' reports, in invocation order per process only; the checks name
+/// operations by id, which reads best in time order. The simulator's history is in invocation
+/// order already, and the sort is stable: it changes nothing there.
+fn in_invocation_order(mut history: History<DbOp, DbRes>) -> History<DbOp, DbRes> {
+    history.ops.sort_by_key(|o| o.invoke_ns);
+    for (id, o) in history.ops.iter_mut().enumerate() {
+        o.id = id;
+    }
+    history
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
 }
 
 /// The observer runs after the heal; a few retries ride out a reconnect.
@@ -206,3 +313,6 @@ async fn read_retrying(env: &Env, db: &dyn Db, table: &TableName, key: &str) -> 
     }
     last
 }
+
+#[cfg(test)]
+mod tests;

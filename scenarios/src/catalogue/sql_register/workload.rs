@@ -9,16 +9,19 @@
 //! task may take a row over at any time, so several owners of one row coexist; a deposed
 //! owner learns of it only from a `Fenced` refusal, and even then keeps its old fence half of
 //! the time (it keeps trying to write: the writes the instance must refuse).
+//!
+//! In a live run each server is a process of its own, so [`Fences`] draws its fences from the
+//! run's true time instead of a counter shared in memory ([`Fences::across_processes`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use engine::env::{lock, Db, DbError, Env, Expect, RandExt, TableName, WriteResult};
 
-use super::history::{complete_get, complete_transact, invoke, write_op, SqlRecorder};
+use super::history::{write_op, CallLog};
 use super::{INSTANCES, ROWS};
 use crate::checker::{DbCall, RowWrite};
-use crate::history::ProcessId;
+use crate::history::{ProcessId, TimeSource};
 use crate::scenario::{Phases, Topology};
 use crate::workload::OpBudget;
 
@@ -52,15 +55,81 @@ fn partner(k: usize) -> usize {
 }
 
 /// Hands out fences per row, in increasing order: every new owner of a row gets a fence
-/// above every earlier owner's (a per-row counter; deterministic under the simulator).
+/// above every earlier owner's.
+///
+/// In the simulator every server runs in one process and shares one `Fences`: a per-row
+/// counter, deterministic. In a live run each server process has its own, so a counter would
+/// hand two processes' owners the same fences; there the fences come from the run's true
+/// time ([`Fences::across_processes`]).
 #[derive(Clone, Default)]
-pub struct Fences(Arc<Mutex<[u64; ROWS]>>);
+pub struct Fences {
+    /// Per row, the last fence handed out here.
+    last: Arc<Mutex<[u64; ROWS]>>,
+    /// Set in a live run: fences from the run's true time.
+    across: Option<Across>,
+}
+
+/// What a live server process draws its fences from: the run's true time and its own
+/// incarnation's process id.
+#[derive(Clone)]
+struct Across {
+    now: TimeSource,
+    incarnation: ProcessId,
+}
+
+/// Fences drawn from true time are `t_ns * FENCE_TIME_SCALE + incarnation % FENCE_TIME_SCALE`:
+/// room for 1024 server incarnations per run (a run has its servers plus one per kill) below
+/// each nanosecond. `u64` holds such fences for 208 days of a run.
+pub(super) const FENCE_TIME_SCALE: u64 = 1024;
 
 impl Fences {
+    /// The same per-row counters, drawing fences for server incarnation `incarnation` of a
+    /// live run, where every server process has its own `Fences`: every draw is above every
+    /// draw that returned before it started, in any process of the run, and two draws never
+    /// give one fence.
+    ///
+    /// A draw reads the run's true time `t` (`now`, `CLOCK_MONOTONIC` since the run's epoch:
+    /// one clock for every process of the machine, never going back), then waits until the
+    /// clock reads more than `t` before it returns, and hands out
+    /// `t * FENCE_TIME_SCALE + incarnation % FENCE_TIME_SCALE`, and never less than one above
+    /// this process's last fence for the row. Why every new owner's fence is higher:
+    /// - if draw A returned before draw B started (in any processes), B read its time after
+    ///   A's clock read more than `t_A`, so `t_B > t_A`, and B's fence is at least
+    ///   `(t_A + 1) * FENCE_TIME_SCALE`, above A's, whatever the low parts;
+    /// - draws that overlap in time may read the same `t`; they are in different processes
+    ///   (one process draws under its lock, one at a time), so their low parts, the
+    ///   incarnations' process ids, differ (ids are unique in a run, and a run has fewer than
+    ///   [`FENCE_TIME_SCALE`] incarnations): distinct fences, in either order, as two
+    ///   concurrent takeovers may come in either order in the simulator too.
+    ///
+    /// The floor (one above the last fence for the row here) changes nothing while the clock
+    /// behaves, since those fences grow by the first rule; it keeps one process's fences
+    /// increasing even if it did not. The simulator never calls this: its fences, and so its
+    /// traces, stay the counter's.
+    pub fn across_processes(&self, now: TimeSource, incarnation: ProcessId) -> Fences {
+        Fences { last: self.last.clone(), across: Some(Across { now, incarnation }) }
+    }
+
     pub fn next(&self, k: usize) -> u64 {
-        let mut g = lock(&self.0);
-        g[k] += 1;
+        let mut g = lock(&self.last);
+        g[k] = match &self.across {
+            None => g[k] + 1,
+            Some(a) => a.draw().max(g[k] + 1),
+        };
         g[k]
+    }
+}
+
+impl Across {
+    /// See [`Fences::across_processes`].
+    fn draw(&self) -> u64 {
+        let t = (self.now)();
+        // Until the clock has passed `t` (at most a clock read or two: it counts in ns), so
+        // a draw that starts after this one returns reads a later time.
+        while (self.now)() <= t {
+            std::hint::spin_loop();
+        }
+        t.saturating_mul(FENCE_TIME_SCALE).saturating_add(self.incarnation % FENCE_TIME_SCALE)
     }
 }
 
@@ -68,7 +137,7 @@ impl Fences {
 pub(super) struct Task {
     env: Env,
     process: ProcessId,
-    rec: SqlRecorder,
+    calls: CallLog,
     fences: Fences,
     table: TableName,
     dbs: Vec<Arc<dyn Db>>,
@@ -81,7 +150,8 @@ pub(super) struct Task {
 }
 
 impl Task {
-    pub(super) fn new(env: Env, process: ProcessId, rec: SqlRecorder, fences: Fences) -> Task {
+    /// Task `process`, recording its calls through `calls` (the log of `process`).
+    pub(super) fn new(env: Env, process: ProcessId, calls: CallLog, fences: Fences) -> Task {
         let dbs = (0..INSTANCES)
             .map(|i| {
                 let name = Topology::sql_name(i);
@@ -91,7 +161,7 @@ impl Task {
         Task {
             env,
             process,
-            rec,
+            calls,
             fences,
             table: TableName::new(TABLE).expect("a valid table name"),
             dbs,
@@ -186,9 +256,9 @@ impl Task {
 
     async fn get(&mut self, k: usize) {
         let key = row_key(k);
-        let h = invoke(&self.rec, self.process, &instance_of(k), DbCall::Get { key: key.clone() });
+        let call = self.calls.invoke(&instance_of(k), DbCall::Get { key: key.clone() });
         let r = self.dbs[k % INSTANCES].get(&self.table, &key).await;
-        complete_get(&self.rec, h, &r);
+        self.calls.complete_get(call, &r);
         if let Ok(row) = r {
             self.version[k] = row.map(|r| r.version);
         }
@@ -214,9 +284,9 @@ impl Task {
         let instance = rows[0] % INSTANCES;
         debug_assert!(rows.iter().all(|r| r % INSTANCES == instance), "one transact, one instance");
         let port_ops = ops.iter().map(|o| write_op(&self.table, o)).collect();
-        let h = invoke(&self.rec, self.process, &Topology::sql_name(instance), DbCall::Transact(ops.clone()));
+        let call = self.calls.invoke(&Topology::sql_name(instance), DbCall::Transact(ops.clone()));
         let r = self.dbs[instance].transact(port_ops).await;
-        complete_transact(&self.rec, h, &r);
+        self.calls.complete_transact(call, &r);
         match &r {
             Ok(results) => {
                 for ((k, op), res) in rows.iter().zip(&ops).zip(results) {
