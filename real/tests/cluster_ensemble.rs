@@ -25,34 +25,51 @@ fn assert_passed_and_cleaned_up(out: &std::process::Output, text: &str) {
     }
 }
 
+/// `real cluster run SCENARIO --net` with `flags` (`--zk-ensemble`, `--mariadb`), a service
+/// fault every `every` of up to `max`, the kinds `kinds` in turn, for `duration`, with `seed`;
+/// prints the output. Asserts each kind was applied exactly once.
+fn run_with_service_faults(
+    scenario: &str,
+    flags: &[&str],
+    (every, max, duration): (&str, &str, &str),
+    kinds: &[&str],
+    seed: &str,
+) -> (std::process::Output, String) {
+    let kinds_arg = kinds.join(",");
+    let mut args = vec!["cluster", "run", scenario, "--duration", duration, "--net"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&[
+        "--service-fault-every",
+        every,
+        "--service-fault-max",
+        max,
+        "--service-faults",
+        &kinds_arg,
+        "--seed",
+        seed,
+    ]);
+    let (out, text) = real(&args);
+    eprintln!("{text}");
+    for kind in kinds {
+        assert_eq!(counter(&text, &format!("cluster.service_faults.{kind}")), 1, "{kind}:\n{text}");
+    }
+    (out, text)
+}
+
 /// The ZooKeeper leader is killed (and relaunched), then a leader is cut off from everyone,
 /// then the leader and a follower are killed together (no quorum) while `login_unique`'s
 /// servers log players in and out: at most one server acts for an account at any time, and
 /// accounts log in again after the heal.
 #[test]
 fn login_unique_rides_through_its_zookeeper_leader_killed_then_isolated_and_a_quorum_loss() {
-    let (out, text) = real(&[
-        "cluster",
-        "run",
+    let (out, text) = run_with_service_faults(
         "login_unique",
-        "--duration",
-        "20s",
-        "--net",
-        "--zk-ensemble",
-        "--service-fault-every",
-        "5s",
-        "--service-fault-max",
-        "4s",
-        "--service-faults",
-        "zk-leader-kill,zk-leader-isolate,zk-quorum-loss",
-        "--seed",
+        &["--zk-ensemble"],
+        ("5s", "4s", "20s"),
+        &["zk-leader-kill", "zk-leader-isolate", "zk-quorum-loss"],
         "1",
-    ]);
-    eprintln!("{text}");
+    );
     assert_passed_and_cleaned_up(&out, &text);
-    for kind in ["zk-leader-kill", "zk-leader-isolate", "zk-quorum-loss"] {
-        assert_eq!(counter(&text, &format!("cluster.service_faults.{kind}")), 1, "{kind}:\n{text}");
-    }
     assert!(text.contains("(leader)"), "faults name the role they hit:\n{text}");
     assert!(counter(&text, "logins_ok") >= 3, "accounts log in after the heal:\n{text}");
 }
@@ -62,28 +79,14 @@ fn login_unique_rides_through_its_zookeeper_leader_killed_then_isolated_and_a_qu
 /// two places, and transfers complete after the heal.
 #[test]
 fn pvp_transfer_rides_through_its_zookeeper_leader_killed_then_isolated_and_a_redis_pause() {
-    let (out, text) = real(&[
-        "cluster",
-        "run",
+    let (out, text) = run_with_service_faults(
         "pvp_transfer",
-        "--duration",
-        "20s",
-        "--net",
-        "--zk-ensemble",
-        "--service-fault-every",
-        "5s",
-        "--service-fault-max",
-        "4s",
-        "--service-faults",
-        "zk-leader-kill,zk-leader-isolate,redis-pause",
-        "--seed",
+        &["--zk-ensemble"],
+        ("5s", "4s", "20s"),
+        &["zk-leader-kill", "zk-leader-isolate", "redis-pause"],
         "2",
-    ]);
-    eprintln!("{text}");
+    );
     assert_passed_and_cleaned_up(&out, &text);
-    for kind in ["zk-leader-kill", "zk-leader-isolate", "redis-pause"] {
-        assert_eq!(counter(&text, &format!("cluster.service_faults.{kind}")), 1, "{kind}:\n{text}");
-    }
 }
 
 /// `deferred_commands` on a MariaDB server of its own (`--mariadb`, the `sql` host of
@@ -92,33 +95,19 @@ fn pvp_transfer_rides_through_its_zookeeper_leader_killed_then_isolated_and_a_re
 /// packs run in order, one at a time.
 #[test]
 fn deferred_commands_on_mariadb_rides_through_its_sql_server_killed_isolated_and_paused() {
-    let (out, text) = real(&[
-        "cluster",
-        "run",
+    let (out, text) = run_with_service_faults(
         "deferred_commands",
-        "--duration",
-        "20s",
-        "--net",
-        "--mariadb",
-        "--service-fault-every",
-        "5s",
-        "--service-fault-max",
-        "4s",
-        "--service-faults",
-        "sql-kill,sql-isolate,sql-pause",
-        "--seed",
+        &["--mariadb"],
+        ("5s", "4s", "20s"),
+        &["sql-kill", "sql-isolate", "sql-pause"],
         "1",
-    ]);
-    eprintln!("{text}");
+    );
     assert!(
         out.status.success() && text.lines().any(|l| l == "PASSED"),
         "did not pass ({}):\n{text}",
         out.status
     );
     assert!(namespaces(&text).iter().any(|n| n.ends_with("-q")), "the SQL host:\n{text}");
-    for kind in ["sql-kill", "sql-isolate", "sql-pause"] {
-        assert_eq!(counter(&text, &format!("cluster.service_faults.{kind}")), 1, "{kind}:\n{text}");
-    }
     assert!(counter(&text, "deferred_commands.packs_applied") >= 50, "{text}");
 }
 
@@ -128,33 +117,18 @@ fn deferred_commands_on_mariadb_rides_through_its_sql_server_killed_isolated_and
 /// instance that gave its shard away.
 #[test]
 fn shard_move_on_mariadb_rides_through_a_quorum_loss_and_its_sql_server_killed_paused_and_isolated() {
-    let (out, text) = real(&[
-        "cluster",
-        "run",
+    let (out, text) = run_with_service_faults(
         "shard_move",
-        "--duration",
-        "16s",
-        "--net",
-        "--zk-ensemble",
-        "--mariadb",
-        "--service-fault-every",
-        "4s",
-        "--service-fault-max",
-        "3s",
-        "--service-faults",
-        "zk-quorum-loss,sql-kill,sql-pause,sql-isolate",
-        "--seed",
+        &["--zk-ensemble", "--mariadb"],
+        ("4s", "3s", "20s"),
+        &["zk-quorum-loss", "sql-kill", "sql-pause", "sql-isolate"],
         "2",
-    ]);
-    eprintln!("{text}");
+    );
     assert!(
         out.status.success() && text.lines().any(|l| l == "PASSED"),
         "did not pass ({}):\n{text}",
         out.status
     );
-    for kind in ["zk-quorum-loss", "sql-kill", "sql-pause"] {
-        assert_eq!(counter(&text, &format!("cluster.service_faults.{kind}")), 1, "{kind}:\n{text}");
-    }
     assert!(counter(&text, "moves_finished") >= 5 && counter(&text, "appends_ok") >= 500, "{text}");
 }
 
