@@ -313,12 +313,12 @@ impl<'a> ServiceFaults<'a> {
             Target::Sql => return Some((vec![Victim::Sql], vec![""])),
             _ => {}
         }
-        let e = backing.ensemble()?;
-        let leader = e.leader()?;
-        let role = |i: usize| e.mode(i).map_or("", ZkMode::name);
-        let leader_role = role(leader);
+        // One question to each member, whatever the fault aims at.
+        let modes = backing.ensemble()?.modes();
+        let leader = ZkMode::leader_of(&modes)?;
+        let leader_role = modes[leader].map_or("", ZkMode::name);
         let follower = || {
-            let f = e.followers();
+            let f = ZkMode::followers_of(&modes);
             (!f.is_empty()).then(|| f[(plan.pick % f.len() as u64) as usize])
         };
         match plan.kind.target {

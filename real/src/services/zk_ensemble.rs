@@ -67,6 +67,16 @@ impl ZkMode {
         }
     }
 
+    /// The member that leads (or the standalone one) among `modes` ([`ZkEnsemble::modes`]).
+    pub fn leader_of(modes: &[Option<ZkMode>]) -> Option<usize> {
+        modes.iter().position(|m| matches!(m, Some(ZkMode::Leader | ZkMode::Standalone)))
+    }
+
+    /// The members that follow among `modes`.
+    pub fn followers_of(modes: &[Option<ZkMode>]) -> Vec<usize> {
+        (0..modes.len()).filter(|&i| modes[i] == Some(ZkMode::Follower)).collect()
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ZkMode::Standalone => "standalone",
@@ -170,19 +180,9 @@ impl ZkEnsemble {
         mode(self.addr(i))
     }
 
-    /// The member that leads (or the standalone one), if one answers as such now.
-    pub fn leader(&self) -> Option<usize> {
-        (0..self.len()).find(|i| matches!(self.mode(*i), Some(ZkMode::Leader | ZkMode::Standalone)))
-    }
-
-    /// The members that answer as followers now.
-    pub fn followers(&self) -> Vec<usize> {
-        (0..self.len()).filter(|i| self.mode(*i) == Some(ZkMode::Follower)).collect()
-    }
-
-    /// Member `i`'s process id, while it runs.
-    pub fn pid(&self, i: usize) -> Option<u32> {
-        self.members[i].proc.pid()
+    /// Every member's role now (one `srvr` question each), by index.
+    pub fn modes(&self) -> Vec<Option<ZkMode>> {
+        (0..self.len()).map(|i| self.mode(i)).collect()
     }
 
     /// True while member `i`'s process runs (paused or not).
@@ -220,22 +220,13 @@ impl ZkEnsemble {
     pub fn wait_serving(&self, timeout: Duration) -> Vec<usize> {
         let start = Instant::now();
         loop {
-            let down: Vec<usize> = (0..self.len()).filter(|i| self.mode(*i).is_none()).collect();
-            if down.is_empty() && self.leader().is_some() || start.elapsed() > timeout {
+            let modes = self.modes();
+            let down: Vec<usize> = (0..modes.len()).filter(|&i| modes[i].is_none()).collect();
+            if down.is_empty() && ZkMode::leader_of(&modes).is_some() || start.elapsed() > timeout {
                 return down;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-
-    /// Member `i`'s log so far.
-    pub fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(&self.members[i].proc.log).unwrap_or_default()
-    }
-
-    /// The directory holding each member's `zk-N/zoo.cfg`, `data/` and `zookeeper.log`.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }
 
