@@ -47,11 +47,25 @@ impl fmt::Debug for LinkId {
 }
 
 /// One login in the table: the link and its id, read once when it was inserted (so the
-/// index never depends on calling into the link again).
+/// index never depends on calling into the link again), and the account znode as this
+/// server last wrote it, if known.
 #[derive(Clone)]
 pub(super) struct LinkEntry {
     pub(super) id: LinkId,
     pub(super) link: LinkRef,
+    pub(super) written: Option<Written>,
+}
+
+/// The account znode as this server's coordination session wrote it for a login: created
+/// (version 0) or rewritten (the version its `set_data` returned). Lives exactly as long as
+/// the login's [`LinkEntry`]: the manager deletes the znode only after removing the entry,
+/// so while the entry exists no delete of ours has happened since the write. Logout uses it
+/// to delete at that version in one request (see `Shared::delete_record`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Written {
+    /// The coordination session (the manager's epoch) that wrote it.
+    pub(super) epoch: u64,
+    pub(super) version: i32,
 }
 
 /// [`LinkTable::insert`] refused: the link is already logged in as another account.
@@ -93,13 +107,23 @@ impl LinkTable {
     /// Logs `account` in on `link`. Replaces (and returns) the account's previous link, if
     /// any; refuses if `link` already carries another account (the table is unchanged).
     pub(super) fn insert(&mut self, account: &str, link: LinkRef) -> Result<Option<LinkEntry>, LinkInUse> {
+        self.insert_written(account, link, None)
+    }
+
+    /// [`insert`](Self::insert), remembering how this server wrote the account's znode.
+    pub(super) fn insert_written(
+        &mut self,
+        account: &str,
+        link: LinkRef,
+        written: Option<Written>,
+    ) -> Result<Option<LinkEntry>, LinkInUse> {
         let id = link.link_id();
         if let Some(other) = self.by_link.get(&id) {
             if other != account {
                 return Err(LinkInUse { account: other.clone() });
             }
         }
-        let old = self.by_account.insert(account.to_string(), LinkEntry { id, link });
+        let old = self.by_account.insert(account.to_string(), LinkEntry { id, link, written });
         if let Some(old) = &old {
             if old.id != id {
                 let removed = self.by_link.remove(&old.id);

@@ -7,7 +7,7 @@
 
 use tracing::{debug, info};
 
-use super::links::LinkId;
+use super::links::{LinkId, Written};
 use super::metrics::AccountMetrics;
 use super::record::{located, Claim, LoginRecord};
 use super::{validate_account, AccountError, AccountManager, LinkRef, LoginOutcome, LOG_TARGET};
@@ -53,13 +53,13 @@ impl AccountManager {
         }
         let (coord, epoch) = if s.cfg.bugs.no_fencing { s.current()? } else { s.ensure_lease().await? };
         let rec = LoginRecord::new(s.id, link_id);
-        match s.claim(&*coord, epoch, account, &rec).await? {
+        let written = match s.claim(&*coord, epoch, account, &rec).await? {
             Claim::Taken(location) => {
                 debug!(target: LOG_TARGET, node = %s.node(), account, ?location, "login refused: already logged in");
                 return Ok(LoginOutcome::AlreadyLoggedIn { location });
             }
-            Claim::Ours => {}
-        }
+            Claim::Ours { version } => version.map(|version| Written { epoch, version }),
+        };
         // Accept only under the lease, checked together with the insertion.
         let refused = {
             let mut st = s.st();
@@ -70,7 +70,7 @@ impl AccountManager {
                     "a link is added while the watchdog is idle with no wake-up pending"
                 );
                 st.dropped.remove(account);
-                match st.links.insert(account, link) {
+                match st.links.insert_written(account, link, written) {
                     Ok(_) => None,
                     Err(in_use) => {
                         // Another login on this link won the race: this account's older
@@ -148,16 +148,16 @@ impl AccountManager {
         let s = &self.shared;
         let _g = s.ops.lock(account).await;
         let (coord, epoch) = s.current()?;
-        {
+        let written = {
             let mut st = s.st();
             match st.links.get(account) {
                 Some(cur) if only_on.is_none_or(|id| cur.id == id) => {
-                    st.links.remove(account);
+                    st.links.remove(account).and_then(|e| e.written)
                 }
                 _ => return Ok(false),
             }
-        }
-        match s.delete_if_ours(&*coord, epoch, account).await {
+        };
+        match s.delete_record(&*coord, epoch, account, written).await {
             Ok(true) => {}
             Ok(false) | Err(_) => {
                 debug!(target: LOG_TARGET, node = %s.node(), account, "logout: record deletion deferred");

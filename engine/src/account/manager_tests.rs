@@ -293,6 +293,48 @@ fn after_its_session_expired_the_manager_opens_a_new_one_and_logs_in_again() {
 }
 
 #[test]
+fn a_login_on_a_new_link_rewrites_its_znode_and_the_logout_deletes_it_at_the_new_version() {
+    let h = Harness::new(7);
+    let a = start(&h, 1);
+    let (l1, l2) = (FakeLink::new(&h, 1), FakeLink::new(&h, 2));
+    assert_eq!(login(&h, &a, "kim", &l1), LoginOutcome::LoggedIn);
+    assert_eq!(h.zk.get(&znode("kim")).expect("created").1.version, 0);
+    l1.close("gone");
+    assert_eq!(login(&h, &a, "kim", &l2), LoginOutcome::LoggedIn);
+    let (data, stat) = h.zk.get(&znode("kim")).expect("still there");
+    assert_eq!(stat.version, 1, "rewritten for the new link");
+    assert_eq!(serde_json::from_slice::<Value>(&data).unwrap()["link_id"], json!(l2.id.to_string()));
+
+    let a2 = a.clone();
+    let out = h.block_on(async move { a2.set_logged_out_link(LinkId::from_u128(2)).await }).unwrap();
+    assert_eq!(out.as_deref(), Some("kim"));
+    assert!(h.zk.get(&znode("kim")).is_none(), "deleted at version 1");
+}
+
+#[test]
+fn a_logout_whose_znode_version_moved_on_reads_it_back_and_still_deletes_it() {
+    let h = Harness::new(8);
+    let a = start(&h, 1);
+    let l1 = FakeLink::new(&h, 1);
+    assert_eq!(login(&h, &a, "kim", &l1), LoginOutcome::LoggedIn);
+    let sid = owner_session(&h, "kim");
+    // Our session rewrites it behind the login's back (as a rewrite whose answer was lost).
+    let (data, _) = h.zk.get(&znode("kim")).expect("created");
+    let wall = h.clock.wall_now();
+    let (set, _) = h.zk.with_service(|svc| svc.set_data(sid, &znode("kim"), data, None, wall));
+    assert_eq!(set.expect("set").version, 1);
+
+    let a2 = a.clone();
+    let out = h.block_on(async move { a2.set_logged_out("kim").await }).unwrap();
+    assert!(out);
+    assert!(
+        h.zk.get(&znode("kim")).is_none(),
+        "the delete at version 0 was refused; read back, then deleted"
+    );
+    assert!(a.local_accounts().is_empty());
+}
+
+#[test]
 fn a_create_whose_answer_was_lost_is_found_to_be_ours_by_reading_the_znode() {
     let h = Harness::new(6);
     let a = start(&h, 1);

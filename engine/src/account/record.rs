@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use super::links::LinkId;
+use super::links::{LinkId, Written};
 use super::{AccountError, Shared, CLAIM_ATTEMPTS_MAX, LOG_TARGET};
 use crate::cluster::PeerId;
 use crate::env::{ensure_paths, Coord, CoordError, CreateMode};
@@ -57,10 +57,15 @@ pub(super) struct RecordRead {
     pub(super) version: i32,
 }
 
+/// The version of a znode just created.
+const CREATED_VERSION: i32 = 0;
+
 /// How a claim of the account znode ended.
 pub(super) enum Claim {
-    /// The znode is ours (created now, or found owned by our session).
-    Ours,
+    /// The znode is ours (created now, or found owned by our session). `version`: the
+    /// version it has as we created, found or rewrote it; `None` if a rewrite's answer was
+    /// lost or refused.
+    Ours { version: Option<i32> },
     /// Logged in elsewhere: the owner's peer (`None` if its record is unreadable).
     Taken(Option<PeerId>),
 }
@@ -151,7 +156,7 @@ impl Shared {
                 match coord.create(&path, data.clone(), CreateMode::Ephemeral).await {
                     Ok(_) => {
                         self.renewed(epoch, sent);
-                        return Ok(Claim::Ours);
+                        return Ok(Claim::Ours { version: Some(CREATED_VERSION) });
                     }
                     Err(CoordError::NodeExists) => self.renewed(epoch, sent),
                     Err(CoordError::NoNode) => {
@@ -174,11 +179,12 @@ impl Shared {
             match self.read_record(coord, epoch, &path).await {
                 Ok(Some(read)) => match existing_node(&read, rec) {
                     Existing::Ours { rewrite } => {
-                        if rewrite {
-                            // Ours, from an earlier login here: point it at the new link.
-                            let _ = coord.set_data(&path, data.clone(), Some(read.version)).await;
+                        if !rewrite {
+                            return Ok(Claim::Ours { version: Some(read.version) });
                         }
-                        return Ok(Claim::Ours);
+                        // Ours, from an earlier login here: point it at the new link.
+                        let version = coord.set_data(&path, data.clone(), Some(read.version)).await;
+                        return Ok(Claim::Ours { version: version.ok().map(|stat| stat.version) });
                     }
                     Existing::Taken(location) => {
                         crate::probe!("account: login refused, logged in elsewhere");
@@ -198,6 +204,40 @@ impl Shared {
             self.st().dropped.insert(account.to_string());
         }
         Err(AccountError::Coord(CoordError::ConnectionLoss { maybe_applied: maybe_ours }))
+    }
+
+    /// Deletes the account znode of a login being logged out; true if it is gone.
+    ///
+    /// With `written` (how this session wrote the znode for that login, see [`Written`]) it
+    /// first deletes at that version: one request where [`delete_if_ours`](Self::delete_if_ours)
+    /// takes two. That cannot delete another server's znode: our session wrote the node and
+    /// has not deleted it since (the entry carrying `written` was removed just now), and
+    /// only its owner's session or its expiry removes an ephemeral node (no server deletes
+    /// another's record); so while our session lives the node at `path` is ours, and once
+    /// it has expired the service refuses the request. A version that no longer matches
+    /// (a rewrite whose answer was lost) falls back to reading the node.
+    pub(super) async fn delete_record(
+        &self,
+        coord: &dyn Coord,
+        epoch: u64,
+        account: &str,
+        written: Option<Written>,
+    ) -> Result<bool, CoordError> {
+        if let Some(w) = written.filter(|w| w.epoch == epoch) {
+            let sent = self.now();
+            match coord.delete(&self.account_path(account), Some(w.version)).await {
+                Ok(()) | Err(CoordError::NoNode) => {
+                    self.renewed(epoch, sent);
+                    return Ok(true);
+                }
+                Err(CoordError::BadVersion) => {
+                    self.renewed(epoch, sent);
+                    crate::probe!("account: logout's known version outdated, read back");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.delete_if_ours(coord, epoch, account).await
     }
 
     /// Deletes the account znode if it belongs to our session. True if it is gone.
