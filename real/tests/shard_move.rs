@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use engine::env::{Env, Expect, SessionOptions, TableName, WriteOp};
+use engine::shard::router::FREEZE_WAIT_MAX;
 use engine::shard::{ShardConfig, ShardRouter};
 use real::adapters::RedisKvOptions;
 use real::env::{real_env, RealEnvConfig};
@@ -125,9 +126,12 @@ async fn a_shard_moves_between_sqlite_and_mariadb_while_written_without_losing_a
         assert_eq!(&stored, ids, "user {user}: every acknowledged append once, in order");
         println!("user {user}: {} appends, longest wait {:?}", ids.len(), waits.lock().unwrap()[user]);
     }
+    // The contract, not a speed: a freeze ends before the writers waiting it out give up
+    // (the freeze's length is a benchmark figure, printed above; on a loaded 2-core machine
+    // it has ranged from tens of milliseconds to 1.6 s).
     for r in &reports {
         let frozen = r["frozen_ms"].as_f64().unwrap();
-        assert!(frozen < 1000.0, "freeze {frozen} ms");
+        assert!(frozen < FREEZE_WAIT_MAX.as_millis() as f64, "freeze {frozen} ms");
     }
     router.stop();
 }
