@@ -7,6 +7,8 @@
 //! - Claim: `create`; on `NodeExists` (or a create whose answer was lost) the node is read
 //!   and [`existing_node`] decides: owned by this manager's session → ours (pointed at the
 //!   new link if needed), else taken by the peer its record names.
+//! - Logout: a delete at the version this session wrote ([`Written`], one request), falling
+//!   back to delete-if-ours (read, then delete at the version read).
 //! - Read, delete-if-ours, and the cleanup of dropped accounts (records this server may
 //!   still hold for accounts it no longer serves), run by the renewer once the session
 //!   answers again.
