@@ -5,11 +5,15 @@
 //! each pin the two 8 KiB buffers tokio-util's `Framed` keeps for a connection's whole life.
 //! - [`FrameReader`] waits for the socket to be readable *before* it allocates, reads up to
 //!   [`READ_CHUNK`] bytes at a time (more when a frame announces a larger body), hands out
-//!   every complete frame as a slice of that buffer and drops its own reference to the buffer
-//!   as soon as no partial frame is left in it. Frames are cut from the buffer by their 4-byte
-//!   header alone, so the reader never holds a half-decoded header: "nothing buffered" means
-//!   "between frames". (`LengthDelimitedCodec` keeps its header state private, which is why
-//!   the decode is written here; the encode is the codec's.)
+//!   every complete frame as a slice of that buffer, and reads the next bytes into the same
+//!   buffer's spare room while the socket has more. It drops its own reference to the buffer
+//!   when the socket is about to wait and no partial frame is left in it (giving it up after
+//!   every drained read instead cost a fresh allocation per read on a busy connection).
+//!   Frames are cut from the buffer by their 4-byte header alone, so the reader never holds a
+//!   half-decoded header: "nothing buffered" means "between frames". (`LengthDelimitedCodec`
+//!   keeps its header state private, which is why the decode is written here; the encode is
+//!   the codec's.) Reads go through tokio's `poll_read`, which marks the socket drained after
+//!   a short read, so a drained socket costs no extra read that would block.
 //! - [`FrameWriter`] encodes frames with `LengthDelimitedCodec` into a buffer allocated at the
 //!   first frame of a batch and freed once the batch is flushed.
 
@@ -26,6 +30,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Encoder, LengthDelimitedCodec};
+use tokio_util::io::poll_read_buf;
 
 /// Length of the big-endian length header in front of every frame.
 const HEADER_BYTES: usize = 4;
@@ -94,8 +99,17 @@ impl FrameReader {
             return Ok(None);
         }
         self.buf.advance(HEADER_BYTES);
-        // An emptied buffer is let go by `poll_next` before it waits for the socket.
+        // An emptied buffer is let go by `poll_next` once the socket has to be waited for.
         Ok(Some(self.buf.split_to(len).freeze()))
+    }
+
+    /// The socket has nothing more for now: between frames, let go of the buffer (the
+    /// frames handed out keep their own bytes alive) so that an idle connection holds none.
+    fn wait(&mut self) -> Poll<Option<Result<Bytes, NetError>>> {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+        Poll::Pending
     }
 
     fn fail(&mut self, e: NetError) -> Poll<Option<Result<Bytes, NetError>>> {
@@ -127,22 +141,24 @@ impl Stream for FrameReader {
                 return this.fail(NetError::Io("bytes remaining on stream".into()));
             }
             if this.buf.is_empty() {
-                // Between frames: let go of the buffer (the frames handed out keep their own
-                // bytes alive) so that an idle connection holds none.
-                this.buf = BytesMut::new();
-            }
-            if let Err(e) = ready!(this.io.as_ref().poll_read_ready(cx)) {
-                return this.fail(map_io(e));
+                // Between frames: the buffer's spare room is reused while bytes keep coming,
+                // and let go only when the socket is about to wait (below).
+                match this.io.as_ref().poll_read_ready(cx) {
+                    Poll::Pending => return this.wait(),
+                    Poll::Ready(Err(e)) => return this.fail(map_io(e)),
+                    Poll::Ready(Ok(())) => {}
+                }
             }
             if this.buf.len() == this.buf.capacity() {
                 this.buf.reserve(READ_CHUNK);
             }
-            match this.io.try_read_buf(&mut this.buf) {
-                Ok(0) => this.eof = true,
-                Ok(_) => {}
-                // Readiness was stale and is now cleared: the next `poll_read_ready` waits.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return this.fail(map_io(e)),
+            // tokio's read marks the socket drained after a short read, so the next poll
+            // waits for readiness instead of trying a read that would block.
+            match poll_read_buf(Pin::new(&mut this.io), cx, &mut this.buf) {
+                Poll::Pending => return this.wait(),
+                Poll::Ready(Ok(0)) => this.eof = true,
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return this.fail(map_io(e)),
             }
         }
     }
