@@ -13,7 +13,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(PROTOS, ["proto"])?;
-    // Gate frames pass through untouched: `bytes` fields are `Bytes` there (no copies).
-    prost_build::Config::new().btree_map(["."]).bytes([".sandtable.gate"]).compile_fds(descriptors)?;
+    // Gate frames pass through untouched, and RPC bodies go from the connection's read buffer
+    // to the handler and from the handler's reply to the wire: `bytes` fields are `Bytes`
+    // there (no copies).
+    prost_build::Config::new()
+        .btree_map(["."])
+        .bytes([".sandtable.gate", ".sandtable.rpc.wire"])
+        .compile_fds(descriptors)?;
     Ok(())
 }

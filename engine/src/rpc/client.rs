@@ -399,7 +399,7 @@ async fn drive(
                 Some(Ok(f)) => f,
             };
             ping_since.store(0, Ordering::Relaxed);
-            match wire::decode(&frame) {
+            match wire::decode_shared(frame) {
                 Ok(WireFrame::Reply(r)) => inner.deliver(out, r),
                 Ok(WireFrame::Pong) => {}
                 Ok(WireFrame::Fenced { actual }) => return End::Fenced(actual),

@@ -166,7 +166,7 @@ async fn serve_conn(inner: Arc<Inner>, id: u64, conn: Connection) {
     let Connection { mut sink, mut stream, peer: addr } = conn;
     let clock = inner.env.clock.clone();
     let sender = match timeout(&*clock, HELLO_TIMEOUT, stream.next()).await {
-        Ok(Some(Ok(b))) => match wire::decode(&b) {
+        Ok(Some(Ok(b))) => match wire::decode_shared(b) {
             Ok(WireFrame::Hello { sender, receiver }) if receiver == inner.self_id => sender,
             Ok(WireFrame::Hello { sender, receiver }) => {
                 crate::probe!("rpc: connection for an older incarnation fenced");
@@ -218,7 +218,7 @@ async fn serve_conn(inner: Arc<Inner>, id: u64, conn: Connection) {
                 Some(Err(e)) => return format!("receive failed: {e}"),
                 Some(Ok(f)) => f,
             };
-            match wire::decode(&frame) {
+            match wire::decode_shared(frame) {
                 Ok(WireFrame::Request(r)) => inner.on_request(sender, &tx, r),
                 Ok(WireFrame::Ping) => send_or_close(&tx, wire::encode(&WireFrame::Pong)),
                 Ok(other) => {

@@ -77,29 +77,31 @@ fn peer(b: &[u8], field: &'static str) -> Result<PeerId, WireError> {
     PeerId::from_slice(b).ok_or(WireError::BadPeerId(field))
 }
 
+fn peer_bytes(id: &PeerId) -> Bytes {
+    Bytes::copy_from_slice(id.as_bytes())
+}
+
 /// Encodes a frame for the Net port.
 pub fn encode(frame: &WireFrame) -> Bytes {
     use pb::frame::Kind;
     let kind = match frame {
-        WireFrame::Hello { sender, receiver } => Kind::Hello(pb::Hello {
-            sender: sender.as_bytes().to_vec(),
-            receiver: receiver.as_bytes().to_vec(),
-        }),
-        WireFrame::Fenced { actual } => Kind::Fenced(pb::Fenced { actual: actual.as_bytes().to_vec() }),
+        WireFrame::Hello { sender, receiver } => {
+            Kind::Hello(pb::Hello { sender: peer_bytes(sender), receiver: peer_bytes(receiver) })
+        }
+        WireFrame::Fenced { actual } => Kind::Fenced(pb::Fenced { actual: peer_bytes(actual) }),
         WireFrame::Request(r) => Kind::Request(pb::Request {
             xid: r.xid,
             msg_type: r.msg_type.clone(),
-            body: r.body.to_vec(),
+            body: r.body.clone(),
             order_key: r.order.as_ref().map(|(k, _)| k.clone()),
             order_seq: r.order.as_ref().map_or(0, |(_, s)| *s),
             floor: r.floor,
         }),
         WireFrame::Reply(r) => {
-            let mut rep =
-                pb::Reply { xid: r.xid, replier: r.replier.as_bytes().to_vec(), ..Default::default() };
+            let mut rep = pb::Reply { xid: r.xid, replier: peer_bytes(&r.replier), ..Default::default() };
             let status = match &r.status {
                 ReplyStatus::Ok(body) => {
-                    rep.body = body.to_vec();
+                    rep.body = body.clone();
                     pb::Status::Ok
                 }
                 ReplyStatus::NoHandler => pb::Status::NoHandler,
@@ -131,6 +133,16 @@ pub fn encode(frame: &WireFrame) -> Bytes {
 
 /// Decodes and validates one frame. Never panics.
 pub fn decode(bytes: &[u8]) -> Result<WireFrame, WireError> {
+    decode_buf(bytes)
+}
+
+/// [`decode`] of a frame as the Net port hands it over: the bodies of requests and replies
+/// are slices of `frame` (no copy).
+pub fn decode_shared(frame: Bytes) -> Result<WireFrame, WireError> {
+    decode_buf(frame)
+}
+
+fn decode_buf(bytes: impl bytes::Buf) -> Result<WireFrame, WireError> {
     use pb::frame::Kind;
     let frame = pb::Frame::decode(bytes).map_err(|e| WireError::Protobuf(e.to_string()))?;
     Ok(match frame.kind.ok_or(WireError::Empty)? {
@@ -141,13 +153,13 @@ pub fn decode(bytes: &[u8]) -> Result<WireFrame, WireError> {
         Kind::Request(r) => WireFrame::Request(RequestFrame {
             xid: r.xid,
             msg_type: r.msg_type,
-            body: Bytes::from(r.body),
+            body: r.body,
             order: r.order_key.map(|k| (k, r.order_seq)),
             floor: r.floor,
         }),
         Kind::Reply(r) => {
             let status = match pb::Status::try_from(r.status) {
-                Ok(pb::Status::Ok) => ReplyStatus::Ok(Bytes::from(r.body)),
+                Ok(pb::Status::Ok) => ReplyStatus::Ok(r.body),
                 Ok(pb::Status::NoHandler) => ReplyStatus::NoHandler,
                 Ok(pb::Status::HandlerError) => ReplyStatus::HandlerError(r.error),
                 Ok(pb::Status::DecodeError) => ReplyStatus::DecodeError(r.error),
@@ -247,14 +259,17 @@ mod tests {
     fn malformed_frames_are_typed_errors() {
         assert_eq!(decode(&[]), Err(WireError::Empty));
         let short = pb::Frame {
-            kind: Some(pb::frame::Kind::Hello(pb::Hello { sender: vec![1; 15], receiver: vec![2; 16] })),
+            kind: Some(pb::frame::Kind::Hello(pb::Hello {
+                sender: Bytes::from(vec![1; 15]),
+                receiver: Bytes::from(vec![2; 16]),
+            })),
         }
         .encode_to_vec();
         assert_eq!(decode(&short), Err(WireError::BadPeerId("sender")));
         let bad_status = pb::Frame {
             kind: Some(pb::frame::Kind::Reply(pb::Reply {
                 status: 99,
-                replier: vec![0; 16],
+                replier: Bytes::from(vec![0; 16]),
                 ..Default::default()
             })),
         }
