@@ -119,6 +119,18 @@ fn login(h: &Harness, am: &AccountManager, account: &str, link: &Arc<FakeLink>) 
     h.block_on(async move { am.check_and_set_logged_in(&account, link).await }).expect("login")
 }
 
+/// Logs `account` out of `am`: whether it was logged in there.
+fn logout(h: &Harness, am: &AccountManager, account: &str) -> Result<bool, AccountError> {
+    let (am, account) = (am.clone(), account.to_string());
+    h.block_on(async move { am.set_logged_out(&account).await })
+}
+
+/// Logs out whatever account `am` has on link `n`; the account, if any.
+fn logout_link(h: &Harness, am: &AccountManager, n: u128) -> Option<String> {
+    let am = am.clone();
+    h.block_on(async move { am.set_logged_out_link(LinkId::from_u128(n)).await }).expect("logout")
+}
+
 fn znode(account: &str) -> String {
     format!("/{APP}/active_accounts/{}", crate::keyname::encode(account))
 }
@@ -166,9 +178,7 @@ fn an_account_id_with_any_characters_logs_in_once_under_its_encoded_name() {
             LoginOutcome::AlreadyLoggedIn { location: Some(a.id()) },
             "{account:?}: still unique across servers"
         );
-        let a2 = a.clone();
-        let who = account.to_string();
-        assert_eq!(h.block_on(async move { a2.set_logged_out(&who).await }), Ok(true));
+        assert_eq!(logout(&h, &a, account), Ok(true));
         assert!(h.zk.get(&path).is_none(), "{account:?}: logged out");
     }
     // A plain id keeps the layout of earlier versions: its znode is its own name.
@@ -209,9 +219,7 @@ fn logging_out_by_link_deletes_the_znode_and_frees_the_account_for_another_serve
     let (l1, l2) = (FakeLink::new(&h, 1), FakeLink::new(&h, 2));
     assert_eq!(login(&h, &a, "kim", &l1), LoginOutcome::LoggedIn);
 
-    let a2 = a.clone();
-    let out = h.block_on(async move { a2.set_logged_out_link(LinkId::from_u128(1)).await }).unwrap();
-    assert_eq!(out.as_deref(), Some("kim"));
+    assert_eq!(logout_link(&h, &a, 1).as_deref(), Some("kim"));
     assert!(h.zk.get(&znode("kim")).is_none(), "znode deleted");
     assert_eq!(a.account_of(l1.id), None);
     assert!(a.local_accounts().is_empty());
@@ -305,9 +313,7 @@ fn a_login_on_a_new_link_rewrites_its_znode_and_the_logout_deletes_it_at_the_new
     assert_eq!(stat.version, 1, "rewritten for the new link");
     assert_eq!(serde_json::from_slice::<Value>(&data).unwrap()["link_id"], json!(l2.id.to_string()));
 
-    let a2 = a.clone();
-    let out = h.block_on(async move { a2.set_logged_out_link(LinkId::from_u128(2)).await }).unwrap();
-    assert_eq!(out.as_deref(), Some("kim"));
+    assert_eq!(logout_link(&h, &a, 2).as_deref(), Some("kim"));
     assert!(h.zk.get(&znode("kim")).is_none(), "deleted at version 1");
 }
 
@@ -324,9 +330,7 @@ fn a_logout_whose_znode_version_moved_on_reads_it_back_and_still_deletes_it() {
     let (set, _) = h.zk.with_service(|svc| svc.set_data(sid, &znode("kim"), data, None, wall));
     assert_eq!(set.expect("set").version, 1);
 
-    let a2 = a.clone();
-    let out = h.block_on(async move { a2.set_logged_out("kim").await }).unwrap();
-    assert!(out);
+    assert_eq!(logout(&h, &a, "kim"), Ok(true));
     assert!(
         h.zk.get(&znode("kim")).is_none(),
         "the delete at version 0 was refused; read back, then deleted"
