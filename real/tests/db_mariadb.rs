@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::db as checks;
 use engine::env::{Db, DbError, Expect};
-use real::adapters::{open_db, open_db_with, DbOptions, MariaDb};
+use real::adapters::{open_db, open_db_with, DbOptions, MariaDb, MARIADB_WRITE_CONCURRENCY};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_gives_the_ports_answers() {
@@ -21,6 +21,13 @@ async fn mariadb_gives_the_ports_answers() {
     // Opening again finds the schema in place and the data intact.
     let again = open_db("db-0", &server.url()).await.unwrap();
     assert_eq!(again.get(&checks::t("fence_users"), "u1").await.unwrap().map(|r| r.version), Some(3));
+
+    // The group commit's flushers: the configured write concurrency, never above the pool.
+    assert_eq!(db.write_concurrency(), MARIADB_WRITE_CONCURRENCY as usize);
+    assert_ne!(db.write_concurrency(), engine::env::WRITE_CONCURRENCY_DEFAULT, "MariaDB names its own");
+    let small = DbOptions { max_connections: 2, ..DbOptions::default() };
+    let capped = open_db_with("db-0", &server.url(), small).await.unwrap();
+    assert_eq!(capped.write_concurrency(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -482,7 +482,18 @@ pub trait Db: Send + Sync {
     ) -> Result<Vec<RowState>, DbError>;
     /// Applies `ops` all-or-nothing (see the module doc); one result per op, in order.
     async fn transact(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, DbError>;
+    /// How many `transact` calls are worth keeping in flight to this instance at once: the
+    /// object store's group commit runs up to this many batches concurrently. A one-writer
+    /// instance (SQLite) gains nothing from more (they queue at the file); a server with many
+    /// connections (MariaDB) commits concurrent transactions in parallel and shares their log
+    /// flushes. [`WRITE_CONCURRENCY_DEFAULT`] unless the instance says otherwise.
+    fn write_concurrency(&self) -> usize {
+        WRITE_CONCURRENCY_DEFAULT
+    }
 }
+
+/// [`Db::write_concurrency`] of an instance that does not name its own.
+pub const WRITE_CONCURRENCY_DEFAULT: usize = 4;
 
 /// Reaches the configured SQL instances by name.
 pub trait DbDirectory: Send + Sync {

@@ -43,7 +43,7 @@ pub use self::db::{
     validate_get_many, validate_key, validate_name, validate_scan, validate_transact, Db, DbDirectory,
     DbError, DbInstances, Expect, Row, RowState, TableName, WriteOp, WriteResult, DB_GET_MANY_KEYS_MAX,
     DB_INDEX_UPDATES_MAX, DB_KEY_BYTES_MAX, DB_NAME_BYTES_MAX, DB_SCAN_LIMIT_MAX, DB_TRANSACT_OPS_MAX,
-    DB_VALUE_BYTES_MAX,
+    DB_VALUE_BYTES_MAX, WRITE_CONCURRENCY_DEFAULT,
 };
 pub use self::kv::{Kv, KvError, SetCondition, SetOptions, Ttl};
 pub use self::name::{validate_app_id, validate_segment, NameError, APP_ID_CHARS_MAX};

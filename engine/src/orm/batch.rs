@@ -2,9 +2,10 @@
 //! flight wait, and go together as one `transact` when it returns.
 //!
 //! Inputs: [`GroupCommit::submit`] calls (a commit's users and operations); the instances'
-//! answers. Per instance there is a queue and up to [`GROUP_COMMIT_FLUSHERS_MAX`] flusher tasks
-//! (spawned by submits that find fewer; tasks, so that a cancelled committer cannot strand the
-//! queue). A flusher takes the longest prefix of the queue that fits one `transact`
+//! answers. Per instance there is a queue and up to the instance's
+//! [`Db::write_concurrency`](crate::env::Db::write_concurrency) flusher tasks (at most
+//! [`GROUP_COMMIT_FLUSHERS_MAX`]; spawned by submits that find fewer; tasks, so that a
+//! cancelled committer cannot strand the queue). A flusher takes the longest prefix of the queue that fits one `transact`
 //! ([`GROUP_COMMIT_OPS_MAX`] operations and shard guards together), sends it, and answers each
 //! commit with its own slice of the results — until the queue is empty. Several flushers keep
 //! a server-class instance (MariaDB, many connections) busy; on SQLite (one writer) the
@@ -24,14 +25,15 @@ use std::sync::{Arc, Mutex, Weak};
 use futures::channel::oneshot;
 use futures::FutureExt;
 
-use crate::env::{lock, DbError, WriteOp, WriteResult};
+use crate::env::{lock, DbError, WriteOp, WriteResult, WRITE_CONCURRENCY_DEFAULT};
 use crate::shard::{ShardError, ShardRouter};
 
 /// Most operations plus shard guards in one batched `transact` (the port allows 64; the rest
 /// is room for the router's table registrations).
 pub const GROUP_COMMIT_OPS_MAX: usize = 56;
-/// Most batches in flight to one instance at once.
-pub const GROUP_COMMIT_FLUSHERS_MAX: usize = 4;
+/// Most batches in flight to one instance at once, whatever its
+/// [`Db::write_concurrency`](crate::env::Db::write_concurrency) says.
+pub const GROUP_COMMIT_FLUSHERS_MAX: usize = 32;
 /// Most commits waiting for one instance.
 pub const GROUP_COMMIT_QUEUE_MAX: usize = 1024;
 
@@ -43,11 +45,12 @@ struct Entry {
     reply: Reply,
 }
 
-#[derive(Default)]
 struct Queue {
     waiting: VecDeque<Entry>,
     /// Flusher tasks running.
     flushers: usize,
+    /// Most flusher tasks for this instance (its write concurrency, capped).
+    flushers_max: usize,
 }
 
 /// The group-commit queues of one object store.
@@ -73,12 +76,12 @@ impl GroupCommit {
         let (reply, answer) = oneshot::channel();
         let start_flusher = {
             let mut queues = lock(&self.queues);
-            let q = queues.entry(instance.to_string()).or_default();
+            let q = queues.entry(instance.to_string()).or_insert_with(|| self.queue_for(instance));
             if q.waiting.len() >= GROUP_COMMIT_QUEUE_MAX {
                 return Err(ShardError::Db { instance: instance.to_string(), error: DbError::Unavailable });
             }
             q.waiting.push_back(Entry { users, ops, reply });
-            let start = q.flushers < GROUP_COMMIT_FLUSHERS_MAX;
+            let start = q.flushers < q.flushers_max;
             q.flushers += usize::from(start);
             start
         };
@@ -91,6 +94,17 @@ impl GroupCommit {
             instance: instance.to_string(),
             error: DbError::ConnectionLoss { maybe_applied: true },
         }))
+    }
+
+    /// A new queue for `instance`, with as many flushers as the instance takes writes at once.
+    fn queue_for(&self, instance: &str) -> Queue {
+        let writers =
+            self.router.instance(instance).map_or(WRITE_CONCURRENCY_DEFAULT, |db| db.write_concurrency());
+        Queue {
+            waiting: VecDeque::new(),
+            flushers: 0,
+            flushers_max: writers.clamp(1, GROUP_COMMIT_FLUSHERS_MAX),
+        }
     }
 
     /// The next batch of `instance`'s queue; `None` (and one flusher fewer) if empty.
@@ -121,7 +135,7 @@ impl GroupCommit {
     /// Puts `entries` back at the head of the queue (in order).
     fn requeue(&self, instance: &str, entries: Vec<Entry>) {
         let mut queues = lock(&self.queues);
-        let q = queues.entry(instance.to_string()).or_default();
+        let q = queues.entry(instance.to_string()).or_insert_with(|| self.queue_for(instance));
         for e in entries.into_iter().rev() {
             q.waiting.push_front(e);
         }

@@ -467,6 +467,66 @@ fn concurrent_commits_to_one_instance_share_transactions_and_a_refused_one_fails
     assert_eq!(gold(&w, &a, "6"), Some(12));
 }
 
+/// Starts commits adding 1 to each of `users`' purses one after another, each once the one
+/// before it reached the instance or its queue; returns their results' slot.
+fn add_one_by_one(w: &World, orm: &Orm, users: &[&str]) -> Arc<Mutex<Vec<Result<(), OrmError>>>> {
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let env = w.env("game-1");
+    for u in users {
+        let (orm, u, results) = (orm.clone(), u.to_string(), results.clone());
+        let commit = async move {
+            let mut tx = orm.begin();
+            let mut p = tx.fetch::<Purse>(&u).await?.expect("exists");
+            p.gold += 1;
+            tx.put(&p)?;
+            tx.commit().await
+        };
+        let task = async move {
+            let r = commit.await;
+            crate::env::lock(&results).push(r);
+        };
+        drop(env.spawn.spawn("test-commit", futures::FutureExt::boxed(task)));
+        w.h.run_until_stalled();
+    }
+    results
+}
+
+#[test]
+fn group_commit_keeps_as_many_batches_in_flight_as_the_instance_takes_writes_at_once() {
+    let users = ["0", "2", "4", "6", "8", "10"];
+    for (writers, in_flight) in [(Some(1), 1), (Some(3), 3), (None, crate::env::WRITE_CONCURRENCY_DEFAULT)] {
+        let w = World::new(13);
+        if let Some(n) = writers {
+            w.dbs[0].set_write_concurrency(n);
+        }
+        let a = w.server(1, OrmBugs::default(), None);
+        create(&w, &a, &users.map(|u| (u, 10)));
+        let before = w.dbs[0].with(|i| i.commits());
+
+        w.dbs[0].hold_transacts(true);
+        let results = add_one_by_one(&w, &a, &users);
+        assert_eq!(w.dbs[0].transacts_held(), in_flight, "writers {writers:?}: one batch per flusher");
+        assert!(crate::env::lock(&results).is_empty(), "nothing answered while the instance holds them");
+
+        w.dbs[0].hold_transacts(false);
+        w.h.run_until_stalled();
+        assert_eq!(w.dbs[0].transacts_held(), 0);
+        let results = std::mem::take(&mut *crate::env::lock(&results));
+        assert_eq!(results.len(), users.len());
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        // The commits that waited for a flusher went together once one was free.
+        let used = w.dbs[0].with(|i| i.commits()) - before;
+        assert!(
+            used <= in_flight as u64 + 1,
+            "writers {writers:?}: {} commits in {used} transactions",
+            users.len()
+        );
+        for u in users {
+            assert_eq!(gold(&w, &a, u), Some(11), "writers {writers:?}, user {u}");
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Hero {
     id: String,

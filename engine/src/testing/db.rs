@@ -5,17 +5,20 @@
 //! [`set_reachable`](FakeDb::set_reachable)`(false)` fails every call with `Unavailable`
 //! (nothing sent); [`lose_next_answer`](FakeDb::lose_next_answer) applies the next call and
 //! then fails it with `ConnectionLoss { maybe_applied: true }` (a `transact` committed, the
-//! caller cannot know). **Not modelled**: latency, timeouts, crashes losing uncommitted work
-//! (there is none: every call commits at once).
+//! caller cannot know); [`hold_transacts`](FakeDb::hold_transacts) keeps every `transact`
+//! waiting (unapplied) until it is lifted, so a test can see how many are in flight at once.
+//! **Not modelled**: latency, timeouts, crashes losing uncommitted work (there is none: every
+//! call commits at once).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use futures::channel::oneshot;
 
 use super::sql_service::Instance;
 use crate::env::{
     lock, validate_get_many, validate_key, validate_name, validate_scan, validate_transact, Db, DbError, Row,
-    RowState, TableName, WriteOp, WriteResult,
+    RowState, TableName, WriteOp, WriteResult, WRITE_CONCURRENCY_DEFAULT,
 };
 
 #[derive(Default)]
@@ -23,6 +26,12 @@ struct State {
     data: Instance,
     unreachable: bool,
     lose_next_answer: bool,
+    /// What [`Db::write_concurrency`] answers (`None`: the port's default).
+    write_concurrency: Option<usize>,
+    /// `transact` calls wait while this is set.
+    holding: bool,
+    /// The waiting `transact` calls, released when holding ends.
+    held: Vec<oneshot::Sender<()>>,
 }
 
 /// An in-memory SQL instance for unit tests. Cheap to clone; clones share the data.
@@ -49,6 +58,33 @@ impl FakeDb {
     /// The next call is applied, then its answer is lost.
     pub fn lose_next_answer(&self) {
         self.st().lose_next_answer = true;
+    }
+
+    /// What the instance answers to [`Db::write_concurrency`].
+    pub fn set_write_concurrency(&self, writers: usize) {
+        self.st().write_concurrency = Some(writers);
+    }
+
+    /// While `hold` is true every `transact` waits before it is applied; setting it false lets
+    /// all the waiting ones go on.
+    pub fn hold_transacts(&self, hold: bool) {
+        let released = {
+            let mut st = self.st();
+            st.holding = hold;
+            if hold {
+                Vec::new()
+            } else {
+                std::mem::take(&mut st.held)
+            }
+        };
+        for w in released {
+            let _ = w.send(());
+        }
+    }
+
+    /// `transact` calls waiting now (see [`hold_transacts`](FakeDb::hold_transacts)).
+    pub fn transacts_held(&self) -> usize {
+        self.st().held.len()
     }
 
     /// Reads or changes the data directly (assertions, planted states).
@@ -125,6 +161,21 @@ impl Db for FakeDb {
     }
 
     async fn transact(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, DbError> {
+        let wait = {
+            let mut st = self.st();
+            st.holding.then(|| {
+                let (tx, rx) = oneshot::channel();
+                st.held.push(tx);
+                rx
+            })
+        };
+        if let Some(rx) = wait {
+            let _ = rx.await;
+        }
         self.call(validate_transact(&ops), |d| d.transact(&ops))
+    }
+
+    fn write_concurrency(&self) -> usize {
+        self.st().write_concurrency.unwrap_or(WRITE_CONCURRENCY_DEFAULT)
     }
 }

@@ -18,6 +18,7 @@ pub use self::clock::{
 };
 pub use self::db::{
     open_db, open_db_with, DbOptions, FastPathCounts, MariaDb, SqliteDb, DB_CALL_TIMEOUT, DB_CONNECT_TIMEOUT,
+    MARIADB_WRITE_CONCURRENCY,
 };
 pub(crate) use self::net::bind_listener;
 pub use self::net::TokioNet;

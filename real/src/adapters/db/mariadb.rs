@@ -532,6 +532,10 @@ impl Db for MariaDb {
         &self.name
     }
 
+    fn write_concurrency(&self) -> usize {
+        self.opts.mariadb_write_concurrency.clamp(1, self.opts.max_connections.max(1)) as usize
+    }
+
     async fn get(&self, table: &TableName, key: &str) -> Result<Option<Row>, DbError> {
         reads::get(self, table, key).await
     }
