@@ -39,10 +39,11 @@ const CLIENTS: [usize; 2] = [100, 1000];
 const PACK_COMMANDS: usize = 10;
 /// Users each client rotates over: enough that no user's queue fills
 /// ([`engine::commands::QUEUE_PACKS_MAX`]) while execution is paused, at up to
-/// `QUEUE_PACKS_MAX * USERS_PER_CLIENT / 3.5 s` (about 110) acks/s per client. It was 8 (73
+/// `QUEUE_PACKS_MAX * USERS_PER_CLIENT / 3.5 s` (about 146) acks/s per client. It was 8 (73
 /// acks/s per client) until SQLite acks reached 5,000/s at 100 clients and a run failed with
-/// `Full`.
-const USERS_PER_CLIENT: usize = 12;
+/// `Full`; then 12 (110/s) until MariaDB acks reached 9,800/s at 100 clients (2026-12-05) and
+/// a run failed with `Full` again.
+const USERS_PER_CLIENT: usize = 16;
 /// Users taken at once while the clients log in (each read claims the user's two objects).
 const LOGIN_CONCURRENCY: usize = 32;
 /// The worker pool of the `execute` case.
