@@ -5,7 +5,8 @@
 //! answers. Per instance there is a queue and up to the instance's
 //! [`Db::write_concurrency`](crate::env::Db::write_concurrency) flusher tasks (at most
 //! [`GROUP_COMMIT_FLUSHERS_MAX`]; spawned by submits that find fewer; tasks, so that a
-//! cancelled committer cannot strand the queue). A flusher takes the longest prefix of the queue that fits one `transact`
+//! cancelled committer cannot strand the queue). A flusher takes the longest prefix of the
+//! queue that fits one `transact`
 //! ([`GROUP_COMMIT_OPS_MAX`] operations and shard guards together), sends it, and answers each
 //! commit with its own slice of the results — until the queue is empty. Several flushers keep
 //! a server-class instance (MariaDB, many connections) busy; on SQLite (one writer) the

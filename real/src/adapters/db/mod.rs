@@ -96,8 +96,8 @@ pub const LOCK_CONFLICT_BACKOFF: Duration = Duration::from_micros(500);
 
 /// [`DbOptions::mariadb_write_concurrency`] by default. Measured with `bench commands`
 /// (2026-12-05, MariaDB on 2 cores): against 4, 8 cut the p99 of paced acks while workers
-/// execute from 5.5-5.8 ms to 3.6-4.3 ms with execution unchanged (0.62-0.77 of raw against
-/// 0.71-0.76); 16 executed less (0.56-0.61: more transactions contending for the same CPU).
+/// execute from a median of 5.5 ms to 4.0 ms with execution unchanged (0.62-0.77 of raw
+/// against 0.60-0.76); 16 executed less (0.56-0.61: more transactions contending for the same CPU).
 pub const MARIADB_WRITE_CONCURRENCY: u32 = 8;
 
 /// Adapter settings (the defaults are the named constants above).
