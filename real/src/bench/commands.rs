@@ -274,6 +274,16 @@ async fn engine_cases(
         fast_before = now;
         fast_by_case.push((case, d));
     };
+    if let (Some(pool), Some(log)) = (
+        raw.server_variable("innodb_buffer_pool_size").await,
+        raw.server_variable("innodb_log_file_size").await,
+    ) {
+        engine::env::lock(notes).push(format!(
+            "{engine}: the server's InnoDB buffer pool {} MiB, redo log {} MiB",
+            pool >> 20,
+            log >> 20
+        ));
+    }
     let deadlocks_before = raw.deadlocks().await;
     let lock_waits_before =
         (raw.innodb_status("Innodb_row_lock_waits").await, raw.innodb_status("Innodb_row_lock_time").await);

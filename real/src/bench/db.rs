@@ -32,7 +32,7 @@ use super::driver::{measure, runtime, tasks, throughput_rows, Sample};
 use super::{BenchError, BenchReport, Ctx};
 use crate::adapters::db::schema::sqlite_u64;
 use crate::adapters::{DbOptions, FastPathCounts, MariaDb, SqliteDb, DB_CONNECT_TIMEOUT};
-use crate::services::PrivateMariaDb;
+use crate::services::{MariaDbSizing, PrivateMariaDb};
 
 const BENCH: &str = "db";
 /// Load tasks, one measurement each.
@@ -134,6 +134,14 @@ impl Raw {
         let Raw::MariaDb(pool) = self else { return None };
         let row: (String, String) =
             sqlx::query_as(&format!("SHOW GLOBAL STATUS LIKE '{name}'")).fetch_one(pool).await.ok()?;
+        row.1.parse().ok()
+    }
+
+    /// A MariaDB server variable (`SHOW GLOBAL VARIABLES`) that is a number; `None` on SQLite.
+    pub(super) async fn server_variable(&self, name: &str) -> Option<u64> {
+        let Raw::MariaDb(pool) = self else { return None };
+        let row: (String, String) =
+            sqlx::query_as(&format!("SHOW GLOBAL VARIABLES LIKE '{name}'")).fetch_one(pool).await.ok()?;
         row.1.parse().ok()
     }
 
@@ -280,7 +288,7 @@ where
     F: FnMut(&'static str, Arc<dyn Db>, Raw, FastCounts) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<super::Row>, BenchError>>,
 {
-    let mariadb = PrivateMariaDb::start()?;
+    let mariadb = PrivateMariaDb::start_sized(MariaDbSizing::BENCH)?;
     let dir = tempfile::Builder::new()
         .prefix(&format!("sandtable-bench-{bench}-"))
         .tempdir()

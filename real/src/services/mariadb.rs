@@ -11,7 +11,8 @@
 //! redo log flushed at every commit), so [`stop`](PrivateMariaDb::stop) — a SIGKILL — loses
 //! no committed transaction and [`restart`](PrivateMariaDb::restart) recovers the same data:
 //! that is the crash model the `Db` port's tests rely on. Only the buffer pool and redo log
-//! are made small, for start-up time and memory.
+//! are sized by the caller ([`MariaDbSizing`]): small for tests (start-up time and memory,
+//! many servers at once), a server's size for benchmarks.
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -30,12 +31,40 @@ pub const PRIVATE_MARIADB_USER: &str = "sandtable";
 
 const WHAT: &str = "mariadbd";
 
+/// The sizes of the server's InnoDB buffer pool and redo log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MariaDbSizing {
+    pub buffer_pool_mib: u32,
+    pub redo_log_mib: u32,
+}
+
+impl MariaDbSizing {
+    /// Small, for start-up time and memory: tests, and live runs with a server per host.
+    pub const TEST: MariaDbSizing = MariaDbSizing { buffer_pool_mib: 32, redo_log_mib: 16 };
+    /// What a server taking a benchmark's sustained writes is given. With [`TEST`]'s 16 MiB
+    /// redo log, a few seconds of them fill it and InnoDB flushes pages synchronously to
+    /// free it (a checkpoint every few seconds, each a commit stall of milliseconds), and a
+    /// 32 MiB buffer pool holds less than a benchmark's rows: that measures the sizing, not
+    /// the engine. (Still far below production, where both are gigabytes.)
+    ///
+    /// [`TEST`]: MariaDbSizing::TEST
+    pub const BENCH: MariaDbSizing = MariaDbSizing { buffer_pool_mib: 512, redo_log_mib: 512 };
+
+    fn args(&self) -> [String; 2] {
+        [
+            format!("--innodb-buffer-pool-size={}M", self.buffer_pool_mib),
+            format!("--innodb-log-file-size={}M", self.redo_log_mib),
+        ]
+    }
+}
+
 /// A private `mariadbd` on a loopback port, killed when dropped.
 pub struct PrivateMariaDb {
     addr: SocketAddr,
     bin: PathBuf,
     /// Runs the server on another host (`ip netns exec NS`); empty: here.
     prefix: Vec<String>,
+    sizing: MariaDbSizing,
     proc: Proc,
     // Dropped last: the process is killed before its directory goes.
     dir: TempDir,
@@ -58,16 +87,22 @@ fn running_as_root() -> bool {
 }
 
 impl PrivateMariaDb {
-    /// Makes a data directory, starts the server and waits until it accepts connections.
+    /// Makes a data directory, starts the server ([`MariaDbSizing::TEST`]) and waits until it
+    /// accepts connections.
     pub fn start() -> Result<PrivateMariaDb, ServiceError> {
+        Self::start_sized(MariaDbSizing::TEST)
+    }
+
+    /// [`start`](Self::start) with the buffer pool and redo log of `sizing`.
+    pub fn start_sized(sizing: MariaDbSizing) -> Result<PrivateMariaDb, ServiceError> {
         let (bin, dir) = Self::prepare(&[])?;
         let mut last = None;
         // The port is free when chosen but could be taken before the server binds it: retry.
         for _ in 0..5 {
             let port = free_port().map_err(io_err(WHAT))?;
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            match Self::spawn(&[], &bin, dir.path(), addr) {
-                Ok(proc) => return Ok(PrivateMariaDb { addr, bin, prefix: Vec::new(), proc, dir }),
+            match Self::spawn(&[], &bin, dir.path(), addr, sizing) {
+                Ok(proc) => return Ok(PrivateMariaDb { addr, bin, prefix: Vec::new(), sizing, proc, dir }),
                 Err(e @ ServiceError::Exited { .. }) => last = Some(e),
                 Err(e) => return Err(e),
             }
@@ -84,8 +119,9 @@ impl PrivateMariaDb {
         databases: &[String],
     ) -> Result<PrivateMariaDb, ServiceError> {
         let (bin, dir) = Self::prepare(databases)?;
-        let proc = Self::spawn(&prefix, &bin, dir.path(), addr)?;
-        Ok(PrivateMariaDb { addr, bin, prefix, proc, dir })
+        let sizing = MariaDbSizing::TEST;
+        let proc = Self::spawn(&prefix, &bin, dir.path(), addr, sizing)?;
+        Ok(PrivateMariaDb { addr, bin, prefix, sizing, proc, dir })
     }
 
     /// Finds the binaries and makes the data directory and init file.
@@ -145,7 +181,13 @@ impl PrivateMariaDb {
         sql
     }
 
-    fn spawn(prefix: &[String], bin: &Path, dir: &Path, addr: SocketAddr) -> Result<Proc, ServiceError> {
+    fn spawn(
+        prefix: &[String],
+        bin: &Path,
+        dir: &Path,
+        addr: SocketAddr,
+        sizing: MariaDbSizing,
+    ) -> Result<Proc, ServiceError> {
         let mut cmd = command_in(prefix, bin);
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", dir.join("data").display()))
@@ -156,12 +198,8 @@ impl PrivateMariaDb {
             .arg(format!("--pid-file={}", dir.join("mariadb.pid").display()))
             .arg(format!("--init-file={}", dir.join("init.sql").display()))
             .arg(format!("--log-error={}", dir.join("mariadb.log").display()))
-            .args([
-                "--skip-name-resolve",
-                "--innodb-buffer-pool-size=32M",
-                "--innodb-log-file-size=16M",
-                "--max-connections=500",
-            ]);
+            .args(["--skip-name-resolve", "--max-connections=500"])
+            .args(sizing.args());
         if running_as_root() {
             cmd.arg("--user=root");
         }
@@ -203,7 +241,7 @@ impl PrivateMariaDb {
     /// (crash recovery runs first).
     pub fn restart(&mut self) -> Result<(), ServiceError> {
         self.proc.respawn(Duration::from_millis(200), || {
-            Self::spawn(&self.prefix, &self.bin, self.dir.path(), self.addr)
+            Self::spawn(&self.prefix, &self.bin, self.dir.path(), self.addr, self.sizing)
         })
     }
 

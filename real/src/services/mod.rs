@@ -78,7 +78,7 @@ mod redis;
 mod zk;
 mod zk_ensemble;
 
-pub use self::mariadb::{PrivateMariaDb, PRIVATE_MARIADB_DATABASE, PRIVATE_MARIADB_USER};
+pub use self::mariadb::{MariaDbSizing, PrivateMariaDb, PRIVATE_MARIADB_DATABASE, PRIVATE_MARIADB_USER};
 pub use self::redis::PrivateRedis;
 pub use self::zk::PrivateZk;
 pub use self::zk_ensemble::{
