@@ -87,6 +87,11 @@ pub const DB_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DB_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a SQLite connection waits for another process's write lock by default.
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// [`DbOptions::sqlite_cache_mib`] by default: each connection's page cache. SQLite's own
+/// default is 2 MiB, which holds the pages of a few thousand users' rows; a game server's
+/// working set (every online user's objects and queued packs) is larger, and each page beyond
+/// the cache is read again from the file on every use (`bench commands`, 2026-12-05).
+pub const SQLITE_CACHE_MIB: u32 = 64;
 /// How many times a MariaDB transaction that lost a deadlock (1213) or a lock wait (1205)
 /// is run again before the call fails with `Timeout { maybe_applied: false }`.
 pub const LOCK_CONFLICT_RETRIES: u32 = 8;
@@ -118,6 +123,9 @@ pub struct DbOptions {
     pub sqlite_readers: u32,
     /// SQLite: how long to wait for another process holding the write lock.
     pub sqlite_busy_timeout: Duration,
+    /// SQLite: the page cache of each connection, in MiB (`PRAGMA cache_size`; filled as
+    /// pages are used, not allocated up front).
+    pub sqlite_cache_mib: u32,
 }
 
 impl Default for DbOptions {
@@ -129,6 +137,7 @@ impl Default for DbOptions {
             mariadb_write_concurrency: MARIADB_WRITE_CONCURRENCY,
             sqlite_readers: 4,
             sqlite_busy_timeout: SQLITE_BUSY_TIMEOUT,
+            sqlite_cache_mib: SQLITE_CACHE_MIB,
         }
     }
 }

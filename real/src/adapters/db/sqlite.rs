@@ -7,7 +7,7 @@
 //! lock is waited for, not failed at once). Writes go through a pool of **one** connection,
 //! so the adapter's own writers queue in FIFO order in the process instead of spinning on
 //! SQLite's busy handler; reads use a separate pool of [`DbOptions::sqlite_readers`]
-//! connections.
+//! connections. Each connection's page cache is [`DbOptions::sqlite_cache_mib`].
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -118,6 +118,8 @@ impl SqliteDb {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(opts.sqlite_busy_timeout)
+            // Negative: a size in KiB rather than in pages.
+            .pragma("cache_size", format!("-{}", u64::from(opts.sqlite_cache_mib) * 1024))
             .foreign_keys(false);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
