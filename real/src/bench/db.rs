@@ -131,17 +131,19 @@ impl Raw {
 
     /// A MariaDB global status counter (`SHOW GLOBAL STATUS`); `None` on SQLite.
     pub(super) async fn innodb_status(&self, name: &str) -> Option<u64> {
-        let Raw::MariaDb(pool) = self else { return None };
-        let row: (String, String) =
-            sqlx::query_as(&format!("SHOW GLOBAL STATUS LIKE '{name}'")).fetch_one(pool).await.ok()?;
-        row.1.parse().ok()
+        self.show_global("STATUS", name).await
     }
 
     /// A MariaDB server variable (`SHOW GLOBAL VARIABLES`) that is a number; `None` on SQLite.
     pub(super) async fn server_variable(&self, name: &str) -> Option<u64> {
+        self.show_global("VARIABLES", name).await
+    }
+
+    /// The number `SHOW GLOBAL {what} LIKE 'name'` answers on MariaDB.
+    async fn show_global(&self, what: &str, name: &str) -> Option<u64> {
         let Raw::MariaDb(pool) = self else { return None };
         let row: (String, String) =
-            sqlx::query_as(&format!("SHOW GLOBAL VARIABLES LIKE '{name}'")).fetch_one(pool).await.ok()?;
+            sqlx::query_as(&format!("SHOW GLOBAL {what} LIKE '{name}'")).fetch_one(pool).await.ok()?;
         row.1.parse().ok()
     }
 
