@@ -8,7 +8,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use real::services::{PrivateMariaDb, PRIVATE_MARIADB_DATABASE, PRIVATE_MARIADB_USER, PRIVATE_ZK_TICK};
+use real::services::{
+    MariaDbSizing, PrivateMariaDb, PRIVATE_MARIADB_DATABASE, PRIVATE_MARIADB_USER, PRIVATE_ZK_TICK,
+};
 
 fn ping(addr: SocketAddr) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else { return false };
@@ -119,4 +121,25 @@ async fn private_mariadb_keeps_committed_rows_across_a_kill_and_cleans_up() {
     drop(a);
     assert!(!alive(pid), "killed on drop");
     assert!(!dir.exists(), "data directory removed on drop");
+}
+
+/// The server's buffer pool and redo log in MiB, as it reports them.
+fn mariadb_sizes(db: &PrivateMariaDb) -> Option<String> {
+    mariadb_sql(db, "SELECT @@innodb_buffer_pool_size DIV 1048576, @@innodb_log_file_size DIV 1048576")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_mariadb_runs_with_the_sizes_it_was_given_and_keeps_them_across_a_restart() {
+    let test = common::mariadb();
+    assert_eq!(MariaDbSizing::TEST, MariaDbSizing { buffer_pool_mib: 32, redo_log_mib: 16 });
+    assert_eq!(mariadb_sizes(&test).as_deref(), Some("32\t16"), "tests get the small server");
+    drop(test);
+
+    let sizing = MariaDbSizing::BENCH;
+    assert_eq!(sizing, MariaDbSizing { buffer_pool_mib: 512, redo_log_mib: 512 });
+    let mut bench = common::blocking(|| PrivateMariaDb::start_sized(sizing))
+        .unwrap_or_else(|e| panic!("cannot start MariaDB: {e}"));
+    assert_eq!(mariadb_sizes(&bench).as_deref(), Some("512\t512"), "benchmarks get the sized server");
+    common::blocking(|| bench.restart()).expect("restart");
+    assert_eq!(mariadb_sizes(&bench).as_deref(), Some("512\t512"), "a restart keeps the sizing");
 }

@@ -399,3 +399,41 @@ impl Db for SqliteDb {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `PRAGMA cache_size` of `conn` (negative: KiB).
+    async fn cache_size(conn: &mut SqliteConnection) -> i64 {
+        sqlx::query_scalar("PRAGMA cache_size").fetch_one(conn).await.expect("the pragma answers")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_connection_gets_the_configured_page_cache() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let db =
+            SqliteDb::open("db-0", dir.path().join("default.db"), DbOptions::default()).await.expect("open");
+        let default_kib = -i64::from(super::super::SQLITE_CACHE_MIB) * 1024;
+        assert_eq!(default_kib, -65_536, "64 MiB by default");
+        let mut w = db.writer.acquire().await.expect("the writer");
+        assert_eq!(cache_size(&mut w).await, default_kib, "the writer");
+        drop(w);
+        let mut r = db.readers.acquire().await.expect("a reader");
+        assert_eq!(cache_size(&mut r).await, default_kib, "a reader");
+        drop(r);
+        db.close().await;
+
+        let opts = DbOptions { sqlite_cache_mib: 8, sqlite_readers: 2, ..DbOptions::default() };
+        let db = SqliteDb::open("db-0", dir.path().join("small.db"), opts).await.expect("open");
+        let mut w = db.writer.acquire().await.expect("the writer");
+        assert_eq!(cache_size(&mut w).await, -8 * 1024, "the writer");
+        // Both readers held at once: two connections, each applied the pragma itself.
+        let mut a = db.readers.acquire().await.expect("reader a");
+        let mut b = db.readers.acquire().await.expect("reader b");
+        assert_eq!(cache_size(&mut a).await, -8 * 1024, "reader a");
+        assert_eq!(cache_size(&mut b).await, -8 * 1024, "reader b");
+        drop((w, a, b));
+        db.close().await;
+    }
+}
