@@ -118,14 +118,22 @@ pub(super) async fn run_session(
     info!(session = %id, %peer, transport = ?session.transport(), "session opened");
     // Both halves are built inside the `join` call: futures bound to locals first would stay
     // in this future's state beside their moved copies in the `join` (per-session memory).
+    // `join` polls the reader half, then the writer half, on every pass: what a handler queues
+    // while the reader half runs is picked up in the same pass, without a wake-up.
+    let mut reader = std::pin::pin!(async {
+        let opened = lock(&inner.opened).clone();
+        for cb in opened {
+            cb(session.clone()).await;
+        }
+        read_loop(&inner, cfg, &session, stream, &rules).await;
+    });
     future::join(
-        async {
-            let opened = lock(&inner.opened).clone();
-            for cb in opened {
-                cb(session.clone()).await;
-            }
-            read_loop(&inner, cfg, &session, stream, &rules).await;
-        },
+        poll_fn(|cx| {
+            session.set_owner_reading(true);
+            let r = reader.as_mut().poll_unpin(cx);
+            session.set_owner_reading(false);
+            r
+        }),
         write_loop(&inner, cfg, &session, sink),
     )
     .await;
