@@ -132,23 +132,41 @@ fn shard_move_on_mariadb_rides_through_a_quorum_loss_and_its_sql_server_killed_p
     assert!(counter(&text, "moves_finished") >= 5 && counter(&text, "appends_ok") >= 500, "{text}");
 }
 
+/// Live runs of `shard_move --bug stale-map-write` (fault seeds 1, 2, ...) of which one must
+/// catch the bug. A run catches it only if a writer's append reaches the old instance after a
+/// move and is acknowledged there; whether one does depends on real timing: 4 of 5 runs of
+/// seed 1 caught it (2026-12-05), so one run alone would fail this test about once in five.
+const STALE_MAP_WRITE_RUNS_MAX: u64 = 4;
+
 /// `stale-map-write` leaves the source instance accepting writes after a move: caught live
 /// (appends acknowledged by the old instance are not in the final rows).
 #[test]
 fn shard_move_stale_map_write_is_caught_live() {
-    let (out, text) = real(&[
-        "cluster",
-        "run",
-        "shard_move",
-        "--duration",
-        "20s",
-        "--bug",
-        "stale-map-write",
-        "--seed",
-        "1",
-    ]);
-    assert_eq!(out.status.code(), Some(1), "the planted bug must fail the run:\n{text}");
-    assert!(text.contains("violation [lost]") || text.contains("violation [owner]"), "{text}");
+    let mut missed = Vec::new();
+    for seed in 1..=STALE_MAP_WRITE_RUNS_MAX {
+        let seed_arg = seed.to_string();
+        let (out, text) = real(&[
+            "cluster",
+            "run",
+            "shard_move",
+            "--duration",
+            "20s",
+            "--bug",
+            "stale-map-write",
+            "--seed",
+            &seed_arg,
+        ]);
+        if out.status.code() == Some(1) {
+            assert!(text.contains("violation [lost]") || text.contains("violation [owner]"), "{text}");
+            return;
+        }
+        assert_eq!(out.status.code(), Some(0), "a run either catches the bug or passes:\n{text}");
+        missed.push(text);
+    }
+    panic!(
+        "the planted bug was not caught in {STALE_MAP_WRITE_RUNS_MAX} live runs; the last:\n{}",
+        missed.last().map_or("", String::as_str)
+    );
 }
 
 #[test]
