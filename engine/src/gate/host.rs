@@ -14,7 +14,9 @@
 //! - **deliver**: what the game queues on the gated session goes back to the gate in order
 //!   (`_gate.deliver` on the player's order key, in batches);
 //! - **release** (`_gate.release`, on the order key, so after every forward): the input ends,
-//!   the session handles what it has, delivers its replies and closes; then the answer.
+//!   the session handles what it has, delivers its replies and closes; then the binding ends
+//!   (the anchor is unpinned) and the answer goes. Until then the binding is still hosted, so
+//!   the guard lets the frames the session already accepted be handled here.
 //!
 //! **Fencing.** Each frame is handled only if, right before its handler starts, the binding
 //! is still hosted here and the object store *holds* the anchor ([`Orm::holds`]: owned, and
@@ -355,19 +357,33 @@ impl Inner {
 
     async fn release(&self, gate: PeerId, req: ReleasePlayer) -> ReleasePlayerReply {
         let _g = self.ops.lock(&req.player).await;
-        let Some(mut h) = self.take_hosted(&req.player, Some((gate, req.epoch))) else {
+        // Ends the input (later forwards of this binding are refused) but keeps the binding,
+        // and the anchor pinned, while the session handles the frames it already accepted:
+        // each was acknowledged to the gate, which will not send it to the next backend, and
+        // the guard lets a frame be handled only while its binding is hosted here.
+        let draining = {
+            let mut hosted = lock(&self.hosted);
+            match hosted.get_mut(&req.player).filter(|h| h.gate == gate && h.epoch == req.epoch) {
+                Some(h) => {
+                    drop(h.input.take());
+                    Some((h.session.clone(), h.delivered.clone()))
+                }
+                None => None,
+            }
+        };
+        let Some((session, delivered)) = draining else {
             return ReleasePlayerReply { released: true };
         };
-        // Ends the input: the session handles what it has, drains, closes.
-        drop(h.input.take());
         if req.client_gone {
-            h.session.close("client gone");
+            session.close("client gone");
         }
-        let done = future::join(h.session.done(), h.delivered.clone());
+        let done = future::join(session.done(), delivered);
         if timeout(&*self.env.clock, RELEASE_WAIT_MAX, done).await.is_err() {
             warn!(target: LOG_TARGET, node = %self.env.node, player = req.player, "release: the session did not finish in time");
-            h.session.close("release timed out");
+            session.close("release timed out");
         }
+        // Only now may the anchor go (unpinned) to the next backend.
+        drop(self.take_hosted(&req.player, Some((gate, req.epoch))));
         info!(target: LOG_TARGET, node = %self.env.node, player = req.player, epoch = req.epoch, "player released");
         ReleasePlayerReply { released: true }
     }

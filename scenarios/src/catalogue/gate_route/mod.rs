@@ -8,7 +8,8 @@
 //! servers `login-0`, `gate-0..2`, `game-0..2` (in that order), and [`CLIENTS`] clients.
 //! Client `i` plays player `p{i}`: it gets a key from the login server, logs in on a gate
 //! (sometimes after showing it a bad key), sends numbered `cs_counter_add {n, seq}` alone or
-//! pipelined, moves to other backends (`cs_move`), leaves for other gates (`workload`).
+//! pipelined, moves to other backends (`cs_move`, sometimes with adds pipelined right behind
+//! it), leaves for other gates (`workload`).
 //!
 //! Invariants, from the players' side (`check.rs`):
 //! 1. **keys**: no forged, altered, expired or foreign session key is ever accepted;

@@ -2,8 +2,9 @@
 //! login server, connects to one of the gates the key came with (at random), sometimes shows
 //! it a bad key first (forged, altered, expired, another user's), logs in, and then sends
 //! numbered `cs_counter_add` messages — one at a time or pipelined in bursts — asks to move
-//! to another backend now and then, and now and then leaves for another gate with the same
-//! key. It keeps what a real client keeps: the next `seq` to send and the highest one
+//! to another backend now and then (sometimes with a burst of adds sent right behind the
+//! `cs_move`, which the switch must neither lose nor let the old backend handle late), and
+//! now and then leaves for another gate with the same key. It keeps what a real client keeps: the next `seq` to send and the highest one
 //! answered; after a lost connection or an unanswered add it sends again from the first
 //! unanswered `seq` (the backend answers a repeat as a duplicate), and after a `gap` answer
 //! from the seq the backend expects.
@@ -254,7 +255,11 @@ impl Client {
                     let k = rand.gen_range(2..BURST_MAX + 1);
                     self.adds(c, conn, player, book, k, &mut backend).await
                 }
-                72..88 => self.moves(c, conn, player, &mut backend).await,
+                72..82 => self.moves(c, conn, player, book, 0, &mut backend).await,
+                82..88 => {
+                    let k = rand.gen_range(1..BURST_MAX + 1);
+                    self.moves(c, conn, player, book, k, &mut backend).await
+                }
                 88..93 => return Ended::Leave,
                 _ => true,
             };
@@ -377,55 +382,113 @@ impl Client {
         *backend = b;
     }
 
-    /// Asks to move to another backend and waits for the switch. False if the connection
-    /// broke or the switch did not come.
-    async fn moves(&self, c: &mut GameClient, conn: u64, player: &str, backend: &mut String) -> bool {
+    /// Asks to move to another backend, with `k` adds sent right behind the `cs_move` (0: none),
+    /// and waits for the switch and every answer. The gate forwards the adds that reach it before
+    /// the switch begins to the old backend and holds the rest for the new one, so their answers
+    /// come from either side of `sc_moved`, in order, none lost. False if the connection broke
+    /// or the switch did not come.
+    async fn moves(
+        &self,
+        c: &mut GameClient,
+        conn: u64,
+        player: &str,
+        book: &mut Book,
+        k: u64,
+        backend: &mut String,
+    ) -> bool {
         let others: Vec<String> = (0..BACKENDS).map(backend_name).filter(|b| b != backend).collect();
         let Some(to) = self.ctx.env.rand.choose(&others).cloned() else { return true };
-        let op =
-            self.rec.invoke(self.ctx.process, GateOp::Move { player: player.into(), conn, to: to.clone() });
-        if c.send("cs_move", &json!({ "backend": to })).await.is_err() {
-            self.rec.info(op);
-            return false;
+        let mut move_op = Some(
+            self.rec.invoke(self.ctx.process, GateOp::Move { player: player.into(), conn, to: to.clone() }),
+        );
+        let mut messages = vec![("cs_move", json!({ "backend": to }))];
+        let mut pending: VecDeque<(u64, OpHandle)> = VecDeque::new();
+        for _ in 0..k {
+            let seq = book.next_seq;
+            book.next_seq += 1;
+            let n = n_of(seq);
+            let op = self.rec.invoke(self.ctx.process, GateOp::Add { player: player.into(), conn, seq, n });
+            self.transcripts.push(conn, self.now_ns(), Arrival::Sent { seq });
+            pending.push_back((seq, op));
+            messages.push(("cs_counter_add", json!({"n": n, "seq": seq})));
         }
-        let mut wait = REPLY_TIMEOUT;
-        loop {
-            match c.wait_for(&["sc_move", "sc_moved"], wait).await {
+        if c.send_many(&messages).await.is_err() {
+            if let Some(op) = move_op.take() {
+                self.rec.info(op);
+            }
+            return self.broken(pending, book);
+        }
+        // The move's own answer (`sc_move`) comes first, then the switch (`sc_moved`); the
+        // adds' answers come before or after the switch. After a recovery the `cs_move` in
+        // flight may never be answered (the gate drops a frame whose forward may have been
+        // delivered to the lost backend; one the backend refused it sends again): wait a
+        // little, then give it up with the connection, so no late answer is taken for the next
+        // request's.
+        let mut started = false;
+        let mut switched = false;
+        let mut recovered = false;
+        while move_op.is_some() || (started && !switched) || !pending.is_empty() {
+            let wait = if move_op.is_some() && recovered {
+                RECOVERED_REPLY_WAIT
+            } else if move_op.is_some() || !pending.is_empty() {
+                REPLY_TIMEOUT
+            } else {
+                MOVE_WAIT
+            };
+            match c.wait_for(&["sc_move", "sc_moved", "sc_counter"], wait).await {
                 Ok((t, r)) if t == "sc_moved" => {
                     self.moved(conn, &r, backend);
-                    // After a recovery the `cs_move` in flight may never be answered (the
-                    // gate drops a frame whose forward may have been delivered to the lost
-                    // backend; one the backend refused it sends again): wait a little, then
-                    // give it up with the connection (below), so no late answer is taken for
-                    // the next request's.
+                    switched |= started;
+                    // After a recovery the adds in flight to the lost backend may never be
+                    // answered: send them again (a repeat is answered, never applied twice).
                     if r["recovered"] == json!(true) {
-                        wait = RECOVERED_REPLY_WAIT;
+                        recovered = true;
+                        if !pending.is_empty() {
+                            let again: Vec<(&str, Value)> = pending
+                                .iter()
+                                .map(|(seq, _)| ("cs_counter_add", json!({"n": n_of(*seq), "seq": seq})))
+                                .collect();
+                            for (seq, _) in &pending {
+                                self.transcripts.push(conn, self.now_ns(), Arrival::Sent { seq: *seq });
+                            }
+                            if c.send_many(&again).await.is_err() {
+                                if let Some(op) = move_op.take() {
+                                    self.rec.info(op);
+                                }
+                                return self.broken(pending, book);
+                            }
+                        }
                     }
                 }
-                Ok((_, r)) if r["error"] == json!(false) => {
-                    self.rec.ok(op, GateRes::MoveStarted);
-                    break;
+                Ok((t, r)) if t == "sc_move" => {
+                    let Some(op) = move_op.take() else { continue };
+                    if r["error"] == json!(false) {
+                        self.rec.ok(op, GateRes::MoveStarted);
+                        started = true;
+                    } else {
+                        let message = r["error_message"].as_str().unwrap_or_default().to_string();
+                        self.rec.ok(op, GateRes::Refused { message });
+                    }
                 }
                 Ok((_, r)) => {
-                    let message = r["error_message"].as_str().unwrap_or_default().to_string();
-                    self.rec.ok(op, GateRes::Refused { message });
-                    return true;
+                    // As in `adds`: answers in send order, some maybe missing.
+                    let Some(seq) = r["seq"].as_u64().or(pending.front().map(|(s, _)| *s)) else { continue };
+                    let Some(i) = pending.iter().position(|(s, _)| *s == seq) else { continue };
+                    for (_, skipped) in pending.drain(..i) {
+                        self.rec.info(skipped);
+                    }
+                    let (_, op) = pending.pop_front().expect("found above");
+                    self.answer(conn, seq, op, &r, book);
                 }
                 Err(_) => {
-                    self.rec.info(op);
-                    return false;
+                    if let Some(op) = move_op.take() {
+                        self.rec.info(op);
+                    }
+                    return self.broken(pending, book);
                 }
             }
         }
-        // The switch: `sc_moved` on this connection (maybe already seen above, if the gate
-        // was quicker than the reply's delivery... it never is: the reply precedes it).
-        match c.wait_for(&["sc_moved"], MOVE_WAIT).await {
-            Ok((_, r)) => {
-                self.moved(conn, &r, backend);
-                true
-            }
-            Err(_) => false,
-        }
+        true
     }
 }
 
