@@ -68,6 +68,10 @@ struct Outbox {
     queued_bytes: usize,
     close: Option<CloseReason>,
     writer: Option<Waker>,
+    /// The session's own task is polling its reader half now and polls the writer half right
+    /// after (`service::run_session`): a frame queued meanwhile needs no wake-up, and waking
+    /// the running task would requeue it where the other worker steals it.
+    owner_reading: bool,
 }
 
 impl Outbox {
@@ -196,6 +200,7 @@ impl Session {
                     queued_bytes: 0,
                     close: None,
                     writer: None,
+                    owner_reading: false,
                 }),
                 context: Mutex::new(BTreeMap::new()),
                 closed: Signal::new(),
@@ -285,8 +290,10 @@ impl Session {
             } else {
                 out.queue.push_back(frame);
                 out.queued_bytes += len;
-                if let Some(w) = out.writer.take() {
-                    w.wake();
+                if !out.owner_reading {
+                    if let Some(w) = out.writer.take() {
+                        w.wake();
+                    }
                 }
                 return Ok(());
             }
@@ -341,6 +348,12 @@ impl Session {
     /// Why the session closed; `None` while open.
     pub fn close_reason(&self) -> Option<CloseReason> {
         lock(&self.shared.outbox).close.clone()
+    }
+
+    /// Set while the session's task polls its reader half (the writer half is polled right
+    /// after it, in the same pass).
+    pub(super) fn set_owner_reading(&self, on: bool) {
+        lock(&self.shared.outbox).owner_reading = on;
     }
 
     /// The next queued frame if there is one now; never waits, registers no waker.
@@ -444,6 +457,35 @@ mod tests {
         assert!(budget.used() > 0, "a graceful close keeps the queue for the writer");
         drop(s);
         assert_eq!(budget.used(), 0);
+    }
+
+    /// Wake-ups of the writer's waker, counted.
+    struct Count(std::sync::atomic::AtomicUsize);
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_frame_queued_while_the_session_task_reads_does_not_wake_its_writer_and_one_queued_otherwise_does() {
+        let s = session(100, Transport::TcpJson);
+        let count = Arc::new(Count(Default::default()));
+        let waker = Waker::from(count.clone());
+        let woken = || count.0.load(std::sync::atomic::Ordering::SeqCst);
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(s.poll_next_frame(&mut cx), Poll::Pending, "the writer waits");
+
+        s.set_owner_reading(true);
+        s.send_json("a", json!({})).unwrap();
+        s.set_owner_reading(false);
+        assert_eq!(woken(), 0, "the session's own task polls its writer half next, in the same pass");
+        assert!(matches!(s.poll_next_frame(&mut cx), Poll::Ready(Some(_))), "... and finds the frame");
+
+        assert_eq!(s.poll_next_frame(&mut cx), Poll::Pending);
+        s.send_json("b", json!({})).unwrap();
+        assert_eq!(woken(), 1, "a frame queued from elsewhere wakes the writer");
+        assert!(matches!(s.poll_next_frame(&mut cx), Poll::Ready(Some(_))));
     }
 
     fn drain(s: &Session) -> Vec<Bytes> {

@@ -116,16 +116,26 @@ pub(super) async fn run_session(
     let cfg = &cfg;
     let id = session.id();
     info!(session = %id, %peer, transport = ?session.transport(), "session opened");
-    // Both halves are built inside the `join` call: futures bound to locals first would stay
-    // in this future's state beside their moved copies in the `join` (per-session memory).
+    // One copy of each half in this future's state (per-session memory): the reader half is
+    // pinned here and polled through a reference, the writer half built inside the `join` (a
+    // future bound to a local and then moved into the `join` would be stored twice). `join`
+    // polls the reader half, then the writer half, on every pass: what a handler queues while
+    // the reader half runs is picked up in the same pass, without a wake-up
+    // (`Session::set_owner_reading`).
+    let mut reader = std::pin::pin!(async {
+        let opened = lock(&inner.opened).clone();
+        for cb in opened {
+            cb(session.clone()).await;
+        }
+        read_loop(&inner, cfg, &session, stream, &rules).await;
+    });
     future::join(
-        async {
-            let opened = lock(&inner.opened).clone();
-            for cb in opened {
-                cb(session.clone()).await;
-            }
-            read_loop(&inner, cfg, &session, stream, &rules).await;
-        },
+        poll_fn(|cx| {
+            session.set_owner_reading(true);
+            let r = reader.as_mut().poll_unpin(cx);
+            session.set_owner_reading(false);
+            r
+        }),
         write_loop(&inner, cfg, &session, sink),
     )
     .await;
