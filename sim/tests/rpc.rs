@@ -90,6 +90,12 @@ fn install_handlers(rpc: &Rpc, env: &Env, w: &World) {
         r("void", String::new(), 0, req.message);
         async {}
     });
+    rpc.register_handler("panic", |_info, _req: EchoRequest| async {
+        if true {
+            panic!("a handler bug");
+        }
+        Ok::<EchoReply, HandlerError>(EchoReply { message: String::new() })
+    });
     rpc.register_handler("fail", |_info, _req: EchoRequest| async {
         Err::<EchoReply, _>(HandlerError::new("no such player"))
     });
@@ -532,6 +538,43 @@ fn a_late_stale_connection_closing_does_not_swallow_replies() {
         let ReplyStatus::Ok(body) = r.status else { panic!("{:?}", r.status) };
         assert_eq!(EchoReply::decode(body).expect("echo reply").message, "late");
         assert_eq!(ctx.w.execs().len(), 1, "handled once");
+    });
+}
+
+#[test]
+fn a_handler_that_panics_takes_only_its_own_call_not_the_connection() {
+    use engine::rpc::wire::{self, ReplyStatus, RequestFrame, WireFrame};
+    use prost::Message as _;
+    run(76, RpcBugs::default(), |ctx| async move {
+        let addr = SocketAddr::new(ip(SERVER_IP), RPC_PORT);
+        let sender = PeerId::new_random(&*ctx.env.rand);
+        let mut conn = ctx.env.net.connect(addr, MAX_PEER_FRAME_BYTES).await.expect("connects");
+        conn.sink
+            .send(wire::encode(&WireFrame::Hello { sender, receiver: ctx.target }))
+            .await
+            .expect("hello");
+        let request = |xid: u64, msg_type: &str| {
+            let body = Bytes::from(EchoRequest { message: format!("m{xid}") }.encode_to_vec());
+            let req = RequestFrame { xid, msg_type: msg_type.into(), body, order: None, floor: 1 };
+            wire::encode(&WireFrame::Request(req))
+        };
+        // The panicking handler runs first on the connection's reader (it finishes at once).
+        conn.sink.send(request(1, "panic")).await.expect("request");
+        ctx.sleep_ms(100).await;
+        conn.sink.send(request(2, "echo")).await.expect("request");
+        let reply = engine::env::timeout(&*ctx.env.clock, Duration::from_secs(2), async {
+            while let Some(Ok(frame)) = conn.stream.next().await {
+                if let Ok(WireFrame::Reply(r)) = wire::decode(&frame) {
+                    return Some(r);
+                }
+            }
+            None
+        })
+        .await;
+        let r = reply.expect("an answer in time").expect("the connection stayed open and answered");
+        assert_eq!(r.xid, 2, "the panicked call is never answered");
+        let ReplyStatus::Ok(body) = r.status else { panic!("{:?}", r.status) };
+        assert_eq!(EchoReply::decode(body).expect("echo reply").message, "m2");
     });
 }
 
