@@ -504,6 +504,25 @@ fn malformed_frames_drop_only_that_connection() {
 /// queued while the server was paused arrive in any order), take the reply route, then
 /// close. The reply of a call still running must then go out on the live connection: the
 /// sender does not retransmit on a connection it sees as healthy.
+/// The next reply frame on a raw connection: `Err` if none came within `wait`, `Ok(None)` if the
+/// connection ended first.
+async fn next_reply(
+    ctx: &Ctx,
+    conn: &mut engine::env::Connection,
+    wait: Duration,
+) -> Result<Option<engine::rpc::wire::ReplyFrame>, engine::env::Elapsed> {
+    use engine::rpc::wire::{self, WireFrame};
+    engine::env::timeout(&*ctx.env.clock, wait, async {
+        while let Some(Ok(frame)) = conn.stream.next().await {
+            if let Ok(WireFrame::Reply(r)) = wire::decode(&frame) {
+                return Some(r);
+            }
+        }
+        None
+    })
+    .await
+}
+
 #[test]
 fn a_late_stale_connection_closing_does_not_swallow_replies() {
     use engine::rpc::wire::{self, ReplyStatus, RequestFrame, WireFrame};
@@ -524,15 +543,7 @@ fn a_late_stale_connection_closing_does_not_swallow_replies() {
         ctx.sleep_ms(100).await;
         drop(stale);
         let wait = SLOW_HANDLER + Duration::from_secs(1);
-        let reply = engine::env::timeout(&*ctx.env.clock, wait, async {
-            while let Some(Ok(frame)) = live.stream.next().await {
-                if let Ok(WireFrame::Reply(r)) = wire::decode(&frame) {
-                    return Some(r);
-                }
-            }
-            None
-        })
-        .await;
+        let reply = next_reply(&ctx, &mut live, wait).await;
         let r = reply.expect("the reply came on the live connection in time").expect("a reply frame");
         assert_eq!(r.xid, 1);
         let ReplyStatus::Ok(body) = r.status else { panic!("{:?}", r.status) };
@@ -562,15 +573,7 @@ fn a_handler_that_panics_takes_only_its_own_call_not_the_connection() {
         conn.sink.send(request(1, "panic")).await.expect("request");
         ctx.sleep_ms(100).await;
         conn.sink.send(request(2, "echo")).await.expect("request");
-        let reply = engine::env::timeout(&*ctx.env.clock, Duration::from_secs(2), async {
-            while let Some(Ok(frame)) = conn.stream.next().await {
-                if let Ok(WireFrame::Reply(r)) = wire::decode(&frame) {
-                    return Some(r);
-                }
-            }
-            None
-        })
-        .await;
+        let reply = next_reply(&ctx, &mut conn, Duration::from_secs(2)).await;
         let r = reply.expect("an answer in time").expect("the connection stayed open and answered");
         assert_eq!(r.xid, 2, "the panicked call is never answered");
         let ReplyStatus::Ok(body) = r.status else { panic!("{:?}", r.status) };

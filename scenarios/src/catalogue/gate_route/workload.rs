@@ -250,10 +250,10 @@ impl Client {
         while !self.ctx.phases.finished() && self.ctx.budget.take() {
             let roll = rand.gen_range(0..100);
             let ok = match roll {
-                0..55 => self.adds(c, conn, player, book, 1, &mut backend).await,
+                0..55 => self.exchange(c, conn, player, book, None, 1, &mut backend).await,
                 55..72 => {
                     let k = rand.gen_range(2..BURST_MAX + 1);
-                    self.adds(c, conn, player, book, k, &mut backend).await
+                    self.exchange(c, conn, player, book, None, k, &mut backend).await
                 }
                 72..82 => self.moves(c, conn, player, book, 0, &mut backend).await,
                 82..88 => {
@@ -269,67 +269,6 @@ impl Client {
             self.pause(Duration::from_millis(rand.gen_range(THINK_MS))).await;
         }
         Ended::Leave
-    }
-
-    /// Sends `k` adds back to back, then reads their answers. False if the connection broke.
-    async fn adds(
-        &self,
-        c: &mut GameClient,
-        conn: u64,
-        player: &str,
-        book: &mut Book,
-        k: u64,
-        backend: &mut String,
-    ) -> bool {
-        let mut pending: VecDeque<(u64, OpHandle)> = VecDeque::new();
-        let mut messages = Vec::new();
-        for _ in 0..k {
-            let seq = book.next_seq;
-            book.next_seq += 1;
-            let n = n_of(seq);
-            let op = self.rec.invoke(self.ctx.process, GateOp::Add { player: player.into(), conn, seq, n });
-            self.transcripts.push(conn, self.now_ns(), Arrival::Sent { seq });
-            pending.push_back((seq, op));
-            messages.push(("cs_counter_add", json!({"n": n, "seq": seq})));
-        }
-        if c.send_many(&messages).await.is_err() {
-            return self.broken(pending, book);
-        }
-        while !pending.is_empty() {
-            match c.wait_for(&["sc_counter", "sc_moved"], REPLY_TIMEOUT).await {
-                Ok((t, r)) if t == "sc_moved" => {
-                    self.moved(conn, &r, backend);
-                    // After a recovery the adds in flight to the lost backend may never be
-                    // answered: send them again (a repeat is answered, never applied twice).
-                    if r["recovered"] == json!(true) {
-                        let again: Vec<(&str, Value)> = pending
-                            .iter()
-                            .map(|(seq, _)| ("cs_counter_add", json!({"n": n_of(*seq), "seq": seq})))
-                            .collect();
-                        for (seq, _) in &pending {
-                            self.transcripts.push(conn, self.now_ns(), Arrival::Sent { seq: *seq });
-                        }
-                        if c.send_many(&again).await.is_err() {
-                            return self.broken(pending, book);
-                        }
-                    }
-                }
-                Ok((_, r)) => {
-                    // Answers come in send order, but some may be missing (a frame whose
-                    // forward failed, a reply lost with its backend): an answer names its
-                    // seq, and the adds before it on this connection get no answer.
-                    let seq = r["seq"].as_u64().unwrap_or(pending[0].0);
-                    let Some(i) = pending.iter().position(|(s, _)| *s == seq) else { continue };
-                    for (_, skipped) in pending.drain(..i) {
-                        self.rec.info(skipped);
-                    }
-                    let (_, op) = pending.pop_front().expect("found above");
-                    self.answer(conn, seq, op, &r, book);
-                }
-                Err(_) => return self.broken(pending, book),
-            }
-        }
-        true
     }
 
     /// Records the answer `r` to the add of `seq`.
@@ -398,10 +337,29 @@ impl Client {
     ) -> bool {
         let others: Vec<String> = (0..BACKENDS).map(backend_name).filter(|b| b != backend).collect();
         let Some(to) = self.ctx.env.rand.choose(&others).cloned() else { return true };
-        let mut move_op = Some(
-            self.rec.invoke(self.ctx.process, GateOp::Move { player: player.into(), conn, to: to.clone() }),
-        );
-        let mut messages = vec![("cs_move", json!({ "backend": to }))];
+        self.exchange(c, conn, player, book, Some(to), k, backend).await
+    }
+
+    /// Sends a `cs_move` to `to` (if any) and `k` adds (behind it) in one write, then reads every
+    /// answer: the move's own (`sc_move`), the switch (`sc_moved`), the adds' (`sc_counter`,
+    /// in send order, some maybe missing). False if the connection broke or a switch that
+    /// started did not come.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
+        &self,
+        c: &mut GameClient,
+        conn: u64,
+        player: &str,
+        book: &mut Book,
+        to: Option<String>,
+        k: u64,
+        backend: &mut String,
+    ) -> bool {
+        let mut messages = Vec::new();
+        let mut move_op = to.map(|to| {
+            messages.push(("cs_move", json!({ "backend": to })));
+            self.rec.invoke(self.ctx.process, GateOp::Move { player: player.into(), conn, to })
+        });
         let mut pending: VecDeque<(u64, OpHandle)> = VecDeque::new();
         for _ in 0..k {
             let seq = book.next_seq;
@@ -471,7 +429,9 @@ impl Client {
                     }
                 }
                 Ok((_, r)) => {
-                    // As in `adds`: answers in send order, some maybe missing.
+                    // Answers come in send order, but some may be missing (a frame whose
+                    // forward failed, a reply lost with its backend): an answer names its
+                    // seq, and the adds before it on this connection get no answer.
                     let Some(seq) = r["seq"].as_u64().or(pending.front().map(|(s, _)| *s)) else { continue };
                     let Some(i) = pending.iter().position(|(s, _)| *s == seq) else { continue };
                     for (_, skipped) in pending.drain(..i) {
