@@ -361,16 +361,13 @@ impl Inner {
         // and the anchor pinned, while the session handles the frames it already accepted:
         // each was acknowledged to the gate, which will not send it to the next backend, and
         // the guard lets a frame be handled only while its binding is hosted here.
-        let draining = {
-            let mut hosted = lock(&self.hosted);
-            match hosted.get_mut(&req.player).filter(|h| h.gate == gate && h.epoch == req.epoch) {
-                Some(h) => {
-                    drop(h.input.take());
-                    Some((h.session.clone(), h.delivered.clone()))
-                }
-                None => None,
-            }
-        };
+        let draining = lock(&self.hosted)
+            .get_mut(&req.player)
+            .filter(|h| h.gate == gate && h.epoch == req.epoch)
+            .map(|h| {
+                drop(h.input.take());
+                (h.session.clone(), h.delivered.clone())
+            });
         let Some((session, delivered)) = draining else {
             return ReleasePlayerReply { released: true };
         };

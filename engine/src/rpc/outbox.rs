@@ -181,19 +181,12 @@ mod tests {
         let mut next = Box::pin(rx.next());
         assert_eq!(next.as_mut().now_or_never(), None, "nothing queued: the writer waits");
         drop(next);
-        let woken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        struct Count(Arc<std::sync::atomic::AtomicUsize>);
-        impl std::task::Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
-        let waker = Waker::from(Arc::new(Count(woken.clone())));
-        let mut cx = std::task::Context::from_waker(&waker);
+        let count = crate::testing::CountingWaker::new();
+        let mut cx = std::task::Context::from_waker(count.waker());
         let mut next = Box::pin(rx.next());
         assert!(next.as_mut().poll_unpin(&mut cx).is_pending());
         assert_eq!(tx2.push(Bytes::from_static(b"1")), Ok(()));
-        assert_eq!(woken.load(std::sync::atomic::Ordering::SeqCst), 1, "the push woke the writer");
+        assert_eq!(count.woken(), 1, "the push woke the writer");
         assert_eq!(next.as_mut().poll_unpin(&mut cx), Poll::Ready(Some(Bytes::from_static(b"1"))));
         drop(next);
         drop(tx);

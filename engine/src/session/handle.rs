@@ -459,21 +459,12 @@ mod tests {
         assert_eq!(budget.used(), 0);
     }
 
-    /// Wake-ups of the writer's waker, counted.
-    struct Count(std::sync::atomic::AtomicUsize);
-    impl std::task::Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-
     #[test]
     fn a_frame_queued_while_the_session_task_reads_does_not_wake_its_writer_and_one_queued_otherwise_does() {
         let s = session(100, Transport::TcpJson);
-        let count = Arc::new(Count(Default::default()));
-        let waker = Waker::from(count.clone());
-        let woken = || count.0.load(std::sync::atomic::Ordering::SeqCst);
-        let mut cx = Context::from_waker(&waker);
+        let count = crate::testing::CountingWaker::new();
+        let woken = || count.woken();
+        let mut cx = Context::from_waker(count.waker());
         assert_eq!(s.poll_next_frame(&mut cx), Poll::Pending, "the writer waits");
 
         s.set_owner_reading(true);

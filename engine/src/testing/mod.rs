@@ -12,6 +12,7 @@
 //! | [`FakeDb`] | one SQL instance (the `Db` port) in memory, on [`sql_service`], with test-driven faults |
 //! | [`NoNet`] | a `Net` port where nobody reaches anybody (listeners never accept) |
 //! | [`Harness`] | all of the above behind one [`Env`](crate::env::Env) per node: `run_until_stalled`, `advance_to_next_deadline`, `step`, `block_on` |
+//! | [`CountingWaker`] | a waker that counts its wake-ups (who wakes whom) |
 //!
 //! [`zk_service`], [`redis_service`] and [`sql_service`] are the project's only ZooKeeper,
 //! Redis and SQL models:
@@ -47,6 +48,7 @@ mod net;
 mod rand;
 pub mod redis_service;
 pub mod sql_service;
+mod waker;
 pub mod zk_service;
 
 #[cfg(test)]
@@ -60,3 +62,4 @@ pub use self::harness::{Harness, BLOCK_ON_STEPS_MAX};
 pub use self::kv::FakeKv;
 pub use self::net::NoNet;
 pub use self::rand::SeedRand;
+pub use self::waker::CountingWaker;
