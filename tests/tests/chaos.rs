@@ -315,7 +315,8 @@ fn gate_route_exercises_its_fault_paths() {
 /// Each planted bug of `gate_route` is caught by the invariant written for it: a gate that
 /// forwards during a move loses the frames it sent to the old backend (fencing keeps that
 /// backend from handling them), an unfenced backend handles frames while another backend holds
-/// the player, and an unchecked key lets a bad session key log in.
+/// the player, an unchecked key lets a bad session key log in, and a backend that ends a
+/// released binding before draining it loses frames the gate saw acknowledged.
 #[test]
 fn gate_route_bugs_are_caught_by_their_own_invariants() {
     caught_by_their_own_invariants(
@@ -324,6 +325,7 @@ fn gate_route_bugs_are_caught_by_their_own_invariants() {
             ("forward-during-move", &["nothing_lost", "exactly_once", "transcripts"], 20),
             ("no-player-fence", &["one_backend"], 60),
             ("unchecked-session-key", &["session_keys"], 5),
+            ("release-before-drain", &["nothing_lost"], 20),
         ],
     );
 }

@@ -371,6 +371,9 @@ impl Inner {
         let Some((session, delivered)) = draining else {
             return ReleasePlayerReply { released: true };
         };
+        if self.bugs.release_before_drain {
+            drop(self.take_hosted(&req.player, Some((gate, req.epoch))));
+        }
         if req.client_gone {
             session.close("client gone");
         }

@@ -67,6 +67,11 @@ pub struct GateBugs {
     pub no_player_fence: bool,
     /// The gate logs a player in without checking the session key.
     pub unchecked_session_key: bool,
+    /// A backend releasing a player ends the binding (and unpins the anchor) *before* the
+    /// gated session has handled the frames it already accepted: the per-frame guard then
+    /// drops them although the gate had them acknowledged and will not send them on (the
+    /// engine's own bug fixed on 2026-12-05, kept as a planted bug so the check stays proven).
+    pub release_before_drain: bool,
 }
 
 /// A client transport as `BindPlayer.transport` carries it.

@@ -170,7 +170,11 @@ pub fn check_tenures(handlings: &[Handling]) -> Report {
 /// 5. Once healed, a move loses nothing and needs no reconnect: every move started
 ///    [`SETTLE_NS`] after the heal is followed by `sc_moved` on its own connection within
 ///    [`MOVE_BOUND_NS`], and every add and move sent then is answered (none is left unknown),
-///    on every connection logged in after the heal.
+///    on every connection logged in after the heal. Nor is any such add answered `gap`: a
+///    client starts each connection from its first unanswered `seq`, so the backend expecting
+///    an earlier `seq` than it got means that an add sent on this connection, after the heal,
+///    was dropped on its way (an answer, so "never answered" alone would not see it when the
+///    client sends again from the gap).
 pub fn check_clean_after_heal(
     history: &GateHistory,
     transcripts: &BTreeMap<u64, Transcript>,
@@ -194,6 +198,16 @@ pub fn check_clean_after_heal(
         };
         if op.invoke_ns < from || op.invoke_ns + ANSWER_BOUND_NS > end || !opened_after_heal(conn) {
             continue;
+        }
+        if let (GateOp::Add { seq, .. }, Outcome::Ok(GateRes::Gap { expected })) = (&op.op, op.outcome()) {
+            report.violation(
+                "nothing_lost",
+                format!(
+                    "{what} sent at {:.3}s, after the heal, was answered gap: the backend expected seq {expected}, so adds {expected}..{} sent before it were lost",
+                    op.invoke_ns as f64 / 1e9,
+                    seq.saturating_sub(1)
+                ),
+            );
         }
         if matches!(op.outcome(), Outcome::Info) {
             report.liveness_violation(

@@ -26,7 +26,7 @@
 //! 6. **liveness** after the heal.
 //!
 //! Planted bugs (`engine::gate::GateBugs`): `forward-during-move` (3, 5), `no-player-fence`
-//! (4), `unchecked-session-key` (1).
+//! (4), `unchecked-session-key` (1), `release-before-drain` (5).
 
 mod check;
 mod history;
@@ -92,6 +92,11 @@ const BUGS: &[PlantedBug] = &[
         caught_within_seeds: 200,
     },
     PlantedBug {
+        name: "release-before-drain",
+        description: "a backend ends a released binding before its gated session handled the frames the gate saw acknowledged",
+        caught_within_seeds: 200,
+    },
+    PlantedBug {
         name: "unchecked-session-key",
         description: "the gate logs a player in without checking the session key",
         caught_within_seeds: 200,
@@ -135,6 +140,7 @@ fn gate_bugs(bug: Option<&str>) -> GateBugs {
         forward_during_move: bug == Some("forward-during-move"),
         no_player_fence: bug == Some("no-player-fence"),
         unchecked_session_key: bug == Some("unchecked-session-key"),
+        release_before_drain: bug == Some("release-before-drain"),
     }
 }
 
