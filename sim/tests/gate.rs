@@ -10,7 +10,7 @@
 //! | `zk` | 10.0.0.1:2181 | simulated ZooKeeper |
 //! | `sql-0` | 10.0.3.1:3306 | one simulated SQL instance (every shard) |
 //! | `game-1`, `game-2` | 10.0.1.1, 10.0.1.2 (clients :8012, rpc :8015) | `game` servers with the object store |
-//! | `gate-1` | 10.0.1.3 | a `gate` server |
+//! | `gate-1`, `gate-2` | 10.0.1.3, 10.0.1.4 | `gate` servers (`gate-2` only where a test says) |
 //! | `client` | 10.0.2.1 | the test body, on the wire (`GameClient`) |
 
 use std::future::Future;
@@ -29,6 +29,7 @@ use engine::signed::parse_secret;
 use engine::storage::StorageConfig;
 use game::{Flavor, GameConfig, GameServer, ObjectsConfig, GAME_TAG};
 use madsim::runtime::{Handle, NodeHandle};
+use madsim::task::NodeId;
 use scenarios::game_client::{GameClient, ReqError};
 use serde_json::{json, Value};
 use sim::adapters::ClockControl;
@@ -102,7 +103,7 @@ impl World {
         World { handle, clocks, client }
     }
 
-    fn start(&self, flavor: Flavor, name: &'static str, n: u8) {
+    fn start(&self, flavor: Flavor, name: &'static str, n: u8) -> NodeId {
         let clocks = self.clocks.clone();
         self.handle
             .create_node()
@@ -125,7 +126,8 @@ impl World {
                     drop(server);
                 }
             })
-            .build();
+            .build()
+            .id()
     }
 
     async fn on_client<T: Send + 'static, Fut: Future<Output = T> + Send + 'static>(
@@ -156,10 +158,22 @@ fn key_for(env: &Env, user: &str) -> String {
 }
 
 async fn gate_client(env: &Env) -> GameClient {
+    gate_client_at(env, 3).await
+}
+
+/// A client connected to the gate on server number `n`.
+async fn gate_client_at(env: &Env, n: u8) -> GameClient {
     let now = Arc::new(|| madsim::time::TimeHandle::current().elapsed().as_nanos() as u64);
-    GameClient::connect(env, now, SocketAddr::new(server_ip(3), CLIENT_PORT))
+    GameClient::connect(env, now, SocketAddr::new(server_ip(n), CLIENT_PORT))
         .await
-        .expect("connect to gate-1")
+        .unwrap_or_else(|| panic!("connect to the gate at {}", server_ip(n)))
+}
+
+/// Asks the gate `c` is connected to to log `user` in with a valid key: `sc_gate_login` (a
+/// refusal is `error: true`), or why no answer came.
+async fn gate_login(env: &Env, c: &mut GameClient, user: &str) -> Result<Value, ReqError> {
+    c.request("cs_gate_login", json!({"user_name": user, "session_key": key_for(env, user)}), "sc_gate_login")
+        .await
 }
 
 async fn add(c: &mut GameClient, seq: u64) -> Value {
@@ -269,4 +283,96 @@ fn forged_altered_and_foreign_session_keys_are_refused() {
         })
         .await;
     });
+}
+
+/// How long after the kill of its gate a client may wait to log in again elsewhere: the dead
+/// gate's ZooKeeper session (and with it the player's login) lapses within
+/// [`SESSION_TIMEOUT`].
+const RELOGIN_WITHIN: Duration = Duration::from_secs(15);
+/// Bob's adds while alice's gate dies: one every [`ADD_PERIOD`] for [`ADDS_ACROSS_CRASH`],
+/// which spans the kill, the lapse of the dead gate's session and the backends' sweep.
+const ADDS_ACROSS_CRASH: u64 = 60;
+const ADD_PERIOD: Duration = Duration::from_millis(200);
+/// The slowest answer bob may see (none is held by the crash of the other gate).
+const ANSWER_MAX: Duration = Duration::from_millis(500);
+
+/// Issue 16's "a gate crash affects only its own clients": alice on `gate-1`, bob on `gate-2`;
+/// `gate-1` is killed. Bob sees nothing: every add answered at once, in order, applied once,
+/// no `sc_moved`, no error, his connection open. Alice loses her connection, logs in on
+/// `gate-2` with the same session key once `gate-1`'s session lapsed, and goes on from her
+/// first unanswered add, nothing applied twice.
+#[test]
+fn a_gate_crash_affects_only_its_own_clients() {
+    for seed in [1, 2] {
+        simulate(seed, move |w| async move {
+            w.start(Flavor::Game, "game-1", 1);
+            w.start(Flavor::Game, "game-2", 2);
+            let gate_1 = w.start(Flavor::Gate, "gate-1", 3);
+            w.start(Flavor::Gate, "gate-2", 4);
+            sleep_ms(STARTUP.as_millis() as u64).await;
+            let handle = w.handle.clone();
+            let (bob, alice) = futures::join!(
+                w.on_client(move |env| async move {
+                    let mut c = gate_client_at(&env, 4).await;
+                    let login = gate_login(&env, &mut c, "bob").await.expect("sc_gate_login");
+                    assert_eq!(login["error"], json!(false), "seed {seed}: {login}");
+                    let backend = login["backend"].clone();
+                    let mut sum = 0;
+                    for seq in 1..=ADDS_ACROSS_CRASH {
+                        sum += seq as i64;
+                        let sent = env.clock.now();
+                        let r = add(&mut c, seq).await;
+                        let took = env.clock.now().saturating_since(sent);
+                        assert_eq!(
+                            r,
+                            json!({"error": false, "value": sum, "seq": seq, "backend": backend, "duplicate": false}),
+                            "seed {seed}: bob's add {seq}, on the gate that stayed up"
+                        );
+                        assert!(took <= ANSWER_MAX, "seed {seed}: bob's add {seq} took {took:?}");
+                        env.clock.sleep(ADD_PERIOD).await;
+                    }
+                    assert!(c.is_open(), "seed {seed}: bob's connection survived the other gate's crash");
+                    let pushed: Vec<String> = c.take_inbox().into_iter().map(|p| format!("{p:?}")).collect();
+                    assert!(pushed.is_empty(), "seed {seed}: bob was told nothing: {pushed:?}");
+                    sum
+                }),
+                w.on_client(move |env| async move {
+                    let mut c = gate_client_at(&env, 3).await;
+                    let login = gate_login(&env, &mut c, "alice").await.expect("sc_gate_login");
+                    assert_eq!(login["error"], json!(false), "seed {seed}: {login}");
+                    let mut sum = 0;
+                    for seq in 1..=3 {
+                        sum += seq as i64;
+                        assert_eq!(add(&mut c, seq).await["value"], json!(sum), "seed {seed}");
+                    }
+                    handle.kill(gate_1);
+                    let killed_at = env.clock.now();
+                    let r = c.request("cs_counter_add", json!({"n": 4, "seq": 4}), "sc_counter").await;
+                    assert!(r.is_err(), "seed {seed}: an add to a dead gate is not answered: {r:?}");
+                    // The same key, on the other gate, until gate-1's login lapsed.
+                    let mut c = loop {
+                        let mut c = gate_client_at(&env, 4).await;
+                        match gate_login(&env, &mut c, "alice").await {
+                            Ok(r) if r["error"] == json!(false) => break c,
+                            other => {
+                                let waited = env.clock.now().saturating_since(killed_at);
+                                assert!(waited < RELOGIN_WITHIN, "seed {seed}: alice still refused after {waited:?}: {other:?}");
+                                sleep_ms(500).await;
+                            }
+                        }
+                    };
+                    // From the first unanswered add: 4 never reached a backend, 5 follows.
+                    for seq in 4..=5 {
+                        sum += seq as i64;
+                        let r = add(&mut c, seq).await;
+                        assert_eq!(r["value"], json!(sum), "seed {seed}: alice's add {seq} after the crash: {r}");
+                        assert_eq!(r["duplicate"], json!(false), "seed {seed}: {r}");
+                    }
+                    sum
+                })
+            );
+            assert_eq!(bob, (1..=ADDS_ACROSS_CRASH as i64).sum::<i64>());
+            assert_eq!(alice, 15);
+        });
+    }
 }
