@@ -104,6 +104,11 @@ impl World {
     }
 
     fn start(&self, flavor: Flavor, name: &'static str, n: u8) -> NodeId {
+        self.start_with(flavor, name, n, |_| {})
+    }
+
+    /// [`start`](Self::start) with `tweak` applied to the server's configuration.
+    fn start_with(&self, flavor: Flavor, name: &'static str, n: u8, tweak: fn(&mut GameConfig)) -> NodeId {
         let clocks = self.clocks.clone();
         self.handle
             .create_node()
@@ -113,8 +118,10 @@ impl World {
                 let mut env = node_env(name, server_ip(n), &clocks);
                 env.db = Arc::new(sql_directory(env.net.clone(), env.clock.clone(), env.spawn.clone(), 1));
                 async move {
+                    let mut cfg = config(&env, flavor, name);
+                    tweak(&mut cfg);
                     let server = loop {
-                        match GameServer::start(env.clone(), config(&env, flavor, name)).await {
+                        match GameServer::start(env.clone(), cfg.clone()).await {
                             Ok(s) => break s,
                             Err(e) => {
                                 tracing::warn!(error = %e, "server start failed; retrying");
@@ -280,6 +287,45 @@ fn forged_altered_and_foreign_session_keys_are_refused() {
                 .await
                 .expect("login");
             assert_eq!(ok, json!({"error": false, "backend": "game-1"}));
+        })
+        .await;
+    });
+}
+
+/// Unauthenticated connections a test gate keeps from one address.
+const UNPROVEN_PER_ADDRESS: usize = 2;
+
+/// A gate's connections stay "unauthenticated" (evictable for newcomers, oldest first) until
+/// their login ran: frames of other types, which the gate answers `gate_login_required`, prove
+/// nothing (they reach the gate's forwarder, not a handler). Two such connections fill the
+/// address's allowance; a third client that logs in evicts the oldest, and the other stays.
+#[test]
+fn frames_before_the_gate_login_do_not_spare_a_connection_from_eviction() {
+    simulate(11, |w| async move {
+        w.start(Flavor::Game, "game-1", 1);
+        w.start_with(Flavor::Gate, "gate-1", 3, |cfg| {
+            cfg.session_limits.unauthenticated_per_address_max = UNPROVEN_PER_ADDRESS;
+        });
+        sleep_ms(STARTUP.as_millis() as u64).await;
+        w.on_client(|env| async move {
+            let mut idle = Vec::new();
+            for _ in 0..UNPROVEN_PER_ADDRESS {
+                let mut c = gate_client(&env).await;
+                let r = c.request("cs_counter_add", json!({"n": 1, "seq": 1}), "sc_counter").await;
+                assert!(
+                    matches!(r, Err(ReqError::Error(ref e)) if e["code"] == json!("gate_login_required")),
+                    "{r:?}"
+                );
+                idle.push(c);
+            }
+            let mut newcomer = gate_client(&env).await;
+            let login = gate_login(&env, &mut newcomer, "carol").await.expect("sc_gate_login");
+            assert_eq!(login["error"], json!(false), "{login}");
+            let oldest_open = idle[0].pump(Duration::from_millis(500)).await;
+            let second_open = idle[1].pump(Duration::from_millis(500)).await;
+            assert!(!oldest_open, "the oldest connection that never logged in was evicted");
+            assert!(second_open, "the other stays: one eviction made room");
+            assert_eq!(add(&mut newcomer, 1).await["value"], json!(1));
         })
         .await;
     });

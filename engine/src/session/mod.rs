@@ -537,6 +537,11 @@ impl SessionService {
     /// player's backend): it gets the session, the type and the frame's raw payload, and is
     /// awaited like a handler (the session's next frame waits for it). Without one such a
     /// frame is answered `_error unknown_type`. `_pong` and refused reserved types never reach it.
+    /// A frame it takes does not prove the connection (see [`ServiceLimits::unauthenticated_max`]):
+    /// only a registered handler does, so a gate's connections stay unauthenticated until their
+    /// login (a registered handler) ran.
+    ///
+    /// [`ServiceLimits::unauthenticated_max`]: ServiceLimits::unauthenticated_max
     pub fn on_unhandled<F, Fut>(&self, f: F)
     where
         F: Fn(Session, String, Bytes) -> Fut + Send + Sync + 'static,

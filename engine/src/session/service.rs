@@ -251,8 +251,10 @@ async fn read_loop(
                 return;
             }
         }
-        if !proven && (inner.registry.has(&msg.msg_type) || lock(&inner.unhandled).is_some()) {
-            // A message the game takes: the connection is no longer unauthenticated.
+        if !proven && inner.registry.has(&msg.msg_type) {
+            // A message the game handles: the connection is no longer unauthenticated. A
+            // frame for the unhandled-type taker proves nothing: on a gate that is every type
+            // but the login, answered `gate_login_required` until the login handler ran.
             proven = true;
             lock(&inner.unproven).prove(id);
         }

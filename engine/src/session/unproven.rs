@@ -8,13 +8,14 @@
 //!
 //! Inputs (the service calls each under its own lock; no I/O, no clock: age is arrival order):
 //! - [`admit`](Unproven::admit) when a connection is accepted: returns whom to evict;
-//! - [`prove`](Unproven::prove) when a message of the session reaches a handler (or the
-//!   unhandled-type callback): it leaves the set for good;
+//! - [`prove`](Unproven::prove) when a message of the session reaches a handler registered
+//!   for its type (not the unhandled-type taker, which on a gate answers every frame before
+//!   the login with `gate_login_required`): it leaves the set for good;
 //! - [`forget`](Unproven::forget) when the session closes.
 //!
 //! "Unauthenticated" is therefore "has not yet sent a message the game handles": a game whose
 //! first message is its login makes the two the same. Pongs, malformed frames and unknown
-//! types prove nothing.
+//! types prove nothing, nor do frames for the unhandled-type taker.
 //!
 //! [`ServiceLimits::unauthenticated_max`]: super::budget::ServiceLimits::unauthenticated_max
 //! [`ServiceLimits::unauthenticated_per_address_max`]: super::budget::ServiceLimits::unauthenticated_per_address_max
