@@ -67,7 +67,8 @@ fn every_bench_produces_positive_finite_figures_and_a_ratio() {
     // Gate: per rate (1k, 10k msg/s) and message (applied add, repeated add), gated against
     // direct: throughput, p50, p99 and max latency, server CPU per message, then p50 and p99
     // service time gated and via the raw relay; the added latency and the relay's floor of
-    // each case in the notes; the memory rows (or the note saying why VmRSS is not reported).
+    // each case in the notes; the switch rows; the memory rows (or the note saying why VmRSS
+    // is not reported).
     let gate = by_name("gate");
     let mut cpu_rows = 0;
     let service = [
@@ -99,6 +100,18 @@ fn every_bench_produces_positive_finite_figures_and_a_ratio() {
             }
         }
     }
+    // The switch cases: pause and held message, p50 and p99, each with its note.
+    for case in ["switch, 1 player at a time", "switch, 20 players at once"] {
+        let metrics: Vec<&str> =
+            gate.rows.iter().filter(|r| r.case == case).map(|r| r.metric.as_str()).collect();
+        assert_eq!(
+            metrics,
+            ["p50 switch pause", "p50 held message", "p99 switch pause", "p99 held message"],
+            "{case}"
+        );
+        let note = format!("{case}: cs_move written -> sc_moved read p50");
+        assert!(gate.notes.iter().any(|n| n.starts_with(&note)), "{note}: {:?}", gate.notes);
+    }
     let memory: Vec<&str> =
         gate.rows.iter().filter(|r| r.case == "200 idle players").map(|r| r.metric.as_str()).collect();
     if memory.is_empty() {
@@ -106,7 +119,7 @@ fn every_bench_produces_positive_finite_figures_and_a_ratio() {
     } else {
         assert_eq!(memory[0], "gate memory per player", "{memory:?}");
     }
-    assert_eq!(gate.rows.len(), 16 + 16 + cpu_rows + memory.len(), "{:?}", gate.rows);
+    assert_eq!(gate.rows.len(), 16 + 16 + cpu_rows + 8 + memory.len(), "{:?}", gate.rows);
 
     let table = report.table();
     for name in BENCHES {
