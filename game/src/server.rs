@@ -169,8 +169,7 @@ impl GameServer {
                 accounts,
                 sessions.clone(),
                 cluster.clone(),
-                cfg.gateway.bugs,
-                cfg.gateway.host_observer.clone(),
+                &cfg.gateway,
             )
         });
         let server = GameServer {

@@ -46,6 +46,7 @@ use super::messages::{
     BindPlayer, BindPlayerReply, DeliverFrames, DeliverFramesReply, ForwardFrame, ForwardFrameReply,
     MovePlayer, MovePlayerReply, ReleasePlayer, ReleasePlayerReply,
 };
+use super::outflow::{Accept, Numbered, OutOrder, OUTPUT_GAP_WAIT};
 use super::route::{Bind, Phase, Route, Switched};
 use super::{
     transport_to_wire, GateBugs, SessionKeys, GATE_LOAD_FIELD, LOG_TARGET, RPC_BIND, RPC_DELIVER,
@@ -88,6 +89,10 @@ pub struct GatewayConfig {
     pub bugs: GateBugs,
     /// Backend side: told of each gated frame about to be handled (the scenario's evidence).
     pub host_observer: Option<Arc<dyn HostObserver>>,
+    /// Backend side: longest a forward's answer waits for its frame's output
+    /// ([`super::outflow::FORWARD_ANSWER_HOLD`] by default; zero answers at once and sends
+    /// all output by `_gate.deliver`).
+    pub forward_answer_hold: Duration,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -100,6 +105,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("hold_max", &self.hold_max)
             .field("bugs", &self.bugs)
             .field("host_observer", &self.host_observer.as_ref().map(|_| "set"))
+            .field("forward_answer_hold", &self.forward_answer_hold)
             .finish()
     }
 }
@@ -114,6 +120,7 @@ impl Default for GatewayConfig {
             hold_max: Duration::from_secs(30),
             bugs: GateBugs::default(),
             host_observer: None,
+            forward_answer_hold: super::outflow::FORWARD_ANSWER_HOLD,
         }
     }
 }
@@ -143,6 +150,10 @@ struct Player {
     waiters: Vec<oneshot::Sender<()>>,
     /// True while a task drives binds for this player.
     driving: bool,
+    /// The numbering of the current binding's output (module [`super::outflow`]).
+    out: OutOrder,
+    /// Waiting for `out` to move on (a batch whose predecessor is in flight, a release).
+    out_waiters: Vec<oneshot::Sender<()>>,
 }
 
 /// The gate side. Cheap to clone.
@@ -284,7 +295,14 @@ impl Inner {
             let (tx, rx) = oneshot::channel();
             players.insert(
                 user.clone(),
-                Player { session: s.clone(), route, waiters: vec![tx], driving: false },
+                Player {
+                    session: s.clone(),
+                    route,
+                    waiters: vec![tx],
+                    driving: false,
+                    out: OutOrder::new(),
+                    out_waiters: Vec::new(),
+                },
             );
             rx
         };
@@ -465,7 +483,14 @@ impl Inner {
             };
             let req = ForwardFrame { player: player.clone(), epoch, frame: frame.clone() };
             let opts = CallOptions::default().with_timeout(self.cfg.call_timeout).ordered(player.clone());
-            match self.rpc.call::<_, ForwardFrameReply>(backend, RPC_FORWARD, &req, opts).await {
+            let reply = self.rpc.call::<_, ForwardFrameReply>(backend, RPC_FORWARD, &req, opts).await;
+            if let Ok(r) = &reply {
+                if !r.frames.is_empty() {
+                    let batch = Numbered { first: r.first_out, frames: r.frames.clone() };
+                    self.output(&player, backend, epoch, batch).await;
+                }
+            }
+            match reply {
                 Ok(r) if r.accepted => return,
                 Ok(r) => {
                     // Not taken: safe to send again once re-bound.
@@ -497,21 +522,73 @@ impl Inner {
         }
     }
 
-    fn deliver(&self, backend: PeerId, req: DeliverFrames) -> DeliverFramesReply {
-        let session = {
-            let players = lock(&self.players);
-            players
-                .get(&req.player)
-                .filter(|p| p.route.delivers(backend, req.epoch))
-                .map(|p| p.session.clone())
-        };
-        let Some(s) = session else { return DeliverFramesReply { delivered: false } };
-        for f in req.frames {
-            if s.send_encoded(f).is_err() {
-                break;
+    async fn deliver(&self, backend: PeerId, req: DeliverFrames) -> DeliverFramesReply {
+        let batch = Numbered { first: req.first_out, frames: req.frames };
+        DeliverFramesReply { delivered: self.output(&req.player, backend, req.epoch, batch).await }
+    }
+
+    /// Frames of `player`'s binding (`backend`, `epoch`) for its client: sent in number order,
+    /// after waiting (at most [`OUTPUT_GAP_WAIT`]) for numbers still in flight on the other
+    /// path. False if the gate no longer routes the player to that binding.
+    async fn output(&self, player: &str, backend: PeerId, epoch: u64, batch: Numbered) -> bool {
+        let started = self.now();
+        let mut skip = false;
+        loop {
+            let wait = {
+                let mut players = lock(&self.players);
+                let Some(p) = players.get_mut(player).filter(|p| p.route.delivers(backend, epoch)) else {
+                    return false;
+                };
+                match p.out.accept(epoch, batch.clone(), skip) {
+                    Accept::Send(frames) => {
+                        // Under the lock: two paths' frames leave in number order.
+                        for f in frames {
+                            if p.session.send_encoded(f).is_err() {
+                                break;
+                            }
+                        }
+                        for w in p.out_waiters.drain(..) {
+                            let _ = w.send(());
+                        }
+                        return true;
+                    }
+                    Accept::Wait => {
+                        let (tx, rx) = oneshot::channel();
+                        p.out_waiters.push(tx);
+                        rx
+                    }
+                }
+            };
+            let left = OUTPUT_GAP_WAIT.saturating_sub(self.now().saturating_since(started));
+            if left.is_zero() || timeout(&*self.env.clock, left, wait).await.is_err() {
+                crate::probe!("gate: output numbers missing past the wait, skipped");
+                debug!(target: LOG_TARGET, node = %self.env.node, player, first = batch.first, "output numbers missing: skipped");
+                skip = true;
             }
         }
-        DeliverFramesReply { delivered: true }
+    }
+
+    /// Waits (at most [`OUTPUT_GAP_WAIT`]) until the gate has sent `player`'s client the
+    /// frames numbered below `end` of binding `epoch`.
+    async fn output_sent(&self, player: &str, epoch: u64, end: u64) {
+        let started = self.now();
+        loop {
+            let wait = {
+                let mut players = lock(&self.players);
+                let Some(p) = players.get_mut(player) else { return };
+                if p.out.next(epoch) >= end {
+                    return;
+                }
+                let (tx, rx) = oneshot::channel();
+                p.out_waiters.push(tx);
+                rx
+            };
+            let left = OUTPUT_GAP_WAIT.saturating_sub(self.now().saturating_since(started));
+            if left.is_zero() || timeout(&*self.env.clock, left, wait).await.is_err() {
+                crate::probe!("gate: a released binding's last output never came");
+                return;
+            }
+        }
     }
 
     fn start_move(self: &Arc<Self>, backend: PeerId, req: MovePlayer) -> MovePlayerReply {
@@ -544,11 +621,11 @@ impl Inner {
                         ReleasePlayer { player: player.clone(), epoch: release.epoch, client_gone: false };
                     let opts =
                         CallOptions::default().with_timeout(me.cfg.call_timeout * 3).ordered(player.clone());
-                    if let Err(e) =
-                        me.rpc.call::<_, ReleasePlayerReply>(release.from, RPC_RELEASE, &req, opts).await
-                    {
+                    match me.rpc.call::<_, ReleasePlayerReply>(release.from, RPC_RELEASE, &req, opts).await {
+                        // What the old backend sent the client goes out before anything else.
+                        Ok(r) => me.output_sent(&player, release.epoch, r.out_end).await,
                         // The target's take of the anchor waits the old backend out.
-                        debug!(target: LOG_TARGET, player, error = %e, "release failed");
+                        Err(e) => debug!(target: LOG_TARGET, player, error = %e, "release failed"),
                     }
                 }
                 let next =
@@ -660,7 +737,7 @@ fn register(inner: &Arc<Inner>) {
         let inner = w.upgrade();
         async move {
             let inner = inner.ok_or_else(|| HandlerError::new("gate stopped"))?;
-            Ok(inner.deliver(info.sender, req))
+            Ok(inner.deliver(info.sender, req).await)
         }
     });
     let w = Arc::downgrade(inner);

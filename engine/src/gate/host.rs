@@ -10,9 +10,12 @@
 //!   ([`AccountManager::adopt_gated`]); then frames flow;
 //! - **forward** (`_gate.forward`): a client frame of the binding goes into the gated
 //!   session's input (waiting while it is full: backpressure to the gate); refused if the
-//!   binding is not hosted here or the anchor is not held;
-//! - **deliver**: what the game queues on the gated session goes back to the gate in order
-//!   (`_gate.deliver` on the player's order key, in batches);
+//!   binding is not hosted here or the anchor is not held. The answer waits until the frame
+//!   was handled (at most [`GatewayConfig::forward_answer_hold`]) and carries what the
+//!   handling sent the client ([`super::outflow`]);
+//! - **deliver**: what the game queues on the gated session at other times goes back to the
+//!   gate in order (`_gate.deliver` on the player's order key, in batches, one at a time);
+//!   every frame of the binding is numbered, so the gate puts the two paths back in order;
 //! - **release** (`_gate.release`, on the order key, so after every forward): the input ends,
 //!   the session handles what it has, delivers its replies and closes; then the binding ends
 //!   (the anchor is unpinned) and the answer goes. Until then the binding is still hosted, so
@@ -45,6 +48,8 @@ use super::messages::{
     BindPlayer, BindPlayerReply, DeliverFrames, DeliverFramesReply, ForwardFrame, ForwardFrameReply,
     MovePlayer, MovePlayerReply, ReleasePlayer, ReleasePlayerReply,
 };
+use super::outflow::{Numbered, Out, Outflow};
+use super::GatewayConfig;
 use super::{
     transport_from_wire, GateBugs, LOG_TARGET, RPC_BIND, RPC_DELIVER, RPC_FORWARD, RPC_MOVE, RPC_RELEASE,
 };
@@ -115,6 +120,58 @@ struct Hosted {
     input: Option<mpsc::Sender<Bytes>>,
     /// Completes when every frame the session queued was delivered (or dropped).
     delivered: Shared<BoxFuture<'static, ()>>,
+    /// The binding's output: numbering, and the forward waiting for its frame's output.
+    flow: Arc<Flow>,
+}
+
+/// An [`Outflow`] and the forwards waiting on it.
+#[derive(Default)]
+struct Flow {
+    st: Mutex<(Outflow, BTreeMap<u64, futures::channel::oneshot::Sender<Numbered>>)>,
+}
+
+impl Flow {
+    /// Runs `f` on the outflow and answers the forwards its outputs name; returns the
+    /// deliveries, in order.
+    fn with(&self, f: impl FnOnce(&mut Outflow) -> Vec<Out>) -> Vec<Numbered> {
+        let mut st = lock(&self.st);
+        let (outflow, waiting) = &mut *st;
+        let mut deliveries = Vec::new();
+        for out in f(outflow) {
+            match out {
+                Out::Answer { forward, frames } => {
+                    if let Some(tx) = waiting.remove(&forward) {
+                        let _ = tx.send(frames);
+                    }
+                }
+                Out::Deliver(d) => deliveries.push(d),
+            }
+        }
+        deliveries
+    }
+
+    /// A forward waits for its frame's output: its id and where the answer comes (at once
+    /// if the output ended already).
+    fn wait(&self) -> (u64, futures::channel::oneshot::Receiver<Numbered>) {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let mut st = lock(&self.st);
+        let (outflow, waiting) = &mut *st;
+        let (id, answer) = outflow.wait();
+        waiting.insert(id, tx);
+        if let Some(Out::Answer { forward, frames }) = answer {
+            if let Some(tx) = waiting.remove(&forward) {
+                let _ = tx.send(frames);
+            }
+        }
+        (id, rx)
+    }
+
+    /// `forward`'s hold ran out: what came out for it so far (`None`: answered meanwhile).
+    fn give_up(&self, forward: u64) -> Option<Numbered> {
+        let mut st = lock(&self.st);
+        st.1.remove(&forward);
+        st.0.give_up(forward)
+    }
 }
 
 /// The backend side of gateways. Cheap to clone.
@@ -132,6 +189,8 @@ struct Inner {
     cluster: Cluster,
     bugs: GateBugs,
     observer: Option<Arc<dyn HostObserver>>,
+    /// [`GatewayConfig::forward_answer_hold`].
+    answer_hold: Duration,
     hosted: Mutex<BTreeMap<String, Hosted>>,
     /// Serialises binds and releases of one player.
     ops: KeyedLocks,
@@ -141,6 +200,7 @@ struct Inner {
 impl GateHost {
     /// Registers the gate handlers on `rpc` (the sweep starts with the first bind). All parts
     /// belong to this backend; `sessions` is the service whose handlers gated players reach.
+    /// Of `cfg` the backend side uses `bugs`, `host_observer` and `forward_answer_hold`.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         env: Env,
@@ -149,8 +209,7 @@ impl GateHost {
         accounts: AccountManager,
         sessions: SessionService,
         cluster: Cluster,
-        bugs: GateBugs,
-        observer: Option<Arc<dyn HostObserver>>,
+        cfg: &GatewayConfig,
     ) -> GateHost {
         let inner = Arc::new(Inner {
             env,
@@ -159,8 +218,9 @@ impl GateHost {
             accounts,
             sessions,
             cluster,
-            bugs,
-            observer,
+            bugs: cfg.bugs,
+            observer: cfg.host_observer.clone(),
+            answer_hold: cfg.forward_answer_hold,
             hosted: Mutex::default(),
             ops: KeyedLocks::default(),
             tasks: Mutex::default(),
@@ -299,8 +359,10 @@ impl Inner {
             gated.session.close("not adopted");
             return refuse(format!("not logged in here: {e}"));
         }
+        let flow = Arc::new(Flow::default());
         let delivered = {
-            let task = deliver_loop(self.rpc.clone(), gate, player.clone(), req.epoch, gated.output);
+            let task =
+                deliver_loop(self.rpc.clone(), gate, player.clone(), req.epoch, gated.output, flow.clone());
             let (tx, rx) = futures::channel::oneshot::channel::<()>();
             let _detached = self.env.spawn.spawn(
                 "gate-deliver",
@@ -312,8 +374,14 @@ impl Inner {
             );
             rx.map(|_| ()).boxed().shared()
         };
-        let hosted =
-            Hosted { gate, epoch: req.epoch, session: gated.session, input: Some(gated.input), delivered };
+        let hosted = Hosted {
+            gate,
+            epoch: req.epoch,
+            session: gated.session,
+            input: Some(gated.input),
+            delivered,
+            flow,
+        };
         lock(&self.hosted).insert(player.clone(), hosted);
         self.ensure_sweep();
         info!(target: LOG_TARGET, node = %self.env.node, player, gate = ?gate, epoch = req.epoch, "player hosted");
@@ -325,6 +393,17 @@ impl Inner {
     async fn take_anchor(&self, player: &str, gate: PeerId, epoch: u64) -> Result<(), crate::orm::OrmError> {
         let mut tx = self.orm.begin();
         let prev = tx.fetch::<GatedPlayer>(player).await?;
+        // A gate's epochs for a player only grow (each login's above every earlier one's): a
+        // bind of an older epoch is a stale one of an earlier login, still in flight. Taking
+        // the player for it would end the hosting of the login that replaced it, and drop the
+        // frames that binding had accepted.
+        if let Some(p) = prev.as_ref().filter(|p| p.gate == gate.to_string() && p.epoch > epoch) {
+            crate::probe!("gate host: stale bind of an earlier login refused");
+            return Err(crate::orm::OrmError::Unavailable {
+                object: format!("{}/{player}", GatedPlayer::MODEL),
+                why: format!("stale bind: epoch {epoch} is older than the bound {}", p.epoch),
+            });
+        }
         let binds = prev.as_ref().map_or(0, |p| p.binds) + 1;
         let row = GatedPlayer { player: player.to_string(), gate: gate.to_string(), epoch, binds };
         if prev.is_some() {
@@ -336,12 +415,17 @@ impl Inner {
     }
 
     async fn forward(&self, gate: PeerId, req: ForwardFrame) -> ForwardFrameReply {
-        let refuse = |reason: &str| ForwardFrameReply { accepted: false, reason: reason.into() };
+        let refuse = |reason: &str| ForwardFrameReply {
+            accepted: false,
+            reason: reason.into(),
+            first_out: 0,
+            frames: Vec::new(),
+        };
         let input = lock(&self.hosted)
             .get(&req.player)
             .filter(|h| self.bugs.no_player_fence || (h.gate == gate && h.epoch == req.epoch))
-            .and_then(|h| h.input.clone());
-        let Some(mut input) = input else {
+            .and_then(|h| h.input.clone().map(|i| (i, h.flow.clone())));
+        let Some((mut input, flow)) = input else {
             crate::probe!("gate host: frame for a player not hosted here refused");
             return refuse("not hosted here");
         };
@@ -349,9 +433,28 @@ impl Inner {
             crate::probe!("gate host: frame refused, the anchor is no longer held");
             return refuse("anchor not held");
         }
-        match input.send(req.frame).await {
-            Ok(()) => ForwardFrameReply { accepted: true, reason: String::new() },
-            Err(_) => refuse("session closed"),
+        // Waiting starts before the frame is queued, so its handling's end cannot be missed.
+        let (id, mut answer) = flow.wait();
+        let accepted = input.send(req.frame).await.is_ok();
+        let out = if accepted {
+            match timeout(&*self.env.clock, self.answer_hold, &mut answer).await {
+                Ok(Ok(out)) => Some(out),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        // Not answered in time (or the frame was refused): what came out so far, if the
+        // outflow did not answer meanwhile.
+        let out = out.or_else(|| flow.give_up(id)).or_else(|| answer.try_recv().ok().flatten());
+        if out.is_none() {
+            crate::probe!("gate host: forward answered without its frame's output");
+        }
+        let Numbered { first, frames } = out.unwrap_or(Numbered { first: 0, frames: Vec::new() });
+        if accepted {
+            ForwardFrameReply { accepted: true, reason: String::new(), first_out: first, frames }
+        } else {
+            ForwardFrameReply { first_out: first, frames, ..refuse("session closed") }
         }
     }
 
@@ -366,10 +469,10 @@ impl Inner {
             .filter(|h| h.gate == gate && h.epoch == req.epoch)
             .map(|h| {
                 drop(h.input.take());
-                (h.session.clone(), h.delivered.clone())
+                (h.session.clone(), h.delivered.clone(), h.flow.clone())
             });
-        let Some((session, delivered)) = draining else {
-            return ReleasePlayerReply { released: true };
+        let Some((session, delivered, flow)) = draining else {
+            return ReleasePlayerReply { released: true, out_end: 0 };
         };
         if self.bugs.release_before_drain {
             drop(self.take_hosted(&req.player, Some((gate, req.epoch))));
@@ -385,7 +488,8 @@ impl Inner {
         // Only now may the anchor go (unpinned) to the next backend.
         drop(self.take_hosted(&req.player, Some((gate, req.epoch))));
         info!(target: LOG_TARGET, node = %self.env.node, player = req.player, epoch = req.epoch, "player released");
-        ReleasePlayerReply { released: true }
+        let out_end = lock(&flow.st).0.numbered();
+        ReleasePlayerReply { released: true, out_end }
     }
 
     /// Ends hosting whose anchor is no longer held or whose gate left the cluster.
@@ -412,28 +516,39 @@ impl Inner {
     }
 }
 
-/// Delivers what a gated session queues to its gate, in order, in batches.
-async fn deliver_loop(rpc: Rpc, gate: PeerId, player: String, epoch: u64, mut output: mpsc::Receiver<Bytes>) {
+/// Takes what a gated session queues for its gate, in order: the output of a forward's frame
+/// goes into that forward's answer, the rest is delivered in batches, one delivery at a time.
+async fn deliver_loop(
+    rpc: Rpc,
+    gate: PeerId,
+    player: String,
+    epoch: u64,
+    mut output: mpsc::Receiver<Bytes>,
+    flow: Arc<Flow>,
+) {
     while let Some(first) = output.next().await {
-        let mut frames = vec![first];
-        while frames.len() < DELIVER_BATCH_MAX {
+        let mut items = vec![first];
+        while items.len() < DELIVER_BATCH_MAX {
             match output.try_recv() {
-                Ok(f) => frames.push(f),
+                Ok(f) => items.push(f),
                 _ => break,
             }
         }
-        let n = frames.len();
-        let req = DeliverFrames { player: player.clone(), epoch, frames };
-        let opts = CallOptions::default().with_timeout(DELIVER_TIMEOUT).ordered(player.clone());
-        match rpc.call::<_, DeliverFramesReply>(gate, RPC_DELIVER, &req, opts).await {
-            Ok(r) if r.delivered => {}
-            Ok(_) => {
-                crate::probe!("gate host: delivery refused, the gate routes the player elsewhere");
-                debug!(target: LOG_TARGET, player, frames = n, "delivery refused: the gate routes the player elsewhere")
+        for Numbered { first, frames } in flow.with(|o| o.take(items)) {
+            let n = frames.len();
+            let req = DeliverFrames { player: player.clone(), epoch, frames, first_out: first };
+            let opts = CallOptions::default().with_timeout(DELIVER_TIMEOUT).ordered(player.clone());
+            match rpc.call::<_, DeliverFramesReply>(gate, RPC_DELIVER, &req, opts).await {
+                Ok(r) if r.delivered => {}
+                Ok(_) => {
+                    crate::probe!("gate host: delivery refused, the gate routes the player elsewhere");
+                    debug!(target: LOG_TARGET, player, frames = n, "delivery refused: the gate routes the player elsewhere")
+                }
+                Err(e) => debug!(target: LOG_TARGET, player, frames = n, error = %e, "delivery failed"),
             }
-            Err(e) => debug!(target: LOG_TARGET, player, frames = n, error = %e, "delivery failed"),
         }
     }
+    flow.with(|o| o.end().into_iter().collect());
 }
 
 async fn sweep_loop(weak: Weak<Inner>) {

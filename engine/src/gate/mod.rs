@@ -27,6 +27,7 @@ mod config;
 mod error;
 pub mod gateway;
 pub mod host;
+pub mod outflow;
 pub mod route;
 pub mod session_key;
 

@@ -13,7 +13,10 @@
 //!   frames already queued are still handled, and replies already queued still go out;
 //! - a **guard** is asked right before each frame is handled; once it says no (the backend
 //!   no longer hosts the player), the frame is dropped and the session closes;
-//! - no heartbeat and no idle timeout: the gate watches the client, the backend watches the gate.
+//! - no heartbeat and no idle timeout: the gate watches the client, the backend watches the gate;
+//! - after each client frame was handled (or refused), an empty frame comes out
+//!   ([`HANDLED_MARKER`]): where the output of that frame's handling ends, so the gate's
+//!   forward can be answered with it (`engine::gate::outflow`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +40,10 @@ const GATED_IDLE: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The close reason of a gated session whose guard said no.
 pub const NOT_HOSTED: &str = "player no longer hosted here";
 
+/// Comes out of a gated session after each client frame was handled: an empty frame, which
+/// no encoding of a client message is.
+pub const HANDLED_MARKER: Bytes = Bytes::new();
+
 /// Asked right before each frame of a gated session is handled.
 pub type Guard = Arc<dyn Fn() -> bool + Send + Sync>;
 
@@ -45,15 +52,18 @@ pub(super) struct Rules {
     /// Close gracefully (drain the outbox) when the input ends.
     pub(super) drain_at_end: bool,
     pub(super) guard: Option<Guard>,
+    /// Queue [`HANDLED_MARKER`] after each frame taken.
+    pub(super) mark_handled: bool,
 }
 
 impl Rules {
     /// A socket's session: an ended stream is a vanished client (nothing left to send to).
-    pub(super) const DIRECT: Rules = Rules { drain_at_end: false, guard: None };
+    pub(super) const DIRECT: Rules = Rules { drain_at_end: false, guard: None, mark_handled: false };
 }
 
 /// A gated session and its two queues. Dropping `input` ends the session gracefully; the
-/// `output` stream ends once the session has closed and its last frame came out.
+/// `output` stream ends once the session has closed and its last frame came out. `output`
+/// carries [`HANDLED_MARKER`] after the output of each client frame's handling.
 pub struct GatedSession {
     pub session: Session,
     pub input: mpsc::Sender<Bytes>,
@@ -92,7 +102,7 @@ impl SessionService {
         let id = SessionId::new_random(&*inner.env.rand);
         let session = Session::new(id, client, transport, Limits::of(&cfg), inner.budget.clone());
         lock(&inner.sessions).insert(id, Entry { session: session.clone(), task: None });
-        let rules = Rules { drain_at_end: true, guard: Some(guard) };
+        let rules = Rules { drain_at_end: true, guard: Some(guard), mark_handled: true };
         let task = inner.env.spawn.spawn(
             "gated-session",
             service::run_session(inner.clone(), cfg, session.clone(), conn, rules).boxed(),

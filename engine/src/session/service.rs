@@ -171,7 +171,12 @@ async fn read_loop(
     let id = session.id();
     let mut alive_at = clock.now();
     let mut proven = false;
+    // A frame was taken and its handling is over: a gated session says so (`mark_handled`).
+    let mut owe_marker = false;
     loop {
+        if std::mem::take(&mut owe_marker) {
+            let _ = session.push(super::gated::HANDLED_MARKER);
+        }
         if !session.is_open() {
             return;
         }
@@ -225,6 +230,7 @@ async fn read_loop(
             }
             ReadEvent::Frame(Some(Ok(p))) => p,
         };
+        owe_marker = rules.mark_handled;
         alive_at = clock.now();
         let msg = match codec::decode(session.transport(), &payload) {
             Ok(m) => m,

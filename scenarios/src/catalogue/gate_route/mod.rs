@@ -251,8 +251,19 @@ impl ScenarioRun for Run {
         self.servers.started(&ctx);
         let objects = ObjectsConfig { shard: shard_config(), orm: OrmConfig::new(APP_ID), observer: None };
         let observer = self.handlings.observer(ctx.process, ctx.phases.now.clone(), ctx.tap.clone());
-        let gateway =
-            GatewayConfig { bugs: self.bugs, host_observer: Some(observer), ..GatewayConfig::default() };
+        // Half the backend incarnations answer forwards at once (all output by `_gate.deliver`),
+        // half hold the answer for the frame's output: both paths and their interleaving.
+        let forward_answer_hold = if ctx.env.rand.next_u64().is_multiple_of(2) {
+            Duration::ZERO
+        } else {
+            engine::gate::outflow::FORWARD_ANSWER_HOLD
+        };
+        let gateway = GatewayConfig {
+            bugs: self.bugs,
+            host_observer: Some(observer),
+            forward_answer_hold,
+            ..GatewayConfig::default()
+        };
         let opts = SimGameOptions { objects: Some(objects), gateway, ..Default::default() };
         game_host::run_server(ctx, opts).boxed()
     }
