@@ -172,6 +172,9 @@ struct Inner {
     cfg: GatewayConfig,
     observer: Option<Arc<dyn GatewayObserver>>,
     players: Mutex<BTreeMap<String, Player>>,
+    /// Per player, the backends of its bind calls in flight (also those of an earlier login
+    /// of the player here, which a new login replaced).
+    binds_in_flight: Mutex<BTreeMap<String, Vec<PeerId>>>,
     /// Logins so far: the high half of their routes' epochs.
     logins: std::sync::atomic::AtomicU64,
     tasks: Mutex<Vec<TaskHandle>>,
@@ -204,6 +207,7 @@ impl Gateway {
             cfg,
             observer,
             players: Mutex::default(),
+            binds_in_flight: Mutex::default(),
             logins: Default::default(),
             tasks: Mutex::default(),
         });
@@ -283,7 +287,21 @@ impl Inner {
                 return refuse("Server error");
             }
         }
-        let Some(backend) = self.choose_backend(None) else {
+        // A bind of an earlier login of the player may still be in flight (its task does not
+        // know it was replaced): on another backend it could end after this login's and take
+        // the player's anchor from it. On the same backend the RPC order key puts this
+        // login's bind behind it, and the newer binding replaces the older there.
+        let in_flight = lock(&self.binds_in_flight).get(&user).and_then(|b| b.last().copied());
+        let is_live_backend =
+            |b: PeerId| self.cluster.peer_tags(b).is_some_and(|t| t.contains(&self.cfg.backend_tag));
+        let backend = match in_flight.filter(|b| is_live_backend(*b)) {
+            Some(b) => {
+                crate::probe!("gate: a login follows its earlier login's bind still in flight");
+                Some(b)
+            }
+            None => self.choose_backend(None),
+        };
+        let Some(backend) = backend else {
             let _ = self.accounts.set_logged_out(&user).await;
             return refuse("no backend");
         };
@@ -369,7 +387,19 @@ impl Inner {
                 };
                 let opts =
                     CallOptions::default().with_timeout(self.cfg.bind_timeout).ordered(player.to_string());
+                lock(&self.binds_in_flight).entry(player.to_string()).or_default().push(bind.to);
                 let reply = self.rpc.call::<_, BindPlayerReply>(bind.to, RPC_BIND, &req, opts).await;
+                {
+                    let mut in_flight = lock(&self.binds_in_flight);
+                    if let Some(b) = in_flight.get_mut(player) {
+                        if let Some(i) = b.iter().position(|p| *p == bind.to) {
+                            b.remove(i);
+                        }
+                        if b.is_empty() {
+                            in_flight.remove(player);
+                        }
+                    }
+                }
                 let bound = match &reply {
                     Ok(r) if r.bound => true,
                     Ok(r) => {
