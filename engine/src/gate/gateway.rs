@@ -589,13 +589,19 @@ impl Inner {
                     }
                 }
             };
-            let left = OUTPUT_GAP_WAIT.saturating_sub(self.now().saturating_since(started));
-            if left.is_zero() || timeout(&*self.env.clock, left, wait).await.is_err() {
+            if !self.out_moved(wait, started).await {
                 crate::probe!("gate: output numbers missing past the wait, skipped");
                 debug!(target: LOG_TARGET, node = %self.env.node, player, first = batch.first, "output numbers missing: skipped");
                 skip = true;
             }
         }
+    }
+
+    /// Waits for a player's output numbering to move on (`wait`, a registered out-waiter),
+    /// until [`OUTPUT_GAP_WAIT`] after `started`. False once that has passed.
+    async fn out_moved(&self, wait: oneshot::Receiver<()>, started: MonoTime) -> bool {
+        let left = OUTPUT_GAP_WAIT.saturating_sub(self.now().saturating_since(started));
+        !left.is_zero() && timeout(&*self.env.clock, left, wait).await.is_ok()
     }
 
     /// Waits (at most [`OUTPUT_GAP_WAIT`]) until the gate has sent `player`'s client the
@@ -613,8 +619,7 @@ impl Inner {
                 p.out_waiters.push(tx);
                 rx
             };
-            let left = OUTPUT_GAP_WAIT.saturating_sub(self.now().saturating_since(started));
-            if left.is_zero() || timeout(&*self.env.clock, left, wait).await.is_err() {
+            if !self.out_moved(wait, started).await {
                 crate::probe!("gate: a released binding's last output never came");
                 return;
             }

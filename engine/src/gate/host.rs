@@ -136,18 +136,7 @@ impl Flow {
     fn with(&self, f: impl FnOnce(&mut Outflow) -> Vec<Out>) -> Vec<Numbered> {
         let mut st = lock(&self.st);
         let (outflow, waiting) = &mut *st;
-        let mut deliveries = Vec::new();
-        for out in f(outflow) {
-            match out {
-                Out::Answer { forward, frames } => {
-                    if let Some(tx) = waiting.remove(&forward) {
-                        let _ = tx.send(frames);
-                    }
-                }
-                Out::Deliver(d) => deliveries.push(d),
-            }
-        }
-        deliveries
+        f(outflow).into_iter().filter_map(|out| answer(waiting, out)).collect()
     }
 
     /// A forward waits for its frame's output: its id and where the answer comes (at once
@@ -156,12 +145,11 @@ impl Flow {
         let (tx, rx) = futures::channel::oneshot::channel();
         let mut st = lock(&self.st);
         let (outflow, waiting) = &mut *st;
-        let (id, answer) = outflow.wait();
+        let (id, earlier) = outflow.wait();
         waiting.insert(id, tx);
-        if let Some(Out::Answer { forward, frames }) = answer {
-            if let Some(tx) = waiting.remove(&forward) {
-                let _ = tx.send(frames);
-            }
+        if let Some(out) = earlier {
+            let delivery = answer(waiting, out);
+            debug_assert!(delivery.is_none(), "waiting delivers nothing");
         }
         (id, rx)
     }
@@ -171,6 +159,22 @@ impl Flow {
         let mut st = lock(&self.st);
         st.1.remove(&forward);
         st.0.give_up(forward)
+    }
+}
+
+/// Sends an [`Out::Answer`] to its waiting forward (if it still waits); gives back a delivery.
+fn answer(
+    waiting: &mut BTreeMap<u64, futures::channel::oneshot::Sender<Numbered>>,
+    out: Out,
+) -> Option<Numbered> {
+    match out {
+        Out::Answer { forward, frames } => {
+            if let Some(tx) = waiting.remove(&forward) {
+                let _ = tx.send(frames);
+            }
+            None
+        }
+        Out::Deliver(d) => Some(d),
     }
 }
 
