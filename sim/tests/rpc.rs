@@ -108,6 +108,15 @@ fn install_handlers(rpc: &Rpc, env: &Env, w: &World) {
             Ok::<_, HandlerError>(EchoReply { message: req.message })
         }
     });
+    let (r, clock) = (record.clone(), env.clock.clone());
+    rpc.register_waiting_handler("waiting", move |_info, req: EchoRequest| {
+        r("waiting", String::new(), 0, req.message.clone());
+        let sleep = clock.sleep(SLOW_HANDLER);
+        async move {
+            sleep.await;
+            Ok::<_, HandlerError>(EchoReply { message: req.message })
+        }
+    });
     let (r, env) = (record, env.clone());
     rpc.register_handler("ordered", move |_info, req: OrderedRequest| {
         let (r, env) = (r.clone(), env.clone());
@@ -247,6 +256,44 @@ fn void_handler_is_auto_acknowledged() {
         let r = ctx.rpc.call::<_, ()>(ctx.target, "void", &req, CallOptions::default()).await;
         assert_eq!(r, Ok(()));
         assert_eq!(ctx.w.execs().len(), 1, "acknowledged after it ran");
+    });
+}
+
+/// Sends `n` calls of `msg_type` (each running [`SLOW_HANDLER`]) and, once they run, an
+/// echo; returns how long the echo took.
+async fn echo_behind(ctx: &Ctx, msg_type: &'static str, n: usize) -> Duration {
+    let rpc = ctx.rpc.clone();
+    let target = ctx.target;
+    let _busy: Vec<_> = (0..n)
+        .map(|i| {
+            let rpc = rpc.clone();
+            madsim::task::spawn(async move {
+                let req = EchoRequest { message: format!("{msg_type} {i}") };
+                let opts = CallOptions::default().with_timeout(Duration::from_secs(10));
+                rpc.call::<_, EchoReply>(target, msg_type, &req, opts).await
+            })
+        })
+        .collect();
+    ctx.sleep_ms(100).await;
+    let started = ctx.env.clock.now();
+    assert_eq!(ctx.echo(target, "behind", Duration::from_secs(10)).await, Ok("behind".to_string()));
+    ctx.env.clock.now().saturating_since(started)
+}
+
+#[test]
+fn handlers_that_wait_take_no_permit_while_the_others_stay_bounded() {
+    run(9, RpcBugs::default(), |ctx| async move {
+        // Twice the server's 4 permits of waiting handlers: an echo still runs at once.
+        let took = echo_behind(&ctx, "waiting", 8).await;
+        assert!(took < Duration::from_millis(100), "an echo behind 8 waiting handlers took {took:?}");
+        assert_eq!(ctx.w.execs().iter().filter(|e| e.msg_type == "waiting").count(), 8, "all 8 running");
+        ctx.sleep_ms(4_000).await;
+        // 4 counted slow handlers hold every permit: the echo waits for the first to end.
+        let took = echo_behind(&ctx, "slow", 4).await;
+        assert!(
+            took >= SLOW_HANDLER - Duration::from_millis(200),
+            "an echo behind 4 slow handlers took {took:?}"
+        );
     });
 }
 

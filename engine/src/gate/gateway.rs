@@ -767,8 +767,10 @@ fn register(inner: &Arc<Inner>) {
             }
         }
     });
+    // A waiting handler (no handler permit): a delivery may wait for the batch in flight on
+    // the other path (`OUTPUT_GAP_WAIT`); one at a time per binding.
     let w = Arc::downgrade(inner);
-    inner.rpc.register_handler(RPC_DELIVER, move |info, req: DeliverFrames| {
+    inner.rpc.register_waiting_handler(RPC_DELIVER, move |info, req: DeliverFrames| {
         let inner = w.upgrade();
         async move {
             let inner = inner.ok_or_else(|| HandlerError::new("gate stopped"))?;

@@ -34,7 +34,9 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -56,7 +58,7 @@ use super::{
 use crate::account::keyed_lock::KeyedLocks;
 use crate::account::{self, AccountManager};
 use crate::cluster::{Cluster, PeerId, ViewState};
-use crate::env::{lock, timeout, Env, TaskHandle};
+use crate::env::{lock, timeout, Env, NetError, TaskHandle};
 use crate::orm::{Model, ObjectRef, Orm};
 use crate::rpc::{CallOptions, HandlerError, Rpc};
 use crate::session::{Guard, Session, SessionService};
@@ -175,6 +177,46 @@ fn answer(
             None
         }
         Out::Deliver(d) => Some(d),
+    }
+}
+
+/// Most delivery batches queued between a gated session's writer and the delivery task: a
+/// writer that finds the queue full waits (the session's own send queue then fills, as a
+/// direct session's would behind a slow socket).
+pub const DELIVER_QUEUE_MAX: usize = 256;
+
+/// A gated session's output (its connection's writing half): each frame is numbered as the
+/// session's writer sends it, on the session's own task, and either goes into the answer of
+/// the forward waiting for it — answered right here, with no task in between — or is queued
+/// for [`deliver_loop`]. Each frame yields at most one delivery batch, so a writer that found
+/// the queue ready can always send.
+struct OutputSink {
+    flow: Arc<Flow>,
+    deliveries: mpsc::Sender<Numbered>,
+}
+
+impl futures::Sink<Bytes> for OutputSink {
+    type Error = NetError;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), NetError>> {
+        self.deliveries.poll_ready(cx).map_err(|_| NetError::Closed)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, frame: Bytes) -> Result<(), NetError> {
+        let this = &mut *self;
+        for batch in this.flow.with(|o| o.take(vec![frame])) {
+            this.deliveries.start_send(batch).map_err(|_| NetError::Closed)?;
+        }
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), NetError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), NetError>> {
+        self.deliveries.close_channel();
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -351,7 +393,10 @@ impl Inner {
             let (player, epoch) = (player.clone(), req.epoch);
             Arc::new(move || weak.upgrade().is_some_and(|i| i.may_handle(&player, gate, epoch)))
         };
-        let gated = match self.sessions.open_gated(transport, client, guard) {
+        let flow = Arc::new(Flow::default());
+        let (deliveries, to_deliver) = mpsc::channel::<Numbered>(DELIVER_QUEUE_MAX);
+        let output = Box::pin(OutputSink { flow: flow.clone(), deliveries });
+        let gated = match self.sessions.open_gated(transport, client, guard, output) {
             Ok(g) => g,
             Err(e) => {
                 self.orm.unpin(&anchor(&player));
@@ -363,10 +408,9 @@ impl Inner {
             gated.session.close("not adopted");
             return refuse(format!("not logged in here: {e}"));
         }
-        let flow = Arc::new(Flow::default());
         let delivered = {
             let task =
-                deliver_loop(self.rpc.clone(), gate, player.clone(), req.epoch, gated.output, flow.clone());
+                deliver_loop(self.rpc.clone(), gate, player.clone(), req.epoch, to_deliver, flow.clone());
             let (tx, rx) = futures::channel::oneshot::channel::<()>();
             let _detached = self.env.spawn.spawn(
                 "gate-deliver",
@@ -520,39 +564,65 @@ impl Inner {
     }
 }
 
-/// Takes what a gated session queues for its gate, in order: the output of a forward's frame
-/// goes into that forward's answer, the rest is delivered in batches, one delivery at a time.
+/// Delivers what a gated session sent outside its forwards' answers ([`OutputSink`]), in
+/// order, one delivery at a time, joining batches whose numbers follow on (up to
+/// [`DELIVER_BATCH_MAX`] frames); once the output ended, a forward still waiting gets what
+/// came out for it.
 async fn deliver_loop(
     rpc: Rpc,
     gate: PeerId,
     player: String,
     epoch: u64,
-    mut output: mpsc::Receiver<Bytes>,
+    mut queued: mpsc::Receiver<Numbered>,
     flow: Arc<Flow>,
 ) {
-    while let Some(first) = output.next().await {
-        let mut items = vec![first];
-        while items.len() < DELIVER_BATCH_MAX {
-            match output.try_recv() {
-                Ok(f) => items.push(f),
-                _ => break,
+    let mut next = None;
+    loop {
+        let batch = match next.take() {
+            Some(b) => b,
+            None => match queued.next().await {
+                Some(b) => b,
+                None => break,
+            },
+        };
+        let (Numbered { first, frames }, after) = join_following(batch, || queued.try_recv().ok());
+        next = after;
+        let n = frames.len();
+        let req = DeliverFrames { player: player.clone(), epoch, frames, first_out: first };
+        let opts = CallOptions::default().with_timeout(DELIVER_TIMEOUT).ordered(player.clone());
+        match rpc.call::<_, DeliverFramesReply>(gate, RPC_DELIVER, &req, opts).await {
+            Ok(r) if r.delivered => {}
+            Ok(_) => {
+                crate::probe!("gate host: delivery refused, the gate routes the player elsewhere");
+                debug!(target: LOG_TARGET, player, frames = n, "delivery refused: the gate routes the player elsewhere")
             }
-        }
-        for Numbered { first, frames } in flow.with(|o| o.take(items)) {
-            let n = frames.len();
-            let req = DeliverFrames { player: player.clone(), epoch, frames, first_out: first };
-            let opts = CallOptions::default().with_timeout(DELIVER_TIMEOUT).ordered(player.clone());
-            match rpc.call::<_, DeliverFramesReply>(gate, RPC_DELIVER, &req, opts).await {
-                Ok(r) if r.delivered => {}
-                Ok(_) => {
-                    crate::probe!("gate host: delivery refused, the gate routes the player elsewhere");
-                    debug!(target: LOG_TARGET, player, frames = n, "delivery refused: the gate routes the player elsewhere")
-                }
-                Err(e) => debug!(target: LOG_TARGET, player, frames = n, error = %e, "delivery failed"),
-            }
+            Err(e) => debug!(target: LOG_TARGET, player, frames = n, error = %e, "delivery failed"),
         }
     }
     flow.with(|o| o.end().into_iter().collect());
+}
+
+/// `batch` joined with the batches `ready` has now whose numbers follow on, up to
+/// [`DELIVER_BATCH_MAX`] frames; and the first batch taken that does not follow on (it
+/// starts the next delivery). `ready` must not wait.
+fn join_following(
+    batch: Numbered,
+    mut ready: impl FnMut() -> Option<Numbered>,
+) -> (Numbered, Option<Numbered>) {
+    let Numbered { first, mut frames } = batch;
+    while frames.len() < DELIVER_BATCH_MAX {
+        match ready() {
+            Some(b)
+                if b.first == first + frames.len() as u64
+                    && frames.len() + b.frames.len() <= DELIVER_BATCH_MAX =>
+            {
+                frames.extend(b.frames)
+            }
+            Some(b) => return (Numbered { first, frames }, Some(b)),
+            None => break,
+        }
+    }
+    (Numbered { first, frames }, None)
 }
 
 async fn sweep_loop(weak: Weak<Inner>) {
@@ -565,7 +635,9 @@ async fn sweep_loop(weak: Weak<Inner>) {
     }
 }
 
-/// Registers one handler that runs `f` on the host while it exists.
+/// Registers one handler that runs `f` on the host while it exists. A waiting handler (no
+/// handler permit): a bind waits for the anchor's lend, a forward for its frame's handling, a
+/// release for the session to drain; one of each at a time per player (the order key).
 fn handle<Req, Rep, F, Fut>(inner: &Arc<Inner>, msg_type: &str, f: F)
 where
     Req: prost::Message + Default + 'static,
@@ -574,7 +646,7 @@ where
     Fut: std::future::Future<Output = Rep> + Send + 'static,
 {
     let w = Arc::downgrade(inner);
-    inner.rpc.register_handler(msg_type, move |info, req: Req| {
+    inner.rpc.register_waiting_handler(msg_type, move |info, req: Req| {
         let inner = w.upgrade();
         async move {
             let inner = inner.ok_or_else(|| HandlerError::new("gate host stopped"))?;
@@ -587,4 +659,81 @@ fn register(inner: &Arc<Inner>) {
     handle(inner, RPC_BIND, |i, gate, req: BindPlayer| async move { i.bind(gate, req).await });
     handle(inner, RPC_FORWARD, |i, gate, req: ForwardFrame| async move { i.forward(gate, req).await });
     handle(inner, RPC_RELEASE, |i, gate, req: ReleasePlayer| async move { i.release(gate, req).await });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::HANDLED_MARKER;
+    use futures::{FutureExt, SinkExt};
+
+    fn f(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
+    }
+
+    fn numbered(first: u64, frames: &[&'static str]) -> Numbered {
+        Numbered { first, frames: frames.iter().map(|s| f(s)).collect() }
+    }
+
+    #[test]
+    fn the_session_writer_answers_a_waiting_forward_itself_and_queues_the_rest_for_delivery() {
+        let flow = Arc::new(Flow::default());
+        let (tx, mut queued) = mpsc::channel::<Numbered>(DELIVER_QUEUE_MAX);
+        let mut sink = OutputSink { flow: flow.clone(), deliveries: tx };
+        // A push before any forward waits: delivered.
+        sink.send(f("push")).now_or_never().expect("never waits").expect("sent");
+        assert_eq!(queued.try_recv().ok(), Some(numbered(0, &["push"])));
+        // A forward waits; its frame's reply and the marker come out of the writer.
+        let (_, mut answer) = flow.wait();
+        sink.send(f("reply")).now_or_never().expect("never waits").expect("sent");
+        assert_eq!(answer.try_recv().ok().flatten(), None, "not answered before the marker");
+        sink.send(HANDLED_MARKER).now_or_never().expect("never waits").expect("sent");
+        assert_eq!(
+            answer.try_recv().ok().flatten(),
+            Some(numbered(1, &["reply"])),
+            "answered by the send itself"
+        );
+        assert_eq!(
+            queued.try_recv(),
+            Err(mpsc::TryRecvError::Empty),
+            "nothing of the answer is delivered too"
+        );
+        // Closing ends the deliveries' queue.
+        sink.close().now_or_never().expect("never waits").expect("closed");
+        assert_eq!(queued.try_recv(), Err(mpsc::TryRecvError::Closed), "the queue ended (not merely empty)");
+    }
+
+    #[test]
+    fn a_full_delivery_queue_holds_the_writer_until_a_batch_is_taken() {
+        let flow = Arc::new(Flow::default());
+        let (tx, mut queued) = mpsc::channel::<Numbered>(0);
+        let mut sink = OutputSink { flow, deliveries: tx };
+        sink.send(f("a")).now_or_never().expect("one slot per sender").expect("sent");
+        assert!(sink.send(f("b")).now_or_never().is_none(), "the queue is full: the writer waits");
+        assert_eq!(queued.try_recv().ok(), Some(numbered(0, &["a"])));
+        sink.send(f("b")).now_or_never().expect("room again").expect("sent");
+        assert_eq!(queued.try_recv().ok(), Some(numbered(1, &["b"])));
+    }
+
+    #[test]
+    fn batches_that_follow_on_go_in_one_delivery_and_a_gap_starts_the_next() {
+        let mut ready =
+            vec![numbered(1, &["b"]), numbered(2, &["c", "d"]), numbered(7, &["x"]), numbered(8, &["y"])]
+                .into_iter();
+        let (joined, next) = join_following(numbered(0, &["a"]), || ready.next());
+        assert_eq!(joined, numbered(0, &["a", "b", "c", "d"]));
+        assert_eq!(next, Some(numbered(7, &["x"])), "numbers 4..7 went in answers: a delivery of its own");
+        assert_eq!(ready.next(), Some(numbered(8, &["y"])), "nothing taken beyond the gap");
+    }
+
+    #[test]
+    fn a_delivery_never_grows_past_its_frame_limit() {
+        let big: Vec<&'static str> = vec!["f"; DELIVER_BATCH_MAX - 1];
+        let mut ready = vec![numbered(63, &["g", "h"]), numbered(65, &["i"])].into_iter();
+        let (joined, next) = join_following(numbered(0, &big), || ready.next());
+        assert_eq!(joined.frames.len(), DELIVER_BATCH_MAX - 1, "two more would pass the limit");
+        assert_eq!(next, Some(numbered(63, &["g", "h"])));
+        let (full, none) = join_following(numbered(0, &vec!["f"; DELIVER_BATCH_MAX]), || panic!("not asked"));
+        assert_eq!((full.frames.len(), none), (DELIVER_BATCH_MAX, None));
+    }
 }

@@ -18,7 +18,8 @@
 //! - **Order per key.** Calls with the same `order_key` from one sender to one receiver are
 //!   handled one at a time in send order; an overtaken call is rejected with
 //!   [`RpcError::OutOfOrder`] ([`order`]). Calls without a key run concurrently, at most
-//!   `max_concurrent_handlers` handlers at once (ordered ones count too).
+//!   `max_concurrent_handlers` handlers at once (ordered ones count too; the engine's own
+//!   waiting handlers, [`Rpc::register_waiting_handler`], do not).
 //! - **Incarnation fencing.** A connection starts with a Hello naming the caller and the
 //!   *incarnation* (PeerId) it means to reach. A server restarted on the same address has a
 //!   new PeerId and answers `Fenced` instead of handling anything; the caller's pending calls
@@ -223,6 +224,15 @@ pub struct CallInfo {
 
 type HandlerFn = dyn Fn(CallInfo, Bytes) -> BoxFuture<'static, ReplyStatus> + Send + Sync;
 
+/// A registered handler, and whether it runs under a handler permit.
+#[derive(Clone)]
+struct Registered {
+    f: Arc<HandlerFn>,
+    /// Counted against `max_concurrent_handlers` ([`Rpc::register_handler`]); false for
+    /// [`Rpc::register_waiting_handler`].
+    counted: bool,
+}
+
 /// The RPC service of one server process. Cheap to clone.
 #[derive(Clone)]
 pub struct Rpc {
@@ -244,7 +254,7 @@ struct Inner {
     directory: Arc<dyn PeerDirectory>,
     cfg: RpcConfig,
     local_addr: SocketAddr,
-    handlers: Mutex<BTreeMap<String, Arc<HandlerFn>>>,
+    handlers: Mutex<BTreeMap<String, Registered>>,
     /// Xid counter of this process (all destinations).
     next_xid: AtomicU64,
     shut: AtomicBool,
@@ -301,8 +311,36 @@ impl Rpc {
     }
 
     /// Registers the handler of `msg_type` (replacing any earlier one). The handler's reply
-    /// (or error) goes back to the caller.
+    /// (or error) goes back to the caller. It runs under one of the
+    /// `max_concurrent_handlers` permits (iFun's `rpc_threads_size`).
     pub fn register_handler<Req, Rep, F, Fut>(&self, msg_type: &str, f: F)
+    where
+        Req: prost::Message + Default,
+        Rep: prost::Message,
+        F: Fn(CallInfo, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Rep, HandlerError>> + Send + 'static,
+    {
+        self.install(msg_type, Self::handler_fn(f), true);
+    }
+
+    /// Registers the handler of `msg_type` as [`register_handler`](Self::register_handler)
+    /// does, but taking no handler permit: for an engine protocol's own handlers that spend
+    /// their time *waiting* — on another server (an object's owner lending it), or on work
+    /// done elsewhere on this one (a gated session handling a forwarded frame) — and whose
+    /// number the protocol bounds itself (one per player or object at a time). Counted, a few
+    /// of them would hold every permit while they wait, the calls they wait for would queue
+    /// behind them, and across servers they could wait on each other until their deadlines.
+    pub fn register_waiting_handler<Req, Rep, F, Fut>(&self, msg_type: &str, f: F)
+    where
+        Req: prost::Message + Default,
+        Rep: prost::Message,
+        F: Fn(CallInfo, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Rep, HandlerError>> + Send + 'static,
+    {
+        self.install(msg_type, Self::handler_fn(f), false);
+    }
+
+    fn handler_fn<Req, Rep, F, Fut>(f: F) -> Arc<HandlerFn>
     where
         Req: prost::Message + Default,
         Rep: prost::Message,
@@ -324,7 +362,7 @@ impl Rpc {
                     }
                 }
             });
-        self.install(msg_type, h);
+        h
     }
 
     /// Registers a handler that sends no reply of its own (iFun's
@@ -345,8 +383,8 @@ impl Rpc {
         });
     }
 
-    fn install(&self, msg_type: &str, h: Arc<HandlerFn>) {
-        if lock(&self.inner.handlers).insert(msg_type.to_string(), h).is_some() {
+    fn install(&self, msg_type: &str, f: Arc<HandlerFn>, counted: bool) {
+        if lock(&self.inner.handlers).insert(msg_type.to_string(), Registered { f, counted }).is_some() {
             warn!(msg_type, "rpc handler replaced");
         }
     }

@@ -372,8 +372,10 @@ impl Inner {
     fn start_job(self: &Arc<Self>, job: Job, inline: bool) {
         let sender = job.sender;
         let inner = self.clone();
+        // An unregistered type is answered at once, under no permit.
+        let counted = lock(&self.handlers).get(&job.req.msg_type).is_some_and(|h| h.counted);
         let task = async move {
-            let _permit = inner.server.sem.acquire().await;
+            let _permit = if counted { Some(inner.server.sem.acquire().await) } else { None };
             let status = if inner.metrics.enabled {
                 let start = inner.env.clock.now();
                 let status = inner.run_handler(&job).await;
@@ -414,7 +416,7 @@ impl Inner {
     }
 
     async fn run_handler(&self, job: &Job) -> ReplyStatus {
-        let handler = lock(&self.handlers).get(&job.req.msg_type).cloned();
+        let handler = lock(&self.handlers).get(&job.req.msg_type).map(|h| h.f.clone());
         let Some(h) = handler else {
             debug!(msg_type = %job.req.msg_type, "rpc request for a type with no handler");
             return ReplyStatus::NoHandler;

@@ -2,11 +2,11 @@
 //!
 //! A backend hosts a gated player as an ordinary [`Session`] of its session service — same
 //! handler registry, same open and closed callbacks, same ordered handling, same `Session`
-//! handle to reply, push and close — whose connection is not a socket but two bounded
-//! in-memory queues: frames the gate forwarded go in ([`GatedSession::input`]), frames for
-//! the client come out ([`GatedSession::output`]) in the client's own transport encoding, to
-//! be delivered through the gate. A game written for direct connections therefore runs
-//! behind gates unchanged (`engine::gate` drives both queues).
+//! handle to reply, push and close — whose connection is not a socket: frames the gate
+//! forwarded go in through a bounded in-memory queue ([`GatedSession::input`]), and frames
+//! for the client, in the client's own transport encoding, go out into a sink its host gives
+//! ([`SessionService::open_gated`]), which passes them on through the gate. A game written
+//! for direct connections therefore runs behind gates unchanged (`engine::gate` drives both).
 //!
 //! What differs from a direct session ([`Rules`]):
 //! - the end of the input (the gate released the player) closes the session *gracefully*:
@@ -24,17 +24,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::mpsc;
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{FutureExt, StreamExt};
 
 use super::handle::{lock, Limits, Session, SessionId};
 use super::{service, Entry, SessionConfig, SessionError, SessionService, Transport};
-use crate::env::{Connection, NetError};
+use crate::env::{Connection, FrameSink};
 
 /// Most client frames queued on a gated session before its handler takes them; a forward
 /// beyond that waits (backpressure to the gate, and through it to the client's socket).
 pub const GATED_INPUT_MAX: usize = 64;
-/// Most frames queued between a gated session's writer and its delivery to the gate.
-pub const GATED_OUTPUT_MAX: usize = 256;
 /// A gated session's idle timeout: in effect none (the gate watches the client).
 const GATED_IDLE: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The close reason of a gated session whose guard said no.
@@ -61,25 +59,27 @@ impl Rules {
     pub(super) const DIRECT: Rules = Rules { drain_at_end: false, guard: None, mark_handled: false };
 }
 
-/// A gated session and its two queues. Dropping `input` ends the session gracefully; the
-/// `output` stream ends once the session has closed and its last frame came out. `output`
-/// carries [`HANDLED_MARKER`] after the output of each client frame's handling.
+/// A gated session and its input queue. Dropping `input` ends the session gracefully.
 pub struct GatedSession {
     pub session: Session,
     pub input: mpsc::Sender<Bytes>,
-    pub output: mpsc::Receiver<Bytes>,
 }
 
 impl SessionService {
     /// Opens a gated session for a client of `transport` at `client` (as its gate sees it),
     /// handled while `guard` says yes. Its limits are those of this service's port of the same
-    /// transport, else of its first port (frame size, send queue). Fails after
+    /// transport, else of its first port (frame size, send queue). What it sends the client
+    /// goes into `output`, in order, from the session's own task (its writer), with
+    /// [`HANDLED_MARKER`] after the output of each client frame's handling; `output` is
+    /// dropped once the session has closed and its last frame went in. An error from `output`
+    /// ends the session as a broken connection would. Fails after
     /// [`shutdown`](Self::shutdown).
     pub fn open_gated(
         &self,
         transport: Transport,
         client: SocketAddr,
         guard: Guard,
+        output: FrameSink,
     ) -> Result<GatedSession, SessionError> {
         let inner = &self.inner;
         if inner.shut.load(std::sync::atomic::Ordering::SeqCst) {
@@ -93,12 +93,7 @@ impl SessionService {
             ..port.cfg.clone()
         };
         let (input, input_rx) = mpsc::channel::<Bytes>(GATED_INPUT_MAX);
-        let (output_tx, output) = mpsc::channel::<Bytes>(GATED_OUTPUT_MAX);
-        let conn = Connection {
-            sink: Box::pin(output_tx.sink_map_err(|_| NetError::Closed)),
-            stream: Box::pin(input_rx.map(Ok)),
-            peer: client,
-        };
+        let conn = Connection { sink: output, stream: Box::pin(input_rx.map(Ok)), peer: client };
         let id = SessionId::new_random(&*inner.env.rand);
         let session = Session::new(id, client, transport, Limits::of(&cfg), inner.budget.clone());
         lock(&inner.sessions).insert(id, Entry { session: session.clone(), task: None });
@@ -110,7 +105,7 @@ impl SessionService {
         if let Some(e) = lock(&inner.sessions).get_mut(&id) {
             e.task = Some(task);
         }
-        Ok(GatedSession { session, input, output })
+        Ok(GatedSession { session, input })
     }
 }
 

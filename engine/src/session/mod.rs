@@ -112,7 +112,7 @@ pub use self::budget::{
 };
 pub use self::dual::{DualBody, DualReply, DualRequest};
 pub use self::error::{CloseReason, ProtocolError, SessionError};
-pub use self::gated::{GatedSession, Guard, GATED_INPUT_MAX, GATED_OUTPUT_MAX, HANDLED_MARKER, NOT_HOSTED};
+pub use self::gated::{GatedSession, Guard, GATED_INPUT_MAX, HANDLED_MARKER, NOT_HOSTED};
 pub use self::global::{BroadcastReport, GlobalSessions};
 use self::handle::lock;
 pub use self::handle::{Session, SessionId};
