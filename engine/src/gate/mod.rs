@@ -2,26 +2,33 @@
 //! LoginServer / GameGate): login servers hand out signed session keys, gates hold the client
 //! connections and route each player to a backend by tag.
 //!
-//! What exists so far (issue 16, item 1):
-//!
 //! | piece | what |
 //! |---|---|
 //! | [`session_key`] | the signed key a login server issues and a gate checks: user, expiry, nonce; [`issue`], [`verify`], [`verify_for`] |
 //! | [`GateConfig`] / [`SessionKeys`] | the manifest's `Gate` section (`session_key_secret`, `session_key_ttl_in_second`) and its checked form |
 //! | [`GATE_TAG`], [`GATE_LOAD_FIELD`] | how a login server finds the gates in the cluster view and orders them |
+//! | [`Gateway`] | the gate: client sessions, the cluster-wide login on `cs_gate_login`, the binding of each player to a backend, forwarding, and the switch between backends |
+//! | [`GateHost`] | the backend side: hosting a gated player (anchor object, gated session, fencing per frame), forwards, deliveries, releases, [`GateHost::move_player`] |
+//! | [`route`] | a player's route at the gate as an I/O-free state machine: bound, moving, recovering, held frames |
+//! | [`outflow`] | what a hosted player's game sends the client, numbered: in a forward's answer or by delivery, put back in order at the gate |
 //!
 //! The login flow (the reference game's `login` flavor): the client sends the login server
 //! `cs_login {user_name}`; it answers `sc_login {error: false, session_key, gates}` with the
 //! members tagged [`GATE_TAG`], least loaded first by [`GATE_LOAD_FIELD`]
 //! ([`Cluster::peers_by_load`](crate::cluster::Cluster::peers_by_load)), each as the
 //! host and port of its client port ([`Cluster::peer_client_addr`](crate::cluster::Cluster::peer_client_addr)).
-//! The client then shows the key to one of the gates. See `docs/gate.md`.
+//! The client then shows the key to one of the gates, which logs the player in and binds it
+//! to a backend tagged `game`. See `docs/gate.md`.
 //!
 //! # Layout
 //! - `session_key.rs`: the key format (pure), on the signing machinery shared with redirect
 //!   tokens ([`crate::signed`]);
 //! - `config.rs`: [`GateConfig`], [`SessionKeys`], the TTL limits;
-//! - `error.rs`: [`SessionKeyError`], [`IssueError`], [`GateConfigError`].
+//! - `error.rs`: [`SessionKeyError`], [`IssueError`], [`GateConfigError`];
+//! - `gateway.rs`: [`Gateway`] and [`GatewayConfig`] (the gate);
+//! - `route.rs`: [`route::Route`], one player's routing state at the gate;
+//! - `host.rs`: [`GateHost`] (the backend), its anchor model [`GatedPlayer`];
+//! - `outflow.rs`: [`outflow::Outflow`] (backend) and [`outflow::OutOrder`] (gate).
 
 mod config;
 mod error;
