@@ -66,7 +66,10 @@ pub struct RpcService {
     /// never creates threads, so here it is the **number of RPC handlers that may run
     /// concurrently on this server**: a further request waits (in its order-key queue) until
     /// a handler finishes. It keeps iFun's meaning of "how much RPC work runs in parallel"
-    /// and bounds memory under a request flood. `1..=`[`RPC_HANDLERS_CONCURRENT_MAX`].
+    /// and bounds memory under a request flood. `1..=`[`RPC_HANDLERS_CONCURRENT_MAX`]. The
+    /// engine's own waiting handlers (gate forwards, binds, releases and deliveries, object
+    /// lends: [`crate::rpc::Rpc::register_waiting_handler`]) do not count: they wait on other
+    /// servers or on the game's handling, and their protocols bound their number.
     pub rpc_threads_size: u64,
     /// Network interface whose address peers use to reach this server; empty = the
     /// address the `Net` port reports for this node.
