@@ -21,6 +21,7 @@ use crate::env::{
 };
 use crate::env::{Row, WriteOp, WriteResult};
 use crate::rpc::{CallOptions, HandlerError, Rpc};
+use crate::shard::key::validate_user;
 use crate::shard::ShardError;
 
 /// Pacing of retries after transient coordination or SQL failures while taking an object.
@@ -203,13 +204,18 @@ impl Inner {
         }
     }
 
-    /// Raises the row's fence to `fence` and reads it; completes a pending write.
+    /// Raises the row's fence to `fence` and reads it; completes a pending write. The raise
+    /// goes through the group commit (`batch.rs`), so takes of many objects at once (a burst of
+    /// players switching backends, each taking its objects) share their instance's writes
+    /// with each other and with commits, instead of one durable write each.
     async fn load(&self, obj: &ObjectRef, epoch: u64, fence: u64) -> Result<Owned, OrmError> {
         let (table, key) = (obj.table(), self.row_key(obj));
-        let raised = self
-            .router
-            .transact(&obj.shard_user, vec![WriteOp::raise_fence(&table, key, self.db_fence(fence))])
-            .await;
+        // Checked here, as the router would: a batch fails whole on an invalid user.
+        validate_user(&obj.shard_user)
+            .map_err(|e| shard_unavailable(obj, &ShardError::InvalidArgument(e)))?;
+        let instance = self.router.instance_of_user(&obj.shard_user);
+        let raise = WriteOp::raise_fence(&table, key, self.db_fence(fence));
+        let raised = self.group.submit(&instance, vec![obj.shard_user.clone()], vec![raise]).await;
         let row = match raised {
             Ok(mut r) => match r.pop() {
                 Some(WriteResult::RaiseFence { row, .. }) => row,
