@@ -513,10 +513,10 @@ impl Inner {
             };
             let req = ForwardFrame { player: player.clone(), epoch, frame: frame.clone() };
             let opts = CallOptions::default().with_timeout(self.cfg.call_timeout).ordered(player.clone());
-            let reply = self.rpc.call::<_, ForwardFrameReply>(backend, RPC_FORWARD, &req, opts).await;
-            if let Ok(r) = &reply {
+            let mut reply = self.rpc.call::<_, ForwardFrameReply>(backend, RPC_FORWARD, &req, opts).await;
+            if let Ok(r) = &mut reply {
                 if !r.frames.is_empty() {
-                    let batch = Numbered { first: r.first_out, frames: r.frames.clone() };
+                    let batch = Numbered { first: r.first_out, frames: std::mem::take(&mut r.frames) };
                     self.output(&player, backend, epoch, batch).await;
                 }
             }
@@ -569,7 +569,7 @@ impl Inner {
                 let Some(p) = players.get_mut(player).filter(|p| p.route.delivers(backend, epoch)) else {
                     return false;
                 };
-                match p.out.accept(epoch, batch.clone(), skip) {
+                match p.out.accept(epoch, &batch, skip) {
                     Accept::Send(frames) => {
                         // Under the lock: two paths' frames leave in number order.
                         for f in frames {

@@ -204,7 +204,7 @@ impl futures::Sink<Bytes> for OutputSink {
 
     fn start_send(mut self: Pin<&mut Self>, frame: Bytes) -> Result<(), NetError> {
         let this = &mut *self;
-        for batch in this.flow.with(|o| o.take(vec![frame])) {
+        for batch in this.flow.with(|o| o.take(std::iter::once(frame))) {
             this.deliveries.start_send(batch).map_err(|_| NetError::Closed)?;
         }
         Ok(())

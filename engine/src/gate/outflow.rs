@@ -114,7 +114,7 @@ impl Outflow {
     }
 
     /// Frames and markers (empty frames) out of the gated session, in order.
-    pub fn take(&mut self, items: Vec<Bytes>) -> Vec<Out> {
+    pub fn take(&mut self, items: impl IntoIterator<Item = Bytes>) -> Vec<Out> {
         let mut out: Vec<Out> = Vec::new();
         for item in items {
             if item.is_empty() {
@@ -178,7 +178,7 @@ impl OutOrder {
     /// Frames `batch` of binding `epoch` (the route's current one: the caller checked).
     /// `skip` (after waiting [`OUTPUT_GAP_WAIT`]) gives up the numbers missing before it. An
     /// empty batch changes nothing.
-    pub fn accept(&mut self, epoch: u64, batch: Numbered, skip: bool) -> Accept {
+    pub fn accept(&mut self, epoch: u64, batch: &Numbered, skip: bool) -> Accept {
         if epoch != self.epoch {
             // Epochs only grow: the numbering of a new binding starts at 0.
             *self = OutOrder { epoch, next: 0 };
@@ -190,8 +190,9 @@ impl OutOrder {
             return Accept::Wait;
         }
         let end = batch.first + batch.frames.len() as u64;
-        let fresh = end.saturating_sub(self.next.max(batch.first));
-        let keep: Vec<Bytes> = batch.frames.into_iter().rev().take(fresh as usize).rev().collect();
+        // Frames numbered below `next` were sent already.
+        let old = usize::try_from(self.next.saturating_sub(batch.first)).unwrap_or(usize::MAX);
+        let keep = batch.frames.get(old..).unwrap_or_default().to_vec();
         self.next = self.next.max(end);
         Accept::Send(keep)
     }
@@ -273,22 +274,22 @@ mod tests {
     #[test]
     fn the_gate_sends_in_number_order_and_waits_for_a_gap_before_a_delivery() {
         let mut g = OutOrder::new();
-        assert_eq!(g.accept(7, numbered(0, &["a"]), false), Accept::Send(vec![f("a")]));
-        assert_eq!(g.accept(7, numbered(2, &["c"]), false), Accept::Wait, "1 is missing");
+        assert_eq!(g.accept(7, &numbered(0, &["a"]), false), Accept::Send(vec![f("a")]));
+        assert_eq!(g.accept(7, &numbered(2, &["c"]), false), Accept::Wait, "1 is missing");
         assert_eq!(g.next(7), 1);
-        assert_eq!(g.accept(7, numbered(1, &["b"]), true), Accept::Send(vec![f("b")]));
-        assert_eq!(g.accept(7, numbered(2, &["c"]), false), Accept::Send(vec![f("c")]));
+        assert_eq!(g.accept(7, &numbered(1, &["b"]), true), Accept::Send(vec![f("b")]));
+        assert_eq!(g.accept(7, &numbered(2, &["c"]), false), Accept::Send(vec![f("c")]));
         assert_eq!(g.next(7), 3);
     }
 
     #[test]
     fn the_gate_skips_a_gap_when_told_and_drops_what_it_sent_already() {
         let mut g = OutOrder::new();
-        assert_eq!(g.accept(1, numbered(3, &["d", "e"]), true), Accept::Send(vec![f("d"), f("e")]));
+        assert_eq!(g.accept(1, &numbered(3, &["d", "e"]), true), Accept::Send(vec![f("d"), f("e")]));
         assert_eq!(g.next(1), 5);
-        assert_eq!(g.accept(1, numbered(1, &["b", "c"]), false), Accept::Send(vec![]), "late: dropped");
+        assert_eq!(g.accept(1, &numbered(1, &["b", "c"]), false), Accept::Send(vec![]), "late: dropped");
         assert_eq!(
-            g.accept(1, numbered(4, &["e", "f"]), false),
+            g.accept(1, &numbered(4, &["e", "f"]), false),
             Accept::Send(vec![f("f")]),
             "overlap: only new"
         );
@@ -298,16 +299,16 @@ mod tests {
     #[test]
     fn an_empty_batch_neither_waits_nor_moves_the_next_number() {
         let mut g = OutOrder::new();
-        assert_eq!(g.accept(1, numbered(4, &[]), false), Accept::Send(vec![]));
+        assert_eq!(g.accept(1, &numbered(4, &[]), false), Accept::Send(vec![]));
         assert_eq!(g.next(1), 0);
     }
 
     #[test]
     fn a_new_binding_numbers_from_zero() {
         let mut g = OutOrder::new();
-        assert_eq!(g.accept(1, numbered(0, &["a", "b"]), false), Accept::Send(vec![f("a"), f("b")]));
+        assert_eq!(g.accept(1, &numbered(0, &["a", "b"]), false), Accept::Send(vec![f("a"), f("b")]));
         assert_eq!(g.next(2), 0);
-        assert_eq!(g.accept(2, numbered(0, &["x"]), false), Accept::Send(vec![f("x")]));
+        assert_eq!(g.accept(2, &numbered(0, &["x"]), false), Accept::Send(vec![f("x")]));
         assert_eq!(g.next(2), 1);
     }
 }

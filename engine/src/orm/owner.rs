@@ -21,7 +21,6 @@ use crate::env::{
 };
 use crate::env::{Row, WriteOp, WriteResult};
 use crate::rpc::{CallOptions, HandlerError, Rpc};
-use crate::shard::key::validate_user;
 use crate::shard::ShardError;
 
 /// Pacing of retries after transient coordination or SQL failures while taking an object.
@@ -210,9 +209,8 @@ impl Inner {
     /// with each other and with commits, instead of one durable write each.
     async fn load(&self, obj: &ObjectRef, epoch: u64, fence: u64) -> Result<Owned, OrmError> {
         let (table, key) = (obj.table(), self.row_key(obj));
-        // Checked here, as the router would: a batch fails whole on an invalid user.
-        validate_user(&obj.shard_user)
-            .map_err(|e| shard_unavailable(obj, &ShardError::InvalidArgument(e)))?;
+        // `obj` was validated when its transaction locked it (`ObjectRef::validate`, the user
+        // included), so it cannot fail its whole batch at the router.
         let instance = self.router.instance_of_user(&obj.shard_user);
         let raise = WriteOp::raise_fence(&table, key, self.db_fence(fence));
         let raised = self.group.submit(&instance, vec![obj.shard_user.clone()], vec![raise]).await;

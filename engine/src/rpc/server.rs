@@ -30,7 +30,7 @@ use super::order::{Arrival, KeyOrder};
 use super::outbox::{outbox, OutboxTx, PushError};
 use super::sem::Semaphore;
 use super::wire::{self, ReplyFrame, ReplyStatus, RequestFrame, WireFrame};
-use super::{lock, CallInfo, Inner, Xid, MAX_CALL_TIMEOUT};
+use super::{lock, CallInfo, HandlerFn, Inner, Xid, MAX_CALL_TIMEOUT};
 use crate::cluster::PeerId;
 use crate::env::{send_batch, timeout, Connection, Listener, MonoTime, TaskHandle};
 
@@ -372,18 +372,20 @@ impl Inner {
     fn start_job(self: &Arc<Self>, job: Job, inline: bool) {
         let sender = job.sender;
         let inner = self.clone();
-        // An unregistered type is answered at once, under no permit.
-        let counted = lock(&self.handlers).get(&job.req.msg_type).is_some_and(|h| h.counted);
+        // Looked up once; an unregistered type is answered at once, under no permit.
+        let handler = lock(&self.handlers).get(&job.req.msg_type).cloned();
         let task = async move {
+            let counted = handler.as_ref().is_some_and(|h| h.counted);
             let _permit = if counted { Some(inner.server.sem.acquire().await) } else { None };
+            let handler = handler.map(|h| h.f);
             let status = if inner.metrics.enabled {
                 let start = inner.env.clock.now();
-                let status = inner.run_handler(&job).await;
+                let status = inner.run_handler(&job, handler).await;
                 let took = inner.env.clock.now().saturating_since(start);
                 inner.metrics.handler_duration.with(&[inner.method_label(&job.req.msg_type)]).observe(took);
                 status
             } else {
-                inner.run_handler(&job).await
+                inner.run_handler(&job, handler).await
             };
             let ordered = job.req.order.is_some() && !inner.cfg.bugs.reorder;
             inner.complete(job, status, ordered);
@@ -415,8 +417,8 @@ impl Inner {
         }
     }
 
-    async fn run_handler(&self, job: &Job) -> ReplyStatus {
-        let handler = lock(&self.handlers).get(&job.req.msg_type).map(|h| h.f.clone());
+    /// Runs `handler`, the one registered for `job`'s type when it started (`None`: none was).
+    async fn run_handler(&self, job: &Job, handler: Option<Arc<HandlerFn>>) -> ReplyStatus {
         let Some(h) = handler else {
             debug!(msg_type = %job.req.msg_type, "rpc request for a type with no handler");
             return ReplyStatus::NoHandler;
